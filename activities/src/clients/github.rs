@@ -1,0 +1,132 @@
+//! GitHub REST client for the one call the provisioning saga makes: `workflow_dispatch`.
+//!
+//! Hand-written rather than `octocrab` on purpose: octocrab's error type does not carry the
+//! `Retry-After` / `x-ratelimit-reset` headers that GitHub's rate-limit guidance says to honour,
+//! and its dispatch builder has no `return_run_details`. Everything else follows the REST docs:
+//! - `POST /repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches` answers 204, or 200 with
+//!   `{workflow_run_id, run_url, html_url}` when `return_run_details: true` is sent (github.com
+//!   since 2026-02; older GHES answers 400 to the unknown field, so the client falls back once).
+//! - Rate limits: 429, or 403 with `x-ratelimit-remaining: 0` / "secondary rate limit"; wait for
+//!   `retry-after` or `x-ratelimit-reset`, which the shared classification honours.
+//! - Error bodies are `{"message": "...", "documentation_url": "..."}`.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::Http;
+use crate::error::ClientError;
+
+/// GitHub REST client.
+#[derive(Debug, Clone)]
+pub struct GitHubClient {
+    http: Http,
+    token: SecretString,
+}
+
+/// Run details returned by a dispatch (github.com only).
+#[derive(Debug, Clone, Deserialize)]
+pub struct DispatchedRun {
+    /// Run id.
+    pub workflow_run_id: u64,
+    /// HTML URL of the run.
+    #[serde(default)]
+    pub html_url: Option<String>,
+}
+
+fn parse_error(v: &serde_json::Value) -> (Option<String>, Option<String>) {
+    (None, v["message"].as_str().map(str::to_owned))
+}
+
+impl GitHubClient {
+    /// A client for `base_url` (e.g. `https://api.github.com`).
+    pub fn new(base_url: &str, token: SecretString) -> Result<Self, ClientError> {
+        Ok(Self { http: Http::new("github", base_url, Duration::from_secs(20), parse_error)?, token })
+    }
+
+    fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, path)
+            .bearer_auth(self.token.expose_secret())
+            .header("Accept", "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", "2022-11-28")
+    }
+
+    /// Trigger `workflow` (a file name such as `provision-agent.yml`) in `repo` (`owner/name`).
+    /// Returns the run if GitHub reported it.
+    pub async fn dispatch_workflow(
+        &self,
+        repo: &str,
+        workflow: &str,
+        git_ref: &str,
+        inputs: &BTreeMap<String, String>,
+    ) -> Result<Option<DispatchedRun>, ClientError> {
+        let path = format!("/repos/{repo}/actions/workflows/{workflow}/dispatches");
+        let body = json!({"ref": git_ref, "inputs": inputs, "return_run_details": true});
+        let result = self.http.send(self.req(Method::POST, &path).json(&body)).await.map_err(rate_limited);
+        let resp = match result {
+            Ok(resp) => resp,
+            // Older GHES rejects the unknown field; dispatch without it.
+            Err(ClientError::Api { status: 400, ref message, .. })
+                if message.contains("return_run_details") =>
+            {
+                let body = json!({"ref": git_ref, "inputs": inputs});
+                self.http.send(self.req(Method::POST, &path).json(&body)).await.map_err(rate_limited)?
+            }
+            Err(e) => return Err(e),
+        };
+        if resp.status().as_u16() == 204 {
+            return Ok(None);
+        }
+        Ok(resp.json::<DispatchedRun>().await.ok())
+    }
+}
+
+/// GitHub signals rate limiting with 403 as well as 429; make both transient.
+fn rate_limited(err: ClientError) -> ClientError {
+    match err {
+        ClientError::Api { provider, method, path, status: 403, code, message, retry_after }
+            if retry_after.is_some() || message.to_ascii_lowercase().contains("rate limit") =>
+        {
+            ClientError::Api { provider, method, path, status: 429, code, message, retry_after }
+        }
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Retry;
+
+    #[test]
+    fn secondary_rate_limit_403_is_transient() {
+        let err = rate_limited(ClientError::Api {
+            provider: "github",
+            method: "POST".into(),
+            path: "/x".into(),
+            status: 403,
+            code: None,
+            message: "You have exceeded a secondary rate limit".into(),
+            retry_after: Some(Duration::from_secs(60)),
+        });
+        assert_eq!(err.retry(), Retry::Transient(Some(Duration::from_secs(60))));
+    }
+
+    #[test]
+    fn plain_403_stays_permanent() {
+        let err = rate_limited(ClientError::Api {
+            provider: "github",
+            method: "POST".into(),
+            path: "/x".into(),
+            status: 403,
+            code: None,
+            message: "Resource not accessible by integration".into(),
+            retry_after: None,
+        });
+        assert_eq!(err.retry(), Retry::Permanent);
+    }
+}

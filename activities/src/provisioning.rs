@@ -1,0 +1,385 @@
+//! Activities of the agent provisioning saga, and of its compensations.
+//!
+//! Every activity is idempotent under Temporal's retries, because a retry may follow an attempt
+//! whose request *did* reach the provider but whose answer was lost:
+//! - resources are named deterministically from the agent id (`slipway-<agent_id>` server and
+//!   hostname, `slipway agent <agent_id>` key description), so a retry finds what an earlier
+//!   attempt created;
+//! - the server is adopted when it already exists with our labels, never duplicated;
+//! - compensations look resources up by those names, so they also remove what a failed attempt
+//!   created without telling the workflow, and treat "already gone" (404) as success.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use secrecy::{ExposeSecret, SecretString};
+use slipway_proto::model::{
+    AgentResources, CreateServerInput, DispatchInput, ServerRef, TailscaleKeyCreated, TailscaleKeyInput,
+    server_name,
+};
+use temporalio_macros::activities;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+
+use crate::{
+    clients::{
+        github::GitHubClient,
+        hetzner::{CreateServer, HetznerClient, Server},
+        tailscale::{NewAuthKey, TailscaleClient},
+    },
+    error::ClientError,
+    seal::Sealer,
+};
+
+/// Label carrying the agent id on Hetzner servers; ownership check before adopt or delete.
+pub const AGENT_LABEL: &str = "slipway-agent";
+/// Label carrying the (sanitised) owner id.
+pub const USER_LABEL: &str = "slipway-user";
+
+/// What the provisioning activities need: clients and the non-secret settings of each provider.
+#[derive(Debug, Clone)]
+pub struct ProvisioningConfig {
+    /// Hetzner Cloud client.
+    pub hetzner: HetznerClient,
+    /// Server type, e.g. `cx22`.
+    pub server_type: String,
+    /// Image, e.g. `ubuntu-24.04`.
+    pub image: String,
+    /// Pause between two polls of a Hetzner action (mind the 3600/h budget).
+    pub action_poll_interval: Duration,
+    /// Tailscale client.
+    pub tailscale: TailscaleClient,
+    /// Tags for agent devices (`tag:…`).
+    pub tailscale_tags: Vec<String>,
+    /// GitHub client.
+    pub github: GitHubClient,
+    /// `owner/repo` holding the bootstrap workflow.
+    pub actions_repo: String,
+    /// Workflow file, `provision-agent.yml`.
+    pub actions_workflow: String,
+    /// Git ref to run it on.
+    pub actions_ref: String,
+    /// Public URL of `POST /callbacks/github-actions`.
+    pub callback_url: String,
+    /// Seals the auth key on its way through the history.
+    pub sealer: Sealer,
+}
+
+/// The provisioning activities (registered on the worker).
+#[derive(Debug)]
+pub struct ProvisioningActivities {
+    cfg: ProvisioningConfig,
+}
+
+impl ProvisioningActivities {
+    /// Build from configuration.
+    pub fn new(cfg: ProvisioningConfig) -> Self {
+        Self { cfg }
+    }
+}
+
+fn key_description(agent_id: &str) -> String {
+    format!("slipway agent {agent_id}")
+}
+
+/// Hetzner label values: up to 63 chars of `[a-zA-Z0-9._-]`, alphanumeric at both ends.
+fn label_value(v: &str) -> String {
+    let cleaned: String =
+        v.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
+    let trimmed: String = cleaned.chars().take(63).collect();
+    trimmed.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned()
+}
+
+fn cloud_init(hostname: &str, auth_key: &SecretString, tags: &[String]) -> String {
+    format!(
+        "#cloud-config\nruncmd:\n  - ['sh', '-c', 'curl -fsSL https://tailscale.com/install.sh | sh']\n  \
+         - ['tailscale', 'up', '--auth-key={key}', '--hostname={hostname}', '--advertise-tags={tags}']\n",
+        key = auth_key.expose_secret(),
+        tags = tags.join(","),
+    )
+}
+
+fn owns(server: &Server, agent_id: &str) -> bool {
+    server.labels.get(AGENT_LABEL).map(String::as_str) == Some(agent_id)
+}
+
+fn server_ref(server: &Server, create_action_id: Option<u64>) -> ServerRef {
+    ServerRef { id: server.id, name: server.name.clone(), ipv4: server.ipv4(), create_action_id }
+}
+
+#[activities]
+impl ProvisioningActivities {
+    /// Step 1: a one-off, pre-authorized, tagged Tailscale auth key for the agent's VM.
+    /// A retry first revokes keys an earlier attempt may have created, so none leak.
+    #[activity]
+    pub async fn create_tailscale_key(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: TailscaleKeyInput,
+    ) -> Result<TailscaleKeyCreated, ActivityError> {
+        self.tailscale_key(ctx.info().attempt, &input.agent_id)
+            .await
+            .map_err(ClientError::into_activity_error)
+    }
+
+    /// Step 2: the agent's Hetzner server, named `slipway-<agent_id>`. An existing server with
+    /// that name and our agent label is adopted; one with another owner is a conflict.
+    #[activity]
+    pub async fn create_server(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: CreateServerInput,
+    ) -> Result<ServerRef, ActivityError> {
+        self.server(&input).await.map_err(ClientError::into_activity_error)
+    }
+
+    /// Step 2b: wait until the server is running, polling its `create_server` action every
+    /// `action_poll_interval` (heartbeating, so a dead worker is noticed and cancellation lands).
+    #[activity]
+    pub async fn wait_server_ready(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        server: ServerRef,
+    ) -> Result<ServerRef, ActivityError> {
+        loop {
+            let progress = self.server_progress(&server).await.map_err(ClientError::into_activity_error)?;
+            if let Some(ready) = progress.ready {
+                return Ok(ready);
+            }
+            let _ = ctx.record_heartbeat(progress.percent).await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.action_poll_interval) => {}
+                _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
+            }
+        }
+    }
+
+    /// Step 3: `workflow_dispatch` of the bootstrap job; returns the run id if GitHub gave one.
+    #[activity]
+    pub async fn dispatch_provision_job(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: DispatchInput,
+    ) -> Result<Option<String>, ActivityError> {
+        self.dispatch(&input).await.map_err(ClientError::into_activity_error)
+    }
+
+    /// Step 4: the Tailscale device the VM registered as, if it has joined.
+    #[activity]
+    pub async fn find_tailscale_device(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: AgentResources,
+    ) -> Result<Option<String>, ActivityError> {
+        let hostname = server_name(&input.agent_id);
+        let devices = self.cfg.tailscale.list_devices().await.map_err(ClientError::into_activity_error)?;
+        Ok(devices.iter().find(|d| d.hostname == hostname).map(|d| d.api_id().to_owned()))
+    }
+
+    /// Compensation: remove every tailnet device of the agent. Returns how many were removed.
+    #[activity]
+    pub async fn remove_tailscale_devices(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: AgentResources,
+    ) -> Result<u32, ActivityError> {
+        self.remove_devices(&input.agent_id).await.map_err(ClientError::into_activity_error)
+    }
+
+    /// Compensation: delete the agent's server (found by name, checked by label). Returns
+    /// whether a server was deleted.
+    #[activity]
+    pub async fn delete_agent_server(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: AgentResources,
+    ) -> Result<bool, ActivityError> {
+        self.delete_server(&input.agent_id).await.map_err(ClientError::into_activity_error)
+    }
+
+    /// Compensation: revoke every auth key created for the agent. Returns how many.
+    #[activity]
+    pub async fn revoke_tailscale_keys(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: AgentResources,
+    ) -> Result<u32, ActivityError> {
+        self.revoke_keys(&input.agent_id).await.map_err(ClientError::into_activity_error)
+    }
+}
+
+/// One poll of a starting server.
+struct ServerProgress {
+    /// Set once the server runs.
+    ready: Option<ServerRef>,
+    /// Progress of the create action, for the heartbeat.
+    percent: u32,
+}
+
+impl ProvisioningActivities {
+    async fn tailscale_key(&self, attempt: u32, agent_id: &str) -> Result<TailscaleKeyCreated, ClientError> {
+        let ts = &self.cfg.tailscale;
+        let description = key_description(agent_id);
+        if attempt > 1 {
+            self.revoke_keys(agent_id).await?;
+        }
+        let key = ts
+            .create_auth_key(&NewAuthKey {
+                description,
+                tags: self.cfg.tailscale_tags.clone(),
+                expiry_seconds: 3600,
+                reusable: false,
+                preauthorized: true,
+            })
+            .await?;
+        tracing::info!(agent_id, key_id = %key.id, "tailscale auth key created");
+        Ok(TailscaleKeyCreated { key_id: key.id, sealed_key: self.cfg.sealer.seal(&key.key)? })
+    }
+
+    async fn server(&self, input: &CreateServerInput) -> Result<ServerRef, ClientError> {
+        let hz = &self.cfg.hetzner;
+        let name = server_name(&input.agent_id);
+        if let Some(existing) = hz.find_server_by_name(&name).await? {
+            return self.adopt(&existing, &input.agent_id);
+        }
+        let auth_key = self.cfg.sealer.open(&input.sealed_auth_key)?;
+        let body = CreateServer {
+            name: name.clone(),
+            server_type: self.cfg.server_type.clone(),
+            image: self.cfg.image.clone(),
+            location: input.region.clone(),
+            labels: BTreeMap::from([
+                (AGENT_LABEL.to_owned(), label_value(&input.agent_id)),
+                (USER_LABEL.to_owned(), label_value(&input.user_id)),
+            ]),
+            user_data: Some(cloud_init(&name, &auth_key, &self.cfg.tailscale_tags)),
+            start_after_create: true,
+        };
+        match hz.create_server(&body).await {
+            Ok((server, action)) => {
+                tracing::info!(agent_id = %input.agent_id, server_id = server.id, "hetzner server created");
+                Ok(server_ref(&server, Some(action.id)))
+            }
+            // Lost a race with an earlier attempt of ours (or someone else): look, then decide.
+            Err(e) if e.status() == Some(409) => match hz.find_server_by_name(&name).await? {
+                Some(existing) => self.adopt(&existing, &input.agent_id),
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn server_progress(&self, server: &ServerRef) -> Result<ServerProgress, ClientError> {
+        let hz = &self.cfg.hetzner;
+        let gone = || ClientError::ActionFailed(format!("server {} disappeared while starting", server.name));
+        let (done, percent) = match server.create_action_id {
+            Some(action_id) => {
+                let action = hz.get_action(action_id).await?;
+                match action.status.as_str() {
+                    "success" => (true, 100),
+                    "error" => {
+                        let why = action.error.map(|e| format!("{}: {}", e.code, e.message));
+                        return Err(ClientError::ActionFailed(format!(
+                            "hetzner could not create server {}: {}",
+                            server.name,
+                            why.unwrap_or_else(|| "unknown error".into())
+                        )));
+                    }
+                    _ => (false, action.progress),
+                }
+            }
+            // Adopted server: its create action is not ours to poll; watch the server itself.
+            None => (hz.get_server(server.id).await?.ok_or_else(gone)?.status == "running", 0),
+        };
+        if !done {
+            return Ok(ServerProgress { ready: None, percent });
+        }
+        let current = hz.get_server(server.id).await?.ok_or_else(gone)?;
+        Ok(ServerProgress { ready: Some(server_ref(&current, server.create_action_id)), percent })
+    }
+
+    async fn dispatch(&self, input: &DispatchInput) -> Result<Option<String>, ClientError> {
+        let inputs = BTreeMap::from([
+            ("job_id".to_owned(), input.job_id.clone()),
+            ("agent_id".to_owned(), input.agent_id.clone()),
+            ("region".to_owned(), input.region.clone()),
+            ("callback_url".to_owned(), self.cfg.callback_url.clone()),
+        ]);
+        let cfg = &self.cfg;
+        let run = cfg
+            .github
+            .dispatch_workflow(&cfg.actions_repo, &cfg.actions_workflow, &cfg.actions_ref, &inputs)
+            .await?;
+        tracing::info!(agent_id = %input.agent_id, job_id = %input.job_id, "provision job dispatched");
+        Ok(run.map(|r| r.workflow_run_id.to_string()))
+    }
+
+    async fn remove_devices(&self, agent_id: &str) -> Result<u32, ClientError> {
+        let ts = &self.cfg.tailscale;
+        let hostname = server_name(agent_id);
+        let mut removed = 0;
+        for device in ts.list_devices().await?.into_iter().filter(|d| d.hostname == hostname) {
+            if ts.delete_device(device.api_id()).await? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn delete_server(&self, agent_id: &str) -> Result<bool, ClientError> {
+        let hz = &self.cfg.hetzner;
+        match hz.find_server_by_name(&server_name(agent_id)).await? {
+            Some(server) if owns(&server, agent_id) => hz.delete_server(server.id).await,
+            Some(server) => {
+                tracing::warn!(
+                    server_id = server.id,
+                    agent_id,
+                    "server with our name is not ours; left alone"
+                );
+                Ok(false)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn revoke_keys(&self, agent_id: &str) -> Result<u32, ClientError> {
+        let ts = &self.cfg.tailscale;
+        let description = key_description(agent_id);
+        let mut revoked = 0;
+        for key in ts.list_keys().await?.into_iter().filter(|k| k.description == description) {
+            if ts.delete_key(&key.id).await? {
+                revoked += 1;
+            }
+        }
+        Ok(revoked)
+    }
+
+    fn adopt(&self, existing: &Server, agent_id: &str) -> Result<ServerRef, ClientError> {
+        if !owns(existing, agent_id) {
+            return Err(ClientError::Conflict(format!(
+                "a server named {} exists but belongs to another agent (labels {:?}); rename or delete it",
+                existing.name, existing.labels
+            )));
+        }
+        tracing::info!(agent_id, server_id = existing.id, "adopting existing hetzner server");
+        Ok(server_ref(existing, None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_hetzner_safe() {
+        assert_eq!(label_value("user@example.com"), "user_example.com");
+        assert_eq!(label_value("-abc-"), "abc");
+        assert_eq!(label_value(&"x".repeat(80)).len(), 63);
+    }
+
+    #[test]
+    fn cloud_init_joins_with_the_agent_hostname() {
+        let ci = cloud_init("slipway-a1", &SecretString::from("tskey-1"), &["tag:slipway-agent".into()]);
+        assert!(ci.starts_with("#cloud-config\n"));
+        assert!(ci.contains("--hostname=slipway-a1"));
+        assert!(ci.contains("--advertise-tags=tag:slipway-agent"));
+    }
+}

@@ -1,0 +1,21 @@
+//! Slipway's wire contracts.
+//!
+//! Two kinds of contract live here, and nothing else:
+//!
+//! - [`control`]: the gRPC control API generated from `slipway/v1/control.proto` (tonic + prost).
+//! - [`model`]: the serde types that travel as Temporal workflow and activity payloads. They are
+//!   plain JSON on purpose, so an operator can read every input, output, signal and query result
+//!   in the Temporal Web UI. None of them carries a secret: credentials stay in the worker's
+//!   configuration, and the one secret that must cross a workflow (a Tailscale auth key on its way
+//!   to the VM) crosses sealed, see [`model::SealedSecret`].
+//!
+//! Keeping these types in their own crate lets `workflows` depend on them without pulling in any
+//! HTTP client, which is one of the ways workflow code is kept deterministic.
+
+pub mod model;
+
+/// Generated gRPC types and service stubs for `slipway.v1`.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod control {
+    tonic::include_proto!("slipway.v1");
+}

@@ -1,0 +1,461 @@
+//! Payload types of the Slipway workflows and activities.
+//!
+//! Conventions:
+//! - Field names are `snake_case` JSON; enums are lower-case strings, so histories read well in
+//!   the Web UI and stay stable across refactors (renaming a Rust variant must not change a
+//!   recorded history).
+//! - Every type is `Default`-free unless a default is meaningful: a missing field in a payload is
+//!   a bug we want to see, not a silently zeroed value.
+//! - Timestamps are RFC 3339 strings taken from `ctx.workflow_time()` inside workflows, never from
+//!   the wall clock.
+
+use serde::{Deserialize, Serialize};
+
+/// Lifecycle states of an agent. `as_str` is the value of the `SlipwayStatus` search attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    /// Known, not paid for or not provisioned yet.
+    Draft,
+    /// The provisioning saga is running.
+    Provisioning,
+    /// VM up, joined the tailnet, bootstrap job succeeded.
+    Active,
+    /// Being powered off.
+    Stopping,
+    /// Powered off by its owner.
+    Stopped,
+    /// Powered off because a payment failed; data kept.
+    Suspended,
+    /// Resources being deleted.
+    Destroying,
+    /// Every resource deleted; terminal.
+    Destroyed,
+    /// Provisioning failed and was rolled back; `failure_reason` says why.
+    Failed,
+}
+
+impl AgentStatus {
+    /// The lower-case name used in search attributes, APIs and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::Provisioning => "provisioning",
+            Self::Active => "active",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::Suspended => "suspended",
+            Self::Destroying => "destroying",
+            Self::Destroyed => "destroyed",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for AgentStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Knobs of the provisioning saga that are workflow inputs (not worker configuration) because
+/// they shape the workflow's own timers, which must replay identically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisioningPolicy {
+    /// How long to wait for the GitHub Actions job's final callback once dispatched.
+    pub callback_deadline_secs: u64,
+    /// How long transient dispatch failures are retried before the saga gives up.
+    pub dispatch_deadline_secs: u64,
+}
+
+impl Default for ProvisioningPolicy {
+    fn default() -> Self {
+        Self { callback_deadline_secs: 30 * 60, dispatch_deadline_secs: 60 * 60 }
+    }
+}
+
+/// Input of the long-lived agent workflow (and what it carries across continue-as-new).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentWorkflowInput {
+    /// The agent's full record.
+    pub agent: AgentRecord,
+    /// Saga knobs used when this agent is provisioned.
+    pub policy: ProvisioningPolicy,
+}
+
+/// Everything Slipway knows about one agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// Stable id chosen by the client (`[a-z0-9-]`, 1–40 chars).
+    pub agent_id: String,
+    /// Owner (JWT `sub`, Stripe metadata `userId`).
+    pub user_id: String,
+    /// Hetzner location (`fsn1`, `nbg1`, `hel1`, `ash`, `hil`, `sin`).
+    pub region: String,
+    /// Current lifecycle state.
+    pub status: AgentStatus,
+    /// The Hetzner server, once created.
+    pub server: Option<ServerRef>,
+    /// Tailscale key and device, once known.
+    pub tailscale: Option<TailscaleRef>,
+    /// Why the agent is `failed`.
+    pub failure_reason: Option<String>,
+    /// Workflow id of the latest provisioning saga.
+    pub provisioning_workflow_id: Option<String>,
+    /// Run id of the latest provisioning saga (its workflow id is per user and reused).
+    pub provisioning_run_id: Option<String>,
+    /// Every state change: who or what caused it, when and why.
+    pub audit: Vec<AuditEntry>,
+}
+
+impl AgentRecord {
+    /// A new agent in `draft`.
+    pub fn draft(agent_id: &str, user_id: &str, region: &str) -> Self {
+        Self {
+            agent_id: agent_id.to_owned(),
+            user_id: user_id.to_owned(),
+            region: region.to_owned(),
+            status: AgentStatus::Draft,
+            server: None,
+            tailscale: None,
+            failure_reason: None,
+            provisioning_workflow_id: None,
+            provisioning_run_id: None,
+            audit: Vec::new(),
+        }
+    }
+}
+
+/// One line of an agent's audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Workflow time of the change (RFC 3339).
+    pub at: String,
+    /// Who or what caused it: `stripe:evt_…`, `user:…`, `saga`, …
+    pub actor: String,
+    /// State before.
+    pub from: AgentStatus,
+    /// State after.
+    pub to: AgentStatus,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// A Hetzner Cloud server as Slipway tracks it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerRef {
+    /// Hetzner's numeric id.
+    pub id: u64,
+    /// Deterministic name, `slipway-<agent_id>`.
+    pub name: String,
+    /// Public IPv4, if assigned.
+    pub ipv4: Option<String>,
+    /// The `create_server` action to wait for; `None` when an existing server was adopted.
+    pub create_action_id: Option<u64>,
+}
+
+/// Tailscale resources of an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TailscaleRef {
+    /// Id of the one-off auth key (never the key itself).
+    pub key_id: String,
+    /// Device id once the VM has joined the tailnet.
+    pub device_id: Option<String>,
+}
+
+/// Who asked for a provisioning.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ProvisionSource {
+    /// A paid Stripe Checkout (`checkout.session.completed`).
+    Checkout {
+        /// Stripe event id (`evt_…`).
+        event_id: String,
+        /// Checkout Session id (`cs_…`).
+        session_id: String,
+        /// Stripe customer id (`cus_…`), if the session has one.
+        customer_id: Option<String>,
+    },
+    /// A call to the REST or gRPC API.
+    Api {
+        /// The calling user.
+        user_id: String,
+    },
+}
+
+impl ProvisionSource {
+    /// Short actor label for audit entries.
+    pub fn actor(&self) -> String {
+        match self {
+            Self::Checkout { event_id, .. } => format!("stripe:{event_id}"),
+            Self::Api { user_id } => format!("user:{user_id}"),
+        }
+    }
+}
+
+/// Update input: provision this agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionCommand {
+    /// Origin of the request.
+    pub source: ProvisionSource,
+}
+
+/// Update result: what became of a provisioning request. Refusals are values, not errors, so
+/// callers can map them to stable API codes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ProvisionOutcome {
+    /// A new provisioning saga started.
+    Started {
+        /// Saga workflow id.
+        workflow_id: String,
+        /// Saga run id.
+        run_id: String,
+    },
+    /// This agent is already being provisioned (duplicate request).
+    AlreadyProvisioning,
+    /// This agent is already provisioned (duplicate or late request).
+    AlreadyActive,
+    /// Refused; nothing changed.
+    Refused {
+        /// Stable machine-readable code, e.g. `PROVISIONING_IN_PROGRESS`.
+        code: String,
+        /// Human-readable reason.
+        reason: String,
+    },
+}
+
+/// Input of the provisioning saga.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionRequest {
+    /// Agent being provisioned.
+    pub agent_id: String,
+    /// Its owner.
+    pub user_id: String,
+    /// Hetzner location.
+    pub region: String,
+    /// Saga knobs.
+    pub policy: ProvisioningPolicy,
+}
+
+impl ProvisionRequest {
+    /// Deterministic Hetzner server name (and Tailscale hostname) of the agent.
+    pub fn server_name(&self) -> String {
+        server_name(&self.agent_id)
+    }
+}
+
+/// Deterministic Hetzner server name (and Tailscale hostname) for an agent id.
+pub fn server_name(agent_id: &str) -> String {
+    format!("slipway-{agent_id}")
+}
+
+/// Workflow id of an agent's long-lived workflow.
+pub fn agent_workflow_id(agent_id: &str) -> String {
+    format!("agent-{agent_id}")
+}
+
+/// Workflow id of a user's provisioning saga. One id per user is how Temporal itself enforces
+/// "one provisioning in flight per user": a second start with the same id fails while one runs.
+pub fn provisioning_workflow_id(user_id: &str) -> String {
+    format!("provisioning-{user_id}")
+}
+
+/// What the saga returns when the agent is up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionResult {
+    /// The server.
+    pub server: ServerRef,
+    /// The Tailscale key and device.
+    pub tailscale: TailscaleRef,
+    /// GitHub Actions run id of the bootstrap job, if it reported one.
+    pub actions_run_id: Option<String>,
+}
+
+/// Status reported by the `provision-agent.yml` job to `POST /callbacks/github-actions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackStatus {
+    /// The job started; `run_id` is set.
+    Running,
+    /// The job finished and the agent is bootstrapped.
+    Succeeded,
+    /// The job failed; `reason` says why.
+    Failed,
+}
+
+/// A verified GitHub Actions callback, as signalled to the saga.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionsCallback {
+    /// Job id the saga passed to the dispatch (`<saga workflow id>/<saga run id>`).
+    pub job_id: String,
+    /// Agent the job provisions.
+    pub agent_id: String,
+    /// Reported status.
+    pub status: CallbackStatus,
+    /// GitHub Actions run id.
+    #[serde(default)]
+    pub run_id: Option<String>,
+    /// Failure reason for `failed`.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Job ids are `<workflow id>/<run id>` so a callback reaches exactly the saga run that
+/// dispatched it, and a late callback of an older run cannot disturb a newer one.
+pub fn job_id(workflow_id: &str, run_id: &str) -> String {
+    format!("{workflow_id}/{run_id}")
+}
+
+/// Split a job id into `(workflow id, run id)`.
+pub fn parse_job_id(job_id: &str) -> Option<(&str, &str)> {
+    let (wf, run) = job_id.rsplit_once('/')?;
+    (!wf.is_empty() && !run.is_empty()).then_some((wf, run))
+}
+
+/// State of one saga step, as shown by the `progress` query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    /// Not reached yet.
+    Pending,
+    /// In progress (including retries).
+    Running,
+    /// Finished.
+    Done,
+    /// Failed after retries.
+    Failed,
+    /// Undone by a compensation.
+    Compensated,
+}
+
+impl StepState {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Done => "done",
+            Self::Failed => "failed",
+            Self::Compensated => "compensated",
+        }
+    }
+}
+
+/// One saga step in the `progress` query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepProgress {
+    /// Step name (`tailscale_key`, `hetzner_server`, `server_ready`, `actions_dispatch`,
+    /// `actions_callback`, `activate`).
+    pub name: String,
+    /// Its state.
+    pub state: StepState,
+    /// Detail for a person: ids, errors, compensation results.
+    pub detail: String,
+}
+
+/// Result of the saga's `progress` query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisioningProgress {
+    /// Agent being provisioned.
+    pub agent_id: String,
+    /// Steps in order.
+    pub steps: Vec<StepProgress>,
+    /// Failure reason, once failed.
+    pub failure: Option<String>,
+}
+
+/// A secret that must cross a workflow boundary, sealed (ChaCha20-Poly1305) with a key only
+/// workers hold. Histories show the ciphertext, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SealedSecret(pub String);
+
+/// Input of the Tailscale key activity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TailscaleKeyInput {
+    /// Agent the key is for.
+    pub agent_id: String,
+}
+
+/// Output of the Tailscale key activity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TailscaleKeyCreated {
+    /// Key id (safe to log).
+    pub key_id: String,
+    /// The key itself, sealed for the VM's cloud-init.
+    pub sealed_key: SealedSecret,
+}
+
+/// Input of the create-server activity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateServerInput {
+    /// Agent id (becomes label `slipway-agent`).
+    pub agent_id: String,
+    /// Owner (becomes label `slipway-user`).
+    pub user_id: String,
+    /// Hetzner location.
+    pub region: String,
+    /// Sealed Tailscale auth key for cloud-init.
+    pub sealed_auth_key: SealedSecret,
+}
+
+/// Input of the dispatch activity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DispatchInput {
+    /// Opaque job id echoed by the callbacks.
+    pub job_id: String,
+    /// Agent id.
+    pub agent_id: String,
+    /// Hetzner location.
+    pub region: String,
+}
+
+/// Input of the compensations and lookups keyed by agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentResources {
+    /// Agent id; the device hostname is derived from it.
+    pub agent_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn callback_wire_format_is_flat_json() {
+        let cb: ActionsCallback = serde_json::from_value(json!({
+            "job_id": "provisioning-u1/run-1", "agent_id": "a1", "status": "running", "run_id": "42"
+        }))
+        .unwrap();
+        assert_eq!(cb.status, CallbackStatus::Running);
+        assert_eq!(cb.run_id.as_deref(), Some("42"));
+        assert_eq!(cb.reason, None);
+    }
+
+    #[test]
+    fn job_ids_round_trip() {
+        let id = job_id("provisioning-u1", "3f2a");
+        assert_eq!(parse_job_id(&id), Some(("provisioning-u1", "3f2a")));
+        assert_eq!(parse_job_id("nope"), None);
+        assert_eq!(parse_job_id("/x"), None);
+    }
+
+    #[test]
+    fn outcomes_are_tagged() {
+        let v = serde_json::to_value(ProvisionOutcome::Refused {
+            code: "PROVISIONING_IN_PROGRESS".into(),
+            reason: "r".into(),
+        })
+        .unwrap();
+        assert_eq!(v["outcome"], "refused");
+        assert_eq!(v["code"], "PROVISIONING_IN_PROGRESS");
+    }
+
+    #[test]
+    fn statuses_serialize_lower_case() {
+        assert_eq!(serde_json::to_value(AgentStatus::Provisioning).unwrap(), "provisioning");
+        assert_eq!(AgentStatus::Active.as_str(), "active");
+    }
+}

@@ -1,0 +1,332 @@
+//! GitHub Actions API (`/github`, real base `https://api.github.com`) and a fake runner.
+//!
+//! Workflow dispatch is validated like GitHub does (unknown workflow → 404, missing or
+//! unexpected inputs → 422, 204 or run details on success). A dispatched
+//! `provision-agent.yml` then "runs": a background task plays the job, posting HMAC-signed
+//! callbacks to the product (`running`, then `succeeded` or `failed`) and making the VM
+//! join the tailnet, so the whole provisioning loop can run without the internet.
+//! `POST /_sandbox/github/runner` chooses the outcome of later dispatches.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{Next, from_fn};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value, json};
+
+use crate::state::{Shared, credential, hmac_hex, json_response, parse_body, random_hex, zulu};
+
+const DOCS: &str = "https://docs.github.com/rest/actions";
+
+struct Workflow {
+    id: u64,
+    file: &'static str,
+    name: &'static str,
+    /// Declared `workflow_dispatch` inputs: (name, required).
+    inputs: &'static [(&'static str, bool)],
+}
+
+const WORKFLOWS: &[Workflow] = &[Workflow {
+    id: 104_215_001,
+    file: "provision-agent.yml",
+    name: "Provision agent",
+    inputs: &[("job_id", true), ("agent_id", true), ("region", true), ("callback_url", true)],
+}];
+
+#[derive(Clone, Copy, Default, PartialEq)]
+enum Outcome {
+    #[default]
+    Succeed,
+    Fail,
+    Silent,
+}
+
+#[derive(Default)]
+pub(crate) struct GithubState {
+    dispatches: Vec<Value>,
+    runs: BTreeMap<u64, Run>,
+    callbacks: Vec<Value>,
+    outcome: Outcome,
+    fail_reason: Option<String>,
+    next_run: u64,
+}
+
+struct Run {
+    id: u64,
+    number: u64,
+    repo: String,
+    workflow: &'static Workflow,
+    git_ref: String,
+    head_sha: String,
+    created: DateTime<Utc>,
+    updated: DateTime<Utc>,
+    status: &'static str,
+    conclusion: Option<&'static str>,
+}
+
+impl Run {
+    fn to_json(&self, base_url: &str) -> Value {
+        let api = format!("{base_url}/github/repos/{}/actions/runs/{}", self.repo, self.id);
+        json!({
+            "id": self.id, "name": self.workflow.name, "node_id": format!("WFR_kwLO{}", self.id),
+            "head_branch": self.git_ref.trim_start_matches("refs/heads/"), "head_sha": self.head_sha,
+            "path": format!(".github/workflows/{}", self.workflow.file),
+            "display_title": self.workflow.name, "run_number": self.number, "run_attempt": 1,
+            "event": "workflow_dispatch", "status": self.status, "conclusion": self.conclusion,
+            "workflow_id": self.workflow.id, "url": api,
+            "html_url": format!("https://github.com/{}/actions/runs/{}", self.repo, self.id),
+            "jobs_url": format!("{api}/jobs"), "logs_url": format!("{api}/logs"),
+            "cancel_url": format!("{api}/cancel"), "rerun_url": format!("{api}/rerun"),
+            "workflow_url": format!("{base_url}/github/repos/{}/actions/workflows/{}", self.repo, self.workflow.id),
+            "created_at": zulu(self.created), "updated_at": zulu(self.updated),
+            "run_started_at": zulu(self.created),
+            "repository": {"name": self.repo.split('/').nth(1), "full_name": self.repo},
+        })
+    }
+}
+
+impl GithubState {
+    pub(crate) fn dump(&self, base_url: &str) -> Value {
+        let runs: Vec<Value> = self.runs.values().map(|r| r.to_json(base_url)).collect();
+        json!({"dispatches": self.dispatches, "runs": runs, "callbacks": self.callbacks})
+    }
+
+    fn set_run(&mut self, id: u64, status: &'static str, conclusion: Option<&'static str>) {
+        if let Some(run) = self.runs.get_mut(&id) {
+            (run.status, run.conclusion, run.updated) = (status, conclusion, Utc::now());
+        }
+    }
+}
+
+pub(crate) fn router() -> Router<Shared> {
+    Router::new()
+        .route("/repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches", post(dispatch))
+        .route("/repos/{owner}/{repo}/actions/runs/{run_id}", get(get_run))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "Not Found", "") })
+        .layer(from_fn(auth))
+}
+
+fn error(status: StatusCode, message: &str, docs_path: &str) -> Response {
+    json_response(
+        status,
+        json!({"message": message, "documentation_url": format!("{DOCS}{docs_path}"),
+            "status": status.as_u16().to_string()}),
+    )
+}
+
+async fn auth(req: Request, next: Next) -> Response {
+    match credential(req.headers()) {
+        Some(_) => next.run(req).await,
+        None => json_response(
+            StatusCode::UNAUTHORIZED,
+            json!({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest", "status": "401"}),
+        ),
+    }
+}
+
+async fn dispatch(
+    State(app): State<Shared>,
+    Path((owner, repo, workflow)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    const DOC: &str = "/workflows#create-a-workflow-dispatch-event";
+    let invalid = |message: &str| error(StatusCode::UNPROCESSABLE_ENTITY, message, DOC);
+    let Some(wf) = WORKFLOWS.iter().find(|w| w.file == workflow || w.id.to_string() == workflow) else {
+        return error(StatusCode::NOT_FOUND, "Not Found", DOC);
+    };
+    let body = match parse_body(&body) {
+        Ok(Value::Object(body)) => body,
+        Ok(_) | Err(_) => return error(StatusCode::BAD_REQUEST, "Problems parsing JSON", DOC),
+    };
+    let Some(git_ref) = body.get("ref").and_then(Value::as_str).filter(|r| !r.is_empty()) else {
+        return invalid("Invalid request.\n\n\"ref\" wasn't supplied.");
+    };
+    let inputs = match body.get("inputs") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(inputs)) => inputs.clone(),
+        Some(_) => {
+            return invalid("Invalid request.\n\nFor 'properties/inputs', it is not an object.");
+        }
+    };
+    let unexpected: Vec<&String> = inputs.keys().filter(|k| !wf.inputs.iter().any(|(n, _)| n == k)).collect();
+    if !unexpected.is_empty() {
+        return invalid(&format!("Unexpected inputs provided: {}", json!(unexpected)));
+    }
+    if let Some((missing, _)) = wf.inputs.iter().find(|(n, required)| *required && !inputs.contains_key(*n)) {
+        return invalid(&format!("Required input '{missing}' not provided"));
+    }
+    let input = |name: &str| match inputs.get(name) {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    let full_repo = format!("{owner}/{repo}");
+    let now = Utc::now();
+    let (run_id, generation, outcome, reason) = {
+        let mut state = app.lock();
+        let generation = state.generation;
+        let gh = &mut state.github;
+        gh.next_run += 1;
+        let run_id = 14_000_000_000 + gh.next_run * 37;
+        gh.runs.insert(
+            run_id,
+            Run {
+                id: run_id,
+                number: gh.next_run,
+                repo: full_repo.clone(),
+                workflow: wf,
+                git_ref: git_ref.to_owned(),
+                head_sha: random_hex(40),
+                created: now,
+                updated: now,
+                status: "queued",
+                conclusion: None,
+            },
+        );
+        gh.dispatches.push(json!({"workflow": wf.file, "repo": full_repo, "ref": git_ref,
+            "inputs": inputs, "run_id": run_id, "at": zulu(now)}));
+        (run_id, generation, gh.outcome, gh.fail_reason.clone())
+    };
+    tracing::info!(run_id, workflow = wf.file, "github: workflow dispatched");
+    let job = Job {
+        run_id,
+        generation,
+        job_id: input("job_id"),
+        agent_id: input("agent_id"),
+        callback_url: input("callback_url"),
+    };
+    tokio::spawn(run_job(app.clone(), job, outcome, reason));
+    if body.get("return_run_details").and_then(Value::as_bool) == Some(true) {
+        let run_url = format!("{}/github/repos/{full_repo}/actions/runs/{run_id}", app.base_url);
+        let html_url = format!("https://github.com/{full_repo}/actions/runs/{run_id}");
+        json_response(
+            StatusCode::OK,
+            json!({"workflow_run_id": run_id, "run_url": run_url, "html_url": html_url}),
+        )
+    } else {
+        StatusCode::NO_CONTENT.into_response()
+    }
+}
+
+async fn get_run(
+    State(app): State<Shared>,
+    Path((owner, repo, run_id)): Path<(String, String, String)>,
+) -> Response {
+    let state = app.lock();
+    let full_repo = format!("{owner}/{repo}");
+    match run_id.parse::<u64>().ok().and_then(|id| state.github.runs.get(&id)).filter(|r| r.repo == full_repo)
+    {
+        Some(run) => json_response(StatusCode::OK, run.to_json(&app.base_url)),
+        None => error(StatusCode::NOT_FOUND, "Not Found", "/workflow-runs#get-a-workflow-run"),
+    }
+}
+
+/// `POST /_sandbox/github/runner` `{"outcome": "succeed"|"fail"|"silent", "reason"?}`.
+pub(crate) async fn set_runner(State(app): State<Shared>, body: Bytes) -> Response {
+    let body = parse_body(&body).unwrap_or(Value::Null);
+    let outcome = match body.get("outcome").and_then(Value::as_str) {
+        Some("succeed") => Outcome::Succeed,
+        Some("fail") => Outcome::Fail,
+        Some("silent") => Outcome::Silent,
+        _ => {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "outcome must be succeed, fail or silent"}),
+            );
+        }
+    };
+    let reason = body.get("reason").and_then(Value::as_str).map(str::to_owned);
+    let mut state = app.lock();
+    (state.github.outcome, state.github.fail_reason) = (outcome, reason.clone());
+    json_response(StatusCode::OK, json!({"outcome": body["outcome"], "reason": reason}))
+}
+
+/// What one dispatched `provision-agent.yml` run needs to play its job.
+struct Job {
+    run_id: u64,
+    generation: u64,
+    job_id: String,
+    agent_id: String,
+    callback_url: String,
+}
+
+/// Plays the provisioning job: running callback, VM joins the tailnet, final callback.
+async fn run_job(app: Shared, job: Job, outcome: Outcome, reason: Option<String>) {
+    let step = Duration::from_millis(app.config.runner_step_ms);
+    tokio::time::sleep(step).await;
+    if app.with_current(job.generation, |s| s.github.set_run(job.run_id, "in_progress", None)).is_none()
+        || outcome == Outcome::Silent
+    {
+        return;
+    }
+    let run_id = job.run_id.to_string();
+    let running =
+        json!({"job_id": job.job_id, "agent_id": job.agent_id, "status": "running", "run_id": run_id});
+    post_callback(&app, &job, &running).await;
+    tokio::time::sleep(step).await;
+    let (last, conclusion) = if outcome == Outcome::Succeed {
+        let joined = app.with_current(job.generation, |s| {
+            let tailnet = s.tailscale.first_tailnet.clone().unwrap_or_else(|| "-".to_owned());
+            let hostname = format!("slipway-{}", job.agent_id);
+            s.tailscale.add_device(&hostname, vec!["tag:slipway-agent".to_owned()], &tailnet);
+        });
+        if joined.is_none() {
+            return;
+        }
+        let done =
+            json!({"job_id": job.job_id, "agent_id": job.agent_id, "status": "succeeded", "run_id": run_id});
+        (done, "success")
+    } else {
+        let reason =
+            reason.unwrap_or_else(|| "provisioning failed (sandbox runner outcome: fail)".to_owned());
+        let failed = json!({"job_id": job.job_id, "agent_id": job.agent_id, "status": "failed",
+            "run_id": run_id, "reason": reason});
+        (failed, "failure")
+    };
+    post_callback(&app, &job, &last).await;
+    app.with_current(job.generation, |s| s.github.set_run(job.run_id, "completed", Some(conclusion)));
+}
+
+/// POSTs a signed callback, retrying 5 times (200ms, 400ms, ...) on errors and non-2xx.
+async fn post_callback(app: &Shared, job: &Job, payload: &Value) {
+    let body = serde_json::to_vec(payload).expect("JSON values always serialize");
+    let signature = format!("sha256={}", hmac_hex(&app.config.callback_secret, &body));
+    let mut attempts = Vec::new();
+    for attempt in 0..6u32 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(200 << (attempt - 1))).await;
+        }
+        if app.with_current(job.generation, |_| ()).is_none() {
+            return;
+        }
+        let result = app
+            .http
+            .post(&job.callback_url)
+            .header("content-type", "application/json")
+            .header("x-slipway-signature", &signature)
+            .body(body.clone())
+            .send()
+            .await;
+        let (status, ok) = match &result {
+            Ok(r) => (json!(r.status().as_u16()), r.status().is_success()),
+            Err(e) => (json!(null), {
+                tracing::warn!(url = %job.callback_url, error = %e, "runner callback failed");
+                false
+            }),
+        };
+        attempts.push(json!({"status": status, "at": zulu(Utc::now())}));
+        if ok {
+            break;
+        }
+    }
+    app.with_current(job.generation, |s| {
+        s.github.callbacks.push(json!({"run_id": job.run_id, "url": job.callback_url,
+            "status": payload["status"], "attempts": attempts}));
+    });
+}

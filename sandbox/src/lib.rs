@@ -1,0 +1,110 @@
+//! Slipway sandbox: a local stand-in for the third-party HTTP APIs Slipway calls.
+//!
+//! Dev runs and tests point the product's clients at this server instead of the internet.
+//! Each provider lives under its own path prefix and answers with the real paths, JSON
+//! shapes, status codes and error bodies, so the product code under test is the code that
+//! runs in production; only base URLs differ.
+//!
+//! Tour of the modules:
+//! - [`config`](SandboxConfig): listen address, secrets and simulated latencies, from env.
+//! - `state`: the single `Mutex`-guarded in-memory store and shared helpers.
+//! - `hetzner` (`/hetzner/v1`): servers and actions that finish after a while.
+//! - `tailscale` (`/tailscale/api/v2`): auth keys and devices.
+//! - `github` (`/github`): workflow dispatch, runs, and the fake Actions runner that posts
+//!   signed callbacks and makes provisioned VMs join the tailnet.
+//! - [`stripe`] (`/stripe`): signed `checkout.session.completed` webhooks with retries.
+//! - `faults`: injected latency and error responses for any provider path.
+//! - `control` (`/_sandbox`): inventory, request log, faults, runner outcome, reset.
+
+mod config;
+mod control;
+mod faults;
+mod github;
+mod hetzner;
+mod state;
+pub mod stripe;
+mod tailscale;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use axum::Router;
+use axum::middleware::from_fn_with_state;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use config::SandboxConfig;
+use state::{App, Shared};
+
+/// A sandbox serving in a background task; dropping it also stops the server.
+pub struct RunningSandbox {
+    /// The address actually bound (the real port when the config asked for port 0).
+    pub addr: SocketAddr,
+    /// `http://127.0.0.1:PORT`; provider base URLs are this plus `/hetzner/v1`, `/tailscale`, ...
+    pub base_url: String,
+    app: Shared,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl RunningSandbox {
+    /// Stops accepting requests, cancels background work and waits for the server to end.
+    pub async fn shutdown(mut self) {
+        self.app.reset();
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningSandbox {
+    /// Stops serving (without waiting) and cancels background work such as webhook retries.
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            self.app.reset();
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Binds `config.addr` and serves the sandbox in a background task.
+pub async fn spawn(config: SandboxConfig) -> std::io::Result<RunningSandbox> {
+    // reqwest is built without a default TLS provider; outgoing calls are plain http to
+    // loopback, but the client builder still wants a process-wide provider installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let listener = tokio::net::TcpListener::bind(config.addr).await?;
+    let addr = listener.local_addr()?;
+    let host = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let base_url = format!("http://{}", SocketAddr::new(host, addr.port()));
+    let app = App::new(config, base_url.clone());
+    let router = router(app.clone());
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async {
+            let _ = rx.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "sandbox server stopped with an error");
+        }
+    });
+    tracing::info!(%base_url, "sandbox listening");
+    Ok(RunningSandbox { addr, base_url, app, shutdown: Some(tx), task: Some(task) })
+}
+
+fn router(app: Shared) -> Router {
+    Router::new()
+        .nest("/hetzner/v1", hetzner::router(app.clone()))
+        .nest("/tailscale", tailscale::router())
+        .nest("/github", github::router())
+        .nest("/stripe", stripe::router())
+        .nest("/_sandbox", control::router())
+        .layer(from_fn_with_state(app.clone(), faults::middleware))
+        .layer(from_fn_with_state(app.clone(), control::log_requests))
+        .with_state(app)
+}

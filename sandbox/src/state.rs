@@ -1,0 +1,147 @@
+//! The one in-memory store behind every emulated provider, plus small shared helpers.
+//!
+//! All provider state lives in a single [`State`] behind one `Mutex`, so a request sees a
+//! consistent snapshot and `/_sandbox/reset` is one assignment. Background tasks (the fake
+//! Actions runner, Stripe webhook retries) capture the state's `generation` when they start
+//! and stop touching anything once a reset or shutdown has bumped it, so a reset really is a
+//! clean slate. The lock is never held across an `.await`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, SecondsFormat, Utc};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::{SandboxConfig, faults, github, hetzner, stripe, tailscale};
+
+/// How many request-log entries are kept; older ones are dropped first.
+const REQUEST_LOG_CAP: usize = 10_000;
+
+pub(crate) type Shared = Arc<App>;
+
+/// Everything a handler needs: configuration, an HTTP client for outgoing calls, the state.
+pub(crate) struct App {
+    pub(crate) config: SandboxConfig,
+    /// `http://host:port` of this sandbox, used in URLs the emulated APIs hand out.
+    pub(crate) base_url: String,
+    pub(crate) http: reqwest::Client,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub(crate) generation: u64,
+    pub(crate) hetzner: hetzner::HetznerState,
+    pub(crate) tailscale: tailscale::TailscaleState,
+    pub(crate) github: github::GithubState,
+    pub(crate) stripe: stripe::StripeState,
+    pub(crate) faults: faults::Faults,
+    pub(crate) requests: VecDeque<Value>,
+}
+
+impl App {
+    pub(crate) fn new(config: SandboxConfig, base_url: String) -> Shared {
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .expect("reqwest client without TLS roots always builds");
+        Arc::new(App { config, base_url, http, state: Mutex::new(State::default()) })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Drops all state and invalidates background tasks started before.
+    pub(crate) fn reset(&self) {
+        let mut state = self.lock();
+        let generation = state.generation + 1;
+        *state = State { generation, ..State::default() };
+    }
+
+    /// Runs `f` on the state only if no reset happened since `generation` was captured.
+    pub(crate) fn with_current<R>(&self, generation: u64, f: impl FnOnce(&mut State) -> R) -> Option<R> {
+        let mut state = self.lock();
+        (state.generation == generation).then(|| f(&mut state))
+    }
+
+    pub(crate) fn log_request(&self, method: &str, path: &str, status: u16) {
+        let mut state = self.lock();
+        if state.requests.len() >= REQUEST_LOG_CAP {
+            state.requests.pop_front();
+        }
+        state.requests.push_back(json!({
+            "method": method, "path": path, "status": status, "at": zulu(Utc::now()),
+        }));
+    }
+}
+
+pub(crate) fn json_response(status: StatusCode, body: Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+/// The credential in `Authorization` with its scheme (`Bearer`, `token`, `Basic`) removed,
+/// or `None` when the header is missing or carries no credential.
+pub(crate) fn credential(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let token = match value.split_once(' ') {
+        Some((_scheme, rest)) => rest.trim(),
+        None if ["bearer", "token", "basic"].contains(&value.to_ascii_lowercase().as_str()) => "",
+        None => value,
+    };
+    (!token.is_empty()).then_some(token)
+}
+
+/// Parses a request body as JSON; an empty body counts as `{}`.
+pub(crate) fn parse_body(body: &[u8]) -> Result<Value, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))
+}
+
+/// `2016-01-30T23:55:00+00:00`, the format Hetzner uses.
+pub(crate) fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, false)
+}
+
+/// `2016-01-30T23:55:00Z`, the format GitHub and Tailscale use.
+pub(crate) fn zulu(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// `n` random characters from `[0-9A-Za-z]`.
+pub(crate) fn random_alnum(n: usize) -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut out = String::with_capacity(n);
+    while out.len() < n {
+        for b in uuid::Uuid::new_v4().as_bytes() {
+            // 248 is the largest multiple of 62 below 256: rejecting above it avoids bias.
+            if *b < 248 && out.len() < n {
+                out.push(ALPHABET[usize::from(*b) % ALPHABET.len()] as char);
+            }
+        }
+    }
+    out
+}
+
+/// `n` random lowercase hex digits.
+pub(crate) fn random_hex(n: usize) -> String {
+    let mut out = String::with_capacity(n + 32);
+    while out.len() < n {
+        out.push_str(&uuid::Uuid::new_v4().simple().to_string());
+    }
+    out.truncate(n);
+    out
+}
+
+/// Lowercase hex HMAC-SHA256 of `data` under `secret`.
+pub(crate) fn hmac_hex(secret: &str, data: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts keys of any size");
+    mac.update(data);
+    hex::encode(mac.finalize().into_bytes())
+}

@@ -1,0 +1,125 @@
+//! The Slipway starter: the thin ingress between the outside world and Temporal.
+//!
+//! It verifies what comes in (webhook signatures, callback HMACs, API tokens), maps it to a
+//! workflow start, update or signal, and answers only after Temporal accepted it. It holds no
+//! state of its own, so any number of starters can run behind a load balancer.
+//!
+//! # Layout
+//! - [`routes`]: one module per endpoint family (`stripe`, `callbacks`, `health`).
+//! - [`verify`]: signature checks over raw bytes. [`auth`]: JWT bearer tokens.
+//! - [`temporal`]: the [`temporal::Gateway`], the only code that talks to Temporal.
+//! - [`grpc`]: the `slipway.v1.AgentControl` gRPC service.
+//! - [`error`]: the JSON error answer (`{"code", "message"}`). [`settings`]: configuration.
+
+pub mod auth;
+pub mod error;
+pub mod grpc;
+pub mod metrics;
+pub mod routes;
+pub mod settings;
+pub mod temporal;
+pub mod validate;
+pub mod verify;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, MatchedPath},
+    http::Request,
+    routing::{get, post},
+};
+use slipway_proto::control::agent_control_server::AgentControlServer;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+pub use settings::StarterSettings;
+pub use temporal::Gateway;
+
+/// Largest accepted request body. Stripe events are a few KiB; 1 MiB leaves room and caps abuse.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Shared state of the handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// Configuration.
+    pub settings: Arc<StarterSettings>,
+    /// Temporal.
+    pub gateway: Gateway,
+    /// Counters.
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+/// The HTTP router (usable with `oneshot` in tests).
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/webhooks/stripe", post(routes::stripe::webhook))
+        .route("/callbacks/github-actions", post(routes::callbacks::github_actions))
+        .route("/healthz", get(routes::health::healthz))
+        .route("/readyz", get(routes::health::readyz))
+        .route("/metrics", get(routes::health::metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            let path = req.extensions().get::<MatchedPath>().map_or(req.uri().path(), MatchedPath::as_str);
+            tracing::info_span!("http", method = %req.method(), path = %path)
+        }))
+        .with_state(state)
+}
+
+/// A bound starter: HTTP and gRPC listeners ready to serve.
+pub struct Application {
+    http: TcpListener,
+    grpc: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Bind both listeners (port 0 picks a free port).
+    pub async fn build(settings: StarterSettings, gateway: Gateway) -> std::io::Result<Self> {
+        let http = TcpListener::bind(settings.http_addr).await?;
+        let grpc = TcpListener::bind(settings.grpc_addr).await?;
+        let state = AppState { settings: Arc::new(settings), gateway, metrics: Arc::default() };
+        Ok(Self { http, grpc, state })
+    }
+
+    /// Bound HTTP address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().expect("bound listener")
+    }
+
+    /// Bound gRPC address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().expect("bound listener")
+    }
+
+    /// Serve until `shutdown` resolves.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let service = grpc::AgentControlService::new(
+            self.state.gateway.clone(),
+            self.state.settings.jwt_secret.clone(),
+        );
+        let mut grpc_rx = rx.clone();
+        let grpc = tonic::transport::Server::builder()
+            .add_service(AgentControlServer::new(service))
+            .serve_with_incoming_shutdown(tokio_stream_listener(self.grpc), async move {
+                let _ = grpc_rx.wait_for(|stop| *stop).await;
+            });
+        let mut http_rx = rx;
+        let http = axum::serve(self.http, app(self.state)).with_graceful_shutdown(async move {
+            let _ = http_rx.wait_for(|stop| *stop).await;
+        });
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        });
+        let (h, g) = tokio::join!(http, grpc);
+        h?;
+        g?;
+        Ok(())
+    }
+}
+
+fn tokio_stream_listener(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener)
+}

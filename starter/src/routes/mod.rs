@@ -1,0 +1,5 @@
+//! HTTP routes. Handlers are thin: verify, map, hand to [`crate::temporal::Gateway`], answer.
+
+pub mod callbacks;
+pub mod health;
+pub mod stripe;

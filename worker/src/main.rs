@@ -1,0 +1,44 @@
+//! `slipway-worker`: load configuration, connect, run until Ctrl-C / SIGTERM.
+
+use slipway_worker::{WorkerSettings, build_worker, connect_temporal};
+use temporalio_sdk::Runtime;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let settings = match WorkerSettings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("slipway-worker: {e}");
+            std::process::exit(2);
+        }
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = connect_temporal().await?;
+    let runtime = Runtime::from_current_tokio(Default::default())?;
+    let mut worker = build_worker(&runtime, client, &settings)?;
+    let shutdown = worker.shutdown_handle();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight tasks");
+        shutdown();
+    });
+    tracing::info!(task_queue = %settings.task_queue, "slipway worker running");
+    worker.run().await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

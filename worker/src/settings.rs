@@ -1,0 +1,190 @@
+//! Worker configuration, from the environment.
+//!
+//! Every provider base URL and credential is configuration (`.env.example` documents each and
+//! where to get it). A worker missing required variables refuses to start with *one* message
+//! naming all of them, so an operator fixes the deployment in one go instead of one restart per
+//! variable. Secrets are held as `SecretString` and never printed.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use slipway_activities::{
+    ProvisioningConfig, Sealer,
+    clients::{github::GitHubClient, hetzner::HetznerClient, tailscale::TailscaleClient},
+};
+
+/// Why the worker cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Required variables are unset or empty.
+    #[error("missing required configuration: {} (see .env.example)", .0.join(", "))]
+    Missing(Vec<&'static str>),
+    /// A variable is set to something unusable.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Everything the worker needs besides the Temporal connection (which comes from Temporal's own
+/// env config: `TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `temporal.toml`).
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Task queue (`SLIPWAY_TASK_QUEUE`, default `slipway`).
+    pub task_queue: String,
+    /// Hetzner API base URL.
+    pub hetzner_api_url: String,
+    /// Hetzner API token.
+    pub hetzner_api_token: SecretString,
+    /// Server type.
+    pub hetzner_server_type: String,
+    /// Image.
+    pub hetzner_image: String,
+    /// Action poll interval.
+    pub hetzner_poll_interval: Duration,
+    /// Tailscale API base URL.
+    pub tailscale_api_url: String,
+    /// Tailscale API key.
+    pub tailscale_api_key: SecretString,
+    /// Tailnet (`-` = the key's default tailnet).
+    pub tailscale_tailnet: String,
+    /// Tags for agent devices.
+    pub tailscale_tags: Vec<String>,
+    /// GitHub API base URL.
+    pub github_api_url: String,
+    /// GitHub token (needs `actions:write` on the repo).
+    pub github_token: SecretString,
+    /// `owner/repo` of the bootstrap workflow.
+    pub github_actions_repo: String,
+    /// Workflow file.
+    pub github_actions_workflow: String,
+    /// Git ref.
+    pub github_actions_ref: String,
+    /// Public URL of the starter's `POST /callbacks/github-actions`.
+    pub callback_url: String,
+    /// Key sealing secrets in histories (64 hex chars).
+    pub seal_key: SecretString,
+}
+
+/// Required variables, in the order they are reported.
+pub const REQUIRED: [&str; 6] = [
+    "HETZNER_API_TOKEN",
+    "TAILSCALE_API_KEY",
+    "GITHUB_TOKEN",
+    "GITHUB_ACTIONS_REPO",
+    "SLIPWAY_CALLBACK_URL",
+    "SLIPWAY_SEAL_KEY",
+];
+
+impl WorkerSettings {
+    /// From the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// From any lookup (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let missing: Vec<&'static str> = REQUIRED.iter().copied().filter(|k| get(k).is_none()).collect();
+        if !missing.is_empty() {
+            return Err(ConfigError::Missing(missing));
+        }
+        let req = |k: &str| get(k).unwrap_or_default();
+        let or = |k: &str, d: &str| get(k).unwrap_or_else(|| d.to_owned());
+        let poll_ms: u64 = or("HETZNER_POLL_INTERVAL_MS", "5000").parse().map_err(|_| {
+            ConfigError::Invalid("HETZNER_POLL_INTERVAL_MS must be a number of milliseconds".into())
+        })?;
+        let repo = req("GITHUB_ACTIONS_REPO");
+        if repo.split('/').filter(|p| !p.is_empty()).count() != 2 {
+            return Err(ConfigError::Invalid("GITHUB_ACTIONS_REPO must be owner/repo".into()));
+        }
+        let tags: Vec<String> =
+            or("TAILSCALE_TAGS", "tag:slipway-agent").split(',').map(|t| t.trim().to_owned()).collect();
+        if let Some(bad) = tags.iter().find(|t| !t.starts_with("tag:")) {
+            return Err(ConfigError::Invalid(format!("TAILSCALE_TAGS entry {bad:?} must start with tag:")));
+        }
+        Ok(Self {
+            task_queue: or("SLIPWAY_TASK_QUEUE", "slipway"),
+            hetzner_api_url: or("HETZNER_API_URL", "https://api.hetzner.cloud/v1"),
+            hetzner_api_token: SecretString::from(req("HETZNER_API_TOKEN")),
+            hetzner_server_type: or("HETZNER_SERVER_TYPE", "cx22"),
+            hetzner_image: or("HETZNER_IMAGE", "ubuntu-24.04"),
+            hetzner_poll_interval: Duration::from_millis(poll_ms),
+            tailscale_api_url: or("TAILSCALE_API_URL", "https://api.tailscale.com"),
+            tailscale_api_key: SecretString::from(req("TAILSCALE_API_KEY")),
+            tailscale_tailnet: or("TAILSCALE_TAILNET", "-"),
+            tailscale_tags: tags,
+            github_api_url: or("GITHUB_API_URL", "https://api.github.com"),
+            github_token: SecretString::from(req("GITHUB_TOKEN")),
+            github_actions_repo: repo,
+            github_actions_workflow: or("GITHUB_ACTIONS_WORKFLOW", "provision-agent.yml"),
+            github_actions_ref: or("GITHUB_ACTIONS_REF", "main"),
+            callback_url: req("SLIPWAY_CALLBACK_URL"),
+            seal_key: SecretString::from(req("SLIPWAY_SEAL_KEY")),
+        })
+    }
+
+    /// Build the provisioning activities' configuration (clients included).
+    pub fn provisioning(&self) -> Result<ProvisioningConfig, ConfigError> {
+        let invalid = |e: slipway_activities::ClientError| ConfigError::Invalid(e.to_string());
+        Ok(ProvisioningConfig {
+            hetzner: HetznerClient::new(&self.hetzner_api_url, self.hetzner_api_token.clone())
+                .map_err(invalid)?,
+            server_type: self.hetzner_server_type.clone(),
+            image: self.hetzner_image.clone(),
+            action_poll_interval: self.hetzner_poll_interval,
+            tailscale: TailscaleClient::new(
+                &self.tailscale_api_url,
+                self.tailscale_api_key.clone(),
+                &self.tailscale_tailnet,
+            )
+            .map_err(invalid)?,
+            tailscale_tags: self.tailscale_tags.clone(),
+            github: GitHubClient::new(&self.github_api_url, self.github_token.clone()).map_err(invalid)?,
+            actions_repo: self.github_actions_repo.clone(),
+            actions_workflow: self.github_actions_workflow.clone(),
+            actions_ref: self.github_actions_ref.clone(),
+            callback_url: self.callback_url.clone(),
+            sealer: Sealer::from_hex(&self.seal_key).map_err(ConfigError::Invalid)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn names_every_missing_variable_at_once() {
+        let err = WorkerSettings::from_lookup(lookup(&[("GITHUB_TOKEN", "x"), ("HETZNER_API_TOKEN", " ")]))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "missing required configuration: HETZNER_API_TOKEN, TAILSCALE_API_KEY, GITHUB_ACTIONS_REPO, \
+             SLIPWAY_CALLBACK_URL, SLIPWAY_SEAL_KEY (see .env.example)"
+        );
+    }
+
+    #[test]
+    fn defaults_point_at_the_real_apis() {
+        let s = WorkerSettings::from_lookup(lookup(&[
+            ("HETZNER_API_TOKEN", "h"),
+            ("TAILSCALE_API_KEY", "t"),
+            ("GITHUB_TOKEN", "g"),
+            ("GITHUB_ACTIONS_REPO", "acme/agents"),
+            ("SLIPWAY_CALLBACK_URL", "https://slipway.example/callbacks/github-actions"),
+            ("SLIPWAY_SEAL_KEY", &"ab".repeat(32)),
+        ]))
+        .unwrap();
+        assert_eq!(s.hetzner_api_url, "https://api.hetzner.cloud/v1");
+        assert_eq!(s.tailscale_api_url, "https://api.tailscale.com");
+        assert_eq!(s.github_api_url, "https://api.github.com");
+        assert_eq!(s.task_queue, "slipway");
+        assert!(s.provisioning().is_ok());
+        assert!(!format!("{s:?}").contains("acme/agents") || !format!("{s:?}").contains("abab"));
+    }
+}

@@ -1,0 +1,28 @@
+//! Slipway's Temporal workflows.
+//!
+//! # Rules (workflow code is replayed, so it must be deterministic)
+//! - No I/O here: every call to the outside world is an activity (`slipway-activities`).
+//!   This crate has no HTTP client in its dependency graph's public API to make that hard to get
+//!   wrong.
+//! - No clocks, randomness, threads or tokio: use `ctx.workflow_time()`, `ctx.timer(..)`,
+//!   `ctx.wait_condition(..)`, and `temporalio_sdk::workflows::select!` (biased, so polling order
+//!   is part of the code).
+//! - Iterate in a stable order (`Vec`, `BTreeMap`), never over a `HashMap`.
+//! - Changing a workflow's commands breaks replay of histories already recorded; every workflow
+//!   type has a replay test against a committed history (`tests/histories/`), run in CI.
+//!
+//! # Layout
+//! - [`agent`]: `Agent`, one long-lived workflow per agent; the single writer of its state.
+//! - [`provisioning`]: `ProvisionAgent`, the saga that creates an agent's resources and
+//!   compensates in reverse on failure. Its workflow id is per *user*, which is how Temporal's
+//!   id uniqueness enforces one provisioning in flight per user.
+//! - [`search_attributes`]: the keyword search attributes operators filter on in the Web UI.
+
+pub mod agent;
+pub mod provisioning;
+pub mod search_attributes;
+
+mod failure;
+
+pub use agent::AgentWorkflow;
+pub use provisioning::ProvisionAgentWorkflow;

@@ -1,0 +1,436 @@
+//! `ProvisionAgent`: the saga that turns a paid request into a running agent.
+//!
+//! Steps (each an activity with timeouts and a retry policy):
+//! 1. `tailscale_key`: one-off, pre-authorized, tagged auth key.
+//! 2. `hetzner_server`: create (or adopt) `slipway-<agent>`, then `server_ready`: wait for its
+//!    create action, polled by the activity at an interval that respects Hetzner's budget.
+//! 3. `actions_dispatch`: `workflow_dispatch` of `provision-agent.yml`; transient failures are
+//!    retried (the job stays pending, visibly) until the dispatch deadline.
+//! 4. `actions_callback`: wait for the job's signed callback, until the callback deadline.
+//! 5. `tailscale_device`: record the device the VM joined as.
+//!
+//! On any failure: compensations run in reverse (remove devices, delete the server, revoke
+//! keys). Each is registered *before* its step runs, because a step can create its resource
+//! and still fail (lost answer); each runs on a detached cancellation token and in isolation, so
+//! one failing compensation never skips the others. The workflow then fails with the reason.
+//!
+//! The workflow id is `provisioning-<user>`: Temporal refuses a second running workflow with the
+//! same id, which is the one place "one provisioning in flight per user" is enforced.
+
+use std::time::Duration;
+
+use slipway_activities::ProvisioningActivities;
+use slipway_proto::model::{
+    ActionsCallback, AgentResources, CallbackStatus, CreateServerInput, DispatchInput, ProvisionRequest,
+    ProvisionResult, ProvisioningProgress, StepProgress, StepState, TailscaleKeyInput, TailscaleRef, job_id,
+};
+use temporalio_common::RetryPolicy;
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ActivityExecutionError, ActivityOptions, ApplicationFailure, SyncWorkflowContext, TimerOptions,
+    WorkflowCancellationToken, WorkflowContext, WorkflowContextView, WorkflowResult, workflows::select,
+};
+
+use crate::{failure, search_attributes};
+
+/// Step names, in order (also the `progress` query's order).
+pub mod steps {
+    /// Tailscale auth key.
+    pub const TAILSCALE_KEY: &str = "tailscale_key";
+    /// Hetzner server creation.
+    pub const HETZNER_SERVER: &str = "hetzner_server";
+    /// Waiting for the server's create action.
+    pub const SERVER_READY: &str = "server_ready";
+    /// GitHub Actions dispatch.
+    pub const ACTIONS_DISPATCH: &str = "actions_dispatch";
+    /// Waiting for the job's callback.
+    pub const ACTIONS_CALLBACK: &str = "actions_callback";
+    /// Recording the tailnet device.
+    pub const TAILSCALE_DEVICE: &str = "tailscale_device";
+    /// All, in order.
+    pub const ALL: [&str; 6] =
+        [TAILSCALE_KEY, HETZNER_SERVER, SERVER_READY, ACTIONS_DISPATCH, ACTIONS_CALLBACK, TAILSCALE_DEVICE];
+}
+
+/// Undo actions, registered as the saga goes and run in reverse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compensation {
+    RevokeKeys,
+    DeleteServer,
+    RemoveDevices,
+}
+
+impl Compensation {
+    /// The step it undoes (marked `compensated` when it succeeds).
+    fn step(self) -> &'static str {
+        match self {
+            Self::RevokeKeys => steps::TAILSCALE_KEY,
+            Self::DeleteServer => steps::HETZNER_SERVER,
+            Self::RemoveDevices => steps::TAILSCALE_DEVICE,
+        }
+    }
+}
+
+/// Terminal outcome reported by the Actions job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum JobOutcome {
+    Succeeded,
+    Failed(String),
+}
+
+/// The provisioning saga.
+#[workflow]
+pub struct ProvisionAgentWorkflow {
+    req: ProvisionRequest,
+    job_id: String,
+    steps: Vec<StepProgress>,
+    failure: Option<String>,
+    run_id: Option<String>,
+    outcome: Option<JobOutcome>,
+}
+
+/// Retry policy of ordinary API steps: transient failures back off up to a minute; the
+/// activities mark permanent failures non-retryable, which ends retries at once.
+fn api_step(summary: &str) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .backoff_coefficient(2.0)
+                .maximum_interval(Duration::from_secs(60))
+                .maximum_attempts(10)
+                .build(),
+        )
+        .summary(summary.to_owned())
+        .build()
+}
+
+/// Compensations outlive a cancelled workflow (detached token) and retry longer: leaving a
+/// paid-for server behind is worse than a slow rollback.
+fn compensation_step(summary: &str) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .backoff_coefficient(2.0)
+                .maximum_interval(Duration::from_secs(60))
+                .maximum_attempts(20)
+                .build(),
+        )
+        .cancellation_token(WorkflowCancellationToken::new())
+        .summary(summary.to_owned())
+        .build()
+}
+
+#[workflow_methods]
+impl ProvisionAgentWorkflow {
+    /// Builds the initial state; the job id names this exact run.
+    #[init]
+    pub fn new(ctx: &WorkflowContextView, req: ProvisionRequest) -> Self {
+        let steps = steps::ALL
+            .iter()
+            .map(|name| StepProgress {
+                name: (*name).to_owned(),
+                state: StepState::Pending,
+                detail: String::new(),
+            })
+            .collect();
+        Self {
+            job_id: job_id(ctx.workflow_id(), ctx.run_id()),
+            req,
+            steps,
+            failure: None,
+            run_id: None,
+            outcome: None,
+        }
+    }
+
+    /// Runs the saga; on failure compensates in reverse and fails with the reason.
+    #[run(name = "ProvisionAgent")]
+    pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<ProvisionResult> {
+        let mut compensations = Vec::new();
+        match Self::provision(ctx, &mut compensations).await {
+            Ok(result) => Ok(result),
+            Err(reason) => {
+                ctx.state_mut(|s| s.failure = Some(reason.clone()));
+                let undo = Self::compensate(ctx, &compensations).await;
+                let agent = ctx.state(|s| s.req.agent_id.clone());
+                let message = if undo.is_empty() {
+                    format!("provisioning agent {agent} failed and was rolled back: {reason}")
+                } else {
+                    format!(
+                        "provisioning agent {agent} failed: {reason}; rollback incomplete, clean up by hand: {}",
+                        undo.join("; ")
+                    )
+                };
+                Err(ApplicationFailure::builder(message)
+                    .type_name("ProvisioningFailed".to_owned())
+                    .non_retryable(true)
+                    .build()
+                    .into())
+            }
+        }
+    }
+
+    /// Delivers a verified GitHub Actions callback. Callbacks of another job (an older run) or
+    /// another agent are ignored, as are repeats after the outcome is known.
+    #[signal]
+    pub fn actions_callback(&mut self, _ctx: &mut SyncWorkflowContext<Self>, cb: ActionsCallback) {
+        if cb.job_id != self.job_id || cb.agent_id != self.req.agent_id || self.outcome.is_some() {
+            return;
+        }
+        match cb.status {
+            CallbackStatus::Running => {
+                self.run_id = cb.run_id.clone().or(self.run_id.take());
+                let detail = format!("job running (run {})", self.run_id.as_deref().unwrap_or("?"));
+                self.set_step(steps::ACTIONS_CALLBACK, StepState::Running, detail);
+            }
+            CallbackStatus::Succeeded => {
+                self.run_id = cb.run_id.clone().or(self.run_id.take());
+                self.outcome = Some(JobOutcome::Succeeded);
+            }
+            CallbackStatus::Failed => {
+                let reason = cb.reason.unwrap_or_else(|| "no reason given".to_owned());
+                self.outcome = Some(JobOutcome::Failed(reason));
+            }
+        }
+    }
+
+    /// Step-by-step progress, for the API, the demo and the Web UI.
+    #[query]
+    pub fn progress(&self, _ctx: &WorkflowContextView) -> ProvisioningProgress {
+        ProvisioningProgress {
+            agent_id: self.req.agent_id.clone(),
+            steps: self.steps.clone(),
+            failure: self.failure.clone(),
+        }
+    }
+}
+
+impl ProvisionAgentWorkflow {
+    fn set_step(&mut self, name: &str, state: StepState, detail: impl Into<String>) {
+        if let Some(step) = self.steps.iter_mut().find(|s| s.name == name) {
+            step.state = state;
+            step.detail = detail.into();
+        }
+    }
+
+    fn step(ctx: &WorkflowContext<Self>, name: &str, state: StepState, detail: impl Into<String>) {
+        let detail = detail.into();
+        ctx.set_current_details(format!("{name}: {} {detail}", state.as_str()));
+        ctx.state_mut(|s| s.set_step(name, state, detail));
+    }
+
+    /// Marks the step failed and returns the reason.
+    fn failed(ctx: &WorkflowContext<Self>, name: &str, err: &ActivityExecutionError) -> String {
+        let reason = format!("{name}: {}", failure::activity(err));
+        Self::step(ctx, name, StepState::Failed, reason.clone());
+        reason
+    }
+
+    async fn provision(
+        ctx: &mut WorkflowContext<Self>,
+        compensations: &mut Vec<Compensation>,
+    ) -> Result<ProvisionResult, String> {
+        let req = ctx.state(|s| s.req.clone());
+        ctx.upsert_search_attributes([
+            search_attributes::AGENT_ID.value_set(req.agent_id.clone()),
+            search_attributes::USER_ID.value_set(req.user_id.clone()),
+            search_attributes::STATUS.value_set("provisioning".to_owned()),
+        ]);
+        let agent = AgentResources { agent_id: req.agent_id.clone() };
+
+        // 1. Tailscale auth key.
+        Self::step(ctx, steps::TAILSCALE_KEY, StepState::Running, "");
+        compensations.push(Compensation::RevokeKeys);
+        let key = ctx
+            .execute_activity(
+                ProvisioningActivities::create_tailscale_key,
+                TailscaleKeyInput { agent_id: req.agent_id.clone() },
+                api_step("create Tailscale auth key"),
+            )
+            .await
+            .map_err(|e| Self::failed(ctx, steps::TAILSCALE_KEY, &e))?;
+        Self::step(ctx, steps::TAILSCALE_KEY, StepState::Done, format!("key {}", key.key_id));
+
+        // 2. Hetzner server. The VM may join the tailnet as soon as it boots, so its device
+        //    removal is registered together with the server.
+        Self::step(ctx, steps::HETZNER_SERVER, StepState::Running, "");
+        compensations.push(Compensation::DeleteServer);
+        compensations.push(Compensation::RemoveDevices);
+        let server = ctx
+            .execute_activity(
+                ProvisioningActivities::create_server,
+                CreateServerInput {
+                    agent_id: req.agent_id.clone(),
+                    user_id: req.user_id.clone(),
+                    region: req.region.clone(),
+                    sealed_auth_key: key.sealed_key.clone(),
+                },
+                api_step("create Hetzner server"),
+            )
+            .await
+            .map_err(|e| Self::failed(ctx, steps::HETZNER_SERVER, &e))?;
+        Self::step(
+            ctx,
+            steps::HETZNER_SERVER,
+            StepState::Done,
+            format!("server {} ({})", server.id, server.name),
+        );
+
+        Self::step(ctx, steps::SERVER_READY, StepState::Running, "waiting for create action");
+        let server = ctx
+            .execute_activity(
+                ProvisioningActivities::wait_server_ready,
+                server,
+                ActivityOptions::with_start_to_close_timeout(Duration::from_secs(15 * 60))
+                    .heartbeat_timeout(Duration::from_secs(60))
+                    .retry_policy(
+                        RetryPolicy::builder()
+                            .initial_interval(Duration::from_secs(2))
+                            .maximum_interval(Duration::from_secs(60))
+                            .maximum_attempts(5)
+                            .build(),
+                    )
+                    .summary("wait for Hetzner server".to_owned())
+                    .build(),
+            )
+            .await
+            .map_err(|e| Self::failed(ctx, steps::SERVER_READY, &e))?;
+        let ip = server.ipv4.clone().unwrap_or_else(|| "no IPv4".to_owned());
+        Self::step(ctx, steps::SERVER_READY, StepState::Done, format!("running at {ip}"));
+
+        // 3. Dispatch the bootstrap job. Transient failures keep the job pending and retried
+        //    (no attempt limit) until the dispatch deadline; permanent ones fail fast.
+        let job_id = ctx.state(|s| s.job_id.clone());
+        Self::step(ctx, steps::ACTIONS_DISPATCH, StepState::Running, format!("job {job_id}"));
+        let dispatched_run = ctx
+            .execute_activity(
+                ProvisioningActivities::dispatch_provision_job,
+                DispatchInput {
+                    job_id: job_id.clone(),
+                    agent_id: req.agent_id.clone(),
+                    region: req.region.clone(),
+                },
+                ActivityOptions::with_schedule_to_close_timeout(Duration::from_secs(
+                    req.policy.dispatch_deadline_secs,
+                ))
+                .retry_policy(
+                    RetryPolicy::builder()
+                        .initial_interval(Duration::from_secs(1))
+                        .backoff_coefficient(2.0)
+                        .maximum_interval(Duration::from_secs(5 * 60))
+                        .build(),
+                )
+                .summary("dispatch provision-agent.yml".to_owned())
+                .build(),
+            )
+            .await
+            .map_err(|e| Self::failed(ctx, steps::ACTIONS_DISPATCH, &e))?;
+        ctx.state_mut(|s| s.run_id = s.run_id.take().or(dispatched_run.clone()));
+        Self::step(ctx, steps::ACTIONS_DISPATCH, StepState::Done, format!("job {job_id} dispatched"));
+
+        // 4. Wait for the job's final callback, or give up at the deadline.
+        let deadline = req.policy.callback_deadline_secs;
+        Self::step(ctx, steps::ACTIONS_CALLBACK, StepState::Running, format!("waiting up to {deadline}s"));
+        let outcome = select! {
+            _ = ctx.wait_condition(|s: &Self| s.outcome.is_some()) => ctx.state(|s| s.outcome.clone()),
+            _ = ctx.timer(TimerOptions::builder(Duration::from_secs(deadline))
+                    .summary("GitHub Actions callback deadline".to_owned()).build()) => None,
+        };
+        let run_id = ctx.state(|s| s.run_id.clone());
+        let run = run_id.clone().unwrap_or_else(|| "unknown".to_owned());
+        match outcome {
+            Some(JobOutcome::Succeeded) => {
+                Self::step(
+                    ctx,
+                    steps::ACTIONS_CALLBACK,
+                    StepState::Done,
+                    format!("job succeeded (run {run})"),
+                );
+            }
+            Some(JobOutcome::Failed(reason)) => {
+                let reason = format!("GitHub Actions job {job_id} (run {run}) failed: {reason}");
+                Self::step(ctx, steps::ACTIONS_CALLBACK, StepState::Failed, reason.clone());
+                return Err(reason);
+            }
+            None => {
+                let reason = format!(
+                    "no final callback from GitHub Actions job {job_id} (run {run}) within {deadline}s; \
+                     check the provision-agent.yml run on GitHub"
+                );
+                Self::step(ctx, steps::ACTIONS_CALLBACK, StepState::Failed, reason.clone());
+                return Err(reason);
+            }
+        }
+
+        // 5. Record the device the VM joined as.
+        Self::step(ctx, steps::TAILSCALE_DEVICE, StepState::Running, "");
+        let device_id = ctx
+            .execute_activity(
+                ProvisioningActivities::find_tailscale_device,
+                agent,
+                api_step("find Tailscale device"),
+            )
+            .await
+            .map_err(|e| Self::failed(ctx, steps::TAILSCALE_DEVICE, &e))?;
+        let detail = match &device_id {
+            Some(id) => format!("device {id}"),
+            None => "VM has not joined the tailnet yet".to_owned(),
+        };
+        Self::step(ctx, steps::TAILSCALE_DEVICE, StepState::Done, detail);
+        ctx.upsert_search_attributes([search_attributes::STATUS.value_set("active".to_owned())]);
+
+        Ok(ProvisionResult {
+            server,
+            tailscale: TailscaleRef { key_id: key.key_id, device_id },
+            actions_run_id: run_id,
+        })
+    }
+
+    /// Runs the compensations in reverse; returns the ones that failed, with why.
+    async fn compensate(ctx: &mut WorkflowContext<Self>, compensations: &[Compensation]) -> Vec<String> {
+        let agent = AgentResources { agent_id: ctx.state(|s| s.req.agent_id.clone()) };
+        ctx.upsert_search_attributes([search_attributes::STATUS.value_set("failed".to_owned())]);
+        let mut failed = Vec::new();
+        for c in compensations.iter().rev() {
+            let result = match c {
+                Compensation::RemoveDevices => ctx
+                    .execute_activity(
+                        ProvisioningActivities::remove_tailscale_devices,
+                        agent.clone(),
+                        compensation_step("remove Tailscale devices"),
+                    )
+                    .await
+                    .map(|n| format!("{n} device(s) removed")),
+                Compensation::DeleteServer => ctx
+                    .execute_activity(
+                        ProvisioningActivities::delete_agent_server,
+                        agent.clone(),
+                        compensation_step("delete Hetzner server"),
+                    )
+                    .await
+                    .map(|deleted| if deleted { "server deleted" } else { "no server to delete" }.to_owned()),
+                Compensation::RevokeKeys => ctx
+                    .execute_activity(
+                        ProvisioningActivities::revoke_tailscale_keys,
+                        agent.clone(),
+                        compensation_step("revoke Tailscale keys"),
+                    )
+                    .await
+                    .map(|n| format!("{n} key(s) revoked")),
+            };
+            let step = c.step();
+            match result {
+                Ok(detail) => Self::step(ctx, step, StepState::Compensated, detail),
+                Err(e) => {
+                    let why = format!("{step} compensation failed: {}", failure::activity(&e));
+                    let previous = ctx.state(|s| s.steps.iter().find(|x| x.name == step).map(|x| x.state));
+                    Self::step(ctx, step, previous.unwrap_or(StepState::Failed), why.clone());
+                    failed.push(why);
+                }
+            }
+        }
+        failed
+    }
+}
