@@ -52,23 +52,8 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 #[non_exhaustive]
 pub enum ClientError {
     /// The provider answered with an error status.
-    #[error("{provider} API {method} {path} answered {status}: {message}")]
-    Api {
-        /// Provider name.
-        provider: &'static str,
-        /// HTTP method.
-        method: String,
-        /// Request path (no query string, no secrets).
-        path: String,
-        /// HTTP status.
-        status: u16,
-        /// The provider's error code, if its body has one.
-        code: Option<String>,
-        /// The provider's error message.
-        message: String,
-        /// `Retry-After` (or equivalent) if sent.
-        retry_after: Option<Duration>,
-    },
+    #[error("{0}")]
+    Api(Box<ApiFailure>),
     /// The request never got an answer (connect error, timeout, reset).
     #[error("{provider} API unreachable: {source}")]
     Transport {
@@ -97,11 +82,31 @@ pub enum ClientError {
     Configuration(String),
 }
 
+/// A provider's error answer (boxed in [`ClientError::Api`] to keep results small).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{provider} API {method} {path} answered {status}: {message}")]
+pub struct ApiFailure {
+    /// Provider name.
+    pub provider: &'static str,
+    /// HTTP method.
+    pub method: String,
+    /// Request path (no query string, no secrets).
+    pub path: String,
+    /// HTTP status.
+    pub status: u16,
+    /// The provider's error code, if its body has one.
+    pub code: Option<String>,
+    /// The provider's error message.
+    pub message: String,
+    /// `Retry-After` (or equivalent) if sent.
+    pub retry_after: Option<Duration>,
+}
+
 impl ClientError {
     /// Retry classification of this failure.
     pub fn retry(&self) -> Retry {
         match self {
-            Self::Api { status, retry_after, .. } => classify_status(*status, *retry_after),
+            Self::Api(f) => classify_status(f.status, f.retry_after),
             Self::Transport { .. } => Retry::Transient(None),
             // A body we cannot read is most often a proxy error page: worth another try.
             Self::Decode { .. } => Retry::Transient(None),
@@ -112,7 +117,7 @@ impl ClientError {
     /// HTTP status, if the provider answered.
     pub fn status(&self) -> Option<u16> {
         match self {
-            Self::Api { status, .. } => Some(*status),
+            Self::Api(f) => Some(f.status),
             _ => None,
         }
     }
@@ -186,7 +191,7 @@ mod tests {
 
     #[test]
     fn api_errors_name_the_request_without_secrets() {
-        let err = ClientError::Api {
+        let err = ClientError::Api(Box::new(ApiFailure {
             provider: "hetzner",
             method: "POST".into(),
             path: "/servers".into(),
@@ -194,7 +199,7 @@ mod tests {
             code: Some("invalid_input".into()),
             message: "invalid name".into(),
             retry_after: None,
-        };
+        }));
         assert_eq!(err.to_string(), "hetzner API POST /servers answered 422: invalid name");
         assert_eq!(err.failure_type(), failure_types::PROVIDER_REJECTED);
     }

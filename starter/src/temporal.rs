@@ -16,9 +16,9 @@ use slipway_proto::model::{
 };
 use slipway_workflows::{AgentWorkflow, ProvisionAgentWorkflow, search_attributes};
 use temporalio_client::{
-    Client, ClientOptions, Connection, NamespacedClient, WorkflowExecutionInfo, WorkflowHandle,
-    WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowSignalOptions,
-    WorkflowUpdateWithStartOptions,
+    Client, ClientOptions, Connection, ConnectionOptions, NamespacedClient, Url, WorkflowExecutionInfo,
+    WorkflowHandle, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions,
+    WorkflowSignalOptions, WorkflowUpdateWithStartOptions,
     envconfig::LoadClientConfigProfileOptions,
     errors::{
         WorkflowInteractionError, WorkflowQueryError, WorkflowStartError, WorkflowUpdateWithStartError,
@@ -41,31 +41,59 @@ pub enum GatewayError {
     Closed,
 }
 
+/// Where the gateway connects.
+#[derive(Clone)]
+enum Target {
+    /// Temporal's env config (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `temporal.toml`).
+    EnvConfig,
+    /// An explicit address and namespace.
+    Address(Url, String),
+}
+
 /// Shared handle to Temporal.
 #[derive(Clone)]
 pub struct Gateway {
     client: Arc<OnceCell<Client>>,
+    target: Target,
     task_queue: String,
     timeout: Duration,
 }
 
 impl Gateway {
-    /// A gateway that connects on first use.
+    /// A gateway that connects on first use, configured by Temporal's env config.
     pub fn new(task_queue: String, timeout: Duration) -> Self {
-        Self { client: Arc::new(OnceCell::new()), task_queue, timeout }
+        Self { client: Arc::new(OnceCell::new()), target: Target::EnvConfig, task_queue, timeout }
     }
 
-    /// A gateway around an existing client (tests).
+    /// A gateway that connects on first use to `address` (e.g. `http://127.0.0.1:7233`).
+    pub fn for_address(address: Url, namespace: &str, task_queue: String, timeout: Duration) -> Self {
+        let target = Target::Address(address, namespace.to_owned());
+        Self { client: Arc::new(OnceCell::new()), target, task_queue, timeout }
+    }
+
+    /// A gateway around an existing client.
     pub fn with_client(client: Client, task_queue: String, timeout: Duration) -> Self {
-        Self { client: Arc::new(OnceCell::new_with(Some(client))), task_queue, timeout }
+        Self {
+            client: Arc::new(OnceCell::new_with(Some(client))),
+            target: Target::EnvConfig,
+            task_queue,
+            timeout,
+        }
     }
 
     async fn client(&self) -> Result<&Client, GatewayError> {
         self.client
             .get_or_try_init(|| async {
-                let (conn_opts, client_opts) =
-                    ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
-                        .map_err(|e| GatewayError::Unavailable(format!("client configuration: {e}")))?;
+                let (conn_opts, client_opts) = match &self.target {
+                    Target::EnvConfig => {
+                        ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
+                            .map_err(|e| GatewayError::Unavailable(format!("client configuration: {e}")))?
+                    }
+                    Target::Address(url, namespace) => (
+                        ConnectionOptions::new(url.clone()).identity("slipway-starter".to_owned()).build(),
+                        ClientOptions::new(namespace.clone()).build(),
+                    ),
+                };
                 let connect = Connection::connect(conn_opts);
                 let connection = tokio::time::timeout(self.timeout, connect)
                     .await
@@ -89,10 +117,10 @@ impl Gateway {
     pub async fn ready(&self) -> bool {
         let Ok(client) = self.client().await else { return false };
         let handle = client.get_workflow_handle::<AgentWorkflow>("slipway-readiness-probe");
-        match self.bounded(handle.describe(Default::default())).await {
-            Ok(Ok(_)) | Ok(Err(WorkflowInteractionError::NotFound(_))) => true,
-            _ => false,
-        }
+        matches!(
+            self.bounded(handle.describe(Default::default())).await,
+            Ok(Ok(_) | Err(WorkflowInteractionError::NotFound(_)))
+        )
     }
 
     /// Ask the agent's workflow to provision it, starting the workflow if needed
@@ -163,6 +191,10 @@ impl Gateway {
         match self.bounded(handle.signal(ProvisionAgentWorkflow::actions_callback, callback, opts)).await? {
             Ok(()) => Ok(()),
             Err(WorkflowInteractionError::NotFound(_)) => Err(GatewayError::NotFound),
+            // A run id that is not a run id (a forged or mangled job id) names no workflow.
+            Err(WorkflowInteractionError::Rpc(status)) if status.code() == tonic::Code::InvalidArgument => {
+                Err(GatewayError::NotFound)
+            }
             Err(e) => Err(GatewayError::Unavailable(e.to_string())),
         }
     }

@@ -1,1 +1,464 @@
-//! placeholder
+//! The end-to-end harness: every test meets Slipway the way a user does.
+//!
+//! [`TestApp::spawn`] starts, per test and in-process:
+//! - a fresh **sandbox** (the provider APIs) on a free port,
+//! - the real **worker** (the same `build_worker` the binary uses) on a unique task queue,
+//! - the real **starter** (HTTP + gRPC) on free ports,
+//!
+//! all against a **real Temporal dev server**: the one `scripts/test` starts
+//! (`SLIPWAY_TEST_TEMPORAL_ADDRESS`), or, when a test is run alone with plain `cargo test`, one
+//! started for the test from the project's `.venv` (or `temporal` on `PATH`). Nothing about
+//! Temporal is faked. Ids are unique per test so tests share the server safely.
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    str::FromStr,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use slipway_proto::model::{AgentRecord, AgentStatus, ProvisioningPolicy};
+use slipway_sandbox::{RunningSandbox, SandboxConfig, stripe::CheckoutArgs};
+use slipway_starter::{Application, Gateway, StarterSettings};
+use slipway_worker::{WorkerSettings, build_worker};
+use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, Url};
+use temporalio_sdk::{
+    Runtime,
+    testing::{EphemeralExe, LocalWorkflowEnvironmentOptions, WorkflowEnvironment},
+};
+
+/// Secrets shared by the sandbox (which signs) and Slipway (which verifies) in tests.
+pub const STRIPE_SECRET: &str = "whsec_test_slipway";
+/// Callback HMAC secret.
+pub const CALLBACK_SECRET: &str = "test-callback-secret";
+/// JWT secret.
+pub const JWT_SECRET: &str = "test-jwt-secret";
+/// Seal key (hex).
+pub const SEAL_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+/// Keyword search attributes to register on a dev server the harness starts itself.
+pub const SEARCH_ATTRIBUTES: [&str; 4] = slipway_workflows::search_attributes::ALL;
+
+/// Tunables of one test.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Saga knobs given to new agents.
+    pub policy: ProvisioningPolicy,
+    /// Sandbox: how long Hetzner actions run.
+    pub hetzner_action_ms: u64,
+    /// Sandbox: pause between runner callbacks.
+    pub runner_step_ms: u64,
+    /// Starter: Temporal address override (e.g. a dead port for the "Temporal down" test).
+    pub starter_temporal_address: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            policy: ProvisioningPolicy { callback_deadline_secs: 30, dispatch_deadline_secs: 60 },
+            hetzner_action_ms: 300,
+            runner_step_ms: 150,
+            starter_temporal_address: None,
+        }
+    }
+}
+
+/// A Temporal dev server to use: shared (scripts/test) or owned by this test.
+enum TemporalServer {
+    Shared(String),
+    Owned { address: String, _env: Box<WorkflowEnvironment<temporalio_sdk::testing::LocalServer>> },
+}
+
+/// One running Slipway, sandbox included.
+pub struct TestApp {
+    /// Sandbox (provider stand-ins).
+    pub sandbox: RunningSandbox,
+    /// Starter HTTP base URL.
+    pub starter_url: String,
+    /// Starter gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// A Temporal client for assertions.
+    pub client: Client,
+    /// Task queue of this test's worker.
+    pub task_queue: String,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    /// Unique suffix for ids of this test.
+    pub unique: String,
+    worker_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    worker_thread: Option<std::thread::JoinHandle<()>>,
+    starter_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _server: TemporalServer,
+}
+
+/// Initialise test logging once (`TEST_LOG=1` to see it).
+pub fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+fn find_temporal_cli() -> Option<String> {
+    if let Ok(p) = std::env::var("SLIPWAY_TEST_TEMPORAL_CLI") {
+        return Some(p);
+    }
+    let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/temporal");
+    if std::path::Path::new(venv).is_file() {
+        return Some(venv.to_owned());
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("temporal"))
+            .find(|p| p.is_file())
+            .map(|p| p.to_string_lossy().into_owned())
+    })
+}
+
+async fn temporal_server() -> anyhow::Result<TemporalServer> {
+    if let Ok(addr) = std::env::var("SLIPWAY_TEST_TEMPORAL_ADDRESS") {
+        return Ok(TemporalServer::Shared(addr));
+    }
+    let exe =
+        find_temporal_cli().context("no Temporal CLI: run scripts/test once, or put `temporal` on PATH")?;
+    let mut extra = Vec::new();
+    for sa in SEARCH_ATTRIBUTES {
+        extra.push("--search-attribute".to_owned());
+        extra.push(format!("{sa}=Keyword"));
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let env = WorkflowEnvironment::start_local(
+        LocalWorkflowEnvironmentOptions::builder()
+            .server_executable(EphemeralExe::ExistingPath(exe))
+            .port(port)
+            .extra_args(extra)
+            .build(),
+    )
+    .await?;
+    Ok(TemporalServer::Owned { address: format!("127.0.0.1:{port}"), _env: Box::new(env) })
+}
+
+impl TemporalServer {
+    fn address(&self) -> String {
+        match self {
+            Self::Shared(a) => a.clone(),
+            Self::Owned { address, .. } => address.clone(),
+        }
+    }
+}
+
+/// A client to the test server at `address` (`host:port`).
+pub async fn connect(address: &str) -> anyhow::Result<Client> {
+    let url = Url::from_str(&format!("http://{address}"))?;
+    let conn =
+        Connection::connect(ConnectionOptions::new(url).identity("slipway-tests".to_owned()).build()).await?;
+    Ok(Client::new(conn, ClientOptions::new("default").build())?)
+}
+
+/// Worker settings pointing every provider at `sandbox`.
+pub fn worker_settings(sandbox: &str, task_queue: &str, callback_url: &str) -> WorkerSettings {
+    let vars = BTreeMap::from([
+        ("SLIPWAY_TASK_QUEUE", task_queue.to_owned()),
+        ("HETZNER_API_URL", format!("{sandbox}/hetzner/v1")),
+        ("HETZNER_API_TOKEN", "test-hetzner-token".to_owned()),
+        ("HETZNER_POLL_INTERVAL_MS", "100".to_owned()),
+        ("TAILSCALE_API_URL", format!("{sandbox}/tailscale")),
+        ("TAILSCALE_API_KEY", "tskey-api-test".to_owned()),
+        ("GITHUB_API_URL", format!("{sandbox}/github")),
+        ("GITHUB_TOKEN", "ghp_test".to_owned()),
+        ("GITHUB_ACTIONS_REPO", "slipway/agents".to_owned()),
+        ("SLIPWAY_CALLBACK_URL", callback_url.to_owned()),
+        ("SLIPWAY_SEAL_KEY", SEAL_KEY.to_owned()),
+    ]);
+    WorkerSettings::from_lookup(|k| vars.get(k).cloned()).expect("valid test worker settings")
+}
+
+impl TestApp {
+    /// Start everything with default options.
+    pub async fn spawn() -> anyhow::Result<Self> {
+        Self::spawn_with(Options::default()).await
+    }
+
+    /// Start everything.
+    pub async fn spawn_with(opts: Options) -> anyhow::Result<Self> {
+        init_logging();
+        let server = temporal_server().await?;
+        let address = server.address();
+        let unique = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+        let task_queue = format!("slipway-test-{unique}");
+
+        // Starter first (on port 0) so the sandbox and worker know its URLs.
+        let starter_target = opts.starter_temporal_address.clone().unwrap_or_else(|| address.clone());
+        let settings = StarterSettings::from_lookup(|k| match k {
+            "STRIPE_WEBHOOK_SECRET" => Some(STRIPE_SECRET.to_owned()),
+            "GITHUB_CALLBACK_SECRET" => Some(CALLBACK_SECRET.to_owned()),
+            "SLIPWAY_JWT_SECRET" => Some(JWT_SECRET.to_owned()),
+            "SLIPWAY_HTTP_ADDR" | "SLIPWAY_GRPC_ADDR" => Some("127.0.0.1:0".to_owned()),
+            "SLIPWAY_TASK_QUEUE" => Some(task_queue.clone()),
+            "SLIPWAY_TEMPORAL_TIMEOUT_MS" => Some("3000".to_owned()),
+            "SLIPWAY_CALLBACK_DEADLINE_SECS" => Some(opts.policy.callback_deadline_secs.to_string()),
+            "SLIPWAY_DISPATCH_DEADLINE_SECS" => Some(opts.policy.dispatch_deadline_secs.to_string()),
+            _ => None,
+        })?;
+        let gateway = Gateway::for_address(
+            Url::from_str(&format!("http://{starter_target}"))?,
+            "default",
+            task_queue.clone(),
+            settings.temporal_timeout,
+        );
+        let starter = Application::build(settings, gateway).await?;
+        let starter_url = format!("http://{}", starter.http_addr());
+        let grpc_addr = starter.grpc_addr();
+        let (starter_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(starter.run(async move {
+            let _ = stop_rx.await;
+        }));
+
+        let sandbox = slipway_sandbox::spawn(SandboxConfig {
+            addr: "127.0.0.1:0".parse()?,
+            callback_secret: CALLBACK_SECRET.to_owned(),
+            stripe_webhook_secret: STRIPE_SECRET.to_owned(),
+            stripe_webhook_url: format!("{starter_url}/webhooks/stripe"),
+            hetzner_action_ms: opts.hetzner_action_ms,
+            runner_step_ms: opts.runner_step_ms,
+        })
+        .await?;
+
+        let worker_settings = worker_settings(
+            &sandbox.base_url,
+            &task_queue,
+            &format!("{starter_url}/callbacks/github-actions"),
+        );
+        let (worker_stop, worker_thread) = spawn_worker(address.clone(), worker_settings)?;
+        let client = connect(&address).await?;
+
+        Ok(Self {
+            sandbox,
+            starter_url,
+            grpc_addr,
+            client,
+            task_queue,
+            http: reqwest::Client::new(),
+            unique,
+            worker_stop: Some(worker_stop),
+            worker_thread: Some(worker_thread),
+            starter_stop: Some(starter_stop),
+            _server: server,
+        })
+    }
+
+    /// An id unique to this test (`<prefix>-<unique>`).
+    pub fn id(&self, prefix: &str) -> String {
+        format!("{prefix}-{}", self.unique)
+    }
+
+    /// A signed `checkout.session.completed` event body (as Stripe sends it) and its id.
+    pub fn checkout_event(&self, user_id: &str, agent_id: &str, region: &str) -> (String, String) {
+        let event = slipway_sandbox::stripe::checkout_session_completed_event(&CheckoutArgs {
+            user_id: user_id.to_owned(),
+            agent_id: agent_id.to_owned(),
+            region: region.to_owned(),
+            customer_id: None,
+            event_id: None,
+        });
+        let id = event["id"].as_str().unwrap_or_default().to_owned();
+        (serde_json::to_string(&event).expect("event serialises"), id)
+    }
+
+    /// POST a body to `/webhooks/stripe` with a fresh, valid signature.
+    pub async fn post_stripe(&self, body: &str) -> anyhow::Result<reqwest::Response> {
+        let header = slipway_sandbox::stripe::signature_header(body, STRIPE_SECRET, now());
+        self.post_stripe_signed(body, &header).await
+    }
+
+    /// POST a body to `/webhooks/stripe` with the given `Stripe-Signature`.
+    pub async fn post_stripe_signed(&self, body: &str, signature: &str) -> anyhow::Result<reqwest::Response> {
+        Ok(self
+            .http
+            .post(format!("{}/webhooks/stripe", self.starter_url))
+            .header("content-type", "application/json")
+            .header("stripe-signature", signature)
+            .body(body.to_owned())
+            .send()
+            .await?)
+    }
+
+    /// The agent's record via the workflow query, or `None` if no agent workflow exists.
+    pub async fn agent(&self, agent_id: &str) -> anyhow::Result<Option<AgentRecord>> {
+        let gateway =
+            Gateway::with_client(self.client.clone(), self.task_queue.clone(), Duration::from_secs(5));
+        match gateway.agent(agent_id).await {
+            Ok(r) => Ok(Some(r)),
+            Err(slipway_starter::temporal::GatewayError::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Poll until the agent reaches one of `statuses` (or fail after `timeout`).
+    pub async fn wait_for_status(
+        &self,
+        agent_id: &str,
+        statuses: &[AgentStatus],
+        timeout: Duration,
+    ) -> anyhow::Result<AgentRecord> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            if let Some(rec) = self.agent(agent_id).await? {
+                if statuses.contains(&rec.status) {
+                    return Ok(rec);
+                }
+                last = Some(rec);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("agent {agent_id} did not reach {statuses:?} in {timeout:?}; last: {last:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The sandbox inventory.
+    pub async fn sandbox_state(&self) -> anyhow::Result<Value> {
+        Ok(self.http.get(format!("{}/_sandbox/state", self.sandbox.base_url)).send().await?.json().await?)
+    }
+
+    /// Inject a fault into the sandbox.
+    pub async fn fault(&self, fault: Value) -> anyhow::Result<()> {
+        let r =
+            self.http.post(format!("{}/_sandbox/faults", self.sandbox.base_url)).json(&fault).send().await?;
+        anyhow::ensure!(r.status().is_success(), "fault not accepted: {}", r.text().await?);
+        Ok(())
+    }
+
+    /// Set the fake Actions runner's outcome (`succeed`, `fail`, `silent`).
+    pub async fn runner(&self, outcome: &str) -> anyhow::Result<()> {
+        let r = self
+            .http
+            .post(format!("{}/_sandbox/github/runner", self.sandbox.base_url))
+            .json(&json!({"outcome": outcome, "reason": "bootstrap script exited with 1"}))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "runner not set: {}", r.text().await?);
+        Ok(())
+    }
+
+    /// The sandbox request log.
+    pub async fn sandbox_requests(&self) -> anyhow::Result<Vec<Value>> {
+        let v: Value = self
+            .http
+            .get(format!("{}/_sandbox/requests", self.sandbox.base_url))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(match v {
+            Value::Array(a) => a,
+            Value::Object(mut o) => {
+                o.remove("requests").and_then(|r| r.as_array().cloned()).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        })
+    }
+
+    /// A JWT for `sub` (and optionally `role`).
+    pub fn token(&self, sub: &str, role: Option<&str>) -> String {
+        mint_token(sub, role, JWT_SECRET)
+    }
+
+    /// Stop worker and starter (also done on drop).
+    pub async fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(tx) = self.starter_stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(tx) = self.worker_stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.worker_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A signed HS256 JWT valid for an hour.
+pub fn mint_token(sub: &str, role: Option<&str>, secret: &str) -> String {
+    let claims = slipway_starter::auth::Claims {
+        sub: sub.to_owned(),
+        role: role.map(str::to_owned),
+        exp: now() as u64 + 3600,
+    };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("token encodes")
+}
+
+/// Unix seconds.
+pub fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The worker runs on its own thread and runtime (workflow futures are not `Send`), exactly as
+/// the binary runs it, until told to stop.
+fn spawn_worker(
+    address: String,
+    settings: WorkerSettings,
+) -> anyhow::Result<(tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>)> {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let started = async {
+                let client = connect(&address).await?;
+                let runtime = Runtime::from_current_tokio(Default::default())?;
+                let worker = build_worker(&runtime, client, &settings)?;
+                Ok::<_, anyhow::Error>((runtime, worker))
+            }
+            .await;
+            let (_runtime, mut worker) = match started {
+                Ok(w) => {
+                    let _ = ready_tx.send(Ok(()));
+                    w
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let shutdown = Arc::new(worker.shutdown_handle());
+            tokio::spawn(async move {
+                let _ = stop_rx.await;
+                shutdown();
+            });
+            if let Err(e) = worker.run().await {
+                eprintln!("test worker stopped with an error: {e}");
+            }
+        });
+    });
+    ready_rx.recv().context("worker thread died")??;
+    Ok((stop_tx, thread))
+}

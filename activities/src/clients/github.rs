@@ -70,9 +70,7 @@ impl GitHubClient {
         let resp = match result {
             Ok(resp) => resp,
             // Older GHES rejects the unknown field; dispatch without it.
-            Err(ClientError::Api { status: 400, ref message, .. })
-                if message.contains("return_run_details") =>
-            {
+            Err(ClientError::Api(f)) if f.status == 400 && f.message.contains("return_run_details") => {
                 let body = json!({"ref": git_ref, "inputs": inputs});
                 self.http.send(self.req(Method::POST, &path).json(&body)).await.map_err(rate_limited)?
             }
@@ -88,10 +86,12 @@ impl GitHubClient {
 /// GitHub signals rate limiting with 403 as well as 429; make both transient.
 fn rate_limited(err: ClientError) -> ClientError {
     match err {
-        ClientError::Api { provider, method, path, status: 403, code, message, retry_after }
-            if retry_after.is_some() || message.to_ascii_lowercase().contains("rate limit") =>
+        ClientError::Api(mut f)
+            if f.status == 403
+                && (f.retry_after.is_some() || f.message.to_ascii_lowercase().contains("rate limit")) =>
         {
-            ClientError::Api { provider, method, path, status: 429, code, message, retry_after }
+            f.status = 429;
+            ClientError::Api(f)
         }
         other => other,
     }
@@ -100,11 +100,11 @@ fn rate_limited(err: ClientError) -> ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::Retry;
+    use crate::error::{ApiFailure, Retry};
 
     #[test]
     fn secondary_rate_limit_403_is_transient() {
-        let err = rate_limited(ClientError::Api {
+        let err = rate_limited(ClientError::Api(Box::new(ApiFailure {
             provider: "github",
             method: "POST".into(),
             path: "/x".into(),
@@ -112,13 +112,13 @@ mod tests {
             code: None,
             message: "You have exceeded a secondary rate limit".into(),
             retry_after: Some(Duration::from_secs(60)),
-        });
+        })));
         assert_eq!(err.retry(), Retry::Transient(Some(Duration::from_secs(60))));
     }
 
     #[test]
     fn plain_403_stays_permanent() {
-        let err = rate_limited(ClientError::Api {
+        let err = rate_limited(ClientError::Api(Box::new(ApiFailure {
             provider: "github",
             method: "POST".into(),
             path: "/x".into(),
@@ -126,7 +126,7 @@ mod tests {
             code: None,
             message: "Resource not accessible by integration".into(),
             retry_after: None,
-        });
+        })));
         assert_eq!(err.retry(), Retry::Permanent);
     }
 }

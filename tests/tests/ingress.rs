@@ -1,0 +1,158 @@
+//! What the starter answers to bad, unknown and undeliverable input, and that nothing starts.
+
+use serde_json::{Value, json};
+use slipway_proto::{
+    control::{GetAgentRequest, agent_control_client::AgentControlClient},
+    model::AgentStatus,
+};
+use slipway_starter::verify::sign_hmac_sha256;
+use slipway_tests::{CALLBACK_SECRET, Options, STRIPE_SECRET, TestApp, now};
+use std::time::Duration;
+
+async fn error_code(resp: reqwest::Response) -> (u16, String) {
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    (status, body["code"].as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_with_a_code_and_starts_nothing() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let (user, agent) = (app.id("user"), app.id("agent"));
+    let (event, _) = app.checkout_event(&user, &agent, "fsn1");
+    let sign = |body: &str, t: i64| slipway_sandbox::stripe::signature_header(body, STRIPE_SECRET, t);
+
+    // Wrong secret.
+    let forged = slipway_sandbox::stripe::signature_header(&event, "whsec_attacker", now());
+    assert_eq!(
+        error_code(app.post_stripe_signed(&event, &forged).await?).await,
+        (400, "INVALID_SIGNATURE".into())
+    );
+    // Valid signature over another body.
+    let tampered = event.replace("fsn1", "hel1");
+    assert_eq!(
+        error_code(app.post_stripe_signed(&tampered, &sign(&event, now())).await?).await,
+        (400, "INVALID_SIGNATURE".into())
+    );
+    // Replayed ten minutes later.
+    assert_eq!(
+        error_code(app.post_stripe_signed(&event, &sign(&event, now() - 600)).await?).await,
+        (400, "STALE_TIMESTAMP".into())
+    );
+    // No signature at all.
+    let unsigned =
+        app.http.post(format!("{}/webhooks/stripe", app.starter_url)).body(event.clone()).send().await?;
+    assert_eq!(error_code(unsigned).await, (400, "MISSING_SIGNATURE".into()));
+    // Signed, but not JSON.
+    let garbage = "{not json";
+    assert_eq!(error_code(app.post_stripe(garbage).await?).await, (400, "MALFORMED_PAYLOAD".into()));
+    // Over 1 MiB.
+    let huge = format!("{{\"pad\":\"{}\"}}", "x".repeat(1024 * 1024 + 10));
+    assert_eq!(error_code(app.post_stripe(&huge).await?).await, (413, "PAYLOAD_TOO_LARGE".into()));
+    // Signed checkout with unusable metadata.
+    let (bad_region, _) = app.checkout_event(&user, &agent, "mars1");
+    assert_eq!(
+        error_code(app.post_stripe(&bad_region).await?).await,
+        (422, "INVALID_CHECKOUT_METADATA".into())
+    );
+
+    // Nothing started, nothing created.
+    assert!(app.agent(&agent).await?.is_none(), "no agent workflow");
+    let state = app.sandbox_state().await?;
+    assert_eq!(state["hetzner"]["servers"].as_array().map_or(0, Vec::len), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_event_types_are_acknowledged() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let body = json!({"id": "evt_unknown_1", "object": "event", "type": "charge.refunded", "created": now(),
+                      "livemode": false, "pending_webhooks": 1, "api_version": null, "request": null,
+                      "data": {"object": {"id": "ch_1", "object": "charge"}}})
+    .to_string();
+    let resp = app.post_stripe(&body).await?;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await?["handled"], false);
+    Ok(())
+}
+
+#[tokio::test]
+async fn temporal_down_answers_503_so_stripe_retries() -> anyhow::Result<()> {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.to_string(); // closed on drop
+    let app =
+        TestApp::spawn_with(Options { starter_temporal_address: Some(dead), ..Options::default() }).await?;
+    let (event, _) = app.checkout_event(&app.id("user"), &app.id("agent"), "fsn1");
+    let resp = app.post_stripe(&event).await?;
+    assert_eq!(
+        resp.headers().get("retry-after").map(|v| v.to_str().unwrap_or_default().to_owned()),
+        Some("5".into())
+    );
+    assert_eq!(error_code(resp).await, (503, "TEMPORAL_UNAVAILABLE".into()));
+    let ready = app.http.get(format!("{}/readyz", app.starter_url)).send().await?;
+    assert_eq!(ready.status(), 503);
+    let health = app.http.get(format!("{}/healthz", app.starter_url)).send().await?;
+    assert_eq!(health.status(), 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn callbacks_need_a_valid_hmac_and_a_waiting_job() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let url = format!("{}/callbacks/github-actions", app.starter_url);
+    let body =
+        json!({"job_id": "provisioning-nobody/run-x", "agent_id": "a1", "status": "succeeded"}).to_string();
+
+    let bad = app
+        .http
+        .post(&url)
+        .header("x-slipway-signature", sign_hmac_sha256(body.as_bytes(), b"wrong"))
+        .body(body.clone())
+        .send()
+        .await?;
+    assert_eq!(error_code(bad).await, (401, "INVALID_SIGNATURE".into()));
+    let missing = app.http.post(&url).body(body.clone()).send().await?;
+    assert_eq!(error_code(missing).await, (401, "MISSING_SIGNATURE".into()));
+
+    let signed = sign_hmac_sha256(body.as_bytes(), CALLBACK_SECRET.as_bytes());
+    let unknown = app.http.post(&url).header("x-slipway-signature", signed).body(body).send().await?;
+    assert_eq!(error_code(unknown).await, (404, "JOB_NOT_FOUND".into()));
+
+    let running_without_run =
+        json!({"job_id": "provisioning-u/r", "agent_id": "a1", "status": "running"}).to_string();
+    let signed = sign_hmac_sha256(running_without_run.as_bytes(), CALLBACK_SECRET.as_bytes());
+    let invalid =
+        app.http.post(&url).header("x-slipway-signature", signed).body(running_without_run).send().await?;
+    assert_eq!(error_code(invalid).await, (400, "INVALID_CALLBACK".into()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn grpc_get_agent_shows_progress_to_its_owner_only() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let (user, agent) = (app.id("user"), app.id("agent"));
+    let (event, _) = app.checkout_event(&user, &agent, "fsn1");
+    assert_eq!(app.post_stripe(&event).await?.status(), 200);
+    app.wait_for_status(&agent, &[AgentStatus::Active], Duration::from_secs(60)).await?;
+
+    let mut grpc = AgentControlClient::connect(format!("http://{}", app.grpc_addr)).await?;
+    let request = |token: Option<String>| {
+        let mut r = tonic::Request::new(GetAgentRequest { agent_id: agent.clone() });
+        if let Some(t) = token {
+            r.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        r
+    };
+    let got = grpc.get_agent(request(Some(app.token(&user, None)))).await?.into_inner();
+    assert_eq!(got.status, "active");
+    assert_eq!(got.workflow_id, format!("agent-{agent}"));
+    assert_eq!(got.steps.len(), 6);
+    assert!(got.steps.iter().all(|s| s.state == "done"), "{:?}", got.steps);
+
+    let other = grpc.get_agent(request(Some(app.token("someone-else", None)))).await.unwrap_err();
+    assert_eq!(other.code(), tonic::Code::NotFound);
+    let anonymous = grpc.get_agent(request(None)).await.unwrap_err();
+    assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
+    let admin = grpc.get_agent(request(Some(app.token("ops", Some("admin"))))).await?;
+    assert_eq!(admin.into_inner().agent_id, agent);
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! Paid checkout → provisioning saga → sandbox inventory, on a real Temporal dev server.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use slipway_proto::model::AgentStatus;
+use slipway_tests::TestApp;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn count(state: &Value, provider: &str, kind: &str) -> usize {
+    state[provider][kind].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test]
+async fn paid_checkout_provisions_an_agent_end_to_end() -> anyhow::Result<()> {
+    // Arrange
+    let app = TestApp::spawn().await?;
+    let (user, agent) = (app.id("user"), app.id("agent"));
+    let (event, _) = app.checkout_event(&user, &agent, "fsn1");
+
+    // Act
+    let resp = app.post_stripe(&event).await?;
+
+    // Assert: 2xx only once Temporal accepted; then the saga completes.
+    assert_eq!(resp.status(), 200, "{}", resp.text().await?);
+    let record = app.wait_for_status(&agent, &[AgentStatus::Active, AgentStatus::Failed], WAIT).await?;
+    assert_eq!(record.status, AgentStatus::Active, "{record:#?}");
+    let server = record.server.clone().expect("server recorded");
+    assert_eq!(server.name, format!("slipway-{agent}"));
+    assert!(server.ipv4.is_some());
+    let ts = record.tailscale.clone().expect("tailscale recorded");
+    assert!(ts.device_id.is_some(), "device recorded: {ts:?}");
+    let transitions: Vec<_> = record.audit.iter().map(|a| (a.from, a.to)).collect();
+    assert_eq!(
+        transitions,
+        vec![
+            (AgentStatus::Draft, AgentStatus::Provisioning),
+            (AgentStatus::Provisioning, AgentStatus::Active)
+        ]
+    );
+    assert!(record.audit[0].actor.starts_with("stripe:evt_"));
+
+    let state = app.sandbox_state().await?;
+    assert_eq!(count(&state, "hetzner", "servers"), 1);
+    assert_eq!(state["hetzner"]["servers"][0]["labels"]["slipway-agent"], json!(agent));
+    assert_eq!(state["hetzner"]["servers"][0]["status"], "running");
+    assert_eq!(count(&state, "tailscale", "devices"), 1);
+    assert_eq!(count(&state, "github", "dispatches"), 1);
+    let inputs = &state["github"]["dispatches"][0]["inputs"];
+    assert_eq!(inputs["agent_id"], json!(agent));
+    assert_eq!(inputs["region"], "fsn1");
+    assert!(inputs["job_id"].as_str().unwrap().starts_with(&format!("provisioning-{user}/")));
+    assert!(inputs["callback_url"].as_str().unwrap().ends_with("/callbacks/github-actions"));
+    // The auth key itself never left the worker unsealed: the sandbox inventory never shows it,
+    // and neither does the history (checked in the no-secrets test).
+    assert!(!state.to_string().contains("tskey-auth-"), "no key material in inventory");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_same_event_delivered_many_times_provisions_once() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let (user, agent) = (app.id("user"), app.id("agent"));
+    let (event, _) = app.checkout_event(&user, &agent, "hel1");
+
+    // Five concurrent deliveries, as Stripe may do after timeouts: one update (keyed by the
+    // event id), so every delivery gets the same answer.
+    let sends = (0..5).map(|_| app.post_stripe(&event));
+    let mut answers = Vec::new();
+    for resp in futures::future::join_all(sends).await {
+        let resp = resp?;
+        assert_eq!(resp.status(), 200);
+        answers.push(resp.json::<Value>().await?["result"].clone());
+    }
+    assert!(answers.iter().all(|a| a == &answers[0]), "{answers:#?}");
+    assert_eq!(answers[0]["outcome"], "started");
+    let record = app.wait_for_status(&agent, &[AgentStatus::Active, AgentStatus::Failed], WAIT).await?;
+    assert_eq!(record.status, AgentStatus::Active, "{record:#?}");
+
+    // And again, after completion (Stripe redelivers for days): the same answer, no new effect.
+    let late = app.post_stripe(&event).await?;
+    assert_eq!(late.status(), 200);
+    assert_eq!(late.json::<Value>().await?["result"], answers[0]);
+
+    // Another event for the same, already provisioned agent is answered from its state.
+    let (other_event, _) = app.checkout_event(&user, &agent, "hel1");
+    let body: Value = app.post_stripe(&other_event).await?.json().await?;
+    assert_eq!(body["result"]["outcome"], "already_active", "{body}");
+
+    let state = app.sandbox_state().await?;
+    assert_eq!(count(&state, "hetzner", "servers"), 1, "{state:#}");
+    assert_eq!(count(&state, "github", "dispatches"), 1);
+    let record = app.agent(&agent).await?.expect("agent exists");
+    assert_eq!(record.audit.len(), 2, "one provisioning only: {:#?}", record.audit);
+    Ok(())
+}
+
+#[tokio::test]
+async fn transient_provider_errors_are_retried_honouring_retry_after() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let (user, agent) = (app.id("user"), app.id("agent"));
+    app.fault(
+        json!({"method": "POST", "path": "/hetzner/v1/servers", "status": 503, "retry_after": 1, "count": 2}),
+    )
+    .await?;
+    app.fault(json!({"method": "POST", "path": "/tailscale/api/v2/tailnet/*/keys", "status": 429, "retry_after": 1, "count": 1}))
+        .await?;
+    let (event, _) = app.checkout_event(&user, &agent, "nbg1");
+
+    assert_eq!(app.post_stripe(&event).await?.status(), 200);
+    let record = app.wait_for_status(&agent, &[AgentStatus::Active, AgentStatus::Failed], WAIT).await?;
+    assert_eq!(record.status, AgentStatus::Active, "{record:#?}");
+
+    let creates = app
+        .sandbox_requests()
+        .await?
+        .into_iter()
+        .filter(|r| r["method"] == "POST" && r["path"] == "/hetzner/v1/servers")
+        .count();
+    assert_eq!(creates, 3, "two 503s, then success");
+    assert_eq!(count(&app.sandbox_state().await?, "hetzner", "servers"), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_second_provisioning_for_the_same_user_is_refused_while_one_runs() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let user = app.id("user");
+    let (first, second) = (app.id("first"), app.id("second"));
+    app.runner("silent").await?; // keeps the first provisioning waiting for its callback
+
+    let (event1, _) = app.checkout_event(&user, &first, "fsn1");
+    assert_eq!(app.post_stripe(&event1).await?.status(), 200);
+    app.wait_for_status(&first, &[AgentStatus::Provisioning], WAIT).await?;
+
+    let (event2, _) = app.checkout_event(&user, &second, "fsn1");
+    let resp = app.post_stripe(&event2).await?;
+    assert_eq!(resp.status(), 409);
+    let body: Value = resp.json().await?;
+    assert_eq!(body["code"], "PROVISIONING_IN_PROGRESS", "{body}");
+    assert!(body["message"].as_str().unwrap().contains(&user));
+
+    // Nothing was created for the refused agent.
+    let record = app.agent(&second).await?.expect("agent known");
+    assert_eq!(record.status, AgentStatus::Draft);
+    let state = app.sandbox_state().await?;
+    assert_eq!(count(&state, "hetzner", "servers"), 1, "only the first agent's server");
+    Ok(())
+}
