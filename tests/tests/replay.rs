@@ -1,0 +1,129 @@
+//! Determinism guard: every workflow type replays against recorded histories.
+//!
+//! - `committed_histories_replay` replays the histories under `tests/histories/` (recorded from
+//!   real runs). A change to workflow code that alters its commands fails here, before it can
+//!   break the workflows running in production.
+//! - `live_histories_replay_and_hold_no_secrets` records fresh histories (success and rollback)
+//!   from a real run, replays them, checks they hold no secret, and with
+//!   `SLIPWAY_RECORD_HISTORIES=1` rewrites the committed files.
+
+use std::{path::PathBuf, time::Duration};
+
+use serde_json::json;
+use slipway_proto::model::{AgentStatus, agent_workflow_id};
+use slipway_tests::{SEAL_KEY, TestApp};
+use slipway_workflows::{AgentWorkflow, ProvisionAgentWorkflow};
+use temporalio_client::{
+    WorkflowExecutionInfo, WorkflowFetchHistoryOptions, WorkflowHandle, WorkflowHistory,
+};
+use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
+
+fn histories_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("histories")
+}
+
+fn replayer() -> anyhow::Result<WorkflowReplayer> {
+    Ok(WorkflowReplayer::new(
+        WorkflowReplayerOptions::new()
+            .register_workflow::<AgentWorkflow>()?
+            .register_workflow::<ProvisionAgentWorkflow>()?
+            .build(),
+    )?)
+}
+
+/// Workflow type named by a history's first event.
+fn workflow_type(json: &serde_json::Value) -> Option<String> {
+    let first = &json["events"][0]["attributes"];
+    let attrs = first.as_object()?.values().next()?;
+    attrs["workflow_type"]["name"].as_str().map(str::to_owned)
+}
+
+#[tokio::test]
+async fn committed_histories_replay() -> anyhow::Result<()> {
+    slipway_tests::init_logging();
+    let replayer = replayer()?;
+    let mut types = Vec::new();
+    let mut files: Vec<_> =
+        std::fs::read_dir(histories_dir())?.filter_map(Result::ok).map(|e| e.path()).collect();
+    files.sort();
+    for path in files.iter().filter(|p| p.extension().is_some_and(|e| e == "json")) {
+        let bytes = std::fs::read(path)?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)?;
+        types.extend(workflow_type(&value));
+        replayer
+            .replay_workflow(WorkflowHistory::from_json(&bytes)?)
+            .await
+            .map_err(|e| anyhow::anyhow!("{} no longer replays: {e}", path.display()))?;
+    }
+    for required in ["Agent", "ProvisionAgent"] {
+        assert!(types.iter().any(|t| t == required), "no committed history of {required}: {types:?}");
+    }
+    Ok(())
+}
+
+async fn history(app: &TestApp, workflow_id: &str, run_id: Option<&str>) -> anyhow::Result<Vec<u8>> {
+    let mut info = WorkflowExecutionInfo::builder().namespace("default").workflow_id(workflow_id).build();
+    info.run_id = run_id.map(str::to_owned);
+    let handle = WorkflowHandle::<_, AgentWorkflow>::new(app.client.clone(), info);
+    Ok(handle.fetch_history(WorkflowFetchHistoryOptions::default()).to_json().await?)
+}
+
+#[tokio::test]
+async fn live_histories_replay_and_hold_no_secrets() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let wait = Duration::from_secs(60);
+
+    // One success and one rollback (for a second user, so both run).
+    let (ok_user, ok_agent) = (app.id("okuser"), app.id("okagent"));
+    let (event, _) = app.checkout_event(&ok_user, &ok_agent, "fsn1");
+    assert_eq!(app.post_stripe(&event).await?.status(), 200);
+    let ok = app.wait_for_status(&ok_agent, &[AgentStatus::Active, AgentStatus::Failed], wait).await?;
+    assert_eq!(ok.status, AgentStatus::Active);
+
+    app.fault(
+        json!({"method": "POST", "path": "/github/repos/*/*/actions/workflows/*/dispatches", "status": 422}),
+    )
+    .await?;
+    let (bad_user, bad_agent) = (app.id("baduser"), app.id("badagent"));
+    let (event, _) = app.checkout_event(&bad_user, &bad_agent, "fsn1");
+    assert_eq!(app.post_stripe(&event).await?.status(), 200);
+    let bad = app.wait_for_status(&bad_agent, &[AgentStatus::Active, AgentStatus::Failed], wait).await?;
+    assert_eq!(bad.status, AgentStatus::Failed);
+
+    let recorded = [
+        ("agent-active", history(&app, &agent_workflow_id(&ok_agent), None).await?),
+        (
+            "provisioning-success",
+            history(&app, ok.provisioning_workflow_id.as_deref().unwrap(), ok.provisioning_run_id.as_deref())
+                .await?,
+        ),
+        ("agent-failed", history(&app, &agent_workflow_id(&bad_agent), None).await?),
+        (
+            "provisioning-rollback",
+            history(
+                &app,
+                bad.provisioning_workflow_id.as_deref().unwrap(),
+                bad.provisioning_run_id.as_deref(),
+            )
+            .await?,
+        ),
+    ];
+
+    let replayer = replayer()?;
+    let secrets = ["tskey-auth-", "test-hetzner-token", "tskey-api-test", "ghp_test", SEAL_KEY, "whsec_"];
+    for (name, bytes) in &recorded {
+        replayer
+            .replay_workflow(WorkflowHistory::from_json(bytes)?)
+            .await
+            .map_err(|e| anyhow::anyhow!("{name} does not replay: {e}"))?;
+        let text = String::from_utf8_lossy(bytes);
+        for secret in secrets {
+            assert!(!text.contains(secret), "{name} history contains {secret:?}");
+        }
+        if std::env::var_os("SLIPWAY_RECORD_HISTORIES").is_some() {
+            let pretty = serde_json::to_vec_pretty(&serde_json::from_slice::<serde_json::Value>(bytes)?)?;
+            std::fs::write(histories_dir().join(format!("{name}.json")), pretty)?;
+        }
+    }
+    Ok(())
+}
