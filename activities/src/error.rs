@@ -63,6 +63,14 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
+    /// No answer (transport failure in a client that does not expose `reqwest` errors).
+    #[error("{provider} API unreachable: {message}")]
+    Unreachable {
+        /// Provider name.
+        provider: &'static str,
+        /// What happened.
+        message: String,
+    },
     /// The answer could not be decoded.
     #[error("{provider} API returned an unexpected body: {message}")]
     Decode {
@@ -107,7 +115,7 @@ impl ClientError {
     pub fn retry(&self) -> Retry {
         match self {
             Self::Api(f) => classify_status(f.status, f.retry_after),
-            Self::Transport { .. } => Retry::Transient(None),
+            Self::Transport { .. } | Self::Unreachable { .. } => Retry::Transient(None),
             // A body we cannot read is most often a proxy error page: worth another try.
             Self::Decode { .. } => Retry::Transient(None),
             Self::Conflict(_) | Self::ActionFailed(_) | Self::Configuration(_) => Retry::Permanent,

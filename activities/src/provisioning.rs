@@ -13,8 +13,8 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use secrecy::{ExposeSecret, SecretString};
 use slipway_proto::model::{
-    AgentResources, CreateServerInput, DispatchInput, ServerRef, TailscaleKeyCreated, TailscaleKeyInput,
-    server_name,
+    AgentResources, CreateServerInput, DispatchInput, ServerRef, StopServerInput, TailscaleKeyCreated,
+    TailscaleKeyInput, server_name,
 };
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
@@ -22,7 +22,7 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use crate::{
     clients::{
         github::GitHubClient,
-        hetzner::{CreateServer, HetznerClient, Server},
+        hetzner::{CreateServer, HetznerClient, PowerAction, Server},
         tailscale::{NewAuthKey, TailscaleClient},
     },
     error::ClientError,
@@ -195,6 +195,63 @@ impl ProvisioningActivities {
         self.delete_server(&input.agent_id).await.map_err(ClientError::into_activity_error)
     }
 
+    /// Lifecycle: stop the agent's server. Graceful ACPI `shutdown` first, then, since Hetzner
+    /// reports shutdown as *sent* rather than done, wait up to `graceful_wait_secs` for the server
+    /// to be `off` and `poweroff` it if it is not.
+    #[activity]
+    pub async fn stop_server(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: StopServerInput,
+    ) -> Result<(), ActivityError> {
+        let server = self.owned_server(&input.agent_id).await.map_err(ClientError::into_activity_error)?;
+        let hz = &self.cfg.hetzner;
+        if server.status == "off" {
+            return Ok(());
+        }
+        hz.power(server.id, PowerAction::Shutdown).await.map_err(ClientError::into_activity_error)?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(input.graceful_wait_secs);
+        while tokio::time::Instant::now() < deadline {
+            let _ = ctx.record_heartbeat(0u32).await;
+            match hz.get_server(server.id).await.map_err(ClientError::into_activity_error)? {
+                Some(s) if s.status == "off" => return Ok(()),
+                Some(_) => {}
+                None => {
+                    return Err(ClientError::ActionFailed(format!("server {} disappeared", server.name))
+                        .into_activity_error());
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.action_poll_interval) => {}
+                _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
+            }
+        }
+        tracing::info!(agent_id = %input.agent_id, "graceful shutdown did not finish in time; powering off");
+        let action =
+            hz.power(server.id, PowerAction::Poweroff).await.map_err(ClientError::into_activity_error)?;
+        self.wait_action(&ctx, action.id).await
+    }
+
+    /// Lifecycle: power the agent's server on and wait until it runs.
+    #[activity]
+    pub async fn start_server(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: AgentResources,
+    ) -> Result<ServerRef, ActivityError> {
+        let server = self.owned_server(&input.agent_id).await.map_err(ClientError::into_activity_error)?;
+        if server.status != "running" {
+            let action = self
+                .cfg
+                .hetzner
+                .power(server.id, PowerAction::Poweron)
+                .await
+                .map_err(ClientError::into_activity_error)?;
+            self.wait_action(&ctx, action.id).await?;
+        }
+        Ok(server_ref(&server, None))
+    }
+
     /// Compensation: revoke every auth key created for the agent. Returns how many.
     #[activity]
     pub async fn revoke_tailscale_keys(
@@ -350,6 +407,42 @@ impl ProvisioningActivities {
             }
         }
         Ok(revoked)
+    }
+
+    /// The agent's server (by name, checked by label).
+    async fn owned_server(&self, agent_id: &str) -> Result<Server, ClientError> {
+        match self.cfg.hetzner.find_server_by_name(&server_name(agent_id)).await? {
+            Some(server) if owns(&server, agent_id) => Ok(server),
+            _ => Err(ClientError::ActionFailed(format!(
+                "agent {agent_id} has no server (it may have been deleted by hand)"
+            ))),
+        }
+    }
+
+    /// Poll a Hetzner action until it succeeds (heartbeating) or fails.
+    async fn wait_action(&self, ctx: &ActivityContext, action_id: u64) -> Result<(), ActivityError> {
+        loop {
+            let action =
+                self.cfg.hetzner.get_action(action_id).await.map_err(ClientError::into_activity_error)?;
+            match action.status.as_str() {
+                "success" => return Ok(()),
+                "error" => {
+                    let why = action.error.map(|e| format!("{}: {}", e.code, e.message)).unwrap_or_default();
+                    return Err(ClientError::ActionFailed(format!(
+                        "hetzner {} failed: {why}",
+                        action.command
+                    ))
+                    .into_activity_error());
+                }
+                _ => {
+                    let _ = ctx.record_heartbeat(action.progress).await;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.action_poll_interval) => {}
+                _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
+            }
+        }
     }
 
     fn adopt(&self, existing: &Server, agent_id: &str) -> Result<ServerRef, ClientError> {

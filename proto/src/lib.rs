@@ -12,6 +12,7 @@
 //! Keeping these types in their own crate lets `workflows` depend on them without pulling in any
 //! HTTP client, which is one of the ways workflow code is kept deterministic.
 
+pub mod billing;
 pub mod model;
 
 /// Generated gRPC types and service stubs for `slipway.v1`.

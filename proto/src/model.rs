@@ -74,6 +74,21 @@ impl Default for ProvisioningPolicy {
     }
 }
 
+/// Knobs of the agent lifecycle (workflow inputs, because they shape timers and history).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LifecyclePolicy {
+    /// How long a graceful `shutdown` may take before the VM is powered off.
+    pub shutdown_wait_secs: u64,
+    /// Continue-as-new once the history has this many events (Temporal also suggests it).
+    pub history_limit: u32,
+}
+
+impl Default for LifecyclePolicy {
+    fn default() -> Self {
+        Self { shutdown_wait_secs: 60, history_limit: 5_000 }
+    }
+}
+
 /// Input of the long-lived agent workflow (and what it carries across continue-as-new).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentWorkflowInput {
@@ -81,6 +96,81 @@ pub struct AgentWorkflowInput {
     pub agent: AgentRecord,
     /// Saga knobs used when this agent is provisioned.
     pub policy: ProvisioningPolicy,
+    /// Lifecycle knobs.
+    #[serde(default)]
+    pub lifecycle: LifecyclePolicy,
+    /// Commands accepted but not yet run (carried across continue-as-new).
+    #[serde(default)]
+    pub queue: Vec<QueuedCommand>,
+}
+
+/// Operations on a provisioned agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentCommand {
+    /// Graceful shutdown, then power off (user).
+    Stop,
+    /// Power on (user).
+    Start,
+    /// Delete the server, the tailnet device and keys; terminal (user or billing).
+    Destroy,
+    /// Power off for non-payment, keep data (billing).
+    Suspend,
+    /// Undo a suspension once paid (billing).
+    Resume,
+}
+
+impl AgentCommand {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Start => "start",
+            Self::Destroy => "destroy",
+            Self::Suspend => "suspend",
+            Self::Resume => "resume",
+        }
+    }
+}
+
+/// A command with who asked and why (for the audit trail).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRequest {
+    /// The operation.
+    pub command: AgentCommand,
+    /// `user:<id>`, `billing:<customer>`, …
+    pub actor: String,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// A command waiting in an agent's queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedCommand {
+    /// Sequence number within the agent (answers are matched on it).
+    pub seq: u64,
+    /// The request.
+    pub request: CommandRequest,
+}
+
+/// Answer to a command: accepted (running now, or done) or refused with a stable code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum CommandOutcome {
+    /// The command runs; `status` is the state now, `target` the state it leads to.
+    Accepted {
+        /// State when accepted.
+        status: AgentStatus,
+        /// State once done.
+        target: AgentStatus,
+    },
+    /// Refused; nothing changed.
+    Refused {
+        /// Stable code, e.g. `AGENT_NOT_RUNNING`.
+        code: String,
+        /// Human-readable reason.
+        reason: String,
+    },
 }
 
 /// Everything Slipway knows about one agent.
@@ -106,6 +196,15 @@ pub struct AgentRecord {
     pub provisioning_run_id: Option<String>,
     /// Every state change: who or what caused it, when and why.
     pub audit: Vec<AuditEntry>,
+    /// Display name given at creation.
+    #[serde(default)]
+    pub name: String,
+    /// Stripe customer paying for the agent, once known.
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    /// State to return to when a suspension is lifted.
+    #[serde(default)]
+    pub suspended_from: Option<AgentStatus>,
 }
 
 impl AgentRecord {
@@ -122,8 +221,26 @@ impl AgentRecord {
             provisioning_workflow_id: None,
             provisioning_run_id: None,
             audit: Vec::new(),
+            name: String::new(),
+            customer_id: None,
+            suspended_from: None,
         }
     }
+}
+
+/// An agent as listed (from Temporal visibility: search attributes and memo, no query).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentSummary {
+    /// Agent id.
+    pub agent_id: String,
+    /// Owner.
+    pub user_id: String,
+    /// Display name.
+    pub name: String,
+    /// Hetzner location.
+    pub region: String,
+    /// Current status.
+    pub status: String,
 }
 
 /// One line of an agent's audit trail.
@@ -180,15 +297,25 @@ pub enum ProvisionSource {
     Api {
         /// The calling user.
         user_id: String,
+        /// The user's paying customer (checked by the caller: provisioning is gated).
+        #[serde(default)]
+        customer_id: Option<String>,
     },
 }
 
 impl ProvisionSource {
+    /// The Stripe customer the request names, if any.
+    pub fn customer_id(&self) -> Option<&str> {
+        match self {
+            Self::Checkout { customer_id, .. } | Self::Api { customer_id, .. } => customer_id.as_deref(),
+        }
+    }
+
     /// Short actor label for audit entries.
     pub fn actor(&self) -> String {
         match self {
             Self::Checkout { event_id, .. } => format!("stripe:{event_id}"),
-            Self::Api { user_id } => format!("user:{user_id}"),
+            Self::Api { user_id, .. } => format!("user:{user_id}"),
         }
     }
 }
@@ -409,6 +536,15 @@ pub struct DispatchInput {
     pub agent_id: String,
     /// Hetzner location.
     pub region: String,
+}
+
+/// Input of the stop activity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopServerInput {
+    /// Agent whose server to stop.
+    pub agent_id: String,
+    /// Graceful shutdown budget before powering off.
+    pub graceful_wait_secs: u64,
 }
 
 /// Input of the compensations and lookups keyed by agent.

@@ -2,7 +2,8 @@
 //!
 //! Tests and dev scripts use it to look inside (`state`, `requests`), to steer behaviour
 //! (`faults`, `github/runner`), to trigger what a human would do in a browser
-//! (`stripe/checkout/complete`, `tailscale/devices`), and to start over (`reset`).
+//! (`stripe/checkout/...`, `tailscale/devices`) or what a provider does by itself (Stripe
+//! renewals failing, invoices paid, subscription status changes), and to start over (`reset`).
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -23,8 +24,7 @@ pub(crate) fn router() -> Router<Shared> {
         .route("/reset", post(reset))
         .route("/faults", post(faults::create).get(faults::list).delete(faults::clear))
         .route("/github/runner", post(github::set_runner))
-        .route("/stripe/checkout/complete", post(stripe::complete_checkout))
-        .route("/stripe/events/{id}", get(stripe::get_event))
+        .nest("/stripe", stripe::control_router())
         .route("/tailscale/devices", post(tailscale::control_add_device))
 }
 

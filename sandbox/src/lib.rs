@@ -12,7 +12,9 @@
 //! - `tailscale` (`/tailscale/api/v2`): auth keys and devices.
 //! - `github` (`/github`): workflow dispatch, runs, and the fake Actions runner that posts
 //!   signed callbacks and makes provisioned VMs join the tailnet.
-//! - [`stripe`] (`/stripe`): signed `checkout.session.completed` webhooks with retries.
+//! - [`stripe`] (`/stripe`): customers, Checkout sessions, subscriptions, invoices and meter
+//!   events over Stripe's form-encoded API, the customer's side of Checkout, billing events,
+//!   and signed webhooks with retries.
 //! - `faults`: injected latency and error responses for any provider path.
 //! - `control` (`/_sandbox`): inventory, request log, faults, runner outcome, reset.
 
@@ -102,7 +104,7 @@ fn router(app: Shared) -> Router {
         .nest("/hetzner/v1", hetzner::router(app.clone()))
         .nest("/tailscale", tailscale::router())
         .nest("/github", github::router())
-        .nest("/stripe", stripe::router())
+        .nest("/stripe", stripe::router(app.clone()))
         .nest("/_sandbox", control::router())
         .layer(from_fn_with_state(app.clone(), faults::middleware))
         .layer(from_fn_with_state(app.clone(), control::log_requests))

@@ -1,29 +1,46 @@
-//! Stripe (`/stripe`, real base `https://api.stripe.com`): signed webhook events.
+//! Stripe (`/stripe`, real base `https://api.stripe.com`): the API the product calls, the
+//! customer's side of Checkout, and signed webhooks.
 //!
-//! Stripe pushes to the product rather than being called by it, so the interesting part
-//! is delivery: `POST /_sandbox/stripe/checkout/complete` builds a
-//! `checkout.session.completed` event from Stripe's own example objects (vendored in
-//! `fixtures/stripe/`), signs it with `Stripe-Signature: t=..,v1=..` and delivers it with
-//! Stripe's headers and retry-with-backoff behaviour, recording every attempt. The public
-//! helpers let other crates' tests build and sign identical events themselves. A few
-//! read-only `/stripe/v1` endpoints expose what was recorded.
+//! The product calls Stripe (customers, Checkout sessions, subscriptions, usage meter
+//! events) and Stripe calls back with webhooks, so both directions are emulated:
+//!
+//! - `api` serves `/stripe/v1/...` like Stripe does: form-encoded bodies with bracket
+//!   nesting (`form`), `Authorization` required, Stripe's error shapes (`parameter_missing`,
+//!   `parameter_unknown`, `resource_missing`, `idempotency_error`), `Idempotency-Key` replay,
+//!   `Request-Id` on every answer. Objects come from Stripe's own examples (`objects`, vendored
+//!   in `fixtures/stripe/`), so the product's typed client (`async-stripe`) parses them; the
+//!   test `tests/stripe_client.rs` checks exactly that.
+//! - `flows` plays what happens outside the API: a customer paying on the hosted Checkout page
+//!   (`/_sandbox/stripe/checkout/{id}`), renewals failing and being paid, status changes.
+//! - Every change Stripe would announce becomes an Event, recorded and delivered to
+//!   `stripe_webhook_url` with `Stripe-Signature: t=..,v1=..` (fresh per attempt), retried with
+//!   backoff on non-2xx, each attempt recorded. Events go out one after another in the order
+//!   they happened: the next starts once the previous one's first attempt is over, so a test
+//!   may rely on arrival order (real Stripe does not promise it).
+//!
+//! The public helpers let other crates' tests build and sign identical events themselves.
 
+mod api;
+mod flows;
+mod form;
+mod objects;
+
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::middleware::{Next, from_fn};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use chrono::Utc;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
-use crate::state::{Shared, credential, hmac_hex, json_response, parse_body, random_alnum, zulu};
+use crate::state::{Shared, hmac_hex, json_response, zulu};
+use objects::{LineItem, NewInvoice, NewSession, NewSubscription, Price};
 
-const EVENT_FIXTURE: &str = include_str!("../fixtures/stripe/event.json");
-const SESSION_FIXTURE: &str = include_str!("../fixtures/stripe/checkout_session.json");
 const DELIVERY_ATTEMPTS: u32 = 8;
 
 /// Inputs of a completed subscription checkout.
@@ -46,41 +63,107 @@ pub fn signature_header(payload: &str, secret: &str, timestamp: i64) -> String {
 }
 
 /// A `checkout.session.completed` event in Stripe's real shape, for a subscription
-/// checkout carrying Slipway's `metadata` (`userId`, `agentId`, `region`).
+/// checkout carrying Slipway's `metadata` (`userId`, `agentId`, `region`); the session
+/// names a fresh `sub_...` subscription.
 pub fn checkout_session_completed_event(args: &CheckoutArgs) -> Value {
     let now = Utc::now().timestamp();
-    let mut session: Value = serde_json::from_str(SESSION_FIXTURE).expect("vendored fixture is JSON");
-    let session_id = format!("cs_test_a1{}", random_alnum(56));
-    let fields = [
-        ("url", json!(format!("https://checkout.stripe.com/c/pay/{session_id}"))),
-        ("id", json!(session_id)),
-        ("created", json!(now)),
-        ("expires_at", json!(now + 24 * 3600)),
-        ("mode", json!("subscription")),
-        ("status", json!("complete")),
-        ("payment_status", json!("paid")),
-        ("customer", json!(args.customer_id.clone().unwrap_or_else(|| format!("cus_{}", random_alnum(14))))),
-        ("subscription", json!(format!("sub_{}", random_alnum(24)))),
-        ("client_reference_id", json!(args.user_id)),
-        ("metadata", json!({"userId": args.user_id, "agentId": args.agent_id, "region": args.region})),
-    ];
-    for (key, value) in fields {
-        session[key] = value;
-    }
-    let mut event: Value = serde_json::from_str(EVENT_FIXTURE).expect("vendored fixture is JSON");
-    event["id"] = json!(args.event_id.clone().unwrap_or_else(|| format!("evt_{}", random_alnum(24))));
-    event["type"] = json!("checkout.session.completed");
-    event["created"] = json!(now);
-    event["livemode"] = json!(false);
-    event["data"] = json!({"object": session});
-    event
+    let id = objects::session_id();
+    let metadata = json!({"userId": args.user_id, "agentId": args.agent_id, "region": args.region});
+    let mut session = objects::checkout_session(
+        &id,
+        now,
+        NewSession {
+            mode: "subscription".to_owned(),
+            url: format!("https://checkout.stripe.com/c/pay/{id}"),
+            success_url: Some("https://example.com/success".to_owned()),
+            cancel_url: Some("https://example.com/cancel".to_owned()),
+            customer: args.customer_id.clone(),
+            customer_email: None,
+            client_reference_id: Some(args.user_id.clone()),
+            metadata: metadata.as_object().cloned().unwrap_or_default(),
+            line_items: vec![default_line_item()],
+        },
+    );
+    let customer = args.customer_id.clone().unwrap_or_else(objects::customer_id);
+    let subscription = objects::subscription_id();
+    objects::complete_session(&mut session, &customer, "example@example.com", Some(&subscription), None);
+    objects::event("checkout.session.completed", session, None, now, args.event_id.clone(), (None, None))
+}
+
+/// A full Stripe Event (Stripe's example Event with these fields set) whose `data.object` is
+/// `object`; a fresh `evt_...` id when `id` is `None`. Sign it with [`signature_header`].
+pub fn event(event_type: &str, object: Value, created: i64, id: Option<String>) -> Value {
+    objects::event(event_type, object, None, created, id, (None, None))
+}
+
+/// A Subscription (Stripe's example with these fields set): one item of the example's
+/// monthly price with quantity 1, the current period from `created` for 30 days (both at top
+/// level and on the item), empty metadata; `canceled` ones are canceled and ended at
+/// `created`, `trialing` ones are in trial for the period.
+pub fn subscription_object(id: &str, customer: &str, status: &str, created: i64) -> Value {
+    objects::subscription(NewSubscription {
+        id,
+        customer,
+        status,
+        created,
+        items: &[default_line_item()],
+        metadata: Map::new(),
+        latest_invoice: None,
+    })
+}
+
+/// An Invoice (Stripe's example with these fields set) billing one period of
+/// [`subscription_object`]`(subscription, customer, "active", created)`: `subscription` and
+/// `parent.subscription_details.subscription` name it, `billing_reason` is
+/// `subscription_cycle`, amounts and status fields are consistent with `status` (`draft`,
+/// `open`, `paid`, `void`, `uncollectible`).
+pub fn invoice_object(id: &str, customer: &str, subscription: &str, status: &str, created: i64) -> Value {
+    let sub = subscription_object(subscription, customer, "active", created);
+    objects::invoice(NewInvoice {
+        id,
+        customer,
+        customer_email: None,
+        subscription: Some(&sub),
+        status,
+        created,
+        billing_reason: "subscription_cycle",
+        number: None,
+    })
+}
+
+fn default_line_item() -> LineItem {
+    LineItem { price: Price::assumed(objects::DEFAULT_PRICE, false), quantity: Some(1) }
+}
+
+/// A checkout session with what the API was given but the object does not show.
+struct Session {
+    object: Value,
+    line_items: Vec<LineItem>,
+    /// `subscription_data[metadata]`: copied onto the subscription Checkout creates.
+    subscription_metadata: Map<String, Value>,
+}
+
+/// A stored answer to a request made with an `Idempotency-Key`.
+enum Idempotent {
+    InFlight { fingerprint: Value },
+    Done { fingerprint: Value, status: StatusCode, body: Bytes, request_id: String },
 }
 
 #[derive(Default)]
 pub(crate) struct StripeState {
     customers: Vec<Value>,
-    checkout_sessions: Vec<Value>,
+    checkout_sessions: Vec<Session>,
+    subscriptions: Vec<Value>,
+    invoices: Vec<Value>,
+    /// Prices seen in requests (Stripe knows its prices; the sandbox learns them).
+    prices: Vec<Price>,
+    meter_events: Vec<Value>,
     events: Vec<(Value, Vec<Value>)>,
+    /// Keyed by (API key, idempotency key).
+    idempotency: HashMap<(String, String), Idempotent>,
+    /// Held while a batch of events makes its first delivery attempts, so batches go out in
+    /// the order they were recorded (tokio's mutex is fair).
+    lane: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl StripeState {
@@ -88,92 +171,91 @@ impl StripeState {
         let events: Vec<Value> = self
             .events
             .iter()
-            .map(|(e, deliveries)| json!({"id": e["id"], "type": e["type"], "deliveries": deliveries}))
+            .map(|(e, deliveries)| {
+                json!({"id": e["id"], "type": e["type"], "created": e["created"], "deliveries": deliveries})
+            })
             .collect();
-        json!({"customers": self.customers, "checkout_sessions": self.checkout_sessions, "events": events})
+        let sessions: Vec<&Value> = self.checkout_sessions.iter().map(|s| &s.object).collect();
+        json!({
+            "customers": self.customers,
+            "checkout_sessions": sessions,
+            "subscriptions": self.subscriptions,
+            "invoices": self.invoices,
+            "meter_events": self.meter_events,
+            "events": events,
+        })
+    }
+
+    fn customer_mut(&mut self, id: &str) -> Option<&mut Value> {
+        self.customers.iter_mut().find(|c| c["id"] == id)
+    }
+
+    fn subscription_mut(&mut self, id: &str) -> Option<&mut Value> {
+        self.subscriptions.iter_mut().find(|s| s["id"] == id)
+    }
+
+    fn invoice_mut(&mut self, id: &str) -> Option<&mut Value> {
+        self.invoices.iter_mut().find(|i| i["id"] == id)
+    }
+
+    fn session_mut(&mut self, id: &str) -> Option<&mut Session> {
+        self.checkout_sessions.iter_mut().find(|s| s.object["id"] == id)
     }
 }
 
-pub(crate) fn router() -> Router<Shared> {
+/// `/stripe`: the API.
+pub(crate) fn router(app: Shared) -> Router<Shared> {
+    api::router(app)
+}
+
+/// `/_sandbox/stripe`: what customers and Stripe's own machinery do, and recorded events.
+pub(crate) fn control_router() -> Router<Shared> {
     Router::new()
-        .route("/v1/events/{id}", get(|s: State<Shared>, p: Path<String>| get_object(s, p, "event")))
-        .route(
-            "/v1/checkout/sessions/{id}",
-            get(|s: State<Shared>, p: Path<String>| get_object(s, p, "checkout.session")),
-        )
-        .route("/v1/customers/{id}", get(|s: State<Shared>, p: Path<String>| get_object(s, p, "customer")))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "Unrecognized request URL.", None) })
-        .layer(from_fn(auth))
+        .route("/checkout/complete", post(flows::complete_checkout))
+        .route("/checkout/{id}", get(flows::hosted_page))
+        .route("/checkout/{id}/complete", post(flows::complete_session))
+        .route("/subscriptions/{id}/status", post(flows::set_subscription_status))
+        .route("/subscriptions/{id}/payment_failed", post(flows::payment_failed))
+        .route("/invoices/{id}/pay", post(flows::pay_invoice))
+        .route("/events/{id}", get(get_event))
 }
 
-fn error(status: StatusCode, message: &str, code: Option<&str>) -> Response {
-    json_response(
-        status,
-        json!({"error": {"code": code, "message": message, "type": "invalid_request_error"}}),
-    )
-}
-
-async fn auth(req: Request, next: Next) -> Response {
-    match credential(req.headers()) {
-        Some(_) => next.run(req).await,
-        None => error(
-            StatusCode::UNAUTHORIZED,
-            "You did not provide an API key. You need to provide your API key in the Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY').",
-            None,
-        ),
+/// Records `events` in the state and queues their delivery after every batch recorded
+/// before; returns their ids in order.
+fn emit(app: &Shared, state: &mut crate::state::State, events: Vec<Value>) -> Vec<String> {
+    let generation = state.generation;
+    let lane = state.stripe.lane.clone();
+    let mut batch = Vec::with_capacity(events.len());
+    for event in events {
+        let id = event["id"].as_str().unwrap_or_default().to_owned();
+        let payload = serde_json::to_string(&event).expect("JSON values always serialize");
+        state.stripe.events.push((event, Vec::new()));
+        batch.push((id, payload));
     }
-}
-
-async fn get_object(State(app): State<Shared>, Path(id): Path<String>, kind: &'static str) -> Response {
-    let state = app.lock();
-    let s = &state.stripe;
-    let found = match kind {
-        "event" => s.events.iter().map(|(e, _)| e).find(|e| e["id"] == id.as_str()),
-        "checkout.session" => s.checkout_sessions.iter().find(|c| c["id"] == id.as_str()),
-        _ => s.customers.iter().find(|c| c["id"] == id.as_str()),
-    };
-    match found {
-        Some(object) => json_response(StatusCode::OK, object.clone()),
-        None => error(StatusCode::NOT_FOUND, &format!("No such {kind}: '{id}'"), Some("resource_missing")),
-    }
-}
-
-/// `POST /_sandbox/stripe/checkout/complete` `{"userId","agentId","region","customer"?}`.
-pub(crate) async fn complete_checkout(State(app): State<Shared>, body: Bytes) -> Response {
-    let body = parse_body(&body).unwrap_or(Value::Null);
-    let field = |k: &str| body.get(k).and_then(Value::as_str).filter(|v| !v.is_empty()).map(str::to_owned);
-    let (Some(user_id), Some(agent_id), Some(region)) = (field("userId"), field("agentId"), field("region"))
-    else {
-        return json_response(
-            StatusCode::BAD_REQUEST,
-            json!({"error": "userId, agentId and region are required"}),
-        );
-    };
-    let args = CheckoutArgs { user_id, agent_id, region, customer_id: field("customer"), event_id: None };
-    let event = checkout_session_completed_event(&args);
-    let session = event["data"]["object"].clone();
-    let (event_id, session_id, customer) =
-        (event["id"].clone(), session["id"].clone(), session["customer"].clone());
-    let generation = {
-        let mut state = app.lock();
-        let s = &mut state.stripe;
-        if !s.customers.iter().any(|c| c["id"] == customer) {
-            s.customers.push(json!({"id": customer, "object": "customer", "created": event["created"],
-                "livemode": false, "email": session["customer_details"]["email"],
-                "metadata": {"userId": args.user_id}}));
+    let ids = batch.iter().map(|(id, _)| id.clone()).collect();
+    let app = app.clone();
+    tokio::spawn(async move {
+        let _turn = lane.lock().await;
+        for (id, payload) in batch {
+            let (first_done, first_attempt) = tokio::sync::oneshot::channel();
+            tokio::spawn(deliver(app.clone(), generation, id, payload, first_done));
+            let _ = first_attempt.await;
         }
-        s.checkout_sessions.push(session);
-        s.events.push((event.clone(), Vec::new()));
-        state.generation
-    };
-    let payload = serde_json::to_string(&event).expect("JSON values always serialize");
-    tokio::spawn(deliver(app, generation, event_id.as_str().unwrap_or_default().to_owned(), payload));
-    json_response(StatusCode::ACCEPTED, json!({"event_id": event_id, "checkout_session_id": session_id}))
+    });
+    ids
 }
 
 /// Delivers like Stripe: fresh signature per attempt, backoff 0.5s, 1s, 2s, ... up to 8 tries.
-async fn deliver(app: Shared, generation: u64, event_id: String, payload: String) {
+/// `first_done` fires once the first attempt is recorded.
+async fn deliver(
+    app: Shared,
+    generation: u64,
+    event_id: String,
+    payload: String,
+    first_done: tokio::sync::oneshot::Sender<()>,
+) {
     let url = app.config.stripe_webhook_url.clone();
+    let mut first_done = Some(first_done);
     for attempt in 0..DELIVERY_ATTEMPTS {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(500 << (attempt - 1))).await;
@@ -199,6 +281,9 @@ async fn deliver(app: Shared, generation: u64, event_id: String, payload: String
                 deliveries.push(json!({"status": status, "at": zulu(Utc::now())}));
             }
         });
+        if let Some(tx) = first_done.take() {
+            let _ = tx.send(());
+        }
         if recorded.is_none() || status.is_some_and(|s| (200..300).contains(&s)) {
             return;
         }
@@ -206,7 +291,7 @@ async fn deliver(app: Shared, generation: u64, event_id: String, payload: String
 }
 
 /// `GET /_sandbox/stripe/events/{id}`: `{"event": {...}, "deliveries": [{status, at}]}`.
-pub(crate) async fn get_event(State(app): State<Shared>, Path(id): Path<String>) -> Response {
+async fn get_event(State(app): State<Shared>, Path(id): Path<String>) -> Response {
     let state = app.lock();
     match state.stripe.events.iter().find(|(e, _)| e["id"] == id.as_str()) {
         Some((event, deliveries)) => {
@@ -238,7 +323,24 @@ mod tests {
         assert_eq!(session["customer"], "cus_given");
         assert_eq!(session["metadata"]["agentId"], "a1");
         assert_eq!(session["payment_status"], "paid");
+        assert_eq!(session["status"], "complete");
+        assert!(session["subscription"].as_str().unwrap().starts_with("sub_"));
         assert_eq!(session["customer_details"]["email"], "example@example.com");
+    }
+
+    #[test]
+    fn public_object_helpers_set_the_named_fields() {
+        let sub = subscription_object("sub_1", "cus_1", "past_due", 1_700_000_000);
+        assert_eq!((sub["id"].as_str(), sub["status"].as_str()), (Some("sub_1"), Some("past_due")));
+        assert_eq!(sub["items"]["data"][0]["current_period_end"], 1_700_000_000 + objects::PERIOD_SECS);
+        assert_eq!(sub["current_period_end"], sub["items"]["data"][0]["current_period_end"]);
+        let inv = invoice_object("in_1", "cus_1", "sub_1", "open", 1_700_000_000);
+        assert_eq!(inv["subscription"], "sub_1");
+        assert_eq!(inv["parent"]["subscription_details"]["subscription"], "sub_1");
+        assert_eq!((inv["status"].as_str(), inv["amount_paid"].as_i64()), (Some("open"), Some(0)));
+        let evt = event("invoice.paid", inv, 5, Some("evt_x".into()));
+        assert_eq!((evt["id"].as_str(), evt["created"].as_i64()), (Some("evt_x"), Some(5)));
+        assert_eq!(evt["data"]["object"]["id"], "in_1");
     }
 
     #[test]

@@ -371,3 +371,283 @@ async fn stripe_webhook_delivery_and_state_inventory() {
     assert_eq!(state["stripe"]["events"], json!([]));
     sb.shutdown().await;
 }
+
+/// A form-encoded Stripe API request with a secret key.
+fn stripe_form(http: &Client, method: reqwest::Method, url: String, body: &str) -> reqwest::RequestBuilder {
+    http.request(method, url)
+        .bearer_auth("sk_test_x")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_owned())
+}
+
+#[tokio::test]
+async fn stripe_api_conventions() {
+    let sb = start(None).await;
+    let http = Client::new();
+    let api = |p: &str| format!("{}/stripe/v1{p}", sb.base_url);
+    let post = |p: &str, body: &str| stripe_form(&http, reqwest::Method::POST, api(p), body);
+
+    let (status, headers, body) = send(http.post(api("/customers")).body("email=a@b.c")).await;
+    assert_eq!(status, 401);
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("You did not provide an API key."));
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert!(headers["request-id"].to_str().unwrap().starts_with("req_"));
+
+    // Basic auth with the key as user works too.
+    let (status, headers, customer) = send(
+        http.post(api("/customers"))
+            .basic_auth("sk_test_x", None::<&str>)
+            .body("email=ada%40example.com&name=Ada&metadata[userId]=u1&metadata%5Bplan%5D=pro"),
+    )
+    .await;
+    assert_eq!(status, 200, "{customer}");
+    assert!(headers["request-id"].to_str().unwrap().starts_with("req_"));
+    assert!(customer["id"].as_str().unwrap().starts_with("cus_"));
+    assert_eq!(customer["metadata"], json!({"userId": "u1", "plan": "pro"}));
+    assert_eq!(
+        (customer["object"].as_str(), customer["email"].as_str()),
+        (Some("customer"), Some("ada@example.com"))
+    );
+    let customer_id = customer["id"].as_str().unwrap().to_owned();
+
+    let (status, _, body) = send(post("/customers", "emial=x")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str(), body["error"]["param"].as_str()),
+        (400, Some("parameter_unknown"), Some("emial"))
+    );
+    let (status, _, body) =
+        send(post("/checkout/sessions", "line_items[0][price]=price_x&line_items[0][quantity]=1")).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["error"],
+        json!({"type": "invalid_request_error", "code": "parameter_missing", "param": "mode",
+            "message": "Missing required param: mode.", "doc_url": "https://stripe.com/docs/error-codes/parameter-missing"})
+    );
+    let (status, _, body) = send(post("/checkout/sessions", "mode=subscription")).await;
+    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("line_items")));
+    let (status, _, body) =
+        send(stripe_form(&http, reqwest::Method::GET, api("/subscriptions/sub_x"), "")).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "resource_missing");
+    assert_eq!(body["error"]["param"], "id");
+    assert_eq!(body["error"]["message"], "No such subscription: 'sub_x'");
+    let (status, _, body) = send(post("/nothing/here", "")).await;
+    assert_eq!(status, 404);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Unrecognized request URL (POST: /v1/nothing/here)")
+    );
+
+    // Idempotency: same key and body → same answer, no second customer; other body → error.
+    let keyed = |body: &str| post("/customers", body).header("idempotency-key", "k-1");
+    let (_, first_headers, first) = send(keyed("email=x%40example.com")).await;
+    let (status, headers, second) = send(keyed("email=x%40example.com")).await;
+    assert_eq!((status, &second), (200, &first));
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(headers["request-id"], first_headers["request-id"]);
+    let (status, _, body) = send(keyed("email=y%40example.com")).await;
+    assert_eq!((status, body["error"]["type"].as_str()), (400, Some("idempotency_error")));
+    assert!(body["error"]["message"].as_str().unwrap().starts_with(
+        "Keys for idempotent requests can only be used with the same parameters they were first used with"
+    ));
+
+    // Meter events: required payload fields, integer values, identifier dedupe.
+    let (status, _, body) =
+        send(post("/billing/meter_events", "event_name=agent_minutes&payload[value]=3")).await;
+    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("payload[stripe_customer_id]")));
+    let meter = format!("event_name=agent_minutes&payload[stripe_customer_id]={customer_id}&payload[value]=");
+    let (status, _, body) = send(post("/billing/meter_events", &format!("{meter}2.5"))).await;
+    assert_eq!((status, body["error"]["param"].as_str()), (400, Some("payload[value]")));
+    let (status, _, event) = send(post("/billing/meter_events", &format!("{meter}3&identifier=m-1"))).await;
+    assert_eq!(status, 200, "{event}");
+    assert_eq!(event["object"], "billing.meter_event");
+    assert_eq!(event["payload"], json!({"stripe_customer_id": customer_id, "value": "3"}));
+    let (status, headers, body) =
+        send(post("/billing/meter_events", &format!("{meter}3&identifier=m-1"))).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["message"], "An event already exists with identifier m-1.");
+    assert_eq!(headers["stripe-should-retry"], "false");
+    let (_, _, generated) = send(post("/billing/meter_events", &format!("{meter}4"))).await;
+    assert!(generated["identifier"].as_str().is_some_and(|i| !i.is_empty()));
+
+    let state = send(http.get(format!("{}/_sandbox/state", sb.base_url))).await.2;
+    assert_eq!(state["stripe"]["customers"].as_array().unwrap().len(), 2);
+    assert_eq!(state["stripe"]["meter_events"].as_array().unwrap().len(), 2);
+    send(http.post(format!("{}/_sandbox/reset", sb.base_url))).await;
+    let state = send(http.get(format!("{}/_sandbox/state", sb.base_url))).await.2;
+    for key in ["customers", "checkout_sessions", "subscriptions", "invoices", "meter_events", "events"] {
+        assert_eq!(state["stripe"][key], json!([]), "{key}");
+    }
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn stripe_checkout_and_billing_events_over_http() {
+    // The first delivery fails: its retry must not hold back the events after it.
+    let (webhook_url, mut rx) = receiver(vec![500]).await;
+    let sb = start(Some(webhook_url)).await;
+    let http = Client::new();
+    let api = |p: &str| format!("{}/stripe/v1{p}", sb.base_url);
+    let control = |p: &str| format!("{}/_sandbox/stripe{p}", sb.base_url);
+
+    let body = "mode=subscription&line_items[0][price]=price_agent&line_items[0][quantity]=2\
+        &success_url=https%3A%2F%2Fapp.example.com%2Fdone%3Fs%3D%7BCHECKOUT_SESSION_ID%7D\
+        &customer_email=bob%40example.com&client_reference_id=u7&metadata[userId]=u7\
+        &subscription_data[metadata][agentId]=a7";
+    let (status, _, session) =
+        send(stripe_form(&http, reqwest::Method::POST, api("/checkout/sessions"), body)).await;
+    assert_eq!(status, 200, "{session}");
+    let id = session["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("cs_test_"));
+    assert_eq!(
+        (session["status"].as_str(), session["payment_status"].as_str()),
+        (Some("open"), Some("unpaid"))
+    );
+    assert_eq!(session["url"], control(&format!("/checkout/{id}")));
+    assert_eq!(
+        (session["subscription"].clone(), session["amount_total"].as_i64()),
+        (Value::Null, Some(4000))
+    );
+
+    let page = http.get(control(&format!("/checkout/{id}"))).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains(&format!("action=\"/_sandbox/stripe/checkout/{id}/complete\"")));
+
+    let (status, _, done) = send(http.post(control(&format!("/checkout/{id}/complete")))).await;
+    assert_eq!(status, 200, "{done}");
+    let event_ids: Vec<String> =
+        done["event_ids"].as_array().unwrap().iter().map(|e| e.as_str().unwrap().to_owned()).collect();
+    let mut first_attempts = Vec::new();
+    for _ in 0..3 {
+        let (_, body) = recv(&mut rx).await;
+        let event: Value = serde_json::from_slice(&body).unwrap();
+        first_attempts
+            .push((event["id"].as_str().unwrap().to_owned(), event["type"].as_str().unwrap().to_owned()));
+    }
+    let types: Vec<&str> = first_attempts.iter().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(types, ["customer.subscription.created", "invoice.paid", "checkout.session.completed"]);
+    assert_eq!(first_attempts.iter().map(|(i, _)| i.clone()).collect::<Vec<_>>(), event_ids);
+    let (_, retry) = recv(&mut rx).await;
+    assert_eq!(serde_json::from_slice::<Value>(&retry).unwrap()["id"], event_ids[0].as_str());
+
+    let sub_id = done["subscription_id"].as_str().unwrap().to_owned();
+    let (_, _, sub) =
+        send(stripe_form(&http, reqwest::Method::GET, api(&format!("/subscriptions/{sub_id}")), "")).await;
+    assert_eq!((sub["status"].as_str(), sub["metadata"]["agentId"].as_str()), (Some("active"), Some("a7")));
+    assert_eq!(sub["customer"], done["customer_id"]);
+    assert_eq!(sub["items"]["data"][0]["quantity"], 2);
+    assert_eq!(sub["current_period_end"], sub["items"]["data"][0]["current_period_end"]);
+    let (_, _, customer) = send(stripe_form(
+        &http,
+        reqwest::Method::GET,
+        api(&format!("/customers/{}", sub["customer"].as_str().unwrap())),
+        "",
+    ))
+    .await;
+    assert_eq!(customer["email"], "bob@example.com");
+    let (_, _, session) =
+        send(stripe_form(&http, reqwest::Method::GET, api(&format!("/checkout/sessions/{id}")), "")).await;
+    assert_eq!(
+        (session["status"].as_str(), session["subscription"].as_str()),
+        (Some("complete"), Some(&*sub_id))
+    );
+    let (status, _, _) = send(http.post(control(&format!("/checkout/{id}/complete")))).await;
+    assert_eq!(status, 409);
+
+    // A renewal fails, then is paid.
+    let (_, _, failed) = send(http.post(control(&format!("/subscriptions/{sub_id}/payment_failed")))).await;
+    let invoice_id = failed["invoice_id"].as_str().unwrap().to_owned();
+    let (_, body) = recv(&mut rx).await;
+    let event: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(event["type"], "invoice.payment_failed");
+    let invoice = &event["data"]["object"];
+    assert_eq!((invoice["status"].as_str(), invoice["attempt_count"].as_i64()), (Some("open"), Some(1)));
+    assert_eq!(invoice["parent"]["subscription_details"]["subscription"], sub_id.as_str());
+    assert_eq!(invoice["parent"]["subscription_details"]["metadata"]["agentId"], "a7");
+    assert!(invoice["next_payment_attempt"].is_i64());
+    let (_, body) = recv(&mut rx).await;
+    let event: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(event["type"], "customer.subscription.updated");
+    assert_eq!(event["data"]["object"]["status"], "past_due");
+    assert_eq!(event["data"]["previous_attributes"]["status"], "active");
+
+    let (_, _, paid) = send(http.post(control(&format!("/invoices/{invoice_id}/pay")))).await;
+    assert_eq!(paid["event_ids"].as_array().unwrap().len(), 2);
+    let (_, body) = recv(&mut rx).await;
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["type"], "invoice.paid");
+    let (_, body) = recv(&mut rx).await;
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap()["data"]["object"]["status"], "active");
+
+    let (status, _, _) = send(
+        http.post(control(&format!("/subscriptions/{sub_id}/status"))).json(&json!({"status": "paused"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (_, _, changed) = send(
+        http.post(control(&format!("/subscriptions/{sub_id}/status"))).json(&json!({"status": "unpaid"})),
+    )
+    .await;
+    assert_eq!(changed["event_ids"].as_array().unwrap().len(), 1);
+    recv(&mut rx).await;
+
+    // Cancel through the API: the subscription ends now and `customer.subscription.deleted` goes out.
+    let (status, _, canceled) =
+        send(stripe_form(&http, reqwest::Method::DELETE, api(&format!("/subscriptions/{sub_id}")), "")).await;
+    assert_eq!(status, 200);
+    assert_eq!(canceled["status"], "canceled");
+    assert!(canceled["canceled_at"].is_i64() && canceled["ended_at"].is_i64());
+    let (_, body) = recv(&mut rx).await;
+    let event: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(event["type"], "customer.subscription.deleted");
+    assert!(event["request"]["id"].as_str().unwrap().starts_with("req_"));
+
+    // The ad hoc completion also creates the customer and the subscription it names.
+    let checkout = json!({"userId": "u8", "agentId": "a8", "region": "eu"});
+    let (status, _, accepted) = send(http.post(control("/checkout/complete")).json(&checkout)).await;
+    assert_eq!(status, 202);
+    let (_, body) = recv(&mut rx).await;
+    let event: Value = serde_json::from_slice(&body).unwrap();
+    let session = &event["data"]["object"];
+    assert_eq!(session["subscription"], accepted["subscription_id"]);
+    let sub_url = api(&format!("/subscriptions/{}", accepted["subscription_id"].as_str().unwrap()));
+    let (_, _, sub) = send(stripe_form(&http, reqwest::Method::GET, sub_url, "")).await;
+    assert_eq!(
+        (sub["status"].as_str(), sub["customer"].clone()),
+        (Some("active"), session["customer"].clone())
+    );
+    assert_eq!(sub["metadata"], json!({"userId": "u8", "agentId": "a8", "region": "eu"}));
+
+    let state = send(http.get(format!("{}/_sandbox/state", sb.base_url))).await.2;
+    assert_eq!(state["stripe"]["subscriptions"].as_array().unwrap().len(), 2);
+    assert_eq!(state["stripe"]["invoices"].as_array().unwrap().len(), 3);
+    assert_eq!(state["stripe"]["events"].as_array().unwrap().len(), 10);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn stripe_hosted_page_form_redirects_to_success_url() {
+    let sb = start(None).await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let body = "mode=subscription&line_items[0][price]=price_m&success_url=https%3A%2F%2Fapp.example.com%2Fok%3Fs%3D%7BCHECKOUT_SESSION_ID%7D";
+    let url = format!("{}/stripe/v1/checkout/sessions", sb.base_url);
+    let (status, _, session) = send(stripe_form(&http, reqwest::Method::POST, url, body)).await;
+    assert_eq!(status, 200, "{session}");
+    let id = session["id"].as_str().unwrap();
+    let res = http
+        .post(format!("{}/_sandbox/stripe/checkout/{id}/complete", sb.base_url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    assert_eq!(res.headers()["location"], format!("https://app.example.com/ok?s={id}"));
+    // Metered prices (no quantity) give items without quantity.
+    let state = send(http.get(format!("{}/_sandbox/state", sb.base_url))).await.2;
+    assert!(state["stripe"]["subscriptions"][0]["items"]["data"][0]["quantity"].is_null());
+    assert_eq!(
+        state["stripe"]["subscriptions"][0]["items"]["data"][0]["price"]["recurring"]["usage_type"],
+        "metered"
+    );
+    sb.shutdown().await;
+}

@@ -1,57 +1,53 @@
-//! The gRPC control API (`slipway.v1.AgentControl`), same auth and ownership rules as REST:
-//! another user's agent is `NOT_FOUND`, indistinguishable from an agent that does not exist.
+//! The gRPC control API (`slipway.v1.AgentControl`): the REST operations over the same
+//! [`AgentService`], so auth, ownership (another user's agent is `NOT_FOUND`), gating and codes
+//! are identical. Refusals carry the stable code as the status message prefix (`CODE: reason`).
 
-use secrecy::{ExposeSecret, SecretString};
-use slipway_proto::control::{Agent, GetAgentRequest, ProvisioningStep, agent_control_server::AgentControl};
+use secrecy::ExposeSecret;
+use slipway_proto::{
+    control::{
+        Agent, AgentCommandRequest, CreateAgentRequest, GetAgentRequest, ListAgentsRequest,
+        ListAgentsResponse, ProvisioningStep, agent_control_server::AgentControl,
+    },
+    model::{AgentCommand, AgentRecord, agent_workflow_id},
+};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    auth,
-    temporal::{Gateway, GatewayError},
+    AppState, auth,
+    auth::Claims,
+    service::{AgentService, Kind, ServiceError},
+    temporal::GatewayError,
 };
 
 /// Service implementation.
 #[derive(Clone)]
 pub struct AgentControlService {
-    gateway: Gateway,
-    jwt_secret: SecretString,
+    app: AppState,
 }
 
 impl AgentControlService {
     /// New service.
-    pub fn new(gateway: Gateway, jwt_secret: SecretString) -> Self {
-        Self { gateway, jwt_secret }
+    pub fn new(app: AppState) -> Self {
+        Self { app }
     }
-}
 
-fn gateway_status(e: GatewayError) -> Status {
-    match e {
-        GatewayError::NotFound | GatewayError::Closed => Status::not_found("agent not found"),
-        GatewayError::Unavailable(m) => Status::unavailable(m),
-    }
-}
-
-#[tonic::async_trait]
-impl AgentControl for AgentControlService {
-    async fn get_agent(&self, request: Request<GetAgentRequest>) -> Result<Response<Agent>, Status> {
+    fn claims<T>(&self, request: &Request<T>) -> Result<Claims, Status> {
         let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        let claims = auth::verify_bearer(header, self.jwt_secret.expose_secret().as_bytes())
-            .map_err(|e| Status::unauthenticated(e.to_string()))?;
-        let agent_id = request.into_inner().agent_id;
-        let record = self.gateway.agent(&agent_id).await.map_err(gateway_status)?;
-        if record.user_id != claims.sub && !claims.is_admin() {
-            return Err(Status::not_found("agent not found"));
-        }
+        auth::verify_bearer(header, self.app.settings.jwt_secret.expose_secret().as_bytes())
+            .map_err(|e| Status::unauthenticated(e.to_string()))
+    }
+
+    async fn view(&self, record: AgentRecord) -> Result<Agent, Status> {
         let steps = match (&record.provisioning_workflow_id, &record.provisioning_run_id) {
-            (Some(wf), Some(run)) => match self.gateway.provisioning_progress(wf, run).await {
+            (Some(wf), Some(run)) => match self.app.gateway.provisioning_progress(wf, run).await {
                 Ok(p) => p.steps,
                 Err(GatewayError::NotFound) => Vec::new(),
-                Err(e) => return Err(gateway_status(e)),
+                Err(e) => return Err(status(e.into())),
             },
             _ => Vec::new(),
         };
-        Ok(Response::new(Agent {
-            workflow_id: slipway_proto::model::agent_workflow_id(&record.agent_id),
+        Ok(Agent {
+            workflow_id: agent_workflow_id(&record.agent_id),
             agent_id: record.agent_id,
             user_id: record.user_id,
             region: record.region,
@@ -73,6 +69,108 @@ impl AgentControl for AgentControlService {
                     detail: s.detail,
                 })
                 .collect(),
-        }))
+            name: record.name,
+        })
+    }
+
+    async fn command(
+        &self,
+        request: Request<AgentCommandRequest>,
+        command: AgentCommand,
+    ) -> Result<Response<Agent>, Status> {
+        let claims = self.claims(&request)?;
+        let req = request.into_inner();
+        let rid = request_id(&req, command.as_str());
+        let accepted = AgentService::new(self.app.clone())
+            .command(&claims, &req.agent_id, command, rid)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(self.view(accepted.agent).await?))
+    }
+}
+
+fn status(e: ServiceError) -> Status {
+    let message = format!("{}: {}", e.code, e.message);
+    match e.kind {
+        Kind::Invalid => Status::invalid_argument(message),
+        Kind::Forbidden => Status::permission_denied(message),
+        Kind::NotFound => Status::not_found(message),
+        Kind::Conflict => Status::failed_precondition(message),
+        Kind::Unavailable => Status::unavailable(message),
+    }
+}
+
+fn request_id(req: &AgentCommandRequest, op: &str) -> String {
+    if req.idempotency_key.is_empty() || req.idempotency_key.len() > 255 {
+        format!("grpc-{op}-{}-{}", req.agent_id, uuid::Uuid::new_v4().simple())
+    } else {
+        format!("api-{op}-{}-{}", req.agent_id, req.idempotency_key)
+    }
+}
+
+#[tonic::async_trait]
+impl AgentControl for AgentControlService {
+    async fn get_agent(&self, request: Request<GetAgentRequest>) -> Result<Response<Agent>, Status> {
+        let claims = self.claims(&request)?;
+        let id = request.into_inner().agent_id;
+        let record = AgentService::new(self.app.clone()).get(&claims, &id).await.map_err(status)?;
+        Ok(Response::new(self.view(record).await?))
+    }
+
+    async fn list_agents(
+        &self,
+        request: Request<ListAgentsRequest>,
+    ) -> Result<Response<ListAgentsResponse>, Status> {
+        let claims = self.claims(&request)?;
+        let summaries = AgentService::new(self.app.clone()).list(&claims, false).await.map_err(status)?;
+        let agents = summaries
+            .into_iter()
+            .map(|s| Agent {
+                workflow_id: agent_workflow_id(&s.agent_id),
+                agent_id: s.agent_id,
+                user_id: s.user_id,
+                region: s.region,
+                status: s.status,
+                name: s.name,
+                ..Agent::default()
+            })
+            .collect();
+        Ok(Response::new(ListAgentsResponse { agents }))
+    }
+
+    async fn create_agent(&self, request: Request<CreateAgentRequest>) -> Result<Response<Agent>, Status> {
+        let claims = self.claims(&request)?;
+        let req = request.into_inner();
+        let record = AgentService::new(self.app.clone())
+            .create(&claims, &req.name, &req.region)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(self.view(record).await?))
+    }
+
+    async fn provision_agent(
+        &self,
+        request: Request<AgentCommandRequest>,
+    ) -> Result<Response<Agent>, Status> {
+        let claims = self.claims(&request)?;
+        let req = request.into_inner();
+        let rid = request_id(&req, "provision");
+        let accepted = AgentService::new(self.app.clone())
+            .provision(&claims, &req.agent_id, rid)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(self.view(accepted.agent).await?))
+    }
+
+    async fn stop_agent(&self, request: Request<AgentCommandRequest>) -> Result<Response<Agent>, Status> {
+        self.command(request, AgentCommand::Stop).await
+    }
+
+    async fn start_agent(&self, request: Request<AgentCommandRequest>) -> Result<Response<Agent>, Status> {
+        self.command(request, AgentCommand::Start).await
+    }
+
+    async fn destroy_agent(&self, request: Request<AgentCommandRequest>) -> Result<Response<Agent>, Status> {
+        self.command(request, AgentCommand::Destroy).await
     }
 }

@@ -5,7 +5,8 @@
 //! state of its own, so any number of starters can run behind a load balancer.
 //!
 //! # Layout
-//! - [`routes`]: one module per endpoint family (`stripe`, `callbacks`, `health`).
+//! - [`routes`]: one module per endpoint family (`stripe`, `callbacks`, `api`, `billing`, `health`).
+//! - [`service`]: the agent operations shared by the REST API and the gRPC service.
 //! - [`verify`]: signature checks over raw bytes. [`auth`]: JWT bearer tokens.
 //! - [`temporal`]: the [`temporal::Gateway`], the only code that talks to Temporal.
 //! - [`grpc`]: the `slipway.v1.AgentControl` gRPC service.
@@ -16,6 +17,7 @@ pub mod error;
 pub mod grpc;
 pub mod metrics;
 pub mod routes;
+pub mod service;
 pub mod settings;
 pub mod temporal;
 pub mod validate;
@@ -50,11 +52,29 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
 }
 
+impl AppState {
+    /// Lifecycle knobs given to new agents.
+    pub fn lifecycle(&self) -> slipway_proto::model::LifecyclePolicy {
+        slipway_proto::model::LifecyclePolicy {
+            shutdown_wait_secs: self.settings.shutdown_wait_secs,
+            history_limit: self.settings.history_limit,
+        }
+    }
+}
+
 /// The HTTP router (usable with `oneshot` in tests).
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/webhooks/stripe", post(routes::stripe::webhook))
         .route("/callbacks/github-actions", post(routes::callbacks::github_actions))
+        .route("/api/agents", post(routes::api::create_agent).get(routes::api::list_agents))
+        .route("/api/agents/{id}", get(routes::api::get_agent))
+        .route("/api/agents/{id}/provision", post(routes::api::provision_agent))
+        .route("/api/agents/{id}/stop", post(routes::api::stop_agent))
+        .route("/api/agents/{id}/start", post(routes::api::start_agent))
+        .route("/api/agents/{id}/destroy", post(routes::api::destroy_agent))
+        .route("/api/admin/agents", get(routes::api::admin_list_agents))
+        .route("/api/billing/checkout", post(routes::billing::checkout))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))
@@ -95,10 +115,7 @@ impl Application {
     /// Serve until `shutdown` resolves.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let service = grpc::AgentControlService::new(
-            self.state.gateway.clone(),
-            self.state.settings.jwt_secret.clone(),
-        );
+        let service = grpc::AgentControlService::new(self.state.clone());
         let mut grpc_rx = rx.clone();
         let grpc = tonic::transport::Server::builder()
             .add_service(AgentControlServer::new(service))

@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use secrecy::SecretString;
-use slipway_proto::model::ProvisioningPolicy;
+use slipway_proto::{billing::BillingPolicy, model::ProvisioningPolicy};
 
 /// Why the starter cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -36,10 +36,30 @@ pub struct StarterSettings {
     pub temporal_timeout: Duration,
     /// Saga knobs given to new agents.
     pub policy: ProvisioningPolicy,
+    /// Graceful shutdown budget of a stop (`SLIPWAY_SHUTDOWN_WAIT_SECS`, default 60).
+    pub shutdown_wait_secs: u64,
+    /// History length at which long-lived workflows continue-as-new (`SLIPWAY_HISTORY_LIMIT`).
+    pub history_limit: u32,
+    /// Knobs of new subscription workflows (`SLIPWAY_GRACE_PERIOD_SECS`, default 7 days).
+    pub billing: BillingPolicy,
+    /// Stripe API base URL (`STRIPE_API_URL`, default `https://api.stripe.com`).
+    pub stripe_api_url: String,
+    /// Stripe secret key (`STRIPE_SECRET_KEY`), for creating Checkout Sessions.
+    pub stripe_secret_key: SecretString,
+    /// Price of the subscription sold through Checkout (`STRIPE_PRICE_ID`).
+    pub stripe_price_id: String,
+    /// Where Checkout sends the customer back (`SLIPWAY_PUBLIC_URL`, default `http://localhost:8080`).
+    pub public_url: String,
 }
 
 /// Required variables, in the order they are reported.
-pub const REQUIRED: [&str; 3] = ["STRIPE_WEBHOOK_SECRET", "GITHUB_CALLBACK_SECRET", "SLIPWAY_JWT_SECRET"];
+pub const REQUIRED: [&str; 5] = [
+    "STRIPE_WEBHOOK_SECRET",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_PRICE_ID",
+    "GITHUB_CALLBACK_SECRET",
+    "SLIPWAY_JWT_SECRET",
+];
 
 impl StarterSettings {
     /// From the process environment.
@@ -67,6 +87,8 @@ impl StarterSettings {
             })
         };
         let defaults = ProvisioningPolicy::default();
+        let history_limit = u32::try_from(num("SLIPWAY_HISTORY_LIMIT", 5_000)?)
+            .map_err(|_| ConfigError::Invalid("SLIPWAY_HISTORY_LIMIT is too large".into()))?;
         Ok(Self {
             http_addr: addr("SLIPWAY_HTTP_ADDR", "127.0.0.1:8080")?,
             grpc_addr: addr("SLIPWAY_GRPC_ADDR", "127.0.0.1:50051")?,
@@ -85,6 +107,20 @@ impl StarterSettings {
                     defaults.dispatch_deadline_secs,
                 )?,
             },
+            shutdown_wait_secs: num("SLIPWAY_SHUTDOWN_WAIT_SECS", 60)?,
+            history_limit,
+            billing: BillingPolicy {
+                grace_period_secs: num(
+                    "SLIPWAY_GRACE_PERIOD_SECS",
+                    BillingPolicy::default().grace_period_secs,
+                )?,
+                history_limit,
+                ..BillingPolicy::default()
+            },
+            stripe_api_url: get("STRIPE_API_URL").unwrap_or_else(|| "https://api.stripe.com".to_owned()),
+            stripe_secret_key: secret("STRIPE_SECRET_KEY"),
+            stripe_price_id: get("STRIPE_PRICE_ID").unwrap_or_default(),
+            public_url: get("SLIPWAY_PUBLIC_URL").unwrap_or_else(|| "http://localhost:8080".to_owned()),
         })
     }
 }
@@ -98,8 +134,8 @@ mod tests {
         let err = StarterSettings::from_lookup(|_| None).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "missing required configuration: STRIPE_WEBHOOK_SECRET, GITHUB_CALLBACK_SECRET, SLIPWAY_JWT_SECRET \
-             (see .env.example)"
+            "missing required configuration: STRIPE_WEBHOOK_SECRET, STRIPE_SECRET_KEY, STRIPE_PRICE_ID, \
+             GITHUB_CALLBACK_SECRET, SLIPWAY_JWT_SECRET (see .env.example)"
         );
     }
 

@@ -10,22 +10,48 @@
 
 use std::{sync::Arc, time::Duration};
 
-use slipway_proto::model::{
-    ActionsCallback, AgentRecord, AgentWorkflowInput, ProvisionCommand, ProvisionOutcome, ProvisioningPolicy,
-    ProvisioningProgress, agent_workflow_id,
-};
-use slipway_workflows::{AgentWorkflow, ProvisionAgentWorkflow, search_attributes};
-use temporalio_client::{
-    Client, ClientOptions, Connection, ConnectionOptions, NamespacedClient, Url, WorkflowExecutionInfo,
-    WorkflowHandle, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions,
-    WorkflowSignalOptions, WorkflowUpdateWithStartOptions,
-    envconfig::LoadClientConfigProfileOptions,
-    errors::{
-        WorkflowInteractionError, WorkflowQueryError, WorkflowStartError, WorkflowUpdateWithStartError,
+use futures::StreamExt;
+use slipway_proto::{
+    billing::{
+        BillingEvent, BillingPolicy, BillingState, Entitlement, SubscriptionInput, customer_workflow_id,
+    },
+    model::{
+        ActionsCallback, AgentRecord, AgentSummary, AgentWorkflowInput, CommandOutcome, CommandRequest,
+        LifecyclePolicy, ProvisionCommand, ProvisionOutcome, ProvisioningPolicy, ProvisioningProgress,
+        agent_workflow_id,
     },
 };
-use temporalio_common::search_attributes::SearchAttributes;
+use slipway_workflows::{AgentWorkflow, ProvisionAgentWorkflow, SubscriptionWorkflow, search_attributes};
+use temporalio_client::{
+    Client, ClientOptions, Connection, ConnectionOptions, NamespacedClient, Url,
+    WorkflowExecuteUpdateOptions, WorkflowExecutionInfo, WorkflowHandle, WorkflowIdConflictPolicy,
+    WorkflowIdReusePolicy, WorkflowListOptions, WorkflowQueryOptions, WorkflowSignalOptions,
+    WorkflowStartOptions, WorkflowUpdateWithStartOptions,
+    envconfig::LoadClientConfigProfileOptions,
+    errors::{
+        WorkflowInteractionError, WorkflowQueryError, WorkflowStartError, WorkflowUpdateError,
+        WorkflowUpdateWithStartError,
+    },
+};
+use temporalio_common::{MemoValues, search_attributes::SearchAttributes};
 use tokio::sync::OnceCell;
+
+/// Name and region, shown when listing agents without querying them.
+fn agent_memo(agent: &AgentRecord) -> MemoValues {
+    let mut memo = MemoValues::new();
+    memo.insert("name", agent.name.clone());
+    memo.insert("region", agent.region.clone());
+    memo
+}
+
+/// Maps an update's result: a missing workflow is `NotFound`, anything else is unavailability.
+fn update_result<T>(r: Result<T, WorkflowUpdateError>) -> Result<T, GatewayError> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(WorkflowUpdateError::NotFound(_)) => Err(GatewayError::NotFound),
+        Err(e) => Err(GatewayError::Unavailable(e.to_string())),
+    }
+}
 
 /// Why a Temporal operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +155,7 @@ impl Gateway {
         &self,
         agent: AgentRecord,
         policy: ProvisioningPolicy,
+        lifecycle: LifecyclePolicy,
         customer_id: Option<&str>,
         cmd: ProvisionCommand,
         request_id: String,
@@ -153,8 +180,9 @@ impl Gateway {
         .update_id(request_id)
         .search_attributes(SearchAttributes::new(attrs))
         .static_summary(format!("agent {} of {}", agent.agent_id, agent.user_id))
+        .memo(agent_memo(&agent))
         .build();
-        let input = AgentWorkflowInput { agent, policy };
+        let input = AgentWorkflowInput { agent, policy, lifecycle, queue: Vec::new() };
         let call = client.execute_update_with_start_workflow(
             AgentWorkflow::run,
             input,
@@ -169,6 +197,159 @@ impl Gateway {
             }
             Err(e) => Err(GatewayError::Unavailable(e.to_string())),
         }
+    }
+
+    /// Create an agent's workflow in `draft` (fails if the id exists).
+    pub async fn create_agent(
+        &self,
+        agent: AgentRecord,
+        policy: ProvisioningPolicy,
+        lifecycle: LifecyclePolicy,
+    ) -> Result<(), GatewayError> {
+        let client = self.client().await?;
+        let options = WorkflowStartOptions::new(self.task_queue.clone(), agent_workflow_id(&agent.agent_id))
+            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+            .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
+            .search_attributes(SearchAttributes::new([
+                search_attributes::AGENT_ID.value_set(agent.agent_id.clone()),
+                search_attributes::USER_ID.value_set(agent.user_id.clone()),
+                search_attributes::STATUS.value_set(agent.status.as_str().to_owned()),
+            ]))
+            .static_summary(format!("agent {} of {}", agent.agent_id, agent.user_id))
+            .memo(agent_memo(&agent))
+            .build();
+        let input = AgentWorkflowInput { agent, policy, lifecycle, queue: Vec::new() };
+        match self.bounded(client.start_workflow(AgentWorkflow::run, input, options)).await? {
+            Ok(_) => Ok(()),
+            Err(WorkflowStartError::AlreadyStarted { .. }) => Err(GatewayError::Closed),
+            Err(e) => Err(GatewayError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Agents matching a visibility query, from search attributes and memo only: listing never
+    /// wakes workflows (a query per agent would need a worker for each, closed ones included).
+    pub async fn list_agents(&self, query: &str, limit: usize) -> Result<Vec<AgentSummary>, GatewayError> {
+        let client = self.client().await?;
+        self.bounded(async {
+            let mut stream =
+                client.list_workflows(query.to_owned(), WorkflowListOptions::builder().limit(limit).build());
+            let mut out = Vec::new();
+            while let Some(exec) = stream.next().await {
+                let exec = exec?;
+                let attrs = exec.search_attributes();
+                let memo = exec.memo();
+                let text = |k: &str| memo.get::<String>(k).ok().flatten().unwrap_or_default();
+                let Some(agent_id) = attrs.get(&search_attributes::AGENT_ID) else { continue };
+                out.push(AgentSummary {
+                    agent_id,
+                    user_id: attrs.get(&search_attributes::USER_ID).unwrap_or_default(),
+                    name: text("name"),
+                    region: text("region"),
+                    status: attrs.get(&search_attributes::STATUS).unwrap_or_default(),
+                });
+            }
+            Ok::<_, temporalio_client::errors::ClientError>(out)
+        })
+        .await?
+        .map_err(|e| GatewayError::Unavailable(e.to_string()))
+    }
+
+    /// Provision an existing agent (API path).
+    pub async fn provision_existing(
+        &self,
+        agent_id: &str,
+        cmd: ProvisionCommand,
+        request_id: String,
+    ) -> Result<ProvisionOutcome, GatewayError> {
+        let client = self.client().await?;
+        let handle = client.get_workflow_handle::<AgentWorkflow>(agent_workflow_id(agent_id));
+        let opts = WorkflowExecuteUpdateOptions::builder().update_id(request_id).build();
+        update_result(self.bounded(handle.execute_update(AgentWorkflow::provision, cmd, opts)).await?)
+    }
+
+    /// Run a stop / start / destroy on an agent.
+    pub async fn command(
+        &self,
+        agent_id: &str,
+        request: CommandRequest,
+        request_id: String,
+    ) -> Result<CommandOutcome, GatewayError> {
+        let client = self.client().await?;
+        let handle = client.get_workflow_handle::<AgentWorkflow>(agent_workflow_id(agent_id));
+        let opts = WorkflowExecuteUpdateOptions::builder().update_id(request_id).build();
+        update_result(self.bounded(handle.execute_update(AgentWorkflow::command, request, opts)).await?)
+    }
+
+    /// Deliver a billing event to the customer's subscription workflow, creating it if needed
+    /// (signal-with-start: durable once this returns).
+    pub async fn billing_event(
+        &self,
+        customer_id: &str,
+        user_id: Option<&str>,
+        event: BillingEvent,
+        policy: BillingPolicy,
+    ) -> Result<(), GatewayError> {
+        let client = self.client().await?;
+        let mut attrs = vec![search_attributes::CUSTOMER_ID.value_set(customer_id.to_owned())];
+        if let Some(u) = user_id {
+            attrs.push(search_attributes::USER_ID.value_set(u.to_owned()));
+        }
+        let options = WorkflowStartOptions::new(self.task_queue.clone(), customer_workflow_id(customer_id))
+            .search_attributes(SearchAttributes::new(attrs))
+            .static_summary(format!("Stripe customer {customer_id}"))
+            .build();
+        let input = SubscriptionInput {
+            customer_id: customer_id.to_owned(),
+            state: BillingState { user_id: user_id.map(str::to_owned), ..BillingState::default() },
+            policy,
+            inbox: Vec::new(),
+        };
+        let call = client.signal_with_start_workflow(
+            SubscriptionWorkflow::run,
+            input,
+            SubscriptionWorkflow::stripe_event,
+            event,
+            options,
+        );
+        match self.bounded(call).await? {
+            Ok(_) => Ok(()),
+            Err(e) => Err(GatewayError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// The user's entitling subscription, if any (found through visibility, then queried).
+    pub async fn entitlement_for_user(&self, user_id: &str) -> Result<Option<Entitlement>, GatewayError> {
+        let client = self.client().await?;
+        let query = format!(
+            "WorkflowType = 'Subscription' AND SlipwayUserId = '{}' AND ExecutionStatus = 'Running'",
+            user_id.replace('\'', "")
+        );
+        let ids: Vec<String> = self
+            .bounded(async {
+                let mut stream =
+                    client.list_workflows(query, WorkflowListOptions::builder().limit(20).build());
+                let mut ids = Vec::new();
+                while let Some(exec) = stream.next().await {
+                    ids.push(exec?.id().to_owned());
+                }
+                Ok::<_, temporalio_client::errors::ClientError>(ids)
+            })
+            .await?
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+        let mut best = None;
+        for id in ids {
+            let handle = client.get_workflow_handle::<SubscriptionWorkflow>(id);
+            match self
+                .bounded(handle.query(SubscriptionWorkflow::entitlement, (), WorkflowQueryOptions::default()))
+                .await?
+            {
+                Ok(e) if e.entitled => return Ok(Some(e)),
+                Ok(e) => best = Some(e),
+                Err(WorkflowQueryError::NotFound(_)) => {}
+                Err(e) => return Err(GatewayError::Unavailable(e.to_string())),
+            }
+        }
+        Ok(best)
     }
 
     /// Signal a GitHub Actions callback to exactly the saga run that dispatched the job.

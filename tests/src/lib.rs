@@ -52,6 +52,12 @@ pub struct Options {
     pub runner_step_ms: u64,
     /// Starter: Temporal address override (e.g. a dead port for the "Temporal down" test).
     pub starter_temporal_address: Option<String>,
+    /// Graceful shutdown budget of a stop.
+    pub shutdown_wait_secs: u64,
+    /// Payment grace period.
+    pub grace_period_secs: u64,
+    /// Continue-as-new threshold of long-lived workflows.
+    pub history_limit: u32,
 }
 
 impl Default for Options {
@@ -61,6 +67,9 @@ impl Default for Options {
             hetzner_action_ms: 300,
             runner_step_ms: 150,
             starter_temporal_address: None,
+            shutdown_wait_secs: 2,
+            grace_period_secs: 7 * 24 * 3600,
+            history_limit: 5_000,
         }
     }
 }
@@ -177,6 +186,8 @@ pub fn worker_settings(sandbox: &str, task_queue: &str, callback_url: &str) -> W
         ("GITHUB_ACTIONS_REPO", "slipway/agents".to_owned()),
         ("SLIPWAY_CALLBACK_URL", callback_url.to_owned()),
         ("SLIPWAY_SEAL_KEY", SEAL_KEY.to_owned()),
+        ("STRIPE_API_URL", format!("{sandbox}/stripe")),
+        ("STRIPE_SECRET_KEY", "sk_test_slipway".to_owned()),
     ]);
     WorkerSettings::from_lookup(|k| vars.get(k).cloned()).expect("valid test worker settings")
 }
@@ -195,12 +206,21 @@ impl TestApp {
         let unique = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
         let task_queue = format!("slipway-test-{unique}");
 
-        // Starter first (on port 0) so the sandbox and worker know its URLs.
+        // The sandbox and the starter need each other's URLs: pick the sandbox port first, start
+        // the starter (port 0), then the sandbox on the picked port.
+        let sandbox_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let sandbox_url = format!("http://{sandbox_addr}");
         let starter_target = opts.starter_temporal_address.clone().unwrap_or_else(|| address.clone());
         let settings = StarterSettings::from_lookup(|k| match k {
             "STRIPE_WEBHOOK_SECRET" => Some(STRIPE_SECRET.to_owned()),
             "GITHUB_CALLBACK_SECRET" => Some(CALLBACK_SECRET.to_owned()),
             "SLIPWAY_JWT_SECRET" => Some(JWT_SECRET.to_owned()),
+            "STRIPE_SECRET_KEY" => Some("sk_test_slipway".to_owned()),
+            "STRIPE_PRICE_ID" => Some("price_slipway_agent".to_owned()),
+            "STRIPE_API_URL" => Some(format!("{sandbox_url}/stripe")),
+            "SLIPWAY_SHUTDOWN_WAIT_SECS" => Some(opts.shutdown_wait_secs.to_string()),
+            "SLIPWAY_GRACE_PERIOD_SECS" => Some(opts.grace_period_secs.to_string()),
+            "SLIPWAY_HISTORY_LIMIT" => Some(opts.history_limit.to_string()),
             "SLIPWAY_HTTP_ADDR" | "SLIPWAY_GRPC_ADDR" => Some("127.0.0.1:0".to_owned()),
             "SLIPWAY_TASK_QUEUE" => Some(task_queue.clone()),
             "SLIPWAY_TEMPORAL_TIMEOUT_MS" => Some("3000".to_owned()),
@@ -223,7 +243,7 @@ impl TestApp {
         }));
 
         let sandbox = slipway_sandbox::spawn(SandboxConfig {
-            addr: "127.0.0.1:0".parse()?,
+            addr: sandbox_addr,
             callback_secret: CALLBACK_SECRET.to_owned(),
             stripe_webhook_secret: STRIPE_SECRET.to_owned(),
             stripe_webhook_url: format!("{starter_url}/webhooks/stripe"),
@@ -366,6 +386,86 @@ impl TestApp {
             }
             _ => Vec::new(),
         })
+    }
+
+    /// Call the REST API; returns the status and the JSON body (`null` if none).
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut req = self.http.request(method, format!("{}{path}", self.starter_url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    /// A gateway over the test client (for queries the API does not expose).
+    pub fn gateway(&self) -> Gateway {
+        Gateway::with_client(self.client.clone(), self.task_queue.clone(), Duration::from_secs(5))
+    }
+
+    /// Subscribe `user` the way a customer does: `POST /api/billing/checkout` (optionally for an
+    /// agent), then pay on the (sandbox) hosted page. Waits until the subscription entitles.
+    /// Returns the sandbox's answer (`customer_id`, `subscription_id`, `invoice_id`, ...).
+    pub async fn subscribe(&self, user: &str, agent: Option<(&str, &str)>) -> anyhow::Result<Value> {
+        let token = self.token(user, None);
+        let body = agent.map(|(id, region)| json!({"agentId": id, "region": region}));
+        let (status, created) =
+            self.api(reqwest::Method::POST, "/api/billing/checkout", Some(&token), body).await?;
+        anyhow::ensure!(status == 201, "checkout: {status} {created}");
+        let id = created["id"].as_str().context("session id")?;
+        let paid: Value = self
+            .http
+            .post(format!("{}/_sandbox/stripe/checkout/{id}/complete", self.sandbox.base_url))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.gateway().entitlement_for_user(user).await?.is_some_and(|e| e.entitled) {
+                return Ok(paid);
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "subscription never became active");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// POST to a sandbox control endpoint.
+    pub async fn sandbox_post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let r = self.http.post(format!("{}{path}", self.sandbox.base_url)).json(&body).send().await?;
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        anyhow::ensure!(status.is_success(), "{path}: {status} {v}");
+        Ok(v)
+    }
+
+    /// The customer's billing state (query on its subscription workflow).
+    pub async fn billing_state(
+        &self,
+        customer_id: &str,
+    ) -> anyhow::Result<slipway_proto::billing::BillingState> {
+        let handle = self.client.get_workflow_handle::<slipway_workflows::SubscriptionWorkflow>(
+            slipway_proto::billing::customer_workflow_id(customer_id),
+        );
+        Ok(handle
+            .query(
+                slipway_workflows::SubscriptionWorkflow::billing_state,
+                (),
+                temporalio_client::WorkflowQueryOptions::default(),
+            )
+            .await?)
     }
 
     /// A JWT for `sub` (and optionally `role`).

@@ -32,7 +32,7 @@ fn worker_names_every_missing_variable() -> anyhow::Result<()> {
     assert!(
         stderr.contains(
             "missing required configuration: HETZNER_API_TOKEN, TAILSCALE_API_KEY, GITHUB_TOKEN, \
-             GITHUB_ACTIONS_REPO, SLIPWAY_CALLBACK_URL, SLIPWAY_SEAL_KEY (see .env.example)"
+             GITHUB_ACTIONS_REPO, STRIPE_SECRET_KEY, SLIPWAY_CALLBACK_URL, SLIPWAY_SEAL_KEY (see .env.example)"
         ),
         "{stderr}"
     );
@@ -46,7 +46,8 @@ fn starter_names_every_missing_variable() -> anyhow::Result<()> {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains(
-            "missing required configuration: STRIPE_WEBHOOK_SECRET, GITHUB_CALLBACK_SECRET, SLIPWAY_JWT_SECRET"
+            "missing required configuration: STRIPE_WEBHOOK_SECRET, STRIPE_SECRET_KEY, STRIPE_PRICE_ID, \
+             GITHUB_CALLBACK_SECRET, SLIPWAY_JWT_SECRET"
         ),
         "{stderr}"
     );

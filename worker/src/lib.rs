@@ -8,8 +8,8 @@
 
 pub mod settings;
 
-use slipway_activities::ProvisioningActivities;
-use slipway_workflows::{AgentWorkflow, ProvisionAgentWorkflow};
+use slipway_activities::{BillingActivities, ProvisioningActivities};
+use slipway_workflows::{AgentWorkflow, ProvisionAgentWorkflow, SubscriptionWorkflow};
 use temporalio_client::{Client, ClientOptions, Connection, envconfig::LoadClientConfigProfileOptions};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
@@ -27,10 +27,13 @@ pub async fn connect_temporal() -> anyhow::Result<Client> {
 /// A worker on `settings.task_queue` with every Slipway workflow and activity registered.
 pub fn build_worker(runtime: &Runtime, client: Client, settings: &WorkerSettings) -> anyhow::Result<Worker> {
     let provisioning = ProvisioningActivities::new(settings.provisioning()?);
+    let billing = BillingActivities::new(settings.stripe()?);
     let options = WorkerOptions::new(settings.task_queue.clone())
         .register_activities(provisioning)
+        .register_activities(billing)
         .register_workflow::<AgentWorkflow>()?
         .register_workflow::<ProvisionAgentWorkflow>()?
+        .register_workflow::<SubscriptionWorkflow>()?
         .build();
     Ok(Worker::new(runtime, client, options)?)
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 use secrecy::SecretString;
 use slipway_activities::{
     ProvisioningConfig, Sealer,
-    clients::{github::GitHubClient, hetzner::HetznerClient, tailscale::TailscaleClient},
+    clients::{
+        github::GitHubClient, hetzner::HetznerClient, stripe::StripeClient, tailscale::TailscaleClient,
+    },
 };
 
 /// Why the worker cannot start.
@@ -62,14 +64,19 @@ pub struct WorkerSettings {
     pub callback_url: String,
     /// Key sealing secrets in histories (64 hex chars).
     pub seal_key: SecretString,
+    /// Stripe API base URL.
+    pub stripe_api_url: String,
+    /// Stripe secret key.
+    pub stripe_secret_key: SecretString,
 }
 
 /// Required variables, in the order they are reported.
-pub const REQUIRED: [&str; 6] = [
+pub const REQUIRED: [&str; 7] = [
     "HETZNER_API_TOKEN",
     "TAILSCALE_API_KEY",
     "GITHUB_TOKEN",
     "GITHUB_ACTIONS_REPO",
+    "STRIPE_SECRET_KEY",
     "SLIPWAY_CALLBACK_URL",
     "SLIPWAY_SEAL_KEY",
 ];
@@ -119,7 +126,15 @@ impl WorkerSettings {
             github_actions_ref: or("GITHUB_ACTIONS_REF", "main"),
             callback_url: req("SLIPWAY_CALLBACK_URL"),
             seal_key: SecretString::from(req("SLIPWAY_SEAL_KEY")),
+            stripe_api_url: or("STRIPE_API_URL", "https://api.stripe.com"),
+            stripe_secret_key: SecretString::from(req("STRIPE_SECRET_KEY")),
         })
+    }
+
+    /// The Stripe client.
+    pub fn stripe(&self) -> Result<StripeClient, ConfigError> {
+        StripeClient::new(&self.stripe_api_url, &self.stripe_secret_key)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 
     /// Build the provisioning activities' configuration (clients included).
@@ -165,7 +180,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "missing required configuration: HETZNER_API_TOKEN, TAILSCALE_API_KEY, GITHUB_ACTIONS_REPO, \
-             SLIPWAY_CALLBACK_URL, SLIPWAY_SEAL_KEY (see .env.example)"
+             STRIPE_SECRET_KEY, SLIPWAY_CALLBACK_URL, SLIPWAY_SEAL_KEY (see .env.example)"
         );
     }
 
@@ -178,11 +193,13 @@ mod tests {
             ("GITHUB_ACTIONS_REPO", "acme/agents"),
             ("SLIPWAY_CALLBACK_URL", "https://slipway.example/callbacks/github-actions"),
             ("SLIPWAY_SEAL_KEY", &"ab".repeat(32)),
+            ("STRIPE_SECRET_KEY", "sk_test_x"),
         ]))
         .unwrap();
         assert_eq!(s.hetzner_api_url, "https://api.hetzner.cloud/v1");
         assert_eq!(s.tailscale_api_url, "https://api.tailscale.com");
         assert_eq!(s.github_api_url, "https://api.github.com");
+        assert_eq!(s.stripe_api_url, "https://api.stripe.com");
         assert_eq!(s.task_queue, "slipway");
         assert!(s.provisioning().is_ok());
         assert!(!format!("{s:?}").contains("acme/agents") || !format!("{s:?}").contains("abab"));

@@ -3,25 +3,38 @@
 //!
 //! Why long-lived: Stripe redelivers an event for days, and later than Temporal keeps closed
 //! histories. A workflow that stays open answers a late duplicate from its own state
-//! ("already active") instead of provisioning again.
+//! ("already active") instead of provisioning again. It closes only once destroyed.
 //!
-//! Provisioning requests arrive as the `provision` update (the starter uses update-with-start,
-//! keyed by the Stripe event id). The update answers only once the outcome is known: the saga
-//! started, it was already running or done, or it was refused because the owner already has a
-//! provisioning in flight. That answer is what the starter turns into 2xx or 409.
+//! Everything that changes the agent goes through this workflow, one thing at a time:
+//! - `provision` (update): starts the saga as a child; answers once the outcome is known.
+//! - `command` (update, from the API): stop / start / destroy. Refused at once (nothing changes)
+//!   when the state does not allow it; otherwise queued and answered when it begins.
+//! - `billing` (signal, from the customer's `Subscription` workflow): suspend / resume / destroy.
+//!
+//! The main loop runs one provisioning or one command at a time, so commands never interleave.
+//! Long histories continue-as-new, carrying the record and the queued commands.
 
-use slipway_proto::model::{
-    AgentRecord, AgentStatus, AgentWorkflowInput, AuditEntry, ProvisionCommand, ProvisionOutcome,
-    ProvisionRequest, ProvisionResult, ProvisioningPolicy, provisioning_workflow_id,
+use std::time::Duration;
+
+use slipway_activities::ProvisioningActivities;
+use slipway_proto::{
+    billing::customer_workflow_id,
+    model::{
+        AgentCommand, AgentRecord, AgentResources, AgentStatus, AgentWorkflowInput, AuditEntry,
+        CommandOutcome, CommandRequest, LifecyclePolicy, ProvisionCommand, ProvisionOutcome,
+        ProvisionRequest, ProvisionResult, ProvisioningPolicy, QueuedCommand, StopServerInput,
+        provisioning_workflow_id,
+    },
 };
-use temporalio_common::search_attributes::SearchAttributes;
+use temporalio_common::{RetryPolicy, search_attributes::SearchAttributes};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ChildWorkflowOptions, ChildWorkflowStartError, ParentClosePolicy, StartChildWorkflowExecutionFailedCause,
-    WorkflowContext, WorkflowContextView, WorkflowIdReusePolicy, WorkflowResult,
+    ActivityOptions, ChildWorkflowOptions, ChildWorkflowStartError, ContinueAsNewOptions, ParentClosePolicy,
+    SignalWorkflowOptions, StartChildWorkflowExecutionFailedCause, SyncWorkflowContext, WorkflowContext,
+    WorkflowContextView, WorkflowIdReusePolicy, WorkflowResult,
 };
 
-use crate::{ProvisionAgentWorkflow, failure, search_attributes};
+use crate::{ProvisionAgentWorkflow, SubscriptionWorkflow, failure, search_attributes};
 
 /// Stable refusal codes (also the API's error codes).
 pub mod codes {
@@ -31,6 +44,18 @@ pub mod codes {
     pub const AGENT_NOT_PROVISIONABLE: &str = "AGENT_NOT_PROVISIONABLE";
     /// Temporal refused to start the saga for another reason.
     pub const PROVISIONING_NOT_STARTED: &str = "PROVISIONING_NOT_STARTED";
+    /// Stop needs a running agent.
+    pub const AGENT_NOT_RUNNING: &str = "AGENT_NOT_RUNNING";
+    /// Start needs a stopped agent.
+    pub const AGENT_NOT_STOPPED: &str = "AGENT_NOT_STOPPED";
+    /// Start is refused while suspended for non-payment.
+    pub const AGENT_SUSPENDED: &str = "AGENT_SUSPENDED";
+    /// The agent is being provisioned, stopped or destroyed.
+    pub const AGENT_BUSY: &str = "AGENT_BUSY";
+    /// The agent no longer exists.
+    pub const AGENT_DESTROYED: &str = "AGENT_DESTROYED";
+    /// A billing command that does not apply in the current state (ignored).
+    pub const NOT_APPLICABLE: &str = "NOT_APPLICABLE";
 }
 
 /// The agent workflow.
@@ -38,11 +63,67 @@ pub mod codes {
 pub struct AgentWorkflow {
     agent: AgentRecord,
     policy: ProvisioningPolicy,
+    lifecycle: LifecyclePolicy,
     /// A provisioning request waiting for the main loop, with its sequence number.
-    pending: Option<(u64, ProvisionCommand)>,
-    /// Outcome per sequence number, collected by the update that asked.
-    outcome: Option<(u64, ProvisionOutcome)>,
+    pending_provision: Option<(u64, ProvisionCommand)>,
+    /// Commands waiting for the main loop.
+    queue: Vec<QueuedCommand>,
+    /// True while the main loop runs a provisioning or a command.
+    busy: bool,
+    /// Answers to updates, by sequence number, collected by the update that asked.
+    provision_answers: Vec<(u64, ProvisionOutcome)>,
+    command_answers: Vec<(u64, CommandOutcome)>,
     next_seq: u64,
+}
+
+fn refused(code: &str, reason: impl Into<String>) -> CommandOutcome {
+    CommandOutcome::Refused { code: code.to_owned(), reason: reason.into() }
+}
+
+/// Whether `command` may run in `status`, and the state it leads to. Pure: unit-tested below.
+pub fn check_command(status: AgentStatus, command: AgentCommand) -> Result<AgentStatus, CommandOutcome> {
+    use AgentCommand as C;
+    use AgentStatus as S;
+    match (command, status) {
+        (_, S::Destroyed) => Err(refused(codes::AGENT_DESTROYED, "the agent has been destroyed")),
+        (_, S::Provisioning | S::Stopping | S::Destroying) => {
+            Err(refused(codes::AGENT_BUSY, format!("the agent is {status}; try again when it is done")))
+        }
+        (C::Stop, S::Active) => Ok(S::Stopped),
+        (C::Stop, _) => Err(refused(codes::AGENT_NOT_RUNNING, format!("the agent is {status}, not active"))),
+        (C::Start, S::Stopped) => Ok(S::Active),
+        (C::Start, S::Suspended) => Err(refused(
+            codes::AGENT_SUSPENDED,
+            "the agent is suspended until the outstanding invoice is paid",
+        )),
+        (C::Start, _) => {
+            Err(refused(codes::AGENT_NOT_STOPPED, format!("the agent is {status}, not stopped")))
+        }
+        (C::Destroy, _) => Ok(S::Destroyed),
+        (C::Suspend, S::Active | S::Stopped) => Ok(S::Suspended),
+        (C::Suspend, _) => {
+            Err(refused(codes::NOT_APPLICABLE, format!("nothing to suspend: the agent is {status}")))
+        }
+        (C::Resume, S::Suspended) => Ok(S::Active),
+        (C::Resume, _) => {
+            Err(refused(codes::NOT_APPLICABLE, format!("nothing to resume: the agent is {status}")))
+        }
+    }
+}
+
+/// Options of lifecycle activities: retried with backoff, non-retryable failures end at once.
+fn lifecycle_step(summary: &str, start_to_close: Duration) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(start_to_close)
+        .heartbeat_timeout(Duration::from_secs(60))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .maximum_interval(Duration::from_secs(60))
+                .maximum_attempts(10)
+                .build(),
+        )
+        .summary(summary.to_owned())
+        .build()
 }
 
 #[workflow_methods]
@@ -50,18 +131,52 @@ impl AgentWorkflow {
     /// Restores the agent from its input (first start or continue-as-new).
     #[init]
     pub fn new(_ctx: &WorkflowContextView, input: AgentWorkflowInput) -> Self {
-        Self { agent: input.agent, policy: input.policy, pending: None, outcome: None, next_seq: 0 }
+        let next_seq = input.queue.iter().map(|q| q.seq).max().unwrap_or(0);
+        Self {
+            agent: input.agent,
+            policy: input.policy,
+            lifecycle: input.lifecycle,
+            pending_provision: None,
+            queue: input.queue,
+            busy: false,
+            provision_answers: Vec::new(),
+            command_answers: Vec::new(),
+            next_seq,
+        }
     }
 
-    /// Main loop: runs one provisioning at a time, as requested by the `provision` update.
+    /// Main loop: one provisioning or one command at a time; ends once the agent is destroyed.
     #[run(name = "Agent")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<AgentRecord> {
         let status = ctx.state(|s| s.agent.status);
         Self::publish(ctx, status);
         loop {
-            ctx.wait_condition(|s: &Self| s.pending.is_some()).await?;
-            let Some((seq, cmd)) = ctx.state_mut(|s| s.pending.take()) else { continue };
-            Self::provision_once(ctx, seq, cmd).await;
+            if ctx.state(|s| s.agent.status) == AgentStatus::Destroyed {
+                // Let updates that are still answering finish before the workflow closes.
+                ctx.wait_condition(|s: &Self| s.queue.is_empty()).await?;
+                return Ok(ctx.state(|s| s.agent.clone()));
+            }
+            let limit = ctx.state(|s| s.lifecycle.history_limit);
+            let long = |ctx: &WorkflowContext<Self>| {
+                ctx.continue_as_new_suggested() || ctx.history_length() >= limit
+            };
+            if long(ctx) && ctx.all_handlers_finished() && ctx.state(|s| s.pending_provision.is_none()) {
+                let input = ctx.state(|s| AgentWorkflowInput {
+                    agent: s.agent.clone(),
+                    policy: s.policy.clone(),
+                    lifecycle: s.lifecycle.clone(),
+                    queue: s.queue.clone(),
+                });
+                ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
+            }
+            ctx.wait_condition(|s: &Self| s.pending_provision.is_some() || !s.queue.is_empty()).await?;
+            ctx.state_mut(|s| s.busy = true);
+            if let Some((seq, cmd)) = ctx.state_mut(|s| s.pending_provision.take()) {
+                Self::provision_once(ctx, seq, cmd).await;
+            } else if let Some(q) = ctx.state_mut(|s| (!s.queue.is_empty()).then(|| s.queue.remove(0))) {
+                Self::run_command(ctx, q).await;
+            }
+            ctx.state_mut(|s| s.busy = false);
         }
     }
 
@@ -73,20 +188,63 @@ impl AgentWorkflow {
         cmd: ProvisionCommand,
     ) -> Result<ProvisionOutcome, Box<dyn std::error::Error + Send + Sync>> {
         let seq = ctx.state_mut(|s| {
-            if let Some(answer) = Self::short_answer(s.agent.status, s.pending.is_some()) {
+            if let Some(answer) = Self::short_answer(s.agent.status, s.pending_provision.is_some()) {
                 return Err(answer);
             }
+            if s.busy || !s.queue.is_empty() {
+                return Err(ProvisionOutcome::Refused {
+                    code: codes::AGENT_BUSY.to_owned(),
+                    reason: "a command is running on this agent; try again when it is done".to_owned(),
+                });
+            }
             s.next_seq += 1;
-            s.pending = Some((s.next_seq, cmd));
+            s.pending_provision = Some((s.next_seq, cmd));
             Ok(s.next_seq)
         });
         let seq = match seq {
             Ok(seq) => seq,
             Err(answer) => return Ok(answer),
         };
-        ctx.wait_condition(|s: &Self| s.outcome.as_ref().is_some_and(|(n, _)| *n == seq)).await?;
-        let outcome = ctx.state_mut(|s| s.outcome.take().map(|(_, o)| o));
+        ctx.wait_condition(|s: &Self| s.provision_answers.iter().any(|(n, _)| *n == seq)).await?;
+        let outcome = ctx.state_mut(|s| {
+            let i = s.provision_answers.iter().position(|(n, _)| *n == seq)?;
+            Some(s.provision_answers.remove(i).1)
+        });
         Ok(outcome.unwrap_or(ProvisionOutcome::AlreadyProvisioning))
+    }
+
+    /// Stop, start or destroy (from the API). Refused at once when the state does not allow it;
+    /// otherwise answered when the command begins (the state it leads to is in the answer).
+    #[update]
+    pub async fn command(
+        ctx: &mut WorkflowContext<Self>,
+        request: CommandRequest,
+    ) -> Result<CommandOutcome, Box<dyn std::error::Error + Send + Sync>> {
+        let seq = ctx.state_mut(|s| {
+            // With nothing running or queued, the current state decides now.
+            if !s.busy && s.queue.is_empty() && s.pending_provision.is_none() {
+                check_command(s.agent.status, request.command)?;
+            }
+            Ok::<_, CommandOutcome>(s.enqueue(request))
+        });
+        let seq = match seq {
+            Ok(seq) => seq,
+            Err(refusal) => return Ok(refusal),
+        };
+        ctx.wait_condition(|s: &Self| s.command_answers.iter().any(|(n, _)| *n == seq)).await?;
+        let outcome = ctx.state_mut(|s| {
+            let i = s.command_answers.iter().position(|(n, _)| *n == seq)?;
+            Some(s.command_answers.remove(i).1)
+        });
+        Ok(outcome.unwrap_or_else(|| refused(codes::AGENT_BUSY, "lost answer")))
+    }
+
+    /// Billing decisions from the customer's subscription workflow: queued, run in order.
+    #[signal]
+    pub fn billing(&mut self, _ctx: &mut SyncWorkflowContext<Self>, request: CommandRequest) {
+        if self.agent.status != AgentStatus::Destroyed {
+            self.enqueue(request);
+        }
     }
 
     /// The agent's full record.
@@ -97,6 +255,12 @@ impl AgentWorkflow {
 }
 
 impl AgentWorkflow {
+    fn enqueue(&mut self, request: CommandRequest) -> u64 {
+        self.next_seq += 1;
+        self.queue.push(QueuedCommand { seq: self.next_seq, request });
+        self.next_seq
+    }
+
     /// Answers that need no saga: duplicates and wrong states.
     fn short_answer(status: AgentStatus, request_pending: bool) -> Option<ProvisionOutcome> {
         match status {
@@ -115,9 +279,12 @@ impl AgentWorkflow {
 
     async fn provision_once(ctx: &mut WorkflowContext<Self>, seq: u64, cmd: ProvisionCommand) {
         let (agent, policy) = ctx.state(|s| (s.agent.clone(), s.policy.clone()));
+        let answer = |ctx: &WorkflowContext<Self>, outcome| {
+            ctx.state_mut(|s| s.provision_answers.push((seq, outcome)))
+        };
         // A request may have waited while the state changed: check again.
-        if let Some(answer) = Self::short_answer(agent.status, false) {
-            ctx.state_mut(|s| s.outcome = Some((seq, answer)));
+        if let Some(outcome) = Self::short_answer(agent.status, false) {
+            answer(ctx, outcome);
             return;
         }
         let request = ProvisionRequest {
@@ -158,19 +325,31 @@ impl AgentWorkflow {
                         reason: other.to_string(),
                     },
                 };
-                ctx.state_mut(|s| s.outcome = Some((seq, refusal)));
+                answer(ctx, refusal);
                 return;
             }
         };
         let run_id = child.run_id.clone();
         let actor = cmd.source.actor();
+        let customer = cmd.source.customer_id().map(str::to_owned);
         ctx.state_mut(|s| {
             s.agent.provisioning_workflow_id = Some(saga_id.clone());
             s.agent.provisioning_run_id = Some(run_id.clone());
             s.agent.failure_reason = None;
-            s.outcome = Some((seq, ProvisionOutcome::Started { workflow_id: saga_id.clone(), run_id }));
+            if customer.is_some() {
+                s.agent.customer_id = customer.clone();
+            }
         });
+        answer(ctx, ProvisionOutcome::Started { workflow_id: saga_id, run_id });
         Self::transition(ctx, AgentStatus::Provisioning, &actor, "provisioning started");
+        if let Some(customer) = customer {
+            // Tell the paying customer's workflow about its agent (for suspension and cleanup).
+            let agent_id = ctx.state(|s| s.agent.agent_id.clone());
+            let _ = ctx
+                .external_workflow(customer_workflow_id(&customer), None)
+                .signal(SubscriptionWorkflow::attach_agent, agent_id, SignalWorkflowOptions::default())
+                .await;
+        }
 
         match child.result().await {
             Ok(ProvisionResult { server, tailscale, .. }) => {
@@ -184,6 +363,104 @@ impl AgentWorkflow {
                 let reason = failure::child(&err);
                 ctx.state_mut(|s| s.agent.failure_reason = Some(reason.clone()));
                 Self::transition(ctx, AgentStatus::Failed, "saga", &reason);
+            }
+        }
+    }
+
+    async fn run_command(ctx: &mut WorkflowContext<Self>, queued: QueuedCommand) {
+        let QueuedCommand { seq, request } = queued;
+        let status = ctx.state(|s| s.agent.status);
+        let answer =
+            |ctx: &WorkflowContext<Self>, outcome| ctx.state_mut(|s| s.command_answers.push((seq, outcome)));
+        let target = match check_command(status, request.command) {
+            Ok(target) => target,
+            Err(refusal) => {
+                answer(ctx, refusal);
+                return;
+            }
+        };
+        let agent = AgentResources { agent_id: ctx.state(|s| s.agent.agent_id.clone()) };
+        let wait = ctx.state(|s| s.lifecycle.shutdown_wait_secs);
+        let stop_opts = lifecycle_step("stop server", Duration::from_secs(wait + 300));
+        let actor = request.actor.as_str();
+        match (request.command, status) {
+            (AgentCommand::Stop, _) | (AgentCommand::Suspend, AgentStatus::Active) => {
+                let interim =
+                    if request.command == AgentCommand::Stop { AgentStatus::Stopping } else { status };
+                answer(ctx, CommandOutcome::Accepted { status: interim, target });
+                if interim != status {
+                    Self::transition(ctx, interim, actor, &request.reason);
+                }
+                let stop = StopServerInput { agent_id: agent.agent_id.clone(), graceful_wait_secs: wait };
+                match ctx.execute_activity(ProvisioningActivities::stop_server, stop, stop_opts).await {
+                    Ok(()) => {
+                        if target == AgentStatus::Suspended {
+                            ctx.state_mut(|s| s.agent.suspended_from = Some(status));
+                        }
+                        Self::transition(ctx, target, actor, &request.reason);
+                    }
+                    Err(e) => {
+                        let why = format!("{} failed: {}", request.command.as_str(), failure::activity(&e));
+                        Self::transition(ctx, status, actor, &why);
+                    }
+                }
+            }
+            (AgentCommand::Suspend, _) => {
+                // Already powered off: only the state changes.
+                answer(ctx, CommandOutcome::Accepted { status, target });
+                ctx.state_mut(|s| s.agent.suspended_from = Some(status));
+                Self::transition(ctx, target, actor, &request.reason);
+            }
+            (AgentCommand::Start, _) | (AgentCommand::Resume, _) => {
+                let back_to = if request.command == AgentCommand::Resume {
+                    ctx.state(|s| s.agent.suspended_from).unwrap_or(AgentStatus::Active)
+                } else {
+                    AgentStatus::Active
+                };
+                answer(ctx, CommandOutcome::Accepted { status, target: back_to });
+                if back_to == AgentStatus::Active {
+                    let opts = lifecycle_step("start server", Duration::from_secs(600));
+                    if let Err(e) =
+                        ctx.execute_activity(ProvisioningActivities::start_server, agent, opts).await
+                    {
+                        let why = format!("{} failed: {}", request.command.as_str(), failure::activity(&e));
+                        Self::transition(ctx, status, actor, &why);
+                        return;
+                    }
+                }
+                ctx.state_mut(|s| s.agent.suspended_from = None);
+                Self::transition(ctx, back_to, actor, &request.reason);
+            }
+            (AgentCommand::Destroy, _) => {
+                answer(ctx, CommandOutcome::Accepted { status: AgentStatus::Destroying, target });
+                Self::transition(ctx, AgentStatus::Destroying, actor, &request.reason);
+                let mut problems = Vec::new();
+                let opts = || lifecycle_step("destroy", Duration::from_secs(120));
+                if let Err(e) = ctx
+                    .execute_activity(ProvisioningActivities::remove_tailscale_devices, agent.clone(), opts())
+                    .await
+                {
+                    problems.push(format!("tailscale devices: {}", failure::activity(&e)));
+                }
+                if let Err(e) = ctx
+                    .execute_activity(ProvisioningActivities::delete_agent_server, agent.clone(), opts())
+                    .await
+                {
+                    problems.push(format!("server: {}", failure::activity(&e)));
+                }
+                if let Err(e) =
+                    ctx.execute_activity(ProvisioningActivities::revoke_tailscale_keys, agent, opts()).await
+                {
+                    problems.push(format!("tailscale keys: {}", failure::activity(&e)));
+                }
+                if problems.is_empty() {
+                    Self::transition(ctx, AgentStatus::Destroyed, actor, &request.reason);
+                } else {
+                    // Keep the agent visible (and destroyable again) rather than pretend.
+                    let why = format!("destroy incomplete, retry: {}", problems.join("; "));
+                    ctx.state_mut(|s| s.agent.failure_reason = Some(why.clone()));
+                    Self::transition(ctx, AgentStatus::Failed, actor, &why);
+                }
             }
         }
     }
@@ -209,18 +486,23 @@ impl AgentWorkflow {
 
     /// Mirrors the status into search attributes and the UI's current details.
     fn publish(ctx: &WorkflowContext<Self>, status: AgentStatus) {
-        let (agent_id, user_id) = ctx.state(|s| (s.agent.agent_id.clone(), s.agent.user_id.clone()));
-        ctx.upsert_search_attributes([
+        let (agent_id, user_id, customer) =
+            ctx.state(|s| (s.agent.agent_id.clone(), s.agent.user_id.clone(), s.agent.customer_id.clone()));
+        let mut attrs = vec![
             search_attributes::AGENT_ID.value_set(agent_id),
             search_attributes::USER_ID.value_set(user_id),
             search_attributes::STATUS.value_set(status.as_str().to_owned()),
-        ]);
+        ];
+        if let Some(c) = customer {
+            attrs.push(search_attributes::CUSTOMER_ID.value_set(c));
+        }
+        ctx.upsert_search_attributes(attrs);
         ctx.set_current_details(format!("status: {status}"));
     }
 }
 
 /// RFC 3339 (UTC, seconds) from Unix seconds, without a date library in workflow code.
-fn format_rfc3339(secs: u64) -> String {
+pub(crate) fn format_rfc3339(secs: u64) -> String {
     let days = secs / 86_400;
     let rem = secs % 86_400;
     let (h, m, s) = (rem / 3600, (rem % 3600) / 60, rem % 60);
@@ -240,6 +522,8 @@ fn format_rfc3339(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use AgentCommand as C;
+    use AgentStatus as S;
 
     #[test]
     fn rfc3339_formatting() {
@@ -250,19 +534,36 @@ mod tests {
 
     #[test]
     fn duplicates_and_wrong_states_get_short_answers() {
-        assert_eq!(AgentWorkflow::short_answer(AgentStatus::Draft, false), None);
-        assert_eq!(AgentWorkflow::short_answer(AgentStatus::Failed, false), None);
-        assert_eq!(
-            AgentWorkflow::short_answer(AgentStatus::Draft, true),
-            Some(ProvisionOutcome::AlreadyProvisioning)
-        );
-        assert_eq!(
-            AgentWorkflow::short_answer(AgentStatus::Active, false),
-            Some(ProvisionOutcome::AlreadyActive)
-        );
+        assert_eq!(AgentWorkflow::short_answer(S::Draft, false), None);
+        assert_eq!(AgentWorkflow::short_answer(S::Failed, false), None);
+        assert_eq!(AgentWorkflow::short_answer(S::Draft, true), Some(ProvisionOutcome::AlreadyProvisioning));
+        assert_eq!(AgentWorkflow::short_answer(S::Active, false), Some(ProvisionOutcome::AlreadyActive));
         assert!(matches!(
-            AgentWorkflow::short_answer(AgentStatus::Destroyed, false),
+            AgentWorkflow::short_answer(S::Destroyed, false),
             Some(ProvisionOutcome::Refused { code, .. }) if code == codes::AGENT_NOT_PROVISIONABLE
         ));
+    }
+
+    fn code(r: Result<AgentStatus, CommandOutcome>) -> String {
+        match r {
+            Err(CommandOutcome::Refused { code, .. }) => code,
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn command_table() {
+        assert_eq!(check_command(S::Active, C::Stop), Ok(S::Stopped));
+        assert_eq!(check_command(S::Stopped, C::Start), Ok(S::Active));
+        assert_eq!(check_command(S::Stopped, C::Destroy), Ok(S::Destroyed));
+        assert_eq!(check_command(S::Draft, C::Destroy), Ok(S::Destroyed));
+        assert_eq!(check_command(S::Active, C::Suspend), Ok(S::Suspended));
+        assert_eq!(check_command(S::Suspended, C::Resume), Ok(S::Active));
+        assert_eq!(code(check_command(S::Stopped, C::Stop)), codes::AGENT_NOT_RUNNING);
+        assert_eq!(code(check_command(S::Active, C::Start)), codes::AGENT_NOT_STOPPED);
+        assert_eq!(code(check_command(S::Suspended, C::Start)), codes::AGENT_SUSPENDED);
+        assert_eq!(code(check_command(S::Provisioning, C::Destroy)), codes::AGENT_BUSY);
+        assert_eq!(code(check_command(S::Destroyed, C::Destroy)), codes::AGENT_DESTROYED);
+        assert_eq!(code(check_command(S::Draft, C::Suspend)), codes::NOT_APPLICABLE);
     }
 }

@@ -12,17 +12,24 @@
 //!   type has a replay test against a committed history (`tests/histories/`), run in CI.
 //!
 //! # Layout
-//! - [`agent`]: `Agent`, one long-lived workflow per agent; the single writer of its state.
+//! - [`agent`]: `Agent`, one long-lived workflow per agent; the single writer of its state
+//!   (provision, stop, start, destroy, suspend, resume, one at a time).
 //! - [`provisioning`]: `ProvisionAgent`, the saga that creates an agent's resources and
 //!   compensates in reverse on failure. Its workflow id is per *user*, which is how Temporal's
 //!   id uniqueness enforces one provisioning in flight per user.
+//! - [`subscription`]: `Subscription`, one long-lived workflow per Stripe customer; applies
+//!   Stripe events once and in a sane order, gates provisioning, suspends/resumes/destroys agents.
+//! - [`billing`]: the pure, unit-tested billing rules the subscription workflow applies.
 //! - [`search_attributes`]: the keyword search attributes operators filter on in the Web UI.
 
 pub mod agent;
+pub mod billing;
 pub mod provisioning;
 pub mod search_attributes;
+pub mod subscription;
 
 mod failure;
 
 pub use agent::AgentWorkflow;
 pub use provisioning::ProvisionAgentWorkflow;
+pub use subscription::SubscriptionWorkflow;

@@ -6,6 +6,7 @@
 
 pub mod github;
 pub mod hetzner;
+pub mod stripe;
 pub mod tailscale;
 
 mod http;

@@ -1,5 +1,7 @@
 //! HTTP routes. Handlers are thin: verify, map, hand to [`crate::temporal::Gateway`], answer.
 
+pub mod api;
+pub mod billing;
 pub mod callbacks;
 pub mod health;
 pub mod stripe;

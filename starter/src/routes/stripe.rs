@@ -1,8 +1,13 @@
 //! `POST /webhooks/stripe`.
 //!
-//! Verify the signature over the raw body, read the event, and for a paid checkout that names an
-//! agent, ask that agent's workflow to provision (update-with-start, keyed by the event id) —
-//! answering 2xx only once Temporal has accepted and the workflow has answered.
+//! Verify the signature over the raw body, read the event, then:
+//! - billing events (`checkout.session.*`, `customer.subscription.*`, `invoice.paid`,
+//!   `invoice.payment_failed`) go to the customer's `Subscription` workflow (signal-with-start;
+//!   the workflow applies each event id once, in a sane order);
+//! - a paid checkout that names an agent also asks that agent's workflow to provision
+//!   (update-with-start, keyed by the event id).
+//!
+//! 2xx only once Temporal has accepted everything the event calls for.
 //!
 //! Answers: 200 handled / ignored; 400 bad signature, stale timestamp, malformed body; 413 over
 //! 1 MiB; 422 a signed checkout with unusable metadata; 409 the owner already has a provisioning
@@ -23,7 +28,10 @@ use axum::{
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use slipway_proto::model::{AgentRecord, ProvisionCommand, ProvisionOutcome, ProvisionSource};
+use slipway_proto::{
+    billing::{BillingEvent, BillingEventKind},
+    model::{AgentRecord, ProvisionCommand, ProvisionOutcome, ProvisionSource},
+};
 use tracing::Instrument;
 
 use crate::{
@@ -39,7 +47,69 @@ struct Event {
     id: String,
     #[serde(rename = "type")]
     kind: String,
+    #[serde(default)]
+    created: i64,
     data: EventData,
+}
+
+/// Stripe ids may come as a string or, when expanded, as an object with an `id`.
+fn id_of(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Object(o) => o.get("id").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+/// The billing meaning of an event: `(customer id, user id if known, event)`, or `None` for
+/// types billing does not track.
+fn billing_event(event: &Event) -> Result<Option<(String, Option<String>, BillingEvent)>, String> {
+    let obj = &event.data.object;
+    let customer = id_of(obj.get("customer"));
+    let kind = match event.kind.as_str() {
+        "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
+            let meta = obj.get("metadata");
+            let meta_str = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_str).map(str::to_owned);
+            let user_id = meta_str("userId")
+                .or_else(|| obj.get("client_reference_id").and_then(Value::as_str).map(str::to_owned));
+            let paid = event.kind == "checkout.session.async_payment_succeeded"
+                || matches!(
+                    obj.get("payment_status").and_then(Value::as_str),
+                    Some("paid" | "no_payment_required")
+                );
+            BillingEventKind::CheckoutCompleted {
+                session_id: id_of(obj.get("id")).ok_or("checkout session without id")?,
+                subscription_id: id_of(obj.get("subscription")),
+                user_id,
+                agent_id: meta_str("agentId"),
+                paid,
+            }
+        }
+        "customer.subscription.created"
+        | "customer.subscription.updated"
+        | "customer.subscription.deleted" => BillingEventKind::SubscriptionChanged {
+            subscription_id: id_of(obj.get("id")).ok_or("subscription without id")?,
+            status: obj
+                .get("status")
+                .and_then(Value::as_str)
+                .ok_or("subscription without status")?
+                .to_owned(),
+            deleted: event.kind == "customer.subscription.deleted",
+        },
+        "invoice.paid" => {
+            BillingEventKind::InvoicePaid { invoice_id: id_of(obj.get("id")).ok_or("invoice without id")? }
+        }
+        "invoice.payment_failed" => BillingEventKind::InvoicePaymentFailed {
+            invoice_id: id_of(obj.get("id")).ok_or("invoice without id")?,
+        },
+        _ => return Ok(None),
+    };
+    let Some(customer) = customer else { return Ok(None) };
+    let user = match &kind {
+        BillingEventKind::CheckoutCompleted { user_id, .. } => user_id.clone(),
+        _ => None,
+    };
+    Ok(Some((customer, user, BillingEvent { event_id: event.id.clone(), created: event.created, kind })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,10 +184,22 @@ pub async fn webhook(
     app.metrics.incr(Metric::WebhookReceived);
     let span = tracing::info_span!("stripe_event", event_id = %event.id, event_type = %event.kind);
 
+    let billing = billing_event(&event).map_err(|m| ApiError::bad_request("MALFORMED_PAYLOAD", m))?;
+    let is_billing = billing.is_some();
+    if let Some((customer, user, billing_event)) = billing {
+        let policy = app.settings.billing.clone();
+        if let Err(e) = app.gateway.billing_event(&customer, user.as_deref(), billing_event, policy).await {
+            app.metrics.incr(Metric::TemporalUnavailable);
+            return Err(ApiError::unavailable(e.to_string()));
+        }
+        app.metrics.incr(Metric::WorkflowAccepted);
+        tracing::info!(event_id = %event.id, event_type = %event.kind, customer = %customer, "billing event accepted");
+    }
     match event.kind.as_str() {
         "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
             checkout(&app, &event).instrument(span).await
         }
+        _ if is_billing => Ok(Json(json!({"received": true, "handled": true}))),
         other => {
             tracing::info!(event_id = %event.id, event_type = other, "stripe event type not handled; acknowledged");
             Ok(Json(json!({"received": true, "handled": false})))
@@ -156,6 +238,7 @@ async fn checkout(app: &AppState, event: &Event) -> Result<Json<Value>, ApiError
         .provision(
             agent,
             app.settings.policy.clone(),
+            app.lifecycle(),
             intent.customer_id.as_deref(),
             cmd,
             format!("stripe-{}", event.id),
@@ -189,6 +272,57 @@ async fn checkout(app: &AppState, event: &Event) -> Result<Json<Value>, ApiError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event(kind: &str, object: Value) -> Event {
+        Event { id: "evt_1".into(), kind: kind.into(), created: 42, data: EventData { object } }
+    }
+
+    #[test]
+    fn billing_events_are_mapped_from_stripe_objects() {
+        let (cus, user, ev) = billing_event(&event(
+            "customer.subscription.updated",
+            json!({"id": "sub_1", "object": "subscription", "customer": "cus_1", "status": "past_due"}),
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!((cus.as_str(), user), ("cus_1", None));
+        assert_eq!(ev.created, 42);
+        assert_eq!(
+            ev.kind,
+            BillingEventKind::SubscriptionChanged {
+                subscription_id: "sub_1".into(),
+                status: "past_due".into(),
+                deleted: false
+            }
+        );
+        let (_, _, ev) = billing_event(&event(
+            "invoice.payment_failed",
+            json!({"id": "in_1", "customer": {"id": "cus_1"}}),
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(ev.kind, BillingEventKind::InvoicePaymentFailed { invoice_id: "in_1".into() });
+        let (_, user, ev) = billing_event(&event(
+            "checkout.session.completed",
+            json!({"id": "cs_1", "customer": "cus_1", "subscription": "sub_1", "payment_status": "paid",
+                   "client_reference_id": "u9", "metadata": {}}),
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(user.as_deref(), Some("u9"));
+        assert!(matches!(ev.kind, BillingEventKind::CheckoutCompleted { paid: true, .. }));
+    }
+
+    #[test]
+    fn untracked_types_and_customerless_objects_are_not_billing() {
+        assert!(
+            billing_event(&event("charge.refunded", json!({"id": "ch_1", "customer": "cus_1"})))
+                .unwrap()
+                .is_none()
+        );
+        assert!(billing_event(&event("invoice.paid", json!({"id": "in_1"}))).unwrap().is_none());
+        assert!(billing_event(&event("invoice.paid", json!({"customer": "cus_1"}))).is_err());
+    }
 
     fn session(meta: &[(&str, &str)], customer: Value) -> CheckoutSession {
         CheckoutSession {

@@ -1,0 +1,127 @@
+//! Stripe API client, through the ecosystem's `async-stripe` crates.
+//!
+//! Facts relied on (Stripe API reference):
+//! - Mutating requests take an `Idempotency-Key` (≤ 255 chars, kept ≥ 24 h): Slipway derives it
+//!   from what it is doing (e.g. the workflow and step), so a retried activity never creates
+//!   twice.
+//! - Errors: 429 (rate limit: 100 req/s live, 25 req/s test) and 5xx are transient; other 4xx
+//!   are permanent. async-stripe reports the status with the decoded error body.
+//! - `api_base` is configuration: `https://api.stripe.com/` in production, the sandbox in dev.
+
+use std::collections::HashMap;
+
+use secrecy::{ExposeSecret, SecretString};
+use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe_billing::subscription::RetrieveSubscription;
+use stripe_checkout::checkout_session::{
+    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
+};
+
+use crate::error::{ApiFailure, ClientError};
+
+const PROVIDER: &str = "stripe";
+
+/// Stripe client.
+#[derive(Clone)]
+pub struct StripeClient {
+    client: stripe::Client,
+}
+
+impl std::fmt::Debug for StripeClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StripeClient(..)")
+    }
+}
+
+/// What a subscription Checkout Session is for.
+#[derive(Debug, Clone)]
+pub struct NewCheckout {
+    /// Slipway user (also `client_reference_id`).
+    pub user_id: String,
+    /// Existing customer to attach, if the user already has one.
+    pub customer_id: Option<String>,
+    /// Price of the subscription.
+    pub price_id: String,
+    /// Metadata (`userId`, `agentId`, `region`): echoed in `checkout.session.completed`.
+    pub metadata: HashMap<String, String>,
+    /// Return URLs.
+    pub success_url: String,
+    /// Return URL when abandoned.
+    pub cancel_url: String,
+    /// Idempotency key.
+    pub idempotency_key: Option<String>,
+}
+
+/// A created Checkout Session.
+#[derive(Debug, Clone)]
+pub struct CreatedCheckout {
+    /// `cs_…`.
+    pub id: String,
+    /// Hosted page the customer pays on.
+    pub url: String,
+}
+
+fn map_err(e: StripeError) -> ClientError {
+    match e {
+        StripeError::Stripe(body, status) => ClientError::Api(Box::new(ApiFailure {
+            provider: PROVIDER,
+            method: "-".into(),
+            path: "-".into(),
+            status,
+            code: body.code.as_ref().map(|c| format!("{c:?}")),
+            message: body.message.clone().unwrap_or_else(|| "Stripe error".into()),
+            retry_after: None,
+        })),
+        StripeError::JSONDeserialize(message) => ClientError::Decode { provider: PROVIDER, message },
+        StripeError::ConfigError(m) => ClientError::Configuration(m),
+        StripeError::ClientError(message) => ClientError::Unreachable { provider: PROVIDER, message },
+        StripeError::Timeout => ClientError::Unreachable { provider: PROVIDER, message: "timed out".into() },
+    }
+}
+
+impl StripeClient {
+    /// A client for `base_url` (e.g. `https://api.stripe.com`).
+    pub fn new(base_url: &str, secret_key: &SecretString) -> Result<Self, ClientError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        // async-stripe appends `v1/<path>` to the base, which must end with a slash.
+        let base = format!("{}/", base_url.trim_end_matches('/'));
+        let client = stripe::ClientBuilder::new(secret_key.expose_secret())
+            .url(base)
+            .build()
+            .map_err(|e| ClientError::Configuration(format!("Stripe client: {e}")))?;
+        Ok(Self { client })
+    }
+
+    /// Current status of a subscription (`active`, `past_due`, `canceled`, …).
+    pub async fn subscription_status(&self, subscription_id: &str) -> Result<String, ClientError> {
+        let sub = RetrieveSubscription::new(subscription_id).send(&self.client).await.map_err(map_err)?;
+        Ok(sub.status.as_str().to_owned())
+    }
+
+    /// Create a subscription-mode Checkout Session.
+    pub async fn create_checkout(&self, req: &NewCheckout) -> Result<CreatedCheckout, ClientError> {
+        let mut item = CreateCheckoutSessionLineItems::new();
+        item.price = Some(req.price_id.clone());
+        item.quantity = Some(1);
+        let mut sub_data = CreateCheckoutSessionSubscriptionData::new();
+        sub_data.metadata = Some(req.metadata.clone());
+        let mut create = CreateCheckoutSession::new()
+            .mode(stripe_shared::CheckoutSessionMode::Subscription)
+            .line_items(vec![item])
+            .client_reference_id(req.user_id.clone())
+            .metadata(req.metadata.clone())
+            .subscription_data(sub_data)
+            .success_url(req.success_url.clone())
+            .cancel_url(req.cancel_url.clone());
+        if let Some(c) = &req.customer_id {
+            create = create.customer(c.clone());
+        }
+        let mut call = create.customize();
+        if let Some(key) = &req.idempotency_key {
+            let key = IdempotencyKey::new(key).map_err(|e| ClientError::Configuration(e.to_string()))?;
+            call = call.request_strategy(RequestStrategy::Idempotent(key));
+        }
+        let session = call.send(&self.client).await.map_err(map_err)?;
+        Ok(CreatedCheckout { id: session.id.as_str().to_owned(), url: session.url.unwrap_or_default() })
+    }
+}

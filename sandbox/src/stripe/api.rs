@@ -1,0 +1,857 @@
+//! `/stripe/v1/...`: the Stripe API calls the product makes, with Stripe's conventions.
+//!
+//! Middleware does what every Stripe endpoint does: a `Request-Id: req_...` on every answer,
+//! a key in `Authorization` (Bearer, or Basic with the key as user), and `Idempotency-Key`
+//! on POST (same key and parameters → the stored answer again, marked
+//! `Idempotent-Replayed: true`, and no second effect; same key, other parameters →
+//! `idempotency_error`). Handlers parse the form body, reject parameters Stripe does not
+//! know for that call (`parameter_unknown`, which catches typos in the product), and answer
+//! with the objects `objects` builds. Parameters Stripe knows but the sandbox does not model
+//! are accepted and ignored.
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, http};
+use chrono::Utc;
+use serde_json::{Map, Value, json};
+
+use super::objects::{self, LineItem, NewCustomer, NewSession, Price};
+use super::{Idempotent, Session, emit, form};
+use crate::state::{Shared, credential, json_response, random_alnum};
+
+/// Largest request body read by the idempotency layer.
+const BODY_LIMIT: usize = 1 << 20;
+/// Meter event identifiers are unique within this window.
+const IDENTIFIER_WINDOW_SECS: i64 = 24 * 3600;
+
+/// The `req_...` id of the request being handled.
+#[derive(Clone)]
+struct RequestId(String);
+
+pub(super) fn router(app: Shared) -> Router<Shared> {
+    Router::new()
+        .route("/v1/customers", post(create_customer))
+        .route("/v1/customers/{id}", get(get_customer).post(update_customer))
+        .route("/v1/checkout/sessions", post(create_session))
+        .route("/v1/checkout/sessions/{id}", get(get_session))
+        .route("/v1/subscriptions", get(list_subscriptions))
+        .route(
+            "/v1/subscriptions/{id}",
+            get(get_subscription).post(update_subscription).delete(cancel_subscription),
+        )
+        .route("/v1/invoices/{id}", get(get_invoice))
+        .route("/v1/billing/meter_events", post(create_meter_event))
+        .route("/v1/events/{id}", get(get_event))
+        .fallback(unrecognized)
+        .method_not_allowed_fallback(unrecognized)
+        .layer(from_fn_with_state(app, idempotency))
+        .layer(from_fn(auth))
+        .layer(from_fn(request_id))
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors and parameters
+
+/// A Stripe error: `{"error": {"type", "message", "code"?, "param"?, "doc_url"?}}`.
+struct ApiError {
+    status: StatusCode,
+    kind: &'static str,
+    code: Option<&'static str>,
+    param: Option<String>,
+    message: String,
+    /// Sends `Stripe-Should-Retry: false`, for errors a retry cannot fix.
+    final_answer: bool,
+}
+
+type ApiResult<T = Response> = Result<T, ApiError>;
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({"type": self.kind, "message": self.message});
+        if let Some(code) = self.code {
+            body["code"] = json!(code);
+            body["doc_url"] =
+                json!(format!("https://stripe.com/docs/error-codes/{}", code.replace('_', "-")));
+        }
+        if let Some(param) = self.param {
+            body["param"] = json!(param);
+        }
+        let mut response = json_response(self.status, json!({"error": body}));
+        if self.final_answer {
+            response.headers_mut().insert("stripe-should-retry", HeaderValue::from_static("false"));
+        }
+        response
+    }
+}
+
+fn error(
+    status: StatusCode,
+    kind: &'static str,
+    code: Option<&'static str>,
+    param: Option<&str>,
+    message: &str,
+) -> ApiError {
+    ApiError {
+        status,
+        kind,
+        code,
+        param: param.map(str::to_owned),
+        message: message.to_owned(),
+        final_answer: false,
+    }
+}
+
+fn invalid(param: &str, message: &str) -> ApiError {
+    error(StatusCode::BAD_REQUEST, "invalid_request_error", None, Some(param), message)
+}
+
+fn missing(param: &str) -> ApiError {
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        Some("parameter_missing"),
+        Some(param),
+        &format!("Missing required param: {param}."),
+    )
+}
+
+/// `No such {kind}: '{id}'`: 404 for the object in the path, 400 for one named in a parameter.
+fn no_such(kind: &str, id: &str, param: &str) -> ApiError {
+    let status = if param == "id" { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST };
+    error(
+        status,
+        "invalid_request_error",
+        Some("resource_missing"),
+        Some(param),
+        &format!("No such {kind}: '{id}'"),
+    )
+}
+
+async fn unrecognized(method: Method, uri: Uri) -> ApiError {
+    error(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        None,
+        None,
+        &format!(
+            "Unrecognized request URL ({method}: {}). Please see https://stripe.com/docs or we can help at https://support.stripe.com/.",
+            uri.path()
+        ),
+    )
+}
+
+/// Rejects the first top-level parameter not in `known`, as Stripe does.
+fn only_known(form: &Value, known: &[&str]) -> ApiResult<()> {
+    let unknown = form.as_object().and_then(|m| m.keys().find(|k| !known.contains(&k.as_str())));
+    match unknown {
+        Some(name) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("parameter_unknown"),
+            Some(name),
+            &format!("Received unknown parameter: {name}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A non-empty string parameter.
+fn text<'a>(form: &'a Value, key: &str) -> Option<&'a str> {
+    form.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
+
+fn integer(value: Option<&Value>, param: &str) -> ApiResult<Option<i64>> {
+    match value.and_then(Value::as_str) {
+        None | Some("") => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(|_| invalid(param, &format!("Invalid integer: {s}"))),
+    }
+}
+
+fn boolean(value: Option<&Value>, param: &str) -> ApiResult<Option<bool>> {
+    match value.and_then(Value::as_str) {
+        None | Some("") => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(s) => Err(invalid(param, &format!("Invalid boolean: {s}"))),
+    }
+}
+
+/// A hash of strings such as `metadata`: `None` when absent, an empty map for `metadata=`
+/// (which clears it in updates); values of `""` stay, meaning "remove this key" in updates.
+fn string_map(form: &Value, key: &str) -> ApiResult<Option<Map<String, Value>>> {
+    match form.get(key) {
+        None => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(Some(Map::new())),
+        Some(Value::Object(map)) => {
+            if let Some((k, _)) = map.iter().find(|(_, v)| !v.is_string()) {
+                return Err(invalid(
+                    &format!("{key}[{k}]"),
+                    &format!("Invalid value for {key}[{k}]: must be a string"),
+                ));
+            }
+            if key == "metadata" {
+                if map.len() > 50 {
+                    return Err(invalid(key, "Metadata can have a maximum of 50 keys."));
+                }
+                if let Some(k) = map.keys().find(|k| k.chars().count() > 40) {
+                    return Err(invalid(
+                        &format!("{key}[{k}]"),
+                        "Metadata keys can be at most 40 characters long.",
+                    ));
+                }
+                if let Some((k, _)) =
+                    map.iter().find(|(_, v)| v.as_str().is_some_and(|v| v.chars().count() > 500))
+                {
+                    return Err(invalid(
+                        &format!("{key}[{k}]"),
+                        "Metadata values can be at most 500 characters long.",
+                    ));
+                }
+            }
+            Ok(Some(map.clone()))
+        }
+        Some(_) => Err(invalid(key, &format!("Invalid hash: {key} must be a hash of strings"))),
+    }
+}
+
+/// Metadata as given at creation (keys with empty values are simply not set).
+fn new_metadata(form: &Value, key: &str) -> ApiResult<Map<String, Value>> {
+    Ok(string_map(form, key)?.unwrap_or_default().into_iter().filter(|(_, v)| v != "").collect())
+}
+
+/// Applies a metadata update (`""` removes a key, an empty hash clears all); returns the
+/// previous values of the keys that changed (`null` for keys that were absent).
+fn merge_metadata(target: &mut Value, update: Map<String, Value>) -> Map<String, Value> {
+    let mut previous = Map::new();
+    let current = target.as_object().cloned().unwrap_or_default();
+    let next: Map<String, Value> = if update.is_empty() {
+        Map::new()
+    } else {
+        let mut next = current.clone();
+        for (k, v) in update {
+            if v == "" {
+                next.remove(&k);
+            } else {
+                next.insert(k, v);
+            }
+        }
+        next
+    };
+    for key in current.keys().chain(next.keys()) {
+        if current.get(key) != next.get(key) {
+            previous.insert(key.clone(), current.get(key).cloned().unwrap_or(Value::Null));
+        }
+    }
+    *target = Value::Object(next);
+    previous
+}
+
+fn valid_url(form: &Value, key: &str) -> ApiResult<Option<String>> {
+    match text(form, key) {
+        None => Ok(None),
+        Some(u) if url::Url::parse(u).is_ok_and(|p| p.scheme().starts_with("http")) => Ok(Some(u.to_owned())),
+        Some(_) => Err(invalid(key, "Not a valid URL")),
+    }
+}
+
+/// `(request id, idempotency key)` of the API request that causes an event.
+fn origin(request: &RequestId, headers: &HeaderMap) -> (Option<String>, Option<String>) {
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    (Some(request.0.clone()), key)
+}
+
+fn ok(object: Value) -> Response {
+    json_response(StatusCode::OK, object)
+}
+
+// ---------------------------------------------------------------------------------------
+// Middleware
+
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = format!("req_{}", random_alnum(14));
+    let version = req.headers().get("stripe-version").cloned();
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(req).await;
+    let headers = response.headers_mut();
+    if !headers.contains_key("request-id") {
+        headers.insert("request-id", HeaderValue::from_str(&id).expect("ids are ASCII"));
+    }
+    let version = version.unwrap_or_else(|| HeaderValue::from_static(objects::API_VERSION));
+    headers.insert("stripe-version", version);
+    response
+}
+
+async fn auth(req: Request, next: Next) -> Response {
+    match credential(req.headers()) {
+        Some(_) => next.run(req).await,
+        None => error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            None,
+            None,
+            "You did not provide an API key. You need to provide your API key in the Authorization header, using Bearer auth (e.g. 'Authorization: Bearer YOUR_SECRET_KEY'). See https://stripe.com/docs/api#authentication for details, or we can help at https://support.stripe.com/.",
+        )
+        .into_response(),
+    }
+}
+
+/// Stripe's idempotent requests for POST. Answers are kept unless the request was refused
+/// before it ran (400, 401, 409, 429), as Stripe does.
+async fn idempotency(State(app): State<Shared>, req: Request, next: Next) -> Response {
+    let key = req.headers().get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (Some(key), true) = (key, req.method() == Method::POST) else {
+        return next.run(req).await;
+    };
+    let slot = (credential(req.headers()).unwrap_or_default().to_owned(), key.clone());
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, BODY_LIMIT).await else {
+        return invalid("body", "The request body could not be read.").into_response();
+    };
+    let fingerprint = json!({"path": parts.uri.path(), "params": form::parse(&bytes)});
+    let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let generation = {
+        let mut state = app.lock();
+        let existing = state.stripe.idempotency.get(&slot);
+        let same = match existing {
+            Some(Idempotent::InFlight { fingerprint: f } | Idempotent::Done { fingerprint: f, .. }) => {
+                Some(*f == fingerprint)
+            }
+            None => None,
+        };
+        match (same, existing) {
+            (Some(false), _) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "idempotency_error",
+                    None,
+                    None,
+                    &format!(
+                        "Keys for idempotent requests can only be used with the same parameters they were first used with. Try using a key other than '{key}' if you meant to execute a different request."
+                    ),
+                )
+                .into_response();
+            }
+            (_, Some(Idempotent::InFlight { .. })) => {
+                return error(
+                    StatusCode::CONFLICT,
+                    "idempotency_error",
+                    Some("idempotency_key_in_use"),
+                    None,
+                    "There is currently another in-progress request using this Idempotent Key (that probably means you submitted twice, and the other request is still going through). Please try again later.",
+                )
+                .into_response();
+            }
+            (_, Some(Idempotent::Done { status, body, request_id, .. })) => {
+                let mut response = Response::new(Body::from(body.clone()));
+                *response.status_mut() = *status;
+                let headers = response.headers_mut();
+                headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+                if let Ok(v) = HeaderValue::from_str(request_id) {
+                    headers.insert("request-id", v);
+                }
+                if let Ok(v) = HeaderValue::from_str(&key) {
+                    headers.insert("idempotency-key", v);
+                }
+                return response;
+            }
+            (_, None) => {}
+        }
+        state
+            .stripe
+            .idempotency
+            .insert(slot.clone(), Idempotent::InFlight { fingerprint: fingerprint.clone() });
+        state.generation
+    };
+    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let (mut parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let keep = !matches!(parts.status.as_u16(), 400 | 401 | 409 | 429);
+    app.with_current(generation, |state| {
+        if keep {
+            let done = Idempotent::Done { fingerprint, status: parts.status, body: body.clone(), request_id };
+            state.stripe.idempotency.insert(slot, done);
+        } else {
+            state.stripe.idempotency.remove(&slot);
+        }
+    });
+    if let Ok(v) = HeaderValue::from_str(&key) {
+        parts.headers.insert("idempotency-key", v);
+    }
+    Response::from_parts(parts, Body::from(body))
+}
+
+// ---------------------------------------------------------------------------------------
+// Customers
+
+#[rustfmt::skip]
+const CUSTOMER_CREATE_PARAMS: &[&str] = &[
+    "address", "balance", "business_name", "cash_balance", "description", "email", "expand",
+    "individual_name", "invoice_prefix", "invoice_settings", "metadata", "name", "next_invoice_sequence",
+    "payment_method", "phone", "preferred_locales", "shipping", "source", "tax", "tax_exempt", "tax_id_data",
+    "test_clock", "validate",
+];
+#[rustfmt::skip]
+const CUSTOMER_UPDATE_PARAMS: &[&str] = &[
+    "address", "balance", "business_name", "cash_balance", "default_source", "description", "email", "expand",
+    "individual_name", "invoice_prefix", "invoice_settings", "metadata", "name", "next_invoice_sequence",
+    "phone", "preferred_locales", "shipping", "source", "tax", "tax_exempt", "validate",
+];
+
+fn check_email(form: &Value) -> ApiResult<Option<String>> {
+    match text(form, "email") {
+        Some(e) if !e.contains('@') || e.contains(' ') => {
+            Err(invalid("email", &format!("Invalid email address: {e}")))
+        }
+        other => Ok(other.map(str::to_owned)),
+    }
+}
+
+async fn create_customer(State(app): State<Shared>, body: Bytes) -> ApiResult {
+    let form = form::parse(&body);
+    only_known(&form, CUSTOMER_CREATE_PARAMS)?;
+    let new = NewCustomer {
+        email: check_email(&form)?,
+        name: text(&form, "name").map(str::to_owned),
+        description: text(&form, "description").map(str::to_owned),
+        phone: text(&form, "phone").map(str::to_owned),
+        metadata: new_metadata(&form, "metadata")?,
+    };
+    let customer = objects::customer(&objects::customer_id(), Utc::now().timestamp(), new);
+    app.lock().stripe.customers.push(customer.clone());
+    Ok(ok(customer))
+}
+
+async fn get_customer(State(app): State<Shared>, Path(id): Path<String>) -> ApiResult {
+    let mut state = app.lock();
+    let customer = state.stripe.customer_mut(&id).ok_or_else(|| no_such("customer", &id, "id"))?;
+    Ok(ok(customer.clone()))
+}
+
+async fn update_customer(State(app): State<Shared>, Path(id): Path<String>, body: Bytes) -> ApiResult {
+    let form = form::parse(&body);
+    only_known(&form, CUSTOMER_UPDATE_PARAMS)?;
+    let (email, metadata) = (check_email(&form)?, string_map(&form, "metadata")?);
+    let mut state = app.lock();
+    let customer = state.stripe.customer_mut(&id).ok_or_else(|| no_such("customer", &id, "id"))?;
+    if let Some(email) = email {
+        customer["email"] = json!(email);
+    }
+    for key in ["name", "description", "phone"] {
+        if let Some(value) = form.get(key).and_then(Value::as_str) {
+            customer[key] = if value.is_empty() { Value::Null } else { json!(value) };
+        }
+    }
+    if let Some(update) = metadata {
+        merge_metadata(&mut customer["metadata"], update);
+    }
+    Ok(ok(customer.clone()))
+}
+
+// ---------------------------------------------------------------------------------------
+// Checkout sessions
+
+#[rustfmt::skip]
+const SESSION_CREATE_PARAMS: &[&str] = &[
+    "adaptive_pricing", "after_expiration", "allow_promotion_codes", "allowed_payment_method_types",
+    "automatic_tax", "billing_address_collection", "branding_settings", "cancel_url", "client_reference_id",
+    "consent_collection", "currency", "custom_fields", "custom_text", "customer", "customer_account",
+    "customer_creation", "customer_email", "customer_update", "discounts", "excluded_payment_method_types",
+    "expand", "expires_at", "integration_identifier", "invoice_creation", "line_items", "locale",
+    "managed_payments", "metadata", "mode", "name_collection", "optional_items", "origin_context",
+    "payment_intent_data", "payment_method_collection", "payment_method_configuration", "payment_method_data",
+    "payment_method_options", "payment_method_types", "permissions", "phone_number_collection",
+    "redirect_on_completion", "return_url", "saved_payment_method_options", "setup_intent_data",
+    "shipping_address_collection", "shipping_options", "submit_type", "subscription_data", "success_url",
+    "tax_id_collection", "ui_mode", "wallet_options",
+];
+
+/// Reads `line_items[i]`, learning prices the sandbox has not seen yet.
+fn line_items(form: &Value, known: &mut Vec<Price>, mode: &str) -> ApiResult<Vec<LineItem>> {
+    let items = match form.get("line_items") {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items.clone(),
+        Some(_) => return Err(invalid("line_items", "Invalid array")),
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let param = |name: &str| format!("line_items[{i}][{name}]");
+        let quantity = match integer(item.get("quantity"), &param("quantity"))? {
+            Some(q) if q < 1 => {
+                return Err(invalid(&param("quantity"), "This value must be greater than or equal to 1."));
+            }
+            q => q.map(|q| q.unsigned_abs()),
+        };
+        let price = if let Some(id) = text(item, "price") {
+            match known.iter().find(|p| p.id == id) {
+                Some(price) => price.clone(),
+                None => {
+                    let price = Price::assumed(id, quantity.is_none());
+                    known.push(price.clone());
+                    price
+                }
+            }
+        } else if let Some(data) = item.get("price_data") {
+            let p = |name: &str| format!("line_items[{i}][price_data][{name}]");
+            let Some(currency) = text(data, "currency") else {
+                return Err(missing(&p("currency")));
+            };
+            let unit_amount = integer(data.get("unit_amount"), &p("unit_amount"))?.unwrap_or(0);
+            let product = text(data, "product").map_or_else(|| objects::new_id("prod_", 14), str::to_owned);
+            let interval = data["recurring"]["interval"].as_str().unwrap_or("month");
+            let price = Price {
+                id: objects::new_id("price_", 24),
+                product,
+                currency: currency.to_lowercase(),
+                unit_amount,
+                interval: interval.to_owned(),
+                usage_type: "licensed".to_owned(),
+            };
+            known.push(price.clone());
+            price
+        } else {
+            return Err(missing(&param("price")));
+        };
+        if mode == "subscription" {
+            match (price.usage_type.as_str(), quantity) {
+                ("licensed", None) => {
+                    return Err(error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request_error",
+                        Some("parameter_missing"),
+                        Some(&param("quantity")),
+                        &format!("Quantity is required. Add `quantity` to `line_items[{i}]`."),
+                    ));
+                }
+                ("metered", Some(_)) => {
+                    return Err(invalid(
+                        &param("quantity"),
+                        "Quantity should not be specified where usage_type is `metered`. Remove quantity from `line_items`.",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        out.push(LineItem { price, quantity });
+    }
+    Ok(out)
+}
+
+async fn create_session(State(app): State<Shared>, body: Bytes) -> ApiResult {
+    let form = form::parse(&body);
+    only_known(&form, SESSION_CREATE_PARAMS)?;
+    let mode = text(&form, "mode").ok_or_else(|| missing("mode"))?;
+    if !["payment", "setup", "subscription"].contains(&mode) {
+        return Err(invalid(
+            "mode",
+            &format!("Invalid mode: must be one of payment, setup, or subscription (got {mode})"),
+        ));
+    }
+    let customer = text(&form, "customer").map(str::to_owned);
+    let customer_email = text(&form, "customer_email").map(str::to_owned);
+    if customer.is_some() && customer_email.is_some() {
+        return Err(invalid(
+            "customer_email",
+            "You may only specify one of these parameters: customer, customer_email.",
+        ));
+    }
+    let (success_url, cancel_url) = (valid_url(&form, "success_url")?, valid_url(&form, "cancel_url")?);
+    let metadata = new_metadata(&form, "metadata")?;
+    let subscription_metadata = match form.get("subscription_data") {
+        Some(data) => new_metadata(data, "metadata")?,
+        None => Map::new(),
+    };
+    let id = objects::session_id();
+    let url = format!("{}/_sandbox/stripe/checkout/{id}", app.base_url);
+    let mut state = app.lock();
+    let s = &mut state.stripe;
+    if let Some(customer) = &customer
+        && !s.customers.iter().any(|c| c["id"] == customer.as_str())
+    {
+        return Err(no_such("customer", customer, "customer"));
+    }
+    let items = line_items(&form, &mut s.prices, mode)?;
+    if items.is_empty() && mode != "setup" {
+        return Err(missing("line_items"));
+    }
+    let new = NewSession {
+        mode: mode.to_owned(),
+        url,
+        success_url,
+        cancel_url,
+        customer,
+        customer_email,
+        client_reference_id: text(&form, "client_reference_id").map(str::to_owned),
+        metadata,
+        line_items: items.clone(),
+    };
+    let object = objects::checkout_session(&id, Utc::now().timestamp(), new);
+    s.checkout_sessions.push(Session { object: object.clone(), line_items: items, subscription_metadata });
+    Ok(ok(object))
+}
+
+async fn get_session(State(app): State<Shared>, Path(id): Path<String>) -> ApiResult {
+    let mut state = app.lock();
+    let session = state.stripe.session_mut(&id).ok_or_else(|| no_such("checkout.session", &id, "id"))?;
+    Ok(ok(session.object.clone()))
+}
+
+// ---------------------------------------------------------------------------------------
+// Subscriptions
+
+#[rustfmt::skip]
+const SUBSCRIPTION_UPDATE_PARAMS: &[&str] = &[
+    "add_invoice_items", "application_fee_percent", "automatic_tax", "billing_cycle_anchor",
+    "billing_schedules", "billing_thresholds", "cancel_at", "cancel_at_period_end", "cancellation_details",
+    "collection_method", "days_until_due", "default_payment_method", "default_source", "default_tax_rates",
+    "description", "discounts", "expand", "invoice_settings", "items", "metadata", "off_session",
+    "on_behalf_of", "pause_collection", "payment_behavior", "payment_settings",
+    "pending_invoice_item_interval", "proration_behavior", "proration_date", "transfer_data", "trial_end",
+    "trial_from_plan", "trial_settings",
+];
+const SUBSCRIPTION_CANCEL_PARAMS: &[&str] = &["cancellation_details", "expand", "invoice_now", "prorate"];
+#[rustfmt::skip]
+const SUBSCRIPTION_LIST_PARAMS: &[&str] = &[
+    "automatic_tax", "collection_method", "created", "current_period_end", "current_period_start", "customer",
+    "customer_account", "ending_before", "expand", "limit", "price", "starting_after", "status", "test_clock",
+];
+
+async fn get_subscription(State(app): State<Shared>, Path(id): Path<String>) -> ApiResult {
+    let mut state = app.lock();
+    let sub = state.stripe.subscription_mut(&id).ok_or_else(|| no_such("subscription", &id, "id"))?;
+    Ok(ok(sub.clone()))
+}
+
+/// `GET /v1/subscriptions?customer=&status=&limit=`: newest first; without `status`,
+/// canceled subscriptions are left out, as Stripe does.
+async fn list_subscriptions(
+    State(app): State<Shared>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> ApiResult {
+    let encoded: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&query).finish();
+    let form = form::parse(encoded.as_bytes());
+    only_known(&form, SUBSCRIPTION_LIST_PARAMS)?;
+    let limit = integer(form.get("limit"), "limit")?.unwrap_or(10).clamp(1, 100);
+    let customer = text(&form, "customer");
+    let status = text(&form, "status");
+    let state = app.lock();
+    let matching: Vec<&Value> = state
+        .stripe
+        .subscriptions
+        .iter()
+        .rev()
+        .filter(|s| customer.is_none_or(|c| s["customer"] == c))
+        .filter(|s| match status {
+            None => s["status"] != "canceled",
+            Some("all") => true,
+            Some(status) => s["status"] == status,
+        })
+        .collect();
+    let take = usize::try_from(limit).unwrap_or(10);
+    Ok(ok(json!({"object": "list", "url": "/v1/subscriptions", "has_more": matching.len() > take,
+        "data": matching.into_iter().take(take).collect::<Vec<_>>()})))
+}
+
+/// `POST /v1/subscriptions/{id}`: `cancel_at_period_end` and `metadata` take effect; other
+/// known parameters are accepted and ignored. Emits `customer.subscription.updated` with
+/// `previous_attributes` when something changed.
+async fn update_subscription(
+    State(app): State<Shared>,
+    Path(id): Path<String>,
+    Extension(request): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let form = form::parse(&body);
+    only_known(&form, SUBSCRIPTION_UPDATE_PARAMS)?;
+    let cancel_at_period_end = boolean(form.get("cancel_at_period_end"), "cancel_at_period_end")?;
+    let metadata = string_map(&form, "metadata")?;
+    let now = Utc::now().timestamp();
+    let mut state = app.lock();
+    let sub = state.stripe.subscription_mut(&id).ok_or_else(|| no_such("subscription", &id, "id"))?;
+    let allowed_when_canceled = ["metadata", "cancellation_details", "expand"];
+    let touches_other =
+        form.as_object().is_some_and(|m| m.keys().any(|k| !allowed_when_canceled.contains(&k.as_str())));
+    if sub["status"] == "canceled" && touches_other {
+        return Err(invalid(
+            "id",
+            "A canceled subscription can only update its cancellation_details and metadata.",
+        ));
+    }
+    let mut previous = Map::new();
+    if let Some(flag) = cancel_at_period_end
+        && sub["cancel_at_period_end"] != flag
+    {
+        for key in ["cancel_at_period_end", "cancel_at", "canceled_at", "cancellation_details"] {
+            previous.insert(key.to_owned(), sub[key].clone());
+        }
+        sub["cancel_at_period_end"] = json!(flag);
+        if flag {
+            sub["cancel_at"] = sub["current_period_end"].clone();
+            sub["canceled_at"] = json!(now);
+            sub["cancellation_details"]["reason"] = json!("cancellation_requested");
+        } else {
+            sub["cancel_at"] = Value::Null;
+            sub["canceled_at"] = Value::Null;
+            sub["cancellation_details"] = json!({"comment": null, "feedback": null, "reason": null});
+        }
+    }
+    if let Some(update) = metadata {
+        let changed = merge_metadata(&mut sub["metadata"], update);
+        if !changed.is_empty() {
+            previous.insert("metadata".to_owned(), Value::Object(changed));
+        }
+    }
+    let sub = sub.clone();
+    if !previous.is_empty() {
+        let event = objects::event(
+            "customer.subscription.updated",
+            sub.clone(),
+            Some(Value::Object(previous)),
+            now,
+            None,
+            origin(&request, &headers),
+        );
+        emit(&app, &mut state, vec![event]);
+    }
+    Ok(ok(sub))
+}
+
+/// `DELETE /v1/subscriptions/{id}`: cancels now and emits `customer.subscription.deleted`.
+async fn cancel_subscription(
+    State(app): State<Shared>,
+    Path(id): Path<String>,
+    Extension(request): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let form = form::parse(&body);
+    only_known(&form, SUBSCRIPTION_CANCEL_PARAMS)?;
+    let now = Utc::now().timestamp();
+    let mut state = app.lock();
+    let sub = state.stripe.subscription_mut(&id).ok_or_else(|| no_such("subscription", &id, "id"))?;
+    if sub["status"] == "canceled" {
+        return Err(invalid("id", &format!("This subscription has already been canceled: '{id}'")));
+    }
+    sub["status"] = json!("canceled");
+    sub["canceled_at"] = json!(now);
+    sub["ended_at"] = json!(now);
+    sub["cancellation_details"]["reason"] = json!("cancellation_requested");
+    for key in ["comment", "feedback"] {
+        if let Some(value) = form["cancellation_details"][key].as_str().filter(|v| !v.is_empty()) {
+            sub["cancellation_details"][key] = json!(value);
+        }
+    }
+    let sub = sub.clone();
+    let event = objects::event(
+        "customer.subscription.deleted",
+        sub.clone(),
+        None,
+        now,
+        None,
+        origin(&request, &headers),
+    );
+    emit(&app, &mut state, vec![event]);
+    Ok(ok(sub))
+}
+
+// ---------------------------------------------------------------------------------------
+// Invoices, events
+
+async fn get_invoice(State(app): State<Shared>, Path(id): Path<String>) -> ApiResult {
+    let mut state = app.lock();
+    let invoice = state.stripe.invoice_mut(&id).ok_or_else(|| no_such("invoice", &id, "id"))?;
+    Ok(ok(invoice.clone()))
+}
+
+async fn get_event(State(app): State<Shared>, Path(id): Path<String>) -> ApiResult {
+    let state = app.lock();
+    let (event, _) = state
+        .stripe
+        .events
+        .iter()
+        .find(|(e, _)| e["id"] == id.as_str())
+        .ok_or_else(|| no_such("event", &id, "id"))?;
+    Ok(ok(event.clone()))
+}
+
+// ---------------------------------------------------------------------------------------
+// Billing meter events
+
+const METER_EVENT_PARAMS: &[&str] = &["event_name", "expand", "identifier", "payload", "timestamp"];
+
+/// `POST /v1/billing/meter_events`. Like Stripe, the customer in the payload is not checked
+/// here (Stripe reports unknown customers later, asynchronously); identifiers are unique
+/// for 24 hours.
+async fn create_meter_event(State(app): State<Shared>, body: Bytes) -> ApiResult {
+    let form = form::parse(&body);
+    only_known(&form, METER_EVENT_PARAMS)?;
+    let event_name = text(&form, "event_name").ok_or_else(|| missing("event_name"))?;
+    let payload =
+        string_map(&form, "payload")?.filter(|p| !p.is_empty()).ok_or_else(|| missing("payload"))?;
+    for key in ["stripe_customer_id", "value"] {
+        if payload.get(key).and_then(Value::as_str).is_none_or(str::is_empty) {
+            return Err(missing(&format!("payload[{key}]")));
+        }
+    }
+    if let Some(value) = payload["value"].as_str()
+        && value.parse::<i64>().is_err()
+    {
+        return Err(invalid("payload[value]", &format!("Invalid integer: {value}")));
+    }
+    let now = Utc::now().timestamp();
+    let timestamp = match integer(form.get("timestamp"), "timestamp")? {
+        None => now,
+        Some(t) if t >= now - 35 * 24 * 3600 && t <= now + 300 => t,
+        Some(_) => {
+            return Err(invalid(
+                "timestamp",
+                "Timestamp must be within the past 35 calendar days or up to 5 minutes in the future.",
+            ));
+        }
+    };
+    let identifier = text(&form, "identifier").map_or_else(|| objects::new_id("mtrevt_", 24), str::to_owned);
+    let mut state = app.lock();
+    let duplicate = state.stripe.meter_events.iter().any(|e| {
+        e["identifier"] == identifier.as_str()
+            && e["created"].as_i64().is_some_and(|c| now - c < IDENTIFIER_WINDOW_SECS)
+    });
+    if duplicate {
+        let message = format!("An event already exists with identifier {identifier}.");
+        return Err(ApiError { final_answer: true, ..invalid("identifier", &message) });
+    }
+    let event = objects::meter_event(event_name, &identifier, payload, now, timestamp);
+    state.stripe.meter_events.push(event.clone());
+    Ok(ok(event))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_merge_reports_previous_values() {
+        let mut target = json!({"a": "1", "b": "2"});
+        let update = json!({"a": "", "b": "3", "c": "4"}).as_object().cloned().unwrap();
+        let previous = merge_metadata(&mut target, update);
+        assert_eq!(target, json!({"b": "3", "c": "4"}));
+        assert_eq!(Value::Object(previous), json!({"a": "1", "b": "2", "c": null}));
+        let previous = merge_metadata(&mut target, Map::new());
+        assert_eq!((target, previous.len()), (json!({}), 2));
+    }
+
+    #[test]
+    fn unknown_parameters_are_named() {
+        let form = form::parse(b"email=a@b.c&emial=x");
+        let error = only_known(&form, CUSTOMER_CREATE_PARAMS).unwrap_err();
+        assert_eq!(
+            (error.status, error.code, error.param.as_deref()),
+            (StatusCode::BAD_REQUEST, Some("parameter_unknown"), Some("emial"))
+        );
+    }
+}

@@ -1,0 +1,212 @@
+//! The REST API under `/api/`: JWT bearer auth, owner-only access (another user's agent is
+//! 404), thin handlers over [`crate::service::AgentService`].
+
+use axum::{
+    Json,
+    extract::{FromRequestParts, Path, State, rejection::JsonRejection},
+    http::{HeaderMap, StatusCode, request::Parts},
+    response::{IntoResponse, Response},
+};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use slipway_proto::model::{AgentCommand, AgentRecord, agent_workflow_id};
+
+use crate::{
+    AppState,
+    auth::{self, Claims},
+    error::ApiError,
+    service::{AgentService, Kind, ServiceError},
+};
+
+/// The authenticated caller.
+pub struct User(pub Claims);
+
+impl FromRequestParts<AppState> for User {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
+        let header = parts.headers.get("authorization").and_then(|v| v.to_str().ok());
+        auth::verify_bearer(header, app.settings.jwt_secret.expose_secret().as_bytes()).map(User).map_err(
+            |e| match e {
+                auth::AuthError::Missing => ApiError::unauthorized("UNAUTHENTICATED", e.to_string()),
+                auth::AuthError::Invalid => ApiError::unauthorized("INVALID_TOKEN", e.to_string()),
+            },
+        )
+    }
+}
+
+/// A service failure as an HTTP answer.
+pub struct ApiFailure(ServiceError);
+
+impl From<ServiceError> for ApiFailure {
+    fn from(e: ServiceError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<ApiError> for ApiFailure {
+    fn from(e: ApiError) -> Self {
+        Self(ServiceError {
+            kind: match e.status {
+                StatusCode::NOT_FOUND => Kind::NotFound,
+                StatusCode::FORBIDDEN => Kind::Forbidden,
+                StatusCode::CONFLICT => Kind::Conflict,
+                StatusCode::SERVICE_UNAVAILABLE => Kind::Unavailable,
+                _ => Kind::Invalid,
+            },
+            code: e.code.to_owned(),
+            message: e.message,
+            details: Vec::new(),
+        })
+    }
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        let e = self.0;
+        let status = match e.kind {
+            Kind::Invalid => StatusCode::BAD_REQUEST,
+            Kind::Forbidden => StatusCode::FORBIDDEN,
+            Kind::NotFound => StatusCode::NOT_FOUND,
+            Kind::Conflict => StatusCode::CONFLICT,
+            Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        tracing::warn!(code = %e.code, status = status.as_u16(), message = %e.message, "api request refused");
+        let mut body = json!({"code": e.code, "message": e.message});
+        if !e.details.is_empty() {
+            body["details"] = e.details.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+        }
+        (status, Json(body)).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiFailure>;
+
+fn agent_json(agent: &AgentRecord) -> Value {
+    let mut v = serde_json::to_value(agent).unwrap_or(Value::Null);
+    v["workflow_id"] = Value::String(agent_workflow_id(&agent.agent_id));
+    v
+}
+
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiFailure> {
+    body.map(|Json(b)| b).map_err(|e| {
+        let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "PAYLOAD_TOO_LARGE"
+        } else {
+            "MALFORMED_PAYLOAD"
+        };
+        ApiFailure(ServiceError {
+            kind: Kind::Invalid,
+            code: code.to_owned(),
+            message: e.body_text(),
+            details: Vec::new(),
+        })
+    })
+}
+
+/// `Idempotency-Key` if the client sent one (retries then dedupe in Temporal), else a fresh id.
+fn request_id(headers: &HeaderMap, agent_id: &str, op: &str) -> String {
+    match headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+    {
+        Some(key) => format!("api-{op}-{agent_id}-{key}"),
+        None => format!("api-{op}-{agent_id}-{}", uuid::Uuid::new_v4().simple()),
+    }
+}
+
+/// Body of `POST /api/agents`.
+#[derive(Debug, Deserialize)]
+pub struct CreateAgent {
+    name: String,
+    region: String,
+}
+
+/// `POST /api/agents`.
+pub async fn create_agent(
+    State(app): State<AppState>,
+    User(user): User,
+    body: Result<Json<CreateAgent>, JsonRejection>,
+) -> ApiResult {
+    let body = json_body(body)?;
+    let agent = AgentService::new(app).create(&user, &body.name, &body.region).await?;
+    Ok((StatusCode::CREATED, Json(agent_json(&agent))).into_response())
+}
+
+/// `GET /api/agents`.
+pub async fn list_agents(State(app): State<AppState>, User(user): User) -> ApiResult {
+    let agents = AgentService::new(app).list(&user, false).await?;
+    Ok(Json(json!({"agents": agents})).into_response())
+}
+
+/// `GET /api/admin/agents`: every agent (admins only).
+pub async fn admin_list_agents(State(app): State<AppState>, User(user): User) -> ApiResult {
+    if !user.is_admin() {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", "admin role required").into());
+    }
+    let agents = AgentService::new(app).list(&user, true).await?;
+    Ok(Json(json!({"agents": agents})).into_response())
+}
+
+/// `GET /api/agents/{id}`.
+pub async fn get_agent(State(app): State<AppState>, User(user): User, Path(id): Path<String>) -> ApiResult {
+    let agent = AgentService::new(app).get(&user, &id).await?;
+    Ok(Json(agent_json(&agent)).into_response())
+}
+
+/// `POST /api/agents/{id}/provision`.
+pub async fn provision_agent(
+    State(app): State<AppState>,
+    User(user): User,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let accepted =
+        AgentService::new(app).provision(&user, &id, request_id(&headers, &id, "provision")).await?;
+    Ok((StatusCode::ACCEPTED, Json(agent_json(&accepted.agent))).into_response())
+}
+
+async fn command(
+    app: AppState,
+    user: Claims,
+    id: String,
+    headers: HeaderMap,
+    command: AgentCommand,
+) -> ApiResult {
+    let rid = request_id(&headers, &id, command.as_str());
+    let accepted = AgentService::new(app).command(&user, &id, command, rid).await?;
+    let status = if accepted.in_progress { StatusCode::ACCEPTED } else { StatusCode::OK };
+    Ok((status, Json(agent_json(&accepted.agent))).into_response())
+}
+
+/// `POST /api/agents/{id}/stop`.
+pub async fn stop_agent(
+    State(app): State<AppState>,
+    User(user): User,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    command(app, user, id, headers, AgentCommand::Stop).await
+}
+
+/// `POST /api/agents/{id}/start`.
+pub async fn start_agent(
+    State(app): State<AppState>,
+    User(user): User,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    command(app, user, id, headers, AgentCommand::Start).await
+}
+
+/// `POST /api/agents/{id}/destroy`.
+pub async fn destroy_agent(
+    State(app): State<AppState>,
+    User(user): User,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult {
+    command(app, user, id, headers, AgentCommand::Destroy).await
+}
