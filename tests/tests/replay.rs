@@ -9,10 +9,11 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use reqwest::Method;
 use serde_json::json;
 use slipway_proto::model::{AgentStatus, agent_workflow_id};
 use slipway_tests::{SEAL_KEY, TestApp};
-use slipway_workflows::{AgentWorkflow, ProvisionAgentWorkflow};
+use slipway_workflows::{AgentWorkflow, ProvisionAgentWorkflow, SubscriptionWorkflow};
 use temporalio_client::{
     WorkflowExecutionInfo, WorkflowFetchHistoryOptions, WorkflowHandle, WorkflowHistory,
 };
@@ -27,6 +28,7 @@ fn replayer() -> anyhow::Result<WorkflowReplayer> {
         WorkflowReplayerOptions::new()
             .register_workflow::<AgentWorkflow>()?
             .register_workflow::<ProvisionAgentWorkflow>()?
+            .register_workflow::<SubscriptionWorkflow>()?
             .build(),
     )?)
 }
@@ -55,7 +57,7 @@ async fn committed_histories_replay() -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{} no longer replays: {e}", path.display()))?;
     }
-    for required in ["Agent", "ProvisionAgent"] {
+    for required in ["Agent", "ProvisionAgent", "Subscription"] {
         assert!(types.iter().any(|t| t == required), "no committed history of {required}: {types:?}");
     }
     Ok(())
@@ -90,7 +92,47 @@ async fn live_histories_replay_and_hold_no_secrets() -> anyhow::Result<()> {
     let bad = app.wait_for_status(&bad_agent, &[AgentStatus::Active, AgentStatus::Failed], wait).await?;
     assert_eq!(bad.status, AgentStatus::Failed);
 
+    app.http.delete(format!("{}/_sandbox/faults", app.sandbox.base_url)).send().await?.error_for_status()?;
+
+    // A customer's billing story: checkout, an agent provisioned through the API, stopped and
+    // started, a failed renewal (suspends it), then paid (resumes it), then destroyed.
+    let billing_user = app.id("billinguser");
+    let token = app.token(&billing_user, None);
+    let paid = app.subscribe(&billing_user, None).await?;
+    let (_, created) = app
+        .api(Method::POST, "/api/agents", Some(&token), Some(json!({"name": "replay", "region": "fsn1"})))
+        .await?;
+    let life_agent = created["agent_id"].as_str().unwrap().to_owned();
+    for (op, status) in
+        [("provision", AgentStatus::Active), ("stop", AgentStatus::Stopped), ("start", AgentStatus::Active)]
+    {
+        let (code, body) =
+            app.api(Method::POST, &format!("/api/agents/{life_agent}/{op}"), Some(&token), None).await?;
+        assert_eq!(code, 202, "{op}: {body}");
+        app.wait_for_status(&life_agent, &[status], wait).await?;
+    }
+    let customer = paid["customer_id"].as_str().unwrap().to_owned();
+    let sub = paid["subscription_id"].as_str().unwrap();
+    let failed =
+        app.sandbox_post(&format!("/_sandbox/stripe/subscriptions/{sub}/payment_failed"), json!({})).await?;
+    let invoice = failed["invoice_id"].as_str().unwrap();
+    app.wait_for_status(&life_agent, &[AgentStatus::Suspended], wait).await?;
+    app.sandbox_post(&format!("/_sandbox/stripe/invoices/{invoice}/pay"), json!({})).await?;
+    app.wait_for_status(&life_agent, &[AgentStatus::Active], wait).await?;
+    app.api(Method::POST, &format!("/api/agents/{life_agent}/destroy"), Some(&token), None).await?;
+    app.wait_for_status(&life_agent, &[AgentStatus::Destroyed], wait).await?;
+    let deadline = tokio::time::Instant::now() + wait;
+    while app.billing_state(&customer).await?.applied.len() < 7 {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "billing events not applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     let recorded = [
+        ("agent-lifecycle", history(&app, &agent_workflow_id(&life_agent), None).await?),
+        (
+            "subscription-billing",
+            history(&app, &slipway_proto::billing::customer_workflow_id(&customer), None).await?,
+        ),
         ("agent-active", history(&app, &agent_workflow_id(&ok_agent), None).await?),
         (
             "provisioning-success",
