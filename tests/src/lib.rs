@@ -249,6 +249,7 @@ impl TestApp {
             stripe_webhook_url: format!("{starter_url}/webhooks/stripe"),
             hetzner_action_ms: opts.hetzner_action_ms,
             runner_step_ms: opts.runner_step_ms,
+            ..SandboxConfig::default()
         })
         .await?;
 
