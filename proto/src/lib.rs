@@ -14,6 +14,7 @@
 
 pub mod billing;
 pub mod model;
+pub mod stack;
 
 /// Generated gRPC types and service stubs for `slipway.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]

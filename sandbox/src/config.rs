@@ -27,6 +27,10 @@ pub struct SandboxConfig {
     pub hetzner_action_ms: u64,
     /// `SANDBOX_RUNNER_STEP_MS`, default 1000: delay between fake runner steps.
     pub runner_step_ms: u64,
+    /// `SANDBOX_SUPABASE_READY_MS`, default 1500: how long a new Supabase project is `COMING_UP`.
+    pub supabase_ready_ms: u64,
+    /// `SANDBOX_VERCEL_READY_MS`, default 1000: how long a Vercel deployment takes to be `READY`.
+    pub vercel_ready_ms: u64,
 }
 
 impl Default for SandboxConfig {
@@ -39,6 +43,8 @@ impl Default for SandboxConfig {
             stripe_webhook_url: "http://127.0.0.1:8080/webhooks/stripe".to_owned(),
             hetzner_action_ms: 1500,
             runner_step_ms: 1000,
+            supabase_ready_ms: 1500,
+            vercel_ready_ms: 1000,
         }
     }
 }
@@ -74,6 +80,8 @@ impl SandboxConfig {
         };
         config.hetzner_action_ms = millis("SANDBOX_HETZNER_ACTION_MS", config.hetzner_action_ms)?;
         config.runner_step_ms = millis("SANDBOX_RUNNER_STEP_MS", config.runner_step_ms)?;
+        config.supabase_ready_ms = millis("SANDBOX_SUPABASE_READY_MS", config.supabase_ready_ms)?;
+        config.vercel_ready_ms = millis("SANDBOX_VERCEL_READY_MS", config.vercel_ready_ms)?;
         Ok(config)
     }
 }
@@ -88,6 +96,8 @@ impl fmt::Debug for SandboxConfig {
             .field("stripe_webhook_url", &self.stripe_webhook_url)
             .field("hetzner_action_ms", &self.hetzner_action_ms)
             .field("runner_step_ms", &self.runner_step_ms)
+            .field("supabase_ready_ms", &self.supabase_ready_ms)
+            .field("vercel_ready_ms", &self.vercel_ready_ms)
             .finish()
     }
 }
@@ -110,6 +120,7 @@ mod tests {
         assert_eq!(config.callback_secret, "dev-callback-secret");
         assert_eq!(config.hetzner_action_ms, 1500);
         assert_eq!(config.runner_step_ms, 1000);
+        assert_eq!((config.supabase_ready_ms, config.vercel_ready_ms), (1500, 1000));
     }
 
     #[test]
@@ -118,9 +129,12 @@ mod tests {
             ("SLIPWAY_SANDBOX_ADDR", "0.0.0.0:9000"),
             ("SANDBOX_RUNNER_STEP_MS", "5"),
             ("GITHUB_CALLBACK_SECRET", "s3cret"),
+            ("SANDBOX_SUPABASE_READY_MS", "7"),
+            ("SANDBOX_VERCEL_READY_MS", "8"),
         ]))
         .unwrap();
         assert_eq!(config.addr.port(), 9000);
+        assert_eq!((config.supabase_ready_ms, config.vercel_ready_ms), (7, 8));
         assert_eq!(config.runner_step_ms, 5);
         assert_eq!(config.callback_secret, "s3cret");
         assert!(!format!("{config:?}").contains("s3cret"));

@@ -47,6 +47,9 @@ async fn state(State(app): State<Shared>) -> Response {
         "tailscale": state.tailscale.dump(),
         "github": state.github.dump(&app.base_url),
         "stripe": state.stripe.dump(),
+        "supabase": state.supabase.dump(),
+        "vercel": state.vercel.dump(app.config.vercel_ready_ms),
+        "n8n": state.n8n.dump(),
     });
     json_response(StatusCode::OK, body)
 }

@@ -121,6 +121,16 @@ fn provider_error(path: &str, status: StatusCode) -> Value {
         json!({"error": {"code": code, "message": message, "details": {}}})
     } else if path.starts_with("/github") {
         json!({"message": message, "documentation_url": "https://docs.github.com/rest", "status": status.as_u16().to_string()})
+    } else if path.starts_with("/vercel") {
+        let code = match status.as_u16() {
+            403 => "forbidden",
+            404 => "not_found",
+            409 => "conflict",
+            429 => "rate_limited",
+            s if s < 500 => "bad_request",
+            _ => "internal_server_error",
+        };
+        json!({"error": {"code": code, "message": message}})
     } else if path.starts_with("/stripe") {
         let kind = if status.is_server_error() { "api_error" } else { "invalid_request_error" };
         json!({"error": {"type": kind, "message": message}})

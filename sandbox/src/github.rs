@@ -1,4 +1,5 @@
-//! GitHub Actions API (`/github`, real base `https://api.github.com`) and a fake runner.
+//! GitHub API (`/github`, real base `https://api.github.com`): Actions with a fake runner,
+//! and repositories.
 //!
 //! Workflow dispatch is validated like GitHub does (unknown workflow → 404, missing or
 //! unexpected inputs → 422, 204 or run details on success). A dispatched
@@ -6,6 +7,11 @@
 //! callbacks to the product (`running`, then `succeeded` or `failed`) and making the VM
 //! join the tailnet, so the whole provisioning loop can run without the internet.
 //! `POST /_sandbox/github/runner` chooses the outcome of later dispatches.
+//!
+//! `repos` adds repositories generated from templates, which the product creates per
+//! customer and Vercel projects link to.
+
+mod repos;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -55,6 +61,9 @@ pub(crate) struct GithubState {
     outcome: Outcome,
     fail_reason: Option<String>,
     next_run: u64,
+    /// Keyed by lowercase `owner/name`.
+    repos: BTreeMap<String, repos::Repo>,
+    next_repo: u64,
 }
 
 struct Run {
@@ -94,7 +103,8 @@ impl Run {
 impl GithubState {
     pub(crate) fn dump(&self, base_url: &str) -> Value {
         let runs: Vec<Value> = self.runs.values().map(|r| r.to_json(base_url)).collect();
-        json!({"dispatches": self.dispatches, "runs": runs, "callbacks": self.callbacks})
+        let repos: Vec<Value> = self.repos.values().map(|r| r.to_json(base_url)).collect();
+        json!({"dispatches": self.dispatches, "runs": runs, "callbacks": self.callbacks, "repos": repos})
     }
 
     fn set_run(&mut self, id: u64, status: &'static str, conclusion: Option<&'static str>) {
@@ -108,6 +118,9 @@ pub(crate) fn router() -> Router<Shared> {
     Router::new()
         .route("/repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches", post(dispatch))
         .route("/repos/{owner}/{repo}/actions/runs/{run_id}", get(get_run))
+        .route("/repos/{owner}/{repo}", get(repos::get_repo).delete(repos::delete_repo))
+        .route("/repos/{owner}/{repo}/generate", post(repos::generate))
+        .route("/orgs/{org}/repos", post(repos::create_in_org))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "Not Found", "") })
         .layer(from_fn(auth))
 }

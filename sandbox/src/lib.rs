@@ -11,10 +11,16 @@
 //! - `hetzner` (`/hetzner/v1`): servers and actions that finish after a while.
 //! - `tailscale` (`/tailscale/api/v2`): auth keys and devices.
 //! - `github` (`/github`): workflow dispatch, runs, and the fake Actions runner that posts
-//!   signed callbacks and makes provisioned VMs join the tailnet.
+//!   signed callbacks and makes provisioned VMs join the tailnet; repositories generated from
+//!   templates.
 //! - [`stripe`] (`/stripe`): customers, Checkout sessions, subscriptions, invoices and meter
 //!   events over Stripe's form-encoded API, the customer's side of Checkout, billing events,
 //!   and signed webhooks with retries.
+//! - `supabase` (`/supabase`): Management API projects that become healthy after a while,
+//!   API keys, and a `database/query` that emulates the product's migration bookkeeping.
+//! - `vercel` (`/vercel`): projects linked to the sandbox's GitHub repositories, environment
+//!   variables, and deployments that go from `QUEUED` to `READY`.
+//! - `n8n` (`/n8n/api/v1`): workflows, their activation and webhook paths.
 //! - `faults`: injected latency and error responses for any provider path.
 //! - `control` (`/_sandbox`): inventory, request log, faults, runner outcome, reset.
 
@@ -23,9 +29,12 @@ mod control;
 mod faults;
 mod github;
 mod hetzner;
+mod n8n;
 mod state;
 pub mod stripe;
+mod supabase;
 mod tailscale;
+mod vercel;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -105,6 +114,9 @@ fn router(app: Shared) -> Router {
         .nest("/tailscale", tailscale::router())
         .nest("/github", github::router())
         .nest("/stripe", stripe::router(app.clone()))
+        .nest("/supabase", supabase::router(app.clone()))
+        .nest("/vercel", vercel::router(app.clone()))
+        .nest("/n8n", n8n::router())
         .nest("/_sandbox", control::router())
         .layer(from_fn_with_state(app.clone(), faults::middleware))
         .layer(from_fn_with_state(app.clone(), control::log_requests))

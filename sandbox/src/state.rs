@@ -16,7 +16,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::{SandboxConfig, faults, github, hetzner, stripe, tailscale};
+use crate::{SandboxConfig, faults, github, hetzner, n8n, stripe, supabase, tailscale, vercel};
 
 /// How many request-log entries are kept; older ones are dropped first.
 const REQUEST_LOG_CAP: usize = 10_000;
@@ -39,6 +39,9 @@ pub(crate) struct State {
     pub(crate) tailscale: tailscale::TailscaleState,
     pub(crate) github: github::GithubState,
     pub(crate) stripe: stripe::StripeState,
+    pub(crate) supabase: supabase::SupabaseState,
+    pub(crate) vercel: vercel::VercelState,
+    pub(crate) n8n: n8n::N8nState,
     pub(crate) faults: faults::Faults,
     pub(crate) requests: VecDeque<Value>,
 }
@@ -116,13 +119,24 @@ pub(crate) fn zulu(t: DateTime<Utc>) -> String {
 
 /// `n` random characters from `[0-9A-Za-z]`.
 pub(crate) fn random_alnum(n: usize) -> String {
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    random_from(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", n)
+}
+
+/// `n` random characters from `[a-z]`.
+pub(crate) fn random_lower(n: usize) -> String {
+    random_from(b"abcdefghijklmnopqrstuvwxyz", n)
+}
+
+/// `n` random characters from `alphabet` (at most 256 ASCII characters), without bias.
+fn random_from(alphabet: &[u8], n: usize) -> String {
+    // Bytes at or above the largest multiple of the alphabet size are rejected, so every
+    // character is equally likely; so are a v4 UUID's version and variant bytes (6 and 8).
+    let limit = 256 - 256 % alphabet.len();
     let mut out = String::with_capacity(n);
     while out.len() < n {
-        for b in uuid::Uuid::new_v4().as_bytes() {
-            // 248 is the largest multiple of 62 below 256: rejecting above it avoids bias.
-            if *b < 248 && out.len() < n {
-                out.push(ALPHABET[usize::from(*b) % ALPHABET.len()] as char);
+        for (i, b) in uuid::Uuid::new_v4().as_bytes().iter().enumerate() {
+            if i != 6 && i != 8 && usize::from(*b) < limit && out.len() < n {
+                out.push(alphabet[usize::from(*b) % alphabet.len()] as char);
             }
         }
     }

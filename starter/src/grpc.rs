@@ -5,8 +5,9 @@
 use secrecy::ExposeSecret;
 use slipway_proto::{
     control::{
-        Agent, AgentCommandRequest, CreateAgentRequest, GetAgentRequest, ListAgentsRequest,
-        ListAgentsResponse, ProvisioningStep, agent_control_server::AgentControl,
+        Agent, AgentCommandRequest, ClientStack, ClientStackAccepted, CreateAgentRequest, GetAgentRequest,
+        GetClientStackRequest, ListAgentsRequest, ListAgentsResponse, ProvisionClientStackRequest,
+        ProvisioningStep, agent_control_server::AgentControl,
     },
     model::{AgentCommand, AgentRecord, agent_workflow_id},
 };
@@ -29,6 +30,15 @@ impl AgentControlService {
     /// New service.
     pub fn new(app: AppState) -> Self {
         Self { app }
+    }
+
+    fn admin<T>(&self, request: &Request<T>) -> Result<Claims, Status> {
+        let claims = self.claims(request)?;
+        if claims.is_admin() {
+            Ok(claims)
+        } else {
+            Err(Status::permission_denied("FORBIDDEN: admin role required"))
+        }
     }
 
     fn claims<T>(&self, request: &Request<T>) -> Result<Claims, Status> {
@@ -172,5 +182,68 @@ impl AgentControl for AgentControlService {
 
     async fn destroy_agent(&self, request: Request<AgentCommandRequest>) -> Result<Response<Agent>, Status> {
         self.command(request, AgentCommand::Destroy).await
+    }
+
+    async fn provision_client_stack(
+        &self,
+        request: Request<ProvisionClientStackRequest>,
+    ) -> Result<Response<ClientStackAccepted>, Status> {
+        let claims = self.admin(&request)?;
+        let r = request.into_inner();
+        let body = serde_json::json!({"clientId": r.client_id, "clientName": r.client_name,
+                                      "orgEmail": r.org_email, "tier": r.tier});
+        let req =
+            crate::routes::stack::validate(&body, &format!("admin:{}", claims.sub)).map_err(|details| {
+                let fields: Vec<String> = details.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+                Status::invalid_argument(format!("INVALID_INPUT: {}", fields.join("; ")))
+            })?;
+        let client_id = req.client_id.clone();
+        let (workflow_id, existing) =
+            self.app.gateway.start_stack(req).await.map_err(|e| status(e.into()))?;
+        Ok(Response::new(ClientStackAccepted { client_id, workflow_id, existing }))
+    }
+
+    async fn get_client_stack(
+        &self,
+        request: Request<GetClientStackRequest>,
+    ) -> Result<Response<ClientStack>, Status> {
+        self.admin(&request)?;
+        let client_id = request.into_inner().client_id;
+        let s = self.app.gateway.stack_status(&client_id).await.map_err(|e| match e {
+            GatewayError::NotFound | GatewayError::Closed => {
+                Status::not_found(format!("STACK_NOT_FOUND: {client_id}"))
+            }
+            other => status(other.into()),
+        })?;
+        let r = &s.resources;
+        let resources = [
+            ("supabase_ref", &r.supabase_ref),
+            ("supabase_url", &r.supabase_url),
+            ("repository", &r.repository),
+            ("repository_url", &r.repository_url),
+            ("vercel_project_id", &r.vercel_project_id),
+            ("deployment_url", &r.deployment_url),
+            ("n8n_workflow_id", &r.n8n_workflow_id),
+            ("webhook_url", &r.webhook_url),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.clone().map(|v| (k.to_owned(), v)))
+        .collect();
+        Ok(Response::new(ClientStack {
+            client_id: s.client_id,
+            state: s.state.as_str().to_owned(),
+            steps: s
+                .steps
+                .into_iter()
+                .map(|x| ProvisioningStep {
+                    name: x.name,
+                    state: x.state.as_str().to_owned(),
+                    detail: x.detail,
+                })
+                .collect(),
+            resources,
+            failure: s.failure.unwrap_or_default(),
+            leftovers: s.leftovers,
+        }))
     }
 }

@@ -75,6 +75,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/agents/{id}/destroy", post(routes::api::destroy_agent))
         .route("/api/admin/agents", get(routes::api::admin_list_agents))
         .route("/api/billing/checkout", post(routes::billing::checkout))
+        .route("/api/provisioning", post(routes::stack::start))
+        .route("/api/provisioning/{client_id}", get(routes::stack::status))
         .route("/healthz", get(routes::health::healthz))
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))

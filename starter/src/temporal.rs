@@ -11,6 +11,7 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
+use slipway_proto::stack::{ClientStackRequest, ClientStackStatus, stack_workflow_id};
 use slipway_proto::{
     billing::{
         BillingEvent, BillingPolicy, BillingState, Entitlement, SubscriptionInput, customer_workflow_id,
@@ -21,12 +22,14 @@ use slipway_proto::{
         agent_workflow_id,
     },
 };
-use slipway_workflows::{AgentWorkflow, ProvisionAgentWorkflow, SubscriptionWorkflow, search_attributes};
+use slipway_workflows::{
+    AgentWorkflow, ClientStackWorkflow, ProvisionAgentWorkflow, SubscriptionWorkflow, search_attributes,
+};
 use temporalio_client::{
     Client, ClientOptions, Connection, ConnectionOptions, NamespacedClient, Url,
-    WorkflowExecuteUpdateOptions, WorkflowExecutionInfo, WorkflowHandle, WorkflowIdConflictPolicy,
-    WorkflowIdReusePolicy, WorkflowListOptions, WorkflowQueryOptions, WorkflowSignalOptions,
-    WorkflowStartOptions, WorkflowUpdateWithStartOptions,
+    WorkflowExecuteUpdateOptions, WorkflowExecutionInfo, WorkflowExecutionStatus, WorkflowHandle,
+    WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowListOptions, WorkflowQueryOptions,
+    WorkflowSignalOptions, WorkflowStartOptions, WorkflowUpdateWithStartOptions,
     envconfig::LoadClientConfigProfileOptions,
     errors::{
         WorkflowInteractionError, WorkflowQueryError, WorkflowStartError, WorkflowUpdateError,
@@ -350,6 +353,53 @@ impl Gateway {
             }
         }
         Ok(best)
+    }
+
+    /// Start a client's stack provisioning, or return the one that exists (running, or done
+    /// successfully). A failed one can be started again. Returns `(workflow id, existed before)`.
+    pub async fn start_stack(&self, req: ClientStackRequest) -> Result<(String, bool), GatewayError> {
+        let client = self.client().await?;
+        let workflow_id = stack_workflow_id(&req.client_id);
+        let handle = client.get_workflow_handle::<ClientStackWorkflow>(workflow_id.clone());
+        let existed = match self.bounded(handle.describe(Default::default())).await? {
+            Ok(desc) => !matches!(
+                desc.status(),
+                WorkflowExecutionStatus::Failed
+                    | WorkflowExecutionStatus::Terminated
+                    | WorkflowExecutionStatus::Canceled
+                    | WorkflowExecutionStatus::TimedOut
+            ),
+            Err(WorkflowInteractionError::NotFound(_)) => false,
+            Err(e) => return Err(GatewayError::Unavailable(e.to_string())),
+        };
+        let options = WorkflowStartOptions::new(self.task_queue.clone(), workflow_id.clone())
+            .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+            .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicateFailedOnly)
+            .search_attributes(SearchAttributes::new([
+                search_attributes::STATUS.value_set("provisioning".to_owned())
+            ]))
+            .static_summary(format!("client stack {} ({})", req.client_id, req.client_name))
+            .build();
+        match self.bounded(client.start_workflow(ClientStackWorkflow::run, req, options)).await? {
+            Ok(_) => Ok((workflow_id, existed)),
+            // Completed successfully before: that stack is the answer.
+            Err(WorkflowStartError::AlreadyStarted { .. }) => Ok((workflow_id, true)),
+            Err(e) => Err(GatewayError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// A client's stack status (query; works on running and finished stacks).
+    pub async fn stack_status(&self, client_id: &str) -> Result<ClientStackStatus, GatewayError> {
+        let client = self.client().await?;
+        let handle = client.get_workflow_handle::<ClientStackWorkflow>(stack_workflow_id(client_id));
+        match self
+            .bounded(handle.query(ClientStackWorkflow::status, (), WorkflowQueryOptions::default()))
+            .await?
+        {
+            Ok(status) => Ok(status),
+            Err(WorkflowQueryError::NotFound(_)) => Err(GatewayError::NotFound),
+            Err(e) => Err(GatewayError::Unavailable(e.to_string())),
+        }
     }
 
     /// Signal a GitHub Actions callback to exactly the saga run that dispatched the job.

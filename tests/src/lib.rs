@@ -188,6 +188,20 @@ pub fn worker_settings(sandbox: &str, task_queue: &str, callback_url: &str) -> W
         ("SLIPWAY_SEAL_KEY", SEAL_KEY.to_owned()),
         ("STRIPE_API_URL", format!("{sandbox}/stripe")),
         ("STRIPE_SECRET_KEY", "sk_test_slipway".to_owned()),
+        ("SUPABASE_API_URL", format!("{sandbox}/supabase")),
+        ("SUPABASE_MANAGEMENT_TOKEN", "sbp_test".to_owned()),
+        ("SUPABASE_ORG_ID", "org-slipway-test".to_owned()),
+        (
+            "SUPABASE_MIGRATIONS_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../migrations/client-stack").to_owned(),
+        ),
+        ("GITHUB_ORG", "slipway-clients".to_owned()),
+        ("GITHUB_TEMPLATE_REPO", "slipway/client-stack-template".to_owned()),
+        ("VERCEL_API_URL", format!("{sandbox}/vercel")),
+        ("VERCEL_TOKEN", "vercel_test".to_owned()),
+        ("N8N_HOST", format!("{sandbox}/n8n")),
+        ("N8N_API_KEY", "n8n_test".to_owned()),
+        ("STACK_POLL_INTERVAL_MS", "100".to_owned()),
     ]);
     WorkerSettings::from_lookup(|k| vars.get(k).cloned()).expect("valid test worker settings")
 }

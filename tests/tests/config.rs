@@ -32,7 +32,9 @@ fn worker_names_every_missing_variable() -> anyhow::Result<()> {
     assert!(
         stderr.contains(
             "missing required configuration: HETZNER_API_TOKEN, TAILSCALE_API_KEY, GITHUB_TOKEN, \
-             GITHUB_ACTIONS_REPO, STRIPE_SECRET_KEY, SLIPWAY_CALLBACK_URL, SLIPWAY_SEAL_KEY (see .env.example)"
+             GITHUB_ACTIONS_REPO, STRIPE_SECRET_KEY, SLIPWAY_CALLBACK_URL, SLIPWAY_SEAL_KEY, \
+             SUPABASE_MANAGEMENT_TOKEN, SUPABASE_ORG_ID, GITHUB_ORG, GITHUB_TEMPLATE_REPO, VERCEL_TOKEN, N8N_HOST, \
+             N8N_API_KEY (see .env.example)"
         ),
         "{stderr}"
     );

@@ -9,11 +9,12 @@
 
 use std::{path::PathBuf, time::Duration};
 
+use base64::Engine;
 use reqwest::Method;
 use serde_json::json;
 use slipway_proto::model::{AgentStatus, agent_workflow_id};
 use slipway_tests::{SEAL_KEY, TestApp};
-use slipway_workflows::{AgentWorkflow, ProvisionAgentWorkflow, SubscriptionWorkflow};
+use slipway_workflows::{AgentWorkflow, ClientStackWorkflow, ProvisionAgentWorkflow, SubscriptionWorkflow};
 use temporalio_client::{
     WorkflowExecutionInfo, WorkflowFetchHistoryOptions, WorkflowHandle, WorkflowHistory,
 };
@@ -29,6 +30,7 @@ fn replayer() -> anyhow::Result<WorkflowReplayer> {
             .register_workflow::<AgentWorkflow>()?
             .register_workflow::<ProvisionAgentWorkflow>()?
             .register_workflow::<SubscriptionWorkflow>()?
+            .register_workflow::<ClientStackWorkflow>()?
             .build(),
     )?)
 }
@@ -57,7 +59,7 @@ async fn committed_histories_replay() -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{} no longer replays: {e}", path.display()))?;
     }
-    for required in ["Agent", "ProvisionAgent", "Subscription"] {
+    for required in ["Agent", "ProvisionAgent", "Subscription", "ClientStack"] {
         assert!(types.iter().any(|t| t == required), "no committed history of {required}: {types:?}");
     }
     Ok(())
@@ -68,6 +70,33 @@ async fn history(app: &TestApp, workflow_id: &str, run_id: Option<&str>) -> anyh
     info.run_id = run_id.map(str::to_owned);
     let handle = WorkflowHandle::<_, AgentWorkflow>::new(app.client.clone(), info);
     Ok(handle.fetch_history(WorkflowFetchHistoryOptions::default()).to_json().await?)
+}
+
+/// The history as text with every payload decoded: history JSON carries payload bytes in
+/// base64, so a plain substring search would never see a leaked secret.
+fn readable(bytes: &[u8]) -> anyhow::Result<String> {
+    fn walk(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::String(data)) = map.get("data")
+                    && let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(data)
+                {
+                    out.push_str(&String::from_utf8_lossy(&raw));
+                    out.push('\n');
+                }
+                map.values().for_each(|x| walk(x, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|x| walk(x, out)),
+            serde_json::Value::String(s) => {
+                out.push_str(s);
+                out.push('\n');
+            }
+            _ => {}
+        }
+    }
+    let mut out = String::new();
+    walk(&serde_json::from_slice(bytes)?, &mut out);
+    Ok(out)
 }
 
 #[tokio::test]
@@ -127,7 +156,32 @@ async fn live_histories_replay_and_hold_no_secrets() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // A client stack that succeeds, and one that fails at n8n and rolls back.
+    let admin = app.token("ops", Some("admin"));
+    let stack_ok = app.id("stackok");
+    let stack_bad = app.id("stackbad");
+    for client in [&stack_ok, &stack_bad] {
+        if client == &stack_bad {
+            app.fault(json!({"method": "POST", "path": "/n8n/api/v1/workflows", "status": 400})).await?;
+        }
+        let body = json!({"clientId": client, "clientName": "Replay", "orgEmail": "ops@example.com", "tier": "starter"});
+        let (code, resp) = app.api(Method::POST, "/api/provisioning", Some(&admin), Some(body)).await?;
+        assert_eq!(code, 202, "{resp}");
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let (_, s) =
+                app.api(Method::GET, &format!("/api/provisioning/{client}"), Some(&admin), None).await?;
+            if matches!(s["state"].as_str(), Some("ready" | "rolled_back" | "needs_attention")) {
+                break;
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "stack {client} did not settle: {s}");
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
     let recorded = [
+        ("client-stack-success", history(&app, &format!("client-stack-{stack_ok}"), None).await?),
+        ("client-stack-rollback", history(&app, &format!("client-stack-{stack_bad}"), None).await?),
         ("agent-lifecycle", history(&app, &agent_workflow_id(&life_agent), None).await?),
         (
             "subscription-billing",
@@ -152,13 +206,29 @@ async fn live_histories_replay_and_hold_no_secrets() -> anyhow::Result<()> {
     ];
 
     let replayer = replayer()?;
-    let secrets = ["tskey-auth-", "test-hetzner-token", "tskey-api-test", "ghp_test", SEAL_KEY, "whsec_"];
+    let secrets = [
+        "tskey-auth-",
+        "test-hetzner-token",
+        "tskey-api-test",
+        "ghp_test",
+        SEAL_KEY,
+        "whsec_",
+        "sk_test_slipway",
+        "sbp_test",
+        "vercel_test",
+        "n8n_test",
+        "eyJhbGci", // JWT-shaped keys (Supabase anon/service_role) never enter a history
+    ];
     for (name, bytes) in &recorded {
         replayer
             .replay_workflow(WorkflowHistory::from_json(bytes)?)
             .await
             .map_err(|e| anyhow::anyhow!("{name} does not replay: {e}"))?;
-        let text = String::from_utf8_lossy(bytes);
+        let text = readable(bytes)?;
+        assert!(
+            text.contains("\"agent_id\"") || text.contains("\"client_id\"") || text.contains("customer"),
+            "{name}: payloads were decoded"
+        );
         for secret in secrets {
             assert!(!text.contains(secret), "{name} history contains {secret:?}");
         }

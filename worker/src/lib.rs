@@ -8,8 +8,8 @@
 
 pub mod settings;
 
-use slipway_activities::{BillingActivities, ProvisioningActivities};
-use slipway_workflows::{AgentWorkflow, ProvisionAgentWorkflow, SubscriptionWorkflow};
+use slipway_activities::{BillingActivities, ProvisioningActivities, StackActivities};
+use slipway_workflows::{AgentWorkflow, ClientStackWorkflow, ProvisionAgentWorkflow, SubscriptionWorkflow};
 use temporalio_client::{Client, ClientOptions, Connection, envconfig::LoadClientConfigProfileOptions};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
@@ -28,12 +28,15 @@ pub async fn connect_temporal() -> anyhow::Result<Client> {
 pub fn build_worker(runtime: &Runtime, client: Client, settings: &WorkerSettings) -> anyhow::Result<Worker> {
     let provisioning = ProvisioningActivities::new(settings.provisioning()?);
     let billing = BillingActivities::new(settings.stripe()?);
+    let stack = StackActivities::new(settings.stack()?);
     let options = WorkerOptions::new(settings.task_queue.clone())
         .register_activities(provisioning)
         .register_activities(billing)
+        .register_activities(stack)
         .register_workflow::<AgentWorkflow>()?
         .register_workflow::<ProvisionAgentWorkflow>()?
         .register_workflow::<SubscriptionWorkflow>()?
+        .register_workflow::<ClientStackWorkflow>()?
         .build();
     Ok(Worker::new(runtime, client, options)?)
 }

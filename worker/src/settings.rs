@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use slipway_activities::{
-    ProvisioningConfig, Sealer,
+    ProvisioningConfig, Sealer, StackConfig,
     clients::{
-        github::GitHubClient, hetzner::HetznerClient, stripe::StripeClient, tailscale::TailscaleClient,
+        github::GitHubClient, hetzner::HetznerClient, n8n::N8nClient, stripe::StripeClient,
+        supabase::SupabaseClient, tailscale::TailscaleClient, vercel::VercelClient,
     },
 };
 
@@ -68,10 +69,36 @@ pub struct WorkerSettings {
     pub stripe_api_url: String,
     /// Stripe secret key.
     pub stripe_secret_key: SecretString,
+    /// Supabase Management API base URL.
+    pub supabase_api_url: String,
+    /// Supabase management token.
+    pub supabase_token: SecretString,
+    /// Supabase organization of client projects.
+    pub supabase_org_id: String,
+    /// Region of client projects.
+    pub supabase_region: String,
+    /// Directory of the client schema migrations.
+    pub migrations_dir: std::path::PathBuf,
+    /// GitHub organization of client repositories.
+    pub github_org: String,
+    /// `owner/name` of the client template repository.
+    pub github_template_repo: String,
+    /// Vercel API base URL.
+    pub vercel_api_url: String,
+    /// Vercel token.
+    pub vercel_token: SecretString,
+    /// Vercel team, if any.
+    pub vercel_team_id: Option<String>,
+    /// n8n instance base URL.
+    pub n8n_host: String,
+    /// n8n API key.
+    pub n8n_api_key: SecretString,
+    /// Poll interval of the stack's wait steps.
+    pub stack_poll_interval: Duration,
 }
 
 /// Required variables, in the order they are reported.
-pub const REQUIRED: [&str; 7] = [
+pub const REQUIRED: [&str; 14] = [
     "HETZNER_API_TOKEN",
     "TAILSCALE_API_KEY",
     "GITHUB_TOKEN",
@@ -79,6 +106,13 @@ pub const REQUIRED: [&str; 7] = [
     "STRIPE_SECRET_KEY",
     "SLIPWAY_CALLBACK_URL",
     "SLIPWAY_SEAL_KEY",
+    "SUPABASE_MANAGEMENT_TOKEN",
+    "SUPABASE_ORG_ID",
+    "GITHUB_ORG",
+    "GITHUB_TEMPLATE_REPO",
+    "VERCEL_TOKEN",
+    "N8N_HOST",
+    "N8N_API_KEY",
 ];
 
 impl WorkerSettings {
@@ -99,6 +133,12 @@ impl WorkerSettings {
         let poll_ms: u64 = or("HETZNER_POLL_INTERVAL_MS", "5000").parse().map_err(|_| {
             ConfigError::Invalid("HETZNER_POLL_INTERVAL_MS must be a number of milliseconds".into())
         })?;
+        let stack_poll_ms: u64 = or("STACK_POLL_INTERVAL_MS", "5000").parse().map_err(|_| {
+            ConfigError::Invalid("STACK_POLL_INTERVAL_MS must be a number of milliseconds".into())
+        })?;
+        if req("GITHUB_TEMPLATE_REPO").split('/').filter(|p| !p.is_empty()).count() != 2 {
+            return Err(ConfigError::Invalid("GITHUB_TEMPLATE_REPO must be owner/repo".into()));
+        }
         let repo = req("GITHUB_ACTIONS_REPO");
         if repo.split('/').filter(|p| !p.is_empty()).count() != 2 {
             return Err(ConfigError::Invalid("GITHUB_ACTIONS_REPO must be owner/repo".into()));
@@ -128,6 +168,43 @@ impl WorkerSettings {
             seal_key: SecretString::from(req("SLIPWAY_SEAL_KEY")),
             stripe_api_url: or("STRIPE_API_URL", "https://api.stripe.com"),
             stripe_secret_key: SecretString::from(req("STRIPE_SECRET_KEY")),
+            supabase_api_url: or("SUPABASE_API_URL", "https://api.supabase.com"),
+            supabase_token: SecretString::from(req("SUPABASE_MANAGEMENT_TOKEN")),
+            supabase_org_id: req("SUPABASE_ORG_ID"),
+            supabase_region: or("SUPABASE_REGION", "eu-central-1"),
+            migrations_dir: or("SUPABASE_MIGRATIONS_DIR", "migrations/client-stack").into(),
+            github_org: req("GITHUB_ORG"),
+            github_template_repo: req("GITHUB_TEMPLATE_REPO"),
+            vercel_api_url: or("VERCEL_API_URL", "https://api.vercel.com"),
+            vercel_token: SecretString::from(req("VERCEL_TOKEN")),
+            vercel_team_id: get("VERCEL_TEAM_ID"),
+            n8n_host: req("N8N_HOST"),
+            n8n_api_key: SecretString::from(req("N8N_API_KEY")),
+            stack_poll_interval: Duration::from_millis(stack_poll_ms),
+        })
+    }
+
+    /// Configuration of the client-stack activities.
+    pub fn stack(&self) -> Result<StackConfig, ConfigError> {
+        let invalid = |e: slipway_activities::ClientError| ConfigError::Invalid(e.to_string());
+        Ok(StackConfig {
+            supabase: SupabaseClient::new(&self.supabase_api_url, self.supabase_token.clone())
+                .map_err(invalid)?,
+            supabase_org_id: self.supabase_org_id.clone(),
+            supabase_region: self.supabase_region.clone(),
+            migrations_dir: self.migrations_dir.clone(),
+            github: GitHubClient::new(&self.github_api_url, self.github_token.clone()).map_err(invalid)?,
+            github_org: self.github_org.clone(),
+            github_template: self.github_template_repo.clone(),
+            vercel: VercelClient::new(
+                &self.vercel_api_url,
+                self.vercel_token.clone(),
+                self.vercel_team_id.clone(),
+            )
+            .map_err(invalid)?,
+            n8n: N8nClient::new(&self.n8n_host, self.n8n_api_key.clone()).map_err(invalid)?,
+            n8n_public_url: self.n8n_host.clone(),
+            poll_interval: self.stack_poll_interval,
         })
     }
 
@@ -180,7 +257,8 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "missing required configuration: HETZNER_API_TOKEN, TAILSCALE_API_KEY, GITHUB_ACTIONS_REPO, \
-             STRIPE_SECRET_KEY, SLIPWAY_CALLBACK_URL, SLIPWAY_SEAL_KEY (see .env.example)"
+             STRIPE_SECRET_KEY, SLIPWAY_CALLBACK_URL, SLIPWAY_SEAL_KEY, SUPABASE_MANAGEMENT_TOKEN, SUPABASE_ORG_ID, \
+             GITHUB_ORG, GITHUB_TEMPLATE_REPO, VERCEL_TOKEN, N8N_HOST, N8N_API_KEY (see .env.example)"
         );
     }
 
@@ -194,6 +272,13 @@ mod tests {
             ("SLIPWAY_CALLBACK_URL", "https://slipway.example/callbacks/github-actions"),
             ("SLIPWAY_SEAL_KEY", &"ab".repeat(32)),
             ("STRIPE_SECRET_KEY", "sk_test_x"),
+            ("SUPABASE_MANAGEMENT_TOKEN", "sbp_x"),
+            ("SUPABASE_ORG_ID", "org"),
+            ("GITHUB_ORG", "acme-clients"),
+            ("GITHUB_TEMPLATE_REPO", "acme/stack-template"),
+            ("VERCEL_TOKEN", "v"),
+            ("N8N_HOST", "https://n8n.example.com"),
+            ("N8N_API_KEY", "n"),
         ]))
         .unwrap();
         assert_eq!(s.hetzner_api_url, "https://api.hetzner.cloud/v1");
@@ -202,6 +287,9 @@ mod tests {
         assert_eq!(s.stripe_api_url, "https://api.stripe.com");
         assert_eq!(s.task_queue, "slipway");
         assert!(s.provisioning().is_ok());
+        assert!(s.stack().is_ok());
+        assert_eq!(s.supabase_api_url, "https://api.supabase.com");
+        assert_eq!(s.vercel_api_url, "https://api.vercel.com");
         assert!(!format!("{s:?}").contains("acme/agents") || !format!("{s:?}").contains("abab"));
     }
 }

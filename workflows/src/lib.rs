@@ -19,11 +19,14 @@
 //!   id uniqueness enforces one provisioning in flight per user.
 //! - [`subscription`]: `Subscription`, one long-lived workflow per Stripe customer; applies
 //!   Stripe events once and in a sane order, gates provisioning, suspends/resumes/destroys agents.
+//! - [`client_stack`]: `ClientStack`, the saga that provisions a client's Supabase, schema,
+//!   GitHub repository, Vercel project and n8n workflow, compensating in reverse on failure.
 //! - [`billing`]: the pure, unit-tested billing rules the subscription workflow applies.
 //! - [`search_attributes`]: the keyword search attributes operators filter on in the Web UI.
 
 pub mod agent;
 pub mod billing;
+pub mod client_stack;
 pub mod provisioning;
 pub mod search_attributes;
 pub mod subscription;
@@ -31,5 +34,6 @@ pub mod subscription;
 mod failure;
 
 pub use agent::AgentWorkflow;
+pub use client_stack::ClientStackWorkflow;
 pub use provisioning::ProvisionAgentWorkflow;
 pub use subscription::SubscriptionWorkflow;

@@ -83,6 +83,73 @@ impl GitHubClient {
     }
 }
 
+/// A repository (fields Slipway uses).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Repository {
+    /// Numeric id.
+    pub id: u64,
+    /// `owner/name`.
+    pub full_name: String,
+    /// Web URL.
+    pub html_url: String,
+    /// The template it was generated from, if any.
+    #[serde(default)]
+    pub template_repository: Option<TemplateRef>,
+}
+
+/// `template_repository` of a generated repository.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TemplateRef {
+    /// `owner/name` of the template.
+    pub full_name: String,
+}
+
+impl GitHubClient {
+    /// A repository, or `None` if absent.
+    pub async fn repository(&self, full_name: &str) -> Result<Option<Repository>, ClientError> {
+        match self
+            .http
+            .json(self.req(Method::GET, &format!("/repos/{full_name}")))
+            .await
+            .map_err(rate_limited)
+        {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Create `owner/name` from the template repository `template` (`owner/name`), private.
+    pub async fn generate_from_template(
+        &self,
+        template: &str,
+        owner: &str,
+        name: &str,
+        description: &str,
+    ) -> Result<Repository, ClientError> {
+        let body = json!({"owner": owner, "name": name, "description": description, "private": true,
+                          "include_all_branches": false});
+        self.http
+            .json(self.req(Method::POST, &format!("/repos/{template}/generate")).json(&body))
+            .await
+            .map_err(rate_limited)
+    }
+
+    /// Delete a repository. `Ok(false)` if it was already gone.
+    pub async fn delete_repository(&self, full_name: &str) -> Result<bool, ClientError> {
+        match self
+            .http
+            .send(self.req(Method::DELETE, &format!("/repos/{full_name}")))
+            .await
+            .map_err(rate_limited)
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// GitHub signals rate limiting with 403 as well as 429; make both transient.
 fn rate_limited(err: ClientError) -> ClientError {
     match err {

@@ -6,8 +6,11 @@
 
 pub mod github;
 pub mod hetzner;
+pub mod n8n;
 pub mod stripe;
+pub mod supabase;
 pub mod tailscale;
+pub mod vercel;
 
 mod http;
 

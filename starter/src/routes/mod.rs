@@ -4,4 +4,5 @@ pub mod api;
 pub mod billing;
 pub mod callbacks;
 pub mod health;
+pub mod stack;
 pub mod stripe;

@@ -1,0 +1,100 @@
+//! n8n public API client (`https://<host>/api/v1`, header `X-N8N-API-KEY`).
+//!
+//! Facts relied on (n8n's `public-api/v1/openapi.yml`): `GET /workflows?name=` lists,
+//! `POST /workflows` creates (`name`, `nodes`, `connections`, `settings` required),
+//! `POST /workflows/{id}/activate` activates (n8n v1; newer versions call it publishing — pin the
+//! n8n version), `DELETE /workflows/{id}` deletes. Error bodies are `{"message": "..."}`.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Http;
+use crate::error::ClientError;
+
+/// n8n client.
+#[derive(Debug, Clone)]
+pub struct N8nClient {
+    http: Http,
+    api_key: SecretString,
+}
+
+/// A workflow (fields Slipway uses).
+#[derive(Debug, Clone, Deserialize)]
+pub struct N8nWorkflow {
+    /// Id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Active (listening).
+    #[serde(default)]
+    pub active: bool,
+}
+
+#[derive(Deserialize)]
+struct WorkflowList {
+    #[serde(default)]
+    data: Vec<N8nWorkflow>,
+}
+
+fn parse_error(v: &Value) -> (Option<String>, Option<String>) {
+    (None, v["message"].as_str().map(str::to_owned))
+}
+
+impl N8nClient {
+    /// A client for the n8n instance at `base_url` (e.g. `https://n8n.example.com`).
+    pub fn new(base_url: &str, api_key: SecretString) -> Result<Self, ClientError> {
+        Ok(Self { http: Http::new("n8n", base_url, Duration::from_secs(30), parse_error)?, api_key })
+    }
+
+    fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, &format!("/api/v1{path}"))
+            .header("X-N8N-API-KEY", self.api_key.expose_secret())
+    }
+
+    /// The workflow with exactly this name, if any.
+    pub async fn find_workflow(&self, name: &str) -> Result<Option<N8nWorkflow>, ClientError> {
+        let list: WorkflowList =
+            self.http.json(self.req(Method::GET, "/workflows").query(&[("name", name)])).await?;
+        Ok(list.data.into_iter().find(|w| w.name == name))
+    }
+
+    /// Create a workflow whose trigger is a webhook at `webhook_path`.
+    pub async fn create_webhook_workflow(
+        &self,
+        name: &str,
+        webhook_path: &str,
+    ) -> Result<N8nWorkflow, ClientError> {
+        let body = json!({
+            "name": name,
+            "nodes": [
+                {"id": "webhook", "name": "Webhook", "type": "n8n-nodes-base.webhook", "typeVersion": 2,
+                 "position": [0, 0], "webhookId": webhook_path,
+                 "parameters": {"path": webhook_path, "httpMethod": "POST", "responseMode": "onReceived"}},
+                {"id": "noop", "name": "Received", "type": "n8n-nodes-base.noOp", "typeVersion": 1,
+                 "position": [220, 0], "parameters": {}}
+            ],
+            "connections": {"Webhook": {"main": [[{"node": "Received", "type": "main", "index": 0}]]}},
+            "settings": {"executionOrder": "v1"}
+        });
+        self.http.json(self.req(Method::POST, "/workflows").json(&body)).await
+    }
+
+    /// Activate a workflow.
+    pub async fn activate(&self, id: &str) -> Result<N8nWorkflow, ClientError> {
+        self.http.json(self.req(Method::POST, &format!("/workflows/{id}/activate"))).await
+    }
+
+    /// Delete a workflow. `Ok(false)` if it was already gone.
+    pub async fn delete_workflow(&self, id: &str) -> Result<bool, ClientError> {
+        match self.http.send(self.req(Method::DELETE, &format!("/workflows/{id}"))).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Supabase Management API client (`https://api.supabase.com`, paths under `/v1`).
+//!
+//! Facts relied on (Supabase Management API reference):
+//! - `POST /v1/projects` creates a project (`name`, `organization_id`, `region`, `db_pass`); it
+//!   starts `COMING_UP` and is usable once `GET /v1/projects/{ref}/health` reports every
+//!   service healthy.
+//! - `POST /v1/projects/{ref}/database/query` runs SQL and answers the rows as JSON.
+//! - `GET /v1/projects/{ref}/api-keys` lists the `anon` and `service_role` keys.
+//! - Rate limit: 120 requests per minute per user and scope; 429 for the rest of the minute.
+//! - Error bodies are `{"message": "..."}`.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Http;
+use crate::error::ClientError;
+
+/// Supabase Management API client.
+#[derive(Debug, Clone)]
+pub struct SupabaseClient {
+    http: Http,
+    token: SecretString,
+}
+
+/// A project (fields Slipway uses).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Project {
+    /// Project ref (also its id).
+    pub id: String,
+    /// Name, unique per organization.
+    pub name: String,
+    /// Owning organization.
+    #[serde(default)]
+    pub organization_id: String,
+    /// `COMING_UP`, `ACTIVE_HEALTHY`, …
+    #[serde(default)]
+    pub status: String,
+}
+
+#[derive(Deserialize)]
+struct ServiceHealth {
+    #[serde(default)]
+    healthy: bool,
+}
+
+#[derive(Deserialize)]
+struct ApiKey {
+    name: String,
+    api_key: String,
+}
+
+fn parse_error(v: &Value) -> (Option<String>, Option<String>) {
+    (None, v["message"].as_str().map(str::to_owned))
+}
+
+impl SupabaseClient {
+    /// A client for `base_url` (e.g. `https://api.supabase.com`).
+    pub fn new(base_url: &str, token: SecretString) -> Result<Self, ClientError> {
+        Ok(Self { http: Http::new("supabase", base_url, Duration::from_secs(60), parse_error)?, token })
+    }
+
+    fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, &format!("/v1{path}")).bearer_auth(self.token.expose_secret())
+    }
+
+    /// The organization's project with this name, if any.
+    pub async fn find_project(
+        &self,
+        organization_id: &str,
+        name: &str,
+    ) -> Result<Option<Project>, ClientError> {
+        let projects: Vec<Project> = self.http.json(self.req(Method::GET, "/projects")).await?;
+        Ok(projects.into_iter().find(|p| p.name == name && p.organization_id == organization_id))
+    }
+
+    /// Create a project.
+    pub async fn create_project(
+        &self,
+        organization_id: &str,
+        name: &str,
+        region: &str,
+        db_pass: &SecretString,
+    ) -> Result<Project, ClientError> {
+        let body = json!({"name": name, "organization_id": organization_id, "region": region,
+                          "db_pass": db_pass.expose_secret()});
+        self.http.json(self.req(Method::POST, "/projects").json(&body)).await
+    }
+
+    /// True once db, rest and auth report healthy.
+    pub async fn healthy(&self, project_ref: &str) -> Result<bool, ClientError> {
+        let path = format!("/projects/{project_ref}/health");
+        let services: Vec<ServiceHealth> =
+            self.http.json(self.req(Method::GET, &path).query(&[("services", "db,rest,auth")])).await?;
+        Ok(!services.is_empty() && services.iter().all(|s| s.healthy))
+    }
+
+    /// Run SQL; returns the rows.
+    pub async fn query(&self, project_ref: &str, sql: &str) -> Result<Vec<Value>, ClientError> {
+        let path = format!("/projects/{project_ref}/database/query");
+        self.http.json(self.req(Method::POST, &path).json(&json!({"query": sql}))).await
+    }
+
+    /// The project's `anon` key (public by design: it ships to browsers).
+    pub async fn anon_key(&self, project_ref: &str) -> Result<SecretString, ClientError> {
+        let keys: Vec<ApiKey> =
+            self.http.json(self.req(Method::GET, &format!("/projects/{project_ref}/api-keys"))).await?;
+        keys.into_iter()
+            .find(|k| k.name == "anon")
+            .map(|k| SecretString::from(k.api_key))
+            .ok_or_else(|| ClientError::Decode { provider: "supabase", message: "no anon key".into() })
+    }
+
+    /// Delete a project. `Ok(false)` if it was already gone.
+    pub async fn delete_project(&self, project_ref: &str) -> Result<bool, ClientError> {
+        match self.http.send(self.req(Method::DELETE, &format!("/projects/{project_ref}"))).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! `POST /api/provisioning`: a client's whole stack in one saga; any failure leaves nothing
+//! behind (or says exactly what was left).
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use slipway_tests::TestApp;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn count(state: &Value, provider: &str, kind: &str) -> usize {
+    state[provider][kind].as_array().map_or(0, Vec::len)
+}
+
+/// Client resources only (the sandbox also lists the template repository).
+fn inventory(state: &Value) -> [usize; 4] {
+    let client_repos = state["github"]["repos"].as_array().map_or(0, |r| {
+        r.iter()
+            .filter(|r| r["full_name"].as_str().is_some_and(|n| n.starts_with("slipway-clients/")))
+            .count()
+    });
+    [
+        count(state, "supabase", "projects"),
+        client_repos,
+        count(state, "vercel", "projects"),
+        count(state, "n8n", "workflows"),
+    ]
+}
+
+fn request(client_id: &str) -> Value {
+    json!({"clientId": client_id, "clientName": "Acme Bakery", "orgEmail": "ops@acme.example", "tier": "professional"})
+}
+
+/// Start a stack as an admin and wait until it settles; returns the final status.
+async fn provision(app: &TestApp, client_id: &str) -> anyhow::Result<Value> {
+    let admin = app.token("ops", Some("admin"));
+    let (status, body) =
+        app.api(Method::POST, "/api/provisioning", Some(&admin), Some(request(client_id))).await?;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["workflowId"], json!(format!("client-stack-{client_id}")));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) =
+            app.api(Method::GET, &format!("/api/provisioning/{client_id}"), Some(&admin), None).await?;
+        if status == 200 && !matches!(body["state"].as_str(), Some("provisioning" | "rolling_back")) {
+            return Ok(body);
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "stack did not settle: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+fn step_states(status: &Value) -> Vec<(String, String)> {
+    status["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_owned(), s["state"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_client_stack_is_provisioned_end_to_end() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let client = app.id("acme");
+    let status = provision(&app, &client).await?;
+
+    assert_eq!(status["state"], "ready", "{status:#}");
+    assert!(step_states(&status).iter().all(|(_, s)| s == "done"), "{status:#}");
+    let r = &status["resources"];
+    assert_eq!(r["migrations"], json!(["001_profiles", "002_events"]));
+    assert_eq!(r["repository"], json!(format!("slipway-clients/{client}")));
+    assert!(r["deployment_url"].as_str().unwrap().starts_with("https://"));
+    assert!(r["webhook_url"].as_str().unwrap().ends_with(&format!("/webhook/clients/{client}")));
+    assert!(r["supabase_url"].as_str().unwrap().ends_with(".supabase.co"));
+
+    let state = app.sandbox_state().await?;
+    assert_eq!(inventory(&state), [1, 1, 1, 1], "{state:#}");
+    let project = &state["supabase"]["projects"][0];
+    assert_eq!(project["name"], json!(format!("slipway-{client}")));
+    assert_eq!(project["migrations"], json!(["001_profiles", "002_events"]));
+    assert_eq!(state["n8n"]["workflows"][0]["active"], true);
+    let vercel = state["vercel"]["projects"][0].to_string();
+    assert!(
+        vercel.contains("NEXT_PUBLIC_SUPABASE_URL") && vercel.contains("NEXT_PUBLIC_SUPABASE_ANON_KEY"),
+        "{vercel}"
+    );
+    assert_eq!(count(&state, "vercel", "deployments"), 1);
+
+    // The same client again returns the existing stack, and creates nothing.
+    let admin = app.token("ops", Some("admin"));
+    let (code, body) =
+        app.api(Method::POST, "/api/provisioning", Some(&admin), Some(request(&client))).await?;
+    assert_eq!((code, body["existing"].as_bool()), (202, Some(true)), "{body}");
+    assert_eq!(inventory(&app.sandbox_state().await?), [1, 1, 1, 1]);
+    Ok(())
+}
+
+/// Inject a permanent failure into one step; everything created before it must be removed.
+async fn fails_at(fault: Value, failed_step: &str) -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    app.fault(fault).await?;
+    let client = app.id("acme");
+    let status = provision(&app, &client).await?;
+
+    assert_eq!(status["state"], "rolled_back", "{status:#}");
+    assert!(status["failure"].as_str().unwrap().starts_with(failed_step), "{status:#}");
+    assert_eq!(status["leftovers"], json!([]));
+    let states = step_states(&status);
+    let failed = states.iter().position(|(n, _)| n == failed_step).unwrap();
+    assert_eq!(states[failed].1, "failed");
+    for (name, state) in &states[..failed] {
+        assert_eq!(state, "compensated", "{name}: {status:#}");
+    }
+    assert_eq!(inventory(&app.sandbox_state().await?), [0, 0, 0, 0], "nothing left behind");
+    Ok(())
+}
+
+#[tokio::test]
+async fn supabase_failure_leaves_nothing() -> anyhow::Result<()> {
+    fails_at(json!({"method": "POST", "path": "/supabase/v1/projects", "status": 403}), "supabase_project")
+        .await
+}
+
+#[tokio::test]
+async fn schema_failure_rolls_back() -> anyhow::Result<()> {
+    fails_at(
+        json!({"method": "POST", "path": "/supabase/v1/projects/*/database/query", "status": 400}),
+        "schema",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn github_failure_rolls_back() -> anyhow::Result<()> {
+    fails_at(
+        json!({"method": "POST", "path": "/github/repos/*/*/generate", "status": 403}),
+        "github_repository",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn vercel_failure_rolls_back() -> anyhow::Result<()> {
+    fails_at(json!({"method": "POST", "path": "/vercel/v11/projects", "status": 400}), "vercel").await
+}
+
+#[tokio::test]
+async fn n8n_failure_rolls_back() -> anyhow::Result<()> {
+    fails_at(json!({"method": "POST", "path": "/n8n/api/v1/workflows", "status": 400}), "n8n_workflow").await
+}
+
+#[tokio::test]
+async fn a_failing_compensation_is_reported_and_the_others_still_run() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    app.fault(json!({"method": "POST", "path": "/n8n/api/v1/workflows", "status": 400})).await?;
+    app.fault(json!({"method": "DELETE", "path": "/github/repos/*/*", "status": 403})).await?;
+    let client = app.id("acme");
+    let status = provision(&app, &client).await?;
+
+    assert_eq!(status["state"], "needs_attention", "{status:#}");
+    let leftovers = status["leftovers"].as_array().unwrap();
+    assert_eq!(leftovers.len(), 1, "{status:#}");
+    assert!(leftovers[0].as_str().unwrap().starts_with("github repository"), "{status:#}");
+    // Supabase and Vercel were still removed; only the repository is left.
+    assert_eq!(inventory(&app.sandbox_state().await?), [0, 1, 0, 0]);
+    // Operators find it by search attribute.
+    let query = format!("WorkflowId = 'client-stack-{client}' AND SlipwayStatus = 'needs_attention'");
+    let found = app.client.count_workflows(query, Default::default()).await?;
+    assert_eq!(found.count(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn transient_provider_errors_are_retried() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    app.fault(json!({"method": "POST", "path": "/supabase/v1/projects", "status": 429, "retry_after": 1, "count": 1}))
+        .await?;
+    app.fault(json!({"method": "POST", "path": "/vercel/v11/projects", "status": 503, "count": 2})).await?;
+    app.fault(
+        json!({"method": "POST", "path": "/n8n/api/v1/workflows/*/activate", "status": 502, "count": 1}),
+    )
+    .await?;
+    let status = provision(&app, &app.id("acme")).await?;
+    assert_eq!(status["state"], "ready", "{status:#}");
+    assert_eq!(inventory(&app.sandbox_state().await?), [1, 1, 1, 1]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn only_admins_with_valid_input_can_provision() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let user = app.token("someone", None);
+    let (code, body) = app.api(Method::POST, "/api/provisioning", Some(&user), Some(request("acme"))).await?;
+    assert_eq!((code, body["code"].as_str()), (403, Some("FORBIDDEN")));
+    let (code, _) = app.api(Method::POST, "/api/provisioning", None, Some(request("acme"))).await?;
+    assert_eq!(code, 401);
+    let (code, _) = app.api(Method::GET, "/api/provisioning/acme", Some(&user), None).await?;
+    assert_eq!(code, 403);
+
+    let admin = app.token("ops", Some("admin"));
+    for (field, value) in [
+        ("clientId", json!("Acme_Corp")),
+        ("clientId", json!("x".repeat(51))),
+        ("clientName", json!("")),
+        ("clientName", json!("n".repeat(101))),
+        ("orgEmail", json!("ops-at-acme")),
+        ("tier", json!("platinum")),
+    ] {
+        let mut body = request(&app.id("acme"));
+        body[field] = value;
+        let (code, resp) = app.api(Method::POST, "/api/provisioning", Some(&admin), Some(body)).await?;
+        assert_eq!((code, resp["code"].as_str()), (400, Some("INVALID_INPUT")), "{field}: {resp}");
+        assert!(resp["details"][field].is_string(), "{field}: {resp}");
+        assert_eq!(resp["details"].as_object().unwrap().len(), 1, "only {field} is wrong: {resp}");
+    }
+    let (code, _) =
+        app.api(Method::GET, &format!("/api/provisioning/{}", app.id("nobody")), Some(&admin), None).await?;
+    assert_eq!(code, 404);
+    assert_eq!(inventory(&app.sandbox_state().await?), [0, 0, 0, 0], "nothing started");
+    Ok(())
+}

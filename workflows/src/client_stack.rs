@@ -1,0 +1,421 @@
+//! `ClientStack`: provisions a new client's whole stack in one durable saga
+//! (`client-stack-<clientId>`): Supabase project (healthy) → schema migrations → GitHub
+//! repository from the template → Vercel project and first deployment → n8n workflow (active).
+//!
+//! On a failure after retries the compensations run in reverse (n8n → Vercel → GitHub →
+//! Supabase). Each is registered before its step runs (a step can create its resource and still
+//! fail), runs once on a detached cancellation token, and is isolated: one that still fails is
+//! recorded as a leftover and the others go on. The workflow then fails with the reason and the
+//! exact list of leftovers; `SlipwayStatus = needs_attention` lets operators find every stack
+//! whose rollback was incomplete.
+
+use std::time::Duration;
+
+use slipway_activities::StackActivities;
+use slipway_proto::{
+    model::{StepProgress, StepState},
+    stack::{ClientStackRequest, ClientStackStatus, StackResources, StackState, StackTarget, VercelInput},
+};
+use temporalio_common::RetryPolicy;
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ActivityOptions, ApplicationFailure, WorkflowCancellationToken, WorkflowContext, WorkflowContextView,
+    WorkflowResult,
+};
+
+use crate::{failure, search_attributes};
+
+/// Step names, in order.
+pub mod steps {
+    /// Supabase project, created and healthy.
+    pub const SUPABASE: &str = "supabase_project";
+    /// Schema migrations.
+    pub const SCHEMA: &str = "schema";
+    /// GitHub repository from the template.
+    pub const GITHUB: &str = "github_repository";
+    /// Vercel project and first deployment.
+    pub const VERCEL: &str = "vercel";
+    /// n8n workflow, active.
+    pub const N8N: &str = "n8n_workflow";
+    /// All, in order.
+    pub const ALL: [&str; 5] = [SUPABASE, SCHEMA, GITHUB, VERCEL, N8N];
+}
+
+/// Undo actions, in registration order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Undo {
+    Supabase,
+    GitHub,
+    Vercel,
+    N8n,
+}
+
+impl Undo {
+    fn steps(self) -> &'static [&'static str] {
+        match self {
+            // The schema lives in the project: deleting the project undoes both.
+            Self::Supabase => &[steps::SUPABASE, steps::SCHEMA],
+            Self::GitHub => &[steps::GITHUB],
+            Self::Vercel => &[steps::VERCEL],
+            Self::N8n => &[steps::N8N],
+        }
+    }
+
+    fn resource(self, client_id: &str) -> String {
+        match self {
+            Self::Supabase => format!("supabase project slipway-{client_id}"),
+            Self::GitHub => format!("github repository of {client_id}"),
+            Self::Vercel => format!("vercel project {client_id}"),
+            Self::N8n => format!("n8n workflow slipway-{client_id}"),
+        }
+    }
+}
+
+/// The client-stack workflow.
+#[workflow]
+pub struct ClientStackWorkflow {
+    req: ClientStackRequest,
+    state: StackState,
+    steps: Vec<StepProgress>,
+    resources: StackResources,
+    failure: Option<String>,
+    leftovers: Vec<String>,
+}
+
+fn api_step(summary: &str, start_to_close: Duration) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(start_to_close)
+        .heartbeat_timeout(Duration::from_secs(60))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .backoff_coefficient(2.0)
+                .maximum_interval(Duration::from_secs(60))
+                .maximum_attempts(10)
+                .build(),
+        )
+        .summary(summary.to_owned())
+        .build()
+}
+
+#[workflow_methods]
+impl ClientStackWorkflow {
+    /// Initial state: every step pending.
+    #[init]
+    pub fn new(_ctx: &WorkflowContextView, req: ClientStackRequest) -> Self {
+        let steps = steps::ALL
+            .iter()
+            .map(|n| StepProgress { name: (*n).to_owned(), state: StepState::Pending, detail: String::new() })
+            .collect();
+        Self {
+            req,
+            state: StackState::Running,
+            steps,
+            resources: StackResources::default(),
+            failure: None,
+            leftovers: Vec::new(),
+        }
+    }
+
+    /// Runs the saga; returns the final status, or fails after compensating.
+    #[run(name = "ClientStack")]
+    pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<ClientStackStatus> {
+        Self::publish(ctx);
+        let mut undo = Vec::new();
+        match Self::provision(ctx, &mut undo).await {
+            Ok(()) => {
+                ctx.state_mut(|s| s.state = StackState::Succeeded);
+                Self::publish(ctx);
+                Ok(ctx.state(Self::snapshot))
+            }
+            Err(reason) => {
+                ctx.state_mut(|s| {
+                    s.failure = Some(reason.clone());
+                    s.state = StackState::RollingBack;
+                });
+                Self::publish(ctx);
+                let leftovers = Self::compensate(ctx, &undo).await;
+                let client = ctx.state(|s| s.req.client_id.clone());
+                let (state, message) = if leftovers.is_empty() {
+                    (
+                        StackState::RolledBack,
+                        format!("stack for {client} failed and was rolled back: {reason}"),
+                    )
+                } else {
+                    (
+                        StackState::RollbackIncomplete,
+                        format!(
+                            "stack for {client} failed: {reason}; rollback incomplete, left behind: {}",
+                            leftovers.join("; ")
+                        ),
+                    )
+                };
+                ctx.state_mut(|s| {
+                    s.state = state;
+                    s.leftovers = leftovers;
+                });
+                Self::publish(ctx);
+                Err(ApplicationFailure::builder(message)
+                    .type_name("ClientStackFailed".to_owned())
+                    .non_retryable(true)
+                    .build()
+                    .into())
+            }
+        }
+    }
+
+    /// Status, step by step, with resource ids and URLs.
+    #[query]
+    pub fn status(&self, _ctx: &WorkflowContextView) -> ClientStackStatus {
+        self.snapshot()
+    }
+}
+
+impl ClientStackWorkflow {
+    fn snapshot(&self) -> ClientStackStatus {
+        ClientStackStatus {
+            client_id: self.req.client_id.clone(),
+            state: self.state,
+            steps: self.steps.clone(),
+            resources: self.resources.clone(),
+            failure: self.failure.clone(),
+            leftovers: self.leftovers.clone(),
+        }
+    }
+
+    fn publish(ctx: &WorkflowContext<Self>) {
+        let state = ctx.state(|s| s.state);
+        ctx.upsert_search_attributes([search_attributes::STATUS.value_set(state.as_str().to_owned())]);
+    }
+
+    fn step(ctx: &WorkflowContext<Self>, name: &str, state: StepState, detail: impl Into<String>) {
+        let detail = detail.into();
+        ctx.set_current_details(format!("{name}: {} {detail}", state.as_str()));
+        ctx.state_mut(|s| {
+            if let Some(step) = s.steps.iter_mut().find(|x| x.name == name) {
+                step.state = state;
+                step.detail = detail;
+            }
+        });
+    }
+
+    fn fail(ctx: &WorkflowContext<Self>, name: &str, err: &temporalio_sdk::ActivityExecutionError) -> String {
+        let reason = format!("{name}: {}", failure::activity(err));
+        Self::step(ctx, name, StepState::Failed, reason.clone());
+        reason
+    }
+
+    async fn provision(ctx: &mut WorkflowContext<Self>, undo: &mut Vec<Undo>) -> Result<(), String> {
+        let req = ctx.state(|s| s.req.clone());
+        let target = StackTarget { client_id: req.client_id.clone(), client_name: req.client_name.clone() };
+        let short = Duration::from_secs(60);
+
+        // 1. Supabase project, healthy.
+        Self::step(ctx, steps::SUPABASE, StepState::Running, "");
+        undo.push(Undo::Supabase);
+        let project = ctx
+            .execute_activity(
+                StackActivities::create_supabase_project,
+                target.clone(),
+                api_step("create Supabase project", short),
+            )
+            .await
+            .map_err(|e| Self::fail(ctx, steps::SUPABASE, &e))?;
+        ctx.state_mut(|s| {
+            s.resources.supabase_ref = Some(project.project_ref.clone());
+            s.resources.supabase_url = Some(project.api_url.clone());
+        });
+        Self::step(
+            ctx,
+            steps::SUPABASE,
+            StepState::Running,
+            format!("project {} coming up", project.project_ref),
+        );
+        ctx.execute_activity(
+            StackActivities::wait_supabase_healthy,
+            project.project_ref.clone(),
+            api_step("wait for Supabase project", Duration::from_secs(20 * 60)),
+        )
+        .await
+        .map_err(|e| Self::fail(ctx, steps::SUPABASE, &e))?;
+        Self::step(ctx, steps::SUPABASE, StepState::Done, format!("project {} healthy", project.project_ref));
+
+        // 2. Schema.
+        Self::step(ctx, steps::SCHEMA, StepState::Running, "");
+        let migrations = ctx
+            .execute_activity(
+                StackActivities::apply_migrations,
+                project.project_ref.clone(),
+                api_step("apply migrations", short),
+            )
+            .await
+            .map_err(|e| Self::fail(ctx, steps::SCHEMA, &e))?;
+        let detail = format!("{} migration(s): {}", migrations.len(), migrations.join(", "));
+        ctx.state_mut(|s| s.resources.migrations = migrations);
+        Self::step(ctx, steps::SCHEMA, StepState::Done, detail);
+
+        // 3. GitHub repository.
+        Self::step(ctx, steps::GITHUB, StepState::Running, "");
+        undo.push(Undo::GitHub);
+        let repo = ctx
+            .execute_activity(
+                StackActivities::create_repository,
+                target.clone(),
+                api_step("create GitHub repository", short),
+            )
+            .await
+            .map_err(|e| Self::fail(ctx, steps::GITHUB, &e))?;
+        ctx.state_mut(|s| {
+            s.resources.repository = Some(repo.full_name.clone());
+            s.resources.repository_url = Some(repo.html_url.clone());
+        });
+        Self::step(ctx, steps::GITHUB, StepState::Done, repo.html_url.clone());
+
+        // 4. Vercel project and first deployment.
+        Self::step(ctx, steps::VERCEL, StepState::Running, "");
+        undo.push(Undo::Vercel);
+        let input = VercelInput {
+            client_id: req.client_id.clone(),
+            repository: repo.full_name.clone(),
+            supabase_ref: project.project_ref.clone(),
+        };
+        let project_id = ctx
+            .execute_activity(
+                StackActivities::create_vercel_project,
+                input.clone(),
+                api_step("create Vercel project", short),
+            )
+            .await
+            .map_err(|e| Self::fail(ctx, steps::VERCEL, &e))?;
+        ctx.state_mut(|s| s.resources.vercel_project_id = Some(project_id.clone()));
+        Self::step(ctx, steps::VERCEL, StepState::Running, format!("project {project_id} deploying"));
+        let deployment = ctx
+            .execute_activity(
+                StackActivities::deploy_vercel,
+                input,
+                api_step("deploy on Vercel", Duration::from_secs(30 * 60)),
+            )
+            .await
+            .map_err(|e| Self::fail(ctx, steps::VERCEL, &e))?;
+        ctx.state_mut(|s| s.resources.deployment_url = Some(deployment.url.clone()));
+        Self::step(ctx, steps::VERCEL, StepState::Done, deployment.url);
+
+        // 5. n8n workflow.
+        Self::step(ctx, steps::N8N, StepState::Running, "");
+        undo.push(Undo::N8n);
+        let n8n = ctx
+            .execute_activity(
+                StackActivities::create_n8n_workflow,
+                target,
+                api_step("create n8n workflow", short),
+            )
+            .await
+            .map_err(|e| Self::fail(ctx, steps::N8N, &e))?;
+        ctx.state_mut(|s| {
+            s.resources.n8n_workflow_id = Some(n8n.workflow_id.clone());
+            s.resources.webhook_url = Some(n8n.webhook_url.clone());
+        });
+        Self::step(
+            ctx,
+            steps::N8N,
+            StepState::Done,
+            format!("workflow {} active at {}", n8n.workflow_id, n8n.webhook_url),
+        );
+        Ok(())
+    }
+
+    /// Runs each registered compensation once, in reverse; returns what could not be removed.
+    async fn compensate(ctx: &mut WorkflowContext<Self>, undo: &[Undo]) -> Vec<String> {
+        let client = ctx.state(|s| s.req.client_id.clone());
+        let opts = |summary: &str| {
+            ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
+                .retry_policy(
+                    RetryPolicy::builder()
+                        .initial_interval(Duration::from_secs(1))
+                        .maximum_interval(Duration::from_secs(30))
+                        .maximum_attempts(8)
+                        .build(),
+                )
+                .cancellation_token(WorkflowCancellationToken::new())
+                .summary(summary.to_owned())
+                .build()
+        };
+        let mut leftovers = Vec::new();
+        for u in undo.iter().rev() {
+            let result = match u {
+                Undo::N8n => {
+                    ctx.execute_activity(
+                        StackActivities::delete_n8n_workflow,
+                        client.clone(),
+                        opts("delete n8n workflow"),
+                    )
+                    .await
+                }
+                Undo::Vercel => {
+                    ctx.execute_activity(
+                        StackActivities::delete_vercel_project,
+                        client.clone(),
+                        opts("delete Vercel project"),
+                    )
+                    .await
+                }
+                Undo::GitHub => {
+                    ctx.execute_activity(
+                        StackActivities::delete_repository,
+                        client.clone(),
+                        opts("delete GitHub repository"),
+                    )
+                    .await
+                }
+                Undo::Supabase => {
+                    ctx.execute_activity(
+                        StackActivities::delete_supabase_project,
+                        client.clone(),
+                        opts("delete Supabase project"),
+                    )
+                    .await
+                }
+            };
+            match result {
+                Ok(removed) => {
+                    let detail = if removed { "removed" } else { "nothing to remove" };
+                    for step in u.steps() {
+                        let (state, old) = ctx.state(|s| {
+                            s.steps
+                                .iter()
+                                .find(|x| x.name == *step)
+                                .map(|x| (x.state, x.detail.clone()))
+                                .unwrap_or((StepState::Pending, String::new()))
+                        });
+                        match state {
+                            // Never started: nothing to undo.
+                            StepState::Pending => {}
+                            // The failed step keeps its failure; the rollback result is appended.
+                            StepState::Failed => Self::step(
+                                ctx,
+                                step,
+                                StepState::Failed,
+                                format!("{old}; rolled back: {detail}"),
+                            ),
+                            _ => Self::step(ctx, step, StepState::Compensated, detail),
+                        }
+                    }
+                }
+                Err(e) => {
+                    let left = format!("{} ({})", u.resource(&client), failure::activity(&e));
+                    for step in u.steps() {
+                        let previous =
+                            ctx.state(|s| s.steps.iter().find(|x| x.name == *step).map(|x| x.state));
+                        Self::step(
+                            ctx,
+                            step,
+                            previous.unwrap_or(StepState::Failed),
+                            format!("rollback failed: {left}"),
+                        );
+                    }
+                    leftovers.push(left);
+                }
+            }
+        }
+        leftovers
+    }
+}
