@@ -10,6 +10,7 @@
 //!   agent lifecycle (stop, start).
 //! - [`billing`]: the Stripe reads of the subscription workflow.
 //! - [`stack`]: the client-stack saga's activities (Supabase, schema, GitHub, Vercel, n8n).
+//! - [`jobs`]: the coding jobs' activities (model calls, GitHub App calls, Stripe usage).
 //! - [`seal`]: sealing of the one secret that must cross a workflow history.
 //!
 //! Activities are structs owning their clients (`self: Arc<Self>` methods); the worker builds
@@ -19,12 +20,14 @@
 pub mod billing;
 pub mod clients;
 pub mod error;
+pub mod jobs;
 pub mod provisioning;
 pub mod seal;
 pub mod stack;
 
 pub use billing::BillingActivities;
 pub use error::ClientError;
+pub use jobs::JobActivities;
 pub use provisioning::{ProvisioningActivities, ProvisioningConfig};
 pub use seal::Sealer;
 pub use stack::{StackActivities, StackConfig};

@@ -13,6 +13,7 @@
 //! HTTP client, which is one of the ways workflow code is kept deterministic.
 
 pub mod billing;
+pub mod jobs;
 pub mod model;
 pub mod stack;
 

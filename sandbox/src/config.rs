@@ -3,6 +3,10 @@
 //! The secrets must match what the product's webhook and callback handlers verify, so they
 //! come from the product's own variables (`STRIPE_WEBHOOK_SECRET`, `GITHUB_CALLBACK_SECRET`)
 //! and fall back to the documented dev values so `cargo run` works out of the box.
+//!
+//! The GitHub App's public key defaults to the test key's public half (vendored in
+//! `fixtures/github/`), so JWTs signed with the repository's throwaway test key verify with no
+//! setup; a real deployment never points its product at the sandbox, so nothing secret is lost.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -11,6 +15,10 @@ use std::net::SocketAddr;
 const DEV_STRIPE_WEBHOOK_SECRET: &str = "whsec_dev_slipway";
 /// Dev default of `GITHUB_CALLBACK_SECRET`.
 const DEV_CALLBACK_SECRET: &str = "dev-callback-secret";
+/// Dev default of `GITHUB_WEBHOOK_SECRET`.
+const DEV_GITHUB_WEBHOOK_SECRET: &str = "dev-github-webhook-secret";
+/// Public half of the throwaway test key that signs dev and test GitHub App JWTs.
+const TEST_APP_PUBLIC_KEY: &str = include_str!("../fixtures/github/app-test-public-key.pem");
 
 /// How the sandbox listens, signs and paces its simulated work.
 #[derive(Clone)]
@@ -31,6 +39,17 @@ pub struct SandboxConfig {
     pub supabase_ready_ms: u64,
     /// `SANDBOX_VERCEL_READY_MS`, default 1000: how long a Vercel deployment takes to be `READY`.
     pub vercel_ready_ms: u64,
+    /// `SANDBOX_GITHUB_APP_ID`, default `424242`: the `iss` app JWTs must carry.
+    pub github_app_id: String,
+    /// `SANDBOX_GITHUB_APP_PUBLIC_KEY` (PEM text; `\n` escapes allowed): verifies app JWTs.
+    /// Defaults to the public half of the repository's test key.
+    pub github_app_public_key_pem: String,
+    /// `SANDBOX_GITHUB_TOKEN_TTL_SECS`, default 3600: lifetime of installation access tokens.
+    pub github_token_ttl_secs: u64,
+    /// `SANDBOX_GITHUB_WEBHOOK_URL`, default `http://127.0.0.1:8080/webhooks/github`.
+    pub github_webhook_url: String,
+    /// `GITHUB_WEBHOOK_SECRET`: signs GitHub webhook deliveries (`X-Hub-Signature-256`).
+    pub github_webhook_secret: String,
 }
 
 impl Default for SandboxConfig {
@@ -45,6 +64,11 @@ impl Default for SandboxConfig {
             runner_step_ms: 1000,
             supabase_ready_ms: 1500,
             vercel_ready_ms: 1000,
+            github_app_id: "424242".to_owned(),
+            github_app_public_key_pem: TEST_APP_PUBLIC_KEY.to_owned(),
+            github_token_ttl_secs: 3600,
+            github_webhook_url: "http://127.0.0.1:8080/webhooks/github".to_owned(),
+            github_webhook_secret: DEV_GITHUB_WEBHOOK_SECRET.to_owned(),
         }
     }
 }
@@ -71,6 +95,22 @@ impl SandboxConfig {
         if let Some(v) = get("SANDBOX_STRIPE_WEBHOOK_URL") {
             config.stripe_webhook_url = v;
         }
+        if let Some(v) = get("SANDBOX_GITHUB_APP_ID") {
+            config.github_app_id = v.trim().to_owned();
+        }
+        if let Some(v) = get("SANDBOX_GITHUB_APP_PUBLIC_KEY") {
+            // `.env` files often carry a PEM on one line with `\n` escapes.
+            let pem = v.trim().replace("\\n", "\n");
+            jsonwebtoken::DecodingKey::from_rsa_pem(pem.as_bytes())
+                .map_err(|e| format!("SANDBOX_GITHUB_APP_PUBLIC_KEY is not an RSA public key in PEM: {e}"))?;
+            config.github_app_public_key_pem = pem;
+        }
+        if let Some(v) = get("SANDBOX_GITHUB_WEBHOOK_URL") {
+            config.github_webhook_url = v;
+        }
+        if let Some(v) = get("GITHUB_WEBHOOK_SECRET") {
+            config.github_webhook_secret = v;
+        }
         let millis = |key: &str, default: u64| match get(key) {
             Some(v) => v
                 .trim()
@@ -82,6 +122,11 @@ impl SandboxConfig {
         config.runner_step_ms = millis("SANDBOX_RUNNER_STEP_MS", config.runner_step_ms)?;
         config.supabase_ready_ms = millis("SANDBOX_SUPABASE_READY_MS", config.supabase_ready_ms)?;
         config.vercel_ready_ms = millis("SANDBOX_VERCEL_READY_MS", config.vercel_ready_ms)?;
+        if let Some(v) = get("SANDBOX_GITHUB_TOKEN_TTL_SECS") {
+            config.github_token_ttl_secs = v.trim().parse::<u64>().map_err(|e| {
+                format!("SANDBOX_GITHUB_TOKEN_TTL_SECS={v:?} is not a number of seconds: {e}")
+            })?;
+        }
         Ok(config)
     }
 }
@@ -98,6 +143,14 @@ impl fmt::Debug for SandboxConfig {
             .field("runner_step_ms", &self.runner_step_ms)
             .field("supabase_ready_ms", &self.supabase_ready_ms)
             .field("vercel_ready_ms", &self.vercel_ready_ms)
+            .field("github_app_id", &self.github_app_id)
+            .field(
+                "github_app_public_key_pem",
+                &format_args!("<{} bytes>", self.github_app_public_key_pem.len()),
+            )
+            .field("github_token_ttl_secs", &self.github_token_ttl_secs)
+            .field("github_webhook_url", &self.github_webhook_url)
+            .field("github_webhook_secret", &"<redacted>")
             .finish()
     }
 }
@@ -121,6 +174,10 @@ mod tests {
         assert_eq!(config.hetzner_action_ms, 1500);
         assert_eq!(config.runner_step_ms, 1000);
         assert_eq!((config.supabase_ready_ms, config.vercel_ready_ms), (1500, 1000));
+        assert_eq!((config.github_app_id.as_str(), config.github_token_ttl_secs), ("424242", 3600));
+        assert_eq!(config.github_webhook_url, "http://127.0.0.1:8080/webhooks/github");
+        assert_eq!(config.github_webhook_secret, "dev-github-webhook-secret");
+        assert!(config.github_app_public_key_pem.starts_with("-----BEGIN PUBLIC KEY-----"));
     }
 
     #[test]
@@ -140,5 +197,26 @@ mod tests {
         assert!(!format!("{config:?}").contains("s3cret"));
         let err = SandboxConfig::from_lookup(lookup(&[("SANDBOX_HETZNER_ACTION_MS", "soon")]));
         assert!(err.unwrap_err().contains("SANDBOX_HETZNER_ACTION_MS"));
+    }
+
+    #[test]
+    fn github_app_settings() {
+        let one_line = TEST_APP_PUBLIC_KEY.trim().replace('\n', "\\n");
+        let config = SandboxConfig::from_lookup(lookup(&[
+            ("SANDBOX_GITHUB_APP_ID", "77"),
+            ("SANDBOX_GITHUB_APP_PUBLIC_KEY", &one_line),
+            ("SANDBOX_GITHUB_TOKEN_TTL_SECS", "5"),
+            ("GITHUB_WEBHOOK_SECRET", "hook-secret"),
+            ("SANDBOX_GITHUB_WEBHOOK_URL", "http://127.0.0.1:9/gh"),
+        ]))
+        .unwrap();
+        assert_eq!((config.github_app_id.as_str(), config.github_token_ttl_secs), ("77", 5));
+        assert_eq!(config.github_app_public_key_pem, TEST_APP_PUBLIC_KEY.trim());
+        assert_eq!(config.github_webhook_url, "http://127.0.0.1:9/gh");
+        assert!(!format!("{config:?}").contains("hook-secret"));
+        let err = SandboxConfig::from_lookup(lookup(&[("SANDBOX_GITHUB_APP_PUBLIC_KEY", "nope")]));
+        assert!(err.unwrap_err().contains("SANDBOX_GITHUB_APP_PUBLIC_KEY"));
+        let err = SandboxConfig::from_lookup(lookup(&[("SANDBOX_GITHUB_TOKEN_TTL_SECS", "1h")]));
+        assert!(err.unwrap_err().contains("SANDBOX_GITHUB_TOKEN_TTL_SECS"));
     }
 }

@@ -1,9 +1,10 @@
 //! The sandbox's own control plane under `/_sandbox` (no auth) and the request log.
 //!
 //! Tests and dev scripts use it to look inside (`state`, `requests`), to steer behaviour
-//! (`faults`, `github/runner`), to trigger what a human would do in a browser
+//! (`faults`, `github/runner`, `openai/review`), to trigger what a human would do in a browser
 //! (`stripe/checkout/...`, `tailscale/devices`) or what a provider does by itself (Stripe
-//! renewals failing, invoices paid, subscription status changes), and to start over (`reset`).
+//! renewals failing, invoices paid, subscription status changes; a GitHub App installed on
+//! seeded repositories, pull requests closed, webhooks sent), and to start over (`reset`).
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -14,7 +15,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::state::{Shared, json_response};
-use crate::{faults, github, stripe, tailscale};
+use crate::{faults, github, openai, stripe, tailscale};
 
 pub(crate) fn router() -> Router<Shared> {
     Router::new()
@@ -23,7 +24,8 @@ pub(crate) fn router() -> Router<Shared> {
         .route("/requests", get(requests))
         .route("/reset", post(reset))
         .route("/faults", post(faults::create).get(faults::list).delete(faults::clear))
-        .route("/github/runner", post(github::set_runner))
+        .nest("/github", github::control_router())
+        .nest("/openai", openai::control_router())
         .nest("/stripe", stripe::control_router())
         .route("/tailscale/devices", post(tailscale::control_add_device))
 }
@@ -50,6 +52,7 @@ async fn state(State(app): State<Shared>) -> Response {
         "supabase": state.supabase.dump(),
         "vercel": state.vercel.dump(app.config.vercel_ready_ms),
         "n8n": state.n8n.dump(),
+        "openai": state.openai.dump(),
     });
     json_response(StatusCode::OK, body)
 }

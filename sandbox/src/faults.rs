@@ -131,6 +131,19 @@ fn provider_error(path: &str, status: StatusCode) -> Value {
             _ => "internal_server_error",
         };
         json!({"error": {"code": code, "message": message}})
+    } else if path.starts_with("/openai") {
+        let (message, kind, code) = match status.as_u16() {
+            401 => ("Incorrect API key provided.", "invalid_request_error", Some("invalid_api_key")),
+            429 => ("Rate limit reached for requests", "requests", Some("rate_limit_exceeded")),
+            s if s < 500 => (message, "invalid_request_error", None),
+            503 => ("The engine is currently overloaded, please try again later", "server_error", None),
+            _ => (
+                "The server had an error while processing your request. Sorry about that!",
+                "server_error",
+                None,
+            ),
+        };
+        json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
     } else if path.starts_with("/stripe") {
         let kind = if status.is_server_error() { "api_error" } else { "invalid_request_error" };
         json!({"error": {"type": kind, "message": message}})

@@ -10,7 +10,23 @@
 //!
 //! `repos` adds repositories generated from templates, which the product creates per
 //! customer and Vercel projects link to.
+//!
+//! The coding bot's side is a GitHub App, split by concern:
+//! - `app`: installations, RS256 app JWTs, installation access tokens, collaborator
+//!   permissions, and the control calls that install the app on seeded repositories;
+//! - `git`: an in-memory object store per installed repository (blobs, trees, commits,
+//!   branches) behind the Git Data and Contents endpoints;
+//! - `pulls`: pull requests and issue comments;
+//! - `hooks`: signed webhook deliveries to the product, one attempt each as on GitHub.
+//!
+//! Repository endpoints of installed repositories take only live installation tokens, which
+//! is what keeps the product honest about token exchange and expiry. Every other endpoint
+//! keeps accepting any non-empty token, as before.
 
+mod app;
+mod git;
+mod hooks;
+mod pulls;
 mod repos;
 
 use std::collections::BTreeMap;
@@ -22,7 +38,7 @@ use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{Next, from_fn};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
@@ -64,6 +80,12 @@ pub(crate) struct GithubState {
     /// Keyed by lowercase `owner/name`.
     repos: BTreeMap<String, repos::Repo>,
     next_repo: u64,
+    /// Installations and installation tokens of the GitHub App.
+    app: app::AppState,
+    /// Git data of repositories the app is installed on, keyed by lowercase `owner/name`.
+    git: BTreeMap<String, git::GitRepo>,
+    pulls: pulls::PullsState,
+    hooks: hooks::HooksState,
 }
 
 struct Run {
@@ -104,7 +126,16 @@ impl GithubState {
     pub(crate) fn dump(&self, base_url: &str) -> Value {
         let runs: Vec<Value> = self.runs.values().map(|r| r.to_json(base_url)).collect();
         let repos: Vec<Value> = self.repos.values().map(|r| r.to_json(base_url)).collect();
-        json!({"dispatches": self.dispatches, "runs": runs, "callbacks": self.callbacks, "repos": repos})
+        let mut dump =
+            json!({"dispatches": self.dispatches, "runs": runs, "callbacks": self.callbacks, "repos": repos});
+        dump["installations"] = self.app.dump_installations();
+        dump["tokens_issued"] = self.app.dump_tokens_issued();
+        dump["app_repos"] = self.git.values().map(git::GitRepo::dump).collect();
+        dump["commits"] = self.git.values().flat_map(git::GitRepo::dump_commits).collect();
+        dump["pulls"] = self.pulls.dump_pulls(&self.git);
+        dump["comments"] = self.pulls.dump_comments();
+        dump["deliveries"] = self.hooks.dump();
+        dump
     }
 
     fn set_run(&mut self, id: u64, status: &'static str, conclusion: Option<&'static str>) {
@@ -121,8 +152,88 @@ pub(crate) fn router() -> Router<Shared> {
         .route("/repos/{owner}/{repo}", get(repos::get_repo).delete(repos::delete_repo))
         .route("/repos/{owner}/{repo}/generate", post(repos::generate))
         .route("/orgs/{org}/repos", post(repos::create_in_org))
+        .route("/app", get(app::get_app))
+        .route("/app/installations", get(app::list_installations))
+        .route("/installation/repositories", get(app::token_repositories))
+        .route("/app/installations/{id}/access_tokens", post(app::create_access_token))
+        .route("/repos/{owner}/{repo}/installation", get(app::repo_installation))
+        .route("/repos/{owner}/{repo}/collaborators/{username}/permission", get(app::permission))
+        .route("/repos/{owner}/{repo}/git/ref/{*ref}", get(git::get_ref))
+        .route("/repos/{owner}/{repo}/git/refs", post(git::create_ref))
+        .route("/repos/{owner}/{repo}/git/refs/{*ref}", patch(git::update_ref).delete(git::delete_ref))
+        .route("/repos/{owner}/{repo}/git/commits", post(git::create_commit))
+        .route("/repos/{owner}/{repo}/git/commits/{sha}", get(git::get_commit))
+        .route("/repos/{owner}/{repo}/git/trees", post(git::create_tree))
+        .route("/repos/{owner}/{repo}/git/trees/{sha}", get(git::get_tree))
+        .route("/repos/{owner}/{repo}/contents", get(git::get_root_contents))
+        .route("/repos/{owner}/{repo}/contents/{*path}", get(git::get_contents))
+        .route("/repos/{owner}/{repo}/pulls", post(pulls::create).get(pulls::list))
+        .route("/repos/{owner}/{repo}/pulls/{number}", get(pulls::get))
+        .route(
+            "/repos/{owner}/{repo}/issues/{number}/comments",
+            post(pulls::create_comment).get(pulls::list_comments),
+        )
+        .route("/repos/{owner}/{repo}/issues/comments/{id}", patch(pulls::update_comment))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "Not Found", "") })
         .layer(from_fn(auth))
+}
+
+/// `/_sandbox/github/...`: the runner outcome, installing the app, collaborators, closing
+/// pull requests and sending webhooks.
+pub(crate) fn control_router() -> Router<Shared> {
+    Router::new()
+        .route("/runner", post(set_runner))
+        .route("/installations", post(app::control_install))
+        .route("/repos/{owner}/{repo}/collaborators/{user}", post(app::control_collaborator))
+        .route("/repos/{owner}/{repo}/pulls/{number}/close", post(pulls::control_close))
+        .route("/webhooks", post(hooks::control_send))
+}
+
+/// A GitHub error body: `message`, `documentation_url` and the status as a string.
+fn fail(status: StatusCode, message: &str, documentation_url: &str) -> Response {
+    json_response(
+        status,
+        json!({"message": message, "documentation_url": documentation_url,
+            "status": status.as_u16().to_string()}),
+    )
+}
+
+/// A refusal in GitHub's error shape, small enough to travel in a `Result`.
+struct Failure {
+    status: StatusCode,
+    message: &'static str,
+    documentation_url: String,
+}
+
+impl Failure {
+    fn new(status: StatusCode, message: &'static str, documentation_url: &str) -> Failure {
+        Failure { status, message, documentation_url: documentation_url.to_owned() }
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        fail(self.status, self.message, &self.documentation_url)
+    }
+}
+
+/// 422 `Validation Failed` with GitHub's `errors` list.
+fn validation_failed(errors: Value, documentation_url: &str) -> Response {
+    json_response(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        json!({"message": "Validation Failed", "errors": errors, "documentation_url": documentation_url,
+            "status": "422"}),
+    )
+}
+
+/// What the sandbox's control plane answers to a request it cannot act on.
+fn control_error(status: StatusCode, message: impl Into<String>) -> Response {
+    json_response(status, json!({"error": message.into()}))
+}
+
+/// The key of repository maps: lowercase `owner/name`, as GitHub compares names.
+fn repo_key(owner: &str, name: &str) -> String {
+    format!("{owner}/{name}").to_ascii_lowercase()
 }
 
 fn error(status: StatusCode, message: &str, docs_path: &str) -> Response {
@@ -133,7 +244,12 @@ fn error(status: StatusCode, message: &str, docs_path: &str) -> Response {
     )
 }
 
+/// Any non-empty credential passes here; app endpoints check their JWT themselves, so a
+/// missing one gets the JWT error there, and installed repositories check their tokens.
 async fn auth(req: Request, next: Next) -> Response {
+    if app::takes_jwt(req.uri().path()) {
+        return next.run(req).await;
+    }
     match credential(req.headers()) {
         Some(_) => next.run(req).await,
         None => json_response(
@@ -241,7 +357,7 @@ async fn get_run(
 }
 
 /// `POST /_sandbox/github/runner` `{"outcome": "succeed"|"fail"|"silent", "reason"?}`.
-pub(crate) async fn set_runner(State(app): State<Shared>, body: Bytes) -> Response {
+async fn set_runner(State(app): State<Shared>, body: Bytes) -> Response {
     let body = parse_body(&body).unwrap_or(Value::Null);
     let outcome = match body.get("outcome").and_then(Value::as_str) {
         Some("succeed") => Outcome::Succeed,

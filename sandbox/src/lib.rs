@@ -12,7 +12,9 @@
 //! - `tailscale` (`/tailscale/api/v2`): auth keys and devices.
 //! - `github` (`/github`): workflow dispatch, runs, and the fake Actions runner that posts
 //!   signed callbacks and makes provisioned VMs join the tailnet; repositories generated from
-//!   templates.
+//!   templates; and the coding bot's GitHub App: app JWTs, installation tokens, Git data,
+//!   contents, pull requests, issue comments, collaborator permissions, signed webhooks.
+//! - [`github_events`]: GitHub webhook payloads and their signature, for tests elsewhere.
 //! - [`stripe`] (`/stripe`): customers, Checkout sessions, subscriptions, invoices and meter
 //!   events over Stripe's form-encoded API, the customer's side of Checkout, billing events,
 //!   and signed webhooks with retries.
@@ -21,6 +23,8 @@
 //! - `vercel` (`/vercel`): projects linked to the sandbox's GitHub repositories, environment
 //!   variables, and deployments that go from `QUEUED` to `READY`.
 //! - `n8n` (`/n8n/api/v1`): workflows, their activation and webhook paths.
+//! - `openai` (`/openai/v1`): chat completions answered deterministically from a role tag in
+//!   the system message, so the coding bot's plan, code and review steps can be tested.
 //! - `faults`: injected latency and error responses for any provider path.
 //! - `control` (`/_sandbox`): inventory, request log, faults, runner outcome, reset.
 
@@ -28,8 +32,10 @@ mod config;
 mod control;
 mod faults;
 mod github;
+pub mod github_events;
 mod hetzner;
 mod n8n;
+mod openai;
 mod state;
 pub mod stripe;
 mod supabase;
@@ -117,6 +123,7 @@ fn router(app: Shared) -> Router {
         .nest("/supabase", supabase::router(app.clone()))
         .nest("/vercel", vercel::router(app.clone()))
         .nest("/n8n", n8n::router())
+        .nest("/openai", openai::router())
         .nest("/_sandbox", control::router())
         .layer(from_fn_with_state(app.clone(), faults::middleware))
         .layer(from_fn_with_state(app.clone(), control::log_requests))

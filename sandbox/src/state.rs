@@ -16,7 +16,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::{SandboxConfig, faults, github, hetzner, n8n, stripe, supabase, tailscale, vercel};
+use crate::{SandboxConfig, faults, github, hetzner, n8n, openai, stripe, supabase, tailscale, vercel};
 
 /// How many request-log entries are kept; older ones are dropped first.
 const REQUEST_LOG_CAP: usize = 10_000;
@@ -42,6 +42,7 @@ pub(crate) struct State {
     pub(crate) supabase: supabase::SupabaseState,
     pub(crate) vercel: vercel::VercelState,
     pub(crate) n8n: n8n::N8nState,
+    pub(crate) openai: openai::OpenAiState,
     pub(crate) faults: faults::Faults,
     pub(crate) requests: VecDeque<Value>,
 }

@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, time::Duration};
 
 use secrecy::SecretString;
-use slipway_proto::{billing::BillingPolicy, model::ProvisioningPolicy};
+use slipway_proto::{billing::BillingPolicy, jobs::JobPolicy, model::ProvisioningPolicy};
 
 /// Why the starter cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -50,14 +50,23 @@ pub struct StarterSettings {
     pub stripe_price_id: String,
     /// Where Checkout sends the customer back (`SLIPWAY_PUBLIC_URL`, default `http://localhost:8080`).
     pub public_url: String,
+    /// GitHub App webhook secret (`GITHUB_WEBHOOK_SECRET`).
+    pub github_webhook_secret: SecretString,
+    /// Label that starts a job (`SLIPWAY_JOB_LABEL`, default `slipway`).
+    pub job_label: String,
+    /// Jobs of one customer running at once (`SLIPWAY_MAX_JOBS_PER_CUSTOMER`, default 2).
+    pub max_jobs_per_customer: u32,
+    /// Knobs of new jobs (`SLIPWAY_MAX_REVIEW_ROUNDS`, `STRIPE_METER_PR_EVENT`, `STRIPE_METER_TOKENS_EVENT`).
+    pub job_policy: JobPolicy,
 }
 
 /// Required variables, in the order they are reported.
-pub const REQUIRED: [&str; 5] = [
+pub const REQUIRED: [&str; 6] = [
     "STRIPE_WEBHOOK_SECRET",
     "STRIPE_SECRET_KEY",
     "STRIPE_PRICE_ID",
     "GITHUB_CALLBACK_SECRET",
+    "GITHUB_WEBHOOK_SECRET",
     "SLIPWAY_JWT_SECRET",
 ];
 
@@ -121,6 +130,18 @@ impl StarterSettings {
             stripe_secret_key: secret("STRIPE_SECRET_KEY"),
             stripe_price_id: get("STRIPE_PRICE_ID").unwrap_or_default(),
             public_url: get("SLIPWAY_PUBLIC_URL").unwrap_or_else(|| "http://localhost:8080".to_owned()),
+            github_webhook_secret: secret("GITHUB_WEBHOOK_SECRET"),
+            job_label: get("SLIPWAY_JOB_LABEL").unwrap_or_else(|| "slipway".to_owned()),
+            max_jobs_per_customer: u32::try_from(num("SLIPWAY_MAX_JOBS_PER_CUSTOMER", 2)?)
+                .map_err(|_| ConfigError::Invalid("SLIPWAY_MAX_JOBS_PER_CUSTOMER is too large".into()))?
+                .max(1),
+            job_policy: JobPolicy {
+                max_review_rounds: u32::try_from(num("SLIPWAY_MAX_REVIEW_ROUNDS", 2)?).unwrap_or(2),
+                pr_meter_event: get("STRIPE_METER_PR_EVENT")
+                    .unwrap_or_else(|| JobPolicy::default().pr_meter_event),
+                tokens_meter_event: get("STRIPE_METER_TOKENS_EVENT")
+                    .unwrap_or_else(|| JobPolicy::default().tokens_meter_event),
+            },
         })
     }
 }
@@ -135,7 +156,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "missing required configuration: STRIPE_WEBHOOK_SECRET, STRIPE_SECRET_KEY, STRIPE_PRICE_ID, \
-             GITHUB_CALLBACK_SECRET, SLIPWAY_JWT_SECRET (see .env.example)"
+             GITHUB_CALLBACK_SECRET, GITHUB_WEBHOOK_SECRET, SLIPWAY_JWT_SECRET (see .env.example)"
         );
     }
 

@@ -11,6 +11,10 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
+use slipway_proto::jobs::{
+    GitHubLink, GitHubLinks, JobCommand, JobGateInput, JobRequest, JobStatus, github_links_workflow_id,
+    job_gate_workflow_id, job_workflow_id,
+};
 use slipway_proto::stack::{ClientStackRequest, ClientStackStatus, stack_workflow_id};
 use slipway_proto::{
     billing::{
@@ -23,7 +27,8 @@ use slipway_proto::{
     },
 };
 use slipway_workflows::{
-    AgentWorkflow, ClientStackWorkflow, ProvisionAgentWorkflow, SubscriptionWorkflow, search_attributes,
+    AgentWorkflow, ClientStackWorkflow, GitHubLinksWorkflow, JobGateWorkflow, JobWorkflow,
+    ProvisionAgentWorkflow, SubscriptionWorkflow, search_attributes,
 };
 use temporalio_client::{
     Client, ClientOptions, Connection, ConnectionOptions, NamespacedClient, Url,
@@ -45,6 +50,15 @@ fn agent_memo(agent: &AgentRecord) -> MemoValues {
     memo.insert("name", agent.name.clone());
     memo.insert("region", agent.region.clone());
     memo
+}
+
+/// Maps a signal's result: a missing workflow is `NotFound`.
+fn signal_result(r: Result<(), WorkflowInteractionError>) -> Result<(), GatewayError> {
+    match r {
+        Ok(()) => Ok(()),
+        Err(WorkflowInteractionError::NotFound(_)) => Err(GatewayError::NotFound),
+        Err(e) => Err(GatewayError::Unavailable(e.to_string())),
+    }
 }
 
 /// Maps an update's result: a missing workflow is `NotFound`, anything else is unavailability.
@@ -397,6 +411,154 @@ impl Gateway {
             .await?
         {
             Ok(status) => Ok(status),
+            Err(WorkflowQueryError::NotFound(_)) => Err(GatewayError::NotFound),
+            Err(e) => Err(GatewayError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// The link of a GitHub account, if any.
+    pub async fn github_link(&self, account: &str) -> Result<Option<GitHubLink>, GatewayError> {
+        let client = self.client().await?;
+        let handle =
+            client.get_workflow_handle::<GitHubLinksWorkflow>(github_links_workflow_id(&self.task_queue));
+        match self
+            .bounded(handle.query(
+                GitHubLinksWorkflow::get,
+                account.to_owned(),
+                WorkflowQueryOptions::default(),
+            ))
+            .await?
+        {
+            Ok(link) => Ok(link),
+            Err(WorkflowQueryError::NotFound(_)) => Ok(None),
+            Err(e) => Err(GatewayError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Every GitHub link.
+    pub async fn github_links(&self) -> Result<Vec<GitHubLink>, GatewayError> {
+        let client = self.client().await?;
+        let handle =
+            client.get_workflow_handle::<GitHubLinksWorkflow>(github_links_workflow_id(&self.task_queue));
+        match self
+            .bounded(handle.query(GitHubLinksWorkflow::list, (), WorkflowQueryOptions::default()))
+            .await?
+        {
+            Ok(links) => Ok(links),
+            Err(WorkflowQueryError::NotFound(_)) => Ok(Vec::new()),
+            Err(e) => Err(GatewayError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Link a GitHub account (update-with-start on the links singleton).
+    pub async fn link_github(&self, link: GitHubLink) -> Result<GitHubLink, GatewayError> {
+        let client = self.client().await?;
+        let options = WorkflowUpdateWithStartOptions::new(
+            self.task_queue.clone(),
+            github_links_workflow_id(&self.task_queue),
+            WorkflowIdConflictPolicy::UseExisting,
+        )
+        .static_summary("GitHub account → Slipway customer links".to_owned())
+        .build();
+        let call = client.execute_update_with_start_workflow(
+            GitHubLinksWorkflow::run,
+            GitHubLinks::default(),
+            GitHubLinksWorkflow::link,
+            link,
+            options,
+        );
+        self.bounded(call).await?.map_err(|e| GatewayError::Unavailable(e.to_string()))
+    }
+
+    /// A customer's entitlement (query on its subscription workflow).
+    pub async fn customer_entitlement(&self, customer_id: &str) -> Result<Option<Entitlement>, GatewayError> {
+        let client = self.client().await?;
+        let handle = client.get_workflow_handle::<SubscriptionWorkflow>(customer_workflow_id(customer_id));
+        match self
+            .bounded(handle.query(SubscriptionWorkflow::entitlement, (), WorkflowQueryOptions::default()))
+            .await?
+        {
+            Ok(e) => Ok(Some(e)),
+            Err(WorkflowQueryError::NotFound(_)) => Ok(None),
+            Err(e) => Err(GatewayError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// Start the job of an issue (one per issue: a redelivery, or a second trigger, finds it),
+    /// then make sure the customer's gate knows it is waiting.
+    pub async fn start_job(&self, req: JobRequest, max_running: u32) -> Result<String, GatewayError> {
+        let client = self.client().await?;
+        let workflow_id = job_workflow_id(&req.repo, req.issue_number);
+        let customer = req.customer_id.clone();
+        let options = WorkflowStartOptions::new(self.task_queue.clone(), workflow_id.clone())
+            .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+            .search_attributes(SearchAttributes::new([
+                search_attributes::STATUS.value_set("queued".to_owned())
+            ]))
+            .static_summary(format!("{}#{}: {}", req.repo, req.issue_number, req.title))
+            .build();
+        match self.bounded(client.start_workflow(JobWorkflow::run, req, options)).await? {
+            Ok(_) | Err(WorkflowStartError::AlreadyStarted { .. }) => {}
+            Err(e) => return Err(GatewayError::Unavailable(e.to_string())),
+        }
+        if let Some(customer) = customer {
+            let gate = JobGateInput {
+                customer_id: customer.clone(),
+                max_running,
+                running: Vec::new(),
+                waiting: Vec::new(),
+            };
+            let options = WorkflowStartOptions::new(self.task_queue.clone(), job_gate_workflow_id(&customer))
+                .search_attributes(SearchAttributes::new([
+                    search_attributes::CUSTOMER_ID.value_set(customer.clone())
+                ]))
+                .static_summary(format!("job slots of {customer}"))
+                .build();
+            let call = client.signal_with_start_workflow(
+                JobGateWorkflow::run,
+                gate,
+                JobGateWorkflow::enqueue,
+                workflow_id.clone(),
+                options,
+            );
+            self.bounded(call).await?.map_err(|e| GatewayError::Unavailable(e.to_string()))?;
+        }
+        Ok(workflow_id)
+    }
+
+    /// Deliver a `/slipway` command to an issue's job.
+    pub async fn job_command(
+        &self,
+        workflow_id: &str,
+        command: JobCommand,
+        request_id: String,
+    ) -> Result<(), GatewayError> {
+        let client = self.client().await?;
+        let handle = client.get_workflow_handle::<JobWorkflow>(workflow_id);
+        let opts = WorkflowSignalOptions::builder().request_id(request_id).build();
+        signal_result(self.bounded(handle.signal(JobWorkflow::command, command, opts)).await?)
+    }
+
+    /// Tell an issue's job its pull request was closed.
+    pub async fn job_pr_closed(
+        &self,
+        workflow_id: &str,
+        merged: bool,
+        request_id: String,
+    ) -> Result<(), GatewayError> {
+        let client = self.client().await?;
+        let handle = client.get_workflow_handle::<JobWorkflow>(workflow_id);
+        let opts = WorkflowSignalOptions::builder().request_id(request_id).build();
+        signal_result(self.bounded(handle.signal(JobWorkflow::pr_closed, merged, opts)).await?)
+    }
+
+    /// A job's status.
+    pub async fn job_status(&self, workflow_id: &str) -> Result<JobStatus, GatewayError> {
+        let client = self.client().await?;
+        let handle = client.get_workflow_handle::<JobWorkflow>(workflow_id);
+        match self.bounded(handle.query(JobWorkflow::status, (), WorkflowQueryOptions::default())).await? {
+            Ok(s) => Ok(s),
             Err(WorkflowQueryError::NotFound(_)) => Err(GatewayError::NotFound),
             Err(e) => Err(GatewayError::Unavailable(e.to_string())),
         }

@@ -34,6 +34,8 @@ use temporalio_sdk::{
 pub const STRIPE_SECRET: &str = "whsec_test_slipway";
 /// Callback HMAC secret.
 pub const CALLBACK_SECRET: &str = "test-callback-secret";
+/// GitHub App webhook secret.
+pub const GITHUB_WEBHOOK_SECRET: &str = "test-github-webhook-secret";
 /// JWT secret.
 pub const JWT_SECRET: &str = "test-jwt-secret";
 /// Seal key (hex).
@@ -58,6 +60,8 @@ pub struct Options {
     pub grace_period_secs: u64,
     /// Continue-as-new threshold of long-lived workflows.
     pub history_limit: u32,
+    /// Jobs of one customer running at once.
+    pub max_jobs_per_customer: u32,
 }
 
 impl Default for Options {
@@ -70,6 +74,7 @@ impl Default for Options {
             shutdown_wait_secs: 2,
             grace_period_secs: 7 * 24 * 3600,
             history_limit: 5_000,
+            max_jobs_per_customer: 2,
         }
     }
 }
@@ -97,6 +102,8 @@ pub struct TestApp {
     /// Unique suffix for ids of this test.
     pub unique: String,
     worker_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    worker_address: String,
+    worker_settings: WorkerSettings,
     worker_thread: Option<std::thread::JoinHandle<()>>,
     starter_stop: Option<tokio::sync::oneshot::Sender<()>>,
     _server: TemporalServer,
@@ -202,6 +209,10 @@ pub fn worker_settings(sandbox: &str, task_queue: &str, callback_url: &str) -> W
         ("N8N_HOST", format!("{sandbox}/n8n")),
         ("N8N_API_KEY", "n8n_test".to_owned()),
         ("STACK_POLL_INTERVAL_MS", "100".to_owned()),
+        ("GITHUB_APP_ID", "424242".to_owned()),
+        ("GITHUB_APP_PRIVATE_KEY", include_str!("../fixtures/github-app-test-key.pem").to_owned()),
+        ("LLM_API_URL", format!("{sandbox}/openai")),
+        ("LLM_API_KEY", "sk-llm-test".to_owned()),
     ]);
     WorkerSettings::from_lookup(|k| vars.get(k).cloned()).expect("valid test worker settings")
 }
@@ -229,6 +240,8 @@ impl TestApp {
             "STRIPE_WEBHOOK_SECRET" => Some(STRIPE_SECRET.to_owned()),
             "GITHUB_CALLBACK_SECRET" => Some(CALLBACK_SECRET.to_owned()),
             "SLIPWAY_JWT_SECRET" => Some(JWT_SECRET.to_owned()),
+            "GITHUB_WEBHOOK_SECRET" => Some(GITHUB_WEBHOOK_SECRET.to_owned()),
+            "SLIPWAY_MAX_JOBS_PER_CUSTOMER" => Some(opts.max_jobs_per_customer.to_string()),
             "STRIPE_SECRET_KEY" => Some("sk_test_slipway".to_owned()),
             "STRIPE_PRICE_ID" => Some("price_slipway_agent".to_owned()),
             "STRIPE_API_URL" => Some(format!("{sandbox_url}/stripe")),
@@ -263,6 +276,8 @@ impl TestApp {
             stripe_webhook_url: format!("{starter_url}/webhooks/stripe"),
             hetzner_action_ms: opts.hetzner_action_ms,
             runner_step_ms: opts.runner_step_ms,
+            github_webhook_url: format!("{starter_url}/webhooks/github"),
+            github_webhook_secret: GITHUB_WEBHOOK_SECRET.to_owned(),
             ..SandboxConfig::default()
         })
         .await?;
@@ -272,7 +287,7 @@ impl TestApp {
             &task_queue,
             &format!("{starter_url}/callbacks/github-actions"),
         );
-        let (worker_stop, worker_thread) = spawn_worker(address.clone(), worker_settings)?;
+        let (worker_stop, worker_thread) = spawn_worker(address.clone(), worker_settings.clone())?;
         let client = connect(&address).await?;
 
         Ok(Self {
@@ -284,6 +299,8 @@ impl TestApp {
             http: reqwest::Client::new(),
             unique,
             worker_stop: Some(worker_stop),
+            worker_address: address.clone(),
+            worker_settings,
             worker_thread: Some(worker_thread),
             starter_stop: Some(starter_stop),
             _server: server,
@@ -486,6 +503,21 @@ impl TestApp {
     /// A JWT for `sub` (and optionally `role`).
     pub fn token(&self, sub: &str, role: Option<&str>) -> String {
         mint_token(sub, role, JWT_SECRET)
+    }
+
+    /// Stop the worker (gracefully, as a deploy would) and start a fresh one: workflows resume
+    /// from their histories on the new worker, with an empty cache.
+    pub async fn restart_worker(&mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.worker_stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.worker_thread.take() {
+            tokio::task::spawn_blocking(move || t.join()).await?.ok();
+        }
+        let (stop, thread) = spawn_worker(self.worker_address.clone(), self.worker_settings.clone())?;
+        self.worker_stop = Some(stop);
+        self.worker_thread = Some(thread);
+        Ok(())
     }
 
     /// Stop worker and starter (also done on drop).

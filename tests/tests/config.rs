@@ -34,7 +34,7 @@ fn worker_names_every_missing_variable() -> anyhow::Result<()> {
             "missing required configuration: HETZNER_API_TOKEN, TAILSCALE_API_KEY, GITHUB_TOKEN, \
              GITHUB_ACTIONS_REPO, STRIPE_SECRET_KEY, SLIPWAY_CALLBACK_URL, SLIPWAY_SEAL_KEY, \
              SUPABASE_MANAGEMENT_TOKEN, SUPABASE_ORG_ID, GITHUB_ORG, GITHUB_TEMPLATE_REPO, VERCEL_TOKEN, N8N_HOST, \
-             N8N_API_KEY (see .env.example)"
+             N8N_API_KEY, GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY, LLM_API_KEY (see .env.example)"
         ),
         "{stderr}"
     );
@@ -49,7 +49,7 @@ fn starter_names_every_missing_variable() -> anyhow::Result<()> {
     assert!(
         stderr.contains(
             "missing required configuration: STRIPE_WEBHOOK_SECRET, STRIPE_SECRET_KEY, STRIPE_PRICE_ID, \
-             GITHUB_CALLBACK_SECRET, SLIPWAY_JWT_SECRET"
+             GITHUB_CALLBACK_SECRET, GITHUB_WEBHOOK_SECRET, SLIPWAY_JWT_SECRET"
         ),
         "{stderr}"
     );

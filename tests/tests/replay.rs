@@ -14,7 +14,10 @@ use reqwest::Method;
 use serde_json::json;
 use slipway_proto::model::{AgentStatus, agent_workflow_id};
 use slipway_tests::{SEAL_KEY, TestApp};
-use slipway_workflows::{AgentWorkflow, ClientStackWorkflow, ProvisionAgentWorkflow, SubscriptionWorkflow};
+use slipway_workflows::{
+    AgentWorkflow, ClientStackWorkflow, GitHubLinksWorkflow, JobGateWorkflow, JobWorkflow,
+    ProvisionAgentWorkflow, SubscriptionWorkflow,
+};
 use temporalio_client::{
     WorkflowExecutionInfo, WorkflowFetchHistoryOptions, WorkflowHandle, WorkflowHistory,
 };
@@ -31,6 +34,9 @@ fn replayer() -> anyhow::Result<WorkflowReplayer> {
             .register_workflow::<ProvisionAgentWorkflow>()?
             .register_workflow::<SubscriptionWorkflow>()?
             .register_workflow::<ClientStackWorkflow>()?
+            .register_workflow::<JobWorkflow>()?
+            .register_workflow::<JobGateWorkflow>()?
+            .register_workflow::<GitHubLinksWorkflow>()?
             .build(),
     )?)
 }
@@ -59,7 +65,9 @@ async fn committed_histories_replay() -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{} no longer replays: {e}", path.display()))?;
     }
-    for required in ["Agent", "ProvisionAgent", "Subscription", "ClientStack"] {
+    for required in
+        ["Agent", "ProvisionAgent", "Subscription", "ClientStack", "Job", "JobGate", "GitHubLinks"]
+    {
         assert!(types.iter().any(|t| t == required), "no committed history of {required}: {types:?}");
     }
     Ok(())
@@ -156,6 +164,57 @@ async fn live_histories_replay_and_hold_no_secrets() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // A coding job: linked account, issue → PR (one review round) → merged.
+    let account = app.id("replayorg");
+    let repo = format!("{account}/app");
+    let inst = app
+        .sandbox_post("/_sandbox/github/installations", json!({"account": account, "repos": [repo]}))
+        .await?;
+    let installation = inst["installation_id"].as_u64().unwrap();
+    let admin_token = app.token("ops", Some("admin"));
+    let (code, body) = app
+        .api(
+            Method::POST,
+            "/api/admin/github-links",
+            Some(&admin_token),
+            Some(json!({"account": account, "userId": billing_user, "customerId": customer})),
+        )
+        .await?;
+    assert_eq!(code, 200, "{body}");
+    app.sandbox_post("/_sandbox/openai/review", json!({"changes_first": 1})).await?;
+    let issue = slipway_sandbox::github_events::issues(
+        "opened",
+        &repo,
+        installation,
+        1,
+        "Replay me",
+        "",
+        &["slipway"],
+        "dev",
+    );
+    app.sandbox_post(
+        "/_sandbox/github/webhooks",
+        json!({"event": "issues", "payload": issue, "delivery_id": "replay-1"}),
+    )
+    .await?;
+    let job_id = slipway_proto::jobs::job_workflow_id(&repo, 1);
+    let deadline = tokio::time::Instant::now() + wait;
+    let pr = loop {
+        if let Ok(s) = app.gateway().job_status(&job_id).await
+            && s.billed.len() == 2
+        {
+            break s.pr_number.unwrap();
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "job did not open its PR");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    app.sandbox_post(&format!("/_sandbox/github/repos/{repo}/pulls/{pr}/close"), json!({"merged": true}))
+        .await?;
+    while app.gateway().job_status(&job_id).await?.pr_outcome.is_none() {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "job did not see the merge");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // A client stack that succeeds, and one that fails at n8n and rolls back.
     let admin = app.token("ops", Some("admin"));
     let stack_ok = app.id("stackok");
@@ -180,6 +239,12 @@ async fn live_histories_replay_and_hold_no_secrets() -> anyhow::Result<()> {
     }
 
     let recorded = [
+        ("job-merged", history(&app, &job_id, None).await?),
+        ("job-gate", history(&app, &slipway_proto::jobs::job_gate_workflow_id(&customer), None).await?),
+        (
+            "github-links",
+            history(&app, &slipway_proto::jobs::github_links_workflow_id(&app.task_queue), None).await?,
+        ),
         ("client-stack-success", history(&app, &format!("client-stack-{stack_ok}"), None).await?),
         ("client-stack-rollback", history(&app, &format!("client-stack-{stack_bad}"), None).await?),
         ("agent-lifecycle", history(&app, &agent_workflow_id(&life_agent), None).await?),
@@ -217,6 +282,10 @@ async fn live_histories_replay_and_hold_no_secrets() -> anyhow::Result<()> {
         "sbp_test",
         "vercel_test",
         "n8n_test",
+        "sk-llm-test",
+        "ghs_",
+        "BEGIN RSA PRIVATE KEY",
+        "BEGIN PRIVATE KEY",
         "eyJhbGci", // JWT-shaped keys (Supabase anon/service_role) never enter a history
     ];
     for (name, bytes) in &recorded {

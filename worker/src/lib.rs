@@ -9,7 +9,10 @@
 pub mod settings;
 
 use slipway_activities::{BillingActivities, ProvisioningActivities, StackActivities};
-use slipway_workflows::{AgentWorkflow, ClientStackWorkflow, ProvisionAgentWorkflow, SubscriptionWorkflow};
+use slipway_workflows::{
+    AgentWorkflow, ClientStackWorkflow, GitHubLinksWorkflow, JobGateWorkflow, JobWorkflow,
+    ProvisionAgentWorkflow, SubscriptionWorkflow,
+};
 use temporalio_client::{Client, ClientOptions, Connection, envconfig::LoadClientConfigProfileOptions};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
 
@@ -29,14 +32,19 @@ pub fn build_worker(runtime: &Runtime, client: Client, settings: &WorkerSettings
     let provisioning = ProvisioningActivities::new(settings.provisioning()?);
     let billing = BillingActivities::new(settings.stripe()?);
     let stack = StackActivities::new(settings.stack()?);
+    let jobs = settings.jobs()?;
     let options = WorkerOptions::new(settings.task_queue.clone())
         .register_activities(provisioning)
         .register_activities(billing)
         .register_activities(stack)
+        .register_activities(jobs)
         .register_workflow::<AgentWorkflow>()?
         .register_workflow::<ProvisionAgentWorkflow>()?
         .register_workflow::<SubscriptionWorkflow>()?
         .register_workflow::<ClientStackWorkflow>()?
+        .register_workflow::<JobWorkflow>()?
+        .register_workflow::<JobGateWorkflow>()?
+        .register_workflow::<GitHubLinksWorkflow>()?
         .build();
     Ok(Worker::new(runtime, client, options)?)
 }

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use slipway_activities::{
-    ProvisioningConfig, Sealer, StackConfig,
+    JobActivities, ProvisioningConfig, Sealer, StackConfig,
     clients::{
-        github::GitHubClient, hetzner::HetznerClient, n8n::N8nClient, stripe::StripeClient,
-        supabase::SupabaseClient, tailscale::TailscaleClient, vercel::VercelClient,
+        github::GitHubClient, github_app::GitHubApp, hetzner::HetznerClient, llm::LlmClient, n8n::N8nClient,
+        stripe::StripeClient, supabase::SupabaseClient, tailscale::TailscaleClient, vercel::VercelClient,
     },
 };
 
@@ -95,10 +95,20 @@ pub struct WorkerSettings {
     pub n8n_api_key: SecretString,
     /// Poll interval of the stack's wait steps.
     pub stack_poll_interval: Duration,
+    /// GitHub App id.
+    pub github_app_id: String,
+    /// GitHub App private key (PEM).
+    pub github_app_private_key: SecretString,
+    /// OpenAI-compatible API base URL.
+    pub llm_api_url: String,
+    /// Its key.
+    pub llm_api_key: SecretString,
+    /// Model.
+    pub llm_model: String,
 }
 
 /// Required variables, in the order they are reported.
-pub const REQUIRED: [&str; 14] = [
+pub const REQUIRED: [&str; 17] = [
     "HETZNER_API_TOKEN",
     "TAILSCALE_API_KEY",
     "GITHUB_TOKEN",
@@ -113,6 +123,9 @@ pub const REQUIRED: [&str; 14] = [
     "VERCEL_TOKEN",
     "N8N_HOST",
     "N8N_API_KEY",
+    "GITHUB_APP_ID",
+    "GITHUB_APP_PRIVATE_KEY",
+    "LLM_API_KEY",
 ];
 
 impl WorkerSettings {
@@ -123,7 +136,19 @@ impl WorkerSettings {
 
     /// From any lookup (tests pass a map).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        // The App key may be given inline (`\n` escapes allowed) or as a file path.
+        let app_key = get("GITHUB_APP_PRIVATE_KEY")
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| v.replace("\\n", "\n"))
+            .or_else(|| {
+                get("GITHUB_APP_PRIVATE_KEY_PATH").and_then(|p| std::fs::read_to_string(p.trim()).ok())
+            });
+        let get = |k: &str| {
+            if k == "GITHUB_APP_PRIVATE_KEY" {
+                return app_key.clone();
+            }
+            get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+        };
         let missing: Vec<&'static str> = REQUIRED.iter().copied().filter(|k| get(k).is_none()).collect();
         if !missing.is_empty() {
             return Err(ConfigError::Missing(missing));
@@ -181,6 +206,11 @@ impl WorkerSettings {
             n8n_host: req("N8N_HOST"),
             n8n_api_key: SecretString::from(req("N8N_API_KEY")),
             stack_poll_interval: Duration::from_millis(stack_poll_ms),
+            github_app_id: req("GITHUB_APP_ID"),
+            github_app_private_key: SecretString::from(req("GITHUB_APP_PRIVATE_KEY")),
+            llm_api_url: or("LLM_API_URL", "https://api.openai.com"),
+            llm_api_key: SecretString::from(req("LLM_API_KEY")),
+            llm_model: or("LLM_MODEL", "gpt-4o-mini"),
         })
     }
 
@@ -206,6 +236,17 @@ impl WorkerSettings {
             n8n_public_url: self.n8n_host.clone(),
             poll_interval: self.stack_poll_interval,
         })
+    }
+
+    /// The coding-job activities' clients.
+    pub fn jobs(&self) -> Result<JobActivities, ConfigError> {
+        let invalid = |e: slipway_activities::ClientError| ConfigError::Invalid(e.to_string());
+        Ok(JobActivities::new(
+            GitHubApp::new(&self.github_api_url, &self.github_app_id, &self.github_app_private_key)
+                .map_err(invalid)?,
+            LlmClient::new(&self.llm_api_url, self.llm_api_key.clone(), &self.llm_model).map_err(invalid)?,
+            self.stripe()?,
+        ))
     }
 
     /// The Stripe client.
@@ -258,7 +299,8 @@ mod tests {
             err.to_string(),
             "missing required configuration: HETZNER_API_TOKEN, TAILSCALE_API_KEY, GITHUB_ACTIONS_REPO, \
              STRIPE_SECRET_KEY, SLIPWAY_CALLBACK_URL, SLIPWAY_SEAL_KEY, SUPABASE_MANAGEMENT_TOKEN, SUPABASE_ORG_ID, \
-             GITHUB_ORG, GITHUB_TEMPLATE_REPO, VERCEL_TOKEN, N8N_HOST, N8N_API_KEY (see .env.example)"
+             GITHUB_ORG, GITHUB_TEMPLATE_REPO, VERCEL_TOKEN, N8N_HOST, N8N_API_KEY, GITHUB_APP_ID, \
+             GITHUB_APP_PRIVATE_KEY, LLM_API_KEY (see .env.example)"
         );
     }
 
@@ -279,6 +321,9 @@ mod tests {
             ("VERCEL_TOKEN", "v"),
             ("N8N_HOST", "https://n8n.example.com"),
             ("N8N_API_KEY", "n"),
+            ("GITHUB_APP_ID", "1"),
+            ("GITHUB_APP_PRIVATE_KEY", include_str!("../../tests/fixtures/github-app-test-key.pem")),
+            ("LLM_API_KEY", "sk-llm"),
         ]))
         .unwrap();
         assert_eq!(s.hetzner_api_url, "https://api.hetzner.cloud/v1");
@@ -288,6 +333,8 @@ mod tests {
         assert_eq!(s.task_queue, "slipway");
         assert!(s.provisioning().is_ok());
         assert!(s.stack().is_ok());
+        assert!(s.jobs().is_ok());
+        assert_eq!(s.llm_api_url, "https://api.openai.com");
         assert_eq!(s.supabase_api_url, "https://api.supabase.com");
         assert_eq!(s.vercel_api_url, "https://api.vercel.com");
         assert!(!format!("{s:?}").contains("acme/agents") || !format!("{s:?}").contains("abab"));

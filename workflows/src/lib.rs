@@ -21,12 +21,18 @@
 //!   Stripe events once and in a sane order, gates provisioning, suspends/resumes/destroys agents.
 //! - [`client_stack`]: `ClientStack`, the saga that provisions a client's Supabase, schema,
 //!   GitHub repository, Vercel project and n8n workflow, compensating in reverse on failure.
+//! - [`job`]: `Job`, one GitHub issue's coding job (plan, code, review, PR, metered billing);
+//!   [`job_gate`]: `JobGate`, a customer's concurrency cap; [`github_links`]: `GitHubLinks`,
+//!   which GitHub account bills which customer.
 //! - [`billing`]: the pure, unit-tested billing rules the subscription workflow applies.
 //! - [`search_attributes`]: the keyword search attributes operators filter on in the Web UI.
 
 pub mod agent;
 pub mod billing;
 pub mod client_stack;
+pub mod github_links;
+pub mod job;
+pub mod job_gate;
 pub mod provisioning;
 pub mod search_attributes;
 pub mod subscription;
@@ -35,5 +41,8 @@ mod failure;
 
 pub use agent::AgentWorkflow;
 pub use client_stack::ClientStackWorkflow;
+pub use github_links::GitHubLinksWorkflow;
+pub use job::JobWorkflow;
+pub use job_gate::JobGateWorkflow;
 pub use provisioning::ProvisionAgentWorkflow;
 pub use subscription::SubscriptionWorkflow;

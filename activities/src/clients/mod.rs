@@ -5,7 +5,9 @@
 //! Every failure comes back as a [`crate::ClientError`] already classified retryable or not.
 
 pub mod github;
+pub mod github_app;
 pub mod hetzner;
+pub mod llm;
 pub mod n8n;
 pub mod stripe;
 pub mod supabase;

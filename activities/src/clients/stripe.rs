@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use secrecy::{ExposeSecret, SecretString};
 use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
-use stripe_billing::subscription::RetrieveSubscription;
+use stripe_billing::{billing_meter_event::CreateBillingMeterEvent, subscription::RetrieveSubscription};
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
 };
@@ -96,6 +96,32 @@ impl StripeClient {
     pub async fn subscription_status(&self, subscription_id: &str) -> Result<String, ClientError> {
         let sub = RetrieveSubscription::new(subscription_id).send(&self.client).await.map_err(map_err)?;
         Ok(sub.status.as_str().to_owned())
+    }
+
+    /// Report usage as a Billing meter event. `identifier` makes Stripe drop a repeat within
+    /// 24 h; a repeat it rejects as a duplicate counts as reported.
+    pub async fn meter_event(
+        &self,
+        event_name: &str,
+        customer_id: &str,
+        value: u64,
+        identifier: &str,
+    ) -> Result<(), ClientError> {
+        let payload = HashMap::from([
+            ("stripe_customer_id".to_owned(), customer_id.to_owned()),
+            ("value".to_owned(), value.to_string()),
+        ]);
+        let result =
+            CreateBillingMeterEvent::new(event_name, payload).identifier(identifier).send(&self.client).await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(StripeError::Stripe(body, 400))
+                if body.message.as_deref().is_some_and(|m| m.contains("already exists with identifier")) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(map_err(e)),
+        }
     }
 
     /// Create a subscription-mode Checkout Session.

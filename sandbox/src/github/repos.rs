@@ -74,6 +74,19 @@ impl GithubState {
         self.repo(owner, name).map(|r| r.id)
     }
 
+    /// The id of repository `owner/name`, creating it (public, not a template) with `id` when
+    /// missing, so repositories seeded for the GitHub App are also plain repositories.
+    pub(super) fn ensure_repo(&mut self, owner: &str, name: &str, id: u64) -> u64 {
+        if let Some(repo) = self.repos.get(&key(owner, name)) {
+            return repo.id;
+        }
+        self.insert_repo(owner, name, None, false, false, None);
+        if let Some(repo) = self.repos.get_mut(&key(owner, name)) {
+            repo.id = id;
+        }
+        id
+    }
+
     /// `(owner, name)` of the repository with this id.
     pub(crate) fn repo_by_id(&self, id: u64) -> Option<(String, String)> {
         self.repos.values().find(|r| r.id == id).map(|r| (r.owner.clone(), r.name.clone()))

@@ -156,6 +156,102 @@ pub async fn get_agent(State(app): State<AppState>, User(user): User, Path(id): 
     Ok(Json(agent_json(&agent)).into_response())
 }
 
+/// Body of `POST /api/admin/github-links`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkRequest {
+    account: String,
+    user_id: String,
+    customer_id: String,
+}
+
+/// `POST /api/admin/github-links`: bill a GitHub account's jobs to a customer (admins only).
+pub async fn link_github(
+    State(app): State<AppState>,
+    User(user): User,
+    body: Result<Json<LinkRequest>, JsonRejection>,
+) -> ApiResult {
+    if !user.is_admin() {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", "admin role required").into());
+    }
+    let body = json_body(body)?;
+    let mut details = Vec::new();
+    if body.account.is_empty()
+        || body.account.len() > 39
+        || !body.account.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        details.push(("account".to_owned(), "must be a GitHub login".to_owned()));
+    }
+    if crate::validate::user_id(&body.user_id).is_err() {
+        details.push(("userId".to_owned(), "must be a user id".to_owned()));
+    }
+    if !body.customer_id.starts_with("cus_") {
+        details.push(("customerId".to_owned(), "must be a Stripe customer id (cus_…)".to_owned()));
+    }
+    if !details.is_empty() {
+        return Err(ApiFailure(ServiceError {
+            kind: Kind::Invalid,
+            code: "INVALID_INPUT".to_owned(),
+            message: "the link is invalid".to_owned(),
+            details,
+        }));
+    }
+    let link = slipway_proto::jobs::GitHubLink {
+        account: body.account,
+        user_id: body.user_id,
+        customer_id: body.customer_id,
+    };
+    let link = app
+        .gateway
+        .link_github(link)
+        .await
+        .map_err(|e| ApiFailure::from(ApiError::unavailable(e.to_string())))?;
+    Ok(Json(json!(link)).into_response())
+}
+
+/// `GET /api/admin/github-links` (admins only).
+pub async fn list_github_links(State(app): State<AppState>, User(user): User) -> ApiResult {
+    if !user.is_admin() {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", "admin role required").into());
+    }
+    let links = app
+        .gateway
+        .github_links()
+        .await
+        .map_err(|e| ApiFailure::from(ApiError::unavailable(e.to_string())))?;
+    Ok(Json(json!({"links": links})).into_response())
+}
+
+/// `GET /api/jobs/{owner}/{repo}/{issue}`: a coding job's status (admins, or the linked user).
+pub async fn job_status(
+    State(app): State<AppState>,
+    User(user): User,
+    Path((owner, repo, issue)): Path<(String, String, u64)>,
+) -> ApiResult {
+    let repo = format!("{owner}/{repo}");
+    let id = slipway_proto::jobs::job_workflow_id(&repo, issue);
+    let not_found =
+        || ApiFailure::from(ApiError::not_found("JOB_NOT_FOUND", format!("no job for {repo}#{issue}")));
+    let status = match app.gateway.job_status(&id).await {
+        Ok(s) => s,
+        Err(crate::temporal::GatewayError::NotFound | crate::temporal::GatewayError::Closed) => {
+            return Err(not_found());
+        }
+        Err(e) => return Err(ApiError::unavailable(e.to_string()).into()),
+    };
+    if !user.is_admin() {
+        let link = app
+            .gateway
+            .github_link(&owner)
+            .await
+            .map_err(|e| ApiFailure::from(ApiError::unavailable(e.to_string())))?;
+        if link.is_none_or(|l| l.user_id != user.sub) {
+            return Err(not_found());
+        }
+    }
+    Ok(Json(json!(status)).into_response())
+}
+
 /// `POST /api/agents/{id}/provision`.
 pub async fn provision_agent(
     State(app): State<AppState>,

@@ -1,0 +1,308 @@
+//! Payloads of GitHub-driven coding jobs (`Job`), their per-customer concurrency gate
+//! (`JobGate`) and the account links (`GitHubLinks`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::StepProgress;
+
+/// Workflow id of the job for one issue (one job per issue).
+pub fn job_workflow_id(repo: &str, issue_number: u64) -> String {
+    format!("job-{repo}#{issue_number}")
+}
+
+/// Workflow id of a customer's job gate.
+pub fn job_gate_workflow_id(customer_id: &str) -> String {
+    format!("job-gate-{customer_id}")
+}
+
+/// Workflow id of the registry that links GitHub accounts to Slipway users and customers: one
+/// per deployment, which is identified by its task queue within the namespace.
+pub fn github_links_workflow_id(task_queue: &str) -> String {
+    format!("github-links@{task_queue}")
+}
+
+/// Branch a job pushes to.
+pub fn job_branch(issue_number: u64) -> String {
+    format!("slipway/issue-{issue_number}")
+}
+
+/// A GitHub account (user or organization) linked to a paying Slipway user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitHubLink {
+    /// GitHub login of the installation's account.
+    pub account: String,
+    /// Slipway user.
+    pub user_id: String,
+    /// Stripe customer billed for its jobs.
+    pub customer_id: String,
+}
+
+/// State of the links workflow (carried across continue-as-new).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitHubLinks {
+    /// By account login (lower-case).
+    pub links: BTreeMap<String, GitHubLink>,
+}
+
+/// Knobs of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobPolicy {
+    /// How many times the review may send the work back to coding.
+    pub max_review_rounds: u32,
+    /// Stripe meter event for opened pull requests.
+    pub pr_meter_event: String,
+    /// Stripe meter event for LLM tokens.
+    pub tokens_meter_event: String,
+}
+
+impl Default for JobPolicy {
+    fn default() -> Self {
+        Self {
+            max_review_rounds: 2,
+            pr_meter_event: "slipway_pull_requests".to_owned(),
+            tokens_meter_event: "slipway_llm_tokens".to_owned(),
+        }
+    }
+}
+
+/// Input of a job (from the `issues` webhook).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRequest {
+    /// `owner/name`.
+    pub repo: String,
+    /// GitHub App installation covering the repository.
+    pub installation_id: u64,
+    /// Issue number.
+    pub issue_number: u64,
+    /// Issue title.
+    pub title: String,
+    /// Issue body.
+    pub body: String,
+    /// Who opened or labelled it.
+    pub requested_by: String,
+    /// Billed customer; `None` when refused.
+    pub customer_id: Option<String>,
+    /// Linked Slipway user, if any.
+    pub user_id: Option<String>,
+    /// Why the job may not run (unlinked account, no subscription), commented on the issue.
+    pub refusal: Option<String>,
+    /// Knobs.
+    pub policy: JobPolicy,
+}
+
+/// Where a job stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for a slot.
+    Queued,
+    /// Asking the model for a plan.
+    Planning,
+    /// Asking the model for the change.
+    Coding,
+    /// Asking the model to review the change.
+    Reviewing,
+    /// Committing and opening the pull request.
+    PrCreating,
+    /// Pull request open (waiting for it to be merged or closed).
+    PrOpened,
+    /// Something failed; `/slipway retry` starts again.
+    Failed,
+    /// Cancelled, or refused before starting.
+    Cancelled,
+}
+
+impl JobState {
+    /// Value of the `SlipwayStatus` search attribute.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Planning => "planning",
+            Self::Coding => "coding",
+            Self::Reviewing => "reviewing",
+            Self::PrCreating => "pr_creating",
+            Self::PrOpened => "pr_opened",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A `/slipway …` command from an issue comment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobCommand {
+    /// `retry` or `cancel`.
+    pub command: String,
+    /// Commenter's login (must have write access).
+    pub login: String,
+}
+
+/// Result of the `status` query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobStatus {
+    /// `owner/name`.
+    pub repo: String,
+    /// Issue number.
+    pub issue_number: u64,
+    /// State.
+    pub state: JobState,
+    /// States passed through, in order.
+    pub history: Vec<JobState>,
+    /// Steps of the current attempt.
+    pub steps: Vec<StepProgress>,
+    /// Pull request, once opened.
+    pub pr_number: Option<u64>,
+    /// Its URL.
+    pub pr_url: Option<String>,
+    /// `merged` or `closed` once the PR is closed.
+    pub pr_outcome: Option<String>,
+    /// LLM tokens used so far.
+    pub tokens: u64,
+    /// Meter event identifiers already reported (the once-only ledger).
+    pub billed: Vec<String>,
+    /// Why it failed or was refused.
+    pub failure: Option<String>,
+    /// Attempt number (1 + retries).
+    pub attempt: u32,
+}
+
+/// Output of an LLM step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LlmOut {
+    /// The model's answer.
+    pub content: String,
+    /// Prompt + completion tokens of the call.
+    pub tokens: u64,
+}
+
+/// A file the change writes (`content: None` deletes it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileChange {
+    /// Path in the repository.
+    pub path: String,
+    /// New content; `None` deletes.
+    pub content: Option<String>,
+}
+
+/// Input of the planning / coding / review activities.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LlmTask {
+    /// `owner/name`.
+    pub repo: String,
+    /// Installation (to read files).
+    pub installation_id: u64,
+    /// Issue title.
+    pub title: String,
+    /// Issue body.
+    pub body: String,
+    /// The plan (coding, review).
+    pub plan: Option<String>,
+    /// Review feedback to address (coding after `changes`).
+    pub feedback: Option<String>,
+    /// The proposed change (review).
+    pub files: Vec<FileChange>,
+}
+
+/// Output of the coding activity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeOut {
+    /// The change.
+    pub files: Vec<FileChange>,
+    /// Tokens used.
+    pub tokens: u64,
+}
+
+/// Output of the review activity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewOut {
+    /// Approved.
+    pub approved: bool,
+    /// Comments (the feedback when not approved).
+    pub comments: String,
+    /// Tokens used.
+    pub tokens: u64,
+}
+
+/// Input of the pull-request activity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequestInput {
+    /// `owner/name`.
+    pub repo: String,
+    /// Installation.
+    pub installation_id: u64,
+    /// Issue number (linked from the body).
+    pub issue_number: u64,
+    /// Branch to push.
+    pub branch: String,
+    /// Title.
+    pub title: String,
+    /// Body.
+    pub body: String,
+    /// Commit message.
+    pub commit_message: String,
+    /// The change.
+    pub files: Vec<FileChange>,
+}
+
+/// An opened pull request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequestOut {
+    /// Number.
+    pub number: u64,
+    /// URL.
+    pub url: String,
+}
+
+/// Input of the issue-comment activity (create or edit the job's one comment).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommentInput {
+    /// `owner/name`.
+    pub repo: String,
+    /// Installation.
+    pub installation_id: u64,
+    /// Issue number.
+    pub issue_number: u64,
+    /// Existing comment to edit, if any.
+    pub comment_id: Option<u64>,
+    /// Body.
+    pub body: String,
+}
+
+/// Input of the permission check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PermissionInput {
+    /// `owner/name`.
+    pub repo: String,
+    /// Installation.
+    pub installation_id: u64,
+    /// Login.
+    pub login: String,
+}
+
+/// A usage report for Stripe Billing meter events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeterEventInput {
+    /// Meter event name.
+    pub event_name: String,
+    /// Stripe customer.
+    pub customer_id: String,
+    /// Quantity.
+    pub value: u64,
+    /// Deterministic identifier (Stripe dedupes it for 24 h; the job's ledger forever).
+    pub identifier: String,
+}
+
+/// Input of a customer's job gate (and what it carries across continue-as-new).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobGateInput {
+    /// Customer.
+    pub customer_id: String,
+    /// At most this many jobs run at once.
+    pub max_running: u32,
+    /// Jobs holding a slot.
+    pub running: Vec<String>,
+    /// Jobs waiting, in arrival order.
+    pub waiting: Vec<String>,
+}

@@ -1,0 +1,337 @@
+//! OpenAI-compatible chat completions (`/openai`, real base `https://api.openai.com`).
+//!
+//! The coding bot asks a model to plan, write and review a change. A real model is slow,
+//! costly and different every time, so the sandbox answers deterministically from a role tag
+//! the product puts in the prompt, with OpenAI's response, usage and error shapes; the
+//! product's parsing, retries and review loop are what get tested.
+//!
+//! Protocol:
+//! - The tag is the first of `slipway:plan`, `slipway:code`, `slipway:review` appearing in the
+//!   first `system` (or `developer`) message. The task is the last `user` message; its first
+//!   non-blank line, trimmed, is the issue title.
+//! - `plan`: plain text, `Plan for: <title>` then three numbered steps.
+//! - `code`: a JSON object as the content, `{"files": [{"path": "SLIPWAY.md", "content"},
+//!   {"path": "src/slipway_generated.rs", "content": "// generated for: <title>\n..."}],
+//!   "delete": []}`; when the user message contains `revision:` (any case) the Rust file
+//!   also has the line `// revised after review`.
+//! - `review`: `{"verdict": "changes"|"approve", "comments"}`: `changes` for the first N
+//!   review calls of each title (`POST /_sandbox/openai/review {"changes_first": N}`,
+//!   default 0, which also restarts the counts), `approve` after.
+//! - Anything else: a plain text answer.
+//!
+//! `usage` is deterministic too: `prompt_tokens` = ceil(characters of all message contents
+//! / 4), `completion_tokens` = ceil(characters of the answer / 4). Every call is recorded in
+//! `/_sandbox/state` (`openai.calls`). Faults apply as to any provider, with OpenAI's error
+//! body. Any non-empty bearer key is accepted.
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{Next, from_fn};
+use axum::response::Response;
+use axum::routing::post;
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use crate::state::{Shared, json_response, parse_body, random_alnum, random_hex};
+
+/// Recorded calls kept for the inventory; older ones are dropped first.
+const CALLS_CAP: usize = 1000;
+const TAGS: &[(&str, Tag)] =
+    &[("slipway:plan", Tag::Plan), ("slipway:code", Tag::Code), ("slipway:review", Tag::Review)];
+const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+
+#[derive(Clone, Copy, PartialEq)]
+enum Tag {
+    Plan,
+    Code,
+    Review,
+}
+
+impl Tag {
+    fn name(self) -> &'static str {
+        match self {
+            Tag::Plan => "plan",
+            Tag::Code => "code",
+            Tag::Review => "review",
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct OpenAiState {
+    calls: Vec<Value>,
+    /// How many review calls per title answer `changes` before `approve`.
+    changes_first: u64,
+    /// Review calls so far per title.
+    reviews: BTreeMap<String, u64>,
+}
+
+impl OpenAiState {
+    pub(crate) fn dump(&self) -> Value {
+        json!({"calls": self.calls, "changes_first": self.changes_first, "reviews": self.reviews})
+    }
+}
+
+pub(crate) fn router() -> Router<Shared> {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .fallback(invalid_url)
+        .layer(from_fn(auth))
+}
+
+/// `/_sandbox/openai/...`.
+pub(crate) fn control_router() -> Router<Shared> {
+    Router::new().route("/review", post(control_review))
+}
+
+fn error(status: StatusCode, message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Response {
+    json_response(status, json!({"error": {"message": message, "type": kind, "param": param, "code": code}}))
+}
+
+fn bad_request(message: &str, param: Option<&str>, code: Option<&str>) -> Response {
+    error(StatusCode::BAD_REQUEST, message, "invalid_request_error", param, code)
+}
+
+/// Requires `Authorization: Bearer <key>`.
+async fn auth(req: Request, next: Next) -> Response {
+    let value =
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default().trim();
+    let key = value.get(..7).filter(|s| s.eq_ignore_ascii_case("bearer ")).map(|_| value[7..].trim());
+    if key.is_none_or(str::is_empty) {
+        // Deviation: OpenAI says "You didn't provide an API key..." (code null) when the
+        // header is missing; one answer for every refused credential is simpler to handle.
+        let message = "Incorrect API key provided: ''. You can find your API key at https://platform.openai.com/account/api-keys.";
+        return error(
+            StatusCode::UNAUTHORIZED,
+            message,
+            "invalid_request_error",
+            None,
+            Some("invalid_api_key"),
+        );
+    }
+    next.run(req).await
+}
+
+async fn invalid_url(method: Method, OriginalUri(uri): OriginalUri) -> Response {
+    let path = uri.path().strip_prefix("/openai").unwrap_or(uri.path());
+    let message = format!("Invalid URL ({method} {path})");
+    error(StatusCode::NOT_FOUND, &message, "invalid_request_error", None, None)
+}
+
+/// The text of a message's `content`: a string, or the `text` of its parts.
+fn text(message: &Value) -> String {
+    match message.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(parts)) => {
+            parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect()
+        }
+        _ => String::new(),
+    }
+}
+
+fn tokens(chars: usize) -> usize {
+    chars.div_ceil(4)
+}
+
+/// `POST /v1/chat/completions`.
+async fn chat_completions(State(app): State<Shared>, body: Bytes) -> Response {
+    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&body) else {
+        let message = "We could not parse the JSON body of your request. (HINT: This likely means you aren't using \
+            your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)";
+        return bad_request(message, None, None);
+    };
+    let Some(model) = body.get("model").and_then(Value::as_str).filter(|m| !m.is_empty()) else {
+        return bad_request("you must provide a model parameter", None, None);
+    };
+    let messages = match body.get("messages") {
+        None | Some(Value::Null) => {
+            return bad_request(
+                "Missing required parameter: 'messages'.",
+                Some("messages"),
+                Some("missing_required_parameter"),
+            );
+        }
+        Some(Value::Array(list)) if list.is_empty() => {
+            let message = "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.";
+            return bad_request(message, Some("messages"), Some("empty_array"));
+        }
+        Some(Value::Array(list)) => list,
+        Some(_) => {
+            let message = "Invalid type for 'messages': expected an array of objects, but got a value of another type instead.";
+            return bad_request(message, Some("messages"), Some("invalid_type"));
+        }
+    };
+    for (i, message) in messages.iter().enumerate() {
+        let param = format!("messages[{i}].role");
+        let Some(role) = message.get("role") else {
+            let message = format!("Missing required parameter: '{param}'.");
+            return bad_request(&message, Some(&param), Some("missing_required_parameter"));
+        };
+        let role = role.as_str();
+        if !role.is_some_and(|r| ROLES.contains(&r)) {
+            let message = format!(
+                "Invalid value: '{}'. Supported values are: 'system', 'assistant', 'user', 'function', 'tool', and 'developer'.",
+                role.unwrap_or_default()
+            );
+            return bad_request(&message, Some(&param), Some("invalid_value"));
+        }
+    }
+    match body.get("temperature") {
+        None | Some(Value::Null) => {}
+        Some(Value::Number(t)) if t.as_f64().is_some_and(|t| (0.0..=2.0).contains(&t)) => {}
+        Some(Value::Number(t)) => {
+            let (side, code) = if t.as_f64().unwrap_or(0.0) < 0.0 {
+                ("below minimum value. Expected a value >= 0", "decimal_below_min_value")
+            } else {
+                ("above maximum value. Expected a value <= 2", "decimal_above_max_value")
+            };
+            let message = format!("Invalid 'temperature': decimal {side}, but got {t} instead.");
+            return bad_request(&message, Some("temperature"), Some(code));
+        }
+        Some(_) => {
+            let message = "Invalid type for 'temperature': expected a decimal, but got another type instead.";
+            return bad_request(message, Some("temperature"), Some("invalid_type"));
+        }
+    }
+    let texts: Vec<String> = messages.iter().map(text).collect();
+    match body.get("response_format").map(|f| f.get("type").and_then(Value::as_str)) {
+        None | Some(Some("text" | "json_schema")) => {}
+        Some(Some("json_object")) => {
+            if !texts.iter().any(|t| t.to_ascii_lowercase().contains("json")) {
+                let message = "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'.";
+                return bad_request(message, Some("messages"), None);
+            }
+        }
+        Some(other) => {
+            let message = format!(
+                "Invalid value: '{}'. Supported values are: 'json_object', 'json_schema', and 'text'.",
+                other.unwrap_or_default()
+            );
+            return bad_request(&message, Some("response_format.type"), Some("invalid_value"));
+        }
+    }
+
+    let role =
+        |m: &Value, roles: &[&str]| m.get("role").and_then(Value::as_str).is_some_and(|r| roles.contains(&r));
+    let system = messages.iter().position(|m| role(m, &["system", "developer"])).map(|i| texts[i].as_str());
+    let tag = system.and_then(|s| {
+        TAGS.iter()
+            .filter_map(|(needle, tag)| s.find(needle).map(|at| (at, *tag)))
+            .min_by_key(|(at, _)| *at)
+            .map(|(_, t)| t)
+    });
+    let task = messages.iter().rposition(|m| role(m, &["user"])).map_or("", |i| texts[i].as_str());
+    let title = task.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default().to_owned();
+
+    let mut state = app.lock();
+    let openai = &mut state.openai;
+    let (answer, verdict) = match tag {
+        Some(Tag::Plan) => (plan(&title), None),
+        Some(Tag::Code) => (code(&title, task.to_ascii_lowercase().contains("revision:")), None),
+        Some(Tag::Review) => {
+            let seen = openai.reviews.entry(title.clone()).or_default();
+            *seen += 1;
+            let changes = *seen <= openai.changes_first;
+            (review(&title, changes), Some(if changes { "changes" } else { "approve" }))
+        }
+        None => (format!("Sandbox answer to: {title}"), None),
+    };
+    let prompt_tokens = tokens(texts.iter().map(|t| t.chars().count()).sum());
+    let completion_tokens = tokens(answer.chars().count());
+    if openai.calls.len() >= CALLS_CAP {
+        openai.calls.remove(0);
+    }
+    openai.calls.push(json!({"tag": tag.map(Tag::name), "model": model, "title": title, "verdict": verdict,
+        "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}));
+    drop(state);
+    tracing::info!(tag = tag.map(Tag::name), model, "openai: chat completion");
+
+    let body = json!({
+        "id": format!("chatcmpl-{}", random_alnum(29)),
+        "object": "chat.completion",
+        "created": Utc::now().timestamp(),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer, "refusal": null,
+            "annotations": []}, "logprobs": null, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}},
+        "service_tier": "default",
+        "system_fingerprint": "fp_sandbox",
+    });
+    let mut response = json_response(StatusCode::OK, body);
+    if let Ok(id) = HeaderValue::from_str(&format!("req_{}", random_hex(32))) {
+        response.headers_mut().insert("x-request-id", id);
+    }
+    response
+}
+
+fn plan(title: &str) -> String {
+    format!(
+        "Plan for: {title}\n\n\
+         1. Add `src/slipway_generated.rs` with the code the issue asks for.\n\
+         2. Describe the change in `SLIPWAY.md`.\n\
+         3. Open a pull request and ask for a review.\n"
+    )
+}
+
+fn code(title: &str, revised: bool) -> String {
+    let notes = format!(
+        "# {title}\n\nSlipway made this change for the issue \"{title}\".\n\nIt adds `src/slipway_generated.rs`.\n"
+    );
+    let revision = if revised { "// revised after review\n" } else { "" };
+    let rust = format!("// generated for: {title}\n{revision}pub fn answer() -> u32 {{ 42 }}\n");
+    let files = [
+        json!({"path": "SLIPWAY.md", "content": notes}),
+        json!({"path": "src/slipway_generated.rs", "content": rust}),
+    ];
+    json!({"files": files, "delete": []}).to_string()
+}
+
+fn review(title: &str, changes: bool) -> String {
+    let (verdict, comments) = if changes {
+        ("changes", format!("Please add a doc comment to `answer()` saying how it addresses \"{title}\"."))
+    } else {
+        ("approve", format!("Looks good: the change addresses \"{title}\"."))
+    };
+    json!({"verdict": verdict, "comments": comments}).to_string()
+}
+
+/// `POST /_sandbox/openai/review` `{"changes_first": N}`.
+async fn control_review(State(app): State<Shared>, body: Bytes) -> Response {
+    let Some(n) = parse_body(&body).ok().and_then(|b| b.get("changes_first").and_then(Value::as_u64)) else {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "changes_first must be a whole number"}),
+        );
+    };
+    let mut state = app.lock();
+    state.openai.changes_first = n;
+    state.openai.reviews.clear();
+    json_response(StatusCode::OK, json!({"changes_first": n}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_answer_is_json_with_two_files() {
+        let answer: Value = serde_json::from_str(&code("Add a button", true)).unwrap();
+        assert_eq!(answer["files"][0]["path"], "SLIPWAY.md");
+        let rust = answer["files"][1]["content"].as_str().unwrap();
+        assert_eq!(
+            rust,
+            "// generated for: Add a button\n// revised after review\npub fn answer() -> u32 { 42 }\n"
+        );
+        assert_eq!(answer["delete"], json!([]));
+        assert_eq!(tokens(0), 0);
+        assert_eq!(tokens(5), 2);
+    }
+}

@@ -1,0 +1,291 @@
+//! GitHub issue → coding job → pull request → metered billing, on a real Temporal server with
+//! the sandbox playing GitHub (App, repositories, webhooks), the model and Stripe.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use slipway_proto::jobs::{JobState, JobStatus, job_workflow_id};
+use slipway_sandbox::github_events;
+use slipway_tests::{GITHUB_WEBHOOK_SECRET, Options, TestApp};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// A paying user whose GitHub account (with one installed repository) is linked to them.
+struct Setup {
+    account: String,
+    repo: String,
+    installation: u64,
+    customer: String,
+}
+
+async fn setup(app: &TestApp, link: bool) -> anyhow::Result<Setup> {
+    let user = app.id("user");
+    let paid = app.subscribe(&user, None).await?;
+    let customer = paid["customer_id"].as_str().unwrap().to_owned();
+    let account = app.id("acme");
+    let repo = format!("{account}/shop");
+    let inst = app
+        .sandbox_post("/_sandbox/github/installations", json!({"account": account, "repos": [repo]}))
+        .await?;
+    let installation = inst["installation_id"].as_u64().expect("installation id");
+    app.sandbox_post(
+        &format!("/_sandbox/github/repos/{repo}/collaborators/maintainer"),
+        json!({"permission": "write"}),
+    )
+    .await?;
+    if link {
+        let admin = app.token("ops", Some("admin"));
+        let (code, body) = app
+            .api(
+                Method::POST,
+                "/api/admin/github-links",
+                Some(&admin),
+                Some(json!({"account": account, "userId": user, "customerId": customer})),
+            )
+            .await?;
+        assert_eq!(code, 200, "{body}");
+    }
+    Ok(Setup { account, repo, installation, customer })
+}
+
+/// Deliver an event the way GitHub does (signed, with a delivery id).
+async fn deliver(app: &TestApp, event: &str, payload: Value, delivery: &str) -> anyhow::Result<Value> {
+    app.sandbox_post(
+        "/_sandbox/github/webhooks",
+        json!({"event": event, "payload": payload, "delivery_id": delivery}),
+    )
+    .await
+}
+
+fn opened(s: &Setup, number: u64, title: &str) -> Value {
+    github_events::issues(
+        "opened",
+        &s.repo,
+        s.installation,
+        number,
+        title,
+        "Please add it.",
+        &["slipway"],
+        "maintainer",
+    )
+}
+
+async fn job(app: &TestApp, repo: &str, number: u64) -> anyhow::Result<Option<JobStatus>> {
+    match app.gateway().job_status(&job_workflow_id(repo, number)).await {
+        Ok(s) => Ok(Some(s)),
+        Err(slipway_starter::temporal::GatewayError::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn wait_job(
+    app: &TestApp,
+    repo: &str,
+    number: u64,
+    pred: impl Fn(&JobStatus) -> bool,
+) -> anyhow::Result<JobStatus> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Some(s) = job(app, repo, number).await?
+            && pred(&s)
+        {
+            return Ok(s);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "job {repo}#{number}: {:#?}",
+            job(app, repo, number).await?
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn meter_events(state: &Value, customer: &str) -> Vec<Value> {
+    state["stripe"]["meter_events"]
+        .as_array()
+        .map(|a| a.iter().filter(|e| e["payload"]["stripe_customer_id"] == customer).cloned().collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn an_issue_becomes_a_pull_request_billed_exactly_once() -> anyhow::Result<()> {
+    let mut app = TestApp::spawn().await?;
+    let s = setup(&app, true).await?;
+    app.sandbox_post("/_sandbox/openai/review", json!({"changes_first": 1})).await?;
+    // Slow the model down a little so the worker restart lands mid-job.
+    app.fault(json!({"method": "POST", "path": "/openai/v1/chat/completions", "latency_ms": 300})).await?;
+
+    // GitHub delivers the same event three times (same delivery id).
+    for _ in 0..3 {
+        let r = deliver(&app, "issues", opened(&s, 1, "Add the answer function"), "d-issue-1").await?;
+        assert_eq!(r["status"], 202, "{r}");
+    }
+    wait_job(&app, &s.repo, 1, |j| matches!(j.state, JobState::Coding | JobState::Reviewing)).await?;
+    app.restart_worker().await?;
+    let done = wait_job(&app, &s.repo, 1, |j| j.state == JobState::PrOpened && j.billed.len() == 2).await?;
+
+    // It passed through every state, with one review round sent back.
+    let mut path = done.history.clone();
+    path.dedup();
+    assert_eq!(path.first(), Some(&JobState::Queued));
+    for st in
+        [JobState::Planning, JobState::Coding, JobState::Reviewing, JobState::PrCreating, JobState::PrOpened]
+    {
+        assert!(path.contains(&st), "{st:?} missing from {path:?}");
+    }
+    assert!(done.history.iter().filter(|s| **s == JobState::Coding).count() >= 2, "review sent it back once");
+
+    // The PR is in the sandbox with the expected branch, files, title and body.
+    let state = app.sandbox_state().await?;
+    let pulls: Vec<&Value> =
+        state["github"]["pulls"].as_array().unwrap().iter().filter(|p| p["repo"] == json!(s.repo)).collect();
+    assert_eq!(pulls.len(), 1, "{state:#}");
+    let pr = pulls[0];
+    assert_eq!(pr["head"], "slipway/issue-1");
+    assert_eq!(pr["state"], "open");
+    assert_eq!(pr["title"], "Slipway: Add the answer function");
+    assert!(pr["body"].as_str().unwrap().contains("Closes #1"));
+    let number = pr["number"].as_u64().unwrap();
+    assert_eq!(done.pr_number, Some(number));
+    assert!(
+        done.pr_url.as_deref().unwrap().ends_with(&format!("{}/pull/{number}", s.repo)),
+        "{:?}",
+        done.pr_url
+    );
+    let commits = state["github"]["commits"].to_string();
+    assert!(commits.contains("src/slipway_generated.rs") && commits.contains("SLIPWAY.md"), "{commits}");
+    // One progress comment, edited as the job advanced.
+    let comments: Vec<&Value> =
+        state["github"]["comments"].as_array().unwrap().iter().filter(|c| c["number"] == 1).collect();
+    assert_eq!(comments.len(), 1, "{comments:#?}");
+    assert!(comments[0]["body"].as_str().unwrap().contains("pull request opened"));
+
+    // Exactly one PR meter event and one token meter event, for the right customer.
+    let events = meter_events(&state, &s.customer);
+    assert_eq!(events.len(), 2, "{events:#?}");
+    let by_name = |n: &str| events.iter().filter(|e| e["event_name"] == n).count();
+    assert_eq!((by_name("slipway_pull_requests"), by_name("slipway_llm_tokens")), (1, 1));
+    let tokens = events.iter().find(|e| e["event_name"] == "slipway_llm_tokens").unwrap();
+    assert_eq!(tokens["payload"]["value"], json!(done.tokens.to_string()));
+
+    // Merging closes the job with the outcome recorded.
+    app.sandbox_post(
+        &format!("/_sandbox/github/repos/{}/pulls/{number}/close", s.repo),
+        json!({"merged": true}),
+    )
+    .await?;
+    let closed = wait_job(&app, &s.repo, 1, |j| j.pr_outcome.is_some()).await?;
+    assert_eq!(closed.pr_outcome.as_deref(), Some("merged"));
+    assert_eq!(meter_events(&app.sandbox_state().await?, &s.customer).len(), 2, "still billed once");
+    let _ = &s.account;
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_unlinked_account_is_refused_with_a_comment() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let s = setup(&app, false).await?;
+    deliver(&app, "issues", opened(&s, 5, "Do something"), "d-unlinked").await?;
+    let j = wait_job(&app, &s.repo, 5, |j| j.state == JobState::Cancelled).await?;
+    assert!(j.failure.as_deref().unwrap_or_default().contains("not linked"), "{j:#?}");
+    let state = app.sandbox_state().await?;
+    let comments = state["github"]["comments"].to_string();
+    assert!(comments.contains("not linked to a Slipway subscription"), "{comments}");
+    assert!(meter_events(&state, &s.customer).is_empty());
+    assert_eq!(state["openai"]["calls"].as_array().map_or(0, Vec::len), 0, "no model call for a refused job");
+    Ok(())
+}
+
+#[tokio::test]
+async fn webhooks_need_a_valid_signature_and_a_delivery_id() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let url = format!("{}/webhooks/github", app.starter_url);
+    let body = github_events::ping(1).to_string();
+    let post = |sig: Option<String>, delivery: Option<&str>, event: &str| {
+        let mut r = app.http.post(&url).header("x-github-event", event).body(body.clone());
+        if let Some(s) = sig {
+            r = r.header("x-hub-signature-256", s);
+        }
+        if let Some(d) = delivery {
+            r = r.header("x-github-delivery", d);
+        }
+        r.send()
+    };
+    let good = github_events::signature(body.as_bytes(), GITHUB_WEBHOOK_SECRET);
+    let bad = github_events::signature(body.as_bytes(), "wrong");
+    assert_eq!(post(Some(bad), Some("d1"), "ping").await?.status(), 401);
+    assert_eq!(post(None, Some("d1"), "ping").await?.status(), 401);
+    assert_eq!(post(Some(good.clone()), None, "ping").await?.status(), 400);
+    assert_eq!(post(Some(good.clone()), Some("d1"), "ping").await?.status(), 200);
+    assert_eq!(post(Some(good), Some("d2"), "watch").await?.status(), 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn retry_and_cancel_need_write_access() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let s = setup(&app, true).await?;
+    // The model is down (permanently): the job fails.
+    app.fault(json!({"method": "POST", "path": "/openai/v1/chat/completions", "status": 400})).await?;
+    deliver(&app, "issues", opened(&s, 2, "Fix the bug"), "d-2").await?;
+    wait_job(&app, &s.repo, 2, |j| j.state == JobState::Failed).await?;
+
+    // A reader cannot retry; a writer can.
+    let reader =
+        github_events::issue_comment_created(&s.repo, s.installation, 2, "/slipway retry", "drive-by");
+    deliver(&app, "issue_comment", reader, "d-c1").await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(job(&app, &s.repo, 2).await?.unwrap().attempt, 1);
+    app.http.delete(format!("{}/_sandbox/faults", app.sandbox.base_url)).send().await?;
+    let writer =
+        github_events::issue_comment_created(&s.repo, s.installation, 2, "/slipway retry", "maintainer");
+    deliver(&app, "issue_comment", writer, "d-c2").await?;
+    let j = wait_job(&app, &s.repo, 2, |j| j.state == JobState::PrOpened).await?;
+    assert_eq!(j.attempt, 2);
+
+    // Cancel: a second issue, cancelled while it waits on a slow model.
+    app.fault(json!({"method": "POST", "path": "/openai/v1/chat/completions", "latency_ms": 1500})).await?;
+    deliver(&app, "issues", opened(&s, 3, "Another"), "d-3").await?;
+    wait_job(&app, &s.repo, 3, |j| j.state == JobState::Planning).await?;
+    let cancel =
+        github_events::issue_comment_created(&s.repo, s.installation, 3, "/slipway cancel", "maintainer");
+    deliver(&app, "issue_comment", cancel, "d-c3").await?;
+    let j = wait_job(&app, &s.repo, 3, |j| j.state == JobState::Cancelled).await?;
+    assert!(j.pr_number.is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_customer_runs_at_most_its_cap_of_jobs_at_once() -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(Options { max_jobs_per_customer: 1, ..Options::default() }).await?;
+    let s = setup(&app, true).await?;
+    app.fault(json!({"method": "POST", "path": "/openai/v1/chat/completions", "latency_ms": 400})).await?;
+    deliver(&app, "issues", opened(&s, 10, "First"), "d-10").await?;
+    deliver(&app, "issues", opened(&s, 11, "Second"), "d-11").await?;
+
+    let running = |j: &Option<JobStatus>| {
+        j.as_ref().is_some_and(|j| {
+            matches!(
+                j.state,
+                JobState::Planning | JobState::Coding | JobState::Reviewing | JobState::PrCreating
+            )
+        })
+    };
+    let mut saw_queued = false;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (a, b) = (job(&app, &s.repo, 10).await?, job(&app, &s.repo, 11).await?);
+        assert!(!(running(&a) && running(&b)), "both jobs ran at once: {a:?} {b:?}");
+        saw_queued |= [&a, &b].iter().any(|j| j.as_ref().is_some_and(|j| j.state == JobState::Queued))
+            && (running(&a) || running(&b));
+        let done = |j: &Option<JobStatus>| j.as_ref().is_some_and(|j| j.state == JobState::PrOpened);
+        if done(&a) && done(&b) {
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "jobs did not finish: {a:?} {b:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(saw_queued, "the second job visibly waited its turn");
+    Ok(())
+}

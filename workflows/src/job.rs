@@ -1,0 +1,514 @@
+//! `Job`: one GitHub issue's coding job (`job-<owner>/<repo>#<n>`, one per issue).
+//!
+//! `queued → planning → coding → reviewing (→ coding, at most `max_review_rounds` times) →
+//! pr_creating → pr_opened`, or `failed` / `cancelled`. Progress is one issue comment, edited as
+//! the job advances, plus the `status` query and the `SlipwayStatus` search attribute.
+//!
+//! - At most N jobs of a customer run at once: the job waits for its customer's `JobGate`
+//!   (`slot_granted`) and gives the slot back when it leaves the running states.
+//! - `/slipway retry` and `/slipway cancel` arrive as the `command` signal; the commenter's write
+//!   access is checked (an activity) before either takes effect.
+//! - Billing: once the PR is open, one meter event for the PR and one for the tokens of the
+//!   attempt are reported with deterministic identifiers, and recorded in a ledger in the
+//!   workflow's state first checked before every report. Stripe forgets identifiers after 24 h;
+//!   the ledger does not, so a usage is billed once however often anything is retried or replayed.
+
+use std::time::Duration;
+
+use slipway_activities::JobActivities;
+use slipway_proto::{
+    jobs::{
+        CommentInput, FileChange, JobCommand, JobRequest, JobState, JobStatus, LlmTask, MeterEventInput,
+        PermissionInput, PullRequestInput, job_branch, job_gate_workflow_id,
+    },
+    model::{StepProgress, StepState},
+};
+use temporalio_common::RetryPolicy;
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ActivityOptions, SignalWorkflowOptions, SyncWorkflowContext, WorkflowContext, WorkflowContextView,
+    WorkflowResult,
+};
+
+use crate::{JobGateWorkflow, failure, search_attributes};
+
+/// Why an attempt stopped early.
+enum Stop {
+    Cancelled,
+    Failed(String),
+}
+
+/// The job workflow.
+#[workflow]
+pub struct JobWorkflow {
+    req: JobRequest,
+    status: JobStatus,
+    comment_id: Option<u64>,
+    slot: bool,
+    commands: Vec<JobCommand>,
+    cancel_requested: bool,
+    retry_requested: bool,
+    pr_closed: Option<bool>,
+}
+
+fn step_opts(summary: &str, timeout: Duration) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(timeout)
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .backoff_coefficient(2.0)
+                .maximum_interval(Duration::from_secs(60))
+                .maximum_attempts(6)
+                .build(),
+        )
+        .summary(summary.to_owned())
+        .build()
+}
+
+/// A stable 64-bit FNV-1a hash (meter identifiers must be short and deterministic).
+fn fnv64(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3))
+}
+
+const STEPS: [&str; 4] = ["planning", "coding", "reviewing", "pr_creating"];
+
+#[workflow_methods]
+impl JobWorkflow {
+    /// Initial state.
+    #[init]
+    pub fn new(_ctx: &WorkflowContextView, req: JobRequest) -> Self {
+        let status = JobStatus {
+            repo: req.repo.clone(),
+            issue_number: req.issue_number,
+            state: JobState::Queued,
+            history: vec![JobState::Queued],
+            steps: Self::fresh_steps(),
+            pr_number: None,
+            pr_url: None,
+            pr_outcome: None,
+            tokens: 0,
+            billed: Vec::new(),
+            failure: None,
+            attempt: 1,
+        };
+        Self {
+            req,
+            status,
+            comment_id: None,
+            slot: false,
+            commands: Vec::new(),
+            cancel_requested: false,
+            retry_requested: false,
+            pr_closed: None,
+        }
+    }
+
+    /// Runs attempts until the PR is open and closed, or the job is cancelled.
+    #[run(name = "Job")]
+    pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<JobStatus> {
+        Self::publish(ctx);
+        if let Some(refusal) = ctx.state(|s| s.req.refusal.clone()) {
+            ctx.state_mut(|s| s.status.failure = Some(refusal.clone()));
+            Self::set_state(ctx, JobState::Cancelled);
+            Self::comment(ctx, &format!("Slipway cannot work on this issue: {refusal}")).await;
+            return Ok(ctx.state(|s| s.status.clone()));
+        }
+        loop {
+            Self::comment(ctx, "queued: waiting for a free slot").await;
+            Self::request_slot(ctx).await;
+            let outcome = Self::wait_for_slot(ctx).await;
+            let outcome = match outcome {
+                Ok(()) => Self::attempt(ctx).await,
+                Err(stop) => Err(stop),
+            };
+            Self::release_slot(ctx).await;
+            match outcome {
+                Ok(()) => return Self::until_pr_closed(ctx).await,
+                Err(Stop::Cancelled) => {
+                    Self::set_state(ctx, JobState::Cancelled);
+                    Self::comment(ctx, "cancelled").await;
+                    return Ok(ctx.state(|s| s.status.clone()));
+                }
+                Err(Stop::Failed(reason)) => {
+                    ctx.state_mut(|s| s.status.failure = Some(reason.clone()));
+                    Self::set_state(ctx, JobState::Failed);
+                    Self::comment(
+                        ctx,
+                        &format!("failed: {reason}\n\nComment `/slipway retry` to try again."),
+                    )
+                    .await;
+                    // Wait for a retry or a cancel from someone with write access.
+                    loop {
+                        ctx.wait_condition(|s: &Self| !s.commands.is_empty()).await?;
+                        Self::handle_commands(ctx).await;
+                        if ctx.state(|s| s.cancel_requested) {
+                            Self::set_state(ctx, JobState::Cancelled);
+                            Self::comment(ctx, "cancelled").await;
+                            return Ok(ctx.state(|s| s.status.clone()));
+                        }
+                        if ctx.state_mut(|s| std::mem::take(&mut s.retry_requested)) {
+                            break;
+                        }
+                    }
+                    ctx.state_mut(|s| {
+                        s.status.attempt += 1;
+                        s.status.failure = None;
+                        s.status.steps = Self::fresh_steps();
+                        s.slot = false;
+                    });
+                    Self::set_state(ctx, JobState::Queued);
+                }
+            }
+        }
+    }
+
+    /// The customer's gate granted this job a slot.
+    #[signal]
+    pub fn slot_granted(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
+        self.slot = true;
+    }
+
+    /// `/slipway retry` or `/slipway cancel` from an issue comment (checked before acting).
+    #[signal]
+    pub fn command(&mut self, _ctx: &mut SyncWorkflowContext<Self>, command: JobCommand) {
+        self.commands.push(command);
+    }
+
+    /// The job's pull request was closed (`merged` or not).
+    #[signal]
+    pub fn pr_closed(&mut self, _ctx: &mut SyncWorkflowContext<Self>, merged: bool) {
+        self.pr_closed = Some(merged);
+    }
+
+    /// Where the job stands.
+    #[query]
+    pub fn status(&self, _ctx: &WorkflowContextView) -> JobStatus {
+        self.status.clone()
+    }
+}
+
+impl JobWorkflow {
+    fn fresh_steps() -> Vec<StepProgress> {
+        STEPS
+            .iter()
+            .map(|n| StepProgress { name: (*n).to_owned(), state: StepState::Pending, detail: String::new() })
+            .collect()
+    }
+
+    fn publish(ctx: &WorkflowContext<Self>) {
+        let (state, customer, user) =
+            ctx.state(|s| (s.status.state, s.req.customer_id.clone(), s.req.user_id.clone()));
+        let mut attrs = vec![search_attributes::STATUS.value_set(state.as_str().to_owned())];
+        if let Some(c) = customer {
+            attrs.push(search_attributes::CUSTOMER_ID.value_set(c));
+        }
+        if let Some(u) = user {
+            attrs.push(search_attributes::USER_ID.value_set(u));
+        }
+        ctx.upsert_search_attributes(attrs);
+        ctx.set_current_details(format!("job: {}", state.as_str()));
+    }
+
+    fn set_state(ctx: &WorkflowContext<Self>, state: JobState) {
+        ctx.state_mut(|s| {
+            s.status.state = state;
+            s.status.history.push(state);
+        });
+        Self::publish(ctx);
+    }
+
+    fn step(ctx: &WorkflowContext<Self>, name: &str, state: StepState, detail: impl Into<String>) {
+        let detail = detail.into();
+        ctx.state_mut(|s| {
+            if let Some(st) = s.status.steps.iter_mut().find(|x| x.name == name) {
+                st.state = state;
+                st.detail = detail;
+            }
+        });
+    }
+
+    /// Create or edit the job's single progress comment. Best effort: a comment that cannot be
+    /// written never fails the job.
+    async fn comment(ctx: &mut WorkflowContext<Self>, line: &str) {
+        let (req, comment_id, status) = ctx.state(|s| (s.req.clone(), s.comment_id, s.status.clone()));
+        let steps: Vec<String> = status
+            .steps
+            .iter()
+            .map(|st| {
+                format!(
+                    "- {} {}{}",
+                    st.name,
+                    st.state.as_str(),
+                    if st.detail.is_empty() { String::new() } else { format!(": {}", st.detail) }
+                )
+            })
+            .collect();
+        let body = format!(
+            "**Slipway** — {} (attempt {})\n\n{line}\n\n{}",
+            status.state.as_str(),
+            status.attempt,
+            steps.join("\n")
+        );
+        let input = CommentInput {
+            repo: req.repo,
+            installation_id: req.installation_id,
+            issue_number: req.issue_number,
+            comment_id,
+            body,
+        };
+        if let Ok(id) = ctx
+            .execute_activity(
+                JobActivities::comment,
+                input,
+                step_opts("issue comment", Duration::from_secs(60)),
+            )
+            .await
+        {
+            ctx.state_mut(|s| s.comment_id = Some(id));
+        }
+    }
+
+    async fn request_slot(ctx: &mut WorkflowContext<Self>) {
+        let Some(customer) = ctx.state(|s| s.req.customer_id.clone()) else { return };
+        let me = ctx.info().workflow_id().to_owned();
+        let _ = ctx
+            .external_workflow(job_gate_workflow_id(&customer), None)
+            .signal(JobGateWorkflow::enqueue, me, SignalWorkflowOptions::default())
+            .await;
+    }
+
+    async fn release_slot(ctx: &mut WorkflowContext<Self>) {
+        let Some(customer) = ctx.state(|s| s.req.customer_id.clone()) else { return };
+        let me = ctx.info().workflow_id().to_owned();
+        ctx.state_mut(|s| s.slot = false);
+        let _ = ctx
+            .external_workflow(job_gate_workflow_id(&customer), None)
+            .signal(JobGateWorkflow::release, me, SignalWorkflowOptions::default())
+            .await;
+    }
+
+    async fn wait_for_slot(ctx: &mut WorkflowContext<Self>) -> Result<(), Stop> {
+        loop {
+            if ctx.wait_condition(|s: &Self| s.slot || !s.commands.is_empty()).await.is_err() {
+                return Err(Stop::Cancelled);
+            }
+            Self::handle_commands(ctx).await;
+            if ctx.state(|s| s.cancel_requested) {
+                return Err(Stop::Cancelled);
+            }
+            if ctx.state(|s| s.slot) {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Applies queued commands from people with write access; others get a reply.
+    async fn handle_commands(ctx: &mut WorkflowContext<Self>) {
+        let commands = ctx.state_mut(|s| std::mem::take(&mut s.commands));
+        let req = ctx.state(|s| s.req.clone());
+        for c in commands {
+            let input = PermissionInput {
+                repo: req.repo.clone(),
+                installation_id: req.installation_id,
+                login: c.login.clone(),
+            };
+            let allowed = ctx
+                .execute_activity(
+                    JobActivities::can_write,
+                    input,
+                    step_opts("check permission", Duration::from_secs(60)),
+                )
+                .await
+                .unwrap_or(false);
+            if !allowed {
+                Self::comment(ctx, &format!("@{} needs write access to `{}` the job", c.login, c.command))
+                    .await;
+                continue;
+            }
+            ctx.state_mut(|s| match c.command.as_str() {
+                "cancel" => s.cancel_requested = true,
+                "retry" => s.retry_requested = true,
+                _ => {}
+            });
+        }
+    }
+
+    /// Between steps: pending commands are applied, and a cancel stops the attempt.
+    async fn checkpoint(ctx: &mut WorkflowContext<Self>) -> Result<(), Stop> {
+        if ctx.state(|s| !s.commands.is_empty()) {
+            Self::handle_commands(ctx).await;
+        }
+        if ctx.state(|s| s.cancel_requested) { Err(Stop::Cancelled) } else { Ok(()) }
+    }
+
+    async fn attempt(ctx: &mut WorkflowContext<Self>) -> Result<(), Stop> {
+        let req = ctx.state(|s| s.req.clone());
+        let llm = Duration::from_secs(300);
+        let fail = |ctx: &WorkflowContext<Self>, step: &str, e: &temporalio_sdk::ActivityExecutionError| {
+            let reason = format!("{step}: {}", failure::activity(e));
+            Self::step(ctx, step, StepState::Failed, reason.clone());
+            Stop::Failed(reason)
+        };
+        let mut task = LlmTask {
+            repo: req.repo.clone(),
+            installation_id: req.installation_id,
+            title: req.title.clone(),
+            body: req.body.clone(),
+            plan: None,
+            feedback: None,
+            files: Vec::new(),
+        };
+        let mut attempt_tokens = 0u64;
+
+        Self::set_state(ctx, JobState::Planning);
+        Self::step(ctx, "planning", StepState::Running, "");
+        Self::comment(ctx, "planning").await;
+        let plan = ctx
+            .execute_activity(JobActivities::plan, task.clone(), step_opts("LLM: plan", llm))
+            .await
+            .map_err(|e| fail(ctx, "planning", &e))?;
+        attempt_tokens += plan.tokens;
+        Self::step(ctx, "planning", StepState::Done, format!("{} tokens", plan.tokens));
+        task.plan = Some(plan.content);
+        Self::checkpoint(ctx).await?;
+
+        let max_rounds = req.policy.max_review_rounds;
+        let mut round = 0;
+        let files: Vec<FileChange> = loop {
+            Self::set_state(ctx, JobState::Coding);
+            Self::step(ctx, "coding", StepState::Running, format!("round {}", round + 1));
+            Self::comment(ctx, "coding").await;
+            let code = ctx
+                .execute_activity(JobActivities::code, task.clone(), step_opts("LLM: code", llm))
+                .await
+                .map_err(|e| fail(ctx, "coding", &e))?;
+            attempt_tokens += code.tokens;
+            Self::step(
+                ctx,
+                "coding",
+                StepState::Done,
+                format!("{} file(s), round {}", code.files.len(), round + 1),
+            );
+            Self::checkpoint(ctx).await?;
+
+            Self::set_state(ctx, JobState::Reviewing);
+            Self::step(ctx, "reviewing", StepState::Running, "");
+            Self::comment(ctx, "reviewing").await;
+            task.files = code.files.clone();
+            let review = ctx
+                .execute_activity(JobActivities::review, task.clone(), step_opts("LLM: review", llm))
+                .await
+                .map_err(|e| fail(ctx, "reviewing", &e))?;
+            attempt_tokens += review.tokens;
+            Self::checkpoint(ctx).await?;
+            if review.approved || round >= max_rounds {
+                let verdict =
+                    if review.approved { "approved" } else { "accepted after the last allowed round" };
+                Self::step(ctx, "reviewing", StepState::Done, verdict);
+                break code.files;
+            }
+            round += 1;
+            Self::step(ctx, "reviewing", StepState::Done, format!("changes requested: {}", review.comments));
+            task.feedback = Some(review.comments);
+        };
+        ctx.state_mut(|s| s.status.tokens += attempt_tokens);
+
+        Self::set_state(ctx, JobState::PrCreating);
+        Self::step(ctx, "pr_creating", StepState::Running, "");
+        Self::comment(ctx, "opening the pull request").await;
+        let pr_input = PullRequestInput {
+            repo: req.repo.clone(),
+            installation_id: req.installation_id,
+            issue_number: req.issue_number,
+            branch: job_branch(req.issue_number),
+            title: format!("Slipway: {}", req.title),
+            body: format!(
+                "Closes #{}.\n\nPlanned, written and reviewed by Slipway for @{}.\n\n### Plan\n{}",
+                req.issue_number,
+                req.requested_by,
+                task.plan.clone().unwrap_or_default()
+            ),
+            commit_message: format!("Slipway: {} (#{})", req.title, req.issue_number),
+            files,
+        };
+        let pr = ctx
+            .execute_activity(
+                JobActivities::open_pull_request,
+                pr_input,
+                step_opts("GitHub: open pull request", Duration::from_secs(120)),
+            )
+            .await
+            .map_err(|e| fail(ctx, "pr_creating", &e))?;
+        ctx.state_mut(|s| {
+            s.status.pr_number = Some(pr.number);
+            s.status.pr_url = Some(pr.url.clone());
+        });
+        Self::step(ctx, "pr_creating", StepState::Done, pr.url.clone());
+        Self::set_state(ctx, JobState::PrOpened);
+        Self::bill(ctx, pr.number, attempt_tokens).await;
+        Self::comment(ctx, &format!("pull request opened: {}", pr.url)).await;
+        Ok(())
+    }
+
+    /// Reports the PR and the attempt's tokens once each (ledger first, then Stripe).
+    async fn bill(ctx: &mut WorkflowContext<Self>, pr_number: u64, tokens: u64) {
+        let (req, attempt) = ctx.state(|s| (s.req.clone(), s.status.attempt));
+        let Some(customer) = req.customer_id.clone() else { return };
+        let base = format!("slw-{:016x}", fnv64(&format!("{}#{}", req.repo, req.issue_number)));
+        let usages = [
+            (format!("{base}-pr-{pr_number}"), req.policy.pr_meter_event.clone(), 1),
+            (format!("{base}-tokens-{attempt}"), req.policy.tokens_meter_event.clone(), tokens),
+        ];
+        for (identifier, event_name, value) in usages {
+            if value == 0 || ctx.state(|s| s.status.billed.contains(&identifier)) {
+                continue;
+            }
+            let input = MeterEventInput {
+                event_name,
+                customer_id: customer.clone(),
+                value,
+                identifier: identifier.clone(),
+            };
+            let opts = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+                .retry_policy(
+                    RetryPolicy::builder()
+                        .initial_interval(Duration::from_secs(1))
+                        .maximum_interval(Duration::from_secs(300))
+                        .build(),
+                )
+                .summary("Stripe: report usage".to_owned())
+                .build();
+            if ctx.execute_activity(JobActivities::report_usage, input, opts).await.is_ok() {
+                ctx.state_mut(|s| s.status.billed.push(identifier));
+            }
+        }
+    }
+
+    async fn until_pr_closed(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<JobStatus> {
+        loop {
+            ctx.wait_condition(|s: &Self| s.pr_closed.is_some() || !s.commands.is_empty()).await?;
+            if ctx.state(|s| !s.commands.is_empty()) {
+                // Retry and cancel do not apply to an opened PR; close the PR instead.
+                ctx.state_mut(|s| s.commands.clear());
+            }
+            if let Some(merged) = ctx.state(|s| s.pr_closed) {
+                let outcome = if merged { "merged" } else { "closed" };
+                ctx.state_mut(|s| s.status.pr_outcome = Some(outcome.to_owned()));
+                Self::comment(ctx, &format!("pull request {outcome}")).await;
+                return Ok(ctx.state(|s| s.status.clone()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn meter_identifiers_are_stable() {
+        assert_eq!(fnv64(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv64("acme/shop#1"), fnv64("acme/shop#1"));
+        assert_ne!(fnv64("acme/shop#1"), fnv64("acme/shop#2"));
+    }
+}
