@@ -139,6 +139,20 @@ impl JobActivities {
         task: LlmTask,
     ) -> Result<CodeOut, ActivityError> {
         let mut prompt = format!("{}\n\nPlan:\n{}", issue_text(&task), task.plan.clone().unwrap_or_default());
+        // Context from the repository: its README at the default branch, if any.
+        let gh = &self.github;
+        let base = gh
+            .default_branch(task.installation_id, &task.repo)
+            .await
+            .map_err(ClientError::into_activity_error)?;
+        if let Some(readme) = gh
+            .file(task.installation_id, &task.repo, "README.md", &base)
+            .await
+            .map_err(ClientError::into_activity_error)?
+        {
+            let excerpt: String = readme.chars().take(4000).collect();
+            prompt.push_str(&format!("\n\nRepository README.md:\n{excerpt}"));
+        }
         if let Some(feedback) = &task.feedback {
             prompt.push_str(&format!("\n\nReview feedback to address (revision:):\n{feedback}"));
         }

@@ -109,8 +109,9 @@ impl JobWorkflow {
         Self::publish(ctx);
         if let Some(refusal) = ctx.state(|s| s.req.refusal.clone()) {
             ctx.state_mut(|s| s.status.failure = Some(refusal.clone()));
-            Self::set_state(ctx, JobState::Cancelled);
+            // Comment first: the job reads as cancelled only once the reason is on the issue.
             Self::comment(ctx, &format!("Slipway cannot work on this issue: {refusal}")).await;
+            Self::set_state(ctx, JobState::Cancelled);
             return Ok(ctx.state(|s| s.status.clone()));
         }
         loop {
