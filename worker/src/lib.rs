@@ -15,6 +15,7 @@ use slipway_workflows::{
 };
 use temporalio_client::{Client, ClientOptions, Connection, envconfig::LoadClientConfigProfileOptions};
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
+use tonic::IntoRequest;
 
 pub use settings::{ConfigError, WorkerSettings};
 
@@ -25,6 +26,40 @@ pub async fn connect_temporal() -> anyhow::Result<Client> {
         .map_err(|e| anyhow::anyhow!("Temporal client configuration: {e}"))?;
     let connection = Connection::connect(conn_opts).await?;
     Ok(Client::new(connection, client_opts)?)
+}
+
+/// Register Slipway's keyword search attributes on the namespace if they are missing, so every
+/// workflow can be filtered by user, customer, agent and status in the Web UI. Temporal Cloud
+/// refuses this call (attributes are managed with `tcld` or the Cloud UI there): the worker then
+/// logs what to register and carries on. Returns the attributes it added.
+pub async fn ensure_search_attributes(client: &Client) -> anyhow::Result<Vec<String>> {
+    use std::collections::HashMap;
+    use temporalio_client::NamespacedClient;
+    use temporalio_common::protos::temporal::api::{
+        enums::v1::IndexedValueType,
+        operatorservice::v1::{AddSearchAttributesRequest, ListSearchAttributesRequest},
+    };
+    let namespace = client.namespace().to_owned();
+    let mut ops = client.connection().operator_service();
+    let existing = ops
+        .list_search_attributes(ListSearchAttributesRequest { namespace: namespace.clone() }.into_request())
+        .await?
+        .into_inner();
+    let missing: HashMap<String, i32> = slipway_workflows::search_attributes::ALL
+        .iter()
+        .filter(|name| !existing.custom_attributes.contains_key(**name))
+        .map(|name| ((*name).to_owned(), IndexedValueType::Keyword as i32))
+        .collect();
+    if missing.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut added: Vec<String> = missing.keys().cloned().collect();
+    added.sort();
+    ops.add_search_attributes(
+        AddSearchAttributesRequest { search_attributes: missing, namespace }.into_request(),
+    )
+    .await?;
+    Ok(added)
 }
 
 /// A worker on `settings.task_queue` with every Slipway workflow and activity registered.
@@ -45,6 +80,8 @@ pub fn build_worker(runtime: &Runtime, client: Client, settings: &WorkerSettings
         .register_workflow::<JobWorkflow>()?
         .register_workflow::<JobGateWorkflow>()?
         .register_workflow::<GitHubLinksWorkflow>()?
+        // On shutdown, in-flight activities get this long to finish before they are handed back.
+        .graceful_shutdown_period(settings.shutdown_grace)
         .build();
     Ok(Worker::new(runtime, client, options)?)
 }

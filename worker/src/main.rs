@@ -1,6 +1,6 @@
 //! `slipway-worker`: load configuration, connect, run until Ctrl-C / SIGTERM.
 
-use slipway_worker::{WorkerSettings, build_worker, connect_temporal};
+use slipway_worker::{WorkerSettings, build_worker, connect_temporal, ensure_search_attributes};
 use temporalio_sdk::Runtime;
 use tracing_subscriber::EnvFilter;
 
@@ -18,6 +18,15 @@ async fn main() -> anyhow::Result<()> {
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = connect_temporal().await?;
+    match ensure_search_attributes(&client).await {
+        Ok(added) if added.is_empty() => {}
+        Ok(added) => tracing::info!(?added, "registered search attributes"),
+        Err(e) => tracing::warn!(
+            error = %e,
+            "could not register the search attributes SlipwayUserId, SlipwayCustomerId, SlipwayAgentId, \
+             SlipwayStatus (Keyword); register them on the namespace before starting workflows"
+        ),
+    }
     let runtime = Runtime::from_current_tokio(Default::default())?;
     let mut worker = build_worker(&runtime, client, &settings)?;
     let shutdown = worker.shutdown_handle();

@@ -105,6 +105,8 @@ pub struct WorkerSettings {
     pub llm_api_key: SecretString,
     /// Model.
     pub llm_model: String,
+    /// How long in-flight activities may finish on shutdown (`SLIPWAY_WORKER_SHUTDOWN_SECS`, 30).
+    pub shutdown_grace: Duration,
 }
 
 /// Required variables, in the order they are reported.
@@ -211,6 +213,11 @@ impl WorkerSettings {
             llm_api_url: or("LLM_API_URL", "https://api.openai.com"),
             llm_api_key: SecretString::from(req("LLM_API_KEY")),
             llm_model: or("LLM_MODEL", "gpt-4o-mini"),
+            shutdown_grace: Duration::from_secs(
+                or("SLIPWAY_WORKER_SHUTDOWN_SECS", "30").parse().map_err(|_| {
+                    ConfigError::Invalid("SLIPWAY_WORKER_SHUTDOWN_SECS must be a number".into())
+                })?,
+            ),
         })
     }
 
