@@ -544,6 +544,15 @@ impl Drop for TestApp {
     }
 }
 
+/// Status of an agent's Hetzner server in a sandbox inventory (`None`: no such server).
+pub fn server_status(state: &Value, agent_id: &str) -> Option<String> {
+    state["hetzner"]["servers"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == format!("slipway-{agent_id}"))
+        .and_then(|s| s["status"].as_str().map(str::to_owned))
+}
+
 /// A signed HS256 JWT valid for an hour.
 pub fn mint_token(sub: &str, role: Option<&str>, secret: &str) -> String {
     let claims = slipway_starter::auth::Claims {

@@ -9,17 +9,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use slipway_proto::{billing::BillingState, model::AgentStatus};
 use slipway_sandbox::stripe::{event, invoice_object, subscription_object};
-use slipway_tests::{Options, TestApp};
+use slipway_tests::{Options, TestApp, server_status};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn server_status(state: &Value, agent_id: &str) -> Option<String> {
-    state["hetzner"]["servers"]
-        .as_array()?
-        .iter()
-        .find(|s| s["name"] == format!("slipway-{agent_id}"))
-        .and_then(|s| s["status"].as_str().map(str::to_owned))
-}
 
 /// A user who paid for one agent through Checkout; waits until the agent is active.
 async fn paying_user_with_agent(app: &TestApp) -> anyhow::Result<(String, String, Value)> {

@@ -4,19 +4,11 @@
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 use slipway_proto::model::AgentStatus;
-use slipway_tests::{Options, TestApp};
+use slipway_tests::{Options, TestApp, server_status};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn server_status(state: &Value, agent_id: &str) -> Option<String> {
-    state["hetzner"]["servers"]
-        .as_array()?
-        .iter()
-        .find(|s| s["name"] == format!("slipway-{agent_id}"))
-        .and_then(|s| s["status"].as_str().map(str::to_owned))
-}
 
 async fn create_agent(app: &TestApp, token: &str) -> anyhow::Result<String> {
     let (status, body) = app
