@@ -3,14 +3,15 @@
 
 use std::{path::PathBuf, process::Command};
 
-/// Path of a workspace binary, building it if this test run has not.
+/// Path of a workspace binary (package and binary share the name), building it if this test run
+/// has not: `cargo test` builds only the binaries of the package under test.
 fn binary(name: &str) -> anyhow::Result<PathBuf> {
     let dir =
         std::env::current_exe()?.parent().and_then(|d| d.parent()).map(PathBuf::from).expect("target dir");
     let path = dir.join(name);
     if !path.is_file() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo).args(["build", "--bin", name]).status()?;
+        let status = Command::new(cargo).args(["build", "-p", name, "--bin", name]).status()?;
         anyhow::ensure!(status.success(), "building {name} failed");
     }
     Ok(path)
