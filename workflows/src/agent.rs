@@ -26,7 +26,7 @@ use slipway_proto::{
         provisioning_workflow_id,
     },
 };
-use temporalio_common::{RetryPolicy, search_attributes::SearchAttributes};
+use temporalio_common::search_attributes::SearchAttributes;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityOptions, ChildWorkflowOptions, ChildWorkflowStartError, ContinueAsNewOptions, ParentClosePolicy,
@@ -113,17 +113,7 @@ pub fn check_command(status: AgentStatus, command: AgentCommand) -> Result<Agent
 
 /// Options of lifecycle activities: retried with backoff, non-retryable failures end at once.
 fn lifecycle_step(summary: &str, start_to_close: Duration) -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(start_to_close)
-        .heartbeat_timeout(Duration::from_secs(60))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .maximum_interval(Duration::from_secs(60))
-                .maximum_attempts(10)
-                .build(),
-        )
-        .summary(summary.to_owned())
-        .build()
+    crate::options::retrying(summary, start_to_close, Some(Duration::from_secs(60)), 10)
 }
 
 #[workflow_methods]

@@ -83,18 +83,7 @@ pub struct ClientStackWorkflow {
 }
 
 fn api_step(summary: &str, start_to_close: Duration) -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(start_to_close)
-        .heartbeat_timeout(Duration::from_secs(60))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(60))
-                .maximum_attempts(10)
-                .build(),
-        )
-        .summary(summary.to_owned())
-        .build()
+    crate::options::retrying(summary, start_to_close, Some(Duration::from_secs(60)), 10)
 }
 
 #[workflow_methods]

@@ -52,17 +52,7 @@ pub struct JobWorkflow {
 }
 
 fn step_opts(summary: &str, timeout: Duration) -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(timeout)
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(60))
-                .maximum_attempts(6)
-                .build(),
-        )
-        .summary(summary.to_owned())
-        .build()
+    crate::options::retrying(summary, timeout, None, 6)
 }
 
 /// A stable 64-bit FNV-1a hash (meter identifiers must be short and deterministic).

@@ -38,6 +38,7 @@ pub mod search_attributes;
 pub mod subscription;
 
 mod failure;
+mod options;
 
 pub use agent::AgentWorkflow;
 pub use client_stack::ClientStackWorkflow;

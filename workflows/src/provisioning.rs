@@ -92,17 +92,7 @@ pub struct ProvisionAgentWorkflow {
 /// Retry policy of ordinary API steps: transient failures back off up to a minute; the
 /// activities mark permanent failures non-retryable, which ends retries at once.
 fn api_step(summary: &str) -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .backoff_coefficient(2.0)
-                .maximum_interval(Duration::from_secs(60))
-                .maximum_attempts(10)
-                .build(),
-        )
-        .summary(summary.to_owned())
-        .build()
+    crate::options::retrying(summary, Duration::from_secs(30), None, 10)
 }
 
 /// Compensations outlive a cancelled workflow (detached token) and retry longer: leaving a
