@@ -27,9 +27,15 @@ impl BillingActivities {
     #[activity]
     pub async fn fetch_subscription_status(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         subscription_id: String,
     ) -> Result<String, ActivityError> {
-        self.stripe.subscription_status(&subscription_id).await.map_err(ClientError::into_activity_error)
+        let step = crate::metrics::Step::start(&ctx);
+        let result = async {
+            self.stripe.subscription_status(&subscription_id).await.map_err(ClientError::into_activity_error)
+        }
+        .await;
+        step.finish(&result);
+        result
     }
 }

@@ -71,6 +71,7 @@ impl IntoResponse for ApiError {
         }
         let mut resp =
             (self.status, Json(json!({"code": self.code, "message": self.message}))).into_response();
+        resp.extensions_mut().insert(crate::metrics::ErrorCode(self.code));
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("5"));
         }

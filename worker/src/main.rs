@@ -1,7 +1,6 @@
 //! `slipway-worker`: load configuration, connect, run until Ctrl-C / SIGTERM.
 
 use slipway_worker::{WorkerSettings, build_worker, connect_temporal, ensure_search_attributes};
-use temporalio_sdk::Runtime;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -27,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
              SlipwayStatus (Keyword); register them on the namespace before starting workflows"
         ),
     }
-    let runtime = Runtime::from_current_tokio(Default::default())?;
+    let runtime = slipway_worker::runtime(&settings)?;
     let mut worker = build_worker(&runtime, client, &settings)?;
     let shutdown = worker.shutdown_handle();
     tokio::spawn(async move {

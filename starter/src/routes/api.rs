@@ -77,7 +77,11 @@ impl IntoResponse for ApiFailure {
         if !e.details.is_empty() {
             body["details"] = e.details.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
         }
-        (status, Json(body)).into_response()
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.extensions_mut().insert(crate::metrics::ErrorCode("TEMPORAL_UNAVAILABLE"));
+        }
+        resp
     }
 }
 
