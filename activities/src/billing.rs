@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use tracing::Instrument;
 
 use crate::{ClientError, clients::stripe::StripeClient};
 
@@ -34,6 +35,7 @@ impl BillingActivities {
         let result = async {
             self.stripe.subscription_status(&subscription_id).await.map_err(ClientError::into_activity_error)
         }
+        .instrument(step.span())
         .await;
         step.finish(&result);
         result

@@ -16,6 +16,7 @@ use temporalio_sdk::{
     ApplicationFailure,
     activities::{ActivityContext, ActivityError},
 };
+use tracing::Instrument;
 
 use crate::{
     ClientError,
@@ -128,6 +129,7 @@ impl JobActivities {
                 .map_err(ClientError::into_activity_error)?;
             Ok(LlmOut { content, tokens })
         }
+        .instrument(step.span())
         .await;
         step.finish(&result);
         result
@@ -166,6 +168,7 @@ impl JobActivities {
             let files = parse_code(&content).map_err(|e| bad_output("code", e))?;
             Ok(CodeOut { files, tokens })
         }
+        .instrument(step.span())
         .await;
         step.finish(&result);
         result
@@ -194,6 +197,7 @@ impl JobActivities {
             let (approved, comments) = parse_review(&content).map_err(|e| bad_output("review", e))?;
             Ok(ReviewOut { approved, comments, tokens })
         }
+        .instrument(step.span())
         .await;
         step.finish(&result);
         result
@@ -225,6 +229,7 @@ impl JobActivities {
             .map_err(ClientError::into_activity_error)?;
             Ok(PullRequestOut { number: result.number, url: result.html_url })
         }
+        .instrument(step.span())
         .await;
         step.finish(&result);
         result
@@ -251,6 +256,7 @@ impl JobActivities {
             };
             r.map_err(ClientError::into_activity_error)
         }
+        .instrument(step.span())
         .await;
         step.finish(&result);
         result
@@ -272,6 +278,7 @@ impl JobActivities {
                 .map_err(ClientError::into_activity_error)?;
             Ok(matches!(p.as_str(), "admin" | "write" | "maintain"))
         }
+        .instrument(step.span())
         .await;
         step.finish(&result);
         result
@@ -291,6 +298,7 @@ impl JobActivities {
                 .await
                 .map_err(ClientError::into_activity_error)
         }
+        .instrument(step.span())
         .await;
         step.finish(&result);
         result

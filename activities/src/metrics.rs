@@ -109,12 +109,31 @@ pub(crate) struct Step {
     activity_type: String,
     attempt: u32,
     started: Instant,
+    span: tracing::Span,
 }
 
 impl Step {
     pub(crate) fn start(ctx: &ActivityContext) -> Self {
         let info = ctx.info();
-        Self { activity_type: info.activity_type.clone(), attempt: info.attempt, started: Instant::now() }
+        // Every log line of the attempt carries the workflow it works for.
+        let span = tracing::info_span!(
+            "activity",
+            workflow_id = info.workflow_id.as_deref().unwrap_or_default(),
+            run_id = info.workflow_run_id.as_deref().unwrap_or_default(),
+            activity = %info.activity_type,
+            attempt = info.attempt,
+        );
+        Self {
+            activity_type: info.activity_type.clone(),
+            attempt: info.attempt,
+            started: Instant::now(),
+            span,
+        }
+    }
+
+    /// The span the attempt runs in.
+    pub(crate) fn span(&self) -> tracing::Span {
+        self.span.clone()
     }
 
     pub(crate) fn finish<T>(self, result: &Result<T, ActivityError>) {

@@ -18,6 +18,7 @@ use slipway_proto::model::{
 };
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use tracing::Instrument;
 
 use crate::{
     clients::{
@@ -121,6 +122,7 @@ impl ProvisioningActivities {
                 .await
                 .map_err(ClientError::into_activity_error)
         }
+        .instrument(step.span())
         .await;
         step.finish(&result);
         result
@@ -135,7 +137,9 @@ impl ProvisioningActivities {
         input: CreateServerInput,
     ) -> Result<ServerRef, ActivityError> {
         let step = crate::metrics::Step::start(&ctx);
-        let result = async { self.server(&input).await.map_err(ClientError::into_activity_error) }.await;
+        let result = async { self.server(&input).await.map_err(ClientError::into_activity_error) }
+            .instrument(step.span())
+            .await;
         step.finish(&result);
         result
     }
@@ -163,6 +167,7 @@ impl ProvisioningActivities {
                 }
             }
         }
+        .instrument(step.span())
         .await;
         step.finish(&result);
         result
@@ -176,7 +181,9 @@ impl ProvisioningActivities {
         input: DispatchInput,
     ) -> Result<Option<String>, ActivityError> {
         let step = crate::metrics::Step::start(&ctx);
-        let result = async { self.dispatch(&input).await.map_err(ClientError::into_activity_error) }.await;
+        let result = async { self.dispatch(&input).await.map_err(ClientError::into_activity_error) }
+            .instrument(step.span())
+            .await;
         step.finish(&result);
         result
     }
@@ -195,6 +202,7 @@ impl ProvisioningActivities {
                 self.cfg.tailscale.list_devices().await.map_err(ClientError::into_activity_error)?;
             Ok(devices.iter().find(|d| d.hostname == hostname).map(|d| d.api_id().to_owned()))
         }
+        .instrument(step.span())
         .await;
         step.finish(&result);
         result
@@ -210,6 +218,7 @@ impl ProvisioningActivities {
         let step = crate::metrics::Step::start(&ctx);
         let result =
             async { self.remove_devices(&input.agent_id).await.map_err(ClientError::into_activity_error) }
+                .instrument(step.span())
                 .await;
         step.finish(&result);
         result
@@ -226,6 +235,7 @@ impl ProvisioningActivities {
         let step = crate::metrics::Step::start(&ctx);
         let result =
             async { self.delete_server(&input.agent_id).await.map_err(ClientError::into_activity_error) }
+                .instrument(step.span())
                 .await;
         step.finish(&result);
         result
@@ -269,6 +279,7 @@ impl ProvisioningActivities {
             hz.power(server.id, PowerAction::Poweroff).await.map_err(ClientError::into_activity_error)?;
         self.wait_action(&ctx, action.id).await
             }
+        .instrument(step.span())
         .await;
         step.finish(&result);
         result
@@ -296,6 +307,7 @@ impl ProvisioningActivities {
             }
             Ok(server_ref(&server, None))
         }
+        .instrument(step.span())
         .await;
         step.finish(&result);
         result
@@ -310,7 +322,9 @@ impl ProvisioningActivities {
     ) -> Result<u32, ActivityError> {
         let step = crate::metrics::Step::start(&ctx);
         let result =
-            async { self.revoke_keys(&input.agent_id).await.map_err(ClientError::into_activity_error) }.await;
+            async { self.revoke_keys(&input.agent_id).await.map_err(ClientError::into_activity_error) }
+                .instrument(step.span())
+                .await;
         step.finish(&result);
         result
     }

@@ -13,6 +13,7 @@ use secrecy::SecretString;
 use slipway_proto::stack::{DeploymentOut, N8nOut, RepositoryOut, StackTarget, SupabaseProject, VercelInput};
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use tracing::Instrument;
 
 use crate::{
     ClientError,
@@ -110,8 +111,9 @@ impl StackActivities {
         target: StackTarget,
     ) -> Result<SupabaseProject, ActivityError> {
         let step = crate::metrics::Step::start(&ctx);
-        let result =
-            async { self.supabase_project(&target).await.map_err(ClientError::into_activity_error) }.await;
+        let result = async { self.supabase_project(&target).await.map_err(ClientError::into_activity_error) }
+            .instrument(step.span())
+            .await;
         step.finish(&result);
         result
     }
@@ -136,6 +138,7 @@ impl StackActivities {
                 }
             }
         }
+        .instrument(step.span())
         .await;
         step.finish(&result);
         result
@@ -149,8 +152,9 @@ impl StackActivities {
         project_ref: String,
     ) -> Result<Vec<String>, ActivityError> {
         let step = crate::metrics::Step::start(&ctx);
-        let result =
-            async { self.migrate(&project_ref).await.map_err(ClientError::into_activity_error) }.await;
+        let result = async { self.migrate(&project_ref).await.map_err(ClientError::into_activity_error) }
+            .instrument(step.span())
+            .await;
         step.finish(&result);
         result
     }
@@ -163,7 +167,9 @@ impl StackActivities {
         target: StackTarget,
     ) -> Result<RepositoryOut, ActivityError> {
         let step = crate::metrics::Step::start(&ctx);
-        let result = async { self.repository(&target).await.map_err(ClientError::into_activity_error) }.await;
+        let result = async { self.repository(&target).await.map_err(ClientError::into_activity_error) }
+            .instrument(step.span())
+            .await;
         step.finish(&result);
         result
     }
@@ -176,8 +182,9 @@ impl StackActivities {
         input: VercelInput,
     ) -> Result<String, ActivityError> {
         let step = crate::metrics::Step::start(&ctx);
-        let result =
-            async { self.vercel_project(&input).await.map_err(ClientError::into_activity_error) }.await;
+        let result = async { self.vercel_project(&input).await.map_err(ClientError::into_activity_error) }
+            .instrument(step.span())
+            .await;
         step.finish(&result);
         result
     }
@@ -215,6 +222,7 @@ impl StackActivities {
                 d = vercel.deployment(&d.id).await.map_err(ClientError::into_activity_error)?;
             }
         }
+        .instrument(step.span())
         .await;
         step.finish(&result);
         result
@@ -228,8 +236,9 @@ impl StackActivities {
         target: StackTarget,
     ) -> Result<N8nOut, ActivityError> {
         let step = crate::metrics::Step::start(&ctx);
-        let result =
-            async { self.n8n_workflow(&target).await.map_err(ClientError::into_activity_error) }.await;
+        let result = async { self.n8n_workflow(&target).await.map_err(ClientError::into_activity_error) }
+            .instrument(step.span())
+            .await;
         step.finish(&result);
         result
     }
@@ -253,6 +262,7 @@ impl StackActivities {
                 None => Ok(false),
             }
         }
+        .instrument(step.span())
         .await;
         step.finish(&result);
         result
@@ -269,6 +279,7 @@ impl StackActivities {
         let result = async {
             self.cfg.vercel.delete_project(&client_id).await.map_err(ClientError::into_activity_error)
         }
+        .instrument(step.span())
         .await;
         step.finish(&result);
         result
@@ -282,8 +293,9 @@ impl StackActivities {
         client_id: String,
     ) -> Result<bool, ActivityError> {
         let step = crate::metrics::Step::start(&ctx);
-        let result =
-            async { self.delete_repo(&client_id).await.map_err(ClientError::into_activity_error) }.await;
+        let result = async { self.delete_repo(&client_id).await.map_err(ClientError::into_activity_error) }
+            .instrument(step.span())
+            .await;
         step.finish(&result);
         result
     }
@@ -307,6 +319,7 @@ impl StackActivities {
                 None => Ok(false),
             }
         }
+        .instrument(step.span())
         .await;
         step.finish(&result);
         result

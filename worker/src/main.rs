@@ -1,13 +1,11 @@
 //! `slipway-worker`: load configuration, connect, run until Ctrl-C / SIGTERM.
 
+use slipway_telemetry::shutdown_signal;
 use slipway_worker::{WorkerSettings, build_worker, connect_temporal, ensure_search_attributes};
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    slipway_telemetry::init_logging();
     let settings = match WorkerSettings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -37,16 +35,4 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(task_queue = %settings.task_queue, "slipway worker running");
     worker.run().await?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
