@@ -416,7 +416,10 @@ pub(crate) async fn create(State(app): State<Shared>, body: Bytes) -> Response {
 pub(crate) async fn list(State(app): State<Shared>) -> Response {
     let state = app.lock();
     let faults: Vec<Value> = state.faults.list.iter().map(Fault::to_json).collect();
-    json_response(StatusCode::OK, json!({"faults": faults, "retry_after": state.faults.retry_after.to_json()}))
+    json_response(
+        StatusCode::OK,
+        json!({"faults": faults, "retry_after": state.faults.retry_after.to_json()}),
+    )
 }
 
 pub(crate) async fn clear(State(app): State<Shared>) -> Response {

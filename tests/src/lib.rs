@@ -559,7 +559,10 @@ impl TestApp {
     /// Start the worker process again after [`TestApp::kill_worker`].
     pub fn start_worker(&self) -> anyhow::Result<()> {
         let mut guard = self.worker_child.lock().unwrap_or_else(|p| p.into_inner());
-        guard.as_mut().context("the worker is not a process (Options::worker_process)")?.restart(&self.worker_address)
+        guard
+            .as_mut()
+            .context("the worker is not a process (Options::worker_process)")?
+            .restart(&self.worker_address)
     }
 
     /// Stop worker and starter (also done on drop).

@@ -112,15 +112,24 @@ async fn sagas_complete_while_providers_misbehave_at_configured_rates() -> anyho
         );
     }
     let hits = |pred: &dyn Fn(&Value) -> bool| -> u64 {
-        table["faults"].as_array().unwrap().iter().filter(|f| pred(f)).map(|f| f["hits"].as_u64().unwrap()).sum()
+        table["faults"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| pred(f))
+            .map(|f| f["hits"].as_u64().unwrap())
+            .sum()
     };
     // Each kind of misbehaviour actually happened (with these rates and traffic, missing one is
     // a one-in-many-thousands event; the seed above replays it).
-    let server_errors = hits(&|f| f["status"].as_u64().is_some_and(|s| s >= 500) && f["retry_after"].is_null());
+    let server_errors =
+        hits(&|f| f["status"].as_u64().is_some_and(|s| s >= 500) && f["retry_after"].is_null());
     let with_retry_after = hits(&|f| !f["retry_after"].is_null());
     let slow = hits(&|f| f["latency_ms"].as_u64().unwrap_or(0) > 0);
     let dropped = hits(&|f| !f["drop"].is_null());
-    println!("injected: {server_errors} 5xx, {with_retry_after} with Retry-After, {slow} slow, {dropped} dropped");
+    println!(
+        "injected: {server_errors} 5xx, {with_retry_after} with Retry-After, {slow} slow, {dropped} dropped"
+    );
     assert!(server_errors > 0 && with_retry_after > 0 && slow > 0 && dropped > 0, "{table:#}");
 
     // Retry-After honoured: no request identical to a refused one came back before the delay.
@@ -169,8 +178,9 @@ async fn an_agent_compensation_failing_persistently_is_reported_and_the_others_r
     let (event, _) = app.checkout_event(&user, &agent, "fsn1");
     assert_eq!(app.post_stripe(&event).await?.status(), 200);
 
-    let record =
-        app.wait_for_status(&agent, &[AgentStatus::Active, AgentStatus::Failed], Duration::from_secs(120)).await?;
+    let record = app
+        .wait_for_status(&agent, &[AgentStatus::Active, AgentStatus::Failed], Duration::from_secs(120))
+        .await?;
     assert_eq!(record.status, AgentStatus::Failed, "{record:#?}");
     let reason = record.failure_reason.clone().unwrap_or_default();
     println!("failed after {:.1?}: {reason}", started.elapsed());
@@ -196,15 +206,16 @@ async fn an_agent_compensation_failing_persistently_is_reported_and_the_others_r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stack_compensation_failing_persistently_needs_attention_and_the_others_run() -> anyhow::Result<()> {
+async fn a_stack_compensation_failing_persistently_needs_attention_and_the_others_run() -> anyhow::Result<()>
+{
     let started = Instant::now();
     let app = TestApp::spawn().await?;
     app.fault(json!({"method": "POST", "path": "/n8n/api/v1/workflows", "status": 400})).await?;
-    app.fault(json!({"method": "DELETE", "path": "/github/repos/*/*", "status": 503, "retry_after": 1})).await?;
+    app.fault(json!({"method": "DELETE", "path": "/github/repos/*/*", "status": 503, "retry_after": 1}))
+        .await?;
     let client = app.id("acme");
     let admin = app.token("ops", Some("admin"));
-    let body =
-        json!({"clientId": client, "clientName": "Acme Bakery", "orgEmail": "ops@acme.example", "tier": "professional"});
+    let body = json!({"clientId": client, "clientName": "Acme Bakery", "orgEmail": "ops@acme.example", "tier": "professional"});
     let (code, created) = app.api(Method::POST, "/api/provisioning", Some(&admin), Some(body)).await?;
     assert_eq!(code, 202, "{created}");
 

@@ -67,10 +67,8 @@ pub(crate) async fn deliver_until_accepted(
 /// (visibility: answered by the server even while no worker runs).
 pub(crate) async fn count_agents(app: &TestApp, statuses: &[&str]) -> anyhow::Result<usize> {
     let list = statuses.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
-    let query = format!(
-        "TaskQueue = '{}' AND WorkflowType = 'Agent' AND SlipwayStatus IN ({list})",
-        app.task_queue
-    );
+    let query =
+        format!("TaskQueue = '{}' AND WorkflowType = 'Agent' AND SlipwayStatus IN ({list})", app.task_queue);
     Ok(app.client.count_workflows(query, Default::default()).await?.count())
 }
 
@@ -95,7 +93,10 @@ pub(crate) async fn wait_settled(app: &TestApp, n: usize, timeout: Duration) -> 
 }
 
 /// Every agent's record (workflow query), 8 at a time.
-pub(crate) async fn records(app: &TestApp, agents: &[String]) -> anyhow::Result<BTreeMap<String, AgentRecord>> {
+pub(crate) async fn records(
+    app: &TestApp,
+    agents: &[String],
+) -> anyhow::Result<BTreeMap<String, AgentRecord>> {
     let results: Vec<_> = futures::stream::iter(agents.iter().cloned())
         .map(|a| async move {
             let rec = app.agent(&a).await;
@@ -126,7 +127,8 @@ pub(crate) fn outcomes(records: &BTreeMap<String, AgentRecord>) -> anyhow::Resul
     for (agent, rec) in records {
         match rec.status {
             AgentStatus::Active => {
-                let server = rec.server.as_ref().with_context(|| format!("{agent}: active without server"))?;
+                let server =
+                    rec.server.as_ref().with_context(|| format!("{agent}: active without server"))?;
                 anyhow::ensure!(server.name == format!("slipway-{agent}"), "{agent}: {rec:#?}");
                 out.active.insert(agent.clone());
             }
