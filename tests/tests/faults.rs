@@ -3,8 +3,9 @@
 //! back, and the sandbox inventory must hold nothing that does not belong to an active agent.
 //!
 //! The worker is the real `slipway-worker` binary in its own process (a thread cannot be
-//! SIGKILLed). The kill schedule comes from a seeded RNG; the seed is printed, and
-//! `SLIPWAY_FAULT_SEED=<seed>` replays the same schedule.
+//! SIGKILLed). Each kill waits until the running worker has moved some agent forward, then a
+//! random 0.5–3 s; the worker stays dead a random 0.1–1 s. The delays come from a seeded RNG;
+//! the seed is printed, and `SLIPWAY_FAULT_SEED=<seed>` replays the same delays.
 
 mod faults_support;
 
@@ -20,6 +21,13 @@ use faults_support::{Inventory, count_agents, deliver_until_accepted, outcomes, 
 const PROVISIONINGS: usize = 100;
 /// How many times the worker is killed.
 const KILLS: usize = 3;
+
+/// A number that grows with every agent transition (draft → provisioning → active/failed).
+async fn progress(app: &TestApp) -> usize {
+    let provisioning = count_agents(app, &["provisioning"]).await.unwrap_or(0);
+    let settled = count_agents(app, &["active", "failed"]).await.unwrap_or(0);
+    provisioning + 2 * settled
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkilled_worker_leaves_every_provisioning_finished_and_no_orphans() -> anyhow::Result<()> {
@@ -50,27 +58,37 @@ async fn sigkilled_worker_leaves_every_provisioning_finished_and_no_orphans() ->
         .collect::<Vec<_>>();
     let kill_loop = async {
         let mut kills = Vec::new();
+        let mut in_flight_at_kills = 0;
         for (before, down) in &schedule {
+            // Kill a worker that is doing something: wait until an agent changed state since it
+            // started, then for the random delay.
+            let baseline = progress(&app).await;
+            let waited = tokio::time::Instant::now();
+            while progress(&app).await <= baseline && waited.elapsed() < Duration::from_secs(60) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             tokio::time::sleep(*before).await;
             let pid = app.kill_worker()?;
             let at = started.elapsed();
             // What the dead worker left in flight (visibility answers without a worker).
             let provisioning = count_agents(&app, &["provisioning"]).await.unwrap_or(0);
             let active = count_agents(&app, &["active"]).await.unwrap_or(0);
+            in_flight_at_kills += provisioning;
             tokio::time::sleep(down.saturating_sub(started.elapsed().saturating_sub(at))).await;
             app.start_worker()?;
             kills.push(format!(
                 "SIGKILL pid {pid} at {at:.1?} ({provisioning} provisioning, {active} active), down {down:?}"
             ));
         }
-        anyhow::Ok(kills)
+        anyhow::Ok((kills, in_flight_at_kills))
     };
     let (answers, kills) = tokio::join!(deliveries, kill_loop);
-    let kills = kills?;
+    let (kills, in_flight_at_kills) = kills?;
     let answers = answers.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
     for k in &kills {
         println!("  {k}");
     }
+    assert!(in_flight_at_kills > 0, "no kill hit a provisioning in flight");
     let redelivered = answers.iter().filter(|a| a.len() > 1).count();
     let non_2xx: usize = answers.iter().map(|a| a.len() - 1).sum();
     println!(

@@ -47,7 +47,7 @@ async fn sagas_complete_while_providers_misbehave_at_configured_rates() -> anyho
         ("POST", "/tailscale/api/v2/tailnet/*/keys", json!({"status": 429, "retry_after": 3}), 0.25),
         ("POST", "/tailscale/api/v2/tailnet/*/keys", json!({"drop": "response"}), 0.15),
         ("GET", "/tailscale/api/v2/tailnet/*/devices", json!({"latency_ms": 1500}), 0.3),
-        ("GET", "/tailscale/api/v2/tailnet/*/devices", json!({"status": 503}), 0.1),
+        ("GET", "/tailscale/api/v2/tailnet/*/devices", json!({"status": 503}), 0.2),
         (
             "POST",
             "/github/repos/*/*/actions/workflows/*/dispatches",
