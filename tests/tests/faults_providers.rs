@@ -65,20 +65,22 @@ async fn sagas_complete_while_providers_misbehave_at_configured_rates() -> anyho
     }
 
     let agents: Vec<String> = (0..SAGAS).map(|i| app.id(&format!("agent{i}"))).collect();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    // One budget for the whole test, so it stays bounded however slow the machine is.
+    let overall = tokio::time::Instant::now() + Duration::from_secs(170);
+    let deadline = overall - Duration::from_secs(60);
     let delivered = futures::stream::iter(0..SAGAS)
         .map(|i| {
             let (event, _) = app.checkout_event(&app.id(&format!("user{i}")), &agents[i], "nbg1");
             let app = &app;
             async move { deliver_until_accepted(app, &event, Duration::from_millis(500), deadline).await }
         })
-        .buffer_unordered(8)
+        .buffer_unordered(SAGAS)
         .collect::<Vec<_>>()
         .await;
     for d in delivered {
         d?;
     }
-    wait_settled(&app, SAGAS, Duration::from_secs(150)).await?;
+    wait_settled(&app, SAGAS, overall.saturating_duration_since(tokio::time::Instant::now())).await?;
 
     // Every saga completed: the faults were all transient.
     let records = records(&app, &agents).await?;
