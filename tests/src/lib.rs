@@ -537,6 +537,10 @@ impl TestApp {
     /// Stop the worker (gracefully, as a deploy would) and start a fresh one: workflows resume
     /// from their histories on the new worker, with an empty cache.
     pub async fn restart_worker(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.worker_child.get_mut().map_or(true, |c| c.is_none()),
+            "the worker is a process: use kill_worker and start_worker"
+        );
         if let Some(tx) = self.worker_stop.take() {
             let _ = tx.send(());
         }
