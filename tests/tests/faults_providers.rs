@@ -265,3 +265,37 @@ async fn a_stack_compensation_failing_persistently_needs_attention_and_the_other
     assert_eq!(app.client.count_workflows(query, Default::default()).await?.count(), 1);
     Ok(())
 }
+
+/// The sandbox's dropped connections really are connections closed without an answer (not an
+/// error status a client would also retry), and `"response"` drops happen after the effect.
+#[tokio::test]
+async fn dropped_connections_end_without_an_answer() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let tailscale = format!("{}/tailscale/api/v2/tailnet/-/keys", app.sandbox.base_url);
+    let key = json!({"description": "slipway agent probe", "capabilities": {"devices": {"create": {
+        "reusable": false, "ephemeral": false, "preauthorized": true, "tags": ["tag:slipway-agent"]}}},
+        "expirySeconds": 3600});
+    let post = || app.http.post(&tailscale).bearer_auth("tskey-api-test").json(&key).send();
+
+    app.fault(
+        json!({"method": "POST", "path": "/tailscale/api/v2/tailnet/*/keys", "drop": "request", "count": 1}),
+    )
+    .await?;
+    let err = post().await.expect_err("no answer");
+    println!("drop request: {err}");
+    assert!(!err.is_status() && !err.is_timeout(), "{err:?}");
+    assert_eq!(Inventory::of(&app.sandbox_state().await?)?.totals().1, 0, "request not handled");
+
+    app.fault(
+        json!({"method": "POST", "path": "/tailscale/api/v2/tailnet/*/keys", "drop": "response", "count": 1}),
+    )
+    .await?;
+    let err = post().await.expect_err("no answer");
+    println!("drop response: {err}");
+    assert!(!err.is_status() && !err.is_timeout(), "{err:?}");
+    assert_eq!(Inventory::of(&app.sandbox_state().await?)?.totals().1, 1, "request handled, answer lost");
+
+    // Once the faults are used up, the same request is answered.
+    assert_eq!(post().await?.status(), 200);
+    Ok(())
+}
