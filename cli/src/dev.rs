@@ -192,9 +192,11 @@ impl Plan {
         self.vars.get(name).map_or("", String::as_str)
     }
 
-    fn log_file(&self, name: &str) -> anyhow::Result<Stdio> {
+    /// `.state/dev/<name>.log`, truncated, as stdout and stderr (one file offset, like `>f 2>&1`).
+    fn log_file(&self, name: &str) -> anyhow::Result<(Stdio, Stdio)> {
         let path = self.state.join(format!("{name}.log"));
-        Ok(std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?.into())
+        let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok((file.try_clone()?.into(), file.into()))
     }
 
     /// A command run from the project root with the stack's environment.
@@ -204,10 +206,11 @@ impl Plan {
         cmd
     }
 
-    /// A stack process with its output in `.state/dev/<name>.log`.
+    /// A stack process (`slipway-<name>`) with its output in `.state/dev/<name>.log`.
     fn service(&self, name: &str) -> anyhow::Result<Command> {
-        let mut cmd = self.command(&self.bins[name]);
-        cmd.stdin(Stdio::null()).stdout(self.log_file(name)?).stderr(self.log_file(name)?);
+        let mut cmd = self.command(&self.bins[format!("slipway-{name}").as_str()]);
+        let (out, err) = self.log_file(name)?;
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         Ok(cmd)
     }
 }
@@ -230,25 +233,20 @@ async fn run_stack(plan: &Plan, stack: &mut Stack, args: &DevArgs) -> anyhow::Re
     let progress = Progress::new();
 
     progress.step("checking ports");
+    let mut ports = vec![("Temporal Web UI", plan.ui_port, "SLIPWAY_UI_PORT")];
     for (what, var) in [
         ("Temporal", "TEMPORAL_ADDRESS"),
         ("starter HTTP", "SLIPWAY_HTTP_ADDR"),
         ("starter gRPC", "SLIPWAY_GRPC_ADDR"),
         ("sandbox", "SLIPWAY_SANDBOX_ADDR"),
-    ]
-    .into_iter()
-    .map(|(w, v)| (w.to_owned(), Some(v)))
-    .chain([("Temporal Web UI".to_owned(), None)])
-    {
-        let port = match var {
-            Some(v) => port_of(plan.var(v))?,
-            None => plan.ui_port,
-        };
+    ] {
+        ports.push((what, port_of(plan.var(var))?, var));
+    }
+    for (what, port, knob) in ports {
         if port_in_use(port) {
-            let knob = var.unwrap_or("SLIPWAY_UI_PORT");
             bail!(
                 "port {port} ({what}) is in use: stop whatever listens there (another `slipway dev`?), \
-                 or set {knob} to a free address"
+                 or set {knob} to a free one"
             );
         }
     }
@@ -262,7 +260,8 @@ async fn run_stack(plan: &Plan, stack: &mut Stack, args: &DevArgs) -> anyhow::Re
     for sa in slipway_workflows::search_attributes::ALL {
         cmd.args(["--search-attribute", &format!("{sa}=Keyword")]);
     }
-    cmd.stdin(Stdio::null()).stdout(plan.log_file("temporal")?).stderr(plan.log_file("temporal")?);
+    let (out, err) = plan.log_file("temporal")?;
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
     stack.spawn("the Temporal dev server", "temporal", cmd)?;
     wait_temporal(plan, stack, &temporal_addr).await?;
     progress.done(&format!(
@@ -272,14 +271,14 @@ async fn run_stack(plan: &Plan, stack: &mut Stack, args: &DevArgs) -> anyhow::Re
 
     let sandbox = plan.var("SLIPWAY_SANDBOX_ADDR");
     progress.step("starting the sandbox");
-    stack.spawn("the sandbox", "slipway-sandbox", plan.service("slipway-sandbox")?)?;
+    stack.spawn("the sandbox", "sandbox", plan.service("sandbox")?)?;
     wait_http(plan, stack, &format!("http://{sandbox}/_sandbox/health"), "the sandbox").await?;
     progress.done(&format!("sandbox on http://{sandbox}"));
 
     progress.step("starting the worker");
-    stack.spawn("the worker", "slipway-worker", plan.service("slipway-worker")?)?;
+    stack.spawn("the worker", "worker", plan.service("worker")?)?;
     progress.step("starting the starter");
-    stack.spawn("the starter", "slipway-starter", plan.service("slipway-starter")?)?;
+    stack.spawn("the starter", "starter", plan.service("starter")?)?;
     let http = plan.var("SLIPWAY_HTTP_ADDR");
     wait_http(plan, stack, &format!("http://{http}/readyz"), "the starter").await?;
     progress.done(&format!(
