@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use serde_json::Value;
 use slipway_starter::auth::Claims;
+use temporalio_client::{Client, ClientOptions, Connection, envconfig::LoadClientConfigProfileOptions};
 
 use crate::env;
 
@@ -86,6 +87,20 @@ pub(crate) fn unreachable(url: &str, e: reqwest::Error) -> anyhow::Error {
     anyhow::anyhow!(
         "cannot reach the starter at {url}: {e}\n  is the stack running (`slipway dev`)? otherwise set --url or SLIPWAY_HTTP_ADDR"
     )
+}
+
+/// A client configured like the worker's (Temporal's env config), failing fast when unreachable.
+pub(crate) async fn connect_temporal() -> anyhow::Result<Client> {
+    let (conn_opts, client_opts) = ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
+        .map_err(|e| anyhow::anyhow!("Temporal client configuration: {e}"))?;
+    let target = conn_opts.target.to_string();
+    let connection = tokio::time::timeout(Duration::from_secs(10), Connection::connect(conn_opts))
+        .await
+        .map_err(|_| anyhow::anyhow!("Temporal at {target} did not answer within 10 s"))?
+        .with_context(|| {
+            format!("cannot reach Temporal at {target} (set TEMPORAL_ADDRESS; is `slipway dev` running?)")
+        })?;
+    Ok(Client::new(connection, client_opts)?)
 }
 
 /// Print `value` as pretty JSON on stdout.

@@ -7,16 +7,14 @@
 //!   `temporal.toml`), like the worker's.
 //! - `show` asks the starter (`GET /api/jobs/{owner}/{repo}/{issue}`), which queries the job.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::Context;
 use futures::StreamExt;
 use serde::Serialize;
 use serde_json::Value;
 use slipway_workflows::search_attributes;
-use temporalio_client::{
-    Client, ClientOptions, Connection, WorkflowListOptions, envconfig::LoadClientConfigProfileOptions,
-};
+use temporalio_client::WorkflowListOptions;
 
 use crate::{
     api::{Api, Identity, cell, print_json, table},
@@ -119,20 +117,6 @@ fn rfc3339(t: Option<SystemTime>) -> Option<String> {
     t.map(|t| chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
-/// A client configured like the worker's (Temporal's env config), failing fast when unreachable.
-async fn connect() -> anyhow::Result<Client> {
-    let (conn_opts, client_opts) = ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
-        .map_err(|e| anyhow::anyhow!("Temporal client configuration: {e}"))?;
-    let target = conn_opts.target.to_string();
-    let connection = tokio::time::timeout(Duration::from_secs(10), Connection::connect(conn_opts))
-        .await
-        .map_err(|_| anyhow::anyhow!("Temporal at {target} did not answer within 10 s"))?
-        .with_context(|| {
-            format!("cannot reach Temporal at {target} (set TEMPORAL_ADDRESS; is `slipway dev` running?)")
-        })?;
-    Ok(Client::new(connection, client_opts)?)
-}
-
 async fn list(args: ListArgs) -> anyhow::Result<i32> {
     let task_queue = args.task_queue.unwrap_or_else(|| env::get("SLIPWAY_TASK_QUEUE"));
     let mut query = format!("WorkflowType = 'Job' AND TaskQueue = {}", quote(&task_queue));
@@ -142,7 +126,7 @@ async fn list(args: ListArgs) -> anyhow::Result<i32> {
     if let Some(customer) = &args.customer {
         query.push_str(&format!(" AND {} = {}", search_attributes::CUSTOMER_ID.name(), quote(customer)));
     }
-    let client = connect().await?;
+    let client = crate::api::connect_temporal().await?;
     let mut stream = client.list_workflows(query, WorkflowListOptions::builder().limit(args.limit).build());
     let mut jobs = Vec::new();
     while let Some(exec) = stream.next().await {

@@ -129,6 +129,11 @@ async fn send_stripe_provisions_an_agent_that_agents_commands_show() -> anyhow::
     assert_eq!(other.code, Some(1), "{other}");
     assert!(other.stderr.contains("AGENT_NOT_FOUND"), "{other}");
 
+    // The agent's live history, fetched from Temporal, replays against this build.
+    let replayed = slipway(Some(&app), &["replay", "--workflow-id", &format!("agent-{agent}")]).await?;
+    assert_eq!(replayed.code, Some(0), "{replayed}");
+    assert!(replayed.stdout.contains("1 passed, 0 failed"), "{replayed}");
+
     // A wrong signing secret: the starter answers 400 INVALID_SIGNATURE, the CLI exits 1.
     let forged =
         slipway(Some(&app), &["send", "stripe", "invoice.paid", "--secret", "whsec_not_the_secret"]).await?;
