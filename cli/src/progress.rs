@@ -48,6 +48,13 @@ impl Progress {
         }
     }
 
+    /// Update the spinner's text without starting a step (no line when not on a terminal).
+    pub(crate) fn status(&self, text: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(text.to_owned());
+        }
+    }
+
     /// A step is done (`message` says what came of it).
     pub(crate) fn done(&self, message: &str) {
         let elapsed = self.started.elapsed().as_secs_f32();

@@ -390,7 +390,7 @@ where
         if let Some(now) = state().await? {
             if now != last {
                 progress.done(&format!("{what}: {now}"));
-                progress.step(&format!("{what} is {now}; waiting for {wanted}"));
+                progress.status(&format!("{what} is {now}; waiting for {wanted}"));
                 last = now;
             }
             if delivery.wait.contains(&last) {
