@@ -350,6 +350,11 @@ impl TestApp {
         })
     }
 
+    /// The Temporal server's `host:port` (for processes configured through `TEMPORAL_ADDRESS`).
+    pub fn temporal_address(&self) -> &str {
+        &self.worker_address
+    }
+
     /// An id unique to this test (`<prefix>-<unique>`).
     pub fn id(&self, prefix: &str) -> String {
         format!("{prefix}-{}", self.unique)

@@ -14,10 +14,7 @@ use reqwest::Method;
 use serde_json::json;
 use slipway_proto::model::{AgentStatus, agent_workflow_id};
 use slipway_tests::{SEAL_KEY, TestApp};
-use slipway_workflows::{
-    AgentWorkflow, ClientStackWorkflow, GitHubLinksWorkflow, JobGateWorkflow, JobWorkflow,
-    ProvisionAgentWorkflow, SubscriptionWorkflow,
-};
+use slipway_workflows::AgentWorkflow;
 use temporalio_client::{
     WorkflowExecutionInfo, WorkflowFetchHistoryOptions, WorkflowHandle, WorkflowHistory,
 };
@@ -28,17 +25,7 @@ fn histories_dir() -> PathBuf {
 }
 
 fn replayer() -> anyhow::Result<WorkflowReplayer> {
-    Ok(WorkflowReplayer::new(
-        WorkflowReplayerOptions::new()
-            .register_workflow::<AgentWorkflow>()?
-            .register_workflow::<ProvisionAgentWorkflow>()?
-            .register_workflow::<SubscriptionWorkflow>()?
-            .register_workflow::<ClientStackWorkflow>()?
-            .register_workflow::<JobWorkflow>()?
-            .register_workflow::<JobGateWorkflow>()?
-            .register_workflow::<GitHubLinksWorkflow>()?
-            .build(),
-    )?)
+    Ok(WorkflowReplayer::new(slipway_workflows::register_all(WorkflowReplayerOptions::new())?.build())?)
 }
 
 /// Workflow type named by a history's first event.

@@ -9,10 +9,6 @@
 pub mod settings;
 
 use slipway_activities::{BillingActivities, ProvisioningActivities, StackActivities};
-use slipway_workflows::{
-    AgentWorkflow, ClientStackWorkflow, GitHubLinksWorkflow, JobGateWorkflow, JobWorkflow,
-    ProvisionAgentWorkflow, SubscriptionWorkflow,
-};
 use std::sync::Arc;
 use temporalio_client::{Client, ClientOptions, Connection, envconfig::LoadClientConfigProfileOptions};
 
@@ -116,14 +112,8 @@ pub fn build_worker(runtime: &Runtime, client: Client, settings: &WorkerSettings
         .register_activities(provisioning)
         .register_activities(billing)
         .register_activities(stack)
-        .register_activities(jobs)
-        .register_workflow::<AgentWorkflow>()?
-        .register_workflow::<ProvisionAgentWorkflow>()?
-        .register_workflow::<SubscriptionWorkflow>()?
-        .register_workflow::<ClientStackWorkflow>()?
-        .register_workflow::<JobWorkflow>()?
-        .register_workflow::<JobGateWorkflow>()?
-        .register_workflow::<GitHubLinksWorkflow>()?
+        .register_activities(jobs);
+    let options = slipway_workflows::register_all(options)?
         // On shutdown, in-flight activities get this long to finish before they are handed back.
         .graceful_shutdown_period(settings.shutdown_grace)
         .build();

@@ -26,6 +26,8 @@
 //!   which GitHub account bills which customer.
 //! - [`billing`]: the pure, unit-tested billing rules the subscription workflow applies.
 //! - [`search_attributes`]: the keyword search attributes operators filter on in the Web UI.
+//! - [`register_all`]: the one list of workflow types, used by the worker, the replay test and
+//!   `slipway replay`, so a new workflow cannot be run without also being replayed.
 
 pub mod agent;
 pub mod billing;
@@ -48,3 +50,52 @@ pub use job::JobWorkflow;
 pub use job_gate::JobGateWorkflow;
 pub use provisioning::ProvisionAgentWorkflow;
 pub use subscription::SubscriptionWorkflow;
+
+use temporalio_common::WorkflowDefinition;
+use temporalio_sdk::{
+    WorkerOptionsBuilder, WorkflowRegistrationError, worker_options_builder,
+    workflow_replayer::{WorkflowReplayerOptionsBuilder, workflow_replayer_options_builder},
+};
+use temporalio_workflow::workflows::WorkflowImplementation;
+
+/// Something workflow types are registered on: the worker's options and the replayer's options
+/// (two builder types of the SDK with the same `register_workflow`, but no common trait).
+pub trait WorkflowRegistry: Sized {
+    /// Register the workflow type `W`.
+    fn register<W>(self) -> Result<Self, WorkflowRegistrationError>
+    where
+        W: WorkflowImplementation,
+        <W::Run as WorkflowDefinition>::Input: Send;
+}
+
+impl<S: worker_options_builder::State> WorkflowRegistry for WorkerOptionsBuilder<S> {
+    fn register<W>(self) -> Result<Self, WorkflowRegistrationError>
+    where
+        W: WorkflowImplementation,
+        <W::Run as WorkflowDefinition>::Input: Send,
+    {
+        self.register_workflow::<W>()
+    }
+}
+
+impl<S: workflow_replayer_options_builder::State> WorkflowRegistry for WorkflowReplayerOptionsBuilder<S> {
+    fn register<W>(self) -> Result<Self, WorkflowRegistrationError>
+    where
+        W: WorkflowImplementation,
+        <W::Run as WorkflowDefinition>::Input: Send,
+    {
+        self.register_workflow::<W>()
+    }
+}
+
+/// Register every Slipway workflow type.
+pub fn register_all<R: WorkflowRegistry>(registry: R) -> Result<R, WorkflowRegistrationError> {
+    registry
+        .register::<AgentWorkflow>()?
+        .register::<ProvisionAgentWorkflow>()?
+        .register::<SubscriptionWorkflow>()?
+        .register::<ClientStackWorkflow>()?
+        .register::<JobWorkflow>()?
+        .register::<JobGateWorkflow>()?
+        .register::<GitHubLinksWorkflow>()
+}
