@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Slipway images: one Dockerfile, one target per binary.
 #
 #   docker build --target worker  -t slipway-worker  .
@@ -6,7 +5,8 @@
 #   docker build --target sandbox -t slipway-sandbox .   # dev and tests only
 #
 # The builder stage compiles the workspace's release binaries once (BuildKit keeps the cargo
-# registry and target directory in cache mounts between builds); every runtime image is
+# registry and target directory in cache mounts between builds; no `# syntax=` line, so the
+# builder's own Dockerfile frontend is used and nothing else is pulled); every runtime image is
 # debian-slim with CA certificates, curl (for health checks) and a single binary, run as an
 # unprivileged user. docker-compose.yml builds all three from here.
 
