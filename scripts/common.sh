@@ -42,3 +42,35 @@ start_temporal() {
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
+
+# as_root CMD...: run as root (directly, or through sudo when available).
+as_root() {
+  if [ "$(id -u)" = "0" ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    die "need root to run: $* (or install it by hand)"
+  fi
+}
+
+# ensure_browser: what the Web UI browser test needs. Headless Chromium and Node.js from the
+# system's packages when missing, and Playwright (playwright-core, driving that Chromium, no browser
+# download) project-locally into tests/browser/node_modules from the committed package-lock.json.
+ensure_browser() {
+  if [ ! -x "${CHROMIUM:-/usr/bin/chromium}" ]; then
+    log "installing Chromium (Debian package chromium) for the Web UI test"
+    as_root apt-get update -qq || die "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends chromium \
+      || die "apt-get install chromium failed"
+  fi
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    log "installing Node.js and npm (Debian packages) for the Web UI test"
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends nodejs npm \
+      || die "apt-get install nodejs npm failed"
+  fi
+  local major
+  major="$(node -p 'process.versions.node.split(".")[0]')"
+  [ "$major" -ge 20 ] || die "the Web UI test needs Node.js >= 20 (found $(node --version))"
+  if [ ! -f "$ROOT/tests/browser/node_modules/playwright-core/package.json" ] \
+    || [ "$ROOT/tests/browser/package-lock.json" -nt "$ROOT/tests/browser/node_modules/.package-lock.json" ]; then
+    log "installing playwright-core into tests/browser/node_modules"
+    (cd "$ROOT/tests/browser" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci in tests/browser failed"
+  fi
+}

@@ -51,6 +51,9 @@ pub struct Options {
     pub runner_step_ms: u64,
     /// Starter: Temporal address override (e.g. a dead port for the "Temporal down" test).
     pub starter_temporal_address: Option<String>,
+    /// Run everything against this Temporal server (`host:port`) instead of the shared or an
+    /// owned one (e.g. a server the test started with its Web UI).
+    pub temporal_address: Option<String>,
     /// Graceful shutdown budget of a stop.
     pub shutdown_wait_secs: u64,
     /// Payment grace period.
@@ -76,6 +79,7 @@ impl Default for Options {
             hetzner_action_ms: 300,
             runner_step_ms: 150,
             starter_temporal_address: None,
+            temporal_address: None,
             shutdown_wait_secs: 2,
             grace_period_secs: 7 * 24 * 3600,
             history_limit: 5_000,
