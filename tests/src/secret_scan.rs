@@ -48,12 +48,31 @@ impl Default for Scanner {
     }
 }
 
-/// Issued credentials, by prefix: (kind, prefix, characters allowed after it, minimum length
-/// after it). Real Tailscale keys are `tskey-auth-<id>-<33 chars>`, GitHub installation tokens
-/// `ghs_<36 chars>`.
-const ISSUED: [(&str, &str, fn(u8) -> bool, usize); 2] = [
-    ("Tailscale auth key (issued)", "tskey-auth-", |b| b.is_ascii_alphanumeric() || b == b'-', 20),
-    ("GitHub installation token (issued)", "ghs_", |b| b.is_ascii_alphanumeric(), 30),
+/// A credential issued while tests run, recognised by its prefix.
+struct Issued {
+    kind: &'static str,
+    prefix: &'static str,
+    /// Characters allowed after the prefix.
+    allowed: fn(u8) -> bool,
+    /// At least this many of them (so a prefix mentioned in prose is not a finding).
+    min: usize,
+}
+
+/// Real Tailscale auth keys are `tskey-auth-<id>-<33 chars>`, GitHub installation tokens
+/// `ghs_<36 chars>`; the sandbox issues them in the same shapes.
+const ISSUED: [Issued; 2] = [
+    Issued {
+        kind: "Tailscale auth key (issued)",
+        prefix: "tskey-auth-",
+        allowed: |b| b.is_ascii_alphanumeric() || b == b'-',
+        min: 20,
+    },
+    Issued {
+        kind: "GitHub installation token (issued)",
+        prefix: "ghs_",
+        allowed: |b| b.is_ascii_alphanumeric(),
+        min: 30,
+    },
 ];
 
 fn is_b64url(b: u8) -> bool {
@@ -81,7 +100,7 @@ impl Scanner {
             }
         }
         let bytes = text.as_bytes();
-        for (kind, prefix, allowed, min) in ISSUED {
+        for Issued { kind, prefix, allowed, min } in ISSUED {
             for (start, _) in text.match_indices(prefix) {
                 let rest = &bytes[start + prefix.len()..];
                 let n = rest.iter().take_while(|b| allowed(**b)).count();

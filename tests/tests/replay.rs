@@ -833,7 +833,7 @@ async fn live_jobs() -> anyhow::Result<()> {
     wait_gate(&app, &customer, &job_workflow_id(&repo, 12)).await?;
     deliver(&app, "issue_comment", say(12, "/slipway cancel", "maintainer"), "r-12a").await?;
     let j12 = wait_job(&app, &repo, 12, "cancelled", |s| s.state == JobState::Cancelled).await?;
-    assert!(!j12.history.iter().any(|s| *s == JobState::Planning), "#12 never ran: {j12:#?}");
+    assert!(!j12.history.contains(&JobState::Planning), "#12 never ran: {j12:#?}");
     for n in [10, 11] {
         wait_job(&app, &repo, n, "opened", |s| s.state == JobState::PrOpened && s.billed.len() == 2).await?;
     }
