@@ -107,6 +107,7 @@ async fn committed_histories_replay() -> anyhow::Result<()> {
     files.sort();
     let mut types = Vec::new();
     let mut continued = Vec::new();
+    let mut failures = Vec::new();
     for path in &files {
         let bytes = std::fs::read(path)?;
         let value: Value = serde_json::from_slice(&bytes).with_context(|| path.display().to_string())?;
@@ -115,8 +116,19 @@ async fn committed_histories_replay() -> anyhow::Result<()> {
             continued.push(kind.clone());
         }
         types.push(kind);
-        replay(&replayer, &path.display().to_string(), &bytes).await?;
+        let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        // Every file is tried, so one run names every path a change breaks.
+        if let Err(e) = replay(&replayer, &name, &bytes).await {
+            failures.push(e.to_string());
+        }
     }
+    assert!(
+        failures.is_empty(),
+        "{} of {} committed histories no longer replay (see docs/testing.md, Replay corpus):\n{}",
+        failures.len(),
+        files.len(),
+        failures.join("\n")
+    );
     for required in
         ["Agent", "ProvisionAgent", "Subscription", "ClientStack", "Job", "JobGate", "GitHubLinks"]
     {
