@@ -182,7 +182,9 @@ pub fn init_logging() {
                 .with_writer(std::sync::Mutex::new(file))
                 .with_filter(EnvFilter::new(format!("info,{}", directives.join(","))))
         });
-        let _ = tracing_subscriber::registry().with(console).with(file).try_init();
+        if console.is_some() || file.is_some() {
+            let _ = tracing_subscriber::registry().with(console).with(file).try_init();
+        }
     });
 }
 

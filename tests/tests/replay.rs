@@ -407,8 +407,10 @@ async fn live_provisioning_paths() -> anyhow::Result<()> {
 #[tokio::test]
 async fn live_deadline_and_grace_period() -> anyhow::Result<()> {
     let app = TestApp::spawn_with(Options {
-        policy: ProvisioningPolicy { callback_deadline_secs: 5, dispatch_deadline_secs: 60 },
-        grace_period_secs: 3,
+        // Long enough for a healthy saga on a loaded machine, short enough to wait out.
+        policy: ProvisioningPolicy { callback_deadline_secs: 8, dispatch_deadline_secs: 60 },
+        // Longer than a suspension takes (a graceful stop), so `suspended` is seen first.
+        grace_period_secs: 6,
         ..Options::default()
     })
     .await?;
