@@ -21,6 +21,7 @@ pub mod billing;
 pub mod clients;
 pub mod error;
 pub mod jobs;
+pub mod metrics;
 pub mod provisioning;
 pub mod seal;
 pub mod stack;

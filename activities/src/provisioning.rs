@@ -18,6 +18,7 @@ use slipway_proto::model::{
 };
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use tracing::Instrument;
 
 use crate::{
     clients::{
@@ -115,9 +116,16 @@ impl ProvisioningActivities {
         ctx: ActivityContext,
         input: TailscaleKeyInput,
     ) -> Result<TailscaleKeyCreated, ActivityError> {
-        self.tailscale_key(ctx.info().attempt, &input.agent_id)
-            .await
-            .map_err(ClientError::into_activity_error)
+        let step = crate::metrics::Step::start(&ctx);
+        let result = async {
+            self.tailscale_key(ctx.info().attempt, &input.agent_id)
+                .await
+                .map_err(ClientError::into_activity_error)
+        }
+        .instrument(step.span())
+        .await;
+        step.finish(&result);
+        result
     }
 
     /// Step 2: the agent's Hetzner server, named `slipway-<agent_id>`. An existing server with
@@ -125,10 +133,15 @@ impl ProvisioningActivities {
     #[activity]
     pub async fn create_server(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: CreateServerInput,
     ) -> Result<ServerRef, ActivityError> {
-        self.server(&input).await.map_err(ClientError::into_activity_error)
+        let step = crate::metrics::Step::start(&ctx);
+        let result = async { self.server(&input).await.map_err(ClientError::into_activity_error) }
+            .instrument(step.span())
+            .await;
+        step.finish(&result);
+        result
     }
 
     /// Step 2b: wait until the server is running, polling its `create_server` action every
@@ -139,49 +152,76 @@ impl ProvisioningActivities {
         ctx: ActivityContext,
         server: ServerRef,
     ) -> Result<ServerRef, ActivityError> {
-        loop {
-            let progress = self.server_progress(&server).await.map_err(ClientError::into_activity_error)?;
-            if let Some(ready) = progress.ready {
-                return Ok(ready);
-            }
-            let _ = ctx.record_heartbeat(progress.percent).await;
-            tokio::select! {
-                _ = tokio::time::sleep(self.cfg.action_poll_interval) => {}
-                _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
+        let step = crate::metrics::Step::start(&ctx);
+        let result = async {
+            loop {
+                let progress =
+                    self.server_progress(&server).await.map_err(ClientError::into_activity_error)?;
+                if let Some(ready) = progress.ready {
+                    return Ok(ready);
+                }
+                let _ = ctx.record_heartbeat(progress.percent).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(self.cfg.action_poll_interval) => {}
+                    _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
+                }
             }
         }
+        .instrument(step.span())
+        .await;
+        step.finish(&result);
+        result
     }
 
     /// Step 3: `workflow_dispatch` of the bootstrap job; returns the run id if GitHub gave one.
     #[activity]
     pub async fn dispatch_provision_job(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: DispatchInput,
     ) -> Result<Option<String>, ActivityError> {
-        self.dispatch(&input).await.map_err(ClientError::into_activity_error)
+        let step = crate::metrics::Step::start(&ctx);
+        let result = async { self.dispatch(&input).await.map_err(ClientError::into_activity_error) }
+            .instrument(step.span())
+            .await;
+        step.finish(&result);
+        result
     }
 
     /// Step 4: the Tailscale device the VM registered as, if it has joined.
     #[activity]
     pub async fn find_tailscale_device(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: AgentResources,
     ) -> Result<Option<String>, ActivityError> {
-        let hostname = server_name(&input.agent_id);
-        let devices = self.cfg.tailscale.list_devices().await.map_err(ClientError::into_activity_error)?;
-        Ok(devices.iter().find(|d| d.hostname == hostname).map(|d| d.api_id().to_owned()))
+        let step = crate::metrics::Step::start(&ctx);
+        let result = async {
+            let hostname = server_name(&input.agent_id);
+            let devices =
+                self.cfg.tailscale.list_devices().await.map_err(ClientError::into_activity_error)?;
+            Ok(devices.iter().find(|d| d.hostname == hostname).map(|d| d.api_id().to_owned()))
+        }
+        .instrument(step.span())
+        .await;
+        step.finish(&result);
+        result
     }
 
     /// Compensation: remove every tailnet device of the agent. Returns how many were removed.
     #[activity]
     pub async fn remove_tailscale_devices(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: AgentResources,
     ) -> Result<u32, ActivityError> {
-        self.remove_devices(&input.agent_id).await.map_err(ClientError::into_activity_error)
+        let step = crate::metrics::Step::start(&ctx);
+        let result =
+            async { self.remove_devices(&input.agent_id).await.map_err(ClientError::into_activity_error) }
+                .instrument(step.span())
+                .await;
+        step.finish(&result);
+        result
     }
 
     /// Compensation: delete the agent's server (found by name, checked by label). Returns
@@ -189,10 +229,16 @@ impl ProvisioningActivities {
     #[activity]
     pub async fn delete_agent_server(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: AgentResources,
     ) -> Result<bool, ActivityError> {
-        self.delete_server(&input.agent_id).await.map_err(ClientError::into_activity_error)
+        let step = crate::metrics::Step::start(&ctx);
+        let result =
+            async { self.delete_server(&input.agent_id).await.map_err(ClientError::into_activity_error) }
+                .instrument(step.span())
+                .await;
+        step.finish(&result);
+        result
     }
 
     /// Lifecycle: stop the agent's server. Graceful ACPI `shutdown` first, then, since Hetzner
@@ -204,6 +250,8 @@ impl ProvisioningActivities {
         ctx: ActivityContext,
         input: StopServerInput,
     ) -> Result<(), ActivityError> {
+        let step = crate::metrics::Step::start(&ctx);
+        let result = async {
         let server = self.owned_server(&input.agent_id).await.map_err(ClientError::into_activity_error)?;
         let hz = &self.cfg.hetzner;
         if server.status == "off" {
@@ -230,6 +278,11 @@ impl ProvisioningActivities {
         let action =
             hz.power(server.id, PowerAction::Poweroff).await.map_err(ClientError::into_activity_error)?;
         self.wait_action(&ctx, action.id).await
+            }
+        .instrument(step.span())
+        .await;
+        step.finish(&result);
+        result
     }
 
     /// Lifecycle: power the agent's server on and wait until it runs.
@@ -239,27 +292,41 @@ impl ProvisioningActivities {
         ctx: ActivityContext,
         input: AgentResources,
     ) -> Result<ServerRef, ActivityError> {
-        let server = self.owned_server(&input.agent_id).await.map_err(ClientError::into_activity_error)?;
-        if server.status != "running" {
-            let action = self
-                .cfg
-                .hetzner
-                .power(server.id, PowerAction::Poweron)
-                .await
-                .map_err(ClientError::into_activity_error)?;
-            self.wait_action(&ctx, action.id).await?;
+        let step = crate::metrics::Step::start(&ctx);
+        let result = async {
+            let server =
+                self.owned_server(&input.agent_id).await.map_err(ClientError::into_activity_error)?;
+            if server.status != "running" {
+                let action = self
+                    .cfg
+                    .hetzner
+                    .power(server.id, PowerAction::Poweron)
+                    .await
+                    .map_err(ClientError::into_activity_error)?;
+                self.wait_action(&ctx, action.id).await?;
+            }
+            Ok(server_ref(&server, None))
         }
-        Ok(server_ref(&server, None))
+        .instrument(step.span())
+        .await;
+        step.finish(&result);
+        result
     }
 
     /// Compensation: revoke every auth key created for the agent. Returns how many.
     #[activity]
     pub async fn revoke_tailscale_keys(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: AgentResources,
     ) -> Result<u32, ActivityError> {
-        self.revoke_keys(&input.agent_id).await.map_err(ClientError::into_activity_error)
+        let step = crate::metrics::Step::start(&ctx);
+        let result =
+            async { self.revoke_keys(&input.agent_id).await.map_err(ClientError::into_activity_error) }
+                .instrument(step.span())
+                .await;
+        step.finish(&result);
+        result
     }
 }
 

@@ -65,12 +65,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
-            tracing::error!(code = self.code, message = %self.message, "request failed");
+            tracing::error!(code = self.code, reason = %self.message, "request failed");
         } else {
-            tracing::warn!(code = self.code, message = %self.message, status = self.status.as_u16(), "request refused");
+            tracing::warn!(code = self.code, reason = %self.message, status = self.status.as_u16(), "request refused");
         }
         let mut resp =
             (self.status, Json(json!({"code": self.code, "message": self.message}))).into_response();
+        resp.extensions_mut().insert(crate::metrics::ErrorCode(self.code));
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("5"));
         }

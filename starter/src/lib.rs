@@ -84,9 +84,20 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .route_layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             let path = req.extensions().get::<MatchedPath>().map_or(req.uri().path(), MatchedPath::as_str);
-            tracing::info_span!("http", method = %req.method(), path = %path)
+            // Handlers fill in the ids they learn (`tracing::Span::current().record(..)`), so every
+            // line of a request, its error answer included, names the event and the workflow.
+            tracing::info_span!(
+                "http",
+                method = %req.method(),
+                path = %path,
+                event_id = tracing::field::Empty,
+                event_type = tracing::field::Empty,
+                delivery_id = tracing::field::Empty,
+                workflow_id = tracing::field::Empty,
+            )
         }))
         .with_state(state)
 }

@@ -25,10 +25,7 @@ use slipway_sandbox::{RunningSandbox, SandboxConfig, stripe::CheckoutArgs};
 use slipway_starter::{Application, Gateway, StarterSettings};
 use slipway_worker::{WorkerSettings, build_worker};
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, Url};
-use temporalio_sdk::{
-    Runtime,
-    testing::{EphemeralExe, LocalWorkflowEnvironmentOptions, WorkflowEnvironment},
-};
+use temporalio_sdk::testing::{EphemeralExe, LocalWorkflowEnvironmentOptions, WorkflowEnvironment};
 
 /// Secrets shared by the sandbox (which signs) and Slipway (which verifies) in tests.
 pub const STRIPE_SECRET: &str = "whsec_test_slipway";
@@ -116,6 +113,8 @@ pub struct Options {
     pub history_limit: u32,
     /// Jobs of one customer running at once.
     pub max_jobs_per_customer: u32,
+    /// Worker: serve Prometheus metrics on a free port ([`TestApp::worker_metrics`]).
+    pub worker_metrics: bool,
 }
 
 impl Default for Options {
@@ -129,6 +128,7 @@ impl Default for Options {
             grace_period_secs: 7 * 24 * 3600,
             history_limit: 5_000,
             max_jobs_per_customer: 2,
+            worker_metrics: false,
         }
     }
 }
@@ -155,6 +155,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// Unique suffix for ids of this test.
     pub unique: String,
+    /// Worker's Prometheus endpoint, when [`Options::worker_metrics`] asked for one.
+    pub worker_metrics: Option<SocketAddr>,
     worker_stop: Option<tokio::sync::oneshot::Sender<()>>,
     worker_address: String,
     worker_settings: WorkerSettings,
@@ -294,6 +296,7 @@ pub fn worker_settings(sandbox: &str, task_queue: &str, callback_url: &str) -> W
         ("GITHUB_APP_PRIVATE_KEY", GITHUB_APP_PRIVATE_KEY.to_owned()),
         ("LLM_API_URL", format!("{sandbox}/openai")),
         ("LLM_API_KEY", LLM_API_KEY.to_owned()),
+        ("SLIPWAY_METRICS_ADDR", "off".to_owned()),
     ]);
     WorkerSettings::from_lookup(|k| vars.get(k).cloned()).expect("valid test worker settings")
 }
@@ -363,11 +366,18 @@ impl TestApp {
         })
         .await?;
 
-        let worker_settings = worker_settings(
+        let mut worker_settings = worker_settings(
             &sandbox.base_url,
             &task_queue,
             &format!("{starter_url}/callbacks/github-actions"),
         );
+        let worker_metrics = if opts.worker_metrics {
+            let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+            worker_settings.metrics_addr = Some(addr);
+            Some(addr)
+        } else {
+            None
+        };
         let (worker_stop, worker_thread) = spawn_worker(address.clone(), worker_settings.clone())?;
         let client = connect(&address).await?;
 
@@ -379,6 +389,7 @@ impl TestApp {
             task_queue,
             http: reqwest::Client::new(),
             unique,
+            worker_metrics,
             worker_stop: Some(worker_stop),
             worker_address: address.clone(),
             worker_settings,
@@ -671,7 +682,7 @@ fn spawn_worker(
         rt.block_on(async move {
             let started = async {
                 let client = connect(&address).await?;
-                let runtime = Runtime::from_current_tokio(Default::default())?;
+                let runtime = slipway_worker::runtime(&settings)?;
                 let worker = build_worker(&runtime, client, &settings)?;
                 Ok::<_, anyhow::Error>((runtime, worker))
             }

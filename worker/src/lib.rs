@@ -13,8 +13,13 @@ use slipway_workflows::{
     AgentWorkflow, ClientStackWorkflow, GitHubLinksWorkflow, JobGateWorkflow, JobWorkflow,
     ProvisionAgentWorkflow, SubscriptionWorkflow,
 };
+use std::sync::Arc;
 use temporalio_client::{Client, ClientOptions, Connection, envconfig::LoadClientConfigProfileOptions};
-use temporalio_sdk::{Runtime, Worker, WorkerOptions};
+
+use temporalio_common::telemetry::{
+    PrometheusExporterOptions, TelemetryOptions, metrics::CoreMeter, start_prometheus_metric_exporter,
+};
+use temporalio_sdk::{Runtime, Worker, WorkerOptions, runtime::RuntimeOptions};
 use tonic::IntoRequest;
 
 pub use settings::{ConfigError, WorkerSettings};
@@ -60,6 +65,45 @@ pub async fn ensure_search_attributes(client: &Client) -> anyhow::Result<Vec<Str
     )
     .await?;
     Ok(added)
+}
+
+/// Start the Prometheus endpoint on `addr` and return the runtime telemetry that feeds it: the
+/// SDK's worker metrics (task slots, latencies, sticky cache, failures) and Slipway's own (step
+/// durations by provider, retries, compensations; see `slipway_activities::metrics`).
+/// Returns the bound address (port 0 picks a free one).
+pub fn start_metrics(addr: std::net::SocketAddr) -> anyhow::Result<(TelemetryOptions, std::net::SocketAddr)> {
+    let prom = start_prometheus_metric_exporter(
+        PrometheusExporterOptions::builder()
+            .socket_addr(addr)
+            // Prometheus conventions: seconds, `_seconds` and `_total` suffixes.
+            .use_seconds_for_durations(true)
+            .unit_suffix(true)
+            .counters_total_suffix(true)
+            .build(),
+    )?;
+    let meter: Arc<dyn CoreMeter> = prom.meter;
+    slipway_activities::metrics::install(meter.clone());
+    Ok((TelemetryOptions::builder().metrics(meter).build(), prom.bound_addr))
+}
+
+/// A Temporal runtime on the current Tokio runtime, exporting metrics when `metrics_addr` is set.
+pub fn runtime(settings: &WorkerSettings) -> anyhow::Result<Runtime> {
+    let mut telemetry = None;
+    if let Some(addr) = settings.metrics_addr {
+        // Metrics are for operators, not for correctness: a taken port is logged, not fatal.
+        match start_metrics(addr) {
+            Ok((options, bound)) => {
+                tracing::info!(%bound, "Prometheus metrics on http://{bound}/metrics");
+                telemetry = Some(options);
+            }
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "could not start the metrics endpoint; running without it")
+            }
+        }
+    }
+    let options = RuntimeOptions::builder().maybe_telemetry_options(telemetry);
+    let options = options.build().map_err(|e| anyhow::anyhow!("runtime options: {e}"))?;
+    Ok(Runtime::from_current_tokio(options)?)
 }
 
 /// A worker on `settings.task_queue` with every Slipway workflow and activity registered.

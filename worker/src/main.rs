@@ -1,14 +1,11 @@
 //! `slipway-worker`: load configuration, connect, run until Ctrl-C / SIGTERM.
 
+use slipway_telemetry::shutdown_signal;
 use slipway_worker::{WorkerSettings, build_worker, connect_temporal, ensure_search_attributes};
-use temporalio_sdk::Runtime;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
+    slipway_telemetry::init_logging();
     let settings = match WorkerSettings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -27,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
              SlipwayStatus (Keyword); register them on the namespace before starting workflows"
         ),
     }
-    let runtime = Runtime::from_current_tokio(Default::default())?;
+    let runtime = slipway_worker::runtime(&settings)?;
     let mut worker = build_worker(&runtime, client, &settings)?;
     let shutdown = worker.shutdown_handle();
     tokio::spawn(async move {
@@ -38,16 +35,4 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(task_queue = %settings.task_queue, "slipway worker running");
     worker.run().await?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -107,6 +107,9 @@ pub struct WorkerSettings {
     pub llm_model: String,
     /// How long in-flight activities may finish on shutdown (`SLIPWAY_WORKER_SHUTDOWN_SECS`, 30).
     pub shutdown_grace: Duration,
+    /// Where the Prometheus endpoint (SDK and Slipway metrics) listens
+    /// (`SLIPWAY_METRICS_ADDR`, default `127.0.0.1:9464`; `off` disables it).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Required variables, in the order they are reported.
@@ -218,6 +221,14 @@ impl WorkerSettings {
                     ConfigError::Invalid("SLIPWAY_WORKER_SHUTDOWN_SECS must be a number".into())
                 })?,
             ),
+            metrics_addr: match or("SLIPWAY_METRICS_ADDR", "127.0.0.1:9464").as_str() {
+                "off" => None,
+                addr => Some(addr.parse().map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "SLIPWAY_METRICS_ADDR must be host:port or `off`, not `{addr}`"
+                    ))
+                })?),
+            },
         })
     }
 

@@ -371,7 +371,9 @@ impl AgentWorkflow {
         };
         let agent = AgentResources { agent_id: ctx.state(|s| s.agent.agent_id.clone()) };
         let wait = ctx.state(|s| s.lifecycle.shutdown_wait_secs);
-        let stop_opts = lifecycle_step("stop server", Duration::from_secs(wait + 300));
+        let server = slipway_proto::model::server_name(&agent.agent_id);
+        let stop_opts =
+            lifecycle_step(&format!("Hetzner: stop server {server}"), Duration::from_secs(wait + 300));
         let actor = request.actor.as_str();
         match (request.command, status) {
             (AgentCommand::Stop, _) | (AgentCommand::Suspend, AgentStatus::Active) => {
@@ -409,7 +411,8 @@ impl AgentWorkflow {
                 };
                 answer(ctx, CommandOutcome::Accepted { status, target: back_to });
                 if back_to == AgentStatus::Active {
-                    let opts = lifecycle_step("start server", Duration::from_secs(600));
+                    let opts =
+                        lifecycle_step(&format!("Hetzner: start server {server}"), Duration::from_secs(600));
                     if let Err(e) =
                         ctx.execute_activity(ProvisioningActivities::start_server, agent, opts).await
                     {
@@ -425,22 +428,32 @@ impl AgentWorkflow {
                 answer(ctx, CommandOutcome::Accepted { status: AgentStatus::Destroying, target });
                 Self::transition(ctx, AgentStatus::Destroying, actor, &request.reason);
                 let mut problems = Vec::new();
-                let opts = || lifecycle_step("destroy", Duration::from_secs(120));
+                let opts = |what: &str| lifecycle_step(what, Duration::from_secs(120));
                 if let Err(e) = ctx
-                    .execute_activity(ProvisioningActivities::remove_tailscale_devices, agent.clone(), opts())
+                    .execute_activity(
+                        ProvisioningActivities::remove_tailscale_devices,
+                        agent.clone(),
+                        opts(&format!("Tailscale: remove devices of {}", agent.agent_id)),
+                    )
                     .await
                 {
                     problems.push(format!("tailscale devices: {}", failure::activity(&e)));
                 }
                 if let Err(e) = ctx
-                    .execute_activity(ProvisioningActivities::delete_agent_server, agent.clone(), opts())
+                    .execute_activity(
+                        ProvisioningActivities::delete_agent_server,
+                        agent.clone(),
+                        opts(&format!("Hetzner: delete server {server}")),
+                    )
                     .await
                 {
                     problems.push(format!("server: {}", failure::activity(&e)));
                 }
-                if let Err(e) =
-                    ctx.execute_activity(ProvisioningActivities::revoke_tailscale_keys, agent, opts()).await
-                {
+                if let Err(e) = {
+                    let summary = format!("Tailscale: revoke auth keys of {}", agent.agent_id);
+                    ctx.execute_activity(ProvisioningActivities::revoke_tailscale_keys, agent, opts(&summary))
+                        .await
+                } {
                     problems.push(format!("tailscale keys: {}", failure::activity(&e)));
                 }
                 if problems.is_empty() {
@@ -487,7 +500,8 @@ impl AgentWorkflow {
             attrs.push(search_attributes::CUSTOMER_ID.value_set(c));
         }
         ctx.upsert_search_attributes(attrs);
-        ctx.set_current_details(format!("status: {status}"));
+        let details = ctx.state(|s| crate::details::agent(&s.agent));
+        ctx.set_current_details(details);
     }
 }
 

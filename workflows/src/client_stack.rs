@@ -178,13 +178,19 @@ impl ClientStackWorkflow {
 
     fn step(ctx: &WorkflowContext<Self>, name: &str, state: StepState, detail: impl Into<String>) {
         let detail = detail.into();
-        ctx.set_current_details(format!("{name}: {} {detail}", state.as_str()));
         ctx.state_mut(|s| {
             if let Some(step) = s.steps.iter_mut().find(|x| x.name == name) {
                 step.state = state;
                 step.detail = detail;
             }
         });
+        let details = ctx.state(|s| {
+            crate::details::saga(
+                &format!("Client stack {} ({}): {}", s.req.client_id, s.req.client_name, s.state.as_str()),
+                &s.steps,
+            )
+        });
+        ctx.set_current_details(details);
     }
 
     fn fail(ctx: &WorkflowContext<Self>, name: &str, err: &temporalio_sdk::ActivityExecutionError) -> String {
@@ -205,7 +211,7 @@ impl ClientStackWorkflow {
             .execute_activity(
                 StackActivities::create_supabase_project,
                 target.clone(),
-                api_step("create Supabase project", short),
+                api_step(&format!("Supabase: create project for {}", req.client_id), short),
             )
             .await
             .map_err(|e| Self::fail(ctx, steps::SUPABASE, &e))?;
@@ -222,7 +228,10 @@ impl ClientStackWorkflow {
         ctx.execute_activity(
             StackActivities::wait_supabase_healthy,
             project.project_ref.clone(),
-            api_step("wait for Supabase project", Duration::from_secs(20 * 60)),
+            api_step(
+                &format!("Supabase: wait for project {} to be healthy", project.project_ref),
+                Duration::from_secs(20 * 60),
+            ),
         )
         .await
         .map_err(|e| Self::fail(ctx, steps::SUPABASE, &e))?;
@@ -234,7 +243,7 @@ impl ClientStackWorkflow {
             .execute_activity(
                 StackActivities::apply_migrations,
                 project.project_ref.clone(),
-                api_step("apply migrations", short),
+                api_step(&format!("Supabase: apply migrations to {}", project.project_ref), short),
             )
             .await
             .map_err(|e| Self::fail(ctx, steps::SCHEMA, &e))?;
@@ -249,7 +258,7 @@ impl ClientStackWorkflow {
             .execute_activity(
                 StackActivities::create_repository,
                 target.clone(),
-                api_step("create GitHub repository", short),
+                api_step(&format!("GitHub: create repository for {} from template", req.client_id), short),
             )
             .await
             .map_err(|e| Self::fail(ctx, steps::GITHUB, &e))?;
@@ -271,7 +280,7 @@ impl ClientStackWorkflow {
             .execute_activity(
                 StackActivities::create_vercel_project,
                 input.clone(),
-                api_step("create Vercel project", short),
+                api_step(&format!("Vercel: create project for {}", req.client_id), short),
             )
             .await
             .map_err(|e| Self::fail(ctx, steps::VERCEL, &e))?;
@@ -281,7 +290,10 @@ impl ClientStackWorkflow {
             .execute_activity(
                 StackActivities::deploy_vercel,
                 input,
-                api_step("deploy on Vercel", Duration::from_secs(30 * 60)),
+                api_step(
+                    &format!("Vercel: first deployment of {}", req.client_id),
+                    Duration::from_secs(30 * 60),
+                ),
             )
             .await
             .map_err(|e| Self::fail(ctx, steps::VERCEL, &e))?;
@@ -295,7 +307,7 @@ impl ClientStackWorkflow {
             .execute_activity(
                 StackActivities::create_n8n_workflow,
                 target,
-                api_step("create n8n workflow", short),
+                api_step(&format!("n8n: create workflow for {}", req.client_id), short),
             )
             .await
             .map_err(|e| Self::fail(ctx, steps::N8N, &e))?;
@@ -335,7 +347,7 @@ impl ClientStackWorkflow {
                     ctx.execute_activity(
                         StackActivities::delete_n8n_workflow,
                         client.clone(),
-                        opts("delete n8n workflow"),
+                        opts(&format!("n8n: delete workflow of {client}")),
                     )
                     .await
                 }
@@ -343,7 +355,7 @@ impl ClientStackWorkflow {
                     ctx.execute_activity(
                         StackActivities::delete_vercel_project,
                         client.clone(),
-                        opts("delete Vercel project"),
+                        opts(&format!("Vercel: delete project of {client}")),
                     )
                     .await
                 }
@@ -351,7 +363,7 @@ impl ClientStackWorkflow {
                     ctx.execute_activity(
                         StackActivities::delete_repository,
                         client.clone(),
-                        opts("delete GitHub repository"),
+                        opts(&format!("GitHub: delete repository of {client}")),
                     )
                     .await
                 }
@@ -359,7 +371,7 @@ impl ClientStackWorkflow {
                     ctx.execute_activity(
                         StackActivities::delete_supabase_project,
                         client.clone(),
-                        opts("delete Supabase project"),
+                        opts(&format!("Supabase: delete project of {client}")),
                     )
                     .await
                 }

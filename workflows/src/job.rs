@@ -197,7 +197,8 @@ impl JobWorkflow {
             attrs.push(search_attributes::USER_ID.value_set(u));
         }
         ctx.upsert_search_attributes(attrs);
-        ctx.set_current_details(format!("job: {}", state.as_str()));
+        let details = ctx.state(|s| crate::details::job(&s.status));
+        ctx.set_current_details(details);
     }
 
     fn set_state(ctx: &WorkflowContext<Self>, state: JobState) {
@@ -216,6 +217,8 @@ impl JobWorkflow {
                 st.detail = detail;
             }
         });
+        let details = ctx.state(|s| crate::details::job(&s.status));
+        ctx.set_current_details(details);
     }
 
     /// Create or edit the job's single progress comment. Best effort: a comment that cannot be
@@ -240,6 +243,7 @@ impl JobWorkflow {
             status.attempt,
             steps.join("\n")
         );
+        let summary = format!("GitHub: update progress comment on {}#{}", req.repo, req.issue_number);
         let input = CommentInput {
             repo: req.repo,
             installation_id: req.installation_id,
@@ -248,11 +252,7 @@ impl JobWorkflow {
             body,
         };
         if let Ok(id) = ctx
-            .execute_activity(
-                JobActivities::comment,
-                input,
-                step_opts("issue comment", Duration::from_secs(60)),
-            )
+            .execute_activity(JobActivities::comment, input, step_opts(&summary, Duration::from_secs(60)))
             .await
         {
             ctx.state_mut(|s| s.comment_id = Some(id));
@@ -307,7 +307,10 @@ impl JobWorkflow {
                 .execute_activity(
                     JobActivities::can_write,
                     input,
-                    step_opts("check permission", Duration::from_secs(60)),
+                    step_opts(
+                        &format!("GitHub: check write access of {} to {}", c.login, req.repo),
+                        Duration::from_secs(60),
+                    ),
                 )
                 .await
                 .unwrap_or(false);
@@ -355,7 +358,11 @@ impl JobWorkflow {
         Self::step(ctx, "planning", StepState::Running, "");
         Self::comment(ctx, "planning").await;
         let plan = ctx
-            .execute_activity(JobActivities::plan, task.clone(), step_opts("LLM: plan", llm))
+            .execute_activity(
+                JobActivities::plan,
+                task.clone(),
+                step_opts(&format!("LLM: plan {}#{}", req.repo, req.issue_number), llm),
+            )
             .await
             .map_err(|e| fail(ctx, "planning", &e))?;
         attempt_tokens += plan.tokens;
@@ -370,7 +377,14 @@ impl JobWorkflow {
             Self::step(ctx, "coding", StepState::Running, format!("round {}", round + 1));
             Self::comment(ctx, "coding").await;
             let code = ctx
-                .execute_activity(JobActivities::code, task.clone(), step_opts("LLM: code", llm))
+                .execute_activity(
+                    JobActivities::code,
+                    task.clone(),
+                    step_opts(
+                        &format!("LLM: code {}#{} (round {})", req.repo, req.issue_number, round + 1),
+                        llm,
+                    ),
+                )
                 .await
                 .map_err(|e| fail(ctx, "coding", &e))?;
             attempt_tokens += code.tokens;
@@ -387,7 +401,14 @@ impl JobWorkflow {
             Self::comment(ctx, "reviewing").await;
             task.files = code.files.clone();
             let review = ctx
-                .execute_activity(JobActivities::review, task.clone(), step_opts("LLM: review", llm))
+                .execute_activity(
+                    JobActivities::review,
+                    task.clone(),
+                    step_opts(
+                        &format!("LLM: review {}#{} (round {})", req.repo, req.issue_number, round + 1),
+                        llm,
+                    ),
+                )
                 .await
                 .map_err(|e| fail(ctx, "reviewing", &e))?;
             attempt_tokens += review.tokens;
@@ -426,7 +447,10 @@ impl JobWorkflow {
             .execute_activity(
                 JobActivities::open_pull_request,
                 pr_input,
-                step_opts("GitHub: open pull request", Duration::from_secs(120)),
+                step_opts(
+                    &format!("GitHub: open pull request for {}#{}", req.repo, req.issue_number),
+                    Duration::from_secs(120),
+                ),
             )
             .await
             .map_err(|e| fail(ctx, "pr_creating", &e))?;

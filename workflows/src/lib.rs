@@ -37,6 +37,7 @@ pub mod provisioning;
 pub mod search_attributes;
 pub mod subscription;
 
+mod details;
 mod failure;
 mod options;
 

@@ -23,6 +23,7 @@ use slipway_activities::ProvisioningActivities;
 use slipway_proto::model::{
     ActionsCallback, AgentResources, CallbackStatus, CreateServerInput, DispatchInput, ProvisionRequest,
     ProvisionResult, ProvisioningProgress, StepProgress, StepState, TailscaleKeyInput, TailscaleRef, job_id,
+    server_name,
 };
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
@@ -206,9 +207,15 @@ impl ProvisionAgentWorkflow {
     }
 
     fn step(ctx: &WorkflowContext<Self>, name: &str, state: StepState, detail: impl Into<String>) {
-        let detail = detail.into();
-        ctx.set_current_details(format!("{name}: {} {detail}", state.as_str()));
         ctx.state_mut(|s| s.set_step(name, state, detail));
+        let details = ctx.state(|s| {
+            let r = &s.req;
+            crate::details::saga(
+                &format!("Provisioning agent {} for {} in {}", r.agent_id, r.user_id, r.region),
+                &s.steps,
+            )
+        });
+        ctx.set_current_details(details);
     }
 
     /// Marks the step failed and returns the reason.
@@ -237,7 +244,7 @@ impl ProvisionAgentWorkflow {
             .execute_activity(
                 ProvisioningActivities::create_tailscale_key,
                 TailscaleKeyInput { agent_id: req.agent_id.clone() },
-                api_step("create Tailscale auth key"),
+                api_step(&format!("Tailscale: create auth key for {}", req.agent_id)),
             )
             .await
             .map_err(|e| Self::failed(ctx, steps::TAILSCALE_KEY, &e))?;
@@ -257,7 +264,7 @@ impl ProvisionAgentWorkflow {
                     region: req.region.clone(),
                     sealed_auth_key: key.sealed_key.clone(),
                 },
-                api_step("create Hetzner server"),
+                api_step(&format!("Hetzner: create server {} in {}", server_name(&req.agent_id), req.region)),
             )
             .await
             .map_err(|e| Self::failed(ctx, steps::HETZNER_SERVER, &e))?;
@@ -269,6 +276,7 @@ impl ProvisionAgentWorkflow {
         );
 
         Self::step(ctx, steps::SERVER_READY, StepState::Running, "waiting for create action");
+        let server_id = server.id;
         let server = ctx
             .execute_activity(
                 ProvisioningActivities::wait_server_ready,
@@ -282,7 +290,7 @@ impl ProvisionAgentWorkflow {
                             .maximum_attempts(5)
                             .build(),
                     )
-                    .summary("wait for Hetzner server".to_owned())
+                    .summary(format!("Hetzner: wait for server {server_id} to run"))
                     .build(),
             )
             .await
@@ -305,6 +313,8 @@ impl ProvisionAgentWorkflow {
                 ActivityOptions::with_schedule_to_close_timeout(Duration::from_secs(
                     req.policy.dispatch_deadline_secs,
                 ))
+                // A worker that dies mid-attempt is noticed after this, and the attempt retried.
+                .start_to_close_timeout(Duration::from_secs(30))
                 .retry_policy(
                     RetryPolicy::builder()
                         .initial_interval(Duration::from_secs(1))
@@ -312,7 +322,7 @@ impl ProvisionAgentWorkflow {
                         .maximum_interval(Duration::from_secs(5 * 60))
                         .build(),
                 )
-                .summary("dispatch provision-agent.yml".to_owned())
+                .summary(format!("GitHub: dispatch provision-agent.yml for {}", req.agent_id))
                 .build(),
             )
             .await
@@ -326,7 +336,7 @@ impl ProvisionAgentWorkflow {
         let outcome = select! {
             _ = ctx.wait_condition(|s: &Self| s.outcome.is_some()) => ctx.state(|s| s.outcome.clone()),
             _ = ctx.timer(TimerOptions::builder(Duration::from_secs(deadline))
-                    .summary("GitHub Actions callback deadline".to_owned()).build()) => None,
+                    .summary(format!("GitHub Actions: callback deadline for {}", req.agent_id)).build()) => None,
         };
         let run_id = ctx.state(|s| s.run_id.clone());
         let run = run_id.clone().unwrap_or_else(|| "unknown".to_owned());
@@ -360,7 +370,7 @@ impl ProvisionAgentWorkflow {
             .execute_activity(
                 ProvisioningActivities::find_tailscale_device,
                 agent,
-                api_step("find Tailscale device"),
+                api_step(&format!("Tailscale: find device {}", server_name(&req.agent_id))),
             )
             .await
             .map_err(|e| Self::failed(ctx, steps::TAILSCALE_DEVICE, &e))?;
@@ -389,7 +399,7 @@ impl ProvisionAgentWorkflow {
                     .execute_activity(
                         ProvisioningActivities::remove_tailscale_devices,
                         agent.clone(),
-                        compensation_step("remove Tailscale devices"),
+                        compensation_step(&format!("Tailscale: remove devices of {}", agent.agent_id)),
                     )
                     .await
                     .map(|n| format!("{n} device(s) removed")),
@@ -397,7 +407,10 @@ impl ProvisionAgentWorkflow {
                     .execute_activity(
                         ProvisioningActivities::delete_agent_server,
                         agent.clone(),
-                        compensation_step("delete Hetzner server"),
+                        compensation_step(&format!(
+                            "Hetzner: delete server {}",
+                            server_name(&agent.agent_id)
+                        )),
                     )
                     .await
                     .map(|deleted| if deleted { "server deleted" } else { "no server to delete" }.to_owned()),
@@ -405,7 +418,7 @@ impl ProvisionAgentWorkflow {
                     .execute_activity(
                         ProvisioningActivities::revoke_tailscale_keys,
                         agent.clone(),
-                        compensation_step("revoke Tailscale keys"),
+                        compensation_step(&format!("Tailscale: revoke auth keys of {}", agent.agent_id)),
                     )
                     .await
                     .map(|n| format!("{n} key(s) revoked")),
@@ -420,6 +433,10 @@ impl ProvisionAgentWorkflow {
                     failed.push(why);
                 }
             }
+        }
+        if !failed.is_empty() {
+            // Something the saga created may still exist (and cost money): make it findable.
+            ctx.upsert_search_attributes([search_attributes::STATUS.value_set("needs_attention".to_owned())]);
         }
         failed
     }

@@ -206,6 +206,7 @@ impl SubscriptionWorkflow {
             attrs.push(search_attributes::USER_ID.value_set(user));
         }
         ctx.upsert_search_attributes(attrs);
-        ctx.set_current_details(format!("subscription: {status}"));
+        let details = ctx.state(|s| crate::details::subscription(&s.customer_id, &status, &s.state));
+        ctx.set_current_details(details);
     }
 }

@@ -72,12 +72,16 @@ impl IntoResponse for ApiFailure {
             Kind::Conflict => StatusCode::CONFLICT,
             Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
-        tracing::warn!(code = %e.code, status = status.as_u16(), message = %e.message, "api request refused");
+        tracing::warn!(code = %e.code, status = status.as_u16(), reason = %e.message, "api request refused");
         let mut body = json!({"code": e.code, "message": e.message});
         if !e.details.is_empty() {
             body["details"] = e.details.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
         }
-        (status, Json(body)).into_response()
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.extensions_mut().insert(crate::metrics::ErrorCode("TEMPORAL_UNAVAILABLE"));
+        }
+        resp
     }
 }
 

@@ -55,6 +55,7 @@ pub async fn github_actions(
     let (workflow_id, run_id) = parse_job_id(&cb.job_id)
         .ok_or_else(|| ApiError::bad_request("INVALID_JOB_ID", "job_id is not a Slipway job"))?;
     let request_id = format!("cb-{}", hex::encode(Sha256::digest(&body)));
+    tracing::Span::current().record("workflow_id", workflow_id);
     tracing::info!(job_id = %cb.job_id, agent_id = %cb.agent_id, status = ?cb.status, "actions callback");
     match app.gateway.deliver_callback(workflow_id, run_id, cb.clone(), request_id).await {
         Ok(()) => {

@@ -154,6 +154,9 @@ pub async fn webhook(
         .ok_or_else(|| ApiError::bad_request("MISSING_DELIVERY_ID", "X-GitHub-Delivery is required"))?
         .to_owned();
     let event = header("x-github-event").unwrap_or_default().to_owned();
+    let span = tracing::Span::current();
+    span.record("delivery_id", delivery.as_str());
+    span.record("event_type", event.as_str());
     let payload: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("MALFORMED_PAYLOAD", format!("not JSON: {e}")))?;
     app.metrics.incr(Metric::WebhookReceived);

@@ -29,10 +29,9 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use slipway_proto::{
-    billing::{BillingEvent, BillingEventKind},
-    model::{AgentRecord, ProvisionCommand, ProvisionOutcome, ProvisionSource},
+    billing::{BillingEvent, BillingEventKind, customer_workflow_id},
+    model::{AgentRecord, ProvisionCommand, ProvisionOutcome, ProvisionSource, agent_workflow_id},
 };
-use tracing::Instrument;
 
 use crate::{
     AppState,
@@ -182,11 +181,14 @@ pub async fn webhook(
         ApiError::bad_request("MALFORMED_PAYLOAD", format!("not a Stripe event: {e}"))
     })?;
     app.metrics.incr(Metric::WebhookReceived);
-    let span = tracing::info_span!("stripe_event", event_id = %event.id, event_type = %event.kind);
+    let span = tracing::Span::current();
+    span.record("event_id", event.id.as_str());
+    span.record("event_type", event.kind.as_str());
 
     let billing = billing_event(&event).map_err(|m| ApiError::bad_request("MALFORMED_PAYLOAD", m))?;
     let is_billing = billing.is_some();
     if let Some((customer, user, billing_event)) = billing {
+        span.record("workflow_id", customer_workflow_id(&customer));
         let policy = app.settings.billing.clone();
         if let Err(e) = app.gateway.billing_event(&customer, user.as_deref(), billing_event, policy).await {
             app.metrics.incr(Metric::TemporalUnavailable);
@@ -197,7 +199,7 @@ pub async fn webhook(
     }
     match event.kind.as_str() {
         "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
-            checkout(&app, &event).instrument(span).await
+            checkout(&app, &event).await
         }
         _ if is_billing => Ok(Json(json!({"received": true, "handled": true}))),
         other => {
@@ -225,6 +227,7 @@ async fn checkout(app: &AppState, event: &Event) -> Result<Json<Value>, ApiError
         return Ok(Json(json!({"received": true, "handled": false, "reason": "awaiting payment"})));
     }
 
+    tracing::Span::current().record("workflow_id", agent_workflow_id(&intent.agent_id));
     let agent = AgentRecord::draft(&intent.agent_id, &intent.user_id, &intent.region);
     let cmd = ProvisionCommand {
         source: ProvisionSource::Checkout {

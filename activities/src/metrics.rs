@@ -1,0 +1,187 @@
+//! Slipway's own worker metrics, exported next to the SDK's on the worker's Prometheus endpoint:
+//! how long each saga step takes per provider, how often steps are retried, and how many
+//! compensations ran and failed. The SDK already counts activity executions per activity type;
+//! these add what an operator asks first: "which provider is slow or failing, and did rollbacks
+//! leave anything behind?".
+//!
+//! Instruments are created once, on the meter the worker's runtime exports ([`install`]);
+//! without it (unit tests, tools) recording is a no-op. One process-wide set is enough: every
+//! worker in a process exports through the same endpoint.
+
+use std::{
+    sync::{Arc, OnceLock},
+    time::Instant,
+};
+
+use temporalio_common::telemetry::metrics::{
+    CoreMeter, Counter, HistogramDuration, MetricKeyValue, MetricParameters, NewAttributes,
+};
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+
+struct Instruments {
+    meter: Arc<dyn CoreMeter>,
+    step_duration: HistogramDuration,
+    step_retries: Counter,
+    compensations: Counter,
+    compensations_failed: Counter,
+}
+
+static INSTRUMENTS: OnceLock<Instruments> = OnceLock::new();
+
+/// Create Slipway's instruments on `meter` (the first call wins).
+pub fn install(meter: Arc<dyn CoreMeter>) {
+    INSTRUMENTS.get_or_init(|| {
+        let param = |name: &'static str, description: &'static str, unit: &'static str| {
+            MetricParameters::builder().name(name).description(description).unit(unit).build()
+        };
+        Instruments {
+            step_duration: meter.histogram_duration(param(
+                "slipway_step_duration",
+                "Duration of one attempt of a saga step, by provider, step and outcome.",
+                "duration",
+            )),
+            step_retries: meter.counter(param(
+                "slipway_step_retries",
+                "Attempts of a saga step after the first, by provider and step.",
+                "",
+            )),
+            compensations: meter.counter(param(
+                "slipway_compensations_run",
+                "Compensation attempts run, by provider and step.",
+                "",
+            )),
+            compensations_failed: meter.counter(param(
+                "slipway_compensations_failed",
+                "Compensation attempts that failed, by provider and step.",
+                "",
+            )),
+            meter,
+        }
+    });
+}
+
+/// The provider a step talks to, from its activity type (`ProvisioningActivities::create_server`).
+pub fn provider(activity_type: &str) -> &'static str {
+    let step = activity_type.rsplit("::").next().unwrap_or(activity_type);
+    match step {
+        "create_server" | "wait_server_ready" | "delete_agent_server" | "stop_server" | "start_server" => {
+            "hetzner"
+        }
+        "create_tailscale_key"
+        | "find_tailscale_device"
+        | "remove_tailscale_devices"
+        | "revoke_tailscale_keys" => "tailscale",
+        "dispatch_provision_job"
+        | "create_repository"
+        | "delete_repository"
+        | "open_pull_request"
+        | "comment"
+        | "can_write" => "github",
+        "create_supabase_project"
+        | "wait_supabase_healthy"
+        | "apply_migrations"
+        | "delete_supabase_project" => "supabase",
+        "create_vercel_project" | "deploy_vercel" | "delete_vercel_project" => "vercel",
+        "create_n8n_workflow" | "delete_n8n_workflow" => "n8n",
+        "fetch_subscription_status" | "report_usage" => "stripe",
+        "plan" | "code" | "review" => "llm",
+        _ => "other",
+    }
+}
+
+/// Whether a step undoes another (its runs and failures are counted as compensations).
+pub fn is_compensation(activity_type: &str) -> bool {
+    let step = activity_type.rsplit("::").next().unwrap_or(activity_type);
+    matches!(
+        step,
+        "delete_agent_server"
+            | "remove_tailscale_devices"
+            | "revoke_tailscale_keys"
+            | "delete_repository"
+            | "delete_supabase_project"
+            | "delete_vercel_project"
+            | "delete_n8n_workflow"
+    )
+}
+
+/// One attempt of a step being measured: `Step::start(&ctx)`, run it, `finish(&result)`.
+pub(crate) struct Step {
+    activity_type: String,
+    attempt: u32,
+    started: Instant,
+    span: tracing::Span,
+}
+
+impl Step {
+    pub(crate) fn start(ctx: &ActivityContext) -> Self {
+        let info = ctx.info();
+        // Every log line of the attempt carries the workflow it works for.
+        let span = tracing::info_span!(
+            "activity",
+            workflow_id = info.workflow_id.as_deref().unwrap_or_default(),
+            run_id = info.workflow_run_id.as_deref().unwrap_or_default(),
+            activity = %info.activity_type,
+            attempt = info.attempt,
+        );
+        Self {
+            activity_type: info.activity_type.clone(),
+            attempt: info.attempt,
+            started: Instant::now(),
+            span,
+        }
+    }
+
+    /// The span the attempt runs in.
+    pub(crate) fn span(&self) -> tracing::Span {
+        self.span.clone()
+    }
+
+    pub(crate) fn finish<T>(self, result: &Result<T, ActivityError>) {
+        let Some(m) = INSTRUMENTS.get() else { return };
+        let provider = provider(&self.activity_type);
+        let step = self.activity_type.rsplit("::").next().unwrap_or(&self.activity_type).to_owned();
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(ActivityError::Cancelled { .. }) => "cancelled",
+            Err(_) => "error",
+        };
+        let attrs = |extra: Option<&'static str>| {
+            let mut kvs =
+                vec![MetricKeyValue::new("provider", provider), MetricKeyValue::new("step", step.clone())];
+            if let Some(outcome) = extra {
+                kvs.push(MetricKeyValue::new("outcome", outcome));
+            }
+            m.meter.new_attributes(NewAttributes::from(kvs))
+        };
+        m.step_duration.record(self.started.elapsed(), &attrs(Some(outcome)));
+        if self.attempt > 1 {
+            m.step_retries.add(1, &attrs(None));
+        }
+        if is_compensation(&self.activity_type) {
+            m.compensations.add(1, &attrs(None));
+            if result.is_err() {
+                m.compensations_failed.add(1, &attrs(None));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_step_has_a_provider() {
+        for step in [
+            "ProvisioningActivities::create_server",
+            "ProvisioningActivities::revoke_tailscale_keys",
+            "StackActivities::deploy_vercel",
+            "JobActivities::open_pull_request",
+            "BillingActivities::fetch_subscription_status",
+        ] {
+            assert_ne!(provider(step), "other", "{step}");
+        }
+        assert!(is_compensation("ProvisioningActivities::delete_agent_server"));
+        assert!(!is_compensation("ProvisioningActivities::create_server"));
+    }
+}
