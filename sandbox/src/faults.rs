@@ -1,30 +1,71 @@
-//! Fault injection: make chosen provider requests slow or fail, to exercise retry paths.
+//! Fault injection: make chosen provider requests slow, fail, or lose their connection, always
+//! or at a configured rate, to exercise retry paths.
 //!
 //! A fault is matched before normal handling by method and path (`*` matches one segment).
-//! It first sleeps `latency_ms`, then, if it has a `status`, answers with that status, an
-//! optional `Retry-After` and an error body shaped like the provider's own (or the given
-//! body). `count` limits how many requests it affects; latency-only faults pass through.
+//! Every matching fault rolls its own seeded dice (`probability`, default 1); the first one that
+//! hits is applied: it sleeps `latency_ms`, then
+//! - with a `status`, answers with that status, an optional `Retry-After` and an error body
+//!   shaped like the provider's own (or the given body);
+//! - with `"drop": "request"`, closes the connection without handling the request or answering;
+//! - with `"drop": "response"`, handles the request (its effect happens) and then closes the
+//!   connection without answering: the lost answer a client cannot tell from a lost request;
+//! - with neither, passes the (slowed) request through.
+//!
+//! `count` limits how many requests a fault affects. `seed` makes a fault's dice reproducible
+//! (the seed used is listed by `GET /_sandbox/faults`).
+//!
+//! Retry-After is checked as providers would like it honoured: after an injected answer with
+//! `Retry-After: N`, the next request identical to the refused one (method, path, query and
+//! body) should come no sooner than N seconds later. `GET /_sandbox/faults` reports how many
+//! such retries came and how many came early, under `retry_after`.
+//!
 //! `/_sandbox/...` is never faulted, so a test can always clear faults or reset.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::body::{Body, Bytes};
+use axum::extract::connect_info::Connected;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
+use axum::serve::{IncomingStream, Listener};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::state::{Shared, json_response, parse_body};
+
+/// Largest request body the fingerprinting reads (provider requests are small).
+const MAX_BODY: usize = 1 << 20;
 
 #[derive(Default)]
 pub(crate) struct Faults {
     list: Vec<Fault>,
     next_id: u64,
+    retry_after: RetryAfterLedger,
+}
+
+#[derive(Clone, Copy, Deserialize, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+enum DropMode {
+    /// Close the connection without handling the request.
+    Request,
+    /// Handle the request, then close the connection without answering.
+    Response,
 }
 
 #[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FaultSpec {
     method: Option<String>,
     path: String,
@@ -34,13 +75,21 @@ struct FaultSpec {
     latency_ms: u64,
     count: Option<u64>,
     body: Option<Value>,
+    probability: Option<f64>,
+    drop: Option<DropMode>,
+    seed: Option<u64>,
 }
 
 struct Fault {
     id: String,
     spec: FaultSpec,
     remaining: Option<u64>,
+    /// Requests that matched method and path (whether or not the dice hit).
+    matched: u64,
+    /// Requests the fault was applied to.
     hits: u64,
+    seed: u64,
+    rng: SplitMix64,
 }
 
 impl Fault {
@@ -49,7 +98,9 @@ impl Fault {
         json!({
             "id": self.id, "method": s.method, "path": s.path, "status": s.status,
             "retry_after": s.retry_after, "latency_ms": s.latency_ms, "count": s.count,
-            "remaining": self.remaining, "hits": self.hits, "body": s.body,
+            "probability": s.probability.unwrap_or(1.0), "drop": s.drop.map(|d| format!("{d:?}").to_lowercase()),
+            "seed": self.seed, "remaining": self.remaining, "matched": self.matched, "hits": self.hits,
+            "body": s.body,
         })
     }
 
@@ -57,6 +108,73 @@ impl Fault {
         self.remaining != Some(0)
             && self.spec.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
             && path_matches(&self.spec.path, path)
+    }
+
+    /// Counts the match and rolls the dice; true if the fault applies to this request.
+    fn roll(&mut self) -> bool {
+        self.matched += 1;
+        let p = self.spec.probability.unwrap_or(1.0);
+        if p < 1.0 && self.rng.next_f64() >= p {
+            return false;
+        }
+        self.hits += 1;
+        if let Some(n) = self.remaining.as_mut() {
+            *n -= 1;
+        }
+        true
+    }
+}
+
+/// SplitMix64: tiny, seedable, good enough to pick which requests fail.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[0, 1)`.
+    fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// When each refused request may come back, and how the retries behaved.
+#[derive(Default)]
+struct RetryAfterLedger {
+    /// Fingerprint of a refused request → (when it was refused, the delay asked for).
+    due: HashMap<u64, (Instant, Duration)>,
+    /// Answers that carried `Retry-After`.
+    answered: u64,
+    /// Requests identical to a refused one that came back.
+    retries: u64,
+    /// Of those, how many came before the delay was over.
+    early: u64,
+    /// Smallest (gap - delay) observed, in milliseconds.
+    min_slack_ms: Option<i64>,
+}
+
+impl RetryAfterLedger {
+    fn observe(&mut self, fingerprint: u64, now: Instant) {
+        if let Some((refused, delay)) = self.due.remove(&fingerprint) {
+            let gap = now.duration_since(refused);
+            let slack = gap.as_millis() as i64 - delay.as_millis() as i64;
+            self.retries += 1;
+            if gap < delay {
+                self.early += 1;
+                tracing::warn!(slack_ms = slack, "request retried before its Retry-After");
+            }
+            self.min_slack_ms = Some(self.min_slack_ms.map_or(slack, |m| m.min(slack)));
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({"answered": self.answered, "retries": self.retries, "early": self.early,
+            "pending": self.due.len(), "min_slack_ms": self.min_slack_ms})
     }
 }
 
@@ -67,28 +185,63 @@ fn path_matches(pattern: &str, path: &str) -> bool {
     pattern.len() == path.len() && pattern.iter().zip(&path).all(|(p, s)| *p == "*" || p == s)
 }
 
-/// Middleware applying the first active matching fault.
+fn fingerprint(method: &str, path: &str, query: Option<&str>, body: &[u8]) -> u64 {
+    let mut h = DefaultHasher::new();
+    (method, path, query.unwrap_or(""), body).hash(&mut h);
+    h.finish()
+}
+
+/// Middleware applying the first matching fault whose dice hit.
 pub(crate) async fn middleware(State(app): State<Shared>, req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     if path.starts_with("/_sandbox") {
         return next.run(req).await;
     }
+    let method = req.method().as_str().to_owned();
+    if !app.lock().faults.list.iter().any(|f| f.matches(&method, &path)) {
+        return next.run(req).await;
+    }
+    // A faulted path: read the body to recognise the same request when it is retried.
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return json_response(StatusCode::PAYLOAD_TOO_LARGE, json!({"message": "body too large"}));
+    };
+    let print = fingerprint(&method, &path, parts.uri.query(), &bytes);
+    let req = Request::from_parts(parts, Body::from(bytes));
     let hit = {
         let mut state = app.lock();
-        let method = req.method().as_str();
-        state.faults.list.iter_mut().find(|f| f.matches(method, &path)).map(|f| {
-            f.hits += 1;
-            if let Some(n) = f.remaining.as_mut() {
-                *n -= 1;
+        let faults = &mut state.faults;
+        faults.retry_after.observe(print, Instant::now());
+        let mut hit = None;
+        for f in faults.list.iter_mut().filter(|f| f.matches(&method, &path)) {
+            if f.roll() {
+                hit = Some(f.spec.clone());
+                break;
             }
-            f.spec.clone()
-        })
+        }
+        hit
     };
     let Some(spec) = hit else {
         return next.run(req).await;
     };
     if spec.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(spec.latency_ms)).await;
+    }
+    if let Some(mode) = spec.drop {
+        let Some(ConnectInfo(cut)) = req.extensions().get::<ConnectInfo<Cut>>().cloned() else {
+            return json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"message": "sandbox: this server cannot drop connections"}),
+            );
+        };
+        let response = match mode {
+            DropMode::Request => json_response(StatusCode::SERVICE_UNAVAILABLE, json!({})),
+            DropMode::Response => next.run(req).await,
+        };
+        tracing::info!(%path, ?mode, "injected fault: connection dropped");
+        // Nothing of the response is written: the connection's writes fail from now on.
+        cut.0.store(true, Ordering::SeqCst);
+        return response;
     }
     let Some(status) = spec.status.and_then(|s| StatusCode::from_u16(s).ok()) else {
         return next.run(req).await;
@@ -98,8 +251,83 @@ pub(crate) async fn middleware(State(app): State<Shared>, req: Request, next: Ne
     let mut response = json_response(status, body);
     if let Some(secs) = spec.retry_after {
         response.headers_mut().insert("retry-after", HeaderValue::from(secs));
+        let mut state = app.lock();
+        let ledger = &mut state.faults.retry_after;
+        ledger.answered += 1;
+        ledger.due.insert(print, (Instant::now(), Duration::from_secs(secs)));
     }
     response
+}
+
+/// The sandbox's TCP listener: each accepted connection carries a switch ([`Cut`]) a fault can
+/// flip to make every later read and write fail, so the client sees the connection closed
+/// without an answer.
+pub(crate) struct CuttableListener(pub(crate) TcpListener);
+
+/// A connection's switch, handed to requests as `ConnectInfo<Cut>`.
+#[derive(Clone)]
+pub(crate) struct Cut(Arc<AtomicBool>);
+
+/// A TCP stream that fails once cut.
+pub(crate) struct CuttableStream {
+    inner: TcpStream,
+    cut: Arc<AtomicBool>,
+}
+
+impl Listener for CuttableListener {
+    type Io = CuttableStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let (inner, addr) = Listener::accept(&mut self.0).await;
+        (CuttableStream { inner, cut: Arc::new(AtomicBool::new(false)) }, addr)
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+impl Connected<IncomingStream<'_, CuttableListener>> for Cut {
+    fn connect_info(stream: IncomingStream<'_, CuttableListener>) -> Self {
+        Cut(stream.io().cut.clone())
+    }
+}
+
+impl CuttableStream {
+    fn check(&self) -> io::Result<()> {
+        if self.cut.load(Ordering::SeqCst) {
+            Err(io::Error::new(io::ErrorKind::ConnectionAborted, "connection dropped by a sandbox fault"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl AsyncRead for CuttableStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.check()?;
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CuttableStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.check()?;
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.check()?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 /// An error body in the shape the provider owning `path` uses.
@@ -160,6 +388,12 @@ pub(crate) async fn create(State(app): State<Shared>, body: Bytes) -> Response {
         Ok(spec) if spec.status.is_some_and(|s| StatusCode::from_u16(s).is_err()) => {
             Err("status must be an HTTP status code".to_owned())
         }
+        Ok(spec) if spec.probability.is_some_and(|p| !(0.0..=1.0).contains(&p)) => {
+            Err("probability must be between 0 and 1".to_owned())
+        }
+        Ok(spec) if spec.drop.is_some() && spec.status.is_some() => {
+            Err("a fault either drops the connection or answers with a status, not both".to_owned())
+        }
         other => other,
     };
     let spec = match spec {
@@ -170,14 +404,22 @@ pub(crate) async fn create(State(app): State<Shared>, body: Bytes) -> Response {
     state.faults.next_id += 1;
     let id = format!("fault_{}", state.faults.next_id);
     let remaining = spec.count;
-    state.faults.list.push(Fault { id: id.clone(), spec, remaining, hits: 0 });
-    json_response(StatusCode::CREATED, json!({"id": id}))
+    let seed = spec.seed.unwrap_or_else(|| {
+        let bytes = uuid::Uuid::new_v4().into_bytes();
+        u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"))
+    });
+    let rng = SplitMix64(seed);
+    state.faults.list.push(Fault { id: id.clone(), spec, remaining, matched: 0, hits: 0, seed, rng });
+    json_response(StatusCode::CREATED, json!({"id": id, "seed": seed}))
 }
 
 pub(crate) async fn list(State(app): State<Shared>) -> Response {
     let state = app.lock();
     let faults: Vec<Value> = state.faults.list.iter().map(Fault::to_json).collect();
-    json_response(StatusCode::OK, json!({"faults": faults}))
+    json_response(
+        StatusCode::OK,
+        json!({"faults": faults, "retry_after": state.faults.retry_after.to_json()}),
+    )
 }
 
 pub(crate) async fn clear(State(app): State<Shared>) -> Response {
@@ -187,7 +429,19 @@ pub(crate) async fn clear(State(app): State<Shared>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::path_matches;
+    use super::{SplitMix64, path_matches};
+
+    #[test]
+    fn seeded_dice_repeat_and_hit_at_the_configured_rate() {
+        let rolls = |seed| {
+            let mut rng = SplitMix64(seed);
+            (0..10_000).map(|_| rng.next_f64() < 0.2).collect::<Vec<_>>()
+        };
+        assert_eq!(rolls(7), rolls(7));
+        assert_ne!(rolls(7), rolls(8));
+        let hits = rolls(7).iter().filter(|h| **h).count();
+        assert!((1_800..2_200).contains(&hits), "{hits}");
+    }
 
     #[test]
     fn wildcard_matches_exactly_one_segment() {

@@ -28,6 +28,10 @@ pub(crate) struct HetznerState {
     next_id: u64,
     tokens: f64,
     refilled_at: DateTime<Utc>,
+    /// Lowest budget left seen so far (how close clients came to the limit).
+    min_remaining: f64,
+    /// Requests refused because the budget was spent (a well-behaved client causes none).
+    exceeded: u64,
 }
 
 impl Default for HetznerState {
@@ -38,6 +42,8 @@ impl Default for HetznerState {
             next_id: 0,
             tokens: RATE_LIMIT,
             refilled_at: Utc::now(),
+            min_remaining: RATE_LIMIT,
+            exceeded: 0,
         }
     }
 }
@@ -138,7 +144,8 @@ fn not_found(kind: &str, id: &str) -> Response {
 }
 
 /// Rate limiting (token bucket: 3600, +1/s) and authentication, with `RateLimit-*` headers
-/// on every answer, as the real API does.
+/// on every answer, as the real API does. Refusals are counted (`rate_limit.exceeded` in the
+/// inventory), so tests can assert that Slipway stays within the budget.
 async fn guard(State(app): State<Shared>, req: Request, next: Next) -> Response {
     let (allowed, remaining, reset) = {
         let mut state = app.lock();
@@ -150,6 +157,9 @@ async fn guard(State(app): State<Shared>, req: Request, next: Next) -> Response 
         let allowed = h.tokens >= 1.0;
         if allowed {
             h.tokens -= 1.0;
+            h.min_remaining = h.min_remaining.min(h.tokens);
+        } else {
+            h.exceeded += 1;
         }
         let reset = now.timestamp() + (RATE_LIMIT - h.tokens).ceil() as i64;
         (allowed, h.tokens.floor() as u64, reset)
@@ -218,7 +228,9 @@ impl HetznerState {
         self.settle(now);
         let servers: Vec<Value> = self.servers.values().map(server_json).collect();
         let actions: Vec<Value> = self.actions.keys().map(|id| self.action_json(*id, now)).collect();
-        json!({"servers": servers, "actions": actions})
+        let rate_limit = json!({"limit": RATE_LIMIT as u64, "remaining": self.tokens.floor() as u64,
+            "min_remaining": self.min_remaining.floor() as u64, "exceeded": self.exceeded});
+        json!({"servers": servers, "actions": actions, "rate_limit": rate_limit})
     }
 }
 

@@ -25,7 +25,8 @@
 //! - `n8n` (`/n8n/api/v1`): workflows, their activation and webhook paths.
 //! - `openai` (`/openai/v1`): chat completions answered deterministically from a role tag in
 //!   the system message, so the coding bot's plan, code and review steps can be tested.
-//! - `faults`: injected latency and error responses for any provider path.
+//! - `faults`: injected latency, error responses and dropped connections for any provider
+//!   path, always or at a seeded rate, and a check that `Retry-After` is honoured.
 //! - `control` (`/_sandbox`): inventory, request log, faults, runner outcome, reset.
 
 mod config;
@@ -103,7 +104,10 @@ pub async fn spawn(config: SandboxConfig) -> std::io::Result<RunningSandbox> {
     let router = router(app.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async {
+        // The listener lets faults cut a connection without answering (`"drop"` faults).
+        let listener = faults::CuttableListener(listener);
+        let service = router.into_make_service_with_connect_info::<faults::Cut>();
+        let serve = axum::serve(listener, service).with_graceful_shutdown(async {
             let _ = rx.await;
         });
         if let Err(e) = serve.await {

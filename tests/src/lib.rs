@@ -115,6 +115,12 @@ pub struct Options {
     pub max_jobs_per_customer: u32,
     /// Worker: serve Prometheus metrics on a free port ([`TestApp::worker_metrics`]).
     pub worker_metrics: bool,
+    /// Use this Temporal server (`host:port`) for everything instead of the shared or an owned
+    /// one (e.g. a server the test restarts).
+    pub temporal_address: Option<String>,
+    /// Run the worker as a separate OS process (the `slipway-worker` binary) instead of on a
+    /// thread, so a test can SIGKILL it ([`TestApp::kill_worker`]).
+    pub worker_process: bool,
 }
 
 impl Default for Options {
@@ -129,6 +135,8 @@ impl Default for Options {
             history_limit: 5_000,
             max_jobs_per_customer: 2,
             worker_metrics: false,
+            temporal_address: None,
+            worker_process: false,
         }
     }
 }
@@ -161,6 +169,7 @@ pub struct TestApp {
     worker_address: String,
     worker_settings: WorkerSettings,
     worker_thread: Option<std::thread::JoinHandle<()>>,
+    worker_child: std::sync::Mutex<Option<WorkerProcess>>,
     starter_stop: Option<tokio::sync::oneshot::Sender<()>>,
     _server: TemporalServer,
 }
@@ -264,7 +273,14 @@ pub async fn connect(address: &str) -> anyhow::Result<Client> {
 
 /// Worker settings pointing every provider at `sandbox`.
 pub fn worker_settings(sandbox: &str, task_queue: &str, callback_url: &str) -> WorkerSettings {
-    let vars = BTreeMap::from([
+    let vars = worker_env(sandbox, task_queue, callback_url);
+    WorkerSettings::from_lookup(|k| vars.get(k).cloned()).expect("valid test worker settings")
+}
+
+/// The environment of a test worker (what [`worker_settings`] reads), e.g. for the
+/// `slipway-worker` binary.
+pub fn worker_env(sandbox: &str, task_queue: &str, callback_url: &str) -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
         ("SLIPWAY_TASK_QUEUE", task_queue.to_owned()),
         ("HETZNER_API_URL", format!("{sandbox}/hetzner/v1")),
         ("HETZNER_API_TOKEN", HETZNER_TOKEN.to_owned()),
@@ -297,8 +313,7 @@ pub fn worker_settings(sandbox: &str, task_queue: &str, callback_url: &str) -> W
         ("LLM_API_URL", format!("{sandbox}/openai")),
         ("LLM_API_KEY", LLM_API_KEY.to_owned()),
         ("SLIPWAY_METRICS_ADDR", "off".to_owned()),
-    ]);
-    WorkerSettings::from_lookup(|k| vars.get(k).cloned()).expect("valid test worker settings")
+    ])
 }
 
 impl TestApp {
@@ -310,7 +325,10 @@ impl TestApp {
     /// Start everything.
     pub async fn spawn_with(opts: Options) -> anyhow::Result<Self> {
         init_logging();
-        let server = temporal_server().await?;
+        let server = match &opts.temporal_address {
+            Some(address) => TemporalServer::Shared(address.clone()),
+            None => temporal_server().await?,
+        };
         let address = server.address();
         let unique = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
         let task_queue = format!("slipway-test-{unique}");
@@ -378,7 +396,20 @@ impl TestApp {
         } else {
             None
         };
-        let (worker_stop, worker_thread) = spawn_worker(address.clone(), worker_settings.clone())?;
+        let (worker_stop, worker_thread, worker_child) = if opts.worker_process {
+            let mut env = worker_env(
+                &sandbox.base_url,
+                &task_queue,
+                &format!("{starter_url}/callbacks/github-actions"),
+            );
+            if let Some(addr) = worker_metrics {
+                env.insert("SLIPWAY_METRICS_ADDR", addr.to_string());
+            }
+            (None, None, Some(WorkerProcess::start(&address, env)?))
+        } else {
+            let (stop, thread) = spawn_worker(address.clone(), worker_settings.clone())?;
+            (Some(stop), Some(thread), None)
+        };
         let client = connect(&address).await?;
 
         Ok(Self {
@@ -390,10 +421,11 @@ impl TestApp {
             http: reqwest::Client::new(),
             unique,
             worker_metrics,
-            worker_stop: Some(worker_stop),
+            worker_stop,
             worker_address: address.clone(),
             worker_settings,
-            worker_thread: Some(worker_thread),
+            worker_thread,
+            worker_child: std::sync::Mutex::new(worker_child),
             starter_stop: Some(starter_stop),
             _server: server,
         })
@@ -600,6 +632,10 @@ impl TestApp {
     /// Stop the worker (gracefully, as a deploy would) and start a fresh one: workflows resume
     /// from their histories on the new worker, with an empty cache.
     pub async fn restart_worker(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.worker_child.get_mut().map_or(true, |c| c.is_none()),
+            "the worker is a process: use kill_worker and start_worker"
+        );
         if let Some(tx) = self.worker_stop.take() {
             let _ = tx.send(());
         }
@@ -610,6 +646,22 @@ impl TestApp {
         self.worker_stop = Some(stop);
         self.worker_thread = Some(thread);
         Ok(())
+    }
+
+    /// SIGKILL the worker process (needs [`Options::worker_process`]): no graceful shutdown, no
+    /// activity completes or fails; Temporal notices through timeouts. Returns its pid.
+    pub fn kill_worker(&self) -> anyhow::Result<u32> {
+        let mut guard = self.worker_child.lock().unwrap_or_else(|p| p.into_inner());
+        guard.as_mut().context("the worker is not a process (Options::worker_process)")?.kill()
+    }
+
+    /// Start the worker process again after [`TestApp::kill_worker`].
+    pub fn start_worker(&self) -> anyhow::Result<()> {
+        let mut guard = self.worker_child.lock().unwrap_or_else(|p| p.into_inner());
+        guard
+            .as_mut()
+            .context("the worker is not a process (Options::worker_process)")?
+            .restart(&self.worker_address)
     }
 
     /// Stop worker and starter (also done on drop).
@@ -627,6 +679,101 @@ impl TestApp {
         if let Some(t) = self.worker_thread.take() {
             let _ = t.join();
         }
+        if let Some(mut child) = self.worker_child.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = child.kill();
+        }
+    }
+}
+
+/// Path of a workspace binary (package and binary share the name) next to the test executable,
+/// built first if missing (`cargo test` builds only the binaries of the package under test; CI
+/// builds them all before the suite).
+pub fn workspace_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::current_exe()?
+        .parent()
+        .and_then(|d| d.parent())
+        .map(std::path::PathBuf::from)
+        .context("target dir")?;
+    let path = dir.join(name);
+    if !path.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo).args(["build", "-p", name, "--bin", name]).status()?;
+        anyhow::ensure!(status.success(), "building {name} failed");
+    }
+    Ok(path)
+}
+
+/// The `slipway-worker` binary running as a child process with a test's environment.
+struct WorkerProcess {
+    child: Option<std::process::Child>,
+    env: BTreeMap<&'static str, String>,
+}
+
+impl WorkerProcess {
+    fn start(address: &str, env: BTreeMap<&'static str, String>) -> anyhow::Result<Self> {
+        let mut me = Self { child: None, env };
+        me.restart(address)?;
+        Ok(me)
+    }
+
+    fn restart(&mut self, address: &str) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "the worker process is still running");
+        let mut cmd = std::process::Command::new(workspace_binary("slipway-worker")?);
+        cmd.env_clear()
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("TEMPORAL_ADDRESS", address)
+            .env("TEMPORAL_NAMESPACE", "default")
+            .env("RUST_LOG", std::env::var("SLIPWAY_TEST_WORKER_LOG").unwrap_or_else(|_| "error".into()))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        for var in ["PATH", "HOME"] {
+            if let Some(v) = std::env::var_os(var) {
+                cmd.env(var, v);
+            }
+        }
+        self.child = Some(cmd.spawn().context("spawning slipway-worker")?);
+        Ok(())
+    }
+
+    /// SIGKILL (what `Child::kill` sends on Unix) and reap; returns the pid.
+    fn kill(&mut self) -> anyhow::Result<u32> {
+        let mut child = self.child.take().context("the worker process is not running")?;
+        let pid = child.id();
+        child.kill()?;
+        child.wait()?;
+        Ok(pid)
+    }
+}
+
+/// A small seeded random number generator (SplitMix64) for fault schedules: the seed comes from
+/// `var` if set, else from the clock, and tests print it so a run can be repeated.
+pub struct SeededRng {
+    /// The seed this generator started from.
+    pub seed: u64,
+    state: u64,
+}
+
+impl SeededRng {
+    /// Seeded from the environment variable `var`, or from the clock.
+    pub fn from_env(var: &str) -> Self {
+        let seed = std::env::var(var).ok().and_then(|v| v.trim().parse().ok()).unwrap_or_else(|| {
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+        });
+        Self { seed, state: seed }
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[low, high)` milliseconds.
+    pub fn millis(&mut self, low: u64, high: u64) -> Duration {
+        Duration::from_millis(low + self.next_u64() % (high - low).max(1))
     }
 }
 
