@@ -37,6 +37,60 @@ pub const GITHUB_WEBHOOK_SECRET: &str = "test-github-webhook-secret";
 pub const JWT_SECRET: &str = "test-jwt-secret";
 /// Seal key (hex).
 pub const SEAL_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+/// Hetzner API token.
+pub const HETZNER_TOKEN: &str = "test-hetzner-token";
+/// Tailscale API key.
+pub const TAILSCALE_API_KEY: &str = "tskey-api-test";
+/// GitHub token (Actions dispatch, client stacks).
+pub const GITHUB_TOKEN: &str = "ghp_test";
+/// Stripe API key.
+pub const STRIPE_API_KEY: &str = "sk_test_slipway";
+/// Supabase management token.
+pub const SUPABASE_TOKEN: &str = "sbp_test";
+/// Vercel token.
+pub const VERCEL_TOKEN: &str = "vercel_test";
+/// n8n API key.
+pub const N8N_API_KEY: &str = "n8n_test";
+/// Model API key.
+pub const LLM_API_KEY: &str = "sk-llm-test";
+/// The GitHub App's private key (a throwaway test key).
+pub const GITHUB_APP_PRIVATE_KEY: &str = include_str!("../fixtures/github-app-test-key.pem");
+/// Env var naming a directory where every test process writes its log (debug level for the
+/// Slipway crates), for the secret scan after the suite.
+pub const LOG_DIR_ENV: &str = "SLIPWAY_TEST_LOG_DIR";
+
+/// Every secret value the harness configures, by the variable it is given as. The secret scan
+/// (`slipway-secret-scan`, the replay tests) looks for each of these; values the sandbox issues
+/// while tests run are recognised by their shape ([`secret_scan`]). The private key counts by
+/// each line of its body, so any fragment of it is found too.
+pub fn configured_secrets() -> Vec<(&'static str, String)> {
+    let mut secrets = vec![
+        ("STRIPE_WEBHOOK_SECRET", STRIPE_SECRET.to_owned()),
+        ("GITHUB_CALLBACK_SECRET", CALLBACK_SECRET.to_owned()),
+        ("GITHUB_WEBHOOK_SECRET", GITHUB_WEBHOOK_SECRET.to_owned()),
+        ("SLIPWAY_JWT_SECRET", JWT_SECRET.to_owned()),
+        ("SLIPWAY_SEAL_KEY", SEAL_KEY.to_owned()),
+        ("HETZNER_API_TOKEN", HETZNER_TOKEN.to_owned()),
+        ("TAILSCALE_API_KEY", TAILSCALE_API_KEY.to_owned()),
+        ("GITHUB_TOKEN", GITHUB_TOKEN.to_owned()),
+        ("STRIPE_SECRET_KEY", STRIPE_API_KEY.to_owned()),
+        ("SUPABASE_MANAGEMENT_TOKEN", SUPABASE_TOKEN.to_owned()),
+        ("VERCEL_TOKEN", VERCEL_TOKEN.to_owned()),
+        ("N8N_API_KEY", N8N_API_KEY.to_owned()),
+        ("LLM_API_KEY", LLM_API_KEY.to_owned()),
+    ];
+    secrets.extend(
+        GITHUB_APP_PRIVATE_KEY
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("-----"))
+            .map(|l| ("GITHUB_APP_PRIVATE_KEY", l.to_owned())),
+    );
+    secrets
+}
+
+pub mod secret_scan;
+
 /// Keyword search attributes to register on a dev server the harness starts itself.
 pub const SEARCH_ATTRIBUTES: [&str; 4] = slipway_workflows::search_attributes::ALL;
 
@@ -52,7 +106,7 @@ pub struct Options {
     /// Starter: Temporal address override (e.g. a dead port for the "Temporal down" test).
     pub starter_temporal_address: Option<String>,
     /// Run everything against this Temporal server (`host:port`) instead of the shared or an
-    /// owned one (e.g. a server the test started with its Web UI).
+    /// owned one (e.g. a server the test started with its Web UI, or one it restarts).
     pub temporal_address: Option<String>,
     /// Graceful shutdown budget of a stop.
     pub shutdown_wait_secs: u64,
@@ -64,9 +118,6 @@ pub struct Options {
     pub max_jobs_per_customer: u32,
     /// Worker: serve Prometheus metrics on a free port ([`TestApp::worker_metrics`]).
     pub worker_metrics: bool,
-    /// Use this Temporal server (`host:port`) for everything instead of the shared or an owned
-    /// one (e.g. a server the test restarts).
-    pub temporal_address: Option<String>,
     /// Run the worker as a separate OS process (the `slipway-worker` binary) instead of on a
     /// thread, so a test can SIGKILL it ([`TestApp::kill_worker`]).
     pub worker_process: bool,
@@ -85,7 +136,6 @@ impl Default for Options {
             history_limit: 5_000,
             max_jobs_per_customer: 2,
             worker_metrics: false,
-            temporal_address: None,
             worker_process: false,
         }
     }
@@ -124,18 +174,45 @@ pub struct TestApp {
     _server: TemporalServer,
 }
 
-/// Initialise test logging once (`TEST_LOG=1` to see it).
+/// Initialise test logging once: to the test output with `TEST_LOG=1` (filtered by
+/// `RUST_LOG`), and to `$SLIPWAY_TEST_LOG_DIR/<test binary>-<pid>.log` when that is set (debug
+/// for the Slipway crates, info for the rest), which is what the secret scan reads.
 pub fn init_logging() {
+    use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        if std::env::var_os("TEST_LOG").is_some() {
-            let _ = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-                .with_test_writer()
-                .try_init();
+        let console = std::env::var_os("TEST_LOG").is_some().then(|| {
+            tracing_subscriber::fmt::layer().with_test_writer().with_filter(EnvFilter::from_default_env())
+        });
+        let file = log_file().map(|file| {
+            let crates = ["proto", "activities", "workflows", "worker", "starter", "sandbox", "tests"];
+            let directives: Vec<String> = crates.iter().map(|c| format!("slipway_{c}=debug")).collect();
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .with_filter(EnvFilter::new(format!("info,{}", directives.join(","))))
+        });
+        if console.is_some() || file.is_some() {
+            let _ = tracing_subscriber::registry().with(console).with(file).try_init();
         }
     });
+}
+
+/// This process's log file under `$SLIPWAY_TEST_LOG_DIR`, if set.
+fn log_file() -> Option<std::fs::File> {
+    let dir = std::path::PathBuf::from(std::env::var_os(LOG_DIR_ENV)?);
+    let exe = std::env::current_exe().ok();
+    let name = exe.as_deref().and_then(|e| e.file_stem()).map_or("test".into(), |s| s.to_string_lossy());
+    std::fs::create_dir_all(&dir).ok()?;
+    let path = dir.join(format!("{name}-{}.log", std::process::id()));
+    match std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            eprintln!("cannot write the test log {}: {e}", path.display());
+            None
+        }
+    }
 }
 
 fn find_temporal_cli() -> Option<String> {
@@ -206,19 +283,19 @@ pub fn worker_env(sandbox: &str, task_queue: &str, callback_url: &str) -> BTreeM
     BTreeMap::from([
         ("SLIPWAY_TASK_QUEUE", task_queue.to_owned()),
         ("HETZNER_API_URL", format!("{sandbox}/hetzner/v1")),
-        ("HETZNER_API_TOKEN", "test-hetzner-token".to_owned()),
+        ("HETZNER_API_TOKEN", HETZNER_TOKEN.to_owned()),
         ("HETZNER_POLL_INTERVAL_MS", "100".to_owned()),
         ("TAILSCALE_API_URL", format!("{sandbox}/tailscale")),
-        ("TAILSCALE_API_KEY", "tskey-api-test".to_owned()),
+        ("TAILSCALE_API_KEY", TAILSCALE_API_KEY.to_owned()),
         ("GITHUB_API_URL", format!("{sandbox}/github")),
-        ("GITHUB_TOKEN", "ghp_test".to_owned()),
+        ("GITHUB_TOKEN", GITHUB_TOKEN.to_owned()),
         ("GITHUB_ACTIONS_REPO", "slipway/agents".to_owned()),
         ("SLIPWAY_CALLBACK_URL", callback_url.to_owned()),
         ("SLIPWAY_SEAL_KEY", SEAL_KEY.to_owned()),
         ("STRIPE_API_URL", format!("{sandbox}/stripe")),
-        ("STRIPE_SECRET_KEY", "sk_test_slipway".to_owned()),
+        ("STRIPE_SECRET_KEY", STRIPE_API_KEY.to_owned()),
         ("SUPABASE_API_URL", format!("{sandbox}/supabase")),
-        ("SUPABASE_MANAGEMENT_TOKEN", "sbp_test".to_owned()),
+        ("SUPABASE_MANAGEMENT_TOKEN", SUPABASE_TOKEN.to_owned()),
         ("SUPABASE_ORG_ID", "org-slipway-test".to_owned()),
         (
             "SUPABASE_MIGRATIONS_DIR",
@@ -227,14 +304,14 @@ pub fn worker_env(sandbox: &str, task_queue: &str, callback_url: &str) -> BTreeM
         ("GITHUB_ORG", "slipway-clients".to_owned()),
         ("GITHUB_TEMPLATE_REPO", "slipway/client-stack-template".to_owned()),
         ("VERCEL_API_URL", format!("{sandbox}/vercel")),
-        ("VERCEL_TOKEN", "vercel_test".to_owned()),
+        ("VERCEL_TOKEN", VERCEL_TOKEN.to_owned()),
         ("N8N_HOST", format!("{sandbox}/n8n")),
-        ("N8N_API_KEY", "n8n_test".to_owned()),
+        ("N8N_API_KEY", N8N_API_KEY.to_owned()),
         ("STACK_POLL_INTERVAL_MS", "100".to_owned()),
         ("GITHUB_APP_ID", "424242".to_owned()),
-        ("GITHUB_APP_PRIVATE_KEY", include_str!("../fixtures/github-app-test-key.pem").to_owned()),
+        ("GITHUB_APP_PRIVATE_KEY", GITHUB_APP_PRIVATE_KEY.to_owned()),
         ("LLM_API_URL", format!("{sandbox}/openai")),
-        ("LLM_API_KEY", "sk-llm-test".to_owned()),
+        ("LLM_API_KEY", LLM_API_KEY.to_owned()),
         ("SLIPWAY_METRICS_ADDR", "off".to_owned()),
     ])
 }
@@ -267,7 +344,7 @@ impl TestApp {
             "SLIPWAY_JWT_SECRET" => Some(JWT_SECRET.to_owned()),
             "GITHUB_WEBHOOK_SECRET" => Some(GITHUB_WEBHOOK_SECRET.to_owned()),
             "SLIPWAY_MAX_JOBS_PER_CUSTOMER" => Some(opts.max_jobs_per_customer.to_string()),
-            "STRIPE_SECRET_KEY" => Some("sk_test_slipway".to_owned()),
+            "STRIPE_SECRET_KEY" => Some(STRIPE_API_KEY.to_owned()),
             "STRIPE_PRICE_ID" => Some("price_slipway_agent".to_owned()),
             "STRIPE_API_URL" => Some(format!("{sandbox_url}/stripe")),
             "SLIPWAY_SHUTDOWN_WAIT_SECS" => Some(opts.shutdown_wait_secs.to_string()),

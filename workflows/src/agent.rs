@@ -74,7 +74,17 @@ pub struct AgentWorkflow {
     provision_answers: Vec<(u64, ProvisionOutcome)>,
     command_answers: Vec<(u64, CommandOutcome)>,
     next_seq: u64,
+    /// Updates received by this run. Refused updates are answered by their handler and never
+    /// wake the main loop, yet each one grows the history and counts towards the server's
+    /// per-run update limit: [`UPDATES_PER_RUN`] bounds them with a continue-as-new.
+    updates_this_run: u32,
+    /// Set by a handler that answered on its own, so the main loop re-checks the history size.
+    recheck: bool,
 }
+
+/// Updates one run accepts before it continues as new, well below the server's limit of 2,000
+/// distinct updates per run.
+pub const UPDATES_PER_RUN: u32 = 1_000;
 
 fn refused(code: &str, reason: impl Into<String>) -> CommandOutcome {
     CommandOutcome::Refused { code: code.to_owned(), reason: reason.into() }
@@ -132,6 +142,8 @@ impl AgentWorkflow {
             provision_answers: Vec::new(),
             command_answers: Vec::new(),
             next_seq,
+            updates_this_run: 0,
+            recheck: false,
         }
     }
 
@@ -148,7 +160,9 @@ impl AgentWorkflow {
             }
             let limit = ctx.state(|s| s.lifecycle.history_limit);
             let long = |ctx: &WorkflowContext<Self>| {
-                ctx.continue_as_new_suggested() || ctx.history_length() >= limit
+                ctx.continue_as_new_suggested()
+                    || ctx.history_length() >= limit
+                    || ctx.state(|s| s.updates_this_run) >= UPDATES_PER_RUN
             };
             if long(ctx) && ctx.all_handlers_finished() && ctx.state(|s| s.pending_provision.is_none()) {
                 let input = ctx.state(|s| AgentWorkflowInput {
@@ -159,7 +173,12 @@ impl AgentWorkflow {
                 });
                 ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
             }
-            ctx.wait_condition(|s: &Self| s.pending_provision.is_some() || !s.queue.is_empty()).await?;
+            ctx.wait_condition(|s: &Self| s.pending_provision.is_some() || !s.queue.is_empty() || s.recheck)
+                .await?;
+            if ctx.state_mut(|s| std::mem::take(&mut s.recheck)) {
+                // Only refusals happened: nothing to run, but the history grew.
+                continue;
+            }
             ctx.state_mut(|s| s.busy = true);
             if let Some((seq, cmd)) = ctx.state_mut(|s| s.pending_provision.take()) {
                 Self::provision_once(ctx, seq, cmd).await;
@@ -178,10 +197,13 @@ impl AgentWorkflow {
         cmd: ProvisionCommand,
     ) -> Result<ProvisionOutcome, Box<dyn std::error::Error + Send + Sync>> {
         let seq = ctx.state_mut(|s| {
+            s.updates_this_run += 1;
             if let Some(answer) = Self::short_answer(s.agent.status, s.pending_provision.is_some()) {
+                s.recheck = true;
                 return Err(answer);
             }
             if s.busy || !s.queue.is_empty() {
+                s.recheck = true;
                 return Err(ProvisionOutcome::Refused {
                     code: codes::AGENT_BUSY.to_owned(),
                     reason: "a command is running on this agent; try again when it is done".to_owned(),
@@ -211,9 +233,10 @@ impl AgentWorkflow {
         request: CommandRequest,
     ) -> Result<CommandOutcome, Box<dyn std::error::Error + Send + Sync>> {
         let seq = ctx.state_mut(|s| {
+            s.updates_this_run += 1;
             // With nothing running or queued, the current state decides now.
             if !s.busy && s.queue.is_empty() && s.pending_provision.is_none() {
-                check_command(s.agent.status, request.command)?;
+                check_command(s.agent.status, request.command).inspect_err(|_| s.recheck = true)?;
             }
             Ok::<_, CommandOutcome>(s.enqueue(request))
         });
