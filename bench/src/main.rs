@@ -159,7 +159,13 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("[bench] starting Temporal (in-memory dev server), sandbox, starter, worker, baseline worker");
     let mut stack = Stack::start(&bins, &args.out, port).await?;
     let bench = Bench::new(&stack, plan.clone()).await?;
-    let report = bench.run(&mut stack).await;
+    // Ctrl-C / SIGTERM end the run with every process stopped (the stack stops them on drop).
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let report = tokio::select! {
+        r = bench.run(&mut stack) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+        _ = term.recv() => Err(anyhow::anyhow!("terminated")),
+    };
     let report = match report {
         Ok(r) => r,
         Err(e) => {
@@ -184,7 +190,9 @@ async fn main() -> anyhow::Result<()> {
         saturation,
     );
     print_table(&report);
-    println!("\nresults: {}", json_path.display());
+    let md_path = args.out.join("results.md");
+    std::fs::write(&md_path, markdown(&report))?;
+    println!("\nresults: {} (and {}, the tables for BENCHMARKS.md)", json_path.display(), md_path.display());
     match plot {
         Ok(()) => println!("plot:    {}", png.display()),
         Err(e) => println!("plot:    not drawn: {e:#}"),
@@ -294,6 +302,7 @@ struct HistoryRow {
     longest_run_history_length: i64,
     total_runs: usize,
     bounded: bool,
+    first_error: Option<String>,
 }
 
 struct Bench {
@@ -628,11 +637,13 @@ impl Bench {
         self.create_agent(&agent_id).await.map_err(|e| anyhow::anyhow!("create {agent_id}: {e}"))?;
         let start = Instant::now();
         let mut errors = 0;
+        let mut first_error = None;
         for i in 0..n {
             if let Err(e) = self.command(&agent_id, i).await {
                 errors += 1;
-                if errors == 1 {
-                    eprintln!("[bench]   first command error: {e}");
+                if first_error.is_none() {
+                    eprintln!("[bench]   first command error (command {}): {e}", i + 1);
+                    first_error = Some(format!("command {}: {e}", i + 1));
                 }
             }
         }
@@ -664,7 +675,8 @@ impl Bench {
             longest_run_history_length: longest,
             total_runs,
             // The workflow checks the limit between commands; a little past it is expected.
-            bounded: current <= i64::from(self.plan.history_limit) + 100,
+            bounded: current <= i64::from(self.plan.history_limit) + 100 && errors == 0,
+            first_error,
         })
     }
 
@@ -934,4 +946,115 @@ fn print_table(r: &Report) {
             "NOT BOUNDED: the current run grew past the limit"
         }
     );
+}
+
+/// The results as Markdown tables, ready for BENCHMARKS.md.
+fn markdown(r: &Report) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    let f = |v: f64| if v.is_finite() { format!("{v:.1}") } else { "n/a".to_owned() };
+    let _ = writeln!(o, "**1. Webhook ack latency** ({}; ms)\n", r.ack_event);
+    let _ = writeln!(
+        o,
+        "| load | Slipway ok/s | p50 | p99 | max | errors | baseline ok/s | p50 | p99 | max | errors | p50 ratio | p99 ratio |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for row in &r.ack {
+        let load = row
+            .offered_per_sec
+            .map_or(format!("saturation ({} senders)", r.plan.saturation_concurrency), |x| {
+                format!("{x:.0}/s")
+            });
+        let (s, b) = (&row.slipway, &row.baseline);
+        let _ = writeln!(
+            o,
+            "| {load} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} |",
+            f(s.achieved_per_sec),
+            f(s.p50_ms),
+            f(s.p99_ms),
+            f(s.max_ms),
+            s.errors,
+            f(b.achieved_per_sec),
+            f(b.p50_ms),
+            f(b.p99_ms),
+            f(b.max_ms),
+            b.errors,
+            row.p50_ratio,
+            row.p99_ratio
+        );
+    }
+    let p = &r.provisioning;
+    let _ = writeln!(
+        o,
+        "\n**2. Provisioning**, {} concurrent sagas, {} activities each, zero-latency providers\n",
+        p.concurrent, p.activities_per_saga
+    );
+    let _ = writeln!(
+        o,
+        "| | sagas/s | completed | failed | p50 ms | p99 ms | webhook retries |\n|---|---:|---:|---:|---:|---:|---:|"
+    );
+    for (name, s) in [
+        ("Slipway (checkout webhook → saga done)", &p.slipway),
+        ("baseline (bare workflow, no-op activities)", &p.baseline),
+    ] {
+        let _ = writeln!(
+            o,
+            "| {name} | {} | {} | {} | {:.0} | {:.0} | {} |",
+            f(s.per_sec),
+            s.completed,
+            s.failed,
+            s.p50_ms,
+            s.p99_ms,
+            s.webhook_retries
+        );
+    }
+    let _ = writeln!(o, "\nThroughput ratio Slipway / baseline: **{:.2}**", p.throughput_ratio);
+    let s = &r.scale;
+    let _ = writeln!(
+        o,
+        "\n**3. Scale**: {} `Agent` workflows created at {:.0}/s ({} errors); sticky cache {}\n",
+        s.agents, s.create_per_sec, s.create_errors, s.sticky_cache
+    );
+    let _ = writeln!(
+        o,
+        "| worker RSS idle | after creating | after the commands |\n|---:|---:|---:|\n| {} MiB | {} MiB | {} MiB |\n",
+        f(s.worker_rss_mib_before),
+        f(s.worker_rss_mib_after_create),
+        f(s.worker_rss_mib_after_commands)
+    );
+    let _ = writeln!(
+        o,
+        "| `stop` command ({}/s, open loop) | n | p50 ms | p99 ms | max ms | errors |\n|---|---:|---:|---:|---:|---:|",
+        r.plan.command_rate
+    );
+    for (name, c) in [
+        ("agent in the sticky cache", &s.command_in_cache),
+        ("agent NOT in the sticky cache", &s.command_not_in_cache),
+    ] {
+        let _ = writeln!(
+            o,
+            "| {name} | {} | {} | {} | {} | {} |",
+            c.sent,
+            f(c.p50_ms),
+            f(c.p99_ms),
+            f(c.max_ms),
+            c.errors
+        );
+    }
+    let h = &r.history;
+    let _ = writeln!(
+        o,
+        "\n**4. History**: {} `stop` commands on one agent ({} failed) → current run **{}** events, longest run {}, {} run(s) in all (limit {}): **{}**",
+        h.commands,
+        h.errors,
+        h.current_run_history_length,
+        h.longest_run_history_length,
+        h.total_runs,
+        h.history_limit,
+        if h.bounded { "bounded" } else { "not bounded" }
+    );
+    if let Some(e) = &h.first_error {
+        let _ = writeln!(o, "\nFirst failed command: {e}");
+    }
+    o
 }

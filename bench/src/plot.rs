@@ -58,7 +58,10 @@ pub(crate) fn ack_latency(
     let sat: Vec<Point> = saturation.iter().flat_map(|(a, b)| [*a, *b]).collect();
     let all = slipway.iter().chain(baseline).chain(&sat);
     let max_x = all.clone().map(|p| p.load).fold(0.0, f64::max) * 1.1;
-    let max_y = all.map(|p| p.p99).filter(|v| v.is_finite()).fold(1.0, f64::max) * 1.15;
+    let max_y = all.clone().map(|p| p.p99).filter(|v| v.is_finite()).fold(1.0, f64::max) * 1.5;
+    let min_y =
+        all.map(|p| p.p50).filter(|v| v.is_finite() && *v > 0.0).fold(f64::INFINITY, f64::min).min(max_y)
+            * 0.6;
 
     let root = BitMapBackend::new(path, (1000, 620)).into_drawing_area();
     root.fill(&WHITE)?;
@@ -67,11 +70,11 @@ pub(crate) fn ack_latency(
         .margin(20)
         .x_label_area_size(50)
         .y_label_area_size(70)
-        .build_cartesian_2d(0.0..max_x, 0.0..max_y)?;
+        .build_cartesian_2d(0.0..max_x, (min_y..max_y).log_scale())?;
     chart
         .configure_mesh()
         .x_desc("offered load, webhooks/s (open loop); crosses: saturation, at the rate achieved")
-        .y_desc("ack latency (ms)")
+        .y_desc("ack latency, ms (log scale)")
         .axis_desc_style(("sans-serif", 18))
         .label_style(("sans-serif", 15))
         .x_label_formatter(&|x| format!("{x:.0}"))

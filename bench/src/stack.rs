@@ -130,6 +130,10 @@ impl Stack {
     /// Start everything and wait until the starter is ready.
     pub(crate) async fn start(bins: &Bins, out: &Path, temporal_port: u16) -> anyhow::Result<Self> {
         let temporal_address = format!("127.0.0.1:{temporal_port}");
+        // Another server on that port would silently take this run's traffic.
+        if std::net::TcpListener::bind(("127.0.0.1", temporal_port)).is_err() {
+            bail!("port {temporal_port} is already in use: pick another with --temporal-port");
+        }
         // In-memory dev server: nothing is kept between runs, and no disk I/O is measured.
         let mut cmd = Command::new(&bins.temporal);
         cmd.args(["server", "start-dev", "--ip", "127.0.0.1", "--port", &temporal_port.to_string()])

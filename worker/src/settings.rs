@@ -214,7 +214,7 @@ impl WorkerSettings {
         if let Some(bad) = tags.iter().find(|t| !t.starts_with("tag:")) {
             return Err(ConfigError::Invalid(format!("TAILSCALE_TAGS entry {bad:?} must start with tag:")));
         }
-        let tuning = WorkerTuning::from_lookup(&get)?;
+        let tuning = WorkerTuning::from_lookup(get)?;
         Ok(Self {
             task_queue: or("SLIPWAY_TASK_QUEUE", "slipway"),
             hetzner_api_url: or("HETZNER_API_URL", "https://api.hetzner.cloud/v1"),
