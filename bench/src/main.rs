@@ -790,7 +790,16 @@ async fn post_stripe(http: &reqwest::Client, url: &str, body: Value) -> Result<V
         .body(payload)
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| {
+            // The causes (connection refused, reset, ...) are in the source chain.
+            let mut msg = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            msg
+        })?;
     let status = resp.status();
     let answer: Value = resp.json().await.unwrap_or(Value::Null);
     if status.is_success() { Ok(answer) } else { Err(format!("{status}: {answer}")) }
