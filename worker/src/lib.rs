@@ -18,7 +18,7 @@ use temporalio_common::telemetry::{
 use temporalio_sdk::{Runtime, Worker, WorkerOptions, runtime::RuntimeOptions};
 use tonic::IntoRequest;
 
-pub use settings::{ConfigError, WorkerSettings};
+pub use settings::{ConfigError, WorkerSettings, WorkerTuning};
 
 /// Connect to Temporal using Temporal's own env config (`TEMPORAL_ADDRESS`,
 /// `TEMPORAL_NAMESPACE`, `temporal.toml`).
@@ -117,5 +117,35 @@ pub fn build_worker(runtime: &Runtime, client: Client, settings: &WorkerSettings
         // On shutdown, in-flight activities get this long to finish before they are handed back.
         .graceful_shutdown_period(settings.shutdown_grace)
         .build();
-    Ok(Worker::new(runtime, client, options)?)
+    Ok(Worker::new(runtime, client, settings.tuning.apply(options))?)
+}
+
+impl settings::WorkerTuning {
+    /// Apply the knobs that are set to `options`; the others keep the SDK's defaults.
+    pub fn apply(&self, mut options: WorkerOptions) -> WorkerOptions {
+        use temporalio_sdk::runtime::{
+            PollerBehavior,
+            worker_tuner::{FixedSizeSlotSupplier, TunerHolder},
+        };
+        if let Some(n) = self.max_cached_workflows {
+            options.max_cached_workflows = n;
+        }
+        if self.workflow_slots.is_some() || self.activity_slots.is_some() {
+            let slots = |n: Option<usize>| FixedSizeSlotSupplier::new(n.unwrap_or(100));
+            options.tuner = TunerHolder::builder()
+                .workflow_task_slot_supplier(slots(self.workflow_slots))
+                .activity_task_slot_supplier(slots(self.activity_slots))
+                .local_activity_task_slot_supplier(slots(None))
+                .nexus_task_slot_supplier(slots(None))
+                .build()
+                .into();
+        }
+        if let Some(n) = self.workflow_pollers {
+            options.workflow_task_poller_behavior = Some(PollerBehavior::SimpleMaximum(n));
+        }
+        if let Some(n) = self.activity_pollers {
+            options.activity_task_poller_behavior = Some(PollerBehavior::SimpleMaximum(n));
+        }
+        options
+    }
 }

@@ -110,6 +110,45 @@ pub struct WorkerSettings {
     /// Where the Prometheus endpoint (SDK and Slipway metrics) listens
     /// (`SLIPWAY_METRICS_ADDR`, default `127.0.0.1:9464`; `off` disables it).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Task slots, pollers and sticky cache (`SLIPWAY_WORKER_*`; unset = the SDK's defaults).
+    pub tuning: WorkerTuning,
+}
+
+/// Concurrency knobs of the worker. Each is optional: unset keeps the SDK's default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerTuning {
+    /// Workflows kept in the sticky cache (`SLIPWAY_WORKER_MAX_CACHED_WORKFLOWS`, SDK default 1000).
+    pub max_cached_workflows: Option<usize>,
+    /// Workflow tasks run at once (`SLIPWAY_WORKER_WORKFLOW_SLOTS`, SDK default 100).
+    pub workflow_slots: Option<usize>,
+    /// Activities run at once (`SLIPWAY_WORKER_ACTIVITY_SLOTS`, SDK default 100).
+    pub activity_slots: Option<usize>,
+    /// Concurrent workflow-task polls (`SLIPWAY_WORKER_WORKFLOW_POLLERS`, at least 2; SDK default 5).
+    pub workflow_pollers: Option<usize>,
+    /// Concurrent activity-task polls (`SLIPWAY_WORKER_ACTIVITY_POLLERS`; SDK default 5).
+    pub activity_pollers: Option<usize>,
+}
+
+impl WorkerTuning {
+    /// From any lookup; unset or empty variables stay `None`.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let num = |k: &str, min: usize| -> Result<Option<usize>, ConfigError> {
+            match get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) {
+                None => Ok(None),
+                Some(v) => match v.parse::<usize>() {
+                    Ok(n) if n >= min => Ok(Some(n)),
+                    _ => Err(ConfigError::Invalid(format!("{k} must be a whole number of at least {min}"))),
+                },
+            }
+        };
+        Ok(Self {
+            max_cached_workflows: num("SLIPWAY_WORKER_MAX_CACHED_WORKFLOWS", 0)?,
+            workflow_slots: num("SLIPWAY_WORKER_WORKFLOW_SLOTS", 1)?,
+            activity_slots: num("SLIPWAY_WORKER_ACTIVITY_SLOTS", 1)?,
+            workflow_pollers: num("SLIPWAY_WORKER_WORKFLOW_POLLERS", 2)?,
+            activity_pollers: num("SLIPWAY_WORKER_ACTIVITY_POLLERS", 1)?,
+        })
+    }
 }
 
 /// Required variables, in the order they are reported.
@@ -178,6 +217,7 @@ impl WorkerSettings {
         if let Some(bad) = tags.iter().find(|t| !t.starts_with("tag:")) {
             return Err(ConfigError::Invalid(format!("TAILSCALE_TAGS entry {bad:?} must start with tag:")));
         }
+        let tuning = WorkerTuning::from_lookup(get)?;
         Ok(Self {
             task_queue: or("SLIPWAY_TASK_QUEUE", "slipway"),
             hetzner_api_url: or("HETZNER_API_URL", "https://api.hetzner.cloud/v1"),
@@ -229,6 +269,7 @@ impl WorkerSettings {
                     ))
                 })?),
             },
+            tuning,
         })
     }
 
@@ -356,5 +397,31 @@ mod tests {
         assert_eq!(s.supabase_api_url, "https://api.supabase.com");
         assert_eq!(s.vercel_api_url, "https://api.vercel.com");
         assert!(!format!("{s:?}").contains("acme/agents") || !format!("{s:?}").contains("abab"));
+        assert_eq!(s.tuning, WorkerTuning::default());
+    }
+
+    #[test]
+    fn tuning_knobs_are_read_and_checked() {
+        let t = WorkerTuning::from_lookup(lookup(&[
+            ("SLIPWAY_WORKER_MAX_CACHED_WORKFLOWS", "500"),
+            ("SLIPWAY_WORKER_WORKFLOW_SLOTS", "50"),
+            ("SLIPWAY_WORKER_ACTIVITY_SLOTS", "200"),
+            ("SLIPWAY_WORKER_WORKFLOW_POLLERS", "8"),
+            ("SLIPWAY_WORKER_ACTIVITY_POLLERS", " "),
+        ]))
+        .unwrap();
+        assert_eq!(
+            t,
+            WorkerTuning {
+                max_cached_workflows: Some(500),
+                workflow_slots: Some(50),
+                activity_slots: Some(200),
+                workflow_pollers: Some(8),
+                activity_pollers: None,
+            }
+        );
+        let err = WorkerTuning::from_lookup(lookup(&[("SLIPWAY_WORKER_WORKFLOW_POLLERS", "1")])).unwrap_err();
+        assert!(err.to_string().contains("SLIPWAY_WORKER_WORKFLOW_POLLERS"), "{err}");
+        assert!(WorkerTuning::from_lookup(lookup(&[("SLIPWAY_WORKER_ACTIVITY_SLOTS", "many")])).is_err());
     }
 }
