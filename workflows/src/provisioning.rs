@@ -25,7 +25,7 @@ use slipway_proto::model::{
     ProvisionResult, ProvisioningProgress, StepProgress, StepState, TailscaleKeyInput, TailscaleRef, job_id,
     server_name,
 };
-use temporalio_common::{ActivityCloseTimeouts, RetryPolicy};
+use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityExecutionError, ActivityOptions, ApplicationFailure, SyncWorkflowContext, TimerOptions,
@@ -310,12 +310,12 @@ impl ProvisionAgentWorkflow {
                     agent_id: req.agent_id.clone(),
                     region: req.region.clone(),
                 },
-                // Each attempt is bounded too, so an attempt lost with its worker is retried
-                // within the deadline instead of being noticed only at the deadline.
-                ActivityOptions::with_close_timeouts(ActivityCloseTimeouts::ScheduleAndStartToClose {
-                    schedule_to_close: Duration::from_secs(req.policy.dispatch_deadline_secs),
-                    start_to_close: Duration::from_secs(30),
-                })
+                // Deliberately no start-to-close: `workflow_dispatch` is not idempotent, so an
+                // attempt lost with its worker must not be retried (a second Actions run would
+                // bootstrap a second device); it ends at the deadline and the saga rolls back.
+                ActivityOptions::with_schedule_to_close_timeout(Duration::from_secs(
+                    req.policy.dispatch_deadline_secs,
+                ))
                 .retry_policy(
                     RetryPolicy::builder()
                         .initial_interval(Duration::from_secs(1))
