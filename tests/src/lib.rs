@@ -620,13 +620,16 @@ impl TestApp {
         let handle = self.client.get_workflow_handle::<slipway_workflows::SubscriptionWorkflow>(
             slipway_proto::billing::customer_workflow_id(customer_id),
         );
-        Ok(handle
-            .query(
-                slipway_workflows::SubscriptionWorkflow::billing_state,
-                (),
-                temporalio_client::WorkflowQueryOptions::default(),
-            )
-            .await?)
+        // Bounded: a query waits for a workflow task, and a test must fail (or retry), not hang,
+        // when none comes.
+        let query = handle.query(
+            slipway_workflows::SubscriptionWorkflow::billing_state,
+            (),
+            temporalio_client::WorkflowQueryOptions::default(),
+        );
+        Ok(tokio::time::timeout(Duration::from_secs(10), query)
+            .await
+            .map_err(|_| anyhow::anyhow!("billing_state query of {customer_id}: no answer within 10 s"))??)
     }
 
     /// A JWT for `sub` (and optionally `role`).
