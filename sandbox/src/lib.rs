@@ -89,10 +89,28 @@ impl Drop for RunningSandbox {
 
 /// Binds `config.addr` and serves the sandbox in a background task.
 pub async fn spawn(config: SandboxConfig) -> std::io::Result<RunningSandbox> {
+    let listener = tokio::net::TcpListener::bind(config.addr).await?;
+    serve_on(listener, config).await
+}
+
+/// Serves the sandbox on a listener the caller bound already (`config.addr` is ignored): a
+/// caller that must know the address before the sandbox starts keeps the port instead of
+/// releasing it and racing other processes to bind it again.
+pub async fn spawn_on(
+    listener: std::net::TcpListener,
+    config: SandboxConfig,
+) -> std::io::Result<RunningSandbox> {
+    listener.set_nonblocking(true)?;
+    serve_on(tokio::net::TcpListener::from_std(listener)?, config).await
+}
+
+async fn serve_on(
+    listener: tokio::net::TcpListener,
+    config: SandboxConfig,
+) -> std::io::Result<RunningSandbox> {
     // reqwest is built without a default TLS provider; outgoing calls are plain http to
     // loopback, but the client builder still wants a process-wide provider installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let listener = tokio::net::TcpListener::bind(config.addr).await?;
     let addr = listener.local_addr()?;
     let host = match addr.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),

@@ -335,7 +335,8 @@ impl TestApp {
 
         // The sandbox and the starter need each other's URLs: pick the sandbox port first, start
         // the starter (port 0), then the sandbox on the picked port.
-        let sandbox_addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let sandbox_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let sandbox_addr = sandbox_listener.local_addr()?;
         let sandbox_url = format!("http://{sandbox_addr}");
         let starter_target = opts.starter_temporal_address.clone().unwrap_or_else(|| address.clone());
         let settings = StarterSettings::from_lookup(|k| match k {
@@ -371,17 +372,20 @@ impl TestApp {
             let _ = stop_rx.await;
         }));
 
-        let sandbox = slipway_sandbox::spawn(SandboxConfig {
-            addr: sandbox_addr,
-            callback_secret: CALLBACK_SECRET.to_owned(),
-            stripe_webhook_secret: STRIPE_SECRET.to_owned(),
-            stripe_webhook_url: format!("{starter_url}/webhooks/stripe"),
-            hetzner_action_ms: opts.hetzner_action_ms,
-            runner_step_ms: opts.runner_step_ms,
-            github_webhook_url: format!("{starter_url}/webhooks/github"),
-            github_webhook_secret: GITHUB_WEBHOOK_SECRET.to_owned(),
-            ..SandboxConfig::default()
-        })
+        let sandbox = slipway_sandbox::spawn_on(
+            sandbox_listener,
+            SandboxConfig {
+                addr: sandbox_addr,
+                callback_secret: CALLBACK_SECRET.to_owned(),
+                stripe_webhook_secret: STRIPE_SECRET.to_owned(),
+                stripe_webhook_url: format!("{starter_url}/webhooks/stripe"),
+                hetzner_action_ms: opts.hetzner_action_ms,
+                runner_step_ms: opts.runner_step_ms,
+                github_webhook_url: format!("{starter_url}/webhooks/github"),
+                github_webhook_secret: GITHUB_WEBHOOK_SECRET.to_owned(),
+                ..SandboxConfig::default()
+            },
+        )
         .await?;
 
         let mut worker_settings = worker_settings(
