@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
-use tracing::Instrument;
 
 use crate::{ClientError, clients::stripe::StripeClient};
 
@@ -28,16 +27,9 @@ impl BillingActivities {
     #[activity]
     pub async fn fetch_subscription_status(
         self: Arc<Self>,
-        ctx: ActivityContext,
+        _ctx: ActivityContext,
         subscription_id: String,
     ) -> Result<String, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async {
-            self.stripe.subscription_status(&subscription_id).await.map_err(ClientError::into_activity_error)
-        }
-        .instrument(step.span())
-        .await;
-        step.finish(&result);
-        result
+        self.stripe.subscription_status(&subscription_id).await.map_err(ClientError::into_activity_error)
     }
 }

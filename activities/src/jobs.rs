@@ -16,7 +16,6 @@ use temporalio_sdk::{
     ApplicationFailure,
     activities::{ActivityContext, ActivityError},
 };
-use tracing::Instrument;
 
 use crate::{
     ClientError,
@@ -119,189 +118,141 @@ fn issue_text(task: &LlmTask) -> String {
 impl JobActivities {
     /// Planning: a short implementation plan.
     #[activity]
-    pub async fn plan(self: Arc<Self>, ctx: ActivityContext, task: LlmTask) -> Result<LlmOut, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async {
-            let (content, tokens) = self
-                .llm
-                .complete(PLAN_PROMPT, &issue_text(&task))
-                .await
-                .map_err(ClientError::into_activity_error)?;
-            Ok(LlmOut { content, tokens })
-        }
-        .instrument(step.span())
-        .await;
-        step.finish(&result);
-        result
+    pub async fn plan(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        task: LlmTask,
+    ) -> Result<LlmOut, ActivityError> {
+        let (content, tokens) = self
+            .llm
+            .complete(PLAN_PROMPT, &issue_text(&task))
+            .await
+            .map_err(ClientError::into_activity_error)?;
+        Ok(LlmOut { content, tokens })
     }
 
     /// Coding: the change, as files.
     #[activity]
     pub async fn code(
         self: Arc<Self>,
-        ctx: ActivityContext,
+        _ctx: ActivityContext,
         task: LlmTask,
     ) -> Result<CodeOut, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async {
-            let mut prompt =
-                format!("{}\n\nPlan:\n{}", issue_text(&task), task.plan.clone().unwrap_or_default());
-            // Context from the repository: its README at the default branch, if any.
-            let gh = &self.github;
-            let base = gh
-                .default_branch(task.installation_id, &task.repo)
-                .await
-                .map_err(ClientError::into_activity_error)?;
-            if let Some(readme) = gh
-                .file(task.installation_id, &task.repo, "README.md", &base)
-                .await
-                .map_err(ClientError::into_activity_error)?
-            {
-                let excerpt: String = readme.chars().take(4000).collect();
-                prompt.push_str(&format!("\n\nRepository README.md:\n{excerpt}"));
-            }
-            if let Some(feedback) = &task.feedback {
-                prompt.push_str(&format!("\n\nReview feedback to address (revision:):\n{feedback}"));
-            }
-            let (content, tokens) =
-                self.llm.complete(CODE_PROMPT, &prompt).await.map_err(ClientError::into_activity_error)?;
-            let files = parse_code(&content).map_err(|e| bad_output("code", e))?;
-            Ok(CodeOut { files, tokens })
+        let mut prompt = format!("{}\n\nPlan:\n{}", issue_text(&task), task.plan.clone().unwrap_or_default());
+        // Context from the repository: its README at the default branch, if any.
+        let gh = &self.github;
+        let base = gh
+            .default_branch(task.installation_id, &task.repo)
+            .await
+            .map_err(ClientError::into_activity_error)?;
+        if let Some(readme) = gh
+            .file(task.installation_id, &task.repo, "README.md", &base)
+            .await
+            .map_err(ClientError::into_activity_error)?
+        {
+            let excerpt: String = readme.chars().take(4000).collect();
+            prompt.push_str(&format!("\n\nRepository README.md:\n{excerpt}"));
         }
-        .instrument(step.span())
-        .await;
-        step.finish(&result);
-        result
+        if let Some(feedback) = &task.feedback {
+            prompt.push_str(&format!("\n\nReview feedback to address (revision:):\n{feedback}"));
+        }
+        let (content, tokens) =
+            self.llm.complete(CODE_PROMPT, &prompt).await.map_err(ClientError::into_activity_error)?;
+        let files = parse_code(&content).map_err(|e| bad_output("code", e))?;
+        Ok(CodeOut { files, tokens })
     }
 
     /// Review: approve, or send back with comments.
     #[activity]
     pub async fn review(
         self: Arc<Self>,
-        ctx: ActivityContext,
+        _ctx: ActivityContext,
         task: LlmTask,
     ) -> Result<ReviewOut, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async {
-            let files: Vec<String> = task
-                .files
-                .iter()
-                .map(|f| match &f.content {
-                    Some(c) => format!("--- {}\n{c}", f.path),
-                    None => format!("--- {} (deleted)", f.path),
-                })
-                .collect();
-            let prompt = format!("{}\n\nProposed change:\n{}", issue_text(&task), files.join("\n"));
-            let (content, tokens) =
-                self.llm.complete(REVIEW_PROMPT, &prompt).await.map_err(ClientError::into_activity_error)?;
-            let (approved, comments) = parse_review(&content).map_err(|e| bad_output("review", e))?;
-            Ok(ReviewOut { approved, comments, tokens })
-        }
-        .instrument(step.span())
-        .await;
-        step.finish(&result);
-        result
+        let files: Vec<String> = task
+            .files
+            .iter()
+            .map(|f| match &f.content {
+                Some(c) => format!("--- {}\n{c}", f.path),
+                None => format!("--- {} (deleted)", f.path),
+            })
+            .collect();
+        let prompt = format!("{}\n\nProposed change:\n{}", issue_text(&task), files.join("\n"));
+        let (content, tokens) =
+            self.llm.complete(REVIEW_PROMPT, &prompt).await.map_err(ClientError::into_activity_error)?;
+        let (approved, comments) = parse_review(&content).map_err(|e| bad_output("review", e))?;
+        Ok(ReviewOut { approved, comments, tokens })
     }
 
     /// Commit the change on the job's branch and open (or find) the pull request.
     #[activity]
     pub async fn open_pull_request(
         self: Arc<Self>,
-        ctx: ActivityContext,
+        _ctx: ActivityContext,
         input: PullRequestInput,
     ) -> Result<PullRequestOut, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
+        let gh = &self.github;
+        let inst = input.installation_id;
         let result = async {
-            let gh = &self.github;
-            let inst = input.installation_id;
-            let result = async {
-                if let Some(pr) = gh.open_pull(inst, &input.repo, &input.branch).await? {
-                    return Ok(pr);
-                }
-                let base = gh.default_branch(inst, &input.repo).await?;
-                let files: Vec<(String, Option<String>)> =
-                    input.files.iter().map(|f| (f.path.clone(), f.content.clone())).collect();
-                gh.commit_files(inst, &input.repo, &base, &input.branch, &input.commit_message, &files)
-                    .await?;
-                gh.open_pull_request(inst, &input.repo, &input.branch, &base, &input.title, &input.body).await
+            if let Some(pr) = gh.open_pull(inst, &input.repo, &input.branch).await? {
+                return Ok(pr);
             }
-            .await
-            .map_err(ClientError::into_activity_error)?;
-            Ok(PullRequestOut { number: result.number, url: result.html_url })
+            let base = gh.default_branch(inst, &input.repo).await?;
+            let files: Vec<(String, Option<String>)> =
+                input.files.iter().map(|f| (f.path.clone(), f.content.clone())).collect();
+            gh.commit_files(inst, &input.repo, &base, &input.branch, &input.commit_message, &files).await?;
+            gh.open_pull_request(inst, &input.repo, &input.branch, &base, &input.title, &input.body).await
         }
-        .instrument(step.span())
-        .await;
-        step.finish(&result);
-        result
+        .await
+        .map_err(ClientError::into_activity_error)?;
+        Ok(PullRequestOut { number: result.number, url: result.html_url })
     }
 
     /// Create the job's issue comment, or edit it; returns its id.
     #[activity]
     pub async fn comment(
         self: Arc<Self>,
-        ctx: ActivityContext,
+        _ctx: ActivityContext,
         input: CommentInput,
     ) -> Result<u64, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async {
-            let gh = &self.github;
-            let r = match input.comment_id {
-                Some(id) => {
-                    gh.update_comment(input.installation_id, &input.repo, id, &input.body).await.map(|()| id)
-                }
-                None => {
-                    gh.create_comment(input.installation_id, &input.repo, input.issue_number, &input.body)
-                        .await
-                }
-            };
-            r.map_err(ClientError::into_activity_error)
-        }
-        .instrument(step.span())
-        .await;
-        step.finish(&result);
-        result
+        let gh = &self.github;
+        let r = match input.comment_id {
+            Some(id) => {
+                gh.update_comment(input.installation_id, &input.repo, id, &input.body).await.map(|()| id)
+            }
+            None => {
+                gh.create_comment(input.installation_id, &input.repo, input.issue_number, &input.body).await
+            }
+        };
+        r.map_err(ClientError::into_activity_error)
     }
 
     /// True if `login` may command jobs (write or admin on the repository).
     #[activity]
     pub async fn can_write(
         self: Arc<Self>,
-        ctx: ActivityContext,
+        _ctx: ActivityContext,
         input: PermissionInput,
     ) -> Result<bool, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async {
-            let p = self
-                .github
-                .permission(input.installation_id, &input.repo, &input.login)
-                .await
-                .map_err(ClientError::into_activity_error)?;
-            Ok(matches!(p.as_str(), "admin" | "write" | "maintain"))
-        }
-        .instrument(step.span())
-        .await;
-        step.finish(&result);
-        result
+        let p = self
+            .github
+            .permission(input.installation_id, &input.repo, &input.login)
+            .await
+            .map_err(ClientError::into_activity_error)?;
+        Ok(matches!(p.as_str(), "admin" | "write" | "maintain"))
     }
 
     /// Report usage to Stripe Billing (idempotent by identifier).
     #[activity]
     pub async fn report_usage(
         self: Arc<Self>,
-        ctx: ActivityContext,
+        _ctx: ActivityContext,
         input: MeterEventInput,
     ) -> Result<(), ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async {
-            self.stripe
-                .meter_event(&input.event_name, &input.customer_id, input.value, &input.identifier)
-                .await
-                .map_err(ClientError::into_activity_error)
-        }
-        .instrument(step.span())
-        .await;
-        step.finish(&result);
-        result
+        self.stripe
+            .meter_event(&input.event_name, &input.customer_id, input.value, &input.identifier)
+            .await
+            .map_err(ClientError::into_activity_error)
     }
 }
 

@@ -16,7 +16,12 @@ use std::{
 use temporalio_common::telemetry::metrics::{
     CoreMeter, Counter, HistogramDuration, MetricKeyValue, MetricParameters, NewAttributes,
 };
-use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use temporalio_sdk::{
+    SimplePlugin,
+    activities::{ActivityError, ActivityInfo},
+    interceptors::{ActivityInboundInterceptor, ExecuteActivityInput, ExecuteActivityOutput, Next},
+};
+use tracing::Instrument;
 
 struct Instruments {
     meter: Arc<dyn CoreMeter>,
@@ -104,8 +109,42 @@ pub fn is_compensation(activity_type: &str) -> bool {
     )
 }
 
-/// One attempt of a step being measured: `Step::start(&ctx)`, run it, `finish(&result)`.
-pub(crate) struct Step {
+/// Measures every activity attempt the worker runs, so no step can be left out: register it
+/// with [`step_plugin`]. Each attempt runs inside an `activity` span (workflow id, run id,
+/// activity, attempt) that every log line of the attempt carries, and that joins the webhook's
+/// trace when OTLP export is on; its duration, retry and compensation outcome are recorded on
+/// the instruments [`install`] created.
+#[derive(Debug, Default)]
+pub struct StepInterceptor;
+
+impl ActivityInboundInterceptor for StepInterceptor {
+    fn execute_activity<'a>(
+        &'a self,
+        input: ExecuteActivityInput,
+        next: Next<'a, ExecuteActivityInput, ExecuteActivityOutput<'a>>,
+    ) -> ExecuteActivityOutput<'a> {
+        Box::pin(async move {
+            // Started on the first poll, not here: the tracing plugin's interceptor calls this
+            // one before it attaches the `RunActivity` context to the future it gets back.
+            let step = Step::start(input.activity_info());
+            let result = next.run(input).instrument(step.span.clone()).await;
+            step.finish(&result);
+            result
+        })
+    }
+}
+
+/// A worker plugin carrying [`StepInterceptor`]. Registered as a worker plugin (not directly on
+/// the options) so it runs inside the tracing plugin's activity span, which the client's plugins
+/// add first: the step span then has the trace's `RunActivity` span as its parent.
+pub fn step_plugin() -> SimplePlugin {
+    SimplePlugin::builder("slipway-steps")
+        .activity_inbound_interceptors(vec![Arc::new(StepInterceptor) as Arc<dyn ActivityInboundInterceptor>])
+        .build()
+}
+
+/// One attempt of a step being measured.
+struct Step {
     activity_type: String,
     attempt: u32,
     started: Instant,
@@ -113,16 +152,17 @@ pub(crate) struct Step {
 }
 
 impl Step {
-    pub(crate) fn start(ctx: &ActivityContext) -> Self {
-        let info = ctx.info();
-        // Every log line of the attempt carries the workflow it works for.
+    fn start(info: &ActivityInfo) -> Self {
+        let step = info.activity_type.rsplit("::").next().unwrap_or(&info.activity_type);
         let span = tracing::info_span!(
             "activity",
+            otel.name = %format_args!("{} {step}", provider(&info.activity_type)),
             workflow_id = info.workflow_id.as_deref().unwrap_or_default(),
             run_id = info.workflow_run_id.as_deref().unwrap_or_default(),
             activity = %info.activity_type,
             attempt = info.attempt,
         );
+        slipway_telemetry::follow_current_trace(&span);
         Self {
             activity_type: info.activity_type.clone(),
             attempt: info.attempt,
@@ -131,12 +171,7 @@ impl Step {
         }
     }
 
-    /// The span the attempt runs in.
-    pub(crate) fn span(&self) -> tracing::Span {
-        self.span.clone()
-    }
-
-    pub(crate) fn finish<T>(self, result: &Result<T, ActivityError>) {
+    fn finish<T>(self, result: &Result<T, ActivityError>) {
         let Some(m) = INSTRUMENTS.get() else { return };
         let provider = provider(&self.activity_type);
         let step = self.activity_type.rsplit("::").next().unwrap_or(&self.activity_type).to_owned();

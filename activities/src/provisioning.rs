@@ -18,7 +18,6 @@ use slipway_proto::model::{
 };
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
-use tracing::Instrument;
 
 use crate::{
     clients::{
@@ -116,16 +115,9 @@ impl ProvisioningActivities {
         ctx: ActivityContext,
         input: TailscaleKeyInput,
     ) -> Result<TailscaleKeyCreated, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async {
-            self.tailscale_key(ctx.info().attempt, &input.agent_id)
-                .await
-                .map_err(ClientError::into_activity_error)
-        }
-        .instrument(step.span())
-        .await;
-        step.finish(&result);
-        result
+        self.tailscale_key(ctx.info().attempt, &input.agent_id)
+            .await
+            .map_err(ClientError::into_activity_error)
     }
 
     /// Step 2: the agent's Hetzner server, named `slipway-<agent_id>`. An existing server with
@@ -133,15 +125,10 @@ impl ProvisioningActivities {
     #[activity]
     pub async fn create_server(
         self: Arc<Self>,
-        ctx: ActivityContext,
+        _ctx: ActivityContext,
         input: CreateServerInput,
     ) -> Result<ServerRef, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async { self.server(&input).await.map_err(ClientError::into_activity_error) }
-            .instrument(step.span())
-            .await;
-        step.finish(&result);
-        result
+        self.server(&input).await.map_err(ClientError::into_activity_error)
     }
 
     /// Step 2b: wait until the server is running, polling its `create_server` action every
@@ -152,76 +139,49 @@ impl ProvisioningActivities {
         ctx: ActivityContext,
         server: ServerRef,
     ) -> Result<ServerRef, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async {
-            loop {
-                let progress =
-                    self.server_progress(&server).await.map_err(ClientError::into_activity_error)?;
-                if let Some(ready) = progress.ready {
-                    return Ok(ready);
-                }
-                let _ = ctx.record_heartbeat(progress.percent).await;
-                tokio::select! {
-                    _ = tokio::time::sleep(self.cfg.action_poll_interval) => {}
-                    _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
-                }
+        loop {
+            let progress = self.server_progress(&server).await.map_err(ClientError::into_activity_error)?;
+            if let Some(ready) = progress.ready {
+                return Ok(ready);
+            }
+            let _ = ctx.record_heartbeat(progress.percent).await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.action_poll_interval) => {}
+                _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
             }
         }
-        .instrument(step.span())
-        .await;
-        step.finish(&result);
-        result
     }
 
     /// Step 3: `workflow_dispatch` of the bootstrap job; returns the run id if GitHub gave one.
     #[activity]
     pub async fn dispatch_provision_job(
         self: Arc<Self>,
-        ctx: ActivityContext,
+        _ctx: ActivityContext,
         input: DispatchInput,
     ) -> Result<Option<String>, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async { self.dispatch(&input).await.map_err(ClientError::into_activity_error) }
-            .instrument(step.span())
-            .await;
-        step.finish(&result);
-        result
+        self.dispatch(&input).await.map_err(ClientError::into_activity_error)
     }
 
     /// Step 4: the Tailscale device the VM registered as, if it has joined.
     #[activity]
     pub async fn find_tailscale_device(
         self: Arc<Self>,
-        ctx: ActivityContext,
+        _ctx: ActivityContext,
         input: AgentResources,
     ) -> Result<Option<String>, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async {
-            let hostname = server_name(&input.agent_id);
-            let devices =
-                self.cfg.tailscale.list_devices().await.map_err(ClientError::into_activity_error)?;
-            Ok(devices.iter().find(|d| d.hostname == hostname).map(|d| d.api_id().to_owned()))
-        }
-        .instrument(step.span())
-        .await;
-        step.finish(&result);
-        result
+        let hostname = server_name(&input.agent_id);
+        let devices = self.cfg.tailscale.list_devices().await.map_err(ClientError::into_activity_error)?;
+        Ok(devices.iter().find(|d| d.hostname == hostname).map(|d| d.api_id().to_owned()))
     }
 
     /// Compensation: remove every tailnet device of the agent. Returns how many were removed.
     #[activity]
     pub async fn remove_tailscale_devices(
         self: Arc<Self>,
-        ctx: ActivityContext,
+        _ctx: ActivityContext,
         input: AgentResources,
     ) -> Result<u32, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result =
-            async { self.remove_devices(&input.agent_id).await.map_err(ClientError::into_activity_error) }
-                .instrument(step.span())
-                .await;
-        step.finish(&result);
-        result
+        self.remove_devices(&input.agent_id).await.map_err(ClientError::into_activity_error)
     }
 
     /// Compensation: delete the agent's server (found by name, checked by label). Returns
@@ -229,16 +189,10 @@ impl ProvisioningActivities {
     #[activity]
     pub async fn delete_agent_server(
         self: Arc<Self>,
-        ctx: ActivityContext,
+        _ctx: ActivityContext,
         input: AgentResources,
     ) -> Result<bool, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result =
-            async { self.delete_server(&input.agent_id).await.map_err(ClientError::into_activity_error) }
-                .instrument(step.span())
-                .await;
-        step.finish(&result);
-        result
+        self.delete_server(&input.agent_id).await.map_err(ClientError::into_activity_error)
     }
 
     /// Lifecycle: stop the agent's server. Graceful ACPI `shutdown` first, then, since Hetzner
@@ -250,8 +204,6 @@ impl ProvisioningActivities {
         ctx: ActivityContext,
         input: StopServerInput,
     ) -> Result<(), ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async {
         let server = self.owned_server(&input.agent_id).await.map_err(ClientError::into_activity_error)?;
         let hz = &self.cfg.hetzner;
         if server.status == "off" {
@@ -278,11 +230,6 @@ impl ProvisioningActivities {
         let action =
             hz.power(server.id, PowerAction::Poweroff).await.map_err(ClientError::into_activity_error)?;
         self.wait_action(&ctx, action.id).await
-            }
-        .instrument(step.span())
-        .await;
-        step.finish(&result);
-        result
     }
 
     /// Lifecycle: power the agent's server on and wait until it runs.
@@ -292,41 +239,27 @@ impl ProvisioningActivities {
         ctx: ActivityContext,
         input: AgentResources,
     ) -> Result<ServerRef, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async {
-            let server =
-                self.owned_server(&input.agent_id).await.map_err(ClientError::into_activity_error)?;
-            if server.status != "running" {
-                let action = self
-                    .cfg
-                    .hetzner
-                    .power(server.id, PowerAction::Poweron)
-                    .await
-                    .map_err(ClientError::into_activity_error)?;
-                self.wait_action(&ctx, action.id).await?;
-            }
-            Ok(server_ref(&server, None))
+        let server = self.owned_server(&input.agent_id).await.map_err(ClientError::into_activity_error)?;
+        if server.status != "running" {
+            let action = self
+                .cfg
+                .hetzner
+                .power(server.id, PowerAction::Poweron)
+                .await
+                .map_err(ClientError::into_activity_error)?;
+            self.wait_action(&ctx, action.id).await?;
         }
-        .instrument(step.span())
-        .await;
-        step.finish(&result);
-        result
+        Ok(server_ref(&server, None))
     }
 
     /// Compensation: revoke every auth key created for the agent. Returns how many.
     #[activity]
     pub async fn revoke_tailscale_keys(
         self: Arc<Self>,
-        ctx: ActivityContext,
+        _ctx: ActivityContext,
         input: AgentResources,
     ) -> Result<u32, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result =
-            async { self.revoke_keys(&input.agent_id).await.map_err(ClientError::into_activity_error) }
-                .instrument(step.span())
-                .await;
-        step.finish(&result);
-        result
+        self.revoke_keys(&input.agent_id).await.map_err(ClientError::into_activity_error)
     }
 }
 

@@ -13,7 +13,6 @@ use secrecy::SecretString;
 use slipway_proto::stack::{DeploymentOut, N8nOut, RepositoryOut, StackTarget, SupabaseProject, VercelInput};
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
-use tracing::Instrument;
 
 use crate::{
     ClientError,
@@ -107,15 +106,10 @@ impl StackActivities {
     #[activity]
     pub async fn create_supabase_project(
         self: Arc<Self>,
-        ctx: ActivityContext,
+        _ctx: ActivityContext,
         target: StackTarget,
     ) -> Result<SupabaseProject, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async { self.supabase_project(&target).await.map_err(ClientError::into_activity_error) }
-            .instrument(step.span())
-            .await;
-        step.finish(&result);
-        result
+        self.supabase_project(&target).await.map_err(ClientError::into_activity_error)
     }
 
     /// Step 1b: wait until the project is healthy, polling within the 120/min budget.
@@ -125,68 +119,46 @@ impl StackActivities {
         ctx: ActivityContext,
         project_ref: String,
     ) -> Result<(), ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async {
-            loop {
-                if self.cfg.supabase.healthy(&project_ref).await.map_err(ClientError::into_activity_error)? {
-                    return Ok(());
-                }
-                let _ = ctx.record_heartbeat(0u32).await;
-                tokio::select! {
-                    _ = tokio::time::sleep(self.cfg.poll_interval) => {}
-                    _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
-                }
+        loop {
+            if self.cfg.supabase.healthy(&project_ref).await.map_err(ClientError::into_activity_error)? {
+                return Ok(());
+            }
+            let _ = ctx.record_heartbeat(0u32).await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.poll_interval) => {}
+                _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
             }
         }
-        .instrument(step.span())
-        .await;
-        step.finish(&result);
-        result
     }
 
     /// Step 2: apply the configured migrations in order; returns every applied version.
     #[activity]
     pub async fn apply_migrations(
         self: Arc<Self>,
-        ctx: ActivityContext,
+        _ctx: ActivityContext,
         project_ref: String,
     ) -> Result<Vec<String>, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async { self.migrate(&project_ref).await.map_err(ClientError::into_activity_error) }
-            .instrument(step.span())
-            .await;
-        step.finish(&result);
-        result
+        self.migrate(&project_ref).await.map_err(ClientError::into_activity_error)
     }
 
     /// Step 3: the client's repository, generated from the template (adopted if it exists).
     #[activity]
     pub async fn create_repository(
         self: Arc<Self>,
-        ctx: ActivityContext,
+        _ctx: ActivityContext,
         target: StackTarget,
     ) -> Result<RepositoryOut, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async { self.repository(&target).await.map_err(ClientError::into_activity_error) }
-            .instrument(step.span())
-            .await;
-        step.finish(&result);
-        result
+        self.repository(&target).await.map_err(ClientError::into_activity_error)
     }
 
     /// Step 4: the Vercel project, linked to the repository, with the Supabase URL and anon key.
     #[activity]
     pub async fn create_vercel_project(
         self: Arc<Self>,
-        ctx: ActivityContext,
+        _ctx: ActivityContext,
         input: VercelInput,
     ) -> Result<String, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async { self.vercel_project(&input).await.map_err(ClientError::into_activity_error) }
-            .instrument(step.span())
-            .await;
-        step.finish(&result);
-        result
+        self.vercel_project(&input).await.map_err(ClientError::into_activity_error)
     }
 
     /// Step 4b: the first production deployment; waits until it is ready.
@@ -196,133 +168,91 @@ impl StackActivities {
         ctx: ActivityContext,
         input: VercelInput,
     ) -> Result<DeploymentOut, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async {
-            let vercel = &self.cfg.vercel;
-            let (org, repo) = input.repository.split_once('/').unwrap_or(("", input.repository.as_str()));
-            let mut d =
-                vercel.deploy(&input.client_id, org, repo).await.map_err(ClientError::into_activity_error)?;
-            loop {
-                match d.ready_state.as_str() {
-                    "READY" => return Ok(DeploymentOut { url: format!("https://{}", d.url), id: d.id }),
-                    "ERROR" | "CANCELED" => {
-                        return Err(ClientError::ActionFailed(format!(
-                            "vercel deployment {} ended {}",
-                            d.id, d.ready_state
-                        ))
-                        .into_activity_error());
-                    }
-                    _ => {}
+        let vercel = &self.cfg.vercel;
+        let (org, repo) = input.repository.split_once('/').unwrap_or(("", input.repository.as_str()));
+        let mut d =
+            vercel.deploy(&input.client_id, org, repo).await.map_err(ClientError::into_activity_error)?;
+        loop {
+            match d.ready_state.as_str() {
+                "READY" => return Ok(DeploymentOut { url: format!("https://{}", d.url), id: d.id }),
+                "ERROR" | "CANCELED" => {
+                    return Err(ClientError::ActionFailed(format!(
+                        "vercel deployment {} ended {}",
+                        d.id, d.ready_state
+                    ))
+                    .into_activity_error());
                 }
-                let _ = ctx.record_heartbeat(0u32).await;
-                tokio::select! {
-                    _ = tokio::time::sleep(self.cfg.poll_interval) => {}
-                    _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
-                }
-                d = vercel.deployment(&d.id).await.map_err(ClientError::into_activity_error)?;
+                _ => {}
             }
+            let _ = ctx.record_heartbeat(0u32).await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.cfg.poll_interval) => {}
+                _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
+            }
+            d = vercel.deployment(&d.id).await.map_err(ClientError::into_activity_error)?;
         }
-        .instrument(step.span())
-        .await;
-        step.finish(&result);
-        result
     }
 
     /// Step 5: the client's n8n workflow (reused if one has the name), activated.
     #[activity]
     pub async fn create_n8n_workflow(
         self: Arc<Self>,
-        ctx: ActivityContext,
+        _ctx: ActivityContext,
         target: StackTarget,
     ) -> Result<N8nOut, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async { self.n8n_workflow(&target).await.map_err(ClientError::into_activity_error) }
-            .instrument(step.span())
-            .await;
-        step.finish(&result);
-        result
+        self.n8n_workflow(&target).await.map_err(ClientError::into_activity_error)
     }
 
     /// Compensation of step 5.
     #[activity]
     pub async fn delete_n8n_workflow(
         self: Arc<Self>,
-        ctx: ActivityContext,
+        _ctx: ActivityContext,
         client_id: String,
     ) -> Result<bool, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async {
-            let n8n = &self.cfg.n8n;
-            match n8n
-                .find_workflow(&resource_name(&client_id))
-                .await
-                .map_err(ClientError::into_activity_error)?
-            {
-                Some(w) => n8n.delete_workflow(&w.id).await.map_err(ClientError::into_activity_error),
-                None => Ok(false),
-            }
+        let n8n = &self.cfg.n8n;
+        match n8n.find_workflow(&resource_name(&client_id)).await.map_err(ClientError::into_activity_error)? {
+            Some(w) => n8n.delete_workflow(&w.id).await.map_err(ClientError::into_activity_error),
+            None => Ok(false),
         }
-        .instrument(step.span())
-        .await;
-        step.finish(&result);
-        result
     }
 
     /// Compensation of step 4 (deleting the project deletes its deployments).
     #[activity]
     pub async fn delete_vercel_project(
         self: Arc<Self>,
-        ctx: ActivityContext,
+        _ctx: ActivityContext,
         client_id: String,
     ) -> Result<bool, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async {
-            self.cfg.vercel.delete_project(&client_id).await.map_err(ClientError::into_activity_error)
-        }
-        .instrument(step.span())
-        .await;
-        step.finish(&result);
-        result
+        self.cfg.vercel.delete_project(&client_id).await.map_err(ClientError::into_activity_error)
     }
 
     /// Compensation of step 3: only a repository generated from our template is deleted.
     #[activity]
     pub async fn delete_repository(
         self: Arc<Self>,
-        ctx: ActivityContext,
+        _ctx: ActivityContext,
         client_id: String,
     ) -> Result<bool, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async { self.delete_repo(&client_id).await.map_err(ClientError::into_activity_error) }
-            .instrument(step.span())
-            .await;
-        step.finish(&result);
-        result
+        self.delete_repo(&client_id).await.map_err(ClientError::into_activity_error)
     }
 
     /// Compensation of steps 1–2 (the schema lives in the project).
     #[activity]
     pub async fn delete_supabase_project(
         self: Arc<Self>,
-        ctx: ActivityContext,
+        _ctx: ActivityContext,
         client_id: String,
     ) -> Result<bool, ActivityError> {
-        let step = crate::metrics::Step::start(&ctx);
-        let result = async {
-            let sb = &self.cfg.supabase;
-            let found = sb
-                .find_project(&self.cfg.supabase_org_id, &resource_name(&client_id))
-                .await
-                .map_err(ClientError::into_activity_error)?;
-            match found {
-                Some(p) => sb.delete_project(&p.id).await.map_err(ClientError::into_activity_error),
-                None => Ok(false),
-            }
+        let sb = &self.cfg.supabase;
+        let found = sb
+            .find_project(&self.cfg.supabase_org_id, &resource_name(&client_id))
+            .await
+            .map_err(ClientError::into_activity_error)?;
+        match found {
+            Some(p) => sb.delete_project(&p.id).await.map_err(ClientError::into_activity_error),
+            None => Ok(false),
         }
-        .instrument(step.span())
-        .await;
-        step.finish(&result);
-        result
     }
 }
 

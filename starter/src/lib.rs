@@ -91,6 +91,8 @@ pub fn app(state: AppState) -> Router {
             // line of a request, its error answer included, names the event and the workflow.
             tracing::info_span!(
                 "http",
+                otel.name = %format_args!("{} {path}", req.method()),
+                otel.kind = "server",
                 method = %req.method(),
                 path = %path,
                 event_id = tracing::field::Empty,

@@ -5,7 +5,8 @@ use slipway_telemetry::shutdown_signal;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    slipway_telemetry::init_logging();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _telemetry = slipway_telemetry::init("slipway-starter");
     let settings = match StarterSettings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -13,7 +14,6 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let gateway = Gateway::new(settings.task_queue.clone(), settings.temporal_timeout);
     let app = Application::build(settings, gateway).await?;
     tracing::info!(http = %app.http_addr(), grpc = %app.grpc_addr(), "slipway starter listening");

@@ -142,7 +142,8 @@ impl Gateway {
                     .await
                     .map_err(|_| GatewayError::Unavailable("connect timed out".into()))?
                     .map_err(|e| GatewayError::Unavailable(format!("connect: {e}")))?;
-                Client::new(connection, client_opts).map_err(|e| GatewayError::Unavailable(e.to_string()))
+                Client::new(connection, slipway_telemetry::client_options(client_opts))
+                    .map_err(|e| GatewayError::Unavailable(e.to_string()))
             })
             .await
     }
@@ -151,7 +152,7 @@ impl Gateway {
         &self,
         fut: impl Future<Output = Result<T, E>>,
     ) -> Result<Result<T, E>, GatewayError> {
-        tokio::time::timeout(self.timeout, fut)
+        tokio::time::timeout(self.timeout, slipway_telemetry::in_current_trace(fut))
             .await
             .map_err(|_| GatewayError::Unavailable(format!("no answer within {:?}", self.timeout)))
     }

@@ -89,6 +89,7 @@ pub fn configured_secrets() -> Vec<(&'static str, String)> {
     secrets
 }
 
+pub mod otlp;
 pub mod secret_scan;
 
 /// Keyword search attributes to register on a dev server the harness starts itself.
@@ -121,6 +122,8 @@ pub struct Options {
     /// Run the worker as a separate OS process (the `slipway-worker` binary) instead of on a
     /// thread, so a test can SIGKILL it ([`TestApp::kill_worker`]).
     pub worker_process: bool,
+    /// Extra environment of the worker process (with [`Options::worker_process`]).
+    pub worker_env: Vec<(&'static str, String)>,
 }
 
 impl Default for Options {
@@ -137,6 +140,7 @@ impl Default for Options {
             max_jobs_per_customer: 2,
             worker_metrics: false,
             worker_process: false,
+            worker_env: Vec::new(),
         }
     }
 }
@@ -145,6 +149,32 @@ impl Default for Options {
 enum TemporalServer {
     Shared(String),
     Owned { address: String, _env: Box<WorkflowEnvironment<temporalio_sdk::testing::LocalServer>> },
+}
+
+/// What [`TestApp::github_account`] set up.
+#[derive(Debug, Clone)]
+pub struct GitHubAccount {
+    /// The paying user.
+    pub user: String,
+    /// Their Stripe customer.
+    pub customer: String,
+    /// The GitHub account (organisation) with the App installed.
+    pub account: String,
+    /// `account/shop`, the one repository of the installation.
+    pub repo: String,
+    /// The installation id.
+    pub installation: u64,
+}
+
+/// What [`TestApp::runs`] reports.
+#[derive(Debug, Clone)]
+pub struct Runs {
+    /// Id of the workflow's first run.
+    pub first: String,
+    /// Id of its current run.
+    pub current: String,
+    /// Events in the current run's history.
+    pub history_length: usize,
 }
 
 /// One running Slipway, sandbox included.
@@ -193,8 +223,10 @@ pub fn init_logging() {
                 .with_writer(std::sync::Mutex::new(file))
                 .with_filter(EnvFilter::new(format!("info,{}", directives.join(","))))
         });
-        if console.is_some() || file.is_some() {
-            let _ = tracing_subscriber::registry().with(console).with(file).try_init();
+        // Trace export, when a test started it first (`slipway_telemetry::start_trace_export`).
+        let otel = slipway_telemetry::otel_layer();
+        if console.is_some() || file.is_some() || otel.is_some() {
+            let _ = tracing_subscriber::registry().with(otel).with(console).with(file).try_init();
         }
     });
 }
@@ -409,6 +441,7 @@ impl TestApp {
             if let Some(addr) = worker_metrics {
                 env.insert("SLIPWAY_METRICS_ADDR", addr.to_string());
             }
+            env.extend(opts.worker_env.iter().cloned());
             (None, None, Some(WorkerProcess::start(&address, env)?))
         } else {
             let (stop, thread) = spawn_worker(address.clone(), worker_settings.clone())?;
@@ -474,6 +507,48 @@ impl TestApp {
             .body(body.to_owned())
             .send()
             .await?)
+    }
+
+    /// A paying user whose GitHub account has the App installed on one repository
+    /// (`<acme-…>/shop`, with `maintainer` as a writer), linked to the user through the admin API
+    /// when `link` is set: what a coding job needs before an issue webhook can start it.
+    pub async fn github_account(&self, link: bool) -> anyhow::Result<GitHubAccount> {
+        let user = self.id("user");
+        let paid = self.subscribe(&user, None).await?;
+        let customer = paid["customer_id"].as_str().context("customer id")?.to_owned();
+        let account = self.id("acme");
+        let repo = format!("{account}/shop");
+        let inst = self
+            .sandbox_post("/_sandbox/github/installations", json!({"account": account, "repos": [repo]}))
+            .await?;
+        let installation = inst["installation_id"].as_u64().context("installation id")?;
+        self.sandbox_post(
+            &format!("/_sandbox/github/repos/{repo}/collaborators/maintainer"),
+            json!({"permission": "write"}),
+        )
+        .await?;
+        if link {
+            let admin = self.token("ops", Some("admin"));
+            let link = json!({"account": account, "userId": user, "customerId": customer});
+            let (code, body) =
+                self.api(reqwest::Method::POST, "/api/admin/github-links", Some(&admin), Some(link)).await?;
+            anyhow::ensure!(code == 200, "linking {account}: {code} {body}");
+        }
+        Ok(GitHubAccount { user, customer, account, repo, installation })
+    }
+
+    /// A workflow's runs as Temporal describes it: first run id, current run id (they differ once
+    /// it has continued as new) and the current run's history length.
+    pub async fn runs(&self, workflow_id: &str) -> anyhow::Result<Runs> {
+        let handle =
+            self.client.get_workflow_handle::<slipway_workflows::AgentWorkflow>(workflow_id.to_owned());
+        let desc = handle.describe(Default::default()).await?;
+        let first = desc.raw_description.workflow_execution_info.as_ref().map(|i| i.first_run_id.clone());
+        Ok(Runs {
+            first: first.unwrap_or_default(),
+            current: desc.run_id().to_owned(),
+            history_length: desc.history_length(),
+        })
     }
 
     /// The agent's record via the workflow query, or `None` if no agent workflow exists.

@@ -22,8 +22,13 @@ use serde_yaml::{Mapping, Value};
 /// Our images: their `environment:` keys must all be documented.
 const OWN_SERVICES: [&str; 3] = ["worker", "starter", "sandbox"];
 /// Settings code whose variables must all be documented.
-const SETTINGS_SOURCES: [&str; 3] =
-    ["worker/src/settings.rs", "starter/src/settings.rs", "sandbox/src/config.rs"];
+const SETTINGS_SOURCES: [&str; 5] = [
+    "worker/src/settings.rs",
+    "starter/src/settings.rs",
+    "sandbox/src/config.rs",
+    "telemetry/src/lib.rs",
+    "telemetry/src/trace.rs",
+];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

@@ -26,7 +26,7 @@ pub async fn connect_temporal() -> anyhow::Result<Client> {
     let (conn_opts, client_opts) = ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
         .map_err(|e| anyhow::anyhow!("Temporal client configuration: {e}"))?;
     let connection = Connection::connect(conn_opts).await?;
-    Ok(Client::new(connection, client_opts)?)
+    Ok(Client::new(connection, slipway_telemetry::client_options(client_opts))?)
 }
 
 /// Register Slipway's keyword search attributes on the namespace if they are missing, so every
@@ -112,7 +112,9 @@ pub fn build_worker(runtime: &Runtime, client: Client, settings: &WorkerSettings
         .register_activities(provisioning)
         .register_activities(billing)
         .register_activities(stack)
-        .register_activities(jobs);
+        .register_activities(jobs)
+        // Step durations, retries, compensations and the `activity` span of every attempt.
+        .worker_plugin(slipway_activities::metrics::step_plugin());
     let options = slipway_workflows::register_all(options)?
         // On shutdown, in-flight activities get this long to finish before they are handed back.
         .graceful_shutdown_period(settings.shutdown_grace)

@@ -5,7 +5,8 @@ use slipway_worker::{WorkerSettings, build_worker, connect_temporal, ensure_sear
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    slipway_telemetry::init_logging();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _telemetry = slipway_telemetry::init("slipway-worker");
     let settings = match WorkerSettings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -13,7 +14,6 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = connect_temporal().await?;
     match ensure_search_attributes(&client).await {
         Ok(added) if added.is_empty() => {}
