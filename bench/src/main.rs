@@ -7,6 +7,13 @@
 //! slipway-bench baseline-worker      # internal: the baseline's worker process
 //! ```
 
+/// `[bench  12.3s] message` on stderr: the time since start shows where a run spends its minutes.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        eprintln!("[bench {:>6.1}s] {}", crate::started().elapsed().as_secs_f64(), format_args!($($arg)*))
+    };
+}
+
 mod baseline;
 mod load;
 mod plot;
@@ -54,6 +61,12 @@ pub async fn connect(address: &str) -> anyhow::Result<Client> {
     let conn =
         Connection::connect(ConnectionOptions::new(url).identity("slipway-bench".to_owned()).build()).await?;
     Ok(Client::new(conn, ClientOptions::new("default").build())?)
+}
+
+/// When the bench started (first call).
+fn started() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
 }
 
 /// Sizes of one run.
@@ -150,13 +163,13 @@ async fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
     let plan = if args.quick { Plan::quick() } else { Plan::full() };
     std::fs::create_dir_all(&args.out)?;
-    let began = Instant::now();
+    let began = started();
     let port = match args.temporal_port {
         Some(p) => p,
         None => stack::free_port()?,
     };
     let bins = Bins { dir: args.bins.clone(), temporal: args.temporal.clone() };
-    eprintln!("[bench] starting Temporal (in-memory dev server), sandbox, starter, worker, baseline worker");
+    say!("starting Temporal (in-memory dev server), sandbox, starter, worker, baseline worker");
     let mut stack = Stack::start(&bins, &args.out, port).await?;
     let bench = Bench::new(&stack, plan.clone()).await?;
     // Ctrl-C / SIGTERM end the run with every process stopped (the stack stops them on drop).
@@ -169,7 +182,7 @@ async fn main() -> anyhow::Result<()> {
     let report = match report {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("[bench] failed: {e:#}; process logs are in {}", args.out.display());
+            say!("failed: {e:#}; process logs are in {}", args.out.display());
             return Err(e);
         }
     };
@@ -404,7 +417,7 @@ impl Bench {
     /// One saga through each path, so connections, caches and the JIT-less but lazy parts of
     /// every process are warm before anything is timed.
     async fn warm_up(&self) -> anyhow::Result<()> {
-        eprintln!("[bench] warm-up: one provisioning saga and one baseline saga");
+        say!("warm-up: one provisioning saga and one baseline saga");
         let deadline = Instant::now() + Duration::from_secs(60);
         let id = format!("warm-{}", self.tag);
         loop {
@@ -472,7 +485,7 @@ impl Bench {
         let secs = Duration::from_secs(self.plan.ack_phase_secs);
         let mut rows = Vec::new();
         for (n, &rate) in self.plan.ack_rates.iter().enumerate() {
-            eprintln!("[bench] ack latency at {rate}/s for {secs:?} (Slipway, then baseline)");
+            say!("ack latency at {rate}/s for {secs:?} (Slipway, then baseline)");
             let slipway = load::open_loop(rate, secs, self.slipway_ack(format!("r{n}"))).await;
             self.settle().await;
             let baseline = load::open_loop(rate, secs, self.baseline_ack(format!("r{n}"))).await;
@@ -480,7 +493,7 @@ impl Bench {
             rows.push(AckRow::new(Some(rate), slipway, baseline));
         }
         let c = self.plan.saturation_concurrency;
-        eprintln!("[bench] ack latency at saturation: {c} concurrent senders for {secs:?}");
+        say!("ack latency at saturation: {c} concurrent senders for {secs:?}");
         let slipway = load::closed_loop(c, secs, self.slipway_ack("sat".to_owned())).await;
         self.settle().await;
         let baseline = load::closed_loop(c, secs, self.baseline_ack("sat".to_owned())).await;
@@ -554,12 +567,10 @@ impl Bench {
 
     async fn provisioning(&self) -> anyhow::Result<SagaRow> {
         let n = self.plan.sagas;
-        eprintln!("[bench] provisioning: {n} concurrent sagas through signed checkout webhooks");
+        say!("provisioning: {n} concurrent sagas through signed checkout webhooks");
         let slipway = self.run_sagas(true).await;
         self.settle().await;
-        eprintln!(
-            "[bench] provisioning baseline: {n} concurrent bare workflows of {SAGA_ACTIVITIES} no-op activities"
-        );
+        say!("provisioning baseline: {n} concurrent bare workflows of {SAGA_ACTIVITIES} no-op activities");
         let baseline = self.run_sagas(false).await;
         self.settle().await;
         Ok(SagaRow {
@@ -633,7 +644,7 @@ impl Bench {
     async fn history(&self) -> anyhow::Result<HistoryRow> {
         let n = self.plan.history_commands;
         let agent_id = format!("hist-{}", self.tag);
-        eprintln!("[bench] history: {n} commands, one after the other, on agent {agent_id}");
+        say!("history: {n} commands, one after the other, on agent {agent_id}");
         self.create_agent(&agent_id).await.map_err(|e| anyhow::anyhow!("create {agent_id}: {e}"))?;
         let start = Instant::now();
         let mut errors = 0;
@@ -642,7 +653,7 @@ impl Bench {
             if let Err(e) = self.command(&agent_id, i).await {
                 errors += 1;
                 if first_error.is_none() {
-                    eprintln!("[bench]   first command error (command {}): {e}", i + 1);
+                    say!("  first command error (command {}): {e}", i + 1);
                     first_error = Some(format!("command {}: {e}", i + 1));
                 }
             }
@@ -708,7 +719,7 @@ impl Bench {
 
     async fn scale(&self, stack: &mut Stack, rss_idle_kib: u64) -> anyhow::Result<ScaleRow> {
         let n = self.plan.agents;
-        eprintln!("[bench] scale: creating {n} Agent workflows (the API's draft creation: one start each)");
+        say!("scale: creating {n} Agent workflows (the API's draft creation: one start each)");
         let start = Instant::now();
         let errors: usize = stream::iter(0..n)
             .map(|i| async move { self.create_agent(&self.scale_agent(i)).await.is_err() as usize })
@@ -716,19 +727,14 @@ impl Bench {
             .fold(0, |a, e| async move { a + e })
             .await;
         let create_per_sec = (n - errors) as f64 / start.elapsed().as_secs_f64();
-        eprintln!(
-            "[bench]   created in {:.1} s; waiting for the worker to go idle",
-            start.elapsed().as_secs_f64()
-        );
+        say!("  created in {:.1} s; waiting for the worker to go idle", start.elapsed().as_secs_f64());
         self.settle().await;
         stack.check_alive()?;
         let rss_after_create = stack.worker.rss_kib().unwrap_or(0);
         let samples = self.plan.command_samples.min(n / 4);
         let secs = Duration::from_secs_f64(samples as f64 / self.plan.command_rate);
         let this = Arc::new(self.clone_light());
-        eprintln!(
-            "[bench]   {samples} stop commands on the most recently created agents (in the sticky cache)"
-        );
+        say!("  {samples} stop commands on the most recently created agents (in the sticky cache)");
         let hot = {
             let this = this.clone();
             load::open_loop(self.plan.command_rate, secs, move |i| {
@@ -737,8 +743,8 @@ impl Bench {
             })
             .await
         };
-        eprintln!(
-            "[bench]   {samples} stop commands on the oldest agents (evicted: cache {} < {n})",
+        say!(
+            "  {samples} stop commands on the oldest agents (evicted: cache {} < {n})",
             self.plan.sticky_cache
         );
         let cold = {

@@ -9,9 +9,8 @@ use std::{
     process::{Command, Output},
 };
 
-use reqwest::Method;
 use serde_json::{Value, json};
-use slipway_tests::{GITHUB_WEBHOOK_SECRET, JWT_SECRET, STRIPE_SECRET, TestApp};
+use slipway_tests::{GITHUB_WEBHOOK_SECRET, GitHubAccount, JWT_SECRET, STRIPE_SECRET, TestApp};
 
 /// Path of the `slipway` binary, building it if this test run has not (`cargo test` builds only
 /// the binaries of the package under test).
@@ -152,25 +151,8 @@ async fn send_stripe_provisions_an_agent_that_agents_commands_show() -> anyhow::
 async fn send_github_starts_a_job_that_jobs_commands_show() -> anyhow::Result<()> {
     // Arrange: a subscribed user whose GitHub account has the App installed and is linked.
     let app = TestApp::spawn().await?;
-    let user = app.id("jobuser");
-    let paid = app.subscribe(&user, None).await?;
-    let customer = paid["customer_id"].as_str().unwrap().to_owned();
-    let account = app.id("cliorg");
-    let repo = format!("{account}/app");
-    let inst = app
-        .sandbox_post("/_sandbox/github/installations", json!({"account": account, "repos": [repo]}))
-        .await?;
-    let installation = inst["installation_id"].as_u64().unwrap().to_string();
-    let admin = app.token("ops", Some("admin"));
-    let (code, body) = app
-        .api(
-            Method::POST,
-            "/api/admin/github-links",
-            Some(&admin),
-            Some(json!({"account": account, "userId": user, "customerId": customer})),
-        )
-        .await?;
-    assert_eq!(code, 200, "{body}");
+    let GitHubAccount { repo, installation, customer, .. } = app.github_account(true).await?;
+    let installation = installation.to_string();
 
     // Act: the labelled issue, as GitHub delivers it, followed until the PR is open.
     let sent = slipway(

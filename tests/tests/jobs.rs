@@ -3,51 +3,12 @@
 
 use std::time::Duration;
 
-use reqwest::Method;
 use serde_json::{Value, json};
 use slipway_proto::jobs::{JobState, JobStatus, job_workflow_id};
 use slipway_sandbox::github_events;
-use slipway_tests::{GITHUB_WEBHOOK_SECRET, Options, TestApp};
+use slipway_tests::{GITHUB_WEBHOOK_SECRET, GitHubAccount, Options, TestApp};
 
 const WAIT: Duration = Duration::from_secs(90);
-
-/// A paying user whose GitHub account (with one installed repository) is linked to them.
-struct Setup {
-    account: String,
-    repo: String,
-    installation: u64,
-    customer: String,
-}
-
-async fn setup(app: &TestApp, link: bool) -> anyhow::Result<Setup> {
-    let user = app.id("user");
-    let paid = app.subscribe(&user, None).await?;
-    let customer = paid["customer_id"].as_str().unwrap().to_owned();
-    let account = app.id("acme");
-    let repo = format!("{account}/shop");
-    let inst = app
-        .sandbox_post("/_sandbox/github/installations", json!({"account": account, "repos": [repo]}))
-        .await?;
-    let installation = inst["installation_id"].as_u64().expect("installation id");
-    app.sandbox_post(
-        &format!("/_sandbox/github/repos/{repo}/collaborators/maintainer"),
-        json!({"permission": "write"}),
-    )
-    .await?;
-    if link {
-        let admin = app.token("ops", Some("admin"));
-        let (code, body) = app
-            .api(
-                Method::POST,
-                "/api/admin/github-links",
-                Some(&admin),
-                Some(json!({"account": account, "userId": user, "customerId": customer})),
-            )
-            .await?;
-        assert_eq!(code, 200, "{body}");
-    }
-    Ok(Setup { account, repo, installation, customer })
-}
 
 /// Deliver an event the way GitHub does (signed, with a delivery id).
 async fn deliver(app: &TestApp, event: &str, payload: Value, delivery: &str) -> anyhow::Result<Value> {
@@ -58,7 +19,7 @@ async fn deliver(app: &TestApp, event: &str, payload: Value, delivery: &str) -> 
     .await
 }
 
-fn opened(s: &Setup, number: u64, title: &str) -> Value {
+fn opened(s: &GitHubAccount, number: u64, title: &str) -> Value {
     github_events::issues(
         "opened",
         &s.repo,
@@ -111,7 +72,7 @@ fn meter_events(state: &Value, customer: &str) -> Vec<Value> {
 #[tokio::test]
 async fn an_issue_becomes_a_pull_request_billed_exactly_once() -> anyhow::Result<()> {
     let mut app = TestApp::spawn().await?;
-    let s = setup(&app, true).await?;
+    let s = app.github_account(true).await?;
     app.sandbox_post("/_sandbox/openai/review", json!({"changes_first": 1})).await?;
     // Slow the model down a little so the worker restart lands mid-job.
     app.fault(json!({"method": "POST", "path": "/openai/v1/chat/completions", "latency_ms": 300})).await?;
@@ -178,14 +139,13 @@ async fn an_issue_becomes_a_pull_request_billed_exactly_once() -> anyhow::Result
     let closed = wait_job(&app, &s.repo, 1, |j| j.pr_outcome.is_some()).await?;
     assert_eq!(closed.pr_outcome.as_deref(), Some("merged"));
     assert_eq!(meter_events(&app.sandbox_state().await?, &s.customer).len(), 2, "still billed once");
-    let _ = &s.account;
     Ok(())
 }
 
 #[tokio::test]
 async fn an_unlinked_account_is_refused_with_a_comment() -> anyhow::Result<()> {
     let app = TestApp::spawn().await?;
-    let s = setup(&app, false).await?;
+    let s = app.github_account(false).await?;
     deliver(&app, "issues", opened(&s, 5, "Do something"), "d-unlinked").await?;
     let j = wait_job(&app, &s.repo, 5, |j| j.state == JobState::Cancelled).await?;
     assert!(j.failure.as_deref().unwrap_or_default().contains("not linked"), "{j:#?}");
@@ -225,7 +185,7 @@ async fn webhooks_need_a_valid_signature_and_a_delivery_id() -> anyhow::Result<(
 #[tokio::test]
 async fn retry_and_cancel_need_write_access() -> anyhow::Result<()> {
     let app = TestApp::spawn().await?;
-    let s = setup(&app, true).await?;
+    let s = app.github_account(true).await?;
     // The model is down (permanently): the job fails.
     app.fault(json!({"method": "POST", "path": "/openai/v1/chat/completions", "status": 400})).await?;
     deliver(&app, "issues", opened(&s, 2, "Fix the bug"), "d-2").await?;
@@ -259,7 +219,7 @@ async fn retry_and_cancel_need_write_access() -> anyhow::Result<()> {
 #[tokio::test]
 async fn a_customer_runs_at_most_its_cap_of_jobs_at_once() -> anyhow::Result<()> {
     let app = TestApp::spawn_with(Options { max_jobs_per_customer: 1, ..Options::default() }).await?;
-    let s = setup(&app, true).await?;
+    let s = app.github_account(true).await?;
     app.fault(json!({"method": "POST", "path": "/openai/v1/chat/completions", "latency_ms": 400})).await?;
     deliver(&app, "issues", opened(&s, 10, "First"), "d-10").await?;
     deliver(&app, "issues", opened(&s, 11, "Second"), "d-11").await?;

@@ -161,16 +161,9 @@ async fn long_histories_continue_as_new_and_keep_the_agent() -> anyhow::Result<(
         assert_eq!(s, 202, "{b}");
         app.wait_for_status(&agent, &[AgentStatus::Active], WAIT).await?;
     }
-    let handle = app.client.get_workflow_handle::<slipway_workflows::AgentWorkflow>(format!("agent-{agent}"));
-    let desc = handle.describe(Default::default()).await?;
-    assert!(desc.history_length() <= 60, "history stays bounded: {}", desc.history_length());
-    let first = desc
-        .raw_description
-        .workflow_execution_info
-        .as_ref()
-        .map(|i| i.first_run_id.clone())
-        .unwrap_or_default();
-    assert_ne!(desc.run_id(), first, "continued as new at least once");
+    let runs = app.runs(&format!("agent-{agent}")).await?;
+    assert!(runs.history_length <= 60, "history stays bounded: {}", runs.history_length);
+    assert_ne!(runs.current, runs.first, "continued as new at least once");
     let record = app.agent(&agent).await?.unwrap();
     // provisioning, active, then stopping, stopped, active per cycle.
     assert_eq!(record.audit.len(), 2 + 3 * 3, "audit carried across runs");
