@@ -30,7 +30,7 @@ use anyhow::{Context, bail};
 use futures::{StreamExt, stream};
 use hmac::{Hmac, Mac};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::Sha256;
 use slipway_proto::{
     billing::{
@@ -342,28 +342,21 @@ fn sign(payload: &str) -> String {
 
 /// `invoice.paid` for customer `cus`: the starter maps it to one signal-with-start.
 fn invoice_paid(event_id: &str, cus: &str, invoice: &str) -> Value {
-    json!({
-        "id": event_id, "object": "event", "api_version": "2024-06-20", "type": "invoice.paid",
-        "created": now_secs(), "livemode": false, "pending_webhooks": 1,
-        "request": {"id": null, "idempotency_key": null},
-        "data": {"object": {
-            "id": invoice, "object": "invoice", "customer": cus, "subscription": format!("sub_{cus}"),
-            "status": "paid", "paid": true, "amount_due": 1900, "amount_paid": 1900, "currency": "eur",
-            "billing_reason": "subscription_cycle", "collection_method": "charge_automatically",
-        }}
-    })
+    // Stripe's real shapes (the sandbox's builders, from Stripe's own example objects), so the
+    // starter does the work a real delivery costs: the full typed parse of the verified event.
+    let now = now_secs();
+    let object = slipway_sandbox::stripe::invoice_object(invoice, cus, &format!("sub_{cus}"), "paid", now);
+    slipway_sandbox::stripe::event("invoice.paid", object, now, Some(event_id.to_owned()))
 }
 
 /// A paid `checkout.session.completed` for agent `agent` of `user`.
 fn checkout_completed(event_id: &str, agent: &str, user: &str, cus: &str) -> Value {
-    json!({
-        "id": event_id, "object": "event", "api_version": "2024-06-20", "type": "checkout.session.completed",
-        "created": now_secs(), "livemode": false, "pending_webhooks": 1,
-        "data": {"object": {
-            "id": format!("cs_{event_id}"), "object": "checkout.session", "mode": "subscription",
-            "customer": cus, "subscription": format!("sub_{cus}"), "payment_status": "paid", "status": "complete",
-            "client_reference_id": user, "metadata": {"agentId": agent, "userId": user, "region": "fsn1"},
-        }}
+    slipway_sandbox::stripe::checkout_session_completed_event(&slipway_sandbox::stripe::CheckoutArgs {
+        user_id: user.to_owned(),
+        agent_id: agent.to_owned(),
+        region: "fsn1".to_owned(),
+        customer_id: Some(cus.to_owned()),
+        event_id: Some(event_id.to_owned()),
     })
 }
 

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::api::{Api, Identity, cell, print_json, table};
+use crate::api::{ApiArgs, cell, print_list, table};
 
 /// `slipway agents …`.
 #[derive(Debug, clap::Subcommand)]
@@ -17,13 +17,7 @@ pub(crate) enum AgentsCommand {
 #[derive(Debug, clap::Args)]
 pub(crate) struct ListArgs {
     #[command(flatten)]
-    who: Identity,
-    /// Print the agents as a JSON array.
-    #[arg(long)]
-    json: bool,
-    /// Starter URL [default: http://$SLIPWAY_HTTP_ADDR].
-    #[arg(long)]
-    url: Option<String>,
+    api: ApiArgs,
 }
 
 /// Options of `agents show`.
@@ -32,13 +26,7 @@ pub(crate) struct ShowArgs {
     /// Agent id.
     id: String,
     #[command(flatten)]
-    who: Identity,
-    /// Print the agent as JSON (the API's answer).
-    #[arg(long)]
-    json: bool,
-    /// Starter URL [default: http://$SLIPWAY_HTTP_ADDR].
-    #[arg(long)]
-    url: Option<String>,
+    api: ApiArgs,
 }
 
 /// Run an `agents` command.
@@ -50,36 +38,19 @@ pub(crate) async fn run(cmd: AgentsCommand) -> anyhow::Result<i32> {
 }
 
 async fn list(args: ListArgs) -> anyhow::Result<i32> {
-    let api = Api::new(args.url, &args.who)?;
+    let api = args.api.api()?;
     // A user's own agents even with --admin: the admin listing is for "every agent".
-    let path = if args.who.user.is_some() { "/api/agents" } else { "/api/admin/agents" };
+    let path = if args.api.who.user.is_some() { "/api/agents" } else { "/api/admin/agents" };
     let body = api.get(path).await?;
     let agents = body["agents"].as_array().cloned().unwrap_or_default();
-    if args.json {
-        print_json(&agents)?;
-        return Ok(0);
-    }
-    if agents.is_empty() {
-        eprintln!("no agents");
-        return Ok(0);
-    }
-    let rows: Vec<Vec<String>> = agents
-        .iter()
-        .map(|a| ["agent_id", "status", "region", "name", "user_id"].iter().map(|k| cell(&a[*k])).collect())
-        .collect();
-    println!("{}", table(&["AGENT", "STATUS", "REGION", "NAME", "USER"], &rows));
-    Ok(0)
+    let columns = ["agent_id", "status", "region", "name", "user_id"];
+    print_list(&agents, args.api.json, "no agents", &["AGENT", "STATUS", "REGION", "NAME", "USER"], |a| {
+        columns.iter().map(|k| cell(&a[*k])).collect()
+    })
 }
 
 async fn show(args: ShowArgs) -> anyhow::Result<i32> {
-    let api = Api::new(args.url, &args.who)?;
-    let agent = api.get(&format!("/api/agents/{}", args.id)).await?;
-    if args.json {
-        print_json(&agent)?;
-    } else {
-        println!("{}", describe(&agent));
-    }
-    Ok(0)
+    args.api.show(&format!("/api/agents/{}", args.id), describe).await
 }
 
 /// An agent for people.

@@ -45,6 +45,37 @@ pub(crate) fn mint_token(sub: &str, role: Option<&str>, secret: &str) -> anyhow:
     )?)
 }
 
+/// Options of every command that reads the starter's API: who to be, `--json`, `--url`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ApiArgs {
+    #[command(flatten)]
+    pub(crate) who: Identity,
+    /// Print the API's answer as JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Starter URL [default: http://$SLIPWAY_HTTP_ADDR].
+    #[arg(long)]
+    pub(crate) url: Option<String>,
+}
+
+impl ApiArgs {
+    /// A client of the API as this identity.
+    pub(crate) fn api(&self) -> anyhow::Result<Api> {
+        Api::new(self.url.clone(), &self.who)
+    }
+
+    /// `GET path` and print the answer: as JSON with `--json`, else as `describe` renders it.
+    pub(crate) async fn show(&self, path: &str, describe: fn(&Value) -> String) -> anyhow::Result<i32> {
+        let answer = self.api()?.get(path).await?;
+        if self.json {
+            print_json(&answer)?;
+        } else {
+            println!("{}", describe(&answer));
+        }
+        Ok(0)
+    }
+}
+
 /// The starter's REST API.
 pub(crate) struct Api {
     base: String,
@@ -107,6 +138,26 @@ pub(crate) async fn connect_temporal() -> anyhow::Result<Client> {
 pub(crate) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value).context("serialising the answer")?);
     Ok(())
+}
+
+/// Print a listing: a JSON array with `json`, `empty` on stderr when there is nothing, else a
+/// table of `headers` with one `row` per item.
+pub(crate) fn print_list<T: serde::Serialize>(
+    items: &[T],
+    json: bool,
+    empty: &str,
+    headers: &[&str],
+    row: impl Fn(&T) -> Vec<String>,
+) -> anyhow::Result<i32> {
+    if json {
+        print_json(&items)?;
+    } else if items.is_empty() {
+        eprintln!("{empty}");
+    } else {
+        let rows: Vec<Vec<String>> = items.iter().map(row).collect();
+        println!("{}", table(headers, &rows));
+    }
+    Ok(0)
 }
 
 /// A plain text table: a header row and left-aligned columns.

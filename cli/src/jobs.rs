@@ -17,7 +17,7 @@ use slipway_workflows::search_attributes;
 use temporalio_client::WorkflowListOptions;
 
 use crate::{
-    api::{Api, Identity, cell, print_json, table},
+    api::{ApiArgs, cell, print_list, table},
     env,
 };
 
@@ -56,13 +56,7 @@ pub(crate) struct ShowArgs {
     /// The job: `owner/repo#N`, `owner/repo/N` or its workflow id `job-owner/repo#N`.
     job: String,
     #[command(flatten)]
-    who: Identity,
-    /// Print the job as JSON (the API's answer).
-    #[arg(long)]
-    json: bool,
-    /// Starter URL [default: http://$SLIPWAY_HTTP_ADDR].
-    #[arg(long)]
-    url: Option<String>,
+    api: ApiArgs,
 }
 
 /// A job as listed.
@@ -145,35 +139,16 @@ async fn list(args: ListArgs) -> anyhow::Result<i32> {
             closed_at: rfc3339(exec.close_time()),
         });
     }
-    if args.json {
-        print_json(&jobs)?;
-        return Ok(0);
-    }
-    if jobs.is_empty() {
-        eprintln!("no jobs on task queue {task_queue}");
-        return Ok(0);
-    }
     let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
-    let rows: Vec<Vec<String>> = jobs
-        .iter()
-        .map(|j| {
-            vec![j.job.clone(), opt(&j.state), j.execution.clone(), opt(&j.customer_id), opt(&j.started_at)]
-        })
-        .collect();
-    println!("{}", table(&["JOB", "STATE", "WORKFLOW", "CUSTOMER", "STARTED"], &rows));
-    Ok(0)
+    let headers = ["JOB", "STATE", "WORKFLOW", "CUSTOMER", "STARTED"];
+    print_list(&jobs, args.json, &format!("no jobs on task queue {task_queue}"), &headers, |j| {
+        vec![j.job.clone(), opt(&j.state), j.execution.clone(), opt(&j.customer_id), opt(&j.started_at)]
+    })
 }
 
 async fn show(args: ShowArgs) -> anyhow::Result<i32> {
     let (owner, repo, issue) = parse_job(&args.job)?;
-    let api = Api::new(args.url, &args.who)?;
-    let job = api.get(&format!("/api/jobs/{owner}/{repo}/{issue}")).await?;
-    if args.json {
-        print_json(&job)?;
-    } else {
-        println!("{}", describe(&job));
-    }
-    Ok(0)
+    args.api.show(&format!("/api/jobs/{owner}/{repo}/{issue}"), describe).await
 }
 
 /// A job status for people.

@@ -39,7 +39,7 @@ use slipway_sandbox::{
     github_events,
     stripe::{event, invoice_object, subscription_object},
 };
-use slipway_tests::{Options, TestApp, secret_scan::Scanner};
+use slipway_tests::{GitHubAccount, Options, TestApp, secret_scan::Scanner};
 use slipway_workflows::{AgentWorkflow, JobGateWorkflow};
 use temporalio_client::{
     WorkflowExecutionInfo, WorkflowFetchHistoryOptions, WorkflowHandle, WorkflowHistory, WorkflowQueryOptions,
@@ -768,24 +768,7 @@ async fn wait_gate(app: &TestApp, customer: &str, waiting: &str) -> anyhow::Resu
 async fn live_jobs() -> anyhow::Result<()> {
     let app = TestApp::spawn_with(Options { max_jobs_per_customer: 1, ..Options::default() }).await?;
     let mut rec = Recorded::new();
-    let user = app.id("jobuser");
-    let paid = app.subscribe(&user, None).await?;
-    let customer = paid["customer_id"].as_str().context("customer")?.to_owned();
-    let account = app.id("replayorg");
-    let repo = format!("{account}/app");
-    let inst = app
-        .sandbox_post("/_sandbox/github/installations", json!({"account": account, "repos": [repo]}))
-        .await?;
-    let installation = inst["installation_id"].as_u64().context("installation")?;
-    app.sandbox_post(
-        &format!("/_sandbox/github/repos/{repo}/collaborators/maintainer"),
-        json!({"permission": "write"}),
-    )
-    .await?;
-    let admin = app.token("ops", Some("admin"));
-    let link = json!({"account": account, "userId": user, "customerId": customer});
-    let (code, body) = app.api(Method::POST, "/api/admin/github-links", Some(&admin), Some(link)).await?;
-    assert_eq!(code, 200, "{body}");
+    let GitHubAccount { repo, installation, customer, .. } = app.github_account(true).await?;
     let open = |n: u64, title: &str| {
         github_events::issues("opened", &repo, installation, n, title, "", &["slipway"], "maintainer")
     };
