@@ -88,7 +88,7 @@ impl Plan {
     fn full() -> Self {
         Self {
             ack_rates: vec![50.0, 100.0, 200.0],
-            ack_phase_secs: 10,
+            ack_phase_secs: 5,
             saturation_concurrency: 64,
             sagas: 200,
             agents: 10_000,
