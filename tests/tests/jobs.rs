@@ -32,11 +32,21 @@ fn opened(s: &GitHubAccount, number: u64, title: &str) -> Value {
     )
 }
 
+/// The job's status through the starter's query, or `None` before its workflow exists. A query
+/// waits for a workflow task; one that gets no answer in the gateway's 5 s (a loaded CI machine)
+/// is asked again, for up to 30 s, rather than failing the test.
 async fn job(app: &TestApp, repo: &str, number: u64) -> anyhow::Result<Option<JobStatus>> {
-    match app.gateway().job_status(&job_workflow_id(repo, number)).await {
-        Ok(s) => Ok(Some(s)),
-        Err(slipway_starter::temporal::GatewayError::NotFound) => Ok(None),
-        Err(e) => Err(e.into()),
+    use slipway_starter::temporal::GatewayError;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match app.gateway().job_status(&job_workflow_id(repo, number)).await {
+            Ok(s) => return Ok(Some(s)),
+            Err(GatewayError::NotFound) => return Ok(None),
+            Err(GatewayError::Unavailable(_)) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
