@@ -509,6 +509,15 @@ impl TestApp {
             .await?)
     }
 
+    /// Install the GitHub App on `account` with one repository (in the sandbox); returns the
+    /// installation id.
+    pub async fn install_github_app(&self, account: &str, repo: &str) -> anyhow::Result<u64> {
+        let inst = self
+            .sandbox_post("/_sandbox/github/installations", json!({"account": account, "repos": [repo]}))
+            .await?;
+        inst["installation_id"].as_u64().context("installation id")
+    }
+
     /// A paying user whose GitHub account has the App installed on one repository
     /// (`<acme-…>/shop`, with `maintainer` as a writer), linked to the user through the admin API
     /// when `link` is set: what a coding job needs before an issue webhook can start it.
@@ -518,10 +527,7 @@ impl TestApp {
         let customer = paid["customer_id"].as_str().context("customer id")?.to_owned();
         let account = self.id("acme");
         let repo = format!("{account}/shop");
-        let inst = self
-            .sandbox_post("/_sandbox/github/installations", json!({"account": account, "repos": [repo]}))
-            .await?;
-        let installation = inst["installation_id"].as_u64().context("installation id")?;
+        let installation = self.install_github_app(&account, &repo).await?;
         self.sandbox_post(
             &format!("/_sandbox/github/repos/{repo}/collaborators/maintainer"),
             json!({"permission": "write"}),

@@ -843,10 +843,7 @@ async fn live_jobs() -> anyhow::Result<()> {
     // 6. An account nobody linked: refused with a comment, no model call.
     let stranger = app.id("strangers");
     let other = format!("{stranger}/app");
-    let inst = app
-        .sandbox_post("/_sandbox/github/installations", json!({"account": stranger, "repos": [other]}))
-        .await?;
-    let other_inst = inst["installation_id"].as_u64().context("installation")?;
+    let other_inst = app.install_github_app(&stranger, &other).await?;
     let issue = github_events::issues("opened", &other, other_inst, 1, "Hi", "", &["slipway"], "dev");
     deliver(&app, "issues", issue, "r-s1").await?;
     let refused = wait_job(&app, &other, 1, "refused", |s| s.state == JobState::Cancelled).await?;
