@@ -533,13 +533,18 @@ impl Bench {
                 let input = SubscriptionInput {
                     customer_id: customer.clone(),
                     state: BillingState::default(),
+                    billing: None,
                     policy: BillingPolicy::default(),
                     inbox: Vec::new(),
+                    claims: Vec::new(),
                 };
                 let event = BillingEvent {
                     event_id: format!("evt_{key}"),
                     created: now_secs(),
-                    kind: BillingEventKind::InvoicePaid { invoice_id: format!("in_{key}") },
+                    kind: BillingEventKind::InvoicePaid {
+                        invoice_id: format!("in_{key}"),
+                        subscription_id: None,
+                    },
                 };
                 client
                     .signal_with_start_workflow(

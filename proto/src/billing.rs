@@ -66,16 +66,30 @@ pub enum BillingEventKind {
         status: String,
         /// `true` for `customer.subscription.deleted`.
         deleted: bool,
+        /// The agent its checkout bought (`metadata.agentId`, copied from the Checkout
+        /// Session's `subscription_data`): that agent's seat is reserved.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        agent_id: Option<String>,
+        /// Seats: the summed `quantity` of the subscription's licensed (per-seat) items; metered
+        /// items carry none. `None` in events recorded before seats existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seats: Option<u32>,
     },
     /// `invoice.paid`.
     InvoicePaid {
         /// `in_…`.
         invoice_id: String,
+        /// The subscription the invoice bills (`parent.subscription_details.subscription`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subscription_id: Option<String>,
     },
     /// `invoice.payment_failed`.
     InvoicePaymentFailed {
         /// `in_…`.
         invoice_id: String,
+        /// The subscription the invoice bills (`parent.subscription_details.subscription`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subscription_id: Option<String>,
     },
 }
 
@@ -128,18 +142,239 @@ impl BillingState {
     }
 }
 
+/// Where a subscription stands, derived from its state: what its agents must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Standing {
+    /// Active or trialing, nothing unpaid: its agents run and it has seats to give.
+    Good,
+    /// Not in good standing (a failed invoice within its grace period, or a status such as
+    /// `past_due`, `unpaid`, `incomplete`, `paused`): its agents are powered off, data kept.
+    Suspended,
+    /// A failed invoice outlived the grace period: its agents were destroyed. Paying every
+    /// failed invoice brings it back to `good` (with free seats, not with the old servers).
+    Lapsed,
+    /// Deleted or cancelled at Stripe: terminal for this subscription only.
+    Ended,
+}
+
+impl Standing {
+    /// Lower-case name, as shown in the Web UI and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Good => "good",
+            Self::Suspended => "suspended",
+            Self::Lapsed => "lapsed",
+            Self::Ended => "ended",
+        }
+    }
+}
+
+/// One Stripe subscription of a customer, as far as billing decisions go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriptionState {
+    /// Stripe's status from the latest event (`active`, `trialing`, `past_due`, `canceled`, …).
+    pub status: String,
+    /// `created` of the event the status comes from (0 = provisional, from a paid checkout).
+    pub as_of: i64,
+    /// Paid seats: one agent each.
+    pub seats: u32,
+    /// Deleted at Stripe (terminal).
+    pub ended: bool,
+    /// Invoices seen for this subscription: `paid` is terminal per invoice.
+    pub invoices: BTreeMap<String, String>,
+    /// Failed invoices not yet paid.
+    pub failed_invoices: BTreeSet<String>,
+    /// When the grace period of the current payment problem ends (Unix seconds).
+    pub grace_deadline: Option<i64>,
+    /// The grace period ran out while invoices were still unpaid.
+    pub lapsed: bool,
+    /// Agents holding a seat of this subscription, and whether each one waits for the
+    /// subscription to be in good standing before it is provisioned (`parked`).
+    pub agents: BTreeMap<String, SeatHolder>,
+    /// The standing last enforced on the agents (effects are the differences).
+    pub enforced: Standing,
+}
+
+/// An agent holding a seat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatHolder {
+    /// The agent's claim waits for good standing (its checkout was paid while the subscription
+    /// was not in good standing).
+    pub parked: bool,
+    /// The agent's request number, echoed in the answer.
+    pub request: u64,
+}
+
+impl SubscriptionState {
+    /// A subscription first seen in an event with this status and time.
+    pub fn new(status: &str, as_of: i64, seats: u32) -> Self {
+        Self {
+            status: status.to_owned(),
+            as_of,
+            seats,
+            ended: false,
+            invoices: BTreeMap::new(),
+            failed_invoices: BTreeSet::new(),
+            grace_deadline: None,
+            lapsed: false,
+            agents: BTreeMap::new(),
+            enforced: Standing::Good,
+        }
+    }
+
+    /// Where the subscription stands now.
+    pub fn standing(&self) -> Standing {
+        if self.ended || matches!(self.status.as_str(), "canceled" | "incomplete_expired") {
+            Standing::Ended
+        } else if self.lapsed {
+            Standing::Lapsed
+        } else if !self.failed_invoices.is_empty() || !matches!(self.status.as_str(), "active" | "trialing") {
+            Standing::Suspended
+        } else {
+            Standing::Good
+        }
+    }
+
+    /// Seats not held by an agent.
+    pub fn free_seats(&self) -> u32 {
+        self.seats.saturating_sub(u32::try_from(self.agents.len()).unwrap_or(u32::MAX))
+    }
+}
+
+/// Everything a customer's workflow knows, per subscription; carried across continue-as-new.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerBilling {
+    /// The customer's owner in Slipway (from the first checkout that names one).
+    pub user_id: Option<String>,
+    /// Applied event ids with their `created` (pruned after the retention period).
+    pub applied: BTreeMap<String, i64>,
+    /// The customer's subscriptions, by `sub_…` id.
+    pub subscriptions: BTreeMap<String, SubscriptionState>,
+    /// Invoices seen without a subscription (kept so a later event cannot undo a payment).
+    pub loose_invoices: BTreeMap<String, String>,
+}
+
+impl CustomerBilling {
+    /// Whether any subscription is in good standing.
+    pub fn entitled(&self) -> bool {
+        self.subscriptions.values().any(|s| s.standing() == Standing::Good)
+    }
+
+    /// Free seats over all subscriptions in good standing.
+    pub fn free_seats(&self) -> u32 {
+        self.subscriptions
+            .values()
+            .filter(|s| s.standing() == Standing::Good)
+            .map(SubscriptionState::free_seats)
+            .sum()
+    }
+
+    /// The subscription an agent holds a seat of.
+    pub fn seat_of(&self, agent_id: &str) -> Option<&str> {
+        self.subscriptions.iter().find(|(_, s)| s.agents.contains_key(agent_id)).map(|(id, _)| id.as_str())
+    }
+
+    /// The per-subscription view of a state recorded before subscriptions were tracked one by
+    /// one: its single snapshot becomes one subscription holding every agent.
+    pub fn from_legacy(legacy: &BillingState) -> Self {
+        let mut out =
+            Self { user_id: legacy.user_id.clone(), applied: legacy.applied.clone(), ..Self::default() };
+        let Some(snapshot) = &legacy.subscription else {
+            out.loose_invoices = legacy.invoices.clone();
+            return out;
+        };
+        let mut sub = SubscriptionState::new(&snapshot.status, snapshot.as_of, 0);
+        sub.ended = legacy.ended;
+        sub.invoices = legacy.invoices.clone();
+        if let Some(d) = &legacy.delinquency {
+            sub.failed_invoices = d.failed_invoices.clone();
+            sub.grace_deadline = Some(d.deadline);
+            sub.lapsed = d.expired;
+        }
+        if !sub.ended && !sub.lapsed {
+            sub.agents =
+                legacy.agents.iter().map(|a| (a.clone(), SeatHolder { parked: false, request: 0 })).collect();
+        }
+        // Legacy customers paid one seat per agent they had.
+        sub.seats = u32::try_from(legacy.agents.len()).unwrap_or(u32::MAX).max(1);
+        sub.enforced = sub.standing();
+        out.subscriptions.insert(snapshot.id.clone(), sub);
+        out
+    }
+}
+
+/// An agent asking its customer's workflow for a seat before it provisions (signal).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatClaim {
+    /// The agent.
+    pub agent_id: String,
+    /// Its owner: must be the customer's user.
+    pub user_id: String,
+    /// The subscription its checkout paid for; `None` for API provisioning (any free seat).
+    pub subscription_id: Option<String>,
+    /// The agent's request number, echoed in the answer.
+    pub request: u64,
+}
+
+/// The customer's answer to a [`SeatClaim`] (signal back to the agent).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatAnswer {
+    /// The claim's request number (0: a seat reserved by a checkout, granted unasked).
+    pub request: u64,
+    /// The answering customer (`cus_…`).
+    #[serde(default)]
+    pub customer_id: String,
+    /// The decision.
+    pub decision: SeatDecision,
+}
+
+/// What the customer decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum SeatDecision {
+    /// Provision: the agent holds a seat of this subscription.
+    Granted {
+        /// `sub_…`.
+        subscription_id: String,
+    },
+    /// The seat is the agent's, but the subscription is not in good standing: the agent is
+    /// provisioned once it is (a later `Granted` for the same request).
+    Parked {
+        /// `sub_…`.
+        subscription_id: String,
+        /// Why it waits.
+        reason: String,
+    },
+    /// No seat: nothing is provisioned.
+    Denied {
+        /// Stable code (`NO_ACTIVE_SUBSCRIPTION`, `NO_FREE_SEAT`, `SUBSCRIPTION_ENDED`,
+        /// `PAYER_NOT_OWNER`).
+        code: String,
+        /// For people.
+        reason: String,
+    },
+}
+
 /// Input of the subscription workflow.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubscriptionInput {
     /// `cus_…`.
     pub customer_id: String,
-    /// State (empty on first start).
+    /// State of runs recorded before per-subscription billing (empty for new customers).
     pub state: BillingState,
+    /// Per-subscription state; `None` in inputs written before it existed (then derived from
+    /// `state` by [`CustomerBilling::from_legacy`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing: Option<CustomerBilling>,
     /// Knobs.
     pub policy: BillingPolicy,
     /// Events received but not yet applied (carried across continue-as-new).
     #[serde(default)]
     pub inbox: Vec<BillingEvent>,
+    /// Seat claims received but not yet answered (carried across continue-as-new).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claims: Vec<SeatClaim>,
 }
 
 /// Result of the `entitlement` query.
@@ -153,4 +388,7 @@ pub struct Entitlement {
     pub status: Option<String>,
     /// In a grace period after a failed payment.
     pub delinquent: bool,
+    /// Seats of subscriptions in good standing that no agent holds.
+    #[serde(default)]
+    pub free_seats: u32,
 }

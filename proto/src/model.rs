@@ -205,6 +205,33 @@ pub struct AgentRecord {
     /// State to return to when a suspension is lifted.
     #[serde(default)]
     pub suspended_from: Option<AgentStatus>,
+    /// The subscription whose good standing this agent waits for before it is provisioned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting_payment: Option<String>,
+    /// The Stripe Checkout Session open to buy this agent's seat (one at a time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_checkout: Option<OpenCheckout>,
+}
+
+/// A Checkout Session being opened, or open, for an agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenCheckout {
+    /// `cs_…`, once Stripe created it (`None` while the starter is creating it).
+    pub session_id: Option<String>,
+    /// Until when it holds the agent (Unix seconds): the session's `expires_at`, or a short
+    /// hold while it is being created.
+    pub expires_at: i64,
+}
+
+/// Update input: hold the agent for a Checkout Session about to be created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutHold {
+    /// The caller (must own the agent).
+    pub user_id: String,
+    /// The starter's clock (Unix seconds), against which open sessions are compared.
+    pub now: i64,
+    /// Until when the hold lasts if the session is never recorded.
+    pub hold_until: i64,
 }
 
 impl AgentRecord {
@@ -224,6 +251,8 @@ impl AgentRecord {
             name: String::new(),
             customer_id: None,
             suspended_from: None,
+            awaiting_payment: None,
+            open_checkout: None,
         }
     }
 }
@@ -292,6 +321,12 @@ pub enum ProvisionSource {
         session_id: String,
         /// Stripe customer id (`cus_…`), if the session has one.
         customer_id: Option<String>,
+        /// The subscription the session created (`sub_…`); its seat is the agent's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subscription_id: Option<String>,
+        /// The payer (`metadata.userId`): must own the agent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user_id: Option<String>,
     },
     /// A call to the REST or gRPC API.
     Api {
@@ -301,6 +336,14 @@ pub enum ProvisionSource {
         #[serde(default)]
         customer_id: Option<String>,
     },
+    /// The customer's subscription came back in good standing and granted the seat this agent
+    /// was waiting for.
+    Billing {
+        /// `cus_…`.
+        customer_id: String,
+        /// `sub_…`.
+        subscription_id: String,
+    },
 }
 
 impl ProvisionSource {
@@ -308,6 +351,7 @@ impl ProvisionSource {
     pub fn customer_id(&self) -> Option<&str> {
         match self {
             Self::Checkout { customer_id, .. } | Self::Api { customer_id, .. } => customer_id.as_deref(),
+            Self::Billing { customer_id, .. } => Some(customer_id),
         }
     }
 
@@ -316,6 +360,16 @@ impl ProvisionSource {
         match self {
             Self::Checkout { event_id, .. } => format!("stripe:{event_id}"),
             Self::Api { user_id, .. } => format!("user:{user_id}"),
+            Self::Billing { customer_id, .. } => format!("billing:{customer_id}"),
+        }
+    }
+
+    /// The subscription whose seat the request is for, if it names one.
+    pub fn subscription_id(&self) -> Option<&str> {
+        match self {
+            Self::Checkout { subscription_id, .. } => subscription_id.as_deref(),
+            Self::Billing { subscription_id, .. } => Some(subscription_id),
+            Self::Api { .. } => None,
         }
     }
 }
@@ -347,6 +401,14 @@ pub enum ProvisionOutcome {
     Refused {
         /// Stable machine-readable code, e.g. `PROVISIONING_IN_PROGRESS`.
         code: String,
+        /// Human-readable reason.
+        reason: String,
+    },
+    /// The agent holds a seat of a subscription that is not in good standing (e.g. a checkout
+    /// paid while an older invoice is unpaid): it is provisioned once the subscription is.
+    AwaitingPayment {
+        /// `sub_…`.
+        subscription_id: String,
         /// Human-readable reason.
         reason: String,
     },

@@ -104,6 +104,7 @@ fn status(e: ServiceError) -> Status {
     match e.kind {
         Kind::Invalid => Status::invalid_argument(message),
         Kind::Forbidden => Status::permission_denied(message),
+        Kind::PaymentRequired => Status::failed_precondition(message),
         Kind::NotFound => Status::not_found(message),
         Kind::Conflict => Status::failed_precondition(message),
         Kind::Unavailable => Status::unavailable(message),

@@ -14,6 +14,8 @@ use crate::{AppState, auth::Claims, temporal::GatewayError, validate};
 pub enum Kind {
     /// 400 / INVALID_ARGUMENT.
     Invalid,
+    /// 402 / FAILED_PRECONDITION: paying more (a seat, an unpaid invoice) would allow it.
+    PaymentRequired,
     /// 403 / PERMISSION_DENIED.
     Forbidden,
     /// 404 / NOT_FOUND.
@@ -134,7 +136,9 @@ impl AgentService {
         Ok(agent)
     }
 
-    /// Provision an agent: only with an active or trialing subscription.
+    /// Provision an agent: only with a free seat of a subscription in good standing. The
+    /// entitlement query is a quick pre-check; the agent's seat claim at the customer's workflow
+    /// decides.
     pub async fn provision(
         &self,
         user: &Claims,
@@ -150,6 +154,7 @@ impl AgentService {
                 "provisioning needs an active subscription; start one with POST /api/billing/checkout",
             ));
         };
+
         let cmd = ProvisionCommand {
             source: ProvisionSource::Api {
                 user_id: user.sub.clone(),
@@ -173,11 +178,20 @@ impl AgentService {
             ProvisionOutcome::AlreadyActive => {
                 return conflict("AGENT_ALREADY_ACTIVE", format!("agent {agent_id} is already provisioned"));
             }
+            ProvisionOutcome::AwaitingPayment { .. } => {}
             ProvisionOutcome::Refused { code, reason } => {
+                use slipway_workflows::billing::codes as seat;
                 if code == slipway_workflows::agent::codes::PROVISIONING_IN_PROGRESS {
                     self.app.metrics.incr(crate::metrics::Metric::ProvisioningRefused);
                 }
-                return conflict(&code, reason);
+                let kind = match code.as_str() {
+                    seat::NO_FREE_SEAT => Kind::PaymentRequired,
+                    seat::NO_ACTIVE_SUBSCRIPTION | seat::SUBSCRIPTION_ENDED | seat::PAYER_NOT_OWNER => {
+                        Kind::Forbidden
+                    }
+                    _ => Kind::Conflict,
+                };
+                return Err(ServiceError::new(kind, &code, reason));
             }
         }
         let agent = self.app.gateway.agent(agent_id).await?;

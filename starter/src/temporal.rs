@@ -18,12 +18,13 @@ use slipway_proto::jobs::{
 use slipway_proto::stack::{ClientStackRequest, ClientStackStatus, stack_workflow_id};
 use slipway_proto::{
     billing::{
-        BillingEvent, BillingPolicy, BillingState, Entitlement, SubscriptionInput, customer_workflow_id,
+        BillingEvent, BillingPolicy, BillingState, CustomerBilling, Entitlement, SubscriptionInput,
+        customer_workflow_id,
     },
     model::{
-        ActionsCallback, AgentRecord, AgentSummary, AgentWorkflowInput, CommandOutcome, CommandRequest,
-        LifecyclePolicy, ProvisionCommand, ProvisionOutcome, ProvisioningPolicy, ProvisioningProgress,
-        agent_workflow_id,
+        ActionsCallback, AgentRecord, AgentSummary, AgentWorkflowInput, CheckoutHold, CommandOutcome,
+        CommandRequest, LifecyclePolicy, OpenCheckout, ProvisionCommand, ProvisionOutcome,
+        ProvisioningPolicy, ProvisioningProgress, agent_workflow_id,
     },
 };
 use slipway_workflows::{
@@ -319,8 +320,13 @@ impl Gateway {
         let input = SubscriptionInput {
             customer_id: customer_id.to_owned(),
             state: BillingState { user_id: user_id.map(str::to_owned), ..BillingState::default() },
+            billing: Some(CustomerBilling {
+                user_id: user_id.map(str::to_owned),
+                ..CustomerBilling::default()
+            }),
             policy,
             inbox: Vec::new(),
+            claims: Vec::new(),
         };
         let call = client.signal_with_start_workflow(
             SubscriptionWorkflow::run,
@@ -591,6 +597,32 @@ impl Gateway {
             }
             Err(e) => Err(GatewayError::Unavailable(e.to_string())),
         }
+    }
+
+    /// Hold a draft agent for a Checkout Session about to be created.
+    pub async fn hold_for_checkout(
+        &self,
+        agent_id: &str,
+        hold: CheckoutHold,
+    ) -> Result<CommandOutcome, GatewayError> {
+        let client = self.client().await?;
+        let handle = client.get_workflow_handle::<AgentWorkflow>(agent_workflow_id(agent_id));
+        let opts = WorkflowExecuteUpdateOptions::builder().build();
+        update_result(
+            self.bounded(handle.execute_update(AgentWorkflow::hold_for_checkout, hold, opts)).await?,
+        )
+    }
+
+    /// Record the Checkout Session created under a hold (`None` lifts the hold).
+    pub async fn checkout_opened(
+        &self,
+        agent_id: &str,
+        open: Option<OpenCheckout>,
+    ) -> Result<(), GatewayError> {
+        let client = self.client().await?;
+        let handle = client.get_workflow_handle::<AgentWorkflow>(agent_workflow_id(agent_id));
+        let opts = WorkflowSignalOptions::builder().build();
+        signal_result(self.bounded(handle.signal(AgentWorkflow::checkout_opened, open, opts)).await?)
     }
 
     /// The agent's record, or `NotFound`.

@@ -688,6 +688,28 @@ impl TestApp {
         }
     }
 
+    /// Stripe tells the starter that subscription `sub` of `customer` now has `seats` seats: a
+    /// signed `customer.subscription.updated` in Stripe's shape (the seat count is the item's
+    /// `quantity`), as Stripe sends after a quantity change. Waits until the customer's workflow
+    /// applied it.
+    pub async fn set_seats(&self, customer: &str, sub: &str, seats: u32) -> anyhow::Result<()> {
+        let created = now() + 1;
+        let mut object = slipway_sandbox::stripe::subscription_object(sub, customer, "active", created);
+        object["items"]["data"][0]["quantity"] = json!(seats);
+        let event = slipway_sandbox::stripe::event("customer.subscription.updated", object, created, None);
+        let status = self.post_stripe(&event.to_string()).await?.status();
+        anyhow::ensure!(status == 200, "quantity change: {status}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let billing = self.billing_state(customer).await?;
+            if billing.subscriptions.get(sub).is_some_and(|s| s.seats == seats) {
+                return Ok(());
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "seats never applied: {billing:#?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// POST to a sandbox control endpoint.
     pub async fn sandbox_post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         let r = self.http.post(format!("{}{path}", self.sandbox.base_url)).json(&body).send().await?;
@@ -701,7 +723,7 @@ impl TestApp {
     pub async fn billing_state(
         &self,
         customer_id: &str,
-    ) -> anyhow::Result<slipway_proto::billing::BillingState> {
+    ) -> anyhow::Result<slipway_proto::billing::CustomerBilling> {
         let handle = self.client.get_workflow_handle::<slipway_workflows::SubscriptionWorkflow>(
             slipway_proto::billing::customer_workflow_id(customer_id),
         );

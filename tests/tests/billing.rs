@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use reqwest::Method;
 use serde_json::{Value, json};
-use slipway_proto::{billing::BillingState, model::AgentStatus};
+use slipway_proto::{billing::CustomerBilling, model::AgentStatus};
 use slipway_sandbox::stripe::{event, invoice_object, subscription_object};
 use slipway_tests::{Options, TestApp, server_status};
 
@@ -31,7 +31,8 @@ async fn completing_checkout_provisions_the_agent_it_was_for() -> anyhow::Result
     let customer = paid["customer_id"].as_str().unwrap();
     let billing = app.billing_state(customer).await?;
     assert!(billing.entitled(), "{billing:#?}");
-    assert!(billing.agents.contains(&agent));
+    let sub = paid["subscription_id"].as_str().unwrap();
+    assert_eq!(billing.seat_of(&agent), Some(sub), "{billing:#?}");
     Ok(())
 }
 
@@ -78,31 +79,55 @@ async fn unpaid_past_the_grace_period_destroys() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test]
-async fn deleted_subscription_destroys_every_agent() -> anyhow::Result<()> {
-    let app = TestApp::spawn().await?;
-    let (user, first, paid) = paying_user_with_agent(&app).await?;
-    // A second agent, provisioned through the API on the same subscription.
-    let token = app.token(&user, None);
-    let (status, created) = app
-        .api(Method::POST, "/api/agents", Some(&token), Some(json!({"name": "second", "region": "hel1"})))
-        .await?;
-    assert_eq!(status, 201);
-    let second = created["agent_id"].as_str().unwrap().to_owned();
-    let (status, body) =
-        app.api(Method::POST, &format!("/api/agents/{second}/provision"), Some(&token), None).await?;
-    assert_eq!(status, 202, "{body}");
-    app.wait_for_status(&second, &[AgentStatus::Active], WAIT).await?;
+fn chrono_now() -> i64 {
+    slipway_tests::now()
+}
 
-    // The customer cancels (Stripe API), Stripe sends customer.subscription.deleted.
-    let sub = paid["subscription_id"].as_str().unwrap();
+/// Cancel a subscription through Stripe's API (Stripe then sends `customer.subscription.deleted`).
+async fn cancel(app: &TestApp, sub: &str) -> anyhow::Result<()> {
     let resp = app
         .http
         .delete(format!("{}/stripe/v1/subscriptions/{sub}", app.sandbox.base_url))
         .bearer_auth("sk_test_slipway")
         .send()
         .await?;
-    assert!(resp.status().is_success());
+    anyhow::ensure!(resp.status().is_success(), "cancel {sub}: {}", resp.status());
+    Ok(())
+}
+
+async fn create_agent(app: &TestApp, token: &str, name: &str) -> anyhow::Result<String> {
+    let (status, created) = app
+        .api(Method::POST, "/api/agents", Some(token), Some(json!({"name": name, "region": "hel1"})))
+        .await?;
+    anyhow::ensure!(status == 201, "create agent: {status} {created}");
+    Ok(created["agent_id"].as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn seats_follow_the_subscriptions_quantity_and_deletion_destroys_its_agents() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let (user, first, paid) = paying_user_with_agent(&app).await?;
+    let (sub, customer) = (paid["subscription_id"].as_str().unwrap(), paid["customer_id"].as_str().unwrap());
+    let token = app.token(&user, None);
+
+    // Quantity 1, and its seat holds the checkout's agent: no second agent through the API.
+    let second = create_agent(&app, &token, "second").await?;
+    let (status, body) =
+        app.api(Method::POST, &format!("/api/agents/{second}/provision"), Some(&token), None).await?;
+    assert_eq!((status, body["code"].as_str()), (402, Some("NO_FREE_SEAT")), "{body}");
+    assert_eq!(app.agent(&second).await?.unwrap().status, AgentStatus::Draft, "a refusal changes nothing");
+
+    // The customer raises the quantity to 2: the second agent gets the new seat.
+    app.set_seats(customer, sub, 2).await?;
+    let (status, body) =
+        app.api(Method::POST, &format!("/api/agents/{second}/provision"), Some(&token), None).await?;
+    assert_eq!(status, 202, "{body}");
+    app.wait_for_status(&second, &[AgentStatus::Active], WAIT).await?;
+    let billing = app.billing_state(customer).await?;
+    assert_eq!((billing.seat_of(&first), billing.seat_of(&second)), (Some(sub), Some(sub)), "{billing:#?}");
+
+    // The customer cancels: Stripe sends customer.subscription.deleted; both agents go.
+    cancel(&app, sub).await?;
     for agent in [&first, &second] {
         app.wait_for_status(agent, &[AgentStatus::Destroyed], WAIT).await?;
     }
@@ -111,14 +136,163 @@ async fn deleted_subscription_destroys_every_agent() -> anyhow::Result<()> {
     assert_eq!(state["tailscale"]["devices"].as_array().map_or(0, Vec::len), 0);
     assert_eq!(state["tailscale"]["keys"].as_array().map_or(0, Vec::len), 0);
     // No more provisioning on that subscription.
-    let (status, body) = app
-        .api(Method::POST, "/api/agents", Some(&token), Some(json!({"name": "third", "region": "hel1"})))
-        .await?;
-    assert_eq!(status, 201);
-    let third = body["agent_id"].as_str().unwrap();
+    let third = create_agent(&app, &token, "third").await?;
     let (status, body) =
         app.api(Method::POST, &format!("/api/agents/{third}/provision"), Some(&token), None).await?;
     assert_eq!((status, body["code"].as_str()), (403, Some("NO_ACTIVE_SUBSCRIPTION")), "{body}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_returning_customer_is_served_by_its_new_subscription() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let (user, first, paid_a) = paying_user_with_agent(&app).await?;
+    cancel(&app, paid_a["subscription_id"].as_str().unwrap()).await?;
+    app.wait_for_status(&first, &[AgentStatus::Destroyed], WAIT).await?;
+
+    // The same user comes back: same Stripe customer, new subscription, new agent.
+    let second = app.id("second");
+    let paid_b = app.subscribe(&user, Some((&second, "fsn1"))).await?;
+    assert_eq!(paid_b["customer_id"], paid_a["customer_id"], "Stripe's customer is reused");
+    let record = app.wait_for_status(&second, &[AgentStatus::Active, AgentStatus::Failed], WAIT).await?;
+    assert_eq!(record.status, AgentStatus::Active, "{record:#?}");
+    assert_eq!(server_status(&app.sandbox_state().await?, &second).as_deref(), Some("running"));
+
+    // Entitled again: the API answers about seats, not about a missing subscription.
+    let token = app.token(&user, None);
+    let third = create_agent(&app, &token, "third").await?;
+    let (status, body) =
+        app.api(Method::POST, &format!("/api/agents/{third}/provision"), Some(&token), None).await?;
+    assert_eq!((status, body["code"].as_str()), (402, Some("NO_FREE_SEAT")), "{body}");
+
+    // And the new subscription's billing applies: a failed renewal suspends its agent.
+    let sub_b = paid_b["subscription_id"].as_str().unwrap();
+    app.sandbox_post(&format!("/_sandbox/stripe/subscriptions/{sub_b}/payment_failed"), json!({})).await?;
+    app.wait_for_status(&second, &[AgentStatus::Suspended], WAIT).await?;
+    assert_eq!(server_status(&app.sandbox_state().await?, &second).as_deref(), Some("off"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn deleting_one_of_two_subscriptions_spares_the_others_agent() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let (user, first, paid_a) = paying_user_with_agent(&app).await?;
+    let second = app.id("second");
+    let paid_b = app.subscribe(&user, Some((&second, "hel1"))).await?;
+    assert_eq!(paid_b["customer_id"], paid_a["customer_id"], "one customer, two subscriptions");
+    app.wait_for_status(&second, &[AgentStatus::Active], WAIT).await?;
+
+    cancel(&app, paid_a["subscription_id"].as_str().unwrap()).await?;
+    app.wait_for_status(&first, &[AgentStatus::Destroyed], WAIT).await?;
+
+    let customer = paid_a["customer_id"].as_str().unwrap();
+    let billing = app.billing_state(customer).await?;
+    let sub_b = paid_b["subscription_id"].as_str().unwrap();
+    assert!(billing.entitled(), "{billing:#?}");
+    assert_eq!(billing.seat_of(&second), Some(sub_b));
+    // The deletion was fully enforced (the first agent is gone), and the other one still runs.
+    assert_eq!(app.agent(&second).await?.unwrap().status, AgentStatus::Active);
+    let state = app.sandbox_state().await?;
+    assert_eq!(server_status(&state, &first), None);
+    assert_eq!(server_status(&state, &second).as_deref(), Some("running"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_checkout_processed_after_its_subscriptions_deletion_provisions_nothing() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let (user, agent) = (app.id("user"), app.id("agent"));
+    let (customer, sub) = (app.id("cus_late"), app.id("sub_late"));
+    let t = chrono_now();
+    let mut created = subscription_object(&sub, &customer, "active", t);
+    created["metadata"] = json!({"agentId": agent, "userId": user, "region": "fsn1"});
+    let mut deleted = subscription_object(&sub, &customer, "canceled", t + 5);
+    deleted["metadata"] = created["metadata"].clone();
+    let mut checkout: Value = serde_json::from_str(&app.checkout_event(&user, &agent, "fsn1").0)?;
+    checkout["data"]["object"]["customer"] = json!(customer);
+    checkout["data"]["object"]["subscription"] = json!(sub);
+
+    // Stripe's deliveries arrive out of order: the checkout's (retried) comes last.
+    for e in [
+        event("customer.subscription.created", created, t, None),
+        event("customer.subscription.deleted", deleted, t + 5, None),
+    ] {
+        assert_eq!(app.post_stripe(&e.to_string()).await?.status(), 200);
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !app
+        .billing_state(&customer)
+        .await
+        .is_ok_and(|b| b.subscriptions.get(&sub).is_some_and(|s| s.ended))
+    {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "deletion never applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let resp = app.post_stripe(&checkout.to_string()).await?;
+    assert_eq!(resp.status(), 200, "acknowledged: Stripe must not retry a checkout that cannot be served");
+    let body: Value = resp.json().await?;
+    assert_eq!(body["result"]["code"], "SUBSCRIPTION_ENDED", "{body}");
+
+    let record = app.agent(&agent).await?.expect("agent known");
+    assert_eq!(record.status, AgentStatus::Draft, "{record:#?}");
+    let state = app.sandbox_state().await?;
+    assert_eq!(server_status(&state, &agent), None, "no server for an ended subscription");
+    assert_eq!(state["tailscale"]["keys"].as_array().map_or(0, Vec::len), 0);
+    // A redelivery changes nothing.
+    assert_eq!(app.post_stripe(&checkout.to_string()).await?.status(), 200);
+    assert_eq!(app.agent(&agent).await?.unwrap().status, AgentStatus::Draft);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_subscription_deleted_while_its_agent_provisions_leaves_no_server() -> anyhow::Result<()> {
+    // Slow callbacks keep the saga running long enough to cancel in the middle of it.
+    let app = TestApp::spawn_with(Options { runner_step_ms: 1_500, ..Options::default() }).await?;
+    let (user, agent) = (app.id("user"), app.id("agent"));
+    let paid = app.subscribe(&user, Some((&agent, "fsn1"))).await?;
+    app.wait_for_status(&agent, &[AgentStatus::Provisioning], WAIT).await?;
+    cancel(&app, paid["subscription_id"].as_str().unwrap()).await?;
+
+    let record = app.wait_for_status(&agent, &[AgentStatus::Destroyed], WAIT).await?;
+    assert!(record.audit.iter().any(|e| e.reason.contains("cancelled")), "{:#?}", record.audit);
+    let state = app.sandbox_state().await?;
+    assert_eq!(state["hetzner"]["servers"].as_array().map_or(0, Vec::len), 0, "{state:#}");
+    assert_eq!(state["tailscale"]["devices"].as_array().map_or(0, Vec::len), 0);
+    assert_eq!(state["tailscale"]["keys"].as_array().map_or(0, Vec::len), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn checkout_is_only_for_the_callers_draft_agents_one_session_at_a_time() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let (user, other) = (app.id("user"), app.id("other"));
+    let token = app.token(&user, None);
+    let agent = create_agent(&app, &token, "mine").await?;
+    let checkout = |token: String, agent: String| {
+        let app = &app;
+        async move {
+            app.api(
+                Method::POST,
+                "/api/billing/checkout",
+                Some(&token),
+                Some(json!({"agentId": agent, "region": "fsn1"})),
+            )
+            .await
+        }
+    };
+    let (status, first) = checkout(token.clone(), agent.clone()).await?;
+    assert_eq!(status, 201, "{first}");
+    let (status, body) = checkout(token.clone(), agent.clone()).await?;
+    assert_eq!((status, body["code"].as_str()), (409, Some("CHECKOUT_ALREADY_OPEN")), "{body}");
+    let (status, body) = checkout(app.token(&other, None), agent.clone()).await?;
+    assert_eq!((status, body["code"].as_str()), (404, Some("AGENT_NOT_FOUND")), "{body}");
+    let record = app.agent(&agent).await?.unwrap();
+    assert_eq!(record.open_checkout.and_then(|c| c.session_id).as_deref(), first["id"].as_str());
+
+    // An active agent cannot be bought again (the customer would pay and get nothing).
+    let (owner, active, _) = paying_user_with_agent(&app).await?;
+    let (status, body) = checkout(app.token(&owner, None), active).await?;
+    assert_eq!((status, body["code"].as_str()), (409, Some("AGENT_NOT_DRAFT")), "{body}");
     Ok(())
 }
 
@@ -180,15 +354,21 @@ fn story(customer: &str, n: usize, tag: &str) -> Vec<Value> {
 }
 
 /// The parts of the state that must not depend on delivery order.
-fn outcome(s: &BillingState) -> Value {
-    json!({
-        "status": s.subscription.as_ref().map(|x| x.status.clone()),
-        "ended": s.ended,
-        "invoices": s.invoices.values().collect::<Vec<_>>(),
-        "delinquent_invoices": s.delinquency.as_ref().map(|d| d.failed_invoices.len()),
-        "applied": s.applied.len(),
-        "entitled": s.entitled(),
-    })
+fn outcome(s: &CustomerBilling) -> Value {
+    let subs: Vec<Value> = s
+        .subscriptions
+        .values()
+        .map(|x| {
+            json!({
+                "status": x.status,
+                "ended": x.ended,
+                "standing": x.standing(),
+                "invoices": x.invoices.values().collect::<Vec<_>>(),
+                "unpaid_invoices": x.failed_invoices.len(),
+            })
+        })
+        .collect();
+    json!({"subscriptions": subs, "applied": s.applied.len(), "entitled": s.entitled()})
 }
 
 #[tokio::test]

@@ -18,6 +18,7 @@
 //! | `live_subscription_orderings` | events in order, reversed and duplicated, a subscription deleted, a tie that makes it re-fetch from Stripe |
 //! | `live_client_stack_paths` | success, each of the seven activities failing, a compensation failing |
 //! | `live_jobs` | PR merged, retry (refused to a reader, accepted from a writer), cancel while running, queued and failed, refused (unlinked account), the gate at its cap, the links registry |
+//! | `live_seats` | one customer's subscriptions: a checkout parked behind an unpaid invoice then provisioned, one granted at once, one denied (subscription deleted first), a deletion that destroys only its own subscription's agent and frees its seat |
 //! | `live_continue_as_new` | `Agent` and `Subscription` continuing as new past a small history limit |
 //!
 //! Files are written one event per line: compact, and still reviewable in a diff.
@@ -92,8 +93,14 @@ async fn replay(replayer: &WorkflowReplayer, name: &str, bytes: &[u8]) -> anyhow
 async fn committed_histories_replay() -> anyhow::Result<()> {
     slipway_tests::init_logging();
     let replayer = replayer()?;
-    let mut files: Vec<_> =
-        std::fs::read_dir(histories_dir())?.filter_map(Result::ok).map(|e| e.path()).collect();
+    // The current code's recordings, and the previous release's (`previous/`): long-lived runs
+    // started on the previous release must go on running on this one.
+    let mut files = Vec::new();
+    for dir in [histories_dir(), histories_dir().join("previous")] {
+        if dir.is_dir() {
+            files.extend(std::fs::read_dir(dir)?.filter_map(Result::ok).map(|e| e.path()));
+        }
+    }
     files.retain(|p| p.extension().is_some_and(|e| e == "json"));
     files.sort();
     let mut types = Vec::new();
@@ -107,7 +114,7 @@ async fn committed_histories_replay() -> anyhow::Result<()> {
             continued.push(kind.clone());
         }
         types.push(kind);
-        let name = path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        let name = path.strip_prefix(histories_dir()).unwrap_or(path).display().to_string();
         // Every file is tried, so one run names every path a change breaks.
         if let Err(e) = replay(&replayer, &name, &bytes).await {
             failures.push(e.to_string());
@@ -432,7 +439,7 @@ async fn live_deadline_and_grace_period() -> anyhow::Result<()> {
     let gone = app.wait_for_status(&agent, &[AgentStatus::Destroyed], WAIT).await?;
     assert!(gone.audit.last().is_some_and(|a| a.reason.contains("grace period")), "{gone:#?}");
     let deadline = tokio::time::Instant::now() + WAIT;
-    while app.billing_state(&customer).await?.delinquency.is_none_or(|d| !d.expired) {
+    while !app.billing_state(&customer).await?.subscriptions.values().any(|s| s.lapsed) {
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "grace period not recorded as expired");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -461,6 +468,9 @@ async fn live_agent_lifecycle() -> anyhow::Result<()> {
     let token = app.token(&user, None);
     let paid = app.subscribe(&user, None).await?;
     let customer = paid["customer_id"].as_str().context("customer")?.to_owned();
+    let sub = paid["subscription_id"].as_str().context("subscription")?;
+    // Two seats, one per agent.
+    app.set_seats(&customer, sub, 2).await?;
     let (a, b) = (create_agent(&app, &token, "first").await?, create_agent(&app, &token, "second").await?);
 
     // A: provision, refusals of each wrong state, stop and start.
@@ -476,7 +486,6 @@ async fn live_agent_lifecycle() -> anyhow::Result<()> {
     lifecycle(&app, &token, &b, "stop", S::Stopped).await?;
 
     // A failed renewal suspends both: A is powered off, B (already off) only changes state.
-    let sub = paid["subscription_id"].as_str().context("subscription")?;
     let failed =
         app.sandbox_post(&format!("/_sandbox/stripe/subscriptions/{sub}/payment_failed"), json!({})).await?;
     for agent in [&a, &b] {
@@ -500,8 +509,9 @@ async fn live_agent_lifecycle() -> anyhow::Result<()> {
     clear_faults(&app).await?;
     lifecycle(&app, &token, &b, "destroy", S::Destroyed).await?;
 
-    // Checkout, subscription created, invoice paid, payment failed, past due, paid, active.
-    wait_applied(&app, &customer, 7).await?;
+    // Checkout, subscription created, invoice paid, two seats, payment failed, past due, paid,
+    // active.
+    wait_applied(&app, &customer, 8).await?;
     rec.take(&app, "agent-lifecycle", &agent_workflow_id(&a), None).await?;
     rec.take(&app, "agent-suspended-while-stopped-destroy-retried", &agent_workflow_id(&b), None).await?;
     rec.take(&app, "subscription-suspend-resume", &customer_workflow_id(&customer), None).await?;
@@ -578,8 +588,8 @@ async fn live_subscription_orderings() -> anyhow::Result<()> {
     wait_applied(&app, &shuffled, 5).await?;
     let (a, b) = (app.billing_state(&customer).await?, app.billing_state(&shuffled).await?);
     assert_eq!(
-        (a.entitled(), a.subscription.map(|s| s.status)),
-        (b.entitled(), b.subscription.map(|s| s.status)),
+        (a.entitled(), a.subscriptions.values().map(|s| s.status.clone()).collect::<Vec<_>>()),
+        (b.entitled(), b.subscriptions.values().map(|s| s.status.clone()).collect::<Vec<_>>()),
         "delivery order changed the outcome"
     );
     rec.take(&app, "subscription-reversed-duplicated", &customer_workflow_id(&shuffled), None).await?;
@@ -590,7 +600,10 @@ async fn live_subscription_orderings() -> anyhow::Result<()> {
         post_event(&app, e).await?;
         wait_applied(&app, &deleted, n + 1).await?;
     }
-    assert!(app.billing_state(&deleted).await?.ended, "deletion ends the subscription");
+    assert!(
+        app.billing_state(&deleted).await?.subscriptions.values().all(|s| s.ended),
+        "deletion ends the subscription"
+    );
     rec.take(&app, "subscription-deleted", &customer_workflow_id(&deleted), None).await?;
 
     // Two updates with the same `created` that disagree: the workflow asks Stripe.
@@ -613,13 +626,104 @@ async fn live_subscription_orderings() -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let s = app.billing_state(&real).await?;
-        if s.subscription.as_ref().is_some_and(|x| x.status == "active" && x.as_of == t) {
+        if s.subscriptions.values().any(|x| x.status == "active" && x.as_of == t) {
             break;
         }
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "no re-fetch: {s:#?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     rec.take(&app, "subscription-refetch-on-tie", &customer_workflow_id(&real), None).await?;
+    rec.finish().await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Seats: several subscriptions of one customer, claims granted, parked and denied
+
+/// A checkout of `agent` naming subscription `sub` of `customer`, as Stripe delivers it.
+fn checkout_for(app: &TestApp, user: &str, agent: &str, customer: &str, sub: &str) -> anyhow::Result<Value> {
+    let mut checkout: Value = serde_json::from_str(&app.checkout_event(user, agent, "fsn1").0)?;
+    checkout["data"]["object"]["customer"] = json!(customer);
+    checkout["data"]["object"]["subscription"] = json!(sub);
+    Ok(checkout)
+}
+
+#[tokio::test]
+async fn live_seats() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let mut rec = Recorded::new();
+    let tag = |k: &str| format!("{k}{}", app.unique);
+    let user = app.id("seatuser");
+    let customer = format!("cus_{}", tag("seats"));
+    let (sub_a, sub_b, sub_c) =
+        (format!("sub_{}", tag("a")), format!("sub_{}", tag("b")), format!("sub_{}", tag("c")));
+    let (parked, granted, late) = (app.id("parked"), app.id("granted"), app.id("late"));
+    let t = slipway_tests::now();
+    let sub_event = |kind: &str, sub: &str, status: &str, at: i64| {
+        event(kind, subscription_object(sub, &customer, status, at), at, None)
+    };
+
+    // Subscription A's renewal failed before its checkout was processed: the claim is parked,
+    // and paying the invoice provisions the agent.
+    post_event(&app, &sub_event("customer.subscription.created", &sub_a, "active", t)).await?;
+    let invoice = format!("in_{}", tag("a1"));
+    post_event(
+        &app,
+        &event(
+            "invoice.payment_failed",
+            invoice_object(&invoice, &customer, &sub_a, "open", t + 1),
+            t + 1,
+            None,
+        ),
+    )
+    .await?;
+    wait_applied(&app, &customer, 2).await?;
+    let resp = app.post_stripe(&checkout_for(&app, &user, &parked, &customer, &sub_a)?.to_string()).await?;
+    let body: Value = resp.json().await?;
+    assert_eq!(body["result"]["outcome"], "awaiting_payment", "{body}");
+    let record = app.agent(&parked).await?.context("parked agent")?;
+    assert_eq!(
+        (record.status, record.awaiting_payment.as_deref()),
+        (AgentStatus::Draft, Some(sub_a.as_str()))
+    );
+    post_event(
+        &app,
+        &event("invoice.paid", invoice_object(&invoice, &customer, &sub_a, "paid", t + 2), t + 2, None),
+    )
+    .await?;
+    let record = app.wait_for_status(&parked, &[AgentStatus::Active, AgentStatus::Failed], WAIT).await?;
+    assert_eq!(record.status, AgentStatus::Active, "{record:#?}");
+
+    // Subscription B, in good standing: granted at once.
+    post_event(&app, &sub_event("customer.subscription.created", &sub_b, "active", t + 3)).await?;
+    let resp = app.post_stripe(&checkout_for(&app, &user, &granted, &customer, &sub_b)?.to_string()).await?;
+    assert_eq!(resp.status(), 200);
+    app.wait_for_status(&granted, &[AgentStatus::Active], WAIT).await?;
+
+    // Subscription C was deleted before its checkout was processed: denied, nothing created.
+    post_event(&app, &sub_event("customer.subscription.created", &sub_c, "active", t + 4)).await?;
+    post_event(&app, &sub_event("customer.subscription.deleted", &sub_c, "canceled", t + 5)).await?;
+    wait_applied(&app, &customer, 8).await?;
+    let resp = app.post_stripe(&checkout_for(&app, &user, &late, &customer, &sub_c)?.to_string()).await?;
+    let body: Value = resp.json().await?;
+    assert_eq!(body["result"]["code"], "SUBSCRIPTION_ENDED", "{body}");
+
+    // Deleting A destroys A's agent only; B's keeps running.
+    post_event(&app, &sub_event("customer.subscription.deleted", &sub_a, "canceled", t + 6)).await?;
+    app.wait_for_status(&parked, &[AgentStatus::Destroyed], WAIT).await?;
+    assert_eq!(app.agent(&granted).await?.map(|a| a.status), Some(AgentStatus::Active));
+    // The destroyed agent's seat was released.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while app.billing_state(&customer).await?.subscriptions[&sub_a].agents.contains_key(&parked) {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "seat never released");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.sandbox_state().await?["hetzner"]["servers"].as_array().map_or(0, Vec::len), 1);
+
+    rec.take(&app, "subscription-seats-parked-granted-denied", &customer_workflow_id(&customer), None)
+        .await?;
+    rec.take(&app, "agent-seat-parked-then-granted-destroyed", &agent_workflow_id(&parked), None).await?;
+    rec.take(&app, "agent-seat-granted", &agent_workflow_id(&granted), None).await?;
+    rec.take(&app, "agent-seat-denied-subscription-ended", &agent_workflow_id(&late), None).await?;
     rec.finish().await
 }
 

@@ -78,7 +78,7 @@ async fn stopping_the_starter_mid_burst_loses_no_acknowledged_webhook() -> anyho
         loop {
             let state = app.billing_state(customer).await;
             if let Ok(state) = &state
-                && state.subscription.as_ref().is_some_and(|s| s.status == "active")
+                && state.subscriptions.values().any(|s| s.status == "active")
             {
                 break;
             }

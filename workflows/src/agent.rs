@@ -10,6 +10,16 @@
 //! - `command` (update, from the API): stop / start / destroy. Refused at once (nothing changes)
 //!   when the state does not allow it; otherwise queued and answered when it begins.
 //! - `billing` (signal, from the customer's `Subscription` workflow): suspend / resume / destroy.
+//! - `seat` (signal, from the customer's `Subscription` workflow): the answer to the seat claim
+//!   the agent sends before it provisions, or a parked seat granted once its invoices are paid.
+//!
+//! # Seats
+//! Before starting its saga the agent claims a seat from its paying customer's workflow (the
+//! checkout's subscription, or any free seat for an API call) and provisions only if it is
+//! granted: that is what keeps an agent whose subscription is deleted, unpaid or full from
+//! getting a server, whatever order Stripe's events arrive in. A destroyed agent frees its seat.
+//! Runs recorded before seats existed (no `agent-seat-claims` marker) keep the old path, which
+//! announced the agent with `attach_agent` after the saga started.
 //!
 //! The main loop runs one provisioning or one command at a time, so commands never interleave.
 //! Long histories continue-as-new, carrying the record and the queued commands.
@@ -18,20 +28,20 @@ use std::time::Duration;
 
 use slipway_activities::ProvisioningActivities;
 use slipway_proto::{
-    billing::customer_workflow_id,
+    billing::{SeatAnswer, SeatClaim, SeatDecision, customer_workflow_id},
     model::{
-        AgentCommand, AgentRecord, AgentResources, AgentStatus, AgentWorkflowInput, AuditEntry,
-        CommandOutcome, CommandRequest, LifecyclePolicy, ProvisionCommand, ProvisionOutcome,
-        ProvisionRequest, ProvisionResult, ProvisioningPolicy, QueuedCommand, StopServerInput,
-        provisioning_workflow_id,
+        AgentCommand, AgentRecord, AgentResources, AgentStatus, AgentWorkflowInput, AuditEntry, CheckoutHold,
+        CommandOutcome, CommandRequest, LifecyclePolicy, OpenCheckout, ProvisionCommand, ProvisionOutcome,
+        ProvisionRequest, ProvisionResult, ProvisionSource, ProvisioningPolicy, QueuedCommand,
+        StopServerInput, provisioning_workflow_id,
     },
 };
 use temporalio_common::search_attributes::SearchAttributes;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityOptions, ChildWorkflowOptions, ChildWorkflowStartError, ContinueAsNewOptions, ParentClosePolicy,
-    SignalWorkflowOptions, StartChildWorkflowExecutionFailedCause, SyncWorkflowContext, WorkflowContext,
-    WorkflowContextView, WorkflowIdReusePolicy, WorkflowResult,
+    SignalWorkflowOptions, StartChildWorkflowExecutionFailedCause, SyncWorkflowContext, TimerOptions,
+    WorkflowContext, WorkflowContextView, WorkflowIdReusePolicy, WorkflowResult, workflows::select,
 };
 
 use crate::{ProvisionAgentWorkflow, SubscriptionWorkflow, failure, search_attributes};
@@ -56,7 +66,24 @@ pub mod codes {
     pub const AGENT_DESTROYED: &str = "AGENT_DESTROYED";
     /// A billing command that does not apply in the current state (ignored).
     pub const NOT_APPLICABLE: &str = "NOT_APPLICABLE";
+    /// The payer named by the checkout is not the agent's owner.
+    pub const PAYER_NOT_OWNER: &str = "PAYER_NOT_OWNER";
+    /// Checkout is only for draft agents.
+    pub const AGENT_NOT_DRAFT: &str = "AGENT_NOT_DRAFT";
+    /// A Checkout Session for this agent is already open.
+    pub const CHECKOUT_ALREADY_OPEN: &str = "CHECKOUT_ALREADY_OPEN";
+    /// No paying customer to claim a seat from.
+    pub const NO_ACTIVE_SUBSCRIPTION: &str = "NO_ACTIVE_SUBSCRIPTION";
+    /// The customer's workflow did not answer the seat claim in time (a later grant still
+    /// provisions the agent).
+    pub const SEAT_UNCONFIRMED: &str = "SEAT_UNCONFIRMED";
 }
+
+/// Marker of runs that claim a seat before provisioning (see the module docs).
+pub const SEAT_PATCH: &str = "agent-seat-claims";
+
+/// How long the agent waits for its customer's answer to a seat claim.
+const SEAT_ANSWER_WAIT: Duration = Duration::from_secs(60);
 
 /// The agent workflow.
 #[workflow]
@@ -80,6 +107,9 @@ pub struct AgentWorkflow {
     updates_this_run: u32,
     /// Set by a handler that answered on its own, so the main loop re-checks the history size.
     recheck: bool,
+    /// The seat claim waiting for its answer, and the answer once it came.
+    seat_claim: Option<u64>,
+    seat_answer: Option<SeatAnswer>,
 }
 
 /// Updates one run accepts before it continues as new, well below the server's limit of 2,000
@@ -144,6 +174,8 @@ impl AgentWorkflow {
             next_seq,
             updates_this_run: 0,
             recheck: false,
+            seat_claim: None,
+            seat_answer: None,
         }
     }
 
@@ -260,6 +292,66 @@ impl AgentWorkflow {
         }
     }
 
+    /// Hold this draft agent for a Checkout Session about to be created: refused (`Refused`)
+    /// when the agent is not a draft, not the caller's, or already has a session open.
+    #[update]
+    pub fn hold_for_checkout(
+        &mut self,
+        _ctx: &mut SyncWorkflowContext<Self>,
+        hold: CheckoutHold,
+    ) -> Result<CommandOutcome, Box<dyn std::error::Error + Send + Sync>> {
+        self.updates_this_run += 1;
+        self.recheck = true;
+        if hold.user_id != self.agent.user_id {
+            return Ok(refused("AGENT_NOT_FOUND", format!("no agent {}", self.agent.agent_id)));
+        }
+        if self.agent.status != AgentStatus::Draft || self.pending_provision.is_some() {
+            return Ok(refused(
+                codes::AGENT_NOT_DRAFT,
+                format!(
+                    "agent {} is {}; checkout is for draft agents",
+                    self.agent.agent_id, self.agent.status
+                ),
+            ));
+        }
+        if let Some(open) = self.agent.open_checkout.as_ref().filter(|c| c.expires_at > hold.now) {
+            let session = open.session_id.as_deref().unwrap_or("being created");
+            return Ok(refused(
+                codes::CHECKOUT_ALREADY_OPEN,
+                format!("agent {} already has a checkout open ({session})", self.agent.agent_id),
+            ));
+        }
+        self.agent.open_checkout = Some(OpenCheckout { session_id: None, expires_at: hold.hold_until });
+        Ok(CommandOutcome::Accepted { status: self.agent.status, target: self.agent.status })
+    }
+
+    /// The Checkout Session created under a hold (`None`: it could not be created; the hold
+    /// is lifted).
+    #[signal]
+    pub fn checkout_opened(&mut self, _ctx: &mut SyncWorkflowContext<Self>, open: Option<OpenCheckout>) {
+        if self.agent.status == AgentStatus::Draft {
+            self.agent.open_checkout = open;
+        }
+    }
+
+    /// The customer's answer to this agent's seat claim, or a parked seat granted later.
+    #[signal]
+    pub fn seat(&mut self, _ctx: &mut SyncWorkflowContext<Self>, answer: SeatAnswer) {
+        if self.seat_claim == Some(answer.request) {
+            self.seat_answer = Some(answer);
+            return;
+        }
+        // Unasked (a parked or reserved seat granted once paid, or a claim answered after the
+        // agent stopped waiting): provision if the agent is still waiting for a server.
+        let SeatDecision::Granted { subscription_id } = answer.decision else { return };
+        let waiting = matches!(self.agent.status, AgentStatus::Draft | AgentStatus::Failed);
+        if waiting && self.pending_provision.is_none() && self.seat_claim.is_none() {
+            self.next_seq += 1;
+            let source = ProvisionSource::Billing { customer_id: answer.customer_id, subscription_id };
+            self.pending_provision = Some((self.next_seq, ProvisionCommand { source }));
+        }
+    }
+
     /// The agent's full record.
     #[query]
     pub fn describe(&self, _ctx: &WorkflowContextView) -> AgentRecord {
@@ -297,6 +389,11 @@ impl AgentWorkflow {
         };
         // A request may have waited while the state changed: check again.
         if let Some(outcome) = Self::short_answer(agent.status, false) {
+            answer(ctx, outcome);
+            return;
+        }
+        let seats = ctx.patched(SEAT_PATCH);
+        if seats && let Err(outcome) = Self::claim_seat(ctx, &cmd).await {
             answer(ctx, outcome);
             return;
         }
@@ -355,8 +452,8 @@ impl AgentWorkflow {
         });
         answer(ctx, ProvisionOutcome::Started { workflow_id: saga_id, run_id });
         Self::transition(ctx, AgentStatus::Provisioning, &actor, "provisioning started");
-        if let Some(customer) = customer {
-            // Tell the paying customer's workflow about its agent (for suspension and cleanup).
+        if let Some(customer) = customer.filter(|_| !seats) {
+            // Runs from before seats: tell the paying customer's workflow about its agent.
             let agent_id = ctx.state(|s| s.agent.agent_id.clone());
             let _ = ctx
                 .external_workflow(customer_workflow_id(&customer), None)
@@ -481,6 +578,7 @@ impl AgentWorkflow {
                 }
                 if problems.is_empty() {
                     Self::transition(ctx, AgentStatus::Destroyed, actor, &request.reason);
+                    Self::release_seat(ctx).await;
                 } else {
                     // Keep the agent visible (and destroyable again) rather than pretend.
                     let why = format!("destroy incomplete, retry: {}", problems.join("; "));
@@ -489,6 +587,112 @@ impl AgentWorkflow {
                 }
             }
         }
+    }
+
+    /// Claims a seat from the paying customer's workflow; `Err` is the answer to give instead of
+    /// provisioning.
+    async fn claim_seat(
+        ctx: &mut WorkflowContext<Self>,
+        cmd: &ProvisionCommand,
+    ) -> Result<(), ProvisionOutcome> {
+        let agent = ctx.state(|s| s.agent.clone());
+        let refused =
+            |code: &str, reason: String| ProvisionOutcome::Refused { code: code.to_owned(), reason };
+        if let ProvisionSource::Checkout { user_id: Some(payer), .. } = &cmd.source
+            && *payer != agent.user_id
+        {
+            return Err(refused(
+                codes::PAYER_NOT_OWNER,
+                format!("agent {} is not {payer}'s", agent.agent_id),
+            ));
+        }
+        let Some(customer) = cmd.source.customer_id().map(str::to_owned) else {
+            return Err(refused(codes::NO_ACTIVE_SUBSCRIPTION, "no paying Stripe customer".to_owned()));
+        };
+        let decision = if let ProvisionSource::Billing { subscription_id, .. } = &cmd.source {
+            // The customer granted this seat on its own: no need to ask again.
+            SeatDecision::Granted { subscription_id: subscription_id.clone() }
+        } else {
+            let request = ctx.state_mut(|s| {
+                s.next_seq += 1;
+                s.seat_claim = Some(s.next_seq);
+                s.seat_answer = None;
+                s.next_seq
+            });
+            let claim = SeatClaim {
+                agent_id: agent.agent_id.clone(),
+                user_id: agent.user_id.clone(),
+                subscription_id: cmd.source.subscription_id().map(str::to_owned),
+                request,
+            };
+            let sent = ctx
+                .external_workflow(customer_workflow_id(&customer), None)
+                .signal(crate::SubscriptionWorkflow::claim_seat, claim, SignalWorkflowOptions::default())
+                .await;
+            if sent.is_err() {
+                ctx.state_mut(|s| s.seat_claim = None);
+                return Err(refused(
+                    codes::NO_ACTIVE_SUBSCRIPTION,
+                    format!("no billing record for customer {customer}"),
+                ));
+            }
+            let timer = TimerOptions::builder(SEAT_ANSWER_WAIT)
+                .summary("wait for the customer's seat answer".to_owned())
+                .build();
+            select! {
+                _ = ctx.wait_condition(|s: &Self| s.seat_answer.is_some()) => {},
+                _ = ctx.timer(timer) => {},
+            };
+            let answer = ctx.state_mut(|s| {
+                s.seat_claim = None;
+                s.seat_answer.take()
+            });
+            match answer {
+                Some(a) => a.decision,
+                None => {
+                    return Err(refused(
+                        codes::SEAT_UNCONFIRMED,
+                        format!(
+                            "customer {customer} did not confirm a seat; a later confirmation provisions the agent"
+                        ),
+                    ));
+                }
+            }
+        };
+        match decision {
+            SeatDecision::Granted { .. } => {
+                ctx.state_mut(|s| {
+                    s.agent.customer_id = Some(customer.clone());
+                    s.agent.awaiting_payment = None;
+                    s.agent.open_checkout = None;
+                });
+                Ok(())
+            }
+            SeatDecision::Parked { subscription_id, reason } => {
+                ctx.state_mut(|s| {
+                    s.agent.customer_id = Some(customer.clone());
+                    s.agent.awaiting_payment = Some(subscription_id.clone());
+                    s.agent.open_checkout = None;
+                });
+                let status = ctx.state(|s| s.agent.status);
+                Self::publish(ctx, status);
+                Err(ProvisionOutcome::AwaitingPayment { subscription_id, reason })
+            }
+            SeatDecision::Denied { code, reason } => Err(refused(&code, reason)),
+        }
+    }
+
+    /// A destroyed agent frees its seat at its customer's workflow.
+    async fn release_seat(ctx: &mut WorkflowContext<Self>) {
+        let Some(customer) = ctx.state(|s| s.agent.customer_id.clone()) else { return };
+        if !ctx.patched(SEAT_PATCH) {
+            return;
+        }
+        let agent_id = ctx.state(|s| s.agent.agent_id.clone());
+        let _ = ctx
+            .external_workflow(customer_workflow_id(&customer), None)
+            .signal(crate::SubscriptionWorkflow::release_seat, agent_id, SignalWorkflowOptions::default())
+            .await;
     }
 
     fn transition(ctx: &WorkflowContext<Self>, to: AgentStatus, actor: &str, reason: &str) {

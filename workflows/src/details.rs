@@ -4,7 +4,7 @@
 //! step change: it is a view, never an input, so it cannot drift from the state.
 
 use slipway_proto::{
-    billing::BillingState,
+    billing::{BillingState, CustomerBilling},
     jobs::JobStatus,
     model::{AgentRecord, StepProgress, StepState},
 };
@@ -120,6 +120,45 @@ pub(crate) fn subscription(customer: &str, status: &str, b: &BillingState) -> St
     }
     if b.ended {
         out.push_str("\nSubscription ended: agents destroyed.\n");
+    }
+    out
+}
+
+/// A Stripe customer's page: each subscription's standing, seats and agents.
+pub(crate) fn customer(customer: &str, status: &str, b: &CustomerBilling) -> String {
+    let mut out = format!("**Stripe customer {customer}**: **{status}**\n\n");
+    if let Some(u) = &b.user_id {
+        out.push_str(&format!("- Slipway user: {u}\n"));
+    }
+    out.push_str(&format!("- Events applied: {}\n", b.applied.len()));
+    if b.subscriptions.is_empty() {
+        out.push_str("- No subscription yet\n");
+        return out;
+    }
+    out.push_str("\n| Subscription | Stripe status | Standing | Seats | Agents | Unpaid invoices |\n|---|---|---|---|---|---|\n");
+    for (id, s) in &b.subscriptions {
+        let agents: Vec<String> = s
+            .agents
+            .iter()
+            .map(|(a, h)| if h.parked { format!("{a} (waiting for payment)") } else { a.clone() })
+            .collect();
+        let mut unpaid: Vec<String> = s.failed_invoices.iter().cloned().collect();
+        if let Some(d) = s.grace_deadline.filter(|_| !unpaid.is_empty()) {
+            let when = crate::agent::format_rfc3339(d.max(0) as u64);
+            unpaid.push(if s.lapsed {
+                format!("grace period ended {when}")
+            } else {
+                format!("grace period ends {when}")
+            });
+        }
+        out.push_str(&format!(
+            "| {id} | {} | {} | {} | {} | {} |\n",
+            s.status,
+            s.standing().as_str(),
+            s.seats,
+            if agents.is_empty() { "none".to_owned() } else { agents.join(", ") },
+            if unpaid.is_empty() { "none".to_owned() } else { unpaid.join(", ") },
+        ));
     }
     out
 }

@@ -1,17 +1,29 @@
 //! `Subscription`: one long-lived workflow per Stripe customer (`customer-<cus_id>`).
 //!
 //! It receives every billing-relevant Stripe event as the `stripe_event` signal (the starter
-//! uses signal-with-start, so the first event creates it), applies each exactly once with the
-//! order-independent rules of [`crate::billing`], and turns the result into commands to the
-//! customer's agents: suspend on a failed payment, resume when paid, destroy when the grace
-//! period ends or the subscription is deleted. The `entitlement` query is what gates
-//! provisioning through the API.
+//! uses signal-with-start, so the first event creates it), applies each exactly once per
+//! subscription with the order-independent rules of [`crate::billing`], and turns changes of a
+//! subscription's standing into commands to *that subscription's* agents: suspend on a failed
+//! payment, resume when paid, destroy when the grace period ends or the subscription is deleted.
+//! It is also the single place that hands out seats: an agent sends `claim_seat` before it
+//! provisions and gets a `seat` signal back (granted, parked until paid, or denied); a destroyed
+//! agent sends `release_seat`. The `entitlement` query is the API's quick pre-check.
+//!
+//! # Versions
+//! Runs recorded before per-subscription billing (no `billing-per-subscription` marker in their
+//! history) keep the old single-snapshot rules ([`crate::billing::legacy`]) so they replay
+//! unchanged. Such a run continues as new into the new rules, with its state migrated by
+//! [`CustomerBilling::from_legacy`], at its next continue-as-new, or at once when an agent claims
+//! a seat from it or an operator signals `upgrade`.
 
 use std::time::Duration;
 
 use slipway_activities::BillingActivities;
 use slipway_proto::{
-    billing::{BillingEvent, BillingPolicy, BillingState, Entitlement, SubscriptionInput},
+    billing::{
+        BillingEvent, BillingPolicy, BillingState, CustomerBilling, Entitlement, SeatClaim, Standing,
+        SubscriptionInput,
+    },
     model::{AgentCommand, CommandRequest, agent_workflow_id},
 };
 use temporalio_common::RetryPolicy;
@@ -23,17 +35,32 @@ use temporalio_sdk::{
 
 use crate::{
     AgentWorkflow,
-    billing::{self, Effect},
+    billing::{self, Effect, legacy},
     search_attributes,
 };
+
+/// Marker of runs that track billing per subscription (see the module docs).
+pub const PER_SUBSCRIPTION_PATCH: &str = "billing-per-subscription";
 
 /// The subscription workflow.
 #[workflow]
 pub struct SubscriptionWorkflow {
     customer_id: String,
+    /// State of a run on the legacy rules (untouched by the per-subscription rules).
     state: BillingState,
+    /// Per-subscription state.
+    billing: CustomerBilling,
     policy: BillingPolicy,
     inbox: Vec<BillingEvent>,
+    /// Seat claims waiting to be answered (after the events received before them).
+    claims: Vec<SeatClaim>,
+    /// Agents destroyed (seats to free), or announced by agents recorded before seats existed.
+    releases: Vec<String>,
+    attaches: Vec<String>,
+    /// An operator asked a legacy run to move to the per-subscription rules now.
+    upgrade: bool,
+    /// This run applies the per-subscription rules.
+    per_subscription: bool,
 }
 
 fn unix(ctx: &WorkflowContext<SubscriptionWorkflow>) -> i64 {
@@ -47,27 +74,322 @@ impl SubscriptionWorkflow {
     /// Restores the customer from its input (first start or continue-as-new).
     #[init]
     pub fn new(_ctx: &WorkflowContextView, input: SubscriptionInput) -> Self {
-        Self { customer_id: input.customer_id, state: input.state, policy: input.policy, inbox: input.inbox }
+        let billing = input.billing.unwrap_or_else(|| CustomerBilling::from_legacy(&input.state));
+        Self {
+            customer_id: input.customer_id,
+            state: input.state,
+            billing,
+            policy: input.policy,
+            inbox: input.inbox,
+            claims: input.claims,
+            releases: Vec::new(),
+            attaches: Vec::new(),
+            upgrade: false,
+            per_subscription: false,
+        }
     }
 
-    /// Applies events one at a time; watches the grace period; never ends on its own.
+    /// Applies events and seat requests one at a time; watches grace periods; never ends on its
+    /// own.
     #[run(name = "Subscription")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<()> {
+        if ctx.patched(PER_SUBSCRIPTION_PATCH) {
+            ctx.state_mut(|s| s.per_subscription = true);
+            Self::run_per_subscription(ctx).await
+        } else {
+            Self::run_legacy(ctx).await
+        }
+    }
+
+    /// A verified Stripe event for this customer. Duplicates are dropped here or when applied.
+    #[signal]
+    pub fn stripe_event(&mut self, _ctx: &mut SyncWorkflowContext<Self>, event: BillingEvent) {
+        let known = self.state.applied.contains_key(&event.event_id)
+            || self.billing.applied.contains_key(&event.event_id)
+            || self.inbox.iter().any(|e| e.event_id == event.event_id);
+        if !known {
+            self.inbox.push(event);
+        }
+    }
+
+    /// An agent paid for by this customer, announced by an `Agent` run recorded before seats
+    /// existed (newer agents claim a seat instead).
+    #[signal]
+    pub fn attach_agent(&mut self, _ctx: &mut SyncWorkflowContext<Self>, agent_id: String) {
+        // Both views: the signal may arrive before the run has decided which rules it follows.
+        self.state.agents.insert(agent_id.clone());
+        self.attaches.push(agent_id);
+    }
+
+    /// An agent asks for a seat before it provisions; answered with the agent's `seat` signal.
+    #[signal]
+    pub fn claim_seat(&mut self, _ctx: &mut SyncWorkflowContext<Self>, claim: SeatClaim) {
+        self.claims.push(claim);
+    }
+
+    /// An agent was destroyed: its seat is free again.
+    #[signal]
+    pub fn release_seat(&mut self, _ctx: &mut SyncWorkflowContext<Self>, agent_id: String) {
+        self.releases.push(agent_id);
+    }
+
+    /// Operator: move a run still on the legacy rules to the per-subscription rules now.
+    #[signal]
+    pub fn upgrade(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
+        self.upgrade = true;
+    }
+
+    /// May this customer provision?
+    #[query]
+    pub fn entitlement(&self, _ctx: &WorkflowContextView) -> Entitlement {
+        if !self.per_subscription {
+            let entitled = self.state.entitled();
+            return Entitlement {
+                customer_id: self.customer_id.clone(),
+                entitled,
+                status: self.state.subscription.as_ref().map(|s| s.status.clone()),
+                delinquent: self.state.delinquency.as_ref().is_some_and(|d| !d.expired),
+                free_seats: u32::from(entitled),
+            };
+        }
+        let b = &self.billing;
+        Entitlement {
+            customer_id: self.customer_id.clone(),
+            entitled: b.entitled(),
+            status: Some(customer_status(b)),
+            delinquent: b
+                .subscriptions
+                .values()
+                .any(|s| !s.failed_invoices.is_empty() && s.standing() != Standing::Ended),
+            free_seats: b.free_seats(),
+        }
+    }
+
+    /// Everything known about the customer, per subscription.
+    #[query]
+    pub fn billing_state(&self, _ctx: &WorkflowContextView) -> CustomerBilling {
+        if self.per_subscription { self.billing.clone() } else { CustomerBilling::from_legacy(&self.state) }
+    }
+}
+
+/// One word for the customer: the best standing over its subscriptions.
+fn customer_status(b: &CustomerBilling) -> String {
+    let best = b.subscriptions.values().min_by_key(|s| s.standing());
+    match best {
+        None => "none".to_owned(),
+        Some(s) => match s.standing() {
+            Standing::Good => s.status.clone(),
+            Standing::Suspended if !s.failed_invoices.is_empty() => "grace_period".to_owned(),
+            Standing::Suspended => s.status.clone(),
+            Standing::Lapsed => "lapsed".to_owned(),
+            Standing::Ended => "canceled".to_owned(),
+        },
+    }
+}
+
+/// What the per-subscription loop does next.
+enum Work {
+    Event(BillingEvent),
+    Release(String),
+    Attach(String),
+    Claim(SeatClaim),
+}
+
+impl SubscriptionWorkflow {
+    fn has_work(&self) -> bool {
+        !self.inbox.is_empty()
+            || !self.releases.is_empty()
+            || !self.attaches.is_empty()
+            || !self.claims.is_empty()
+    }
+
+    /// Events first (a checkout's event always precedes its agent's claim), then seats.
+    fn next_work(&mut self) -> Option<Work> {
+        if !self.inbox.is_empty() {
+            Some(Work::Event(self.inbox.remove(0)))
+        } else if !self.releases.is_empty() {
+            Some(Work::Release(self.releases.remove(0)))
+        } else if !self.attaches.is_empty() {
+            Some(Work::Attach(self.attaches.remove(0)))
+        } else if !self.claims.is_empty() {
+            Some(Work::Claim(self.claims.remove(0)))
+        } else {
+            None
+        }
+    }
+
+    async fn run_per_subscription(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<()> {
         Self::publish(ctx);
         loop {
             let limit = ctx.state(|s| s.policy.history_limit);
             if (ctx.continue_as_new_suggested() || ctx.history_length() >= limit)
                 && ctx.all_handlers_finished()
-                && ctx.state(|s| s.inbox.is_empty())
+                && ctx.state(|s| !s.has_work())
             {
                 let now = unix(ctx);
                 let input = ctx.state_mut(|s| {
-                    billing::prune(&mut s.state, now, s.policy.event_retention_secs);
+                    billing::prune(&mut s.billing, now, s.policy.event_retention_secs);
+                    SubscriptionInput {
+                        customer_id: s.customer_id.clone(),
+                        state: BillingState { user_id: s.billing.user_id.clone(), ..BillingState::default() },
+                        billing: Some(s.billing.clone()),
+                        policy: s.policy.clone(),
+                        inbox: Vec::new(),
+                        claims: Vec::new(),
+                    }
+                });
+                ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
+            }
+
+            let deadline = ctx.state(|s| billing::next_deadline(&s.billing));
+            let work_ready = match deadline {
+                Some(deadline) => {
+                    let wait = Duration::from_secs(deadline.saturating_sub(unix(ctx)).max(1) as u64);
+                    select! {
+                        _ = ctx.wait_condition(|s: &Self| s.has_work()) => true,
+                        _ = ctx.timer(TimerOptions::builder(wait).summary("payment grace period".to_owned()).build()) => false,
+                    }
+                }
+                None => {
+                    ctx.wait_condition(|s: &Self| s.has_work()).await?;
+                    true
+                }
+            };
+            let now = unix(ctx);
+            let effects = if work_ready {
+                let Some(work) = ctx.state_mut(Self::next_work) else { continue };
+                match work {
+                    Work::Event(event) => {
+                        let effects = ctx.state_mut(|s| {
+                            billing::apply(&mut s.billing, &event, now, s.policy.grace_period_secs)
+                        });
+                        Self::refetch(ctx, effects, event.created).await
+                    }
+                    Work::Release(agent) => ctx.state_mut(|s| billing::release(&mut s.billing, &agent)),
+                    Work::Attach(agent) => {
+                        ctx.state_mut(|s| billing::attach_unclaimed(&mut s.billing, &agent))
+                    }
+                    Work::Claim(claim) => ctx.state_mut(|s| billing::claim(&mut s.billing, &claim)),
+                }
+            } else {
+                ctx.state_mut(|s| billing::expire(&mut s.billing, now))
+            };
+            Self::enforce(ctx, effects).await;
+            Self::publish(ctx);
+        }
+    }
+
+    /// Runs re-fetches (I/O, so activities) and folds their answers back in.
+    async fn refetch(ctx: &mut WorkflowContext<Self>, effects: Vec<Effect>, created: i64) -> Vec<Effect> {
+        let mut out = Vec::new();
+        for effect in effects {
+            let Effect::Refetch(id) = effect else {
+                out.push(effect);
+                continue;
+            };
+            // If Stripe cannot answer, keep the state we have: the next event will settle it.
+            if let Ok(status) = ctx
+                .execute_activity(BillingActivities::fetch_subscription_status, id.clone(), refetch_options())
+                .await
+            {
+                out.extend(
+                    ctx.state_mut(|s| billing::apply_refetched(&mut s.billing, &id, &status, created)),
+                );
+            }
+        }
+        out
+    }
+
+    /// Sends the commands the effects call for to the agents they name.
+    async fn enforce(ctx: &mut WorkflowContext<Self>, effects: Vec<Effect>) {
+        let customer = ctx.state(|s| s.customer_id.clone());
+        for effect in effects {
+            let (command, agents, reason) = match effect {
+                Effect::Suspend(agents) => (AgentCommand::Suspend, agents, "a payment failed".to_owned()),
+                Effect::Resume(agents) => {
+                    (AgentCommand::Resume, agents, "the outstanding invoices were paid".to_owned())
+                }
+                Effect::Destroy(agents, reason) => (AgentCommand::Destroy, agents, reason),
+                Effect::Answer(agent, mut answer) => {
+                    answer.customer_id.clone_from(&customer);
+                    // An agent that no longer runs cannot be answered; its claim is moot then.
+                    let _ = ctx
+                        .external_workflow(agent_workflow_id(&agent), None)
+                        .signal(AgentWorkflow::seat, answer, SignalWorkflowOptions::default())
+                        .await;
+                    continue;
+                }
+                Effect::Refetch(_) => continue,
+            };
+            for agent in agents {
+                let request =
+                    CommandRequest { command, actor: format!("billing:{customer}"), reason: reason.clone() };
+                // An agent that no longer runs (destroyed) cannot be signalled; nothing to do then.
+                let _ = ctx
+                    .external_workflow(agent_workflow_id(&agent), None)
+                    .signal(AgentWorkflow::billing, request, SignalWorkflowOptions::default())
+                    .await;
+            }
+        }
+    }
+
+    fn publish(ctx: &WorkflowContext<Self>) {
+        let (customer, user, status) = ctx.state(|s| {
+            (
+                s.customer_id.clone(),
+                s.billing.user_id.clone().or_else(|| s.state.user_id.clone()),
+                customer_status(&s.billing),
+            )
+        });
+        let mut attrs = vec![
+            search_attributes::CUSTOMER_ID.value_set(customer),
+            search_attributes::STATUS.value_set(status.clone()),
+        ];
+        if let Some(user) = user {
+            attrs.push(search_attributes::USER_ID.value_set(user));
+        }
+        ctx.upsert_search_attributes(attrs);
+        let details = ctx.state(|s| crate::details::customer(&s.customer_id, &status, &s.billing));
+        ctx.set_current_details(details);
+    }
+}
+
+fn refetch_options() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .maximum_interval(Duration::from_secs(60))
+                .maximum_attempts(10)
+                .build(),
+        )
+        .summary("re-fetch subscription from Stripe".to_owned())
+        .build()
+}
+
+/// Runs recorded before per-subscription billing: the previous release's loop, unchanged in
+/// the commands it issues, plus one way out (continue as new into the new rules) that only
+/// signals those histories never contain can take.
+impl SubscriptionWorkflow {
+    async fn run_legacy(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<()> {
+        Self::publish_legacy(ctx);
+        loop {
+            let limit = ctx.state(|s| s.policy.history_limit);
+            let migrate = ctx.state(|s| s.upgrade || !s.claims.is_empty());
+            if (migrate || ctx.continue_as_new_suggested() || ctx.history_length() >= limit)
+                && ctx.all_handlers_finished()
+                && ctx.state(|s| s.inbox.is_empty() || migrate)
+            {
+                let now = unix(ctx);
+                let input = ctx.state_mut(|s| {
+                    legacy::prune(&mut s.state, now, s.policy.event_retention_secs);
                     SubscriptionInput {
                         customer_id: s.customer_id.clone(),
                         state: s.state.clone(),
+                        billing: None,
                         policy: s.policy.clone(),
-                        inbox: Vec::new(),
+                        inbox: if migrate { std::mem::take(&mut s.inbox) } else { Vec::new() },
+                        claims: std::mem::take(&mut s.claims),
                     }
                 });
                 ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
@@ -79,12 +401,13 @@ impl SubscriptionWorkflow {
                 Some(deadline) => {
                     let wait = Duration::from_secs(deadline.saturating_sub(unix(ctx)).max(1) as u64);
                     select! {
-                        _ = ctx.wait_condition(|s: &Self| !s.inbox.is_empty()) => true,
+                        _ = ctx.wait_condition(|s: &Self| !s.inbox.is_empty() || s.upgrade || !s.claims.is_empty()) => true,
                         _ = ctx.timer(TimerOptions::builder(wait).summary("payment grace period".to_owned()).build()) => false,
                     }
                 }
                 None => {
-                    ctx.wait_condition(|s: &Self| !s.inbox.is_empty()).await?;
+                    ctx.wait_condition(|s: &Self| !s.inbox.is_empty() || s.upgrade || !s.claims.is_empty())
+                        .await?;
                     true
                 }
             };
@@ -94,93 +417,51 @@ impl SubscriptionWorkflow {
                 };
                 let now = unix(ctx);
                 let effects =
-                    ctx.state_mut(|s| billing::apply(&mut s.state, &event, now, s.policy.grace_period_secs));
-                Self::resolve(ctx, effects, event.created).await
+                    ctx.state_mut(|s| legacy::apply(&mut s.state, &event, now, s.policy.grace_period_secs));
+                Self::resolve_legacy(ctx, effects, event.created).await
             } else {
-                ctx.state_mut(|s| billing::expire(&mut s.state))
+                ctx.state_mut(|s| legacy::expire(&mut s.state))
             };
-            Self::enforce(ctx, effects).await;
-            Self::publish(ctx);
+            Self::enforce_legacy(ctx, effects).await;
+            Self::publish_legacy(ctx);
         }
     }
 
-    /// A verified Stripe event for this customer. Duplicates are dropped here or when applied.
-    #[signal]
-    pub fn stripe_event(&mut self, _ctx: &mut SyncWorkflowContext<Self>, event: BillingEvent) {
-        let known = self.state.applied.contains_key(&event.event_id)
-            || self.inbox.iter().any(|e| e.event_id == event.event_id);
-        if !known {
-            self.inbox.push(event);
-        }
-    }
-
-    /// An agent paid for by this customer (sent by the agent when its provisioning starts).
-    #[signal]
-    pub fn attach_agent(&mut self, _ctx: &mut SyncWorkflowContext<Self>, agent_id: String) {
-        self.state.agents.insert(agent_id);
-    }
-
-    /// May this customer provision?
-    #[query]
-    pub fn entitlement(&self, _ctx: &WorkflowContextView) -> Entitlement {
-        Entitlement {
-            customer_id: self.customer_id.clone(),
-            entitled: self.state.entitled(),
-            status: self.state.subscription.as_ref().map(|s| s.status.clone()),
-            delinquent: self.state.delinquency.as_ref().is_some_and(|d| !d.expired),
-        }
-    }
-
-    /// Everything known about the customer.
-    #[query]
-    pub fn billing_state(&self, _ctx: &WorkflowContextView) -> BillingState {
-        self.state.clone()
-    }
-}
-
-impl SubscriptionWorkflow {
-    /// Runs re-fetches (I/O, so activities) and folds their answers back in.
-    async fn resolve(ctx: &mut WorkflowContext<Self>, effects: Vec<Effect>, created: i64) -> Vec<Effect> {
+    async fn resolve_legacy(
+        ctx: &mut WorkflowContext<Self>,
+        effects: Vec<legacy::Effect>,
+        created: i64,
+    ) -> Vec<legacy::Effect> {
         let mut out = Vec::new();
         for effect in effects {
-            let Effect::RefetchSubscription(id) = effect else {
+            let legacy::Effect::RefetchSubscription(id) = effect else {
                 out.push(effect);
                 continue;
             };
-            let opts = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
-                .retry_policy(
-                    RetryPolicy::builder()
-                        .initial_interval(Duration::from_secs(1))
-                        .maximum_interval(Duration::from_secs(60))
-                        .maximum_attempts(10)
-                        .build(),
-                )
-                .summary("re-fetch subscription from Stripe".to_owned())
-                .build();
-            // If Stripe cannot answer, keep the snapshot we have: the next event will settle it.
-            if let Ok(status) =
-                ctx.execute_activity(BillingActivities::fetch_subscription_status, id.clone(), opts).await
+            if let Ok(status) = ctx
+                .execute_activity(BillingActivities::fetch_subscription_status, id.clone(), refetch_options())
+                .await
             {
-                out.extend(ctx.state_mut(|s| billing::apply_refetched(&mut s.state, &id, &status, created)));
+                out.extend(ctx.state_mut(|s| legacy::apply_refetched(&mut s.state, &id, &status, created)));
             }
         }
         out
     }
 
-    /// Sends the commands the effects call for to every agent of the customer.
-    async fn enforce(ctx: &mut WorkflowContext<Self>, effects: Vec<Effect>) {
+    async fn enforce_legacy(ctx: &mut WorkflowContext<Self>, effects: Vec<legacy::Effect>) {
         let (customer, agents) = ctx.state(|s| (s.customer_id.clone(), s.state.agents.clone()));
         for effect in effects {
             let (command, reason) = match effect {
-                Effect::SuspendAgents => (AgentCommand::Suspend, "a payment failed".to_owned()),
-                Effect::ResumeAgents => (AgentCommand::Resume, "the outstanding invoice was paid".to_owned()),
-                Effect::DestroyAgents(reason) => (AgentCommand::Destroy, reason),
-                Effect::RefetchSubscription(_) => continue,
+                legacy::Effect::SuspendAgents => (AgentCommand::Suspend, "a payment failed".to_owned()),
+                legacy::Effect::ResumeAgents => {
+                    (AgentCommand::Resume, "the outstanding invoice was paid".to_owned())
+                }
+                legacy::Effect::DestroyAgents(reason) => (AgentCommand::Destroy, reason),
+                legacy::Effect::RefetchSubscription(_) => continue,
             };
             for agent in &agents {
                 let request =
                     CommandRequest { command, actor: format!("billing:{customer}"), reason: reason.clone() };
-                // An agent that no longer runs (destroyed) cannot be signalled; nothing to do then.
                 let _ = ctx
                     .external_workflow(agent_workflow_id(agent), None)
                     .signal(AgentWorkflow::billing, request, SignalWorkflowOptions::default())
@@ -189,7 +470,7 @@ impl SubscriptionWorkflow {
         }
     }
 
-    fn publish(ctx: &WorkflowContext<Self>) {
+    fn publish_legacy(ctx: &WorkflowContext<Self>) {
         let (customer, user, status) = ctx.state(|s| {
             let status = match (&s.state.delinquency, &s.state.subscription) {
                 (Some(d), _) if !d.expired => "grace_period".to_owned(),

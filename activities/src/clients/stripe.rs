@@ -59,6 +59,8 @@ pub struct CreatedCheckout {
     pub id: String,
     /// Hosted page the customer pays on.
     pub url: String,
+    /// When the session expires unpaid (Unix seconds).
+    pub expires_at: i64,
 }
 
 fn map_err(e: StripeError) -> ClientError {
@@ -148,6 +150,10 @@ impl StripeClient {
             call = call.request_strategy(RequestStrategy::Idempotent(key));
         }
         let session = call.send(&self.client).await.map_err(map_err)?;
-        Ok(CreatedCheckout { id: session.id.as_str().to_owned(), url: session.url.unwrap_or_default() })
+        Ok(CreatedCheckout {
+            id: session.id.as_str().to_owned(),
+            url: session.url.unwrap_or_default(),
+            expires_at: session.expires_at,
+        })
     }
 }

@@ -51,6 +51,7 @@ impl From<ApiError> for ApiFailure {
             kind: match e.status {
                 StatusCode::NOT_FOUND => Kind::NotFound,
                 StatusCode::FORBIDDEN => Kind::Forbidden,
+                StatusCode::PAYMENT_REQUIRED => Kind::PaymentRequired,
                 StatusCode::CONFLICT => Kind::Conflict,
                 StatusCode::SERVICE_UNAVAILABLE => Kind::Unavailable,
                 _ => Kind::Invalid,
@@ -68,6 +69,7 @@ impl IntoResponse for ApiFailure {
         let status = match e.kind {
             Kind::Invalid => StatusCode::BAD_REQUEST,
             Kind::Forbidden => StatusCode::FORBIDDEN,
+            Kind::PaymentRequired => StatusCode::PAYMENT_REQUIRED,
             Kind::NotFound => StatusCode::NOT_FOUND,
             Kind::Conflict => StatusCode::CONFLICT,
             Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -94,12 +94,20 @@ fn billing_event(event: &Event) -> Result<Option<(String, Option<String>, Billin
                 .ok_or("subscription without status")?
                 .to_owned(),
             deleted: event.kind == "customer.subscription.deleted",
+            seats: Some(seats(obj)),
+            agent_id: obj
+                .pointer("/metadata/agentId")
+                .and_then(Value::as_str)
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned),
         },
-        "invoice.paid" => {
-            BillingEventKind::InvoicePaid { invoice_id: id_of(obj.get("id")).ok_or("invoice without id")? }
-        }
+        "invoice.paid" => BillingEventKind::InvoicePaid {
+            invoice_id: id_of(obj.get("id")).ok_or("invoice without id")?,
+            subscription_id: invoice_subscription(obj),
+        },
         "invoice.payment_failed" => BillingEventKind::InvoicePaymentFailed {
             invoice_id: id_of(obj.get("id")).ok_or("invoice without id")?,
+            subscription_id: invoice_subscription(obj),
         },
         _ => return Ok(None),
     };
@@ -109,6 +117,26 @@ fn billing_event(event: &Event) -> Result<Option<(String, Option<String>, Billin
         _ => None,
     };
     Ok(Some((customer, user, BillingEvent { event_id: event.id.clone(), created: event.created, kind })))
+}
+
+/// A subscription's seats: the summed `quantity` of its licensed items. Metered items (usage
+/// billing of coding jobs) have no quantity and give no seat.
+fn seats(subscription: &Value) -> u32 {
+    let items = subscription.pointer("/items/data").and_then(Value::as_array);
+    let seats: u64 = items
+        .into_iter()
+        .flatten()
+        .filter(|item| item.pointer("/price/recurring/usage_type").and_then(Value::as_str) != Some("metered"))
+        .filter_map(|item| item.get("quantity").and_then(Value::as_u64))
+        .sum();
+    u32::try_from(seats).unwrap_or(u32::MAX)
+}
+
+/// The subscription an invoice bills: `parent.subscription_details.subscription` (API versions
+/// since 2025-03-31), or the older top-level `subscription`.
+fn invoice_subscription(invoice: &Value) -> Option<String> {
+    id_of(invoice.pointer("/parent/subscription_details/subscription"))
+        .or_else(|| id_of(invoice.get("subscription")))
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,6 +153,8 @@ struct CheckoutSession {
     metadata: Option<BTreeMap<String, String>>,
     #[serde(default)]
     payment_status: Option<String>,
+    #[serde(default)]
+    subscription: Option<Value>,
 }
 
 /// What a verified checkout asks for.
@@ -234,6 +264,10 @@ async fn checkout(app: &AppState, event: &Event) -> Result<Json<Value>, ApiError
             event_id: event.id.clone(),
             session_id: session.id.clone(),
             customer_id: intent.customer_id.clone(),
+            // The seat this checkout paid for: its subscription, or the session of a one-off
+            // payment (the customer's workflow keys both the same way).
+            subscription_id: Some(id_of(session.subscription.as_ref()).unwrap_or_else(|| session.id.clone())),
+            user_id: Some(intent.user_id.clone()),
         },
     };
     let outcome = app
@@ -295,7 +329,9 @@ mod tests {
             BillingEventKind::SubscriptionChanged {
                 subscription_id: "sub_1".into(),
                 status: "past_due".into(),
-                deleted: false
+                deleted: false,
+                seats: Some(0),
+                agent_id: None,
             }
         );
         let (_, _, ev) = billing_event(&event(
@@ -304,7 +340,10 @@ mod tests {
         ))
         .unwrap()
         .unwrap();
-        assert_eq!(ev.kind, BillingEventKind::InvoicePaymentFailed { invoice_id: "in_1".into() });
+        assert_eq!(
+            ev.kind,
+            BillingEventKind::InvoicePaymentFailed { invoice_id: "in_1".into(), subscription_id: None }
+        );
         let (_, user, ev) = billing_event(&event(
             "checkout.session.completed",
             json!({"id": "cs_1", "customer": "cus_1", "subscription": "sub_1", "payment_status": "paid",
@@ -314,6 +353,37 @@ mod tests {
         .unwrap();
         assert_eq!(user.as_deref(), Some("u9"));
         assert!(matches!(ev.kind, BillingEventKind::CheckoutCompleted { paid: true, .. }));
+    }
+
+    #[test]
+    fn seats_and_invoice_subscriptions_are_read_from_stripe_objects() {
+        let sub = slipway_sandbox_free_subscription();
+        assert_eq!(seats(&sub), 3, "licensed quantities summed, metered item ignored");
+        let (_, _, ev) = billing_event(&event(
+            "invoice.paid",
+            json!({"id": "in_1", "customer": "cus_1",
+                   "parent": {"type": "subscription_details", "subscription_details": {"subscription": "sub_9"}}}),
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            ev.kind,
+            BillingEventKind::InvoicePaid {
+                invoice_id: "in_1".into(),
+                subscription_id: Some("sub_9".into())
+            }
+        );
+        let legacy = json!({"id": "in_2", "customer": "cus_1", "subscription": "sub_8"});
+        assert_eq!(invoice_subscription(&legacy).as_deref(), Some("sub_8"));
+    }
+
+    /// A subscription with two seats of one price, one of another and a metered price.
+    fn slipway_sandbox_free_subscription() -> Value {
+        json!({"id": "sub_1", "object": "subscription", "items": {"object": "list", "data": [
+            {"id": "si_1", "quantity": 2, "price": {"id": "price_a", "recurring": {"usage_type": "licensed"}}},
+            {"id": "si_2", "quantity": 1, "price": {"id": "price_b", "recurring": {"usage_type": "licensed"}}},
+            {"id": "si_3", "price": {"id": "price_m", "recurring": {"usage_type": "metered"}}}
+        ]}})
     }
 
     #[test]
@@ -333,6 +403,7 @@ mod tests {
             customer: Some(customer),
             metadata: Some(meta.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()),
             payment_status: Some("paid".into()),
+            subscription: None,
         }
     }
 
