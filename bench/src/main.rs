@@ -537,6 +537,7 @@ impl Bench {
                     policy: BillingPolicy::default(),
                     inbox: Vec::new(),
                     claims: Vec::new(),
+                    upgrade_attempted: false,
                 };
                 let event = BillingEvent {
                     event_id: format!("evt_{key}"),

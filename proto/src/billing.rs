@@ -375,6 +375,11 @@ pub struct SubscriptionInput {
     /// Seat claims received but not yet answered (carried across continue-as-new).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub claims: Vec<SeatClaim>,
+    /// A run on the legacy rules already continued as new to move to per-subscription billing
+    /// and came back on the legacy rules (a worker that holds the change back): it answers
+    /// seat claims itself instead of continuing as new again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub upgrade_attempted: bool,
 }
 
 /// Result of the `entitlement` query.

@@ -327,6 +327,7 @@ impl Gateway {
             policy,
             inbox: Vec::new(),
             claims: Vec::new(),
+            upgrade_attempted: false,
         };
         let call = client.signal_with_start_workflow(
             SubscriptionWorkflow::run,

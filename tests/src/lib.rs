@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use slipway_proto::model::{AgentRecord, AgentStatus, ProvisioningPolicy};
 use slipway_sandbox::{RunningSandbox, SandboxConfig, stripe::CheckoutArgs};
 use slipway_starter::{Application, Gateway, StarterSettings};
-use slipway_worker::{WorkerSettings, build_worker};
+use slipway_worker::{WorkerSettings, build_worker_with};
 use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, Url};
 use temporalio_sdk::testing::{EphemeralExe, LocalWorkflowEnvironmentOptions, WorkflowEnvironment};
 
@@ -124,6 +124,42 @@ pub struct Options {
     pub worker_process: bool,
     /// Extra environment of the worker process (with [`Options::worker_process`]).
     pub worker_env: Vec<(&'static str, String)>,
+    /// Workflow changes (patch ids) the in-process worker holds back while the gate is closed,
+    /// as a worker of the previous release would: runs started then take the old code path.
+    pub held_patches: Option<PatchGate>,
+}
+
+/// A switch that holds workflow patches back ([`Options::held_patches`]).
+#[derive(Clone, Default)]
+pub struct PatchGate {
+    held: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl std::fmt::Debug for PatchGate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PatchGate").field("held", &self.held()).finish()
+    }
+}
+
+impl PatchGate {
+    /// Hold these patches back from now on (new runs take the old path).
+    pub fn hold(&self, patches: &[&str]) {
+        *self.held.lock().expect("gate") = patches.iter().map(|p| (*p).to_owned()).collect();
+    }
+
+    /// Let every patch through from now on.
+    pub fn release(&self) {
+        self.held.lock().expect("gate").clear();
+    }
+
+    fn held(&self) -> Vec<String> {
+        self.held.lock().expect("gate").clone()
+    }
+
+    fn callback(&self) -> temporalio_sdk::PatchActivationCallback {
+        let gate = self.clone();
+        Arc::new(move |input| !gate.held().contains(&input.patch_id))
+    }
 }
 
 impl Default for Options {
@@ -141,6 +177,7 @@ impl Default for Options {
             worker_metrics: false,
             worker_process: false,
             worker_env: Vec::new(),
+            held_patches: None,
         }
     }
 }
@@ -198,6 +235,7 @@ pub struct TestApp {
     worker_stop: Option<tokio::sync::oneshot::Sender<()>>,
     worker_address: String,
     worker_settings: WorkerSettings,
+    held_patches: Option<PatchGate>,
     worker_thread: Option<std::thread::JoinHandle<()>>,
     worker_child: std::sync::Mutex<Option<WorkerProcess>>,
     starter_stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -444,7 +482,8 @@ impl TestApp {
             env.extend(opts.worker_env.iter().cloned());
             (None, None, Some(WorkerProcess::start(&address, env)?))
         } else {
-            let (stop, thread) = spawn_worker(address.clone(), worker_settings.clone())?;
+            let (stop, thread) =
+                spawn_worker(address.clone(), worker_settings.clone(), opts.held_patches.clone())?;
             (Some(stop), Some(thread), None)
         };
         let client = connect(&address).await?;
@@ -461,6 +500,7 @@ impl TestApp {
             worker_stop,
             worker_address: address.clone(),
             worker_settings,
+            held_patches: opts.held_patches.clone(),
             worker_thread,
             worker_child: std::sync::Mutex::new(worker_child),
             starter_stop: Some(starter_stop),
@@ -757,7 +797,11 @@ impl TestApp {
         if let Some(t) = self.worker_thread.take() {
             tokio::task::spawn_blocking(move || join_worker(t)).await?;
         }
-        let (stop, thread) = spawn_worker(self.worker_address.clone(), self.worker_settings.clone())?;
+        let (stop, thread) = spawn_worker(
+            self.worker_address.clone(),
+            self.worker_settings.clone(),
+            self.held_patches.clone(),
+        )?;
         self.worker_stop = Some(stop);
         self.worker_thread = Some(thread);
         Ok(())
@@ -955,6 +999,7 @@ pub fn now() -> i64 {
 fn spawn_worker(
     address: String,
     settings: WorkerSettings,
+    held_patches: Option<PatchGate>,
 ) -> anyhow::Result<(tokio::sync::oneshot::Sender<()>, std::thread::JoinHandle<()>)> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<anyhow::Result<()>>();
@@ -968,7 +1013,11 @@ fn spawn_worker(
             let started = async {
                 let client = connect(&address).await?;
                 let runtime = slipway_worker::runtime(&settings)?;
-                let worker = build_worker(&runtime, client, &settings)?;
+                let worker = build_worker_with(&runtime, client, &settings, |options| {
+                    if let Some(gate) = &held_patches {
+                        options.patch_activation_callback = Some(gate.callback());
+                    }
+                })?;
                 Ok::<_, anyhow::Error>((runtime, worker))
             }
             .await;

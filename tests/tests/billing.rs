@@ -56,6 +56,12 @@ async fn payment_failure_suspends_and_payment_resumes() -> anyhow::Result<()> {
         app.api(Method::POST, &format!("/api/agents/{agent}/start"), Some(&token), None).await?;
     assert_eq!((status, body["code"].as_str()), (409, Some("AGENT_SUSPENDED")), "{body}");
 
+    // A delinquent customer (status still `active`) provisions nothing new.
+    let extra = create_agent(&app, &token, "extra").await?;
+    let (status, body) =
+        app.api(Method::POST, &format!("/api/agents/{extra}/provision"), Some(&token), None).await?;
+    assert_eq!((status, body["code"].as_str()), (403, Some("NO_ACTIVE_SUBSCRIPTION")), "{body}");
+
     let invoice = failed["invoice_id"].as_str().expect("invoice id");
     app.sandbox_post(&format!("/_sandbox/stripe/invoices/{invoice}/pay"), json!({})).await?;
     app.wait_for_status(&agent, &[AgentStatus::Active], WAIT).await?;
@@ -259,6 +265,22 @@ async fn a_subscription_deleted_while_its_agent_provisions_leaves_no_server() ->
     assert_eq!(state["hetzner"]["servers"].as_array().map_or(0, Vec::len), 0, "{state:#}");
     assert_eq!(state["tailscale"]["devices"].as_array().map_or(0, Vec::len), 0);
     assert_eq!(state["tailscale"]["keys"].as_array().map_or(0, Vec::len), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_checkout_paid_by_someone_else_does_not_provision_the_agent() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let (owner, payer) = (app.id("owner"), app.id("payer"));
+    let agent = create_agent(&app, &app.token(&owner, None), "mine").await?;
+    // A paid checkout whose metadata names the owner's agent but another user.
+    let (event, _) = app.checkout_event(&payer, &agent, "fsn1");
+    let resp = app.post_stripe(&event).await?;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await?;
+    assert_eq!(body["result"]["code"], "PAYER_NOT_OWNER", "{body}");
+    assert_eq!(app.agent(&agent).await?.unwrap().status, AgentStatus::Draft);
+    assert_eq!(server_status(&app.sandbox_state().await?, &agent), None);
     Ok(())
 }
 

@@ -126,11 +126,20 @@ async fn an_issue_becomes_a_pull_request_billed_exactly_once() -> anyhow::Result
     );
     let commits = state["github"]["commits"].to_string();
     assert!(commits.contains("src/slipway_generated.rs") && commits.contains("SLIPWAY.md"), "{commits}");
-    // One progress comment, edited as the job advanced.
-    let comments: Vec<&Value> =
-        state["github"]["comments"].as_array().unwrap().iter().filter(|c| c["number"] == 1).collect();
-    assert_eq!(comments.len(), 1, "{comments:#?}");
-    assert!(comments[0]["body"].as_str().unwrap().contains("pull request opened"));
+    // One progress comment, edited as the job advanced. The job bills before it edits the
+    // comment a last time, so the edit may land just after the state the wait above saw.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = app.sandbox_state().await?;
+        let comments: Vec<&Value> =
+            state["github"]["comments"].as_array().unwrap().iter().filter(|c| c["number"] == 1).collect();
+        assert_eq!(comments.len(), 1, "{comments:#?}");
+        if comments[0]["body"].as_str().unwrap().contains("pull request opened") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the comment never said so: {comments:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Exactly one PR meter event and one token meter event, for the right customer.
     let events = meter_events(&state, &s.customer);

@@ -19,6 +19,7 @@
 //! | `live_client_stack_paths` | success, each of the seven activities failing, a compensation failing |
 //! | `live_jobs` | PR merged, retry (refused to a reader, accepted from a writer), cancel while running, queued and failed, refused (unlinked account), the gate at its cap, the links registry |
 //! | `live_seats` | one customer's subscriptions: a checkout parked behind an unpaid invoice then provisioned, one granted at once, one denied (subscription deleted first), a deletion that destroys only its own subscription's agent and frees its seat |
+//! | `live_legacy_customer_upgrade` | a customer run on the previous release's rules (the worker holds the change back): a seat claim moves it, held back it answers claims itself, an operator's `upgrade` moves it for good, then the new rules apply |
 //! | `live_continue_as_new` | `Agent` and `Subscription` continuing as new past a small history limit |
 //!
 //! Files are written one event per line: compact, and still reviewable in a diff.
@@ -724,6 +725,78 @@ async fn live_seats() -> anyhow::Result<()> {
     rec.take(&app, "agent-seat-parked-then-granted-destroyed", &agent_workflow_id(&parked), None).await?;
     rec.take(&app, "agent-seat-granted", &agent_workflow_id(&granted), None).await?;
     rec.take(&app, "agent-seat-denied-subscription-ended", &agent_workflow_id(&late), None).await?;
+    rec.finish().await
+}
+
+// ---------------------------------------------------------------------------------------------
+// A customer of the previous release moving to per-subscription billing
+
+/// Every run of a workflow, oldest first (visibility lists closed runs too).
+async fn run_ids(app: &TestApp, workflow_id: &str) -> anyhow::Result<Vec<String>> {
+    use futures::StreamExt;
+    let query = format!("WorkflowId = '{workflow_id}'");
+    let mut stream =
+        app.client.list_workflows(query, temporalio_client::WorkflowListOptions::builder().limit(20).build());
+    let mut runs = Vec::new();
+    while let Some(exec) = stream.next().await {
+        let exec = exec?;
+        runs.push((exec.start_time(), exec.run_id().to_owned()));
+    }
+    runs.sort();
+    Ok(runs.into_iter().map(|(_, id)| id).collect())
+}
+
+#[tokio::test]
+async fn live_legacy_customer_upgrade() -> anyhow::Result<()> {
+    use slipway_workflows::{SubscriptionWorkflow, subscription::PER_SUBSCRIPTION_PATCH};
+    // The worker holds per-subscription billing back, as the previous release did.
+    let gate = slipway_tests::PatchGate::default();
+    gate.hold(&[PER_SUBSCRIPTION_PATCH]);
+    let app = TestApp::spawn_with(Options { held_patches: Some(gate.clone()), ..Options::default() }).await?;
+    let mut rec = Recorded::new();
+    let (user, agent) = (app.id("legacyuser"), app.id("legacyagent"));
+
+    // The agent's seat claim reaches a legacy run: it tries to move (continue as new), is held
+    // back, and answers the claim with the old rules. The agent is provisioned.
+    let paid = app.subscribe(&user, Some((&agent, "fsn1"))).await?;
+    let customer = paid["customer_id"].as_str().context("customer")?.to_owned();
+    let record = app.wait_for_status(&agent, &[AgentStatus::Active, AgentStatus::Failed], WAIT).await?;
+    assert_eq!(record.status, AgentStatus::Active, "{record:#?}");
+
+    // Old rules still apply: a failed renewal suspends.
+    let sub = paid["subscription_id"].as_str().context("subscription")?;
+    let failed =
+        app.sandbox_post(&format!("/_sandbox/stripe/subscriptions/{sub}/payment_failed"), json!({})).await?;
+    app.wait_for_status(&agent, &[AgentStatus::Suspended], WAIT).await?;
+
+    // The new release is out: an operator moves the customer.
+    gate.release();
+    let workflow = customer_workflow_id(&customer);
+    let legacy_runs = run_ids(&app, &workflow).await?;
+    assert_eq!(legacy_runs.len(), 2, "the first run moved once and was held back: {legacy_runs:?}");
+    app.client
+        .get_workflow_handle::<SubscriptionWorkflow>(workflow.clone())
+        .signal(SubscriptionWorkflow::upgrade, (), temporalio_client::WorkflowSignalOptions::default())
+        .await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while run_ids(&app, &workflow).await?.len() < 3 {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the upgrade never continued as new");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Migrated: one subscription holding the agent's seat, suspended by its unpaid invoice.
+    let billing = app.billing_state(&customer).await?;
+    assert_eq!(billing.seat_of(&agent), Some(sub), "{billing:#?}");
+    assert_eq!(billing.subscriptions[sub].standing(), slipway_proto::billing::Standing::Suspended);
+    // And the new rules apply from there: paying resumes the agent.
+    let invoice = failed["invoice_id"].as_str().context("invoice")?;
+    app.sandbox_post(&format!("/_sandbox/stripe/invoices/{invoice}/pay"), json!({})).await?;
+    app.wait_for_status(&agent, &[AgentStatus::Active], WAIT).await?;
+    assert!(app.billing_state(&customer).await?.entitled());
+
+    rec.take(&app, "subscription-legacy-claim-held-back", &workflow, Some(&legacy_runs[0])).await?;
+    rec.take(&app, "subscription-legacy-answers-claims-then-upgraded", &workflow, Some(&legacy_runs[1]))
+        .await?;
+    rec.take(&app, "subscription-upgraded-from-legacy", &workflow, None).await?;
     rec.finish().await
 }
 

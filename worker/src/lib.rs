@@ -104,6 +104,17 @@ pub fn runtime(settings: &WorkerSettings) -> anyhow::Result<Runtime> {
 
 /// A worker on `settings.task_queue` with every Slipway workflow and activity registered.
 pub fn build_worker(runtime: &Runtime, client: Client, settings: &WorkerSettings) -> anyhow::Result<Worker> {
+    build_worker_with(runtime, client, settings, |_| {})
+}
+
+/// [`build_worker`], with a last look at the options (tests hold a workflow change back with a
+/// patch activation callback, as a rolling deployment would).
+pub fn build_worker_with(
+    runtime: &Runtime,
+    client: Client,
+    settings: &WorkerSettings,
+    customize: impl FnOnce(&mut WorkerOptions),
+) -> anyhow::Result<Worker> {
     let provisioning = ProvisioningActivities::new(settings.provisioning()?);
     let billing = BillingActivities::new(settings.stripe()?);
     let stack = StackActivities::new(settings.stack()?);
@@ -119,7 +130,9 @@ pub fn build_worker(runtime: &Runtime, client: Client, settings: &WorkerSettings
         // On shutdown, in-flight activities get this long to finish before they are handed back.
         .graceful_shutdown_period(settings.shutdown_grace)
         .build();
-    Ok(Worker::new(runtime, client, settings.tuning.apply(options))?)
+    let mut options = settings.tuning.apply(options);
+    customize(&mut options);
+    Ok(Worker::new(runtime, client, options)?)
 }
 
 impl settings::WorkerTuning {

@@ -21,8 +21,8 @@ use std::time::Duration;
 use slipway_activities::BillingActivities;
 use slipway_proto::{
     billing::{
-        BillingEvent, BillingPolicy, BillingState, CustomerBilling, Entitlement, SeatClaim, Standing,
-        SubscriptionInput,
+        BillingEvent, BillingPolicy, BillingState, CustomerBilling, Entitlement, SeatAnswer, SeatClaim,
+        SeatDecision, Standing, SubscriptionInput,
     },
     model::{AgentCommand, CommandRequest, agent_workflow_id},
 };
@@ -59,6 +59,8 @@ pub struct SubscriptionWorkflow {
     attaches: Vec<String>,
     /// An operator asked a legacy run to move to the per-subscription rules now.
     upgrade: bool,
+    /// This legacy run comes from an attempt to move (see [`SubscriptionInput::upgrade_attempted`]).
+    upgrade_attempted: bool,
     /// This run applies the per-subscription rules.
     per_subscription: bool,
 }
@@ -85,6 +87,7 @@ impl SubscriptionWorkflow {
             releases: Vec::new(),
             attaches: Vec::new(),
             upgrade: false,
+            upgrade_attempted: input.upgrade_attempted,
             per_subscription: false,
         }
     }
@@ -236,6 +239,7 @@ impl SubscriptionWorkflow {
                         policy: s.policy.clone(),
                         inbox: Vec::new(),
                         claims: Vec::new(),
+                        upgrade_attempted: false,
                     }
                 });
                 ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
@@ -375,7 +379,7 @@ impl SubscriptionWorkflow {
         Self::publish_legacy(ctx);
         loop {
             let limit = ctx.state(|s| s.policy.history_limit);
-            let migrate = ctx.state(|s| s.upgrade || !s.claims.is_empty());
+            let migrate = ctx.state(|s| s.upgrade || (!s.claims.is_empty() && !s.upgrade_attempted));
             if (migrate || ctx.continue_as_new_suggested() || ctx.history_length() >= limit)
                 && ctx.all_handlers_finished()
                 && ctx.state(|s| s.inbox.is_empty() || migrate)
@@ -390,6 +394,7 @@ impl SubscriptionWorkflow {
                         policy: s.policy.clone(),
                         inbox: if migrate { std::mem::take(&mut s.inbox) } else { Vec::new() },
                         claims: std::mem::take(&mut s.claims),
+                        upgrade_attempted: migrate || s.upgrade_attempted,
                     }
                 });
                 ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
@@ -413,6 +418,7 @@ impl SubscriptionWorkflow {
             };
             let effects = if event_ready {
                 let Some(event) = ctx.state_mut(|s| (!s.inbox.is_empty()).then(|| s.inbox.remove(0))) else {
+                    Self::answer_claims_legacy(ctx).await;
                     continue;
                 };
                 let now = unix(ctx);
@@ -424,6 +430,35 @@ impl SubscriptionWorkflow {
             };
             Self::enforce_legacy(ctx, effects).await;
             Self::publish_legacy(ctx);
+        }
+    }
+
+    /// Seat claims a legacy run answers itself (only after a move to the new rules was held
+    /// back): granted while the customer is entitled and not delinquent, with the agent attached.
+    async fn answer_claims_legacy(ctx: &mut WorkflowContext<Self>) {
+        if !ctx.state(|s| s.upgrade_attempted) {
+            return;
+        }
+        let customer = ctx.state(|s| s.customer_id.clone());
+        while let Some(claim) = ctx.state_mut(|s| (!s.claims.is_empty()).then(|| s.claims.remove(0))) {
+            let decision = ctx.state_mut(|s| {
+                let paid_up = s.state.entitled() && s.state.delinquency.is_none();
+                match (&s.state.subscription, paid_up) {
+                    (Some(sub), true) => {
+                        s.state.agents.insert(claim.agent_id.clone());
+                        SeatDecision::Granted { subscription_id: sub.id.clone() }
+                    }
+                    _ => SeatDecision::Denied {
+                        code: billing::codes::NO_ACTIVE_SUBSCRIPTION.to_owned(),
+                        reason: "the customer's subscription is not active".to_owned(),
+                    },
+                }
+            });
+            let answer = SeatAnswer { request: claim.request, customer_id: customer.clone(), decision };
+            let _ = ctx
+                .external_workflow(agent_workflow_id(&claim.agent_id), None)
+                .signal(AgentWorkflow::seat, answer, SignalWorkflowOptions::default())
+                .await;
         }
     }
 
