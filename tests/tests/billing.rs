@@ -269,6 +269,26 @@ async fn a_subscription_deleted_while_its_agent_provisions_leaves_no_server() ->
 }
 
 #[tokio::test]
+async fn a_stripe_failure_at_checkout_answers_502_and_lifts_the_agents_hold() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let user = app.id("user");
+    let token = app.token(&user, None);
+    let agent = create_agent(&app, &token, "mine").await?;
+    app.fault(json!({"method": "POST", "path": "/stripe/v1/checkout/sessions", "status": 500, "count": 20}))
+        .await?;
+    let body = json!({"agentId": agent, "region": "fsn1"});
+    let (status, answer) =
+        app.api(Method::POST, "/api/billing/checkout", Some(&token), Some(body.clone())).await?;
+    assert_eq!((status, answer["code"].as_str()), (502, Some("STRIPE_ERROR")), "{answer}");
+    assert_eq!(app.agent(&agent).await?.unwrap().open_checkout, None, "the hold is lifted");
+
+    app.http.delete(format!("{}/_sandbox/faults", app.sandbox.base_url)).send().await?.error_for_status()?;
+    let (status, answer) = app.api(Method::POST, "/api/billing/checkout", Some(&token), Some(body)).await?;
+    assert_eq!(status, 201, "{answer}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_checkout_paid_by_someone_else_does_not_provision_the_agent() -> anyhow::Result<()> {
     let app = TestApp::spawn().await?;
     let (owner, payer) = (app.id("owner"), app.id("payer"));

@@ -88,6 +88,15 @@ async fn temporal_down_answers_503_so_stripe_retries() -> anyhow::Result<()> {
         Some("5".into())
     );
     assert_eq!(error_code(resp).await, (503, "TEMPORAL_UNAVAILABLE".into()));
+    // The API answers the same way, with the same hint to retry.
+    let api = app
+        .http
+        .get(format!("{}/api/agents", app.starter_url))
+        .bearer_auth(app.token(&app.id("user"), None))
+        .send()
+        .await?;
+    assert_eq!(api.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("5"));
+    assert_eq!(error_code(api).await, (503, "TEMPORAL_UNAVAILABLE".into()));
     let ready = app.http.get(format!("{}/readyz", app.starter_url)).send().await?;
     assert_eq!(ready.status(), 503);
     let health = app.http.get(format!("{}/healthz", app.starter_url)).send().await?;

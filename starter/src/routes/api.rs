@@ -36,36 +36,34 @@ impl FromRequestParts<AppState> for User {
     }
 }
 
-/// A service failure as an HTTP answer.
-pub struct ApiFailure(ServiceError);
+/// A failed API request as an HTTP answer: a refusal of the service layer (mapped by its kind),
+/// or an error the HTTP layer already decided (answered as it is, status included: a Stripe
+/// failure stays 502, never becomes a 400).
+pub enum ApiFailure {
+    /// From [`AgentService`] and the routes' own checks.
+    Service(ServiceError),
+    /// From the HTTP layer (`ApiError`), answered unchanged.
+    Http(ApiError),
+}
 
 impl From<ServiceError> for ApiFailure {
     fn from(e: ServiceError) -> Self {
-        Self(e)
+        Self::Service(e)
     }
 }
 
 impl From<ApiError> for ApiFailure {
     fn from(e: ApiError) -> Self {
-        Self(ServiceError {
-            kind: match e.status {
-                StatusCode::NOT_FOUND => Kind::NotFound,
-                StatusCode::FORBIDDEN => Kind::Forbidden,
-                StatusCode::PAYMENT_REQUIRED => Kind::PaymentRequired,
-                StatusCode::CONFLICT => Kind::Conflict,
-                StatusCode::SERVICE_UNAVAILABLE => Kind::Unavailable,
-                _ => Kind::Invalid,
-            },
-            code: e.code.to_owned(),
-            message: e.message,
-            details: Vec::new(),
-        })
+        Self::Http(e)
     }
 }
 
 impl IntoResponse for ApiFailure {
     fn into_response(self) -> Response {
-        let e = self.0;
+        let e = match self {
+            Self::Http(e) => return e.into_response(),
+            Self::Service(e) => e,
+        };
         let status = match e.kind {
             Kind::Invalid => StatusCode::BAD_REQUEST,
             Kind::Forbidden => StatusCode::FORBIDDEN,
@@ -82,6 +80,7 @@ impl IntoResponse for ApiFailure {
         let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             resp.extensions_mut().insert(crate::metrics::ErrorCode("TEMPORAL_UNAVAILABLE"));
+            resp.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("5"));
         }
         resp
     }
@@ -102,7 +101,7 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiFailure> {
         } else {
             "MALFORMED_PAYLOAD"
         };
-        ApiFailure(ServiceError {
+        ApiFailure::Service(ServiceError {
             kind: Kind::Invalid,
             code: code.to_owned(),
             message: e.body_text(),
@@ -195,7 +194,7 @@ pub async fn link_github(
         details.push(("customerId".to_owned(), "must be a Stripe customer id (cus_…)".to_owned()));
     }
     if !details.is_empty() {
-        return Err(ApiFailure(ServiceError {
+        return Err(ApiFailure::Service(ServiceError {
             kind: Kind::Invalid,
             code: "INVALID_INPUT".to_owned(),
             message: "the link is invalid".to_owned(),
