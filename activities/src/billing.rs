@@ -5,7 +5,9 @@ use std::sync::Arc;
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
-use crate::{ClientError, clients::stripe::StripeClient};
+use slipway_providers::{ClientError, stripe::StripeClient};
+
+use crate::error::IntoActivityError;
 
 /// Billing activities (registered on the worker).
 #[derive(Debug)]

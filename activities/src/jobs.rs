@@ -17,10 +17,9 @@ use temporalio_sdk::{
     activities::{ActivityContext, ActivityError},
 };
 
-use crate::{
-    ClientError,
-    clients::{github_app::GitHubApp, llm::LlmClient, stripe::StripeClient},
-};
+use slipway_providers::{ClientError, github::GitHubApp, llm::LlmClient, stripe::StripeClient};
+
+use crate::error::IntoActivityError;
 
 /// The job activities.
 #[derive(Debug)]

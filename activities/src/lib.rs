@@ -1,11 +1,11 @@
 //! Slipway's Temporal activities: the only code that talks to the outside world.
 //!
 //! # Layout
-//! - [`clients`]: one typed client per provider API (Hetzner, Tailscale, GitHub, Stripe,
-//!   Supabase, Vercel, n8n). Base URLs
-//!   are configuration: the real APIs in production, the local sandbox in dev and tests.
+//! - The provider clients live in `slipway-providers` (one home per provider); this crate calls
+//!   them and does **not** re-export them, so `slipway-workflows`, which depends on this crate
+//!   for the generated activity definitions, cannot name a client or an HTTP type.
 //! - [`error`]: the one mapping from a client failure to a Temporal activity failure, which is
-//!   where "5xx/429/timeouts retry with backoff, other 4xx fail fast" is decided.
+//!   where "5xx/429/timeouts retry with backoff, other 4xx fail fast" becomes Temporal's retry.
 //! - [`provisioning`]: the activities of the agent provisioning saga, its compensations and the
 //!   agent lifecycle (stop, start).
 //! - [`billing`]: the Stripe reads of the subscription workflow.
@@ -18,7 +18,6 @@
 //! generated activity *definitions*; no HTTP type appears in the workflows' API.
 
 pub mod billing;
-pub mod clients;
 pub mod error;
 pub mod jobs;
 pub mod metrics;
@@ -27,7 +26,6 @@ pub mod seal;
 pub mod stack;
 
 pub use billing::BillingActivities;
-pub use error::ClientError;
 pub use jobs::JobActivities;
 pub use provisioning::{ProvisioningActivities, ProvisioningConfig};
 pub use seal::Sealer;

@@ -19,15 +19,14 @@ use slipway_proto::model::{
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
-use crate::{
-    clients::{
-        github::GitHubClient,
-        hetzner::{CreateServer, HetznerClient, PowerAction, Server},
-        tailscale::{NewAuthKey, TailscaleClient},
-    },
-    error::ClientError,
-    seal::Sealer,
+use slipway_providers::{
+    ClientError,
+    github::GitHubClient,
+    hetzner::{CreateServer, HetznerClient, PowerAction, Server},
+    tailscale::{NewAuthKey, TailscaleClient},
 };
+
+use crate::{error::IntoActivityError, seal::Sealer};
 
 /// Label carrying the agent id on Hetzner servers; ownership check before adopt or delete.
 pub const AGENT_LABEL: &str = "slipway-agent";

@@ -14,7 +14,7 @@ use chacha20poly1305::{
 use secrecy::{ExposeSecret, SecretString};
 use slipway_proto::model::SealedSecret;
 
-use crate::error::ClientError;
+use slipway_providers::ClientError;
 
 /// Seals and opens [`SealedSecret`]s with the worker's key.
 #[derive(Clone)]

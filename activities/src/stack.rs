@@ -14,10 +14,11 @@ use slipway_proto::stack::{DeploymentOut, N8nOut, RepositoryOut, StackTarget, Su
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
-use crate::{
-    ClientError,
-    clients::{github::GitHubClient, n8n::N8nClient, supabase::SupabaseClient, vercel::VercelClient},
+use slipway_providers::{
+    ClientError, github::GitHubClient, n8n::N8nClient, supabase::SupabaseClient, vercel::VercelClient,
 };
+
+use crate::error::IntoActivityError;
 
 /// Configuration of the stack activities.
 #[derive(Debug, Clone)]
@@ -346,8 +347,8 @@ impl StackActivities {
 
     fn check_ours(
         &self,
-        repo: crate::clients::github::Repository,
-    ) -> Result<crate::clients::github::Repository, ClientError> {
+        repo: slipway_providers::github::rest::Repository,
+    ) -> Result<slipway_providers::github::rest::Repository, ClientError> {
         let from_template = repo.template_repository.as_ref().map(|t| t.full_name.as_str());
         if from_template == Some(self.cfg.github_template.as_str()) {
             Ok(repo)

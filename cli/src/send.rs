@@ -474,10 +474,10 @@ mod tests {
         let e = serde_json::to_string(&stripe_event(&args(&["invoice.paid"]))).unwrap();
         let now = chrono::Utc::now().timestamp();
         let header = stripe::signature_header(&e, "whsec_x", now);
-        assert_eq!(slipway_starter::verify::stripe(&e, Some(&header), "whsec_x", now), Ok(()));
-        assert!(slipway_starter::verify::stripe(&e, Some(&header), "whsec_y", now).is_err());
+        assert_eq!(slipway_providers::stripe::webhook::verify(&e, Some(&header), "whsec_x", now), Ok(()));
+        assert!(slipway_providers::stripe::webhook::verify(&e, Some(&header), "whsec_y", now).is_err());
         let body = b"{\"zen\":\"x\"}";
         let sig = github_events::signature(body, "gh");
-        assert_eq!(slipway_starter::verify::hmac_sha256(body, Some(&sig), b"gh"), Ok(()));
+        assert_eq!(slipway_providers::github::webhook::verify(body, Some(&sig), b"gh"), Ok(()));
     }
 }

@@ -68,7 +68,8 @@ pub fn signature_header(payload: &str, secret: &str, timestamp: i64) -> String {
 pub fn checkout_session_completed_event(args: &CheckoutArgs) -> Value {
     let now = Utc::now().timestamp();
     let id = objects::session_id();
-    let metadata = json!({"userId": args.user_id, "agentId": args.agent_id, "region": args.region});
+    use slipway_providers::stripe::metadata::{AGENT_ID, REGION, USER_ID};
+    let metadata = json!({USER_ID: args.user_id, AGENT_ID: args.agent_id, REGION: args.region});
     let mut session = objects::checkout_session(
         &id,
         now,

@@ -7,7 +7,8 @@
 //! # Layout
 //! - [`routes`]: one module per endpoint family (`stripe`, `callbacks`, `api`, `billing`, `health`).
 //! - [`service`]: the agent operations shared by the REST API and the gRPC service.
-//! - [`verify`]: signature checks over raw bytes. [`auth`]: JWT bearer tokens.
+//! - [`auth`]: JWT bearer tokens. Webhook signatures and the Stripe client come from each
+//!   provider's home in `slipway-providers`; the starter calls no provider any other way.
 //! - [`temporal`]: the [`temporal::Gateway`], the only code that talks to Temporal.
 //! - [`grpc`]: the `slipway.v1.AgentControl` gRPC service.
 //! - [`error`]: the JSON error answer (`{"code", "message"}`). [`settings`]: configuration.
@@ -21,7 +22,6 @@ pub mod service;
 pub mod settings;
 pub mod temporal;
 pub mod validate;
-pub mod verify;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -50,6 +50,8 @@ pub struct AppState {
     pub gateway: Gateway,
     /// Counters.
     pub metrics: Arc<metrics::Metrics>,
+    /// The one Stripe client (Checkout Sessions), built at start-up.
+    pub stripe: slipway_providers::stripe::StripeClient,
 }
 
 impl AppState {
@@ -116,7 +118,12 @@ impl Application {
     pub async fn build(settings: StarterSettings, gateway: Gateway) -> std::io::Result<Self> {
         let http = TcpListener::bind(settings.http_addr).await?;
         let grpc = TcpListener::bind(settings.grpc_addr).await?;
-        let state = AppState { settings: Arc::new(settings), gateway, metrics: Arc::default() };
+        let stripe = slipway_providers::stripe::StripeClient::new(
+            &settings.stripe_api_url,
+            &settings.stripe_secret_key,
+        )
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        let state = AppState { settings: Arc::new(settings), gateway, metrics: Arc::default(), stripe };
         Ok(Self { http, grpc, state })
     }
 

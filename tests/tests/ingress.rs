@@ -5,7 +5,7 @@ use slipway_proto::{
     control::{GetAgentRequest, agent_control_client::AgentControlClient},
     model::AgentStatus,
 };
-use slipway_starter::verify::sign_hmac_sha256;
+use slipway_providers::signature::sign_hmac_sha256;
 use slipway_tests::{CALLBACK_SECRET, Options, STRIPE_SECRET, TestApp, now};
 use std::time::Duration;
 

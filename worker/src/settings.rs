@@ -8,12 +8,17 @@
 use std::time::Duration;
 
 use secrecy::SecretString;
-use slipway_activities::{
-    JobActivities, ProvisioningConfig, Sealer, StackConfig,
-    clients::{
-        github::GitHubClient, github_app::GitHubApp, hetzner::HetznerClient, llm::LlmClient, n8n::N8nClient,
-        stripe::StripeClient, supabase::SupabaseClient, tailscale::TailscaleClient, vercel::VercelClient,
-    },
+use slipway_activities::{JobActivities, ProvisioningConfig, Sealer, StackConfig};
+use slipway_providers::{
+    ClientError,
+    github::{GitHubApp, GitHubClient},
+    hetzner::HetznerClient,
+    llm::LlmClient,
+    n8n::N8nClient,
+    stripe::StripeClient,
+    supabase::SupabaseClient,
+    tailscale::TailscaleClient,
+    vercel::VercelClient,
 };
 
 /// Why the worker cannot start.
@@ -275,7 +280,7 @@ impl WorkerSettings {
 
     /// Configuration of the client-stack activities.
     pub fn stack(&self) -> Result<StackConfig, ConfigError> {
-        let invalid = |e: slipway_activities::ClientError| ConfigError::Invalid(e.to_string());
+        let invalid = |e: ClientError| ConfigError::Invalid(e.to_string());
         Ok(StackConfig {
             supabase: SupabaseClient::new(&self.supabase_api_url, self.supabase_token.clone())
                 .map_err(invalid)?,
@@ -299,7 +304,7 @@ impl WorkerSettings {
 
     /// The coding-job activities' clients.
     pub fn jobs(&self) -> Result<JobActivities, ConfigError> {
-        let invalid = |e: slipway_activities::ClientError| ConfigError::Invalid(e.to_string());
+        let invalid = |e: ClientError| ConfigError::Invalid(e.to_string());
         Ok(JobActivities::new(
             GitHubApp::new(&self.github_api_url, &self.github_app_id, &self.github_app_private_key)
                 .map_err(invalid)?,
@@ -316,7 +321,7 @@ impl WorkerSettings {
 
     /// Build the provisioning activities' configuration (clients included).
     pub fn provisioning(&self) -> Result<ProvisioningConfig, ConfigError> {
-        let invalid = |e: slipway_activities::ClientError| ConfigError::Invalid(e.to_string());
+        let invalid = |e: ClientError| ConfigError::Invalid(e.to_string());
         Ok(ProvisioningConfig {
             hetzner: HetznerClient::new(&self.hetzner_api_url, self.hetzner_api_token.clone())
                 .map_err(invalid)?,

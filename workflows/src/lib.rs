@@ -2,8 +2,10 @@
 //!
 //! # Rules (workflow code is replayed, so it must be deterministic)
 //! - No I/O here: every call to the outside world is an activity (`slipway-activities`).
-//!   This crate has no HTTP client in its dependency graph's public API to make that hard to get
-//!   wrong.
+//!   That is a compile-time fact, not a convention: the provider clients live in
+//!   `slipway-providers`, which this crate does not depend on and `slipway-activities` does not
+//!   re-export, so workflow code cannot name a client or an HTTP type
+//!   (`tests/tests/layering.rs` checks the dependency graph).
 //! - No clocks, randomness, threads or tokio: use `ctx.workflow_time()`, `ctx.timer(..)`,
 //!   `ctx.wait_condition(..)`, and `temporalio_sdk::workflows::select!` (biased, so polling order
 //!   is part of the code).

@@ -226,7 +226,8 @@ pub(super) async fn complete_session(
 pub(crate) async fn complete_checkout(State(app): State<Shared>, body: Bytes) -> Response {
     let body = parse_body(&body).unwrap_or(Value::Null);
     let field = |k: &str| body.get(k).and_then(Value::as_str).filter(|v| !v.is_empty()).map(str::to_owned);
-    let (Some(user_id), Some(agent_id), Some(region)) = (field("userId"), field("agentId"), field("region"))
+    use slipway_providers::stripe::metadata::{AGENT_ID, REGION, USER_ID};
+    let (Some(user_id), Some(agent_id), Some(region)) = (field(USER_ID), field(AGENT_ID), field(REGION))
     else {
         return control_error(StatusCode::BAD_REQUEST, "userId, agentId and region are required");
     };
@@ -239,7 +240,7 @@ pub(crate) async fn complete_checkout(State(app): State<Shared>, body: Bytes) ->
     let sub_id = session["subscription"].as_str().map(str::to_owned);
     let mut state = app.lock();
     let s = &mut state.stripe;
-    let customer_metadata = Map::from_iter([("userId".to_owned(), json!(args.user_id))]);
+    let customer_metadata = Map::from_iter([(USER_ID.to_owned(), json!(args.user_id))]);
     let (customer, email) = ensure_customer(s, session["customer"].as_str(), None, customer_metadata, now);
     let items = [default_line_item()];
     let (sub, invoice) = start_subscription(s, sub_id, &customer, &email, &items, metadata, now);

@@ -22,8 +22,8 @@ use axum::{
 };
 use serde::Deserialize;
 use serde_json::json;
-use slipway_activities::clients::stripe::{NewCheckout, StripeClient};
 use slipway_proto::model::{AgentRecord, CheckoutHold, CommandOutcome, OpenCheckout};
+use slipway_providers::stripe::{NewCheckout, metadata};
 
 use crate::{
     AppState,
@@ -55,7 +55,7 @@ pub async fn checkout(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request("MALFORMED_PAYLOAD", e.to_string()))?
     };
-    let mut metadata = HashMap::from([("userId".to_owned(), user.sub.clone())]);
+    let mut fields = HashMap::from([(metadata::USER_ID.to_owned(), user.sub.clone())]);
     if let Some(agent_id) = &body.agent_id {
         let region = body.region.clone().unwrap_or_default();
         let mut problems = Vec::new();
@@ -74,25 +74,24 @@ pub async fn checkout(
         Err(e) => return Err(ApiError::unavailable(e.to_string()).into()),
     };
     let settings = &app.settings;
-    let stripe = StripeClient::new(&settings.stripe_api_url, &settings.stripe_secret_key)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "CONFIGURATION", e.to_string()))?;
     // Last before Stripe: hold the agent, so a failure above leaves no hold behind.
     if let Some(agent_id) = &body.agent_id {
         let region =
             hold_agent(&app, &user.sub, agent_id, body.region.as_deref().unwrap_or_default()).await?;
-        metadata.insert("agentId".to_owned(), agent_id.clone());
-        metadata.insert("region".to_owned(), region);
+        fields.insert(metadata::AGENT_ID.to_owned(), agent_id.clone());
+        fields.insert(metadata::REGION.to_owned(), region);
     }
     let idempotency_key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(|k| format!("checkout-{}-{k}", user.sub));
-    let created = stripe
+    let created = app
+        .stripe
         .create_checkout(&NewCheckout {
             user_id: user.sub.clone(),
             customer_id,
             price_id: settings.stripe_price_id.clone(),
-            metadata,
+            metadata: fields,
             success_url: format!(
                 "{}/billing/success?session_id={{CHECKOUT_SESSION_ID}}",
                 settings.public_url

@@ -21,7 +21,6 @@ use crate::{
     error::{ApiError, body_rejection},
     metrics::Metric,
     temporal::GatewayError,
-    verify,
 };
 
 /// Checks what the signature cannot: a status's required fields.
@@ -43,12 +42,15 @@ pub async fn github_actions(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body = body.map_err(body_rejection)?;
     let header = headers.get("x-slipway-signature").and_then(|v| v.to_str().ok());
-    verify::hmac_sha256(&body, header, app.settings.callback_secret.expose_secret().as_bytes()).map_err(
-        |e| {
-            app.metrics.incr(Metric::WebhookRejected);
-            ApiError::unauthorized(e.code(), e.to_string())
-        },
-    )?;
+    slipway_providers::signature::hmac_sha256(
+        &body,
+        header,
+        app.settings.callback_secret.expose_secret().as_bytes(),
+    )
+    .map_err(|e| {
+        app.metrics.incr(Metric::WebhookRejected);
+        ApiError::unauthorized(e.code(), e.to_string())
+    })?;
     let cb: ActionsCallback = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("MALFORMED_PAYLOAD", format!("not a callback: {e}")))?;
     validate(&cb).map_err(|m| ApiError::bad_request("INVALID_CALLBACK", m))?;

@@ -20,13 +20,13 @@ use axum::{
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use slipway_proto::jobs::{JobCommand, JobRequest, job_workflow_id};
+use slipway_providers::github;
 
 use crate::{
     AppState,
     error::{ApiError, body_rejection},
     metrics::Metric,
     temporal::GatewayError,
-    verify,
 };
 
 /// What a verified delivery asks for. Pure: unit-tested below.
@@ -140,9 +140,9 @@ pub async fn webhook(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body = body.map_err(body_rejection)?;
     let header = |k: &str| headers.get(k).and_then(|v| v.to_str().ok());
-    verify::hmac_sha256(
+    github::webhook::verify(
         &body,
-        header("x-hub-signature-256"),
+        header(github::webhook::SIGNATURE_HEADER),
         app.settings.github_webhook_secret.expose_secret().as_bytes(),
     )
     .map_err(|e| {

@@ -32,13 +32,14 @@ use slipway_proto::{
     billing::{BillingEvent, BillingEventKind, customer_workflow_id},
     model::{AgentRecord, ProvisionCommand, ProvisionOutcome, ProvisionSource, agent_workflow_id},
 };
+use slipway_providers::stripe::{self, metadata};
 
 use crate::{
     AppState,
     error::{ApiError, body_rejection},
     metrics::Metric,
     temporal::GatewayError,
-    validate, verify,
+    validate,
 };
 
 #[derive(Debug, Deserialize)]
@@ -69,7 +70,7 @@ fn billing_event(event: &Event) -> Result<Option<(String, Option<String>, Billin
         "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
             let meta = obj.get("metadata");
             let meta_str = |k: &str| meta.and_then(|m| m.get(k)).and_then(Value::as_str).map(str::to_owned);
-            let user_id = meta_str("userId")
+            let user_id = meta_str(metadata::USER_ID)
                 .or_else(|| obj.get("client_reference_id").and_then(Value::as_str).map(str::to_owned));
             let paid = event.kind == "checkout.session.async_payment_succeeded"
                 || matches!(
@@ -80,7 +81,7 @@ fn billing_event(event: &Event) -> Result<Option<(String, Option<String>, Billin
                 session_id: id_of(obj.get("id")).ok_or("checkout session without id")?,
                 subscription_id: id_of(obj.get("subscription")),
                 user_id,
-                agent_id: meta_str("agentId"),
+                agent_id: meta_str(metadata::AGENT_ID),
                 paid,
             }
         }
@@ -170,9 +171,9 @@ struct CheckoutIntent {
 /// not for an agent (e.g. a plain subscription).
 fn checkout_intent(session: &CheckoutSession) -> Result<Option<CheckoutIntent>, String> {
     let meta = session.metadata.clone().unwrap_or_default();
-    let Some(agent_id) = meta.get("agentId").filter(|v| !v.is_empty()) else { return Ok(None) };
-    let user_id = meta.get("userId").ok_or("metadata.userId is missing")?;
-    let region = meta.get("region").ok_or("metadata.region is missing")?;
+    let Some(agent_id) = meta.get(metadata::AGENT_ID).filter(|v| !v.is_empty()) else { return Ok(None) };
+    let user_id = meta.get(metadata::USER_ID).ok_or("metadata.userId is missing")?;
+    let region = meta.get(metadata::REGION).ok_or("metadata.region is missing")?;
     validate::agent_id(agent_id)?;
     validate::user_id(user_id)?;
     validate::region(region)?;
@@ -198,14 +199,13 @@ pub async fn webhook(
     let body = body.map_err(body_rejection)?;
     let payload = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("MALFORMED_PAYLOAD", "body is not UTF-8"))?;
-    let header = headers.get("stripe-signature").and_then(|v| v.to_str().ok());
+    let header = headers.get(stripe::webhook::SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-    verify::stripe(payload, header, app.settings.stripe_webhook_secret.expose_secret(), now).map_err(
-        |e| {
+    stripe::webhook::verify(payload, header, app.settings.stripe_webhook_secret.expose_secret(), now)
+        .map_err(|e| {
             app.metrics.incr(Metric::WebhookRejected);
             ApiError::bad_request(e.code(), e.to_string())
-        },
-    )?;
+        })?;
     let event: Event = serde_json::from_str(payload).map_err(|e| {
         app.metrics.incr(Metric::WebhookRejected);
         ApiError::bad_request("MALFORMED_PAYLOAD", format!("not a Stripe event: {e}"))

@@ -22,8 +22,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Http;
 use crate::error::ClientError;
+use crate::http::Http;
 
 /// GitHub App client.
 pub struct GitHubApp {

@@ -12,8 +12,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Http;
 use crate::error::ClientError;
+use crate::http::Http;
 
 /// n8n client.
 #[derive(Debug, Clone)]

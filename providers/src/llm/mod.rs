@@ -9,8 +9,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Http;
 use crate::error::ClientError;
+use crate::http::Http;
 
 /// Chat-completions client.
 #[derive(Debug, Clone)]

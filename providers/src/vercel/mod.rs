@@ -13,8 +13,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Http;
 use crate::error::ClientError;
+use crate::http::Http;
 
 /// Vercel client.
 #[derive(Debug, Clone)]

@@ -15,8 +15,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::Http;
 use crate::error::ClientError;
+use crate::http::Http;
 
 /// Tailscale API client bound to one tailnet.
 #[derive(Debug, Clone)]

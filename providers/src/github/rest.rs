@@ -17,8 +17,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::Http;
 use crate::error::ClientError;
+use crate::http::Http;
 
 /// GitHub REST client.
 #[derive(Debug, Clone)]

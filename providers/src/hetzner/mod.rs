@@ -16,8 +16,8 @@ use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::Http;
 use crate::error::ClientError;
+use crate::http::Http;
 
 /// Hetzner Cloud client.
 #[derive(Debug, Clone)]
