@@ -9,6 +9,9 @@ use axum::{
 };
 use serde_json::json;
 
+/// The body of every 503: nothing about Temporal's internals reaches the caller.
+pub const UNAVAILABLE_MESSAGE: &str = "the service is temporarily unavailable; retry later";
+
 /// An error answer.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -56,9 +59,11 @@ impl ApiError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", "request body exceeds 1 MiB")
     }
 
-    /// 503: Temporal did not accept the request; the sender should retry.
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "TEMPORAL_UNAVAILABLE", message)
+    /// 503: Temporal did not accept the request; the sender should retry. `detail` (Temporal's
+    /// own error text) goes to the log, never to the caller.
+    pub fn unavailable(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(detail = %detail, "Temporal did not accept the request");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "TEMPORAL_UNAVAILABLE", UNAVAILABLE_MESSAGE)
     }
 }
 

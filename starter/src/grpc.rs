@@ -43,8 +43,12 @@ impl AgentControlService {
 
     fn claims<T>(&self, request: &Request<T>) -> Result<Claims, Status> {
         let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        auth::verify_bearer(header, self.app.settings.jwt_secret.expose_secret().as_bytes())
-            .map_err(|e| Status::unauthenticated(e.to_string()))
+        auth::verify_bearer_pinned(
+            header,
+            self.app.settings.jwt_secret.expose_secret().as_bytes(),
+            &self.app.settings.jwt_pins,
+        )
+        .map_err(|e| Status::unauthenticated(e.to_string()))
     }
 
     async fn view(&self, record: AgentRecord) -> Result<Agent, Status> {

@@ -7,7 +7,7 @@
 //! # Layout
 //! - [`routes`]: one module per endpoint family (`stripe`, `callbacks`, `api`, `billing`, `health`).
 //! - [`service`]: the agent operations shared by the REST API and the gRPC service.
-//! - [`auth`]: JWT bearer tokens. Webhook signatures and the Stripe client come from each
+//! - [`auth`]: JWT bearer tokens. [`limits`]: per-user and per-IP rate limits (429). Webhook signatures and the Stripe client come from each
 //!   provider's home in `slipway-providers`; the starter calls no provider any other way.
 //! - [`temporal`]: the [`temporal::Gateway`], the only code that talks to Temporal.
 //! - [`grpc`]: the `slipway.v1.AgentControl` gRPC service.
@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod error;
 pub mod grpc;
+pub mod limits;
 pub mod metrics;
 pub mod routes;
 pub mod service;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// The one Stripe client (Checkout Sessions), built at start-up.
     pub stripe: slipway_providers::stripe::StripeClient,
+    /// Rate limits (per user on the API, per IP on failed authentication).
+    pub limits: Arc<limits::Limits>,
 }
 
 impl AppState {
@@ -86,6 +89,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(routes::health::readyz))
         .route("/metrics", get(routes::health::metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), limits::auth_failures))
         .route_layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
             let path = req.extensions().get::<MatchedPath>().map_or(req.uri().path(), MatchedPath::as_str);
@@ -123,7 +127,10 @@ impl Application {
             &settings.stripe_secret_key,
         )
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-        let state = AppState { settings: Arc::new(settings), gateway, metrics: Arc::default(), stripe };
+        let limits =
+            Arc::new(limits::Limits::per_minute(settings.api_rate_per_min, settings.auth_failures_per_min));
+        let state =
+            AppState { settings: Arc::new(settings), gateway, metrics: Arc::default(), stripe, limits };
         Ok(Self { http, grpc, state })
     }
 
@@ -148,7 +155,9 @@ impl Application {
                 let _ = grpc_rx.wait_for(|stop| *stop).await;
             });
         let mut http_rx = rx;
-        let http = axum::serve(self.http, app(self.state)).with_graceful_shutdown(async move {
+        // The client address feeds the per-IP limit on failed authentication.
+        let service = app(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let http = axum::serve(self.http, service).with_graceful_shutdown(async move {
             let _ = http_rx.wait_for(|stop| *stop).await;
         });
         tokio::spawn(async move {

@@ -55,7 +55,10 @@ impl From<GatewayError> for ServiceError {
             GatewayError::NotFound | GatewayError::Closed => {
                 Self::new(Kind::NotFound, "AGENT_NOT_FOUND", "no such agent")
             }
-            GatewayError::Unavailable(m) => Self::new(Kind::Unavailable, "TEMPORAL_UNAVAILABLE", m),
+            GatewayError::Unavailable(m) => {
+                tracing::error!(detail = %m, "Temporal did not accept the request");
+                Self::new(Kind::Unavailable, "TEMPORAL_UNAVAILABLE", crate::error::UNAVAILABLE_MESSAGE)
+            }
         }
     }
 }

@@ -17,6 +17,9 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// Shortest accepted `SLIPWAY_JWT_SECRET`.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
 /// Starter settings.
 #[derive(Debug, Clone)]
 pub struct StarterSettings {
@@ -30,8 +33,15 @@ pub struct StarterSettings {
     pub stripe_webhook_secret: SecretString,
     /// HMAC secret of the GitHub Actions callbacks.
     pub callback_secret: SecretString,
-    /// HS256 secret of API bearer tokens.
+    /// HS256 secret of API bearer tokens (at least 32 bytes).
     pub jwt_secret: SecretString,
+    /// Claims API tokens must carry (`SLIPWAY_JWT_ISSUER`, `SLIPWAY_JWT_AUDIENCE`; optional).
+    pub jwt_pins: crate::auth::Pins,
+    /// API requests per user and minute (`SLIPWAY_API_RATE_PER_MIN`, default 600; 0 = no limit).
+    pub api_rate_per_min: u32,
+    /// Failed authentications per client IP and minute before 429
+    /// (`SLIPWAY_AUTH_FAILURES_PER_MIN`, default 60; 0 = no limit).
+    pub auth_failures_per_min: u32,
     /// Longest a request waits on Temporal before answering 503.
     pub temporal_timeout: Duration,
     /// Saga knobs given to new agents.
@@ -95,6 +105,12 @@ impl StarterSettings {
                 v.parse().map_err(|_| ConfigError::Invalid(format!("{k} must be a number")))
             })
         };
+        // HS256 is only as strong as its key: RFC 7518 §3.2 asks for at least 256 bits.
+        if get("SLIPWAY_JWT_SECRET").is_some_and(|s| s.len() < MIN_JWT_SECRET_BYTES) {
+            return Err(ConfigError::Invalid(format!(
+                "SLIPWAY_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes (HS256 needs a 256-bit key)"
+            )));
+        }
         let defaults = ProvisioningPolicy::default();
         let history_limit = u32::try_from(num("SLIPWAY_HISTORY_LIMIT", 5_000)?)
             .map_err(|_| ConfigError::Invalid("SLIPWAY_HISTORY_LIMIT is too large".into()))?;
@@ -105,6 +121,14 @@ impl StarterSettings {
             stripe_webhook_secret: secret("STRIPE_WEBHOOK_SECRET"),
             callback_secret: secret("GITHUB_CALLBACK_SECRET"),
             jwt_secret: secret("SLIPWAY_JWT_SECRET"),
+            jwt_pins: crate::auth::Pins {
+                issuer: get("SLIPWAY_JWT_ISSUER"),
+                audience: get("SLIPWAY_JWT_AUDIENCE"),
+            },
+            api_rate_per_min: u32::try_from(num("SLIPWAY_API_RATE_PER_MIN", 600)?)
+                .map_err(|_| ConfigError::Invalid("SLIPWAY_API_RATE_PER_MIN is too large".into()))?,
+            auth_failures_per_min: u32::try_from(num("SLIPWAY_AUTH_FAILURES_PER_MIN", 60)?)
+                .map_err(|_| ConfigError::Invalid("SLIPWAY_AUTH_FAILURES_PER_MIN is too large".into()))?,
             temporal_timeout: Duration::from_millis(num("SLIPWAY_TEMPORAL_TIMEOUT_MS", 5000)?),
             policy: ProvisioningPolicy {
                 callback_deadline_secs: num(
@@ -162,8 +186,27 @@ mod tests {
 
     #[test]
     fn pinned_defaults() {
-        let s = StarterSettings::from_lookup(|k| REQUIRED.contains(&k).then(|| "x".to_owned())).unwrap();
+        let s = StarterSettings::from_lookup(|k| REQUIRED.contains(&k).then(|| "x".repeat(32))).unwrap();
         assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(s.task_queue, "slipway");
+        assert_eq!(s.jwt_pins, crate::auth::Pins::default());
+    }
+
+    #[test]
+    fn short_jwt_secrets_are_refused_and_pins_are_read() {
+        let lookup = |secret: &'static str| {
+            move |k: &str| match k {
+                "SLIPWAY_JWT_SECRET" => Some(secret.to_owned()),
+                "SLIPWAY_JWT_ISSUER" => Some("https://auth.example.com".to_owned()),
+                "SLIPWAY_JWT_AUDIENCE" => Some("slipway".to_owned()),
+                k if REQUIRED.contains(&k) => Some("x".to_owned()),
+                _ => None,
+            }
+        };
+        let err = StarterSettings::from_lookup(lookup("too-short")).unwrap_err();
+        assert!(err.to_string().contains("SLIPWAY_JWT_SECRET must be at least 32 bytes"), "{err}");
+        let s = StarterSettings::from_lookup(lookup("0123456789abcdef0123456789abcdef")).unwrap();
+        assert_eq!(s.jwt_pins.issuer.as_deref(), Some("https://auth.example.com"));
+        assert_eq!(s.jwt_pins.audience.as_deref(), Some("slipway"));
     }
 }

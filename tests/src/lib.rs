@@ -34,7 +34,7 @@ pub const CALLBACK_SECRET: &str = "test-callback-secret";
 /// GitHub App webhook secret.
 pub const GITHUB_WEBHOOK_SECRET: &str = "test-github-webhook-secret";
 /// JWT secret.
-pub const JWT_SECRET: &str = "test-jwt-secret";
+pub const JWT_SECRET: &str = "test-jwt-secret-of-at-least-32-bytes";
 /// Seal key (hex).
 pub const SEAL_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
 /// Hetzner API token.
@@ -127,6 +127,9 @@ pub struct Options {
     /// Workflow changes (patch ids) the in-process worker holds back while the gate is closed,
     /// as a worker of the previous release would: runs started then take the old code path.
     pub held_patches: Option<PatchGate>,
+    /// Starter: API requests per user and minute, and failed authentications per IP and minute
+    /// (0 = no limit, the default here: tests poll and probe far more than a client would).
+    pub rate_limits: (u32, u32),
 }
 
 /// A switch that holds workflow patches back ([`Options::held_patches`]).
@@ -178,6 +181,7 @@ impl Default for Options {
             worker_process: false,
             worker_env: Vec::new(),
             held_patches: None,
+            rate_limits: (0, 0),
         }
     }
 }
@@ -426,6 +430,8 @@ impl TestApp {
             "SLIPWAY_TEMPORAL_TIMEOUT_MS" => Some("3000".to_owned()),
             "SLIPWAY_CALLBACK_DEADLINE_SECS" => Some(opts.policy.callback_deadline_secs.to_string()),
             "SLIPWAY_DISPATCH_DEADLINE_SECS" => Some(opts.policy.dispatch_deadline_secs.to_string()),
+            "SLIPWAY_API_RATE_PER_MIN" => Some(opts.rate_limits.0.to_string()),
+            "SLIPWAY_AUTH_FAILURES_PER_MIN" => Some(opts.rate_limits.1.to_string()),
             _ => None,
         })?;
         let gateway = Gateway::for_address(

@@ -96,7 +96,11 @@ async fn temporal_down_answers_503_so_stripe_retries() -> anyhow::Result<()> {
         .send()
         .await?;
     assert_eq!(api.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("5"));
-    assert_eq!(error_code(api).await, (503, "TEMPORAL_UNAVAILABLE".into()));
+    assert_eq!(api.status(), 503);
+    let body: Value = api.json().await?;
+    assert_eq!(body["code"], "TEMPORAL_UNAVAILABLE");
+    // Temporal's own error text (addresses, gRPC details) stays in the log.
+    assert_eq!(body["message"], slipway_starter::error::UNAVAILABLE_MESSAGE, "{body}");
     let ready = app.http.get(format!("{}/readyz", app.starter_url)).send().await?;
     assert_eq!(ready.status(), 503);
     let health = app.http.get(format!("{}/healthz", app.starter_url)).send().await?;
@@ -163,5 +167,58 @@ async fn grpc_get_agent_shows_progress_to_its_owner_only() -> anyhow::Result<()>
     assert_eq!(anonymous.code(), tonic::Code::Unauthenticated);
     let admin = grpc.get_agent(request(Some(app.token("ops", Some("admin"))))).await?;
     assert_eq!(admin.into_inner().agent_id, agent);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_door_rate_limits_users_and_failed_authentication_but_never_signed_webhooks() -> anyhow::Result<()>
+{
+    let app = TestApp::spawn_with(Options { rate_limits: (5, 3), ..Options::default() }).await?;
+    let agents = format!("{}/api/agents", app.starter_url);
+
+    // Failed authentication, per client IP: three answered as such, then 429 with Retry-After.
+    for _ in 0..3 {
+        let r = app.http.get(&agents).bearer_auth("not-a-token").send().await?;
+        assert_eq!(r.status(), 401);
+    }
+    let r = app.http.get(&agents).bearer_auth("not-a-token").send().await?;
+    let wait: u64 = r.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(0);
+    assert!((1..=60).contains(&wait), "Retry-After {wait}");
+    assert_eq!(error_code(r).await, (429, "RATE_LIMITED".into()));
+    let (event, _) = app.checkout_event(&app.id("user"), &app.id("agent"), "fsn1");
+    let bad = app.post_stripe_signed(&event, "t=1,v1=00").await?;
+    assert_eq!(error_code(bad).await, (429, "RATE_LIMITED".into()), "bad signatures count too");
+
+    // Validly signed webhooks from the same address are never refused: a provider's burst passes.
+    let events: Vec<String> = (0..40)
+        .map(|i| {
+            let customer = app.id(&format!("cus_burst{i}"));
+            let invoice = slipway_sandbox::stripe::invoice_object(
+                &format!("in_{i}"),
+                &customer,
+                "sub_burst",
+                "paid",
+                now(),
+            );
+            slipway_sandbox::stripe::event("invoice.paid", invoice, now(), None).to_string()
+        })
+        .collect();
+    for resp in futures::future::join_all(events.iter().map(|e| app.post_stripe(e))).await {
+        assert_eq!(resp?.status(), 200, "a signed webhook was refused");
+    }
+
+    // A valid token is not refused by the failure budget; its own budget is per user.
+    let alice = app.token(&app.id("alice"), None);
+    for _ in 0..5 {
+        assert_eq!(app.http.get(&agents).bearer_auth(&alice).send().await?.status(), 200);
+    }
+    let r = app.http.get(&agents).bearer_auth(&alice).send().await?;
+    assert_eq!(error_code(r).await, (429, "RATE_LIMITED".into()));
+    let bob = app.token(&app.id("bob"), None);
+    assert_eq!(
+        app.http.get(&agents).bearer_auth(&bob).send().await?.status(),
+        200,
+        "another user is unaffected"
+    );
     Ok(())
 }

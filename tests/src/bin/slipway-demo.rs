@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
     let sandbox = format!("http://{}", env("SLIPWAY_SANDBOX_ADDR", "127.0.0.1:8099"));
     let grpc = format!("http://{}", env("SLIPWAY_GRPC_ADDR", "127.0.0.1:50051"));
     let ui = env("SLIPWAY_UI_URL", "http://localhost:8233");
-    let secret = env("SLIPWAY_JWT_SECRET", "dev-jwt-secret");
+    let secret = env("SLIPWAY_JWT_SECRET", "dev-jwt-secret-for-local-use-only-0123456789");
     let suffix = uuid::Uuid::new_v4().simple().to_string()[..6].to_owned();
     let user = env("DEMO_USER_ID", &format!("user-{suffix}"));
     let agent = env("DEMO_AGENT_ID", &format!("demo-{suffix}"));
