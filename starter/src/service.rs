@@ -102,6 +102,7 @@ impl AgentService {
                 details,
             });
         }
+        self.check_draft_cap(&user.sub).await?;
         let agent_id = format!("ag-{}", &uuid_simple()[..12]);
         let mut agent = AgentRecord::draft(&agent_id, &user.sub, region);
         agent.name = name.to_owned();
@@ -110,6 +111,28 @@ impl AgentService {
             .create_agent(agent.clone(), self.app.settings.policy.clone(), self.app.lifecycle())
             .await?;
         Ok(agent)
+    }
+
+    /// Refuses a new draft when the user already has `SLIPWAY_MAX_DRAFT_AGENTS` of them: drafts
+    /// cost nothing to make, and each one is a running workflow (and can hold a checkout open).
+    pub async fn check_draft_cap(&self, user_id: &str) -> Result<(), ServiceError> {
+        let cap = self.app.settings.max_draft_agents;
+        if cap == 0 {
+            return Ok(());
+        }
+        let query = format!(
+            "WorkflowType = 'Agent' AND ExecutionStatus = 'Running' AND SlipwayUserId = '{}' AND SlipwayStatus = 'draft'",
+            user_id.replace('\'', "")
+        );
+        let drafts = self.app.gateway.list_agents(&query, cap as usize).await?;
+        if drafts.len() >= cap as usize {
+            return Err(ServiceError::new(
+                Kind::Conflict,
+                "TOO_MANY_DRAFTS",
+                format!("{cap} draft agents already; provision or destroy one first"),
+            ));
+        }
+        Ok(())
     }
 
     /// The caller's agents (all agents for admins when `all` is set).

@@ -37,6 +37,9 @@ pub struct StarterSettings {
     pub jwt_secret: SecretString,
     /// Claims API tokens must carry (`SLIPWAY_JWT_ISSUER`, `SLIPWAY_JWT_AUDIENCE`; optional).
     pub jwt_pins: crate::auth::Pins,
+    /// Draft agents one user may hold (`SLIPWAY_MAX_DRAFT_AGENTS`, default 20; 0 = no cap).
+    /// Every open checkout needs a draft, so this caps open checkouts too.
+    pub max_draft_agents: u32,
     /// API requests per user and minute (`SLIPWAY_API_RATE_PER_MIN`, default 600; 0 = no limit).
     pub api_rate_per_min: u32,
     /// Failed authentications per client IP and minute before 429
@@ -125,6 +128,8 @@ impl StarterSettings {
                 issuer: get("SLIPWAY_JWT_ISSUER"),
                 audience: get("SLIPWAY_JWT_AUDIENCE"),
             },
+            max_draft_agents: u32::try_from(num("SLIPWAY_MAX_DRAFT_AGENTS", 20)?)
+                .map_err(|_| ConfigError::Invalid("SLIPWAY_MAX_DRAFT_AGENTS is too large".into()))?,
             api_rate_per_min: u32::try_from(num("SLIPWAY_API_RATE_PER_MIN", 600)?)
                 .map_err(|_| ConfigError::Invalid("SLIPWAY_API_RATE_PER_MIN is too large".into()))?,
             auth_failures_per_min: u32::try_from(num("SLIPWAY_AUTH_FAILURES_PER_MIN", 60)?)

@@ -130,6 +130,8 @@ pub struct Options {
     /// Starter: API requests per user and minute, and failed authentications per IP and minute
     /// (0 = no limit, the default here: tests poll and probe far more than a client would).
     pub rate_limits: (u32, u32),
+    /// Starter: draft agents one user may hold.
+    pub max_draft_agents: u32,
 }
 
 /// A switch that holds workflow patches back ([`Options::held_patches`]).
@@ -182,6 +184,7 @@ impl Default for Options {
             worker_env: Vec::new(),
             held_patches: None,
             rate_limits: (0, 0),
+            max_draft_agents: 20,
         }
     }
 }
@@ -432,6 +435,7 @@ impl TestApp {
             "SLIPWAY_DISPATCH_DEADLINE_SECS" => Some(opts.policy.dispatch_deadline_secs.to_string()),
             "SLIPWAY_API_RATE_PER_MIN" => Some(opts.rate_limits.0.to_string()),
             "SLIPWAY_AUTH_FAILURES_PER_MIN" => Some(opts.rate_limits.1.to_string()),
+            "SLIPWAY_MAX_DRAFT_AGENTS" => Some(opts.max_draft_agents.to_string()),
             _ => None,
         })?;
         let gateway = Gateway::for_address(

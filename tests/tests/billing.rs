@@ -460,3 +460,39 @@ async fn shuffled_duplicated_events_converge_to_the_in_order_outcome() -> anyhow
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_user_holds_a_bounded_number_of_drafts_and_so_of_open_checkouts() -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(Options { max_draft_agents: 2, ..Options::default() }).await?;
+    let user = app.id("user");
+    let token = app.token(&user, None);
+    let first = create_agent(&app, &token, "one").await?;
+    create_agent(&app, &token, "two").await?;
+    let (status, body) = app
+        .api(Method::POST, "/api/agents", Some(&token), Some(json!({"name": "three", "region": "hel1"})))
+        .await?;
+    assert_eq!((status, body["code"].as_str()), (409, Some("TOO_MANY_DRAFTS")), "{body}");
+    // A checkout for a new agent id would create a third draft: refused the same way.
+    let body = json!({"agentId": app.id("fresh"), "region": "fsn1"});
+    let (status, answer) = app.api(Method::POST, "/api/billing/checkout", Some(&token), Some(body)).await?;
+    assert_eq!((status, answer["code"].as_str()), (409, Some("TOO_MANY_DRAFTS")), "{answer}");
+    // Another user is not affected; destroying a draft makes room.
+    create_agent(&app, &app.token(&app.id("other"), None), "theirs").await?;
+    let (status, body) =
+        app.api(Method::POST, &format!("/api/agents/{first}/destroy"), Some(&token), None).await?;
+    assert!(status == 200 || status == 202, "{status} {body}");
+    app.wait_for_status(&first, &[AgentStatus::Destroyed], WAIT).await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = app
+            .api(Method::POST, "/api/agents", Some(&token), Some(json!({"name": "three", "region": "hel1"})))
+            .await?;
+        if status == 201 {
+            break;
+        }
+        assert_eq!(body["code"], "TOO_MANY_DRAFTS", "{body}");
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the destroyed draft still counts");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}

@@ -139,6 +139,7 @@ async fn hold_agent(app: &AppState, user: &str, agent_id: &str, region: &str) ->
         Ok(a) if a.user_id != user => return Err(not_found().into()),
         Ok(a) => a.region,
         Err(GatewayError::NotFound) => {
+            crate::service::AgentService::new(app.clone()).check_draft_cap(user).await?;
             let agent = AgentRecord::draft(agent_id, user, region);
             match app.gateway.create_agent(agent, app.settings.policy.clone(), app.lifecycle()).await {
                 // Created now, or by a concurrent request (its owner is checked by the hold).
