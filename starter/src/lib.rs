@@ -69,7 +69,9 @@ impl AppState {
 
 /// The HTTP router (usable with `oneshot` in tests).
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    // With an internal metrics address, `/metrics` is not on the public listener at all.
+    let public_metrics = state.settings.metrics_addr.is_none();
+    let router = Router::new()
         .route("/webhooks/stripe", post(routes::stripe::webhook))
         .route("/callbacks/github-actions", post(routes::callbacks::github_actions))
         .route("/webhooks/github", post(routes::github::webhook))
@@ -86,8 +88,9 @@ pub fn app(state: AppState) -> Router {
         .route("/api/provisioning", post(routes::stack::start))
         .route("/api/provisioning/{client_id}", get(routes::stack::status))
         .route("/healthz", get(routes::health::healthz))
-        .route("/readyz", get(routes::health::readyz))
-        .route("/metrics", get(routes::health::metrics))
+        .route("/readyz", get(routes::health::readyz));
+    let router = if public_metrics { router.route("/metrics", get(routes::health::metrics)) } else { router };
+    router
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), limits::auth_failures))
         .route_layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
@@ -110,10 +113,17 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// A bound starter: HTTP and gRPC listeners ready to serve.
+/// The internal metrics listener's router: `/metrics` only.
+pub fn metrics_app(state: AppState) -> Router {
+    Router::new().route("/metrics", get(routes::health::metrics)).with_state(state)
+}
+
+/// A bound starter: HTTP and gRPC listeners (and the internal metrics one, if configured) ready
+/// to serve.
 pub struct Application {
     http: TcpListener,
     grpc: TcpListener,
+    metrics: Option<TcpListener>,
     state: AppState,
 }
 
@@ -122,6 +132,10 @@ impl Application {
     pub async fn build(settings: StarterSettings, gateway: Gateway) -> std::io::Result<Self> {
         let http = TcpListener::bind(settings.http_addr).await?;
         let grpc = TcpListener::bind(settings.grpc_addr).await?;
+        let metrics = match settings.metrics_addr {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
         let stripe = slipway_providers::stripe::StripeClient::new(
             &settings.stripe_api_url,
             &settings.stripe_secret_key,
@@ -131,12 +145,17 @@ impl Application {
             Arc::new(limits::Limits::per_minute(settings.api_rate_per_min, settings.auth_failures_per_min));
         let state =
             AppState { settings: Arc::new(settings), gateway, metrics: Arc::default(), stripe, limits };
-        Ok(Self { http, grpc, state })
+        Ok(Self { http, grpc, metrics, state })
     }
 
     /// Bound HTTP address.
     pub fn http_addr(&self) -> SocketAddr {
         self.http.local_addr().expect("bound listener")
+    }
+
+    /// Bound internal metrics address, if `/metrics` is served apart.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|l| l.local_addr().expect("bound listener"))
     }
 
     /// Bound gRPC address.
@@ -154,6 +173,18 @@ impl Application {
             .serve_with_incoming_shutdown(tokio_stream_listener(self.grpc), async move {
                 let _ = grpc_rx.wait_for(|stop| *stop).await;
             });
+        if let Some(listener) = self.metrics {
+            let mut metrics_rx = rx.clone();
+            let router = metrics_app(self.state.clone());
+            tokio::spawn(async move {
+                let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+                    let _ = metrics_rx.wait_for(|stop| *stop).await;
+                });
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "the metrics listener stopped");
+                }
+            });
+        }
         let mut http_rx = rx;
         // The client address feeds the per-IP limit on failed authentication.
         let service = app(self.state).into_make_service_with_connect_info::<SocketAddr>();

@@ -37,6 +37,9 @@ pub struct StarterSettings {
     pub jwt_secret: SecretString,
     /// Claims API tokens must carry (`SLIPWAY_JWT_ISSUER`, `SLIPWAY_JWT_AUDIENCE`; optional).
     pub jwt_pins: crate::auth::Pins,
+    /// Where `/metrics` is served instead of the public listener (`SLIPWAY_STARTER_METRICS_ADDR`,
+    /// e.g. `127.0.0.1:9464`); unset: on the public listener with the rest.
+    pub metrics_addr: Option<SocketAddr>,
     /// Draft agents one user may hold (`SLIPWAY_MAX_DRAFT_AGENTS`, default 20; 0 = no cap).
     /// Every open checkout needs a draft, so this caps open checkouts too.
     pub max_draft_agents: u32,
@@ -128,6 +131,13 @@ impl StarterSettings {
                 issuer: get("SLIPWAY_JWT_ISSUER"),
                 audience: get("SLIPWAY_JWT_AUDIENCE"),
             },
+            metrics_addr: get("SLIPWAY_STARTER_METRICS_ADDR")
+                .map(|v| {
+                    v.parse().map_err(|_| {
+                        ConfigError::Invalid("SLIPWAY_STARTER_METRICS_ADDR must be host:port".into())
+                    })
+                })
+                .transpose()?,
             max_draft_agents: u32::try_from(num("SLIPWAY_MAX_DRAFT_AGENTS", 20)?)
                 .map_err(|_| ConfigError::Invalid("SLIPWAY_MAX_DRAFT_AGENTS is too large".into()))?,
             api_rate_per_min: u32::try_from(num("SLIPWAY_API_RATE_PER_MIN", 600)?)

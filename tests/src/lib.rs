@@ -132,6 +132,8 @@ pub struct Options {
     pub rate_limits: (u32, u32),
     /// Starter: draft agents one user may hold.
     pub max_draft_agents: u32,
+    /// Starter: serve `/metrics` on its own (internal) listener, not the public one.
+    pub internal_metrics: bool,
 }
 
 /// A switch that holds workflow patches back ([`Options::held_patches`]).
@@ -185,6 +187,7 @@ impl Default for Options {
             held_patches: None,
             rate_limits: (0, 0),
             max_draft_agents: 20,
+            internal_metrics: false,
         }
     }
 }
@@ -227,6 +230,8 @@ pub struct TestApp {
     pub sandbox: RunningSandbox,
     /// Starter HTTP base URL.
     pub starter_url: String,
+    /// Starter's internal metrics URL (with [`Options::internal_metrics`]).
+    pub starter_metrics_url: Option<String>,
     /// Starter gRPC address.
     pub grpc_addr: SocketAddr,
     /// A Temporal client for assertions.
@@ -436,6 +441,7 @@ impl TestApp {
             "SLIPWAY_API_RATE_PER_MIN" => Some(opts.rate_limits.0.to_string()),
             "SLIPWAY_AUTH_FAILURES_PER_MIN" => Some(opts.rate_limits.1.to_string()),
             "SLIPWAY_MAX_DRAFT_AGENTS" => Some(opts.max_draft_agents.to_string()),
+            "SLIPWAY_STARTER_METRICS_ADDR" if opts.internal_metrics => Some("127.0.0.1:0".to_owned()),
             _ => None,
         })?;
         let gateway = Gateway::for_address(
@@ -446,6 +452,7 @@ impl TestApp {
         );
         let starter = Application::build(settings, gateway).await?;
         let starter_url = format!("http://{}", starter.http_addr());
+        let starter_metrics_url = starter.metrics_addr().map(|a| format!("http://{a}/metrics"));
         let grpc_addr = starter.grpc_addr();
         let (starter_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(starter.run(async move {
@@ -501,6 +508,7 @@ impl TestApp {
         Ok(Self {
             sandbox,
             starter_url,
+            starter_metrics_url,
             grpc_addr,
             client,
             task_queue,

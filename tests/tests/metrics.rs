@@ -102,3 +102,21 @@ async fn starter_and_worker_expose_the_named_series_after_real_traffic() -> anyh
     assert!(worker.contains("temporal_activity_execution_latency"), "SDK metrics");
     Ok(())
 }
+
+#[tokio::test]
+async fn metrics_can_live_on_an_internal_address_only() -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(Options { internal_metrics: true, ..Options::default() }).await?;
+    let (event, _) = app.checkout_event(&app.id("user"), &app.id("agent"), "fsn1");
+    assert_eq!(app.post_stripe(&event).await?.status(), 200);
+
+    let public = app.http.get(format!("{}/metrics", app.starter_url)).send().await?;
+    assert_eq!(public.status(), 404, "not on the public listener");
+    let internal = app.starter_metrics_url.as_deref().expect("an internal metrics address");
+    let text = scrape(&app.http, internal).await?;
+    assert_eq!(
+        sample(&text, "slipway_http_requests_total", &[r#"route="/webhooks/stripe""#, r#"status="200""#]),
+        Some(1.0),
+        "{text}"
+    );
+    Ok(())
+}
