@@ -468,6 +468,16 @@ async fn a_user_holds_a_bounded_number_of_drafts_and_so_of_open_checkouts() -> a
     let token = app.token(&user, None);
     let first = create_agent(&app, &token, "one").await?;
     create_agent(&app, &token, "two").await?;
+    // The cap counts drafts through visibility, which trails a start by a moment.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, listed) = app.api(Method::GET, "/api/agents", Some(&token), None).await?;
+        if listed["agents"].as_array().map_or(0, Vec::len) == 2 {
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "drafts never listed: {listed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let (status, body) = app
         .api(Method::POST, "/api/agents", Some(&token), Some(json!({"name": "three", "region": "hel1"})))
         .await?;
