@@ -393,7 +393,4 @@ pub struct Entitlement {
     pub status: Option<String>,
     /// In a grace period after a failed payment.
     pub delinquent: bool,
-    /// Seats of subscriptions in good standing that no agent holds.
-    #[serde(default)]
-    pub free_seats: u32,
 }

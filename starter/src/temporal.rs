@@ -319,7 +319,7 @@ impl Gateway {
             .build();
         let input = SubscriptionInput {
             customer_id: customer_id.to_owned(),
-            state: BillingState { user_id: user_id.map(str::to_owned), ..BillingState::default() },
+            state: BillingState::default(),
             billing: Some(CustomerBilling {
                 user_id: user_id.map(str::to_owned),
                 ..CustomerBilling::default()

@@ -85,10 +85,6 @@ async fn unpaid_past_the_grace_period_destroys() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn chrono_now() -> i64 {
-    slipway_tests::now()
-}
-
 /// Cancel a subscription through Stripe's API (Stripe then sends `customer.subscription.deleted`).
 async fn cancel(app: &TestApp, sub: &str) -> anyhow::Result<()> {
     let resp = app
@@ -209,7 +205,7 @@ async fn a_checkout_processed_after_its_subscriptions_deletion_provisions_nothin
     let app = TestApp::spawn().await?;
     let (user, agent) = (app.id("user"), app.id("agent"));
     let (customer, sub) = (app.id("cus_late"), app.id("sub_late"));
-    let t = chrono_now();
+    let t = slipway_tests::now();
     let mut created = subscription_object(&sub, &customer, "active", t);
     created["metadata"] = json!({"agentId": agent, "userId": user, "region": "fsn1"});
     let mut deleted = subscription_object(&sub, &customer, "canceled", t + 5);

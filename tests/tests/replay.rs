@@ -54,6 +54,13 @@ fn histories_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("histories")
 }
 
+/// The current code's recordings, replaced when re-recorded. Everything else under
+/// `tests/histories/` was recorded from earlier code and is never rewritten: runs of that code
+/// may still be open, so this code must keep replaying them.
+fn recorded_dir() -> PathBuf {
+    histories_dir().join("recorded")
+}
+
 fn replayer() -> anyhow::Result<WorkflowReplayer> {
     Ok(WorkflowReplayer::new(slipway_workflows::register_all(WorkflowReplayerOptions::new())?.build())?)
 }
@@ -94,13 +101,11 @@ async fn replay(replayer: &WorkflowReplayer, name: &str, bytes: &[u8]) -> anyhow
 async fn committed_histories_replay() -> anyhow::Result<()> {
     slipway_tests::init_logging();
     let replayer = replayer()?;
-    // The current code's recordings, and the previous release's (`previous/`): long-lived runs
-    // started on the previous release must go on running on this one.
+    // Earlier code's recordings (top level, frozen) and the current code's (`recorded/`):
+    // long-lived runs started on an earlier release must go on running on this one.
     let mut files = Vec::new();
-    for dir in [histories_dir(), histories_dir().join("previous")] {
-        if dir.is_dir() {
-            files.extend(std::fs::read_dir(dir)?.filter_map(Result::ok).map(|e| e.path()));
-        }
+    for dir in [histories_dir(), recorded_dir()] {
+        files.extend(std::fs::read_dir(dir)?.filter_map(Result::ok).map(|e| e.path()));
     }
     files.retain(|p| p.extension().is_some_and(|e| e == "json"));
     files.sort();
@@ -146,7 +151,7 @@ async fn committed_histories_replay() -> anyhow::Result<()> {
 /// Where `SLIPWAY_RECORD_HISTORIES` asks the histories to be written (`1`: `tests/histories`).
 fn record_dir() -> Option<PathBuf> {
     match std::env::var("SLIPWAY_RECORD_HISTORIES") {
-        Ok(v) if v == "1" => Some(histories_dir()),
+        Ok(v) if v == "1" => Some(recorded_dir()),
         Ok(v) if !v.is_empty() => Some(PathBuf::from(v)),
         _ => None,
     }

@@ -595,16 +595,13 @@ impl AgentWorkflow {
         ctx: &mut WorkflowContext<Self>,
         cmd: &ProvisionCommand,
     ) -> Result<(), ProvisionOutcome> {
-        let agent = ctx.state(|s| s.agent.clone());
+        let (agent_id, user_id) = ctx.state(|s| (s.agent.agent_id.clone(), s.agent.user_id.clone()));
         let refused =
             |code: &str, reason: String| ProvisionOutcome::Refused { code: code.to_owned(), reason };
         if let ProvisionSource::Checkout { user_id: Some(payer), .. } = &cmd.source
-            && *payer != agent.user_id
+            && *payer != user_id
         {
-            return Err(refused(
-                codes::PAYER_NOT_OWNER,
-                format!("agent {} is not {payer}'s", agent.agent_id),
-            ));
+            return Err(refused(codes::PAYER_NOT_OWNER, format!("agent {agent_id} is not {payer}'s")));
         }
         let Some(customer) = cmd.source.customer_id().map(str::to_owned) else {
             return Err(refused(codes::NO_ACTIVE_SUBSCRIPTION, "no paying Stripe customer".to_owned()));
@@ -620,8 +617,8 @@ impl AgentWorkflow {
                 s.next_seq
             });
             let claim = SeatClaim {
-                agent_id: agent.agent_id.clone(),
-                user_id: agent.user_id.clone(),
+                agent_id: agent_id.clone(),
+                user_id: user_id.clone(),
                 subscription_id: cmd.source.subscription_id().map(str::to_owned),
                 request,
             };

@@ -26,7 +26,6 @@ use slipway_proto::{
     },
     model::{AgentCommand, CommandRequest, agent_workflow_id},
 };
-use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityOptions, ContinueAsNewOptions, SignalWorkflowOptions, SyncWorkflowContext, TimerOptions,
@@ -146,13 +145,11 @@ impl SubscriptionWorkflow {
     #[query]
     pub fn entitlement(&self, _ctx: &WorkflowContextView) -> Entitlement {
         if !self.per_subscription {
-            let entitled = self.state.entitled();
             return Entitlement {
                 customer_id: self.customer_id.clone(),
-                entitled,
+                entitled: self.state.entitled(),
                 status: self.state.subscription.as_ref().map(|s| s.status.clone()),
                 delinquent: self.state.delinquency.as_ref().is_some_and(|d| !d.expired),
-                free_seats: u32::from(entitled),
             };
         }
         let b = &self.billing;
@@ -164,7 +161,6 @@ impl SubscriptionWorkflow {
                 .subscriptions
                 .values()
                 .any(|s| !s.failed_invoices.is_empty() && s.standing() != Standing::Ended),
-            free_seats: b.free_seats(),
         }
     }
 
@@ -325,50 +321,55 @@ impl SubscriptionWorkflow {
                 }
                 Effect::Refetch(_) => continue,
             };
-            for agent in agents {
-                let request =
-                    CommandRequest { command, actor: format!("billing:{customer}"), reason: reason.clone() };
-                // An agent that no longer runs (destroyed) cannot be signalled; nothing to do then.
-                let _ = ctx
-                    .external_workflow(agent_workflow_id(&agent), None)
-                    .signal(AgentWorkflow::billing, request, SignalWorkflowOptions::default())
-                    .await;
-            }
+            Self::command_agents(ctx, command, &agents, &reason).await;
+        }
+    }
+
+    /// Sends one billing command to each of `agents`, in order (both rule sets use it).
+    async fn command_agents(
+        ctx: &mut WorkflowContext<Self>,
+        command: AgentCommand,
+        agents: &[String],
+        reason: &str,
+    ) {
+        let customer = ctx.state(|s| s.customer_id.clone());
+        for agent in agents {
+            let request =
+                CommandRequest { command, actor: format!("billing:{customer}"), reason: reason.to_owned() };
+            // An agent that no longer runs (destroyed) cannot be signalled; nothing to do then.
+            let _ = ctx
+                .external_workflow(agent_workflow_id(agent), None)
+                .signal(AgentWorkflow::billing, request, SignalWorkflowOptions::default())
+                .await;
         }
     }
 
     fn publish(ctx: &WorkflowContext<Self>) {
-        let (customer, user, status) = ctx.state(|s| {
-            (
-                s.customer_id.clone(),
-                s.billing.user_id.clone().or_else(|| s.state.user_id.clone()),
-                customer_status(&s.billing),
-            )
+        let (user, status) = ctx.state(|s| {
+            (s.billing.user_id.clone().or_else(|| s.state.user_id.clone()), customer_status(&s.billing))
         });
+        let details = ctx.state(|s| crate::details::customer(&s.customer_id, &status, &s.billing));
+        Self::publish_status(ctx, user, status, details);
+    }
+
+    /// Mirrors the customer into search attributes and the Web UI's current details (both rule
+    /// sets use it).
+    fn publish_status(ctx: &WorkflowContext<Self>, user: Option<String>, status: String, details: String) {
+        let customer = ctx.state(|s| s.customer_id.clone());
         let mut attrs = vec![
             search_attributes::CUSTOMER_ID.value_set(customer),
-            search_attributes::STATUS.value_set(status.clone()),
+            search_attributes::STATUS.value_set(status),
         ];
         if let Some(user) = user {
             attrs.push(search_attributes::USER_ID.value_set(user));
         }
         ctx.upsert_search_attributes(attrs);
-        let details = ctx.state(|s| crate::details::customer(&s.customer_id, &status, &s.billing));
         ctx.set_current_details(details);
     }
 }
 
 fn refetch_options() -> ActivityOptions {
-    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(1))
-                .maximum_interval(Duration::from_secs(60))
-                .maximum_attempts(10)
-                .build(),
-        )
-        .summary("re-fetch subscription from Stripe".to_owned())
-        .build()
+    crate::options::retrying("re-fetch subscription from Stripe", Duration::from_secs(30), None, 10)
 }
 
 /// Runs recorded before per-subscription billing: the previous release's loop, unchanged in
@@ -484,7 +485,7 @@ impl SubscriptionWorkflow {
     }
 
     async fn enforce_legacy(ctx: &mut WorkflowContext<Self>, effects: Vec<legacy::Effect>) {
-        let (customer, agents) = ctx.state(|s| (s.customer_id.clone(), s.state.agents.clone()));
+        let agents: Vec<String> = ctx.state(|s| s.state.agents.iter().cloned().collect());
         for effect in effects {
             let (command, reason) = match effect {
                 legacy::Effect::SuspendAgents => (AgentCommand::Suspend, "a payment failed".to_owned()),
@@ -494,35 +495,20 @@ impl SubscriptionWorkflow {
                 legacy::Effect::DestroyAgents(reason) => (AgentCommand::Destroy, reason),
                 legacy::Effect::RefetchSubscription(_) => continue,
             };
-            for agent in &agents {
-                let request =
-                    CommandRequest { command, actor: format!("billing:{customer}"), reason: reason.clone() };
-                let _ = ctx
-                    .external_workflow(agent_workflow_id(agent), None)
-                    .signal(AgentWorkflow::billing, request, SignalWorkflowOptions::default())
-                    .await;
-            }
+            Self::command_agents(ctx, command, &agents, &reason).await;
         }
     }
 
     fn publish_legacy(ctx: &WorkflowContext<Self>) {
-        let (customer, user, status) = ctx.state(|s| {
+        let (user, status) = ctx.state(|s| {
             let status = match (&s.state.delinquency, &s.state.subscription) {
                 (Some(d), _) if !d.expired => "grace_period".to_owned(),
                 (_, Some(sub)) => sub.status.clone(),
                 (_, None) => "none".to_owned(),
             };
-            (s.customer_id.clone(), s.state.user_id.clone(), status)
+            (s.state.user_id.clone(), status)
         });
-        let mut attrs = vec![
-            search_attributes::CUSTOMER_ID.value_set(customer),
-            search_attributes::STATUS.value_set(status.clone()),
-        ];
-        if let Some(user) = user {
-            attrs.push(search_attributes::USER_ID.value_set(user));
-        }
-        ctx.upsert_search_attributes(attrs);
         let details = ctx.state(|s| crate::details::subscription(&s.customer_id, &status, &s.state));
-        ctx.set_current_details(details);
+        Self::publish_status(ctx, user, status, details);
     }
 }
