@@ -1,0 +1,261 @@
+//! [`TestApp`]: one running Slipway per test (sandbox, starter, worker) against Temporal, and its
+//! lifecycle: start it, restart or kill the worker, stop the starter, shut everything down. The
+//! helpers that drive a running app live beside this module, one module per concern.
+
+use std::{net::SocketAddr, str::FromStr};
+
+use anyhow::Context;
+use slipway_sandbox::{RunningSandbox, SandboxConfig};
+use slipway_starter::{Application, Gateway, StarterSettings};
+use slipway_worker::WorkerSettings;
+use temporalio_client::{Client, Url};
+
+use crate::{
+    CALLBACK_SECRET, GITHUB_WEBHOOK_SECRET, JWT_SECRET, Options, PatchGate, STRIPE_API_KEY, STRIPE_SECRET,
+    connect, init_logging,
+    temporal::{TemporalServer, temporal_server},
+    worker::{WorkerProcess, join_worker, spawn_worker},
+    worker_env, worker_settings,
+};
+
+/// One running Slipway, sandbox included.
+pub struct TestApp {
+    /// Sandbox (provider stand-ins).
+    pub sandbox: RunningSandbox,
+    /// Starter HTTP base URL.
+    pub starter_url: String,
+    /// Starter's internal metrics URL (with [`Options::internal_metrics`]).
+    pub starter_metrics_url: Option<String>,
+    /// Starter gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// A Temporal client for assertions.
+    pub client: Client,
+    /// Task queue of this test's worker.
+    pub task_queue: String,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    /// Unique suffix for ids of this test.
+    pub unique: String,
+    /// Worker's Prometheus endpoint, when [`Options::worker_metrics`] asked for one.
+    pub worker_metrics: Option<SocketAddr>,
+    worker_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    worker_address: String,
+    worker_settings: WorkerSettings,
+    held_patches: Option<PatchGate>,
+    worker_thread: Option<std::thread::JoinHandle<()>>,
+    worker_child: std::sync::Mutex<Option<WorkerProcess>>,
+    starter_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _server: TemporalServer,
+}
+
+impl TestApp {
+    /// Start everything with default options.
+    pub async fn spawn() -> anyhow::Result<Self> {
+        Self::spawn_with(Options::default()).await
+    }
+
+    /// Start everything.
+    pub async fn spawn_with(opts: Options) -> anyhow::Result<Self> {
+        init_logging();
+        let server = match &opts.temporal_address {
+            Some(address) => TemporalServer::Shared(address.clone()),
+            None => temporal_server().await?,
+        };
+        let address = server.address();
+        let unique = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+        let task_queue = format!("slipway-test-{unique}");
+
+        // The sandbox and the starter need each other's URLs: pick the sandbox port first, start
+        // the starter (port 0), then the sandbox on the picked port.
+        let sandbox_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let sandbox_addr = sandbox_listener.local_addr()?;
+        let sandbox_url = format!("http://{sandbox_addr}");
+        let starter_target = opts.starter_temporal_address.clone().unwrap_or_else(|| address.clone());
+        let settings = StarterSettings::from_lookup(|k| match k {
+            "STRIPE_WEBHOOK_SECRET" => Some(STRIPE_SECRET.to_owned()),
+            "GITHUB_CALLBACK_SECRET" => Some(CALLBACK_SECRET.to_owned()),
+            "SLIPWAY_JWT_SECRET" => Some(JWT_SECRET.to_owned()),
+            "GITHUB_WEBHOOK_SECRET" => Some(GITHUB_WEBHOOK_SECRET.to_owned()),
+            "SLIPWAY_MAX_JOBS_PER_CUSTOMER" => Some(opts.max_jobs_per_customer.to_string()),
+            "STRIPE_SECRET_KEY" => Some(STRIPE_API_KEY.to_owned()),
+            "STRIPE_PRICE_ID" => Some("price_slipway_agent".to_owned()),
+            "STRIPE_API_URL" => Some(format!("{sandbox_url}/stripe")),
+            "SLIPWAY_SHUTDOWN_WAIT_SECS" => Some(opts.shutdown_wait_secs.to_string()),
+            "SLIPWAY_GRACE_PERIOD_SECS" => Some(opts.grace_period_secs.to_string()),
+            "SLIPWAY_HISTORY_LIMIT" => Some(opts.history_limit.to_string()),
+            "SLIPWAY_HTTP_ADDR" | "SLIPWAY_GRPC_ADDR" => Some("127.0.0.1:0".to_owned()),
+            "SLIPWAY_TASK_QUEUE" => Some(task_queue.clone()),
+            "SLIPWAY_TEMPORAL_TIMEOUT_MS" => Some("3000".to_owned()),
+            "SLIPWAY_CALLBACK_DEADLINE_SECS" => Some(opts.policy.callback_deadline_secs.to_string()),
+            "SLIPWAY_DISPATCH_DEADLINE_SECS" => Some(opts.policy.dispatch_deadline_secs.to_string()),
+            "SLIPWAY_API_RATE_PER_MIN" => Some(opts.rate_limits.0.to_string()),
+            "SLIPWAY_AUTH_FAILURES_PER_MIN" => Some(opts.rate_limits.1.to_string()),
+            "SLIPWAY_MAX_DRAFT_AGENTS" => Some(opts.max_draft_agents.to_string()),
+            "SLIPWAY_STARTER_METRICS_ADDR" if opts.internal_metrics => Some("127.0.0.1:0".to_owned()),
+            _ => None,
+        })?;
+        let gateway = Gateway::for_address(
+            Url::from_str(&format!("http://{starter_target}"))?,
+            "default",
+            task_queue.clone(),
+            settings.temporal_timeout,
+        );
+        let starter = Application::build(settings, gateway).await?;
+        let starter_url = format!("http://{}", starter.http_addr());
+        let starter_metrics_url = starter.metrics_addr().map(|a| format!("http://{a}/metrics"));
+        let grpc_addr = starter.grpc_addr();
+        let (starter_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(starter.run(async move {
+            let _ = stop_rx.await;
+        }));
+
+        let sandbox = slipway_sandbox::spawn_on(
+            sandbox_listener,
+            SandboxConfig {
+                addr: sandbox_addr,
+                callback_secret: CALLBACK_SECRET.to_owned(),
+                stripe_webhook_secret: STRIPE_SECRET.to_owned(),
+                stripe_webhook_url: format!("{starter_url}/webhooks/stripe"),
+                hetzner_action_ms: opts.hetzner_action_ms,
+                runner_step_ms: opts.runner_step_ms,
+                github_webhook_url: format!("{starter_url}/webhooks/github"),
+                github_webhook_secret: GITHUB_WEBHOOK_SECRET.to_owned(),
+                ..SandboxConfig::default()
+            },
+        )
+        .await?;
+
+        let mut worker_settings = worker_settings(
+            &sandbox.base_url,
+            &task_queue,
+            &format!("{starter_url}/callbacks/github-actions"),
+        );
+        let worker_metrics = if opts.worker_metrics {
+            let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+            worker_settings.metrics_addr = Some(addr);
+            Some(addr)
+        } else {
+            None
+        };
+        let (worker_stop, worker_thread, worker_child) = if opts.worker_process {
+            let mut env = worker_env(
+                &sandbox.base_url,
+                &task_queue,
+                &format!("{starter_url}/callbacks/github-actions"),
+            );
+            if let Some(addr) = worker_metrics {
+                env.insert("SLIPWAY_METRICS_ADDR", addr.to_string());
+            }
+            env.extend(opts.worker_env.iter().cloned());
+            (None, None, Some(WorkerProcess::start(&address, env)?))
+        } else {
+            let (stop, thread) =
+                spawn_worker(address.clone(), worker_settings.clone(), opts.held_patches.clone())?;
+            (Some(stop), Some(thread), None)
+        };
+        let client = connect(&address).await?;
+
+        Ok(Self {
+            sandbox,
+            starter_url,
+            starter_metrics_url,
+            grpc_addr,
+            client,
+            task_queue,
+            http: reqwest::Client::new(),
+            unique,
+            worker_metrics,
+            worker_stop,
+            worker_address: address.clone(),
+            worker_settings,
+            held_patches: opts.held_patches.clone(),
+            worker_thread,
+            worker_child: std::sync::Mutex::new(worker_child),
+            starter_stop: Some(starter_stop),
+            _server: server,
+        })
+    }
+
+    /// The Temporal server's `host:port` (for processes configured through `TEMPORAL_ADDRESS`).
+    pub fn temporal_address(&self) -> &str {
+        &self.worker_address
+    }
+
+    /// An id unique to this test (`<prefix>-<unique>`).
+    pub fn id(&self, prefix: &str) -> String {
+        format!("{prefix}-{}", self.unique)
+    }
+
+    /// Stop the worker (gracefully, as a deploy would) and start a fresh one: workflows resume
+    /// from their histories on the new worker, with an empty cache.
+    pub async fn restart_worker(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.worker_child.get_mut().map_or(true, |c| c.is_none()),
+            "the worker is a process: use kill_worker and start_worker"
+        );
+        if let Some(tx) = self.worker_stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.worker_thread.take() {
+            tokio::task::spawn_blocking(move || join_worker(t)).await?;
+        }
+        let (stop, thread) = spawn_worker(
+            self.worker_address.clone(),
+            self.worker_settings.clone(),
+            self.held_patches.clone(),
+        )?;
+        self.worker_stop = Some(stop);
+        self.worker_thread = Some(thread);
+        Ok(())
+    }
+
+    /// SIGKILL the worker process (needs [`Options::worker_process`]): no graceful shutdown, no
+    /// activity completes or fails; Temporal notices through timeouts. Returns its pid.
+    pub fn kill_worker(&self) -> anyhow::Result<u32> {
+        let mut guard = self.worker_child.lock().unwrap_or_else(|p| p.into_inner());
+        guard.as_mut().context("the worker is not a process (Options::worker_process)")?.kill()
+    }
+
+    /// Start the worker process again after [`TestApp::kill_worker`].
+    pub fn start_worker(&self) -> anyhow::Result<()> {
+        let mut guard = self.worker_child.lock().unwrap_or_else(|p| p.into_inner());
+        guard
+            .as_mut()
+            .context("the worker is not a process (Options::worker_process)")?
+            .restart(&self.worker_address)
+    }
+
+    /// Stop worker and starter (also done on drop).
+    pub async fn stop(mut self) {
+        self.shutdown();
+    }
+
+    /// Stop only the starter, as a deploy would (SIGTERM): it stops accepting connections and
+    /// drains the requests in flight.
+    pub fn stop_starter(&mut self) {
+        if let Some(tx) = self.starter_stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(tx) = self.starter_stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(tx) = self.worker_stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.worker_thread.take() {
+            join_worker(t);
+        }
+        if let Some(mut child) = self.worker_child.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = child.kill();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,70 @@
+//! The sandbox's control endpoints: its inventory, request log, fault injection and the fake
+//! Actions runner's outcome, which tests use to arrange a scenario and to check what Slipway did
+//! to the providers.
+
+use serde_json::{Value, json};
+
+use crate::TestApp;
+
+impl TestApp {
+    /// POST to a sandbox control endpoint.
+    pub async fn sandbox_post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let r = self.http.post(format!("{}{path}", self.sandbox.base_url)).json(&body).send().await?;
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        anyhow::ensure!(status.is_success(), "{path}: {status} {v}");
+        Ok(v)
+    }
+
+    /// The sandbox inventory.
+    pub async fn sandbox_state(&self) -> anyhow::Result<Value> {
+        Ok(self.http.get(format!("{}/_sandbox/state", self.sandbox.base_url)).send().await?.json().await?)
+    }
+
+    /// Inject a fault into the sandbox.
+    pub async fn fault(&self, fault: Value) -> anyhow::Result<()> {
+        let r =
+            self.http.post(format!("{}/_sandbox/faults", self.sandbox.base_url)).json(&fault).send().await?;
+        anyhow::ensure!(r.status().is_success(), "fault not accepted: {}", r.text().await?);
+        Ok(())
+    }
+
+    /// Set the fake Actions runner's outcome (`succeed`, `fail`, `silent`).
+    pub async fn runner(&self, outcome: &str) -> anyhow::Result<()> {
+        let r = self
+            .http
+            .post(format!("{}/_sandbox/github/runner", self.sandbox.base_url))
+            .json(&json!({"outcome": outcome, "reason": "bootstrap script exited with 1"}))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "runner not set: {}", r.text().await?);
+        Ok(())
+    }
+
+    /// The sandbox request log.
+    pub async fn sandbox_requests(&self) -> anyhow::Result<Vec<Value>> {
+        let v: Value = self
+            .http
+            .get(format!("{}/_sandbox/requests", self.sandbox.base_url))
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(match v {
+            Value::Array(a) => a,
+            Value::Object(mut o) => {
+                o.remove("requests").and_then(|r| r.as_array().cloned()).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        })
+    }
+}
+
+/// Status of an agent's Hetzner server in a sandbox inventory (`None`: no such server).
+pub fn server_status(state: &Value, agent_id: &str) -> Option<String> {
+    state["hetzner"]["servers"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == format!("slipway-{agent_id}"))
+        .and_then(|s| s["status"].as_str().map(str::to_owned))
+}

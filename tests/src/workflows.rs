@@ -1,0 +1,77 @@
+//! What tests ask Temporal directly, past the API: a workflow's runs, an agent's record by query,
+//! and polling until an agent reaches a status (workflows move asynchronously, so assertions wait
+//! against a deadline rather than sleep).
+
+use std::time::Duration;
+
+use anyhow::bail;
+use slipway_proto::model::{AgentRecord, AgentStatus};
+use slipway_starter::Gateway;
+
+use crate::TestApp;
+
+/// What [`TestApp::runs`] reports.
+#[derive(Debug, Clone)]
+pub struct Runs {
+    /// Id of the workflow's first run.
+    pub first: String,
+    /// Id of its current run.
+    pub current: String,
+    /// Events in the current run's history.
+    pub history_length: usize,
+}
+
+impl TestApp {
+    /// A workflow's runs as Temporal describes it: first run id, current run id (they differ once
+    /// it has continued as new) and the current run's history length.
+    pub async fn runs(&self, workflow_id: &str) -> anyhow::Result<Runs> {
+        let handle =
+            self.client.get_workflow_handle::<slipway_workflows::AgentWorkflow>(workflow_id.to_owned());
+        let desc = handle.describe(Default::default()).await?;
+        let first = desc.raw_description.workflow_execution_info.as_ref().map(|i| i.first_run_id.clone());
+        Ok(Runs {
+            first: first.unwrap_or_default(),
+            current: desc.run_id().to_owned(),
+            history_length: desc.history_length(),
+        })
+    }
+
+    /// The agent's record via the workflow query, or `None` if no agent workflow exists.
+    pub async fn agent(&self, agent_id: &str) -> anyhow::Result<Option<AgentRecord>> {
+        let gateway =
+            Gateway::with_client(self.client.clone(), self.task_queue.clone(), Duration::from_secs(5));
+        match gateway.agent(agent_id).await {
+            Ok(r) => Ok(Some(r)),
+            Err(slipway_starter::temporal::GatewayError::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Poll until the agent reaches one of `statuses` (or fail after `timeout`).
+    pub async fn wait_for_status(
+        &self,
+        agent_id: &str,
+        statuses: &[AgentStatus],
+        timeout: Duration,
+    ) -> anyhow::Result<AgentRecord> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            if let Some(rec) = self.agent(agent_id).await? {
+                if statuses.contains(&rec.status) {
+                    return Ok(rec);
+                }
+                last = Some(rec);
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("agent {agent_id} did not reach {statuses:?} in {timeout:?}; last: {last:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A gateway over the test client (for queries the API does not expose).
+    pub fn gateway(&self) -> Gateway {
+        Gateway::with_client(self.client.clone(), self.task_queue.clone(), Duration::from_secs(5))
+    }
+}
