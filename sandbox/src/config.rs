@@ -50,6 +50,13 @@ pub struct SandboxConfig {
     pub github_webhook_url: String,
     /// `GITHUB_WEBHOOK_SECRET`: signs GitHub webhook deliveries (`X-Hub-Signature-256`).
     pub github_webhook_secret: String,
+    /// `SANDBOX_ACTIONS_OIDC_AUDIENCE`, default `slipway`: the audience the runner asks for when
+    /// it requests the Actions OIDC token it sends with each callback.
+    pub actions_oidc_audience: String,
+    /// `SANDBOX_ACTIONS_OIDC_ISSUER`: the issuer URL its tokens name and Slipway fetches keys
+    /// from, when the sandbox is reached under another name than its own address (containers);
+    /// default `<sandbox URL>/github-oidc`.
+    pub actions_oidc_issuer: Option<String>,
 }
 
 impl Default for SandboxConfig {
@@ -69,6 +76,8 @@ impl Default for SandboxConfig {
             github_token_ttl_secs: 3600,
             github_webhook_url: "http://127.0.0.1:8080/webhooks/github".to_owned(),
             github_webhook_secret: DEV_GITHUB_WEBHOOK_SECRET.to_owned(),
+            actions_oidc_audience: "slipway".to_owned(),
+            actions_oidc_issuer: None,
         }
     }
 }
@@ -110,6 +119,12 @@ impl SandboxConfig {
         }
         if let Some(v) = get("GITHUB_WEBHOOK_SECRET") {
             config.github_webhook_secret = v;
+        }
+        if let Some(v) = get("SANDBOX_ACTIONS_OIDC_AUDIENCE") {
+            config.actions_oidc_audience = v.trim().to_owned();
+        }
+        if let Some(v) = get("SANDBOX_ACTIONS_OIDC_ISSUER") {
+            config.actions_oidc_issuer = Some(v.trim().trim_end_matches('/').to_owned());
         }
         let millis = |key: &str, default: u64| match get(key) {
             Some(v) => v

@@ -26,6 +26,7 @@
 mod app;
 mod git;
 mod hooks;
+pub(crate) mod oidc;
 mod pulls;
 mod repos;
 
@@ -325,6 +326,9 @@ async fn dispatch(
     tracing::info!(run_id, workflow = wf.file, "github: workflow dispatched");
     let job = Job {
         run_id,
+        repo: full_repo.clone(),
+        workflow: wf.file,
+        git_ref: git_ref.to_owned(),
         generation,
         job_id: input("job_id"),
         agent_id: input("agent_id"),
@@ -379,6 +383,9 @@ async fn set_runner(State(app): State<Shared>, body: Bytes) -> Response {
 /// What one dispatched `provision-agent.yml` run needs to play its job.
 struct Job {
     run_id: u64,
+    repo: String,
+    workflow: &'static str,
+    git_ref: String,
     generation: u64,
     job_id: String,
     agent_id: String,
@@ -422,10 +429,22 @@ async fn run_job(app: Shared, job: Job, outcome: Outcome, reason: Option<String>
     app.with_current(job.generation, |s| s.github.set_run(job.run_id, "completed", Some(conclusion)));
 }
 
-/// POSTs a signed callback, retrying 5 times (200ms, 400ms, ...) on errors and non-2xx.
+/// POSTs a callback as the shipped `provision-agent.yml` does: the run's Actions OIDC token as
+/// the bearer credential, and the HMAC fallback (`X-Slipway-Signature` over a body carrying its
+/// `sent_at`). Retries 5 times (200ms, 400ms, ...) on errors and non-2xx.
 async fn post_callback(app: &Shared, job: &Job, payload: &Value) {
-    let body = serde_json::to_vec(payload).expect("JSON values always serialize");
+    let mut payload = payload.clone();
+    payload["sent_at"] = json!(Utc::now().timestamp());
+    let body = serde_json::to_vec(&payload).expect("JSON values always serialize");
     let signature = format!("sha256={}", hmac_hex(&app.config.callback_secret, &body));
+    let run = oidc::Run {
+        repository: &job.repo,
+        workflow: job.workflow,
+        git_ref: &job.git_ref,
+        run_id: job.run_id,
+        audience: &app.config.actions_oidc_audience,
+    };
+    let token = oidc::mint(app, &run, 300);
     let mut attempts = Vec::new();
     for attempt in 0..6u32 {
         if attempt > 0 {
@@ -439,6 +458,7 @@ async fn post_callback(app: &Shared, job: &Job, payload: &Value) {
             .post(&job.callback_url)
             .header("content-type", "application/json")
             .header("x-slipway-signature", &signature)
+            .bearer_auth(&token)
             .body(body.clone())
             .send()
             .await;

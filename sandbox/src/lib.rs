@@ -147,6 +147,7 @@ fn router(app: Shared) -> Router {
         .nest("/n8n", n8n::router())
         .nest("/openai", openai::router())
         .nest("/_sandbox", control::router())
+        .merge(github::oidc::router())
         .layer(from_fn_with_state(app.clone(), faults::middleware))
         .layer(from_fn_with_state(app.clone(), control::log_requests))
         .with_state(app)

@@ -1,16 +1,32 @@
 //! The one error type of the HTTP layer. Every error answer is JSON
-//! `{"code": "...", "message": "..."}` with a stable, upper-case `code` that clients may match
-//! on; messages are for people and may change. Internal details never reach the body.
+//! `{"code": "...", "message": "...", "details"?: {field: problem}}` with a stable, upper-case
+//! `code` that clients may match on; messages are for people and may change. Internal details
+//! never reach the body.
+//!
+//! Lower layers keep their own typed errors ([`crate::service::ServiceError`],
+//! [`crate::temporal::GatewayError`]); each converts into [`ApiError`] in exactly one place here,
+//! so a status decided below (a 502 for a provider failure, a 503 for Temporal) is never lost on
+//! the way up.
+
+use std::borrow::Cow;
 
 use axum::{
     Json,
-    http::StatusCode,
+    http::{HeaderValue, StatusCode},
     response::{IntoResponse, Response},
 };
-use serde_json::json;
+use serde_json::{Value, json};
+
+use crate::{
+    service::{Kind, ServiceError},
+    temporal::GatewayError,
+};
 
 /// The body of every 503: nothing about Temporal's internals reaches the caller.
 pub const UNAVAILABLE_MESSAGE: &str = "the service is temporarily unavailable; retry later";
+
+/// Seconds a 503 asks the sender to wait.
+const RETRY_AFTER_SECS: &str = "5";
 
 /// An error answer.
 #[derive(Debug, Clone)]
@@ -18,15 +34,17 @@ pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// Stable machine-readable code.
-    pub code: &'static str,
+    pub code: Cow<'static, str>,
     /// Human-readable message.
     pub message: String,
+    /// Field-by-field problems (invalid input).
+    pub details: Vec<(String, String)>,
 }
 
 impl ApiError {
     /// Any status and code.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+    pub fn new(status: StatusCode, code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        Self { status, code: code.into(), message: message.into(), details: Vec::new() }
     }
 
     /// 400.
@@ -37,6 +55,11 @@ impl ApiError {
     /// 401.
     pub fn unauthorized(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+
+    /// 403 for non-admins on admin routes.
+    pub fn admin_only() -> Self {
+        Self::new(StatusCode::FORBIDDEN, "FORBIDDEN", "admin role required")
     }
 
     /// 404.
@@ -67,18 +90,43 @@ impl ApiError {
     }
 }
 
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let status = match e.kind {
+            Kind::Invalid => StatusCode::BAD_REQUEST,
+            Kind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+            Kind::PaymentRequired => StatusCode::PAYMENT_REQUIRED,
+            Kind::Forbidden => StatusCode::FORBIDDEN,
+            Kind::NotFound => StatusCode::NOT_FOUND,
+            Kind::Conflict => StatusCode::CONFLICT,
+            Kind::Upstream => StatusCode::BAD_GATEWAY,
+            Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        Self { status, code: e.code.into(), message: e.message, details: e.details }
+    }
+}
+
+impl From<GatewayError> for ApiError {
+    fn from(e: GatewayError) -> Self {
+        ServiceError::from(e).into()
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
-            tracing::error!(code = self.code, reason = %self.message, "request failed");
+            tracing::error!(code = %self.code, reason = %self.message, "request failed");
         } else {
-            tracing::warn!(code = self.code, reason = %self.message, status = self.status.as_u16(), "request refused");
+            tracing::warn!(code = %self.code, reason = %self.message, status = self.status.as_u16(), "request refused");
         }
-        let mut resp =
-            (self.status, Json(json!({"code": self.code, "message": self.message}))).into_response();
+        let mut body = json!({"code": self.code, "message": self.message});
+        if !self.details.is_empty() {
+            body["details"] = self.details.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+        }
+        let mut resp = (self.status, Json(body)).into_response();
         resp.extensions_mut().insert(crate::metrics::ErrorCode(self.code));
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("5"));
+            resp.headers_mut().insert("retry-after", HeaderValue::from_static(RETRY_AFTER_SECS));
         }
         resp
     }
@@ -90,5 +138,30 @@ pub fn body_rejection(rejection: axum::extract::rejection::BytesRejection) -> Ap
         ApiError::too_large()
     } else {
         ApiError::bad_request("MALFORMED_PAYLOAD", "could not read the request body")
+    }
+}
+
+/// Maps a JSON-body extraction failure: over the limit → 413, anything else → 400.
+pub fn json_rejection(rejection: axum::extract::rejection::JsonRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::too_large()
+    } else {
+        ApiError::bad_request("MALFORMED_PAYLOAD", rejection.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_decided_below_survives_the_conversion() {
+        let upstream = ServiceError::new(Kind::Upstream, "STRIPE_ERROR", "Stripe failed");
+        assert_eq!(ApiError::from(upstream).status, StatusCode::BAD_GATEWAY);
+        let unavailable = ApiError::from(GatewayError::Unavailable("connection refused".into()));
+        assert_eq!(unavailable.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(unavailable.message, UNAVAILABLE_MESSAGE, "Temporal's text stays in the log");
+        let resp = unavailable.into_response();
+        assert_eq!(resp.headers().get("retry-after").unwrap(), RETRY_AFTER_SECS);
     }
 }

@@ -41,14 +41,32 @@ impl AgentControlService {
         }
     }
 
+    /// The caller, under the same budgets as the REST API: a failed authentication counts
+    /// against the client's address, an authenticated call against its user (both answer
+    /// `RESOURCE_EXHAUSTED` past the budget).
     fn claims<T>(&self, request: &Request<T>) -> Result<Claims, Status> {
         let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        auth::verify_bearer_pinned(
+        let claims = auth::verify_bearer_pinned(
             header,
             self.app.settings.jwt_secret.expose_secret().as_bytes(),
             &self.app.settings.jwt_pins,
         )
-        .map_err(|e| Status::unauthenticated(e.to_string()))
+        .map_err(|e| {
+            let over = request
+                .remote_addr()
+                .is_some_and(|addr| self.app.limits.auth_failures.check(&addr.ip().to_string()).is_err());
+            if over {
+                Status::resource_exhausted("RATE_LIMITED: too many failed authentications from this address")
+            } else {
+                Status::unauthenticated(e.to_string())
+            }
+        })?;
+        self.app
+            .limits
+            .api
+            .check(&claims.sub)
+            .map_err(|_| Status::resource_exhausted("RATE_LIMITED: too many requests; retry later"))?;
+        Ok(claims)
     }
 
     async fn view(&self, record: AgentRecord) -> Result<Agent, Status> {
@@ -106,12 +124,12 @@ impl AgentControlService {
 fn status(e: ServiceError) -> Status {
     let message = format!("{}: {}", e.code, e.message);
     match e.kind {
-        Kind::Invalid => Status::invalid_argument(message),
+        Kind::Invalid | Kind::Unprocessable => Status::invalid_argument(message),
         Kind::Forbidden => Status::permission_denied(message),
         Kind::PaymentRequired => Status::failed_precondition(message),
         Kind::NotFound => Status::not_found(message),
         Kind::Conflict => Status::failed_precondition(message),
-        Kind::Unavailable => Status::unavailable(message),
+        Kind::Upstream | Kind::Unavailable => Status::unavailable(message),
     }
 }
 

@@ -1,21 +1,29 @@
 //! The Slipway starter: the thin ingress between the outside world and Temporal.
 //!
-//! It verifies what comes in (webhook signatures, callback HMACs, API tokens), maps it to a
-//! workflow start, update or signal, and answers only after Temporal accepted it. It holds no
-//! state of its own, so any number of starters can run behind a load balancer.
+//! It verifies what comes in (webhook signatures, Actions OIDC tokens or callback HMACs, API
+//! tokens), maps it to a workflow start, update or signal, and answers only after Temporal
+//! accepted it. It holds no state of its own, so any number of starters can run behind a load
+//! balancer.
 //!
-//! # Layout
-//! - [`routes`]: one module per endpoint family (`stripe`, `callbacks`, `api`, `billing`, `health`).
-//! - [`service`]: the agent operations shared by the REST API and the gRPC service.
-//! - [`auth`]: JWT bearer tokens. [`limits`]: per-user and per-IP rate limits (429). Webhook signatures and the Stripe client come from each
-//!   provider's home in `slipway-providers`; the starter calls no provider any other way.
-//! - [`temporal`]: the [`temporal::Gateway`], the only code that talks to Temporal.
-//! - [`grpc`]: the `slipway.v1.AgentControl` gRPC service.
-//! - [`error`]: the JSON error answer (`{"code", "message"}`). [`settings`]: configuration.
+//! # Layers, outside in
+//! - [`routes`]: thin handlers (extract, call one service, answer), one module per endpoint
+//!   family (`stripe`, `github`, `callbacks`, `api`, `billing`, `stack`, `health`).
+//! - [`ingress`]: one extractor per sender that verifies, reads once and counts a delivery, and
+//!   the pure mappings from a verified event to an intent.
+//! - [`service`]: the decisions (ownership, entitlement, caps, checkout holds), shared by the
+//!   REST API and the gRPC service ([`grpc`], `slipway.v1.AgentControl`).
+//! - [`temporal`]: the [`temporal::Gateway`], one module per workflow type, the only code that
+//!   talks to Temporal.
+//!
+//! Beside them: [`auth`] (JWT bearer tokens), [`limits`] (per-user and per-IP rate limits, 429),
+//! [`metrics`], [`error`] (the one HTTP error type), [`settings`], [`validate`]. Webhook
+//! verification, event types, the Actions OIDC verifier and the Stripe client come from each
+//! provider's home in `slipway-providers`; the starter calls no provider any other way.
 
 pub mod auth;
 pub mod error;
 pub mod grpc;
+pub mod ingress;
 pub mod limits;
 pub mod metrics;
 pub mod routes;
@@ -55,6 +63,8 @@ pub struct AppState {
     pub stripe: slipway_providers::stripe::StripeClient,
     /// Rate limits (per user on the API, per IP on failed authentication).
     pub limits: Arc<limits::Limits>,
+    /// The Actions OIDC verifier, when `GITHUB_ACTIONS_REPO` enables OIDC callbacks.
+    pub oidc: Option<Arc<slipway_providers::github::actions_oidc::OidcVerifier>>,
 }
 
 impl AppState {
@@ -143,8 +153,11 @@ impl Application {
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let limits =
             Arc::new(limits::Limits::per_minute(settings.api_rate_per_min, settings.auth_failures_per_min));
+        let oidc = settings.actions_oidc.as_ref().map(|o| {
+            Arc::new(slipway_providers::github::actions_oidc::OidcVerifier::new(&o.issuer, &o.audience))
+        });
         let state =
-            AppState { settings: Arc::new(settings), gateway, metrics: Arc::default(), stripe, limits };
+            AppState { settings: Arc::new(settings), gateway, metrics: Arc::default(), stripe, limits, oidc };
         Ok(Self { http, grpc, metrics, state })
     }
 

@@ -30,8 +30,10 @@ use axum::{
 use crate::{AppState, error::ApiError, metrics::ErrorCode};
 
 /// Error codes that mean "the caller failed to authenticate".
-const AUTH_FAILURES: [&str; 6] = [
+const AUTH_FAILURES: [&str; 8] = [
     "INVALID_SIGNATURE",
+    "INVALID_CALLBACK_TOKEN",
+    "WRONG_RUN",
     "MISSING_SIGNATURE",
     "STALE_TIMESTAMP",
     "UNAUTHENTICATED",
@@ -120,7 +122,7 @@ pub fn too_many(retry_after: Duration, what: &str) -> Response {
 pub async fn auth_failures(State(app): State<AppState>, req: Request, next: Next) -> Response {
     let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
     let resp = next.run(req).await;
-    let failed = resp.extensions().get::<ErrorCode>().is_some_and(|c| AUTH_FAILURES.contains(&c.0));
+    let failed = resp.extensions().get::<ErrorCode>().is_some_and(|c| AUTH_FAILURES.contains(&&*c.0));
     match (failed, ip) {
         (true, Some(ip)) => match app.limits.auth_failures.check(&ip) {
             Ok(()) => resp,

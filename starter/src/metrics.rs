@@ -30,7 +30,7 @@ pub enum Metric {
     WorkflowAccepted,
     /// Provisioning refused because one is in flight.
     ProvisioningRefused,
-    /// Answered 503 because Temporal did not accept.
+    /// Answered 503 because Temporal did not accept (counted by [`track`] from the answer's code).
     TemporalUnavailable,
 }
 
@@ -43,8 +43,8 @@ const EVENTS: [(&str, &str); 5] = [
 ];
 
 /// The stable error `code` of an error answer, attached to the response for the metrics layer.
-#[derive(Debug, Clone, Copy)]
-pub struct ErrorCode(pub &'static str);
+#[derive(Debug, Clone)]
+pub struct ErrorCode(pub std::borrow::Cow<'static, str>);
 
 /// Seconds: webhook acks are a few ms when Temporal is healthy and bounded by the gateway
 /// timeout when it is not.
@@ -148,10 +148,19 @@ impl Metrics {
             self.ack.with_label_values(&[route]).observe(seconds);
         }
         match code {
-            Some(code @ ("MISSING_SIGNATURE" | "INVALID_SIGNATURE" | "STALE_TIMESTAMP")) => {
+            Some(
+                code @ ("MISSING_SIGNATURE"
+                | "INVALID_SIGNATURE"
+                | "STALE_TIMESTAMP"
+                | "INVALID_CALLBACK_TOKEN"
+                | "WRONG_RUN"),
+            ) => {
                 self.signature_failures.with_label_values(&[route, code]).inc();
             }
-            Some("TEMPORAL_UNAVAILABLE") => self.temporal_errors.with_label_values(&[route]).inc(),
+            Some("TEMPORAL_UNAVAILABLE") => {
+                self.temporal_errors.with_label_values(&[route]).inc();
+                self.incr(Metric::TemporalUnavailable);
+            }
             _ => {}
         }
     }
@@ -171,7 +180,8 @@ pub async fn track(State(metrics): State<std::sync::Arc<Metrics>>, req: Request,
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str).to_owned();
     let method = req.method().as_str().to_owned();
     let resp = next.run(req).await;
-    let code = resp.extensions().get::<ErrorCode>().map(|c| c.0);
+    let code = resp.extensions().get::<ErrorCode>().map(|c| c.0.clone());
+    let code = code.as_deref();
     metrics.observe(&route, &method, resp.status().as_u16(), started.elapsed().as_secs_f64(), code);
     resp
 }
@@ -196,7 +206,7 @@ mod tests {
             r#"slipway_signature_failures_total{code="INVALID_SIGNATURE",route="/webhooks/stripe"} 1"#,
             r#"slipway_temporal_errors_total{route="/webhooks/stripe"} 1"#,
             "slipway_webhooks_received_total 1",
-            "slipway_temporal_unavailable_total 0",
+            "slipway_temporal_unavailable_total 1",
         ] {
             assert!(text.contains(line), "missing `{line}` in:\n{text}");
         }

@@ -31,8 +31,13 @@ pub struct StarterSettings {
     pub task_queue: String,
     /// Stripe endpoint signing secret (`whsec_…`).
     pub stripe_webhook_secret: SecretString,
-    /// HMAC secret of the GitHub Actions callbacks.
+    /// HMAC secret of the GitHub Actions callbacks (the fallback credential).
     pub callback_secret: SecretString,
+    /// Accept HMAC-signed callbacks (`SLIPWAY_CALLBACK_HMAC`, default `true`); `false` accepts
+    /// only Actions OIDC tokens.
+    pub callback_hmac: bool,
+    /// Actions OIDC callbacks, enabled by `GITHUB_ACTIONS_REPO`.
+    pub actions_oidc: Option<ActionsOidc>,
     /// HS256 secret of API bearer tokens (at least 32 bytes).
     pub jwt_secret: SecretString,
     /// Claims API tokens must carry (`SLIPWAY_JWT_ISSUER`, `SLIPWAY_JWT_AUDIENCE`; optional).
@@ -74,6 +79,19 @@ pub struct StarterSettings {
     pub max_jobs_per_customer: u32,
     /// Knobs of new jobs (`SLIPWAY_MAX_REVIEW_ROUNDS`, `STRIPE_METER_PR_EVENT`, `STRIPE_METER_TOKENS_EVENT`).
     pub job_policy: JobPolicy,
+}
+
+/// What an Actions OIDC token on a callback must say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionsOidc {
+    /// Token issuer (`SLIPWAY_ACTIONS_OIDC_ISSUER`, default GitHub's).
+    pub issuer: String,
+    /// Audience the job requests (`SLIPWAY_ACTIONS_OIDC_AUDIENCE`, default `slipway`).
+    pub audience: String,
+    /// The repository the saga dispatches to (`GITHUB_ACTIONS_REPO`, `owner/repo`).
+    pub repository: String,
+    /// The workflow file it dispatches (`GITHUB_ACTIONS_WORKFLOW`, default `provision-agent.yml`).
+    pub workflow: String,
 }
 
 /// Required variables, in the order they are reported.
@@ -120,12 +138,37 @@ impl StarterSettings {
         let defaults = ProvisioningPolicy::default();
         let history_limit = u32::try_from(num("SLIPWAY_HISTORY_LIMIT", 5_000)?)
             .map_err(|_| ConfigError::Invalid("SLIPWAY_HISTORY_LIMIT is too large".into()))?;
-        Ok(Self {
+        let settings = Self {
             http_addr: addr("SLIPWAY_HTTP_ADDR", "127.0.0.1:8080")?,
             grpc_addr: addr("SLIPWAY_GRPC_ADDR", "127.0.0.1:50051")?,
             task_queue: get("SLIPWAY_TASK_QUEUE").unwrap_or_else(|| "slipway".to_owned()),
             stripe_webhook_secret: secret("STRIPE_WEBHOOK_SECRET"),
             callback_secret: secret("GITHUB_CALLBACK_SECRET"),
+            callback_hmac: match get("SLIPWAY_CALLBACK_HMAC").as_deref() {
+                None | Some("true") => true,
+                Some("false") => false,
+                Some(_) => {
+                    return Err(ConfigError::Invalid("SLIPWAY_CALLBACK_HMAC must be true or false".into()));
+                }
+            },
+            actions_oidc: match get("GITHUB_ACTIONS_REPO") {
+                Some(repo)
+                    if repo.split('/').count() == 2 && !repo.starts_with('/') && !repo.ends_with('/') =>
+                {
+                    Some(ActionsOidc {
+                        issuer: get("SLIPWAY_ACTIONS_OIDC_ISSUER").unwrap_or_else(|| {
+                            slipway_providers::github::actions_oidc::GITHUB_ISSUER.to_owned()
+                        }),
+                        audience: get("SLIPWAY_ACTIONS_OIDC_AUDIENCE")
+                            .unwrap_or_else(|| "slipway".to_owned()),
+                        repository: repo,
+                        workflow: get("GITHUB_ACTIONS_WORKFLOW")
+                            .unwrap_or_else(|| "provision-agent.yml".to_owned()),
+                    })
+                }
+                Some(_) => return Err(ConfigError::Invalid("GITHUB_ACTIONS_REPO must be owner/repo".into())),
+                None => None,
+            },
             jwt_secret: secret("SLIPWAY_JWT_SECRET"),
             jwt_pins: crate::auth::Pins {
                 issuer: get("SLIPWAY_JWT_ISSUER"),
@@ -181,7 +224,13 @@ impl StarterSettings {
                 tokens_meter_event: get("STRIPE_METER_TOKENS_EVENT")
                     .unwrap_or_else(|| JobPolicy::default().tokens_meter_event),
             },
-        })
+        };
+        if !settings.callback_hmac && settings.actions_oidc.is_none() {
+            return Err(ConfigError::Invalid(
+                "SLIPWAY_CALLBACK_HMAC=false needs GITHUB_ACTIONS_REPO (Actions OIDC callbacks)".into(),
+            ));
+        }
+        Ok(settings)
     }
 }
 

@@ -4,10 +4,13 @@
 
 use proptest::prelude::*;
 use serde_json::Value;
-use slipway_providers::{signature, stripe::webhook};
+use slipway_providers::{github::webhook::Event as GitHubEvent, signature, stripe::webhook};
 use slipway_starter::{
     auth,
-    routes::github::{Intent, intent},
+    ingress::{
+        github::{Intent, intent},
+        stripe as stripe_ingress,
+    },
 };
 
 const SECRET: &str = "whsec_fuzz";
@@ -40,16 +43,28 @@ proptest! {
     }
 
     #[test]
-    fn github_event_mapping_never_panics(event in "[a-z_]{0,20}", payload in arb_json()) {
-        let _ = intent(&event, &payload, "slipway");
+    fn github_event_reading_and_mapping_never_panic(event in "[a-z_]{0,20}", payload in arb_json()) {
+        if let Ok(e) = GitHubEvent::parse(&event, payload.to_string().as_bytes()) {
+            let _ = intent(&e, "slipway");
+        }
+    }
+
+    #[test]
+    fn stripe_event_reading_and_mapping_never_panic(kind in "(checkout\\.session|customer\\.subscription|invoice)\\.[a-z_]{0,12}", object in arb_json()) {
+        let body = serde_json::json!({"id": "evt_1", "type": kind, "created": 1, "data": {"object": object}});
+        if let Ok(e) = webhook::Event::parse(&body.to_string()) {
+            let _ = stripe_ingress::intent(&e);
+        }
     }
 
     #[test]
     fn only_labelled_issues_start_jobs(action in "[a-z]{0,10}", label in "[a-z]{0,8}") {
         let payload = serde_json::json!({"action": action, "installation": {"id": 1},
             "repository": {"full_name": "o/r", "owner": {"login": "o"}},
-            "issue": {"number": 1, "labels": [{"name": label}]}, "label": {"name": label}});
-        let starts = matches!(intent("issues", &payload, "slipway"), Ok(Intent::StartJob { .. }));
+            "issue": {"number": 1, "labels": [{"name": label}]}, "label": {"name": label},
+            "sender": {"login": "dev"}});
+        let event = GitHubEvent::parse("issues", payload.to_string().as_bytes()).unwrap();
+        let starts = matches!(intent(&event, "slipway"), Ok(Intent::StartJob(_)));
         prop_assert_eq!(starts, (action == "opened" || action == "labeled") && label == "slipway");
     }
 

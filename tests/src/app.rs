@@ -11,8 +11,8 @@ use slipway_worker::WorkerSettings;
 use temporalio_client::{Client, Url};
 
 use crate::{
-    CALLBACK_SECRET, GITHUB_WEBHOOK_SECRET, JWT_SECRET, Options, PatchGate, STRIPE_API_KEY, STRIPE_SECRET,
-    connect, init_logging,
+    ACTIONS_REPO, CALLBACK_SECRET, GITHUB_WEBHOOK_SECRET, JWT_SECRET, Options, PatchGate, STRIPE_API_KEY,
+    STRIPE_SECRET, connect, init_logging,
     temporal::{TemporalServer, temporal_server},
     worker::{WorkerProcess, join_worker, spawn_worker},
     worker_env, worker_settings,
@@ -92,6 +92,10 @@ impl TestApp {
             "SLIPWAY_AUTH_FAILURES_PER_MIN" => Some(opts.rate_limits.1.to_string()),
             "SLIPWAY_MAX_DRAFT_AGENTS" => Some(opts.max_draft_agents.to_string()),
             "SLIPWAY_STARTER_METRICS_ADDR" if opts.internal_metrics => Some("127.0.0.1:0".to_owned()),
+            // Callbacks prove their run with the sandbox issuer's Actions OIDC tokens.
+            "GITHUB_ACTIONS_REPO" => Some(ACTIONS_REPO.to_owned()),
+            "SLIPWAY_ACTIONS_OIDC_ISSUER" => Some(format!("{sandbox_url}/github-oidc")),
+            "SLIPWAY_CALLBACK_HMAC" => Some(opts.callback_hmac.to_string()),
             _ => None,
         })?;
         let gateway = Gateway::for_address(

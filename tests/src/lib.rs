@@ -58,3 +58,7 @@ pub use secrets::{
 pub use temporal::{SEARCH_ATTRIBUTES, connect};
 pub use worker::{PatchGate, worker_env, worker_settings, workspace_binary};
 pub use workflows::Runs;
+
+/// The repository the worker dispatches `provision-agent.yml` to, and whose Actions OIDC tokens
+/// the starter accepts on callbacks.
+pub const ACTIONS_REPO: &str = "slipway/agents";

@@ -44,6 +44,9 @@ pub struct Options {
     pub max_draft_agents: u32,
     /// Starter: serve `/metrics` on its own (internal) listener, not the public one.
     pub internal_metrics: bool,
+    /// Starter: accept HMAC-signed Actions callbacks (`SLIPWAY_CALLBACK_HMAC`); OIDC tokens
+    /// from the sandbox's issuer are always accepted.
+    pub callback_hmac: bool,
 }
 
 impl Default for Options {
@@ -65,6 +68,7 @@ impl Default for Options {
             rate_limits: (0, 0),
             max_draft_agents: 20,
             internal_metrics: false,
+            callback_hmac: true,
         }
     }
 }

@@ -64,7 +64,7 @@ pub fn worker_env(sandbox: &str, task_queue: &str, callback_url: &str) -> BTreeM
         ("TAILSCALE_API_KEY", TAILSCALE_API_KEY.to_owned()),
         ("GITHUB_API_URL", format!("{sandbox}/github")),
         ("GITHUB_TOKEN", GITHUB_TOKEN.to_owned()),
-        ("GITHUB_ACTIONS_REPO", "slipway/agents".to_owned()),
+        ("GITHUB_ACTIONS_REPO", crate::ACTIONS_REPO.to_owned()),
         ("SLIPWAY_CALLBACK_URL", callback_url.to_owned()),
         ("SLIPWAY_SEAL_KEY", SEAL_KEY.to_owned()),
         ("STRIPE_API_URL", format!("{sandbox}/stripe")),

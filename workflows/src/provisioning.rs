@@ -163,11 +163,19 @@ impl ProvisionAgentWorkflow {
         }
     }
 
-    /// Delivers a verified GitHub Actions callback. Callbacks of another job (an older run) or
-    /// another agent are ignored, as are repeats after the outcome is known.
+    /// Delivers a verified GitHub Actions callback. Callbacks of another job (an older saga
+    /// run), another agent or another Actions run than the dispatched one are ignored, as are
+    /// repeats after the outcome is known.
     #[signal]
     pub fn actions_callback(&mut self, _ctx: &mut SyncWorkflowContext<Self>, cb: ActionsCallback) {
         if cb.job_id != self.job_id || cb.agent_id != self.req.agent_id || self.outcome.is_some() {
+            return;
+        }
+        // Once the run is known (from the dispatch, or the first callback), callbacks of any
+        // other run are not this job's: an Actions OIDC token proves the run a callback names.
+        if let (Some(known), Some(claimed)) = (&self.run_id, &cb.run_id)
+            && known != claimed
+        {
             return;
         }
         match cb.status {

@@ -1,6 +1,7 @@
 //! GitHub: the REST client for repositories and Actions (personal or installation token), the
 //! GitHub App's authentication, and webhook verification.
 
+pub mod actions_oidc;
 pub mod app;
 pub mod rest;
 pub mod webhook;

@@ -10,13 +10,16 @@ use axum::{
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use slipway_proto::model::{AgentCommand, AgentRecord, agent_workflow_id};
+use slipway_proto::{
+    jobs::GitHubLink,
+    model::{AgentCommand, AgentRecord, agent_workflow_id},
+};
 
 use crate::{
     AppState,
     auth::{self, Claims},
-    error::ApiError,
-    service::{AgentService, Kind, ServiceError},
+    error::{ApiError, json_rejection},
+    service::{AgentService, admin::AdminService},
 };
 
 /// The authenticated caller.
@@ -41,57 +44,7 @@ impl FromRequestParts<AppState> for User {
     }
 }
 
-/// A failed API request as an HTTP answer: a refusal of the service layer (mapped by its kind),
-/// or an error the HTTP layer already decided (answered as it is, status included: a Stripe
-/// failure stays 502, never becomes a 400).
-pub enum ApiFailure {
-    /// From [`AgentService`] and the routes' own checks.
-    Service(ServiceError),
-    /// From the HTTP layer (`ApiError`), answered unchanged.
-    Http(ApiError),
-}
-
-impl From<ServiceError> for ApiFailure {
-    fn from(e: ServiceError) -> Self {
-        Self::Service(e)
-    }
-}
-
-impl From<ApiError> for ApiFailure {
-    fn from(e: ApiError) -> Self {
-        Self::Http(e)
-    }
-}
-
-impl IntoResponse for ApiFailure {
-    fn into_response(self) -> Response {
-        let e = match self {
-            Self::Http(e) => return e.into_response(),
-            Self::Service(e) => e,
-        };
-        let status = match e.kind {
-            Kind::Invalid => StatusCode::BAD_REQUEST,
-            Kind::Forbidden => StatusCode::FORBIDDEN,
-            Kind::PaymentRequired => StatusCode::PAYMENT_REQUIRED,
-            Kind::NotFound => StatusCode::NOT_FOUND,
-            Kind::Conflict => StatusCode::CONFLICT,
-            Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        };
-        tracing::warn!(code = %e.code, status = status.as_u16(), reason = %e.message, "api request refused");
-        let mut body = json!({"code": e.code, "message": e.message});
-        if !e.details.is_empty() {
-            body["details"] = e.details.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
-        }
-        let mut resp = (status, Json(body)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.extensions_mut().insert(crate::metrics::ErrorCode("TEMPORAL_UNAVAILABLE"));
-            resp.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("5"));
-        }
-        resp
-    }
-}
-
-type ApiResult = Result<Response, ApiFailure>;
+type ApiResult = Result<Response, ApiError>;
 
 fn agent_json(agent: &AgentRecord) -> Value {
     let mut v = serde_json::to_value(agent).unwrap_or(Value::Null);
@@ -99,20 +52,8 @@ fn agent_json(agent: &AgentRecord) -> Value {
     v
 }
 
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiFailure> {
-    body.map(|Json(b)| b).map_err(|e| {
-        let code = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            "PAYLOAD_TOO_LARGE"
-        } else {
-            "MALFORMED_PAYLOAD"
-        };
-        ApiFailure::Service(ServiceError {
-            kind: Kind::Invalid,
-            code: code.to_owned(),
-            message: e.body_text(),
-            details: Vec::new(),
-        })
-    })
+fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(b)| b).map_err(json_rejection)
 }
 
 /// `Idempotency-Key` if the client sent one (retries then dedupe in Temporal), else a fresh id.
@@ -154,7 +95,7 @@ pub async fn list_agents(State(app): State<AppState>, User(user): User) -> ApiRe
 /// `GET /api/admin/agents`: every agent (admins only).
 pub async fn admin_list_agents(State(app): State<AppState>, User(user): User) -> ApiResult {
     if !user.is_admin() {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", "admin role required").into());
+        return Err(ApiError::admin_only());
     }
     let agents = AgentService::new(app).list(&user, true).await?;
     Ok(Json(json!({"agents": agents})).into_response())
@@ -182,53 +123,17 @@ pub async fn link_github(
     body: Result<Json<LinkRequest>, JsonRejection>,
 ) -> ApiResult {
     if !user.is_admin() {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", "admin role required").into());
+        return Err(ApiError::admin_only());
     }
     let body = json_body(body)?;
-    let mut details = Vec::new();
-    if body.account.is_empty()
-        || body.account.len() > 39
-        || !body.account.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-    {
-        details.push(("account".to_owned(), "must be a GitHub login".to_owned()));
-    }
-    if crate::validate::user_id(&body.user_id).is_err() {
-        details.push(("userId".to_owned(), "must be a user id".to_owned()));
-    }
-    if !body.customer_id.starts_with("cus_") {
-        details.push(("customerId".to_owned(), "must be a Stripe customer id (cus_…)".to_owned()));
-    }
-    if !details.is_empty() {
-        return Err(ApiFailure::Service(ServiceError {
-            kind: Kind::Invalid,
-            code: "INVALID_INPUT".to_owned(),
-            message: "the link is invalid".to_owned(),
-            details,
-        }));
-    }
-    let link = slipway_proto::jobs::GitHubLink {
-        account: body.account,
-        user_id: body.user_id,
-        customer_id: body.customer_id,
-    };
-    let link = app
-        .gateway
-        .link_github(link)
-        .await
-        .map_err(|e| ApiFailure::from(ApiError::unavailable(e.to_string())))?;
+    let link = GitHubLink { account: body.account, user_id: body.user_id, customer_id: body.customer_id };
+    let link = AdminService::new(app).link_github(&user, link).await?;
     Ok(Json(json!(link)).into_response())
 }
 
 /// `GET /api/admin/github-links` (admins only).
 pub async fn list_github_links(State(app): State<AppState>, User(user): User) -> ApiResult {
-    if !user.is_admin() {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", "admin role required").into());
-    }
-    let links = app
-        .gateway
-        .github_links()
-        .await
-        .map_err(|e| ApiFailure::from(ApiError::unavailable(e.to_string())))?;
+    let links = AdminService::new(app).github_links(&user).await?;
     Ok(Json(json!({"links": links})).into_response())
 }
 
@@ -238,27 +143,7 @@ pub async fn job_status(
     User(user): User,
     Path((owner, repo, issue)): Path<(String, String, u64)>,
 ) -> ApiResult {
-    let repo = format!("{owner}/{repo}");
-    let id = slipway_proto::jobs::job_workflow_id(&repo, issue);
-    let not_found =
-        || ApiFailure::from(ApiError::not_found("JOB_NOT_FOUND", format!("no job for {repo}#{issue}")));
-    let status = match app.gateway.job_status(&id).await {
-        Ok(s) => s,
-        Err(crate::temporal::GatewayError::NotFound | crate::temporal::GatewayError::Closed) => {
-            return Err(not_found());
-        }
-        Err(e) => return Err(ApiError::unavailable(e.to_string()).into()),
-    };
-    if !user.is_admin() {
-        let link = app
-            .gateway
-            .github_link(&owner)
-            .await
-            .map_err(|e| ApiFailure::from(ApiError::unavailable(e.to_string())))?;
-        if link.is_none_or(|l| l.user_id != user.sub) {
-            return Err(not_found());
-        }
-    }
+    let status = AdminService::new(app).job_status(&user, &owner, &repo, issue).await?;
     Ok(Json(json!(status)).into_response())
 }
 

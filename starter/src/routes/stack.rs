@@ -13,20 +13,10 @@ use slipway_proto::stack::{ClientStackRequest, Tier};
 
 use crate::{
     AppState,
-    auth::Claims,
     error::ApiError,
-    routes::api::{ApiFailure, User},
-    service::{Kind, ServiceError},
-    temporal::GatewayError,
+    routes::api::User,
+    service::{ServiceError, admin::AdminService},
 };
-
-fn admin_only(user: &Claims) -> Result<(), ApiFailure> {
-    if user.is_admin() {
-        Ok(())
-    } else {
-        Err(ApiError::new(StatusCode::FORBIDDEN, "FORBIDDEN", "admin role required").into())
-    }
-}
 
 /// Validates the request field by field. Pure: unit-tested below.
 pub fn validate(body: &Value, requested_by: &str) -> Result<ClientStackRequest, Vec<(String, String)>> {
@@ -85,26 +75,16 @@ fn valid_email(s: &str) -> bool {
 }
 
 /// `POST /api/provisioning`.
-pub async fn start(
-    State(app): State<AppState>,
-    User(user): User,
-    body: Bytes,
-) -> Result<Response, ApiFailure> {
-    admin_only(&user)?;
+pub async fn start(State(app): State<AppState>, User(user): User, body: Bytes) -> Result<Response, ApiError> {
+    if !user.is_admin() {
+        return Err(ApiError::admin_only());
+    }
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("MALFORMED_PAYLOAD", format!("not JSON: {e}")))?;
-    let req = validate(&body, &format!("admin:{}", user.sub)).map_err(|details| ServiceError {
-        kind: Kind::Invalid,
-        code: "INVALID_INPUT".to_owned(),
-        message: "the stack request is invalid".to_owned(),
-        details,
-    })?;
+    let req = validate(&body, &format!("admin:{}", user.sub))
+        .map_err(|details| ServiceError::invalid("the stack request is invalid", details))?;
     let client_id = req.client_id.clone();
-    let (workflow_id, existing) = app
-        .gateway
-        .start_stack(req)
-        .await
-        .map_err(|e| ApiFailure::from(ApiError::unavailable(e.to_string())))?;
+    let (workflow_id, existing) = AdminService::new(app).start_stack(&user, req).await?;
     let body = json!({"clientId": client_id, "workflowId": workflow_id, "existing": existing});
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
@@ -114,19 +94,11 @@ pub async fn status(
     State(app): State<AppState>,
     User(user): User,
     Path(client_id): Path<String>,
-) -> Result<Response, ApiFailure> {
-    admin_only(&user)?;
-    match app.gateway.stack_status(&client_id).await {
-        Ok(s) => {
-            let mut v = serde_json::to_value(&s).unwrap_or(Value::Null);
-            v["workflow_id"] = Value::String(slipway_proto::stack::stack_workflow_id(&client_id));
-            Ok(Json(v).into_response())
-        }
-        Err(GatewayError::NotFound | GatewayError::Closed) => {
-            Err(ApiError::not_found("STACK_NOT_FOUND", format!("no stack for client {client_id}")).into())
-        }
-        Err(e) => Err(ApiError::unavailable(e.to_string()).into()),
-    }
+) -> Result<Response, ApiError> {
+    let stack = AdminService::new(app).stack(&user, &client_id).await?;
+    let mut v = serde_json::to_value(&stack).unwrap_or(Value::Null);
+    v["workflow_id"] = Value::String(slipway_proto::stack::stack_workflow_id(&client_id));
+    Ok(Json(v).into_response())
 }
 
 #[cfg(test)]

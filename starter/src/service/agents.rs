@@ -1,67 +1,14 @@
 //! The agent operations behind both the REST API and the gRPC service, so the two surfaces
 //! cannot drift: same ownership rule (another user's agent is "not found"), same gating (no
-//! provisioning without an active or trialing subscription), same stable error codes.
+//! provisioning without a free seat of a subscription in good standing), same stable codes.
 
 use slipway_proto::model::{
     AgentCommand, AgentRecord, AgentStatus, AgentSummary, CommandOutcome, CommandRequest, ProvisionCommand,
     ProvisionOutcome, ProvisionSource,
 };
 
+use super::{Kind, ServiceError};
 use crate::{AppState, auth::Claims, temporal::GatewayError, validate};
-
-/// Kinds of failure, mapped to HTTP statuses and gRPC codes by the two surfaces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// 400 / INVALID_ARGUMENT.
-    Invalid,
-    /// 402 / FAILED_PRECONDITION: paying more (a seat, an unpaid invoice) would allow it.
-    PaymentRequired,
-    /// 403 / PERMISSION_DENIED.
-    Forbidden,
-    /// 404 / NOT_FOUND.
-    NotFound,
-    /// 409 / FAILED_PRECONDITION.
-    Conflict,
-    /// 503 / UNAVAILABLE.
-    Unavailable,
-}
-
-/// A refused or failed operation, with a stable code.
-#[derive(Debug, Clone)]
-pub struct ServiceError {
-    /// Kind.
-    pub kind: Kind,
-    /// Stable code.
-    pub code: String,
-    /// Message for people.
-    pub message: String,
-    /// Field-by-field problems for `Invalid`.
-    pub details: Vec<(String, String)>,
-}
-
-impl ServiceError {
-    fn new(kind: Kind, code: &str, message: impl Into<String>) -> Self {
-        Self { kind, code: code.to_owned(), message: message.into(), details: Vec::new() }
-    }
-
-    fn not_found(agent_id: &str) -> Self {
-        Self::new(Kind::NotFound, "AGENT_NOT_FOUND", format!("no agent {agent_id}"))
-    }
-}
-
-impl From<GatewayError> for ServiceError {
-    fn from(e: GatewayError) -> Self {
-        match e {
-            GatewayError::NotFound | GatewayError::Closed => {
-                Self::new(Kind::NotFound, "AGENT_NOT_FOUND", "no such agent")
-            }
-            GatewayError::Unavailable(m) => {
-                tracing::error!(detail = %m, "Temporal did not accept the request");
-                Self::new(Kind::Unavailable, "TEMPORAL_UNAVAILABLE", crate::error::UNAVAILABLE_MESSAGE)
-            }
-        }
-    }
-}
 
 /// Result of an accepted operation.
 #[derive(Debug, Clone)]
@@ -150,14 +97,14 @@ impl AgentService {
     /// One agent, if the caller owns it (or is an admin).
     pub async fn get(&self, user: &Claims, agent_id: &str) -> Result<AgentRecord, ServiceError> {
         if validate::agent_id(agent_id).is_err() {
-            return Err(ServiceError::not_found(agent_id));
+            return Err(ServiceError::agent_not_found(agent_id));
         }
         let agent = self.app.gateway.agent(agent_id).await.map_err(|e| match e {
-            GatewayError::NotFound | GatewayError::Closed => ServiceError::not_found(agent_id),
+            GatewayError::NotFound | GatewayError::Closed => ServiceError::agent_not_found(agent_id),
             other => other.into(),
         })?;
         if agent.user_id != user.sub && !user.is_admin() {
-            return Err(ServiceError::not_found(agent_id));
+            return Err(ServiceError::agent_not_found(agent_id));
         }
         Ok(agent)
     }
@@ -189,7 +136,7 @@ impl AgentService {
         };
         let outcome =
             self.app.gateway.provision_existing(agent_id, cmd, request_id).await.map_err(|e| match e {
-                GatewayError::NotFound | GatewayError::Closed => ServiceError::not_found(agent_id),
+                GatewayError::NotFound | GatewayError::Closed => ServiceError::agent_not_found(agent_id),
                 other => other.into(),
             })?;
         let conflict = |code: &str, message: String| Err(ServiceError::new(Kind::Conflict, code, message));
@@ -239,7 +186,7 @@ impl AgentService {
             reason: format!("{} requested through the API", command.as_str()),
         };
         let outcome = self.app.gateway.command(agent_id, request, request_id).await.map_err(|e| match e {
-            GatewayError::NotFound | GatewayError::Closed => ServiceError::not_found(agent_id),
+            GatewayError::NotFound | GatewayError::Closed => ServiceError::agent_not_found(agent_id),
             other => other.into(),
         })?;
         match outcome {

@@ -1,0 +1,205 @@
+//! GitHub Actions OIDC tokens: proof of *which run* sent a request.
+//!
+//! A job with `permissions: id-token: write` can ask GitHub for a short-lived JWT (RS256) whose
+//! claims name the repository, the workflow file and ref, the run and the audience it asked for
+//! (GitHub's "About security hardening with OpenID Connect"). Slipway's bootstrap job
+//! (`provision-agent.yml`) sends one with every callback; [`OidcVerifier`] checks it against the
+//! issuer's published keys (`{issuer}/.well-known/openid-configuration` → `jwks_uri`), its
+//! issuer, audience, expiry and not-before (60 s leeway), and hands back the claims to match
+//! against the job the saga dispatched.
+//!
+//! Keys are cached and refetched when a token names an unknown `kid` (GitHub rotates keys), at
+//! most once a minute so forged `kid`s cannot make Slipway hammer the issuer.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header, jwk::JwkSet};
+use serde::Deserialize;
+use tokio::sync::RwLock;
+
+/// GitHub's issuer of Actions OIDC tokens.
+pub const GITHUB_ISSUER: &str = "https://token.actions.githubusercontent.com";
+
+/// Shortest interval between two key fetches.
+const REFETCH_AFTER: Duration = Duration::from_secs(60);
+
+/// The claims Slipway matches (names as GitHub issues them).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ActionsClaims {
+    /// `owner/repo` the workflow ran in.
+    pub repository: String,
+    /// `owner/repo/.github/workflows/<file>@<ref>`.
+    pub workflow_ref: String,
+    /// The run's id (a decimal string).
+    pub run_id: String,
+    /// `workflow_dispatch` for dispatched runs.
+    #[serde(default)]
+    pub event_name: Option<String>,
+}
+
+impl ActionsClaims {
+    /// True when the token was issued to a run of `workflow` (a file name such as
+    /// `provision-agent.yml`) in `repository`, at any ref.
+    pub fn is_run_of(&self, repository: &str, workflow: &str) -> bool {
+        let prefix = format!("{repository}/.github/workflows/{workflow}@");
+        self.repository.eq_ignore_ascii_case(repository)
+            && self.workflow_ref.len() > prefix.len()
+            && self.workflow_ref[..prefix.len()].eq_ignore_ascii_case(&prefix)
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OidcError {
+    /// Not a JWT, or not RS256 with a `kid`.
+    #[error("not an Actions OIDC token: {0}")]
+    Malformed(String),
+    /// Signature, issuer, audience or lifetime check failed, or the key is unknown.
+    #[error("Actions OIDC token rejected: {0}")]
+    Rejected(String),
+    /// The issuer's keys could not be fetched (retry later).
+    #[error("Actions OIDC keys unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Default)]
+struct Keys {
+    by_kid: HashMap<String, DecodingKey>,
+    fetched: Option<Instant>,
+}
+
+/// Verifies Actions OIDC tokens for one issuer and audience.
+pub struct OidcVerifier {
+    issuer: String,
+    audience: String,
+    http: reqwest::Client,
+    keys: RwLock<Keys>,
+}
+
+impl std::fmt::Debug for OidcVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcVerifier")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    jwks_uri: String,
+}
+
+impl OidcVerifier {
+    /// For tokens of `issuer` (e.g. [`GITHUB_ISSUER`]) requested for `audience`.
+    pub fn new(issuer: &str, audience: &str) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .user_agent(concat!("slipway/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("a client with a timeout and user agent always builds");
+        Self {
+            issuer: issuer.trim_end_matches('/').to_owned(),
+            audience: audience.to_owned(),
+            http,
+            keys: RwLock::new(Keys::default()),
+        }
+    }
+
+    /// Verifies `token` and returns its claims.
+    pub async fn verify(&self, token: &str) -> Result<ActionsClaims, OidcError> {
+        let header = decode_header(token).map_err(|e| OidcError::Malformed(e.to_string()))?;
+        if header.alg != Algorithm::RS256 {
+            return Err(OidcError::Malformed(format!("algorithm {:?}, expected RS256", header.alg)));
+        }
+        let kid = header.kid.ok_or_else(|| OidcError::Malformed("no kid".into()))?;
+        let key = self.key(&kid).await?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.validate_nbf = true;
+        validation.leeway = 60;
+        decode::<ActionsClaims>(token, &key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| OidcError::Rejected(e.to_string()))
+    }
+
+    async fn key(&self, kid: &str) -> Result<DecodingKey, OidcError> {
+        {
+            let keys = self.keys.read().await;
+            if let Some(k) = keys.by_kid.get(kid) {
+                return Ok(k.clone());
+            }
+            if keys.fetched.is_some_and(|t| t.elapsed() < REFETCH_AFTER) {
+                return Err(OidcError::Rejected(format!("unknown key {kid}")));
+            }
+        }
+        let mut keys = self.keys.write().await;
+        if !keys.by_kid.contains_key(kid) && keys.fetched.is_none_or(|t| t.elapsed() >= REFETCH_AFTER) {
+            let fetched = self.fetch().await;
+            keys.fetched = Some(Instant::now());
+            keys.by_kid = fetched?;
+        }
+        keys.by_kid.get(kid).cloned().ok_or_else(|| OidcError::Rejected(format!("unknown key {kid}")))
+    }
+
+    async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, OidcError> {
+        let unavailable = |e: reqwest::Error| OidcError::Unavailable(e.without_url().to_string());
+        let discovery: Discovery = self
+            .http
+            .get(format!("{}/.well-known/openid-configuration", self.issuer))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(unavailable)?
+            .json()
+            .await
+            .map_err(unavailable)?;
+        let set: JwkSet = self
+            .http
+            .get(&discovery.jwks_uri)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(unavailable)?
+            .json()
+            .await
+            .map_err(unavailable)?;
+        Ok(set
+            .keys
+            .iter()
+            .filter_map(|jwk| Some((jwk.common.key_id.clone()?, DecodingKey::from_jwk(jwk).ok()?)))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_of_the_workflow_in_the_repository() {
+        let claims = |repo: &str, wf: &str| ActionsClaims {
+            repository: repo.into(),
+            workflow_ref: wf.into(),
+            run_id: "1".into(),
+            event_name: None,
+        };
+        let ok = claims("acme/agents", "acme/agents/.github/workflows/provision-agent.yml@refs/heads/main");
+        assert!(ok.is_run_of("acme/agents", "provision-agent.yml"));
+        assert!(ok.is_run_of("Acme/Agents", "provision-agent.yml"), "GitHub names are case-insensitive");
+        assert!(!ok.is_run_of("acme/other", "provision-agent.yml"));
+        assert!(!ok.is_run_of("acme/agents", "deploy.yml"));
+        let other_wf =
+            claims("acme/agents", "acme/agents/.github/workflows/provision-agent.yml.bak@refs/heads/x");
+        assert!(!other_wf.is_run_of("acme/agents", "provision-agent.yml"));
+        let elsewhere =
+            claims("acme/agents", "evil/fork/.github/workflows/provision-agent.yml@refs/heads/main");
+        assert!(!elsewhere.is_run_of("acme/agents", "provision-agent.yml"));
+    }
+}

@@ -1,0 +1,195 @@
+//! Applying what a verified webhook asks for ([`crate::ingress`] names it): billing events to
+//! the customer's workflow, paid checkouts to the agent's, coding jobs to their issue's, each
+//! durable in Temporal before the answer. The decisions that need state live here: a job's
+//! entitlement (its account's link, that customer's standing) and what a late event means.
+//!
+//! Answers are JSON bodies for the sender (`{"received": true, "handled": …}`); Stripe and
+//! GitHub only read the status, people read the rest.
+
+use serde_json::{Value, json};
+use slipway_proto::{
+    billing::customer_workflow_id,
+    jobs::JobRequest,
+    model::{ProvisionOutcome, agent_workflow_id},
+};
+
+use super::{Kind, ServiceError};
+use crate::{
+    AppState,
+    ingress::{
+        github::{Intent, IssueTrigger},
+        stripe::{Checkout, PaidCheckout, StripeIntent},
+    },
+    metrics::Metric,
+    temporal::GatewayError,
+};
+
+/// Applies webhook intents.
+pub struct WebhookService {
+    app: AppState,
+}
+
+/// What a GitHub delivery led to: `accepted` (202, a workflow took it) or not (200).
+#[derive(Debug)]
+pub struct GitHubAnswer {
+    /// A workflow accepted the delivery.
+    pub accepted: bool,
+    /// The body.
+    pub body: Value,
+}
+
+impl WebhookService {
+    /// Over the app state.
+    pub fn new(app: AppState) -> Self {
+        Self { app }
+    }
+
+    /// A Stripe event: the billing event first, then the checkout's provisioning.
+    pub async fn stripe(&self, intent: StripeIntent) -> Result<Value, ServiceError> {
+        let app = &self.app;
+        let billed = intent.billing.is_some();
+        if let Some(b) = intent.billing {
+            tracing::Span::current().record("workflow_id", customer_workflow_id(&b.customer_id));
+            let policy = app.settings.billing.clone();
+            app.gateway
+                .billing_event(&b.customer_id, b.user_id.as_deref(), b.event, policy)
+                .await
+                .map_err(ServiceError::from)?;
+            app.metrics.incr(Metric::WorkflowAccepted);
+            tracing::info!(event_id = %intent.event_id, event_type = %intent.kind, customer = %b.customer_id, "billing event accepted");
+        }
+        match intent.checkout {
+            Checkout::Provision(paid) => self.provision(*paid).await,
+            Checkout::AwaitingPayment => {
+                tracing::info!(event_id = %intent.event_id, "checkout completed unpaid; waiting for async payment");
+                Ok(json!({"received": true, "handled": false, "reason": "awaiting payment"}))
+            }
+            Checkout::WithoutAgent => {
+                tracing::info!(event_id = %intent.event_id, "checkout without agentId: nothing to provision");
+                Ok(json!({"received": true, "handled": false}))
+            }
+            Checkout::None => {
+                if !billed {
+                    tracing::info!(event_id = %intent.event_id, event_type = %intent.kind, "stripe event type not handled; acknowledged");
+                }
+                Ok(json!({"received": true, "handled": billed}))
+            }
+        }
+    }
+
+    /// A paid checkout: ask the agent's workflow to provision (update-with-start, keyed by the
+    /// event id). An owner's provisioning in flight answers 409 so Stripe retries later.
+    async fn provision(&self, paid: PaidCheckout) -> Result<Value, ServiceError> {
+        let app = &self.app;
+        let agent_id = paid.agent.agent_id.clone();
+        tracing::Span::current().record("workflow_id", agent_workflow_id(&agent_id));
+        let outcome = app
+            .gateway
+            .provision(
+                paid.agent,
+                app.settings.policy.clone(),
+                app.lifecycle(),
+                paid.customer_id.as_deref(),
+                paid.command,
+                paid.request_id,
+            )
+            .await;
+        match outcome {
+            Ok(ProvisionOutcome::Refused { code, reason })
+                if code == slipway_workflows::agent::codes::PROVISIONING_IN_PROGRESS =>
+            {
+                app.metrics.incr(Metric::ProvisioningRefused);
+                Err(ServiceError::new(Kind::Conflict, "PROVISIONING_IN_PROGRESS", reason))
+            }
+            Ok(outcome) => {
+                tracing::info!(agent_id, ?outcome, "checkout handled");
+                app.metrics.incr(Metric::WorkflowAccepted);
+                Ok(json!({"received": true, "handled": true, "agent_id": agent_id, "result": outcome}))
+            }
+            Err(GatewayError::Closed) => {
+                tracing::info!(agent_id, "agent workflow closed; late event acknowledged");
+                Ok(json!({"received": true, "handled": false, "reason": "agent no longer exists"}))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A GitHub delivery `delivery` (its id dedupes signals).
+    pub async fn github(&self, delivery: &str, intent: Intent) -> Result<GitHubAnswer, ServiceError> {
+        let app = &self.app;
+        let answer = |accepted, body| Ok(GitHubAnswer { accepted, body });
+        let request_id = format!("gh-{delivery}");
+        let signalled = match intent {
+            Intent::Pong => return answer(false, json!({"pong": true})),
+            Intent::Ignore(why) => {
+                tracing::info!(%delivery, why, "github event ignored");
+                return answer(false, json!({"received": true, "handled": false}));
+            }
+            Intent::StartJob(trigger) => {
+                let req = self.job_request(trigger).await?;
+                let job = app
+                    .gateway
+                    .start_job(req, app.settings.max_jobs_per_customer)
+                    .await
+                    .map_err(ServiceError::from)?;
+                tracing::info!(%delivery, %job, "github job accepted");
+                Ok(job)
+            }
+            Intent::Command { job, command } => {
+                app.gateway.job_command(&job, command, request_id).await.map(|()| job)
+            }
+            Intent::PrClosed { job, merged } => {
+                app.gateway.job_pr_closed(&job, merged, request_id).await.map(|()| job)
+            }
+        };
+        match signalled {
+            Ok(job) => {
+                app.metrics.incr(Metric::WorkflowAccepted);
+                answer(true, json!({"job": job}))
+            }
+            Err(GatewayError::NotFound | GatewayError::Closed) => {
+                answer(false, json!({"handled": false, "reason": "no job for this issue"}))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The job an issue asks for, with its entitlement decided: the repository's account must
+    /// be linked to a customer whose subscription is in good standing, or the job starts only
+    /// to comment why it will not run.
+    async fn job_request(&self, t: IssueTrigger) -> Result<JobRequest, ServiceError> {
+        let gateway = &self.app.gateway;
+        let link = gateway.github_link(&t.account).await.map_err(ServiceError::from)?;
+        let (customer_id, user_id, refusal) = match link {
+            None => (
+                None,
+                None,
+                Some(format!(
+                    "the GitHub account `{}` is not linked to a Slipway subscription; ask a Slipway admin to link it",
+                    t.account
+                )),
+            ),
+            Some(l) => {
+                let entitlement =
+                    gateway.customer_entitlement(&l.customer_id).await.map_err(ServiceError::from)?;
+                if entitlement.is_some_and(|e| e.entitled) {
+                    (Some(l.customer_id), Some(l.user_id), None)
+                } else {
+                    (None, Some(l.user_id), Some("the linked Slipway subscription is not active".to_owned()))
+                }
+            }
+        };
+        Ok(JobRequest {
+            repo: t.repo,
+            installation_id: t.installation_id,
+            issue_number: t.number,
+            title: t.title,
+            body: t.body,
+            requested_by: t.sender,
+            customer_id,
+            user_id,
+            refusal,
+            policy: self.app.settings.job_policy.clone(),
+        })
+    }
+}

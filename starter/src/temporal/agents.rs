@@ -1,0 +1,190 @@
+//! The `Agent` workflow (`agent-<id>`): created as a draft, provisioned by update-with-start
+//! (a paid checkout) or update (the API), commanded, held for a checkout, read, listed.
+
+use futures::StreamExt;
+use slipway_proto::model::{
+    AgentRecord, AgentSummary, AgentWorkflowInput, CheckoutHold, CommandOutcome, CommandRequest,
+    LifecyclePolicy, OpenCheckout, ProvisionCommand, ProvisionOutcome, ProvisioningPolicy, agent_workflow_id,
+};
+use slipway_workflows::{AgentWorkflow, search_attributes};
+use temporalio_client::{
+    WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowListOptions,
+    WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions, WorkflowUpdateWithStartOptions,
+    errors::ClientError,
+};
+use temporalio_common::{MemoValues, search_attributes::SearchAttributes};
+
+use super::{Gateway, GatewayError};
+
+/// Name and region, shown when listing agents without querying them.
+fn agent_memo(agent: &AgentRecord) -> MemoValues {
+    let mut memo = MemoValues::new();
+    memo.insert("name", agent.name.clone());
+    memo.insert("region", agent.region.clone());
+    memo
+}
+
+/// The search attributes an agent's workflow starts with.
+fn agent_attributes(agent: &AgentRecord, customer_id: Option<&str>) -> SearchAttributes {
+    let mut attrs = vec![
+        search_attributes::AGENT_ID.value_set(agent.agent_id.clone()),
+        search_attributes::USER_ID.value_set(agent.user_id.clone()),
+        search_attributes::STATUS.value_set(agent.status.as_str().to_owned()),
+    ];
+    if let Some(c) = customer_id {
+        attrs.push(search_attributes::CUSTOMER_ID.value_set(c.to_owned()));
+    }
+    SearchAttributes::new(attrs)
+}
+
+impl Gateway {
+    fn agent_handle(
+        &self,
+        client: &temporalio_client::Client,
+        agent_id: &str,
+    ) -> temporalio_client::WorkflowHandle<temporalio_client::Client, AgentWorkflow> {
+        client.get_workflow_handle::<AgentWorkflow>(agent_workflow_id(agent_id))
+    }
+
+    /// Ask the agent's workflow to provision it, starting the workflow if needed
+    /// (update-with-start). `request_id` dedupes redeliveries (e.g. `stripe-evt_…`). A closed
+    /// agent workflow (destroyed) is never resurrected by a late event: `Closed`.
+    pub async fn provision(
+        &self,
+        agent: AgentRecord,
+        policy: ProvisioningPolicy,
+        lifecycle: LifecyclePolicy,
+        customer_id: Option<&str>,
+        cmd: ProvisionCommand,
+        request_id: String,
+    ) -> Result<ProvisionOutcome, GatewayError> {
+        let client = self.client().await?;
+        let options = WorkflowUpdateWithStartOptions::new(
+            self.task_queue.clone(),
+            agent_workflow_id(&agent.agent_id),
+            WorkflowIdConflictPolicy::UseExisting,
+        )
+        .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+        .update_id(request_id)
+        .search_attributes(agent_attributes(&agent, customer_id))
+        .static_summary(format!("agent {} of {}", agent.agent_id, agent.user_id))
+        .memo(agent_memo(&agent))
+        .build();
+        let input = AgentWorkflowInput { agent, policy, lifecycle, queue: Vec::new() };
+        self.call(client.execute_update_with_start_workflow(
+            AgentWorkflow::run,
+            input,
+            AgentWorkflow::provision,
+            cmd,
+            options,
+        ))
+        .await
+    }
+
+    /// Create an agent's workflow in `draft`; `Closed` if the id exists.
+    pub async fn create_agent(
+        &self,
+        agent: AgentRecord,
+        policy: ProvisioningPolicy,
+        lifecycle: LifecyclePolicy,
+    ) -> Result<(), GatewayError> {
+        let client = self.client().await?;
+        let options = WorkflowStartOptions::new(self.task_queue.clone(), agent_workflow_id(&agent.agent_id))
+            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+            .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
+            .search_attributes(agent_attributes(&agent, None))
+            .static_summary(format!("agent {} of {}", agent.agent_id, agent.user_id))
+            .memo(agent_memo(&agent))
+            .build();
+        let input = AgentWorkflowInput { agent, policy, lifecycle, queue: Vec::new() };
+        self.call(client.start_workflow(AgentWorkflow::run, input, options)).await.map(drop)
+    }
+
+    /// Agents matching a visibility query, from search attributes and memo only: listing never
+    /// wakes workflows (a query per agent would need a worker for each, closed ones included).
+    pub async fn list_agents(&self, query: &str, limit: usize) -> Result<Vec<AgentSummary>, GatewayError> {
+        let client = self.client().await?;
+        self.call(async {
+            let mut stream =
+                client.list_workflows(query.to_owned(), WorkflowListOptions::builder().limit(limit).build());
+            let mut out = Vec::new();
+            while let Some(exec) = stream.next().await {
+                let exec = exec?;
+                let attrs = exec.search_attributes();
+                let memo = exec.memo();
+                let text = |k: &str| memo.get::<String>(k).ok().flatten().unwrap_or_default();
+                let Some(agent_id) = attrs.get(&search_attributes::AGENT_ID) else { continue };
+                out.push(AgentSummary {
+                    agent_id,
+                    user_id: attrs.get(&search_attributes::USER_ID).unwrap_or_default(),
+                    name: text("name"),
+                    region: text("region"),
+                    status: attrs.get(&search_attributes::STATUS).unwrap_or_default(),
+                });
+            }
+            Ok::<_, ClientError>(out)
+        })
+        .await
+    }
+
+    /// Provision an existing agent (API path).
+    pub async fn provision_existing(
+        &self,
+        agent_id: &str,
+        cmd: ProvisionCommand,
+        request_id: String,
+    ) -> Result<ProvisionOutcome, GatewayError> {
+        let client = self.client().await?;
+        let opts = WorkflowExecuteUpdateOptions::builder().update_id(request_id).build();
+        self.call(self.agent_handle(client, agent_id).execute_update(AgentWorkflow::provision, cmd, opts))
+            .await
+    }
+
+    /// Run a stop / start / destroy on an agent.
+    pub async fn command(
+        &self,
+        agent_id: &str,
+        request: CommandRequest,
+        request_id: String,
+    ) -> Result<CommandOutcome, GatewayError> {
+        let client = self.client().await?;
+        let opts = WorkflowExecuteUpdateOptions::builder().update_id(request_id).build();
+        self.call(self.agent_handle(client, agent_id).execute_update(AgentWorkflow::command, request, opts))
+            .await
+    }
+
+    /// Hold a draft agent for a Checkout Session about to be created.
+    pub async fn hold_for_checkout(
+        &self,
+        agent_id: &str,
+        hold: CheckoutHold,
+    ) -> Result<CommandOutcome, GatewayError> {
+        let client = self.client().await?;
+        let opts = WorkflowExecuteUpdateOptions::builder().build();
+        self.call(self.agent_handle(client, agent_id).execute_update(
+            AgentWorkflow::hold_for_checkout,
+            hold,
+            opts,
+        ))
+        .await
+    }
+
+    /// Record the Checkout Session created under a hold (`None` lifts the hold).
+    pub async fn checkout_opened(
+        &self,
+        agent_id: &str,
+        open: Option<OpenCheckout>,
+    ) -> Result<(), GatewayError> {
+        let client = self.client().await?;
+        let opts = WorkflowSignalOptions::builder().build();
+        self.call(self.agent_handle(client, agent_id).signal(AgentWorkflow::checkout_opened, open, opts))
+            .await
+    }
+
+    /// The agent's record, or `NotFound`.
+    pub async fn agent(&self, agent_id: &str) -> Result<AgentRecord, GatewayError> {
+        let client = self.client().await?;
+        let opts = WorkflowQueryOptions::default();
+        self.call(self.agent_handle(client, agent_id).query(AgentWorkflow::describe, (), opts)).await
+    }
+}
