@@ -1,13 +1,14 @@
 //! Slipway's Temporal activities: the only code that talks to the outside world.
 //!
 //! # Layout
-//! - The provider clients live in `slipway-providers` (one home per provider); this crate calls
-//!   them and does **not** re-export them, so `slipway-workflows`, which depends on this crate
-//!   for the generated activity definitions, cannot name a client or an HTTP type.
+//! - The provider clients live in `slipway-providers`, one home per provider (Stripe, GitHub,
+//!   Hetzner, Tailscale, Supabase, Vercel, n8n, the LLM API); this crate calls them and does
+//!   **not** re-export them, so `slipway-workflows`, which depends on this crate for the generated
+//!   activity definitions, cannot name a client or an HTTP type (a compile error, not a rule).
 //! - [`error`]: the one mapping from a client failure to a Temporal activity failure, which is
 //!   where "5xx/429/timeouts retry with backoff, other 4xx fail fast" becomes Temporal's retry.
-//! - [`provisioning`]: the activities of the agent provisioning saga, its compensations and the
-//!   agent lifecycle (stop, start).
+//! - [`provisioning`]: the activities of the agent provisioning saga (`ProvisionAgent`), its
+//!   compensations and the agent lifecycle (`Agent`: stop, start, destroy).
 //! - [`billing`]: the Stripe reads of the subscription workflow.
 //! - [`stack`]: the client-stack saga's activities (Supabase, schema, GitHub, Vercel, n8n).
 //! - [`jobs`]: the coding jobs' activities (model calls, GitHub App calls, Stripe usage).

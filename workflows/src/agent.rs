@@ -44,7 +44,7 @@ use temporalio_sdk::{
     WorkflowContext, WorkflowContextView, WorkflowIdReusePolicy, WorkflowResult, workflows::select,
 };
 
-use crate::{ProvisionAgentWorkflow, SubscriptionWorkflow, failure, search_attributes};
+use crate::{ProvisionAgentWorkflow, SubscriptionWorkflow, failure, saga::AgentUndo, search_attributes};
 
 /// Stable refusal codes (also the API's error codes).
 pub mod codes {
@@ -549,32 +549,10 @@ impl AgentWorkflow {
                 Self::transition(ctx, AgentStatus::Destroying, actor, &request.reason);
                 let mut problems = Vec::new();
                 let opts = |what: &str| lifecycle_step(what, Duration::from_secs(120));
-                if let Err(e) = ctx
-                    .execute_activity(
-                        ProvisioningActivities::remove_tailscale_devices,
-                        agent.clone(),
-                        opts(&format!("Tailscale: remove devices of {}", agent.agent_id)),
-                    )
-                    .await
-                {
-                    problems.push(format!("tailscale devices: {}", failure::activity(&e)));
-                }
-                if let Err(e) = ctx
-                    .execute_activity(
-                        ProvisioningActivities::delete_agent_server,
-                        agent.clone(),
-                        opts(&format!("Hetzner: delete server {server}")),
-                    )
-                    .await
-                {
-                    problems.push(format!("server: {}", failure::activity(&e)));
-                }
-                if let Err(e) = {
-                    let summary = format!("Tailscale: revoke auth keys of {}", agent.agent_id);
-                    ctx.execute_activity(ProvisioningActivities::revoke_tailscale_keys, agent, opts(&summary))
-                        .await
-                } {
-                    problems.push(format!("tailscale keys: {}", failure::activity(&e)));
+                for undo in AgentUndo::TEARDOWN {
+                    if let Err(e) = undo.run(ctx, &agent, opts).await {
+                        problems.push(format!("{}: {}", undo.resource(), failure::activity(&e)));
+                    }
                 }
                 if problems.is_empty() {
                     Self::transition(ctx, AgentStatus::Destroyed, actor, &request.reason);

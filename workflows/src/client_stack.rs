@@ -19,11 +19,14 @@ use slipway_proto::{
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, ApplicationFailure, WorkflowCancellationToken, WorkflowContext, WorkflowContextView,
-    WorkflowResult,
+    ActivityExecutionError, ActivityOptions, ApplicationFailure, WorkflowCancellationToken, WorkflowContext,
+    WorkflowContextView, WorkflowResult,
 };
 
-use crate::{failure, search_attributes};
+use crate::{
+    saga::{self, Saga},
+    search_attributes,
+};
 
 /// Step names, in order.
 pub mod steps {
@@ -43,7 +46,7 @@ pub mod steps {
 
 /// Undo actions, in registration order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Undo {
+pub(crate) enum Undo {
     Supabase,
     GitHub,
     Vercel,
@@ -91,10 +94,7 @@ impl ClientStackWorkflow {
     /// Initial state: every step pending.
     #[init]
     pub fn new(_ctx: &WorkflowContextView, req: ClientStackRequest) -> Self {
-        let steps = steps::ALL
-            .iter()
-            .map(|n| StepProgress { name: (*n).to_owned(), state: StepState::Pending, detail: String::new() })
-            .collect();
+        let steps = saga::fresh_steps(&steps::ALL);
         Self {
             req,
             state: StackState::Running,
@@ -176,36 +176,13 @@ impl ClientStackWorkflow {
         ctx.upsert_search_attributes([search_attributes::STATUS.value_set(state.as_str().to_owned())]);
     }
 
-    fn step(ctx: &WorkflowContext<Self>, name: &str, state: StepState, detail: impl Into<String>) {
-        let detail = detail.into();
-        ctx.state_mut(|s| {
-            if let Some(step) = s.steps.iter_mut().find(|x| x.name == name) {
-                step.state = state;
-                step.detail = detail;
-            }
-        });
-        let details = ctx.state(|s| {
-            crate::details::saga(
-                &format!("Client stack {} ({}): {}", s.req.client_id, s.req.client_name, s.state.as_str()),
-                &s.steps,
-            )
-        });
-        ctx.set_current_details(details);
-    }
-
-    fn fail(ctx: &WorkflowContext<Self>, name: &str, err: &temporalio_sdk::ActivityExecutionError) -> String {
-        let reason = format!("{name}: {}", failure::activity(err));
-        Self::step(ctx, name, StepState::Failed, reason.clone());
-        reason
-    }
-
     async fn provision(ctx: &mut WorkflowContext<Self>, undo: &mut Vec<Undo>) -> Result<(), String> {
         let req = ctx.state(|s| s.req.clone());
         let target = StackTarget { client_id: req.client_id.clone(), client_name: req.client_name.clone() };
         let short = Duration::from_secs(60);
 
         // 1. Supabase project, healthy.
-        Self::step(ctx, steps::SUPABASE, StepState::Running, "");
+        Self::mark(ctx, steps::SUPABASE, StepState::Running, "");
         undo.push(Undo::Supabase);
         let project = ctx
             .execute_activity(
@@ -219,7 +196,7 @@ impl ClientStackWorkflow {
             s.resources.supabase_ref = Some(project.project_ref.clone());
             s.resources.supabase_url = Some(project.api_url.clone());
         });
-        Self::step(
+        Self::mark(
             ctx,
             steps::SUPABASE,
             StepState::Running,
@@ -235,10 +212,10 @@ impl ClientStackWorkflow {
         )
         .await
         .map_err(|e| Self::fail(ctx, steps::SUPABASE, &e))?;
-        Self::step(ctx, steps::SUPABASE, StepState::Done, format!("project {} healthy", project.project_ref));
+        Self::mark(ctx, steps::SUPABASE, StepState::Done, format!("project {} healthy", project.project_ref));
 
         // 2. Schema.
-        Self::step(ctx, steps::SCHEMA, StepState::Running, "");
+        Self::mark(ctx, steps::SCHEMA, StepState::Running, "");
         let migrations = ctx
             .execute_activity(
                 StackActivities::apply_migrations,
@@ -249,10 +226,10 @@ impl ClientStackWorkflow {
             .map_err(|e| Self::fail(ctx, steps::SCHEMA, &e))?;
         let detail = format!("{} migration(s): {}", migrations.len(), migrations.join(", "));
         ctx.state_mut(|s| s.resources.migrations = migrations);
-        Self::step(ctx, steps::SCHEMA, StepState::Done, detail);
+        Self::mark(ctx, steps::SCHEMA, StepState::Done, detail);
 
         // 3. GitHub repository.
-        Self::step(ctx, steps::GITHUB, StepState::Running, "");
+        Self::mark(ctx, steps::GITHUB, StepState::Running, "");
         undo.push(Undo::GitHub);
         let repo = ctx
             .execute_activity(
@@ -266,10 +243,10 @@ impl ClientStackWorkflow {
             s.resources.repository = Some(repo.full_name.clone());
             s.resources.repository_url = Some(repo.html_url.clone());
         });
-        Self::step(ctx, steps::GITHUB, StepState::Done, repo.html_url.clone());
+        Self::mark(ctx, steps::GITHUB, StepState::Done, repo.html_url.clone());
 
         // 4. Vercel project and first deployment.
-        Self::step(ctx, steps::VERCEL, StepState::Running, "");
+        Self::mark(ctx, steps::VERCEL, StepState::Running, "");
         undo.push(Undo::Vercel);
         let input = VercelInput {
             client_id: req.client_id.clone(),
@@ -285,7 +262,7 @@ impl ClientStackWorkflow {
             .await
             .map_err(|e| Self::fail(ctx, steps::VERCEL, &e))?;
         ctx.state_mut(|s| s.resources.vercel_project_id = Some(project_id.clone()));
-        Self::step(ctx, steps::VERCEL, StepState::Running, format!("project {project_id} deploying"));
+        Self::mark(ctx, steps::VERCEL, StepState::Running, format!("project {project_id} deploying"));
         let deployment = ctx
             .execute_activity(
                 StackActivities::deploy_vercel,
@@ -298,10 +275,10 @@ impl ClientStackWorkflow {
             .await
             .map_err(|e| Self::fail(ctx, steps::VERCEL, &e))?;
         ctx.state_mut(|s| s.resources.deployment_url = Some(deployment.url.clone()));
-        Self::step(ctx, steps::VERCEL, StepState::Done, deployment.url);
+        Self::mark(ctx, steps::VERCEL, StepState::Done, deployment.url);
 
         // 5. n8n workflow.
-        Self::step(ctx, steps::N8N, StepState::Running, "");
+        Self::mark(ctx, steps::N8N, StepState::Running, "");
         undo.push(Undo::N8n);
         let n8n = ctx
             .execute_activity(
@@ -315,7 +292,7 @@ impl ClientStackWorkflow {
             s.resources.n8n_workflow_id = Some(n8n.workflow_id.clone());
             s.resources.webhook_url = Some(n8n.webhook_url.clone());
         });
-        Self::step(
+        Self::mark(
             ctx,
             steps::N8N,
             StepState::Done,
@@ -326,97 +303,76 @@ impl ClientStackWorkflow {
 
     /// Runs each registered compensation once, in reverse; returns what could not be removed.
     async fn compensate(ctx: &mut WorkflowContext<Self>, undo: &[Undo]) -> Vec<String> {
+        saga::compensate(ctx, undo).await
+    }
+}
+
+/// Compensations outlive a cancelled workflow and retry for minutes.
+fn compensation_step(summary: &str) -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(1))
+                .maximum_interval(Duration::from_secs(30))
+                .maximum_attempts(8)
+                .build(),
+        )
+        .cancellation_token(WorkflowCancellationToken::new())
+        .summary(summary.to_owned())
+        .build()
+}
+
+impl Saga for ClientStackWorkflow {
+    type Undo = Undo;
+
+    fn steps_mut(&mut self) -> &mut Vec<StepProgress> {
+        &mut self.steps
+    }
+
+    fn steps(&self) -> &[StepProgress] {
+        &self.steps
+    }
+
+    fn details(&self) -> String {
+        crate::details::saga(
+            &format!(
+                "Client stack {} ({}): {}",
+                self.req.client_id,
+                self.req.client_name,
+                self.state.as_str()
+            ),
+            &self.steps,
+        )
+    }
+
+    fn undoes(undo: Undo) -> &'static [&'static str] {
+        undo.steps()
+    }
+
+    async fn undo(ctx: &mut WorkflowContext<Self>, undo: Undo) -> Result<String, ActivityExecutionError> {
         let client = ctx.state(|s| s.req.client_id.clone());
-        let opts = |summary: &str| {
-            ActivityOptions::with_start_to_close_timeout(Duration::from_secs(60))
-                .retry_policy(
-                    RetryPolicy::builder()
-                        .initial_interval(Duration::from_secs(1))
-                        .maximum_interval(Duration::from_secs(30))
-                        .maximum_attempts(8)
-                        .build(),
-                )
-                .cancellation_token(WorkflowCancellationToken::new())
-                .summary(summary.to_owned())
-                .build()
-        };
-        let mut leftovers = Vec::new();
-        for u in undo.iter().rev() {
-            let result = match u {
-                Undo::N8n => {
-                    ctx.execute_activity(
-                        StackActivities::delete_n8n_workflow,
-                        client.clone(),
-                        opts(&format!("n8n: delete workflow of {client}")),
-                    )
-                    .await
-                }
-                Undo::Vercel => {
-                    ctx.execute_activity(
-                        StackActivities::delete_vercel_project,
-                        client.clone(),
-                        opts(&format!("Vercel: delete project of {client}")),
-                    )
-                    .await
-                }
-                Undo::GitHub => {
-                    ctx.execute_activity(
-                        StackActivities::delete_repository,
-                        client.clone(),
-                        opts(&format!("GitHub: delete repository of {client}")),
-                    )
-                    .await
-                }
-                Undo::Supabase => {
-                    ctx.execute_activity(
-                        StackActivities::delete_supabase_project,
-                        client.clone(),
-                        opts(&format!("Supabase: delete project of {client}")),
-                    )
-                    .await
-                }
-            };
-            match result {
-                Ok(removed) => {
-                    let detail = if removed { "removed" } else { "nothing to remove" };
-                    for step in u.steps() {
-                        let (state, old) = ctx.state(|s| {
-                            s.steps
-                                .iter()
-                                .find(|x| x.name == *step)
-                                .map(|x| (x.state, x.detail.clone()))
-                                .unwrap_or((StepState::Pending, String::new()))
-                        });
-                        match state {
-                            // Never started: nothing to undo.
-                            StepState::Pending => {}
-                            // The failed step keeps its failure; the rollback result is appended.
-                            StepState::Failed => Self::step(
-                                ctx,
-                                step,
-                                StepState::Failed,
-                                format!("{old}; rolled back: {detail}"),
-                            ),
-                            _ => Self::step(ctx, step, StepState::Compensated, detail),
-                        }
-                    }
-                }
-                Err(e) => {
-                    let left = format!("{} ({})", u.resource(&client), failure::activity(&e));
-                    for step in u.steps() {
-                        let previous =
-                            ctx.state(|s| s.steps.iter().find(|x| x.name == *step).map(|x| x.state));
-                        Self::step(
-                            ctx,
-                            step,
-                            previous.unwrap_or(StepState::Failed),
-                            format!("rollback failed: {left}"),
-                        );
-                    }
-                    leftovers.push(left);
-                }
+        let removed = match undo {
+            Undo::N8n => {
+                let opts = compensation_step(&format!("n8n: delete workflow of {client}"));
+                ctx.execute_activity(StackActivities::delete_n8n_workflow, client, opts).await
             }
-        }
-        leftovers
+            Undo::Vercel => {
+                let opts = compensation_step(&format!("Vercel: delete project of {client}"));
+                ctx.execute_activity(StackActivities::delete_vercel_project, client, opts).await
+            }
+            Undo::GitHub => {
+                let opts = compensation_step(&format!("GitHub: delete repository of {client}"));
+                ctx.execute_activity(StackActivities::delete_repository, client, opts).await
+            }
+            Undo::Supabase => {
+                let opts = compensation_step(&format!("Supabase: delete project of {client}"));
+                ctx.execute_activity(StackActivities::delete_supabase_project, client, opts).await
+            }
+        }?;
+        Ok(if removed { "removed" } else { "nothing to remove" }.to_owned())
+    }
+
+    fn leftover(&self, undo: Undo, error: &str) -> String {
+        format!("{} ({error})", undo.resource(&self.req.client_id))
     }
 }

@@ -30,7 +30,11 @@ use temporalio_sdk::{
     WorkflowResult,
 };
 
-use crate::{JobGateWorkflow, failure, search_attributes};
+use crate::{
+    JobGateWorkflow,
+    saga::{self, Saga},
+    search_attributes,
+};
 
 /// Why an attempt stopped early.
 enum Stop {
@@ -72,7 +76,7 @@ impl JobWorkflow {
             issue_number: req.issue_number,
             state: JobState::Queued,
             history: vec![JobState::Queued],
-            steps: Self::fresh_steps(),
+            steps: saga::fresh_steps(&STEPS),
             pr_number: None,
             pr_url: None,
             pr_outcome: None,
@@ -144,7 +148,7 @@ impl JobWorkflow {
                     ctx.state_mut(|s| {
                         s.status.attempt += 1;
                         s.status.failure = None;
-                        s.status.steps = Self::fresh_steps();
+                        s.status.steps = saga::fresh_steps(&STEPS);
                         s.slot = false;
                     });
                     Self::set_state(ctx, JobState::Queued);
@@ -179,13 +183,6 @@ impl JobWorkflow {
 }
 
 impl JobWorkflow {
-    fn fresh_steps() -> Vec<StepProgress> {
-        STEPS
-            .iter()
-            .map(|n| StepProgress { name: (*n).to_owned(), state: StepState::Pending, detail: String::new() })
-            .collect()
-    }
-
     fn publish(ctx: &WorkflowContext<Self>) {
         let (state, customer, user) =
             ctx.state(|s| (s.status.state, s.req.customer_id.clone(), s.req.user_id.clone()));
@@ -207,18 +204,6 @@ impl JobWorkflow {
             s.status.history.push(state);
         });
         Self::publish(ctx);
-    }
-
-    fn step(ctx: &WorkflowContext<Self>, name: &str, state: StepState, detail: impl Into<String>) {
-        let detail = detail.into();
-        ctx.state_mut(|s| {
-            if let Some(st) = s.status.steps.iter_mut().find(|x| x.name == name) {
-                st.state = state;
-                st.detail = detail;
-            }
-        });
-        let details = ctx.state(|s| crate::details::job(&s.status));
-        ctx.set_current_details(details);
     }
 
     /// Create or edit the job's single progress comment. Best effort: a comment that cannot be
@@ -339,9 +324,7 @@ impl JobWorkflow {
         let req = ctx.state(|s| s.req.clone());
         let llm = Duration::from_secs(300);
         let fail = |ctx: &WorkflowContext<Self>, step: &str, e: &temporalio_sdk::ActivityExecutionError| {
-            let reason = format!("{step}: {}", failure::activity(e));
-            Self::step(ctx, step, StepState::Failed, reason.clone());
-            Stop::Failed(reason)
+            Stop::Failed(Self::fail(ctx, step, e))
         };
         let mut task = LlmTask {
             repo: req.repo.clone(),
@@ -355,7 +338,7 @@ impl JobWorkflow {
         let mut attempt_tokens = 0u64;
 
         Self::set_state(ctx, JobState::Planning);
-        Self::step(ctx, "planning", StepState::Running, "");
+        Self::mark(ctx, "planning", StepState::Running, "");
         Self::comment(ctx, "planning").await;
         let plan = ctx
             .execute_activity(
@@ -366,7 +349,7 @@ impl JobWorkflow {
             .await
             .map_err(|e| fail(ctx, "planning", &e))?;
         attempt_tokens += plan.tokens;
-        Self::step(ctx, "planning", StepState::Done, format!("{} tokens", plan.tokens));
+        Self::mark(ctx, "planning", StepState::Done, format!("{} tokens", plan.tokens));
         task.plan = Some(plan.content);
         Self::checkpoint(ctx).await?;
 
@@ -374,7 +357,7 @@ impl JobWorkflow {
         let mut round = 0;
         let files: Vec<FileChange> = loop {
             Self::set_state(ctx, JobState::Coding);
-            Self::step(ctx, "coding", StepState::Running, format!("round {}", round + 1));
+            Self::mark(ctx, "coding", StepState::Running, format!("round {}", round + 1));
             Self::comment(ctx, "coding").await;
             let code = ctx
                 .execute_activity(
@@ -388,7 +371,7 @@ impl JobWorkflow {
                 .await
                 .map_err(|e| fail(ctx, "coding", &e))?;
             attempt_tokens += code.tokens;
-            Self::step(
+            Self::mark(
                 ctx,
                 "coding",
                 StepState::Done,
@@ -397,7 +380,7 @@ impl JobWorkflow {
             Self::checkpoint(ctx).await?;
 
             Self::set_state(ctx, JobState::Reviewing);
-            Self::step(ctx, "reviewing", StepState::Running, "");
+            Self::mark(ctx, "reviewing", StepState::Running, "");
             Self::comment(ctx, "reviewing").await;
             task.files = code.files.clone();
             let review = ctx
@@ -416,17 +399,17 @@ impl JobWorkflow {
             if review.approved || round >= max_rounds {
                 let verdict =
                     if review.approved { "approved" } else { "accepted after the last allowed round" };
-                Self::step(ctx, "reviewing", StepState::Done, verdict);
+                Self::mark(ctx, "reviewing", StepState::Done, verdict);
                 break code.files;
             }
             round += 1;
-            Self::step(ctx, "reviewing", StepState::Done, format!("changes requested: {}", review.comments));
+            Self::mark(ctx, "reviewing", StepState::Done, format!("changes requested: {}", review.comments));
             task.feedback = Some(review.comments);
         };
         ctx.state_mut(|s| s.status.tokens += attempt_tokens);
 
         Self::set_state(ctx, JobState::PrCreating);
-        Self::step(ctx, "pr_creating", StepState::Running, "");
+        Self::mark(ctx, "pr_creating", StepState::Running, "");
         Self::comment(ctx, "opening the pull request").await;
         let pr_input = PullRequestInput {
             repo: req.repo.clone(),
@@ -458,7 +441,7 @@ impl JobWorkflow {
             s.status.pr_number = Some(pr.number);
             s.status.pr_url = Some(pr.url.clone());
         });
-        Self::step(ctx, "pr_creating", StepState::Done, pr.url.clone());
+        Self::mark(ctx, "pr_creating", StepState::Done, pr.url.clone());
         Self::set_state(ctx, JobState::PrOpened);
         Self::bill(ctx, pr.number, attempt_tokens).await;
         Self::comment(ctx, &format!("pull request opened: {}", pr.url)).await;
@@ -513,6 +496,38 @@ impl JobWorkflow {
                 return Ok(ctx.state(|s| s.status.clone()));
             }
         }
+    }
+}
+
+/// A job tracks steps but creates nothing to undo: it has no compensations.
+impl Saga for JobWorkflow {
+    type Undo = std::convert::Infallible;
+
+    fn steps_mut(&mut self) -> &mut Vec<StepProgress> {
+        &mut self.status.steps
+    }
+
+    fn steps(&self) -> &[StepProgress] {
+        &self.status.steps
+    }
+
+    fn details(&self) -> String {
+        crate::details::job(&self.status)
+    }
+
+    fn undoes(undo: Self::Undo) -> &'static [&'static str] {
+        match undo {}
+    }
+
+    async fn undo(
+        _ctx: &mut WorkflowContext<Self>,
+        undo: Self::Undo,
+    ) -> Result<String, temporalio_sdk::ActivityExecutionError> {
+        match undo {}
+    }
+
+    fn leftover(&self, undo: Self::Undo, _error: &str) -> String {
+        match undo {}
     }
 }
 

@@ -5,7 +5,15 @@
 //!   That is a compile-time fact, not a convention: the provider clients live in
 //!   `slipway-providers`, which this crate does not depend on and `slipway-activities` does not
 //!   re-export, so workflow code cannot name a client or an HTTP type
-//!   (`tests/tests/layering.rs` checks the dependency graph).
+//!   (`tests/tests/layering.rs` checks the dependency graph). Neither compiles here:
+//!
+//!   ```compile_fail
+//!   use slipway_providers::stripe::StripeClient; // not a dependency of workflows
+//!   ```
+//!
+//!   ```compile_fail
+//!   let _ = reqwest::Client::new(); // nor is any HTTP library
+//!   ```
 //! - No clocks, randomness, threads or tokio: use `ctx.workflow_time()`, `ctx.timer(..)`,
 //!   `ctx.wait_condition(..)`, and `temporalio_sdk::workflows::select!` (biased, so polling order
 //!   is part of the code).
@@ -27,6 +35,9 @@
 //!   [`job_gate`]: `JobGate`, a customer's concurrency cap; [`github_links`]: `GitHubLinks`,
 //!   which GitHub account bills which customer.
 //! - [`billing`]: the pure, unit-tested billing rules the subscription workflow applies.
+//! - `saga` (crate-private): the kit `ProvisionAgent`, `ClientStack`, `Job` and the `Agent`'s
+//!   destroy share: step tracking with the Web UI's current details, compensations run once each
+//!   in reverse, and the one teardown order of an agent's resources.
 //! - [`search_attributes`]: the keyword search attributes operators filter on in the Web UI.
 //! - [`register_all`]: the one list of workflow types, used by the worker, the replay test and
 //!   `slipway replay`, so a new workflow cannot be run without also being replayed.
@@ -38,6 +49,7 @@ pub mod github_links;
 pub mod job;
 pub mod job_gate;
 pub mod provisioning;
+pub(crate) mod saga;
 pub mod search_attributes;
 pub mod subscription;
 

@@ -32,7 +32,10 @@ use temporalio_sdk::{
     WorkflowCancellationToken, WorkflowContext, WorkflowContextView, WorkflowResult, workflows::select,
 };
 
-use crate::{failure, search_attributes};
+use crate::{
+    saga::{self, AgentUndo, Saga},
+    search_attributes,
+};
 
 /// Step names, in order (also the `progress` query's order).
 pub mod steps {
@@ -51,25 +54,6 @@ pub mod steps {
     /// All, in order.
     pub const ALL: [&str; 6] =
         [TAILSCALE_KEY, HETZNER_SERVER, SERVER_READY, ACTIONS_DISPATCH, ACTIONS_CALLBACK, TAILSCALE_DEVICE];
-}
-
-/// Undo actions, registered as the saga goes and run in reverse.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Compensation {
-    RevokeKeys,
-    DeleteServer,
-    RemoveDevices,
-}
-
-impl Compensation {
-    /// The step it undoes (marked `compensated` when it succeeds).
-    fn step(self) -> &'static str {
-        match self {
-            Self::RevokeKeys => steps::TAILSCALE_KEY,
-            Self::DeleteServer => steps::HETZNER_SERVER,
-            Self::RemoveDevices => steps::TAILSCALE_DEVICE,
-        }
-    }
 }
 
 /// Terminal outcome reported by the Actions job.
@@ -118,14 +102,7 @@ impl ProvisionAgentWorkflow {
     /// Builds the initial state; the job id names this exact run.
     #[init]
     pub fn new(ctx: &WorkflowContextView, req: ProvisionRequest) -> Self {
-        let steps = steps::ALL
-            .iter()
-            .map(|name| StepProgress {
-                name: (*name).to_owned(),
-                state: StepState::Pending,
-                detail: String::new(),
-            })
-            .collect();
+        let steps = saga::fresh_steps(&steps::ALL);
         Self {
             job_id: job_id(ctx.workflow_id(), ctx.run_id()),
             req,
@@ -182,7 +159,7 @@ impl ProvisionAgentWorkflow {
             CallbackStatus::Running => {
                 self.run_id = cb.run_id.clone().or(self.run_id.take());
                 let detail = format!("job running (run {})", self.run_id.as_deref().unwrap_or("?"));
-                self.set_step(steps::ACTIONS_CALLBACK, StepState::Running, detail);
+                saga::set_step(&mut self.steps, steps::ACTIONS_CALLBACK, StepState::Running, detail);
             }
             CallbackStatus::Succeeded => {
                 self.run_id = cb.run_id.clone().or(self.run_id.take());
@@ -207,35 +184,9 @@ impl ProvisionAgentWorkflow {
 }
 
 impl ProvisionAgentWorkflow {
-    fn set_step(&mut self, name: &str, state: StepState, detail: impl Into<String>) {
-        if let Some(step) = self.steps.iter_mut().find(|s| s.name == name) {
-            step.state = state;
-            step.detail = detail.into();
-        }
-    }
-
-    fn step(ctx: &WorkflowContext<Self>, name: &str, state: StepState, detail: impl Into<String>) {
-        ctx.state_mut(|s| s.set_step(name, state, detail));
-        let details = ctx.state(|s| {
-            let r = &s.req;
-            crate::details::saga(
-                &format!("Provisioning agent {} for {} in {}", r.agent_id, r.user_id, r.region),
-                &s.steps,
-            )
-        });
-        ctx.set_current_details(details);
-    }
-
-    /// Marks the step failed and returns the reason.
-    fn failed(ctx: &WorkflowContext<Self>, name: &str, err: &ActivityExecutionError) -> String {
-        let reason = format!("{name}: {}", failure::activity(err));
-        Self::step(ctx, name, StepState::Failed, reason.clone());
-        reason
-    }
-
     async fn provision(
         ctx: &mut WorkflowContext<Self>,
-        compensations: &mut Vec<Compensation>,
+        compensations: &mut Vec<AgentUndo>,
     ) -> Result<ProvisionResult, String> {
         let req = ctx.state(|s| s.req.clone());
         ctx.upsert_search_attributes([
@@ -246,8 +197,8 @@ impl ProvisionAgentWorkflow {
         let agent = AgentResources { agent_id: req.agent_id.clone() };
 
         // 1. Tailscale auth key.
-        Self::step(ctx, steps::TAILSCALE_KEY, StepState::Running, "");
-        compensations.push(Compensation::RevokeKeys);
+        Self::mark(ctx, steps::TAILSCALE_KEY, StepState::Running, "");
+        compensations.push(AgentUndo::RevokeKeys);
         let key = ctx
             .execute_activity(
                 ProvisioningActivities::create_tailscale_key,
@@ -255,14 +206,14 @@ impl ProvisionAgentWorkflow {
                 api_step(&format!("Tailscale: create auth key for {}", req.agent_id)),
             )
             .await
-            .map_err(|e| Self::failed(ctx, steps::TAILSCALE_KEY, &e))?;
-        Self::step(ctx, steps::TAILSCALE_KEY, StepState::Done, format!("key {}", key.key_id));
+            .map_err(|e| Self::fail(ctx, steps::TAILSCALE_KEY, &e))?;
+        Self::mark(ctx, steps::TAILSCALE_KEY, StepState::Done, format!("key {}", key.key_id));
 
         // 2. Hetzner server. The VM may join the tailnet as soon as it boots, so its device
         //    removal is registered together with the server.
-        Self::step(ctx, steps::HETZNER_SERVER, StepState::Running, "");
-        compensations.push(Compensation::DeleteServer);
-        compensations.push(Compensation::RemoveDevices);
+        Self::mark(ctx, steps::HETZNER_SERVER, StepState::Running, "");
+        compensations.push(AgentUndo::DeleteServer);
+        compensations.push(AgentUndo::RemoveDevices);
         let server = ctx
             .execute_activity(
                 ProvisioningActivities::create_server,
@@ -275,15 +226,15 @@ impl ProvisionAgentWorkflow {
                 api_step(&format!("Hetzner: create server {} in {}", server_name(&req.agent_id), req.region)),
             )
             .await
-            .map_err(|e| Self::failed(ctx, steps::HETZNER_SERVER, &e))?;
-        Self::step(
+            .map_err(|e| Self::fail(ctx, steps::HETZNER_SERVER, &e))?;
+        Self::mark(
             ctx,
             steps::HETZNER_SERVER,
             StepState::Done,
             format!("server {} ({})", server.id, server.name),
         );
 
-        Self::step(ctx, steps::SERVER_READY, StepState::Running, "waiting for create action");
+        Self::mark(ctx, steps::SERVER_READY, StepState::Running, "waiting for create action");
         let server_id = server.id;
         let server = ctx
             .execute_activity(
@@ -302,14 +253,14 @@ impl ProvisionAgentWorkflow {
                     .build(),
             )
             .await
-            .map_err(|e| Self::failed(ctx, steps::SERVER_READY, &e))?;
+            .map_err(|e| Self::fail(ctx, steps::SERVER_READY, &e))?;
         let ip = server.ipv4.clone().unwrap_or_else(|| "no IPv4".to_owned());
-        Self::step(ctx, steps::SERVER_READY, StepState::Done, format!("running at {ip}"));
+        Self::mark(ctx, steps::SERVER_READY, StepState::Done, format!("running at {ip}"));
 
         // 3. Dispatch the bootstrap job. Transient failures keep the job pending and retried
         //    (no attempt limit) until the dispatch deadline; permanent ones fail fast.
         let job_id = ctx.state(|s| s.job_id.clone());
-        Self::step(ctx, steps::ACTIONS_DISPATCH, StepState::Running, format!("job {job_id}"));
+        Self::mark(ctx, steps::ACTIONS_DISPATCH, StepState::Running, format!("job {job_id}"));
         let dispatched_run = ctx
             .execute_activity(
                 ProvisioningActivities::dispatch_provision_job,
@@ -335,13 +286,13 @@ impl ProvisionAgentWorkflow {
                 .build(),
             )
             .await
-            .map_err(|e| Self::failed(ctx, steps::ACTIONS_DISPATCH, &e))?;
+            .map_err(|e| Self::fail(ctx, steps::ACTIONS_DISPATCH, &e))?;
         ctx.state_mut(|s| s.run_id = s.run_id.take().or(dispatched_run.clone()));
-        Self::step(ctx, steps::ACTIONS_DISPATCH, StepState::Done, format!("job {job_id} dispatched"));
+        Self::mark(ctx, steps::ACTIONS_DISPATCH, StepState::Done, format!("job {job_id} dispatched"));
 
         // 4. Wait for the job's final callback, or give up at the deadline.
         let deadline = req.policy.callback_deadline_secs;
-        Self::step(ctx, steps::ACTIONS_CALLBACK, StepState::Running, format!("waiting up to {deadline}s"));
+        Self::mark(ctx, steps::ACTIONS_CALLBACK, StepState::Running, format!("waiting up to {deadline}s"));
         let outcome = select! {
             _ = ctx.wait_condition(|s: &Self| s.outcome.is_some()) => ctx.state(|s| s.outcome.clone()),
             _ = ctx.timer(TimerOptions::builder(Duration::from_secs(deadline))
@@ -351,7 +302,7 @@ impl ProvisionAgentWorkflow {
         let run = run_id.clone().unwrap_or_else(|| "unknown".to_owned());
         match outcome {
             Some(JobOutcome::Succeeded) => {
-                Self::step(
+                Self::mark(
                     ctx,
                     steps::ACTIONS_CALLBACK,
                     StepState::Done,
@@ -360,7 +311,7 @@ impl ProvisionAgentWorkflow {
             }
             Some(JobOutcome::Failed(reason)) => {
                 let reason = format!("GitHub Actions job {job_id} (run {run}) failed: {reason}");
-                Self::step(ctx, steps::ACTIONS_CALLBACK, StepState::Failed, reason.clone());
+                Self::mark(ctx, steps::ACTIONS_CALLBACK, StepState::Failed, reason.clone());
                 return Err(reason);
             }
             None => {
@@ -368,13 +319,13 @@ impl ProvisionAgentWorkflow {
                     "no final callback from GitHub Actions job {job_id} (run {run}) within {deadline}s; \
                      check the provision-agent.yml run on GitHub"
                 );
-                Self::step(ctx, steps::ACTIONS_CALLBACK, StepState::Failed, reason.clone());
+                Self::mark(ctx, steps::ACTIONS_CALLBACK, StepState::Failed, reason.clone());
                 return Err(reason);
             }
         }
 
         // 5. Record the device the VM joined as.
-        Self::step(ctx, steps::TAILSCALE_DEVICE, StepState::Running, "");
+        Self::mark(ctx, steps::TAILSCALE_DEVICE, StepState::Running, "");
         let device_id = ctx
             .execute_activity(
                 ProvisioningActivities::find_tailscale_device,
@@ -382,12 +333,12 @@ impl ProvisionAgentWorkflow {
                 api_step(&format!("Tailscale: find device {}", server_name(&req.agent_id))),
             )
             .await
-            .map_err(|e| Self::failed(ctx, steps::TAILSCALE_DEVICE, &e))?;
+            .map_err(|e| Self::fail(ctx, steps::TAILSCALE_DEVICE, &e))?;
         let detail = match &device_id {
             Some(id) => format!("device {id}"),
             None => "VM has not joined the tailnet yet".to_owned(),
         };
-        Self::step(ctx, steps::TAILSCALE_DEVICE, StepState::Done, detail);
+        Self::mark(ctx, steps::TAILSCALE_DEVICE, StepState::Done, detail);
         ctx.upsert_search_attributes([search_attributes::STATUS.value_set("active".to_owned())]);
 
         Ok(ProvisionResult {
@@ -398,55 +349,53 @@ impl ProvisionAgentWorkflow {
     }
 
     /// Runs the compensations in reverse; returns the ones that failed, with why.
-    async fn compensate(ctx: &mut WorkflowContext<Self>, compensations: &[Compensation]) -> Vec<String> {
-        let agent = AgentResources { agent_id: ctx.state(|s| s.req.agent_id.clone()) };
+    async fn compensate(ctx: &mut WorkflowContext<Self>, compensations: &[AgentUndo]) -> Vec<String> {
         ctx.upsert_search_attributes([search_attributes::STATUS.value_set("failed".to_owned())]);
-        let mut failed = Vec::new();
-        for c in compensations.iter().rev() {
-            let result = match c {
-                Compensation::RemoveDevices => ctx
-                    .execute_activity(
-                        ProvisioningActivities::remove_tailscale_devices,
-                        agent.clone(),
-                        compensation_step(&format!("Tailscale: remove devices of {}", agent.agent_id)),
-                    )
-                    .await
-                    .map(|n| format!("{n} device(s) removed")),
-                Compensation::DeleteServer => ctx
-                    .execute_activity(
-                        ProvisioningActivities::delete_agent_server,
-                        agent.clone(),
-                        compensation_step(&format!(
-                            "Hetzner: delete server {}",
-                            server_name(&agent.agent_id)
-                        )),
-                    )
-                    .await
-                    .map(|deleted| if deleted { "server deleted" } else { "no server to delete" }.to_owned()),
-                Compensation::RevokeKeys => ctx
-                    .execute_activity(
-                        ProvisioningActivities::revoke_tailscale_keys,
-                        agent.clone(),
-                        compensation_step(&format!("Tailscale: revoke auth keys of {}", agent.agent_id)),
-                    )
-                    .await
-                    .map(|n| format!("{n} key(s) revoked")),
-            };
-            let step = c.step();
-            match result {
-                Ok(detail) => Self::step(ctx, step, StepState::Compensated, detail),
-                Err(e) => {
-                    let why = format!("{step} compensation failed: {}", failure::activity(&e));
-                    let previous = ctx.state(|s| s.steps.iter().find(|x| x.name == step).map(|x| x.state));
-                    Self::step(ctx, step, previous.unwrap_or(StepState::Failed), why.clone());
-                    failed.push(why);
-                }
-            }
-        }
+        let failed = saga::compensate(ctx, compensations).await;
         if !failed.is_empty() {
             // Something the saga created may still exist (and cost money): make it findable.
             ctx.upsert_search_attributes([search_attributes::STATUS.value_set("needs_attention".to_owned())]);
         }
         failed
+    }
+}
+
+impl Saga for ProvisionAgentWorkflow {
+    type Undo = AgentUndo;
+
+    fn steps_mut(&mut self) -> &mut Vec<StepProgress> {
+        &mut self.steps
+    }
+
+    fn steps(&self) -> &[StepProgress] {
+        &self.steps
+    }
+
+    fn details(&self) -> String {
+        let r = &self.req;
+        crate::details::saga(
+            &format!("Provisioning agent {} for {} in {}", r.agent_id, r.user_id, r.region),
+            &self.steps,
+        )
+    }
+
+    fn undoes(undo: AgentUndo) -> &'static [&'static str] {
+        match undo {
+            AgentUndo::RevokeKeys => &[steps::TAILSCALE_KEY],
+            AgentUndo::DeleteServer => &[steps::HETZNER_SERVER],
+            AgentUndo::RemoveDevices => &[steps::TAILSCALE_DEVICE],
+        }
+    }
+
+    async fn undo(
+        ctx: &mut WorkflowContext<Self>,
+        undo: AgentUndo,
+    ) -> Result<String, ActivityExecutionError> {
+        let agent = AgentResources { agent_id: ctx.state(|s| s.req.agent_id.clone()) };
+        undo.run(ctx, &agent, compensation_step).await
+    }
+
+    fn leftover(&self, undo: AgentUndo, error: &str) -> String {
+        format!("{} compensation failed: {error}", Self::undoes(undo)[0])
     }
 }

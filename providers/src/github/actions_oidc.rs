@@ -149,32 +149,26 @@ impl OidcVerifier {
     }
 
     async fn fetch(&self) -> Result<HashMap<String, DecodingKey>, OidcError> {
-        let unavailable = |e: reqwest::Error| OidcError::Unavailable(e.without_url().to_string());
-        let discovery: Discovery = self
-            .http
-            .get(format!("{}/.well-known/openid-configuration", self.issuer))
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(unavailable)?
-            .json()
-            .await
-            .map_err(unavailable)?;
-        let set: JwkSet = self
-            .http
-            .get(&discovery.jwks_uri)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(unavailable)?
-            .json()
-            .await
-            .map_err(unavailable)?;
+        let discovery: Discovery =
+            self.get_json(&format!("{}/.well-known/openid-configuration", self.issuer)).await?;
+        let set: JwkSet = self.get_json(&discovery.jwks_uri).await?;
         Ok(set
             .keys
             .iter()
             .filter_map(|jwk| Some((jwk.common.key_id.clone()?, DecodingKey::from_jwk(jwk).ok()?)))
             .collect())
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T, OidcError> {
+        let unavailable = |e: reqwest::Error| OidcError::Unavailable(e.without_url().to_string());
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(unavailable)?;
+        resp.json().await.map_err(unavailable)
     }
 }
 
