@@ -22,6 +22,17 @@ ensure_tools() {
   "$TEMPORAL" --version >/dev/null || die "the Temporal CLI in .venv does not run"
 }
 
+# ensure_official_clients: the providers' official Python clients (tests/official-clients), which
+# tests/tests/official_clients.rs drives against the sandbox, into .venv at their pinned versions.
+ensure_official_clients() {
+  local req="$ROOT/tests/official-clients/requirements.txt" marker="$VENV/.official-clients"
+  if [ ! -f "$marker" ] || [ "$req" -nt "$marker" ]; then
+    log "installing the providers' official clients into .venv"
+    "$VENV/bin/pip" install --quiet -r "$req" || die "pip install -r tests/official-clients/requirements.txt failed"
+    touch "$marker"
+  fi
+}
+
 # start_temporal PORT UI_PORT [DB_FILE]: dev server in the background; sets TEMPORAL_PID.
 start_temporal() {
   local port="$1" ui_port="$2" db="${3:-}"

@@ -154,6 +154,9 @@ impl Stack {
         cmd.env("SLIPWAY_SANDBOX_ADDR", &sandbox_addr)
             .env("STRIPE_WEBHOOK_SECRET", STRIPE_WEBHOOK_SECRET)
             .env("GITHUB_CALLBACK_SECRET", CALLBACK_SECRET)
+            // The credentials the sandbox accepts: the ones the starter and worker below use.
+            .env("STRIPE_SECRET_KEY", "sk_test_bench")
+            .env("HETZNER_API_TOKEN", "bench-hetzner-token")
             .env("SANDBOX_STRIPE_WEBHOOK_URL", format!("{starter_url}/webhooks/stripe"))
             // Zero-latency providers: servers boot at once, the fake runner calls back at once.
             .env("SANDBOX_HETZNER_ACTION_MS", "0")

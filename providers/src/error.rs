@@ -14,6 +14,8 @@ pub mod failure_types {
     pub const PROVIDER_UNAVAILABLE: &str = "ProviderUnavailable";
     /// The provider rejected the request (4xx other than 408/429).
     pub const PROVIDER_REJECTED: &str = "ProviderRejected";
+    /// The provider refused Slipway's credential (401) or what it may do (403).
+    pub const PROVIDER_CREDENTIALS: &str = "ProviderCredentialsRefused";
     /// A resource exists that belongs to something else (e.g. a foreign server with our name).
     pub const RESOURCE_CONFLICT: &str = "ResourceConflict";
     /// A Hetzner action finished with `status: error`.
@@ -87,9 +89,26 @@ pub enum ClientError {
     Configuration(String),
 }
 
+/// The worker variable holding each provider's credential: what to fix when a provider
+/// refuses it (401) or refuses what it allows (403).
+pub fn credential_variable(provider: &str) -> Option<&'static str> {
+    Some(match provider {
+        "stripe" => "STRIPE_SECRET_KEY",
+        "hetzner" => "HETZNER_API_TOKEN",
+        "tailscale" => "TAILSCALE_API_KEY",
+        "github" => "GITHUB_TOKEN",
+        "github-app" => "GITHUB_APP_ID / GITHUB_APP_PRIVATE_KEY",
+        "supabase" => "SUPABASE_MANAGEMENT_TOKEN",
+        "vercel" => "VERCEL_TOKEN",
+        "n8n" => "N8N_API_KEY",
+        "llm" => "LLM_API_KEY",
+        _ => return None,
+    })
+}
+
 /// A provider's error answer (boxed in [`ClientError::Api`] to keep results small).
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{provider} API {method} {path} answered {status}: {message}")]
+#[error("{provider} API {method} {path} answered {status}: {message}{}", credential_hint(provider, *status))]
 pub struct ApiFailure {
     /// Provider name.
     pub provider: &'static str,
@@ -105,6 +124,15 @@ pub struct ApiFailure {
     pub message: String,
     /// `Retry-After` (or equivalent) if sent.
     pub retry_after: Option<Duration>,
+}
+
+/// For 401 and 403, which variable to fix (never retried: the same credential fails again).
+fn credential_hint(provider: &str, status: u16) -> String {
+    match (status, credential_variable(provider)) {
+        (401, Some(var)) => format!(" (the credential was refused: check {var})"),
+        (403, Some(var)) => format!(" (the credential lacks a permission this needs: check {var})"),
+        _ => String::new(),
+    }
 }
 
 impl ClientError {
@@ -138,6 +166,7 @@ impl ClientError {
             Self::Conflict(_) => failure_types::RESOURCE_CONFLICT,
             Self::ActionFailed(_) => failure_types::ACTION_FAILED,
             Self::Configuration(_) => failure_types::CONFIGURATION,
+            Self::Api(f) if matches!(f.status, 401 | 403) => failure_types::PROVIDER_CREDENTIALS,
             _ => match self.retry() {
                 Retry::Transient(_) => failure_types::PROVIDER_UNAVAILABLE,
                 Retry::Permanent => failure_types::PROVIDER_REJECTED,
@@ -149,6 +178,27 @@ impl ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refused_credentials_are_permanent_and_name_the_variable() {
+        let refused = |provider: &'static str, status| {
+            ClientError::Api(Box::new(ApiFailure {
+                provider,
+                method: "GET".into(),
+                path: "/servers".into(),
+                status,
+                code: Some("unauthorized".into()),
+                message: "unable to authenticate".into(),
+                retry_after: None,
+            }))
+        };
+        let e = refused("hetzner", 401);
+        assert_eq!(e.retry(), Retry::Permanent);
+        assert_eq!(e.failure_type(), failure_types::PROVIDER_CREDENTIALS);
+        assert!(e.to_string().ends_with("(the credential was refused: check HETZNER_API_TOKEN)"), "{e}");
+        assert!(refused("stripe", 403).to_string().contains("check STRIPE_SECRET_KEY"));
+        assert!(!refused("stripe", 404).to_string().contains("check"));
+    }
 
     #[test]
     fn server_errors_and_rate_limits_are_transient() {

@@ -15,6 +15,10 @@ use std::net::SocketAddr;
 const DEV_STRIPE_WEBHOOK_SECRET: &str = "whsec_dev_slipway";
 /// Dev default of `GITHUB_CALLBACK_SECRET`.
 const DEV_CALLBACK_SECRET: &str = "dev-callback-secret";
+/// The Stripe secret key the sandbox accepts by default (scripts/dev's).
+const DEV_STRIPE_API_KEY: &str = "sk_test_dev_slipway";
+/// The Hetzner API token the sandbox accepts by default (scripts/dev's).
+const DEV_HETZNER_TOKEN: &str = "dev-hetzner-token";
 /// Dev default of `GITHUB_WEBHOOK_SECRET`.
 const DEV_GITHUB_WEBHOOK_SECRET: &str = "dev-github-webhook-secret";
 /// Public half of the throwaway test key that signs dev and test GitHub App JWTs.
@@ -57,6 +61,14 @@ pub struct SandboxConfig {
     /// from, when the sandbox is reached under another name than its own address (containers);
     /// default `<sandbox URL>/github-oidc`.
     pub actions_oidc_issuer: Option<String>,
+    /// `SANDBOX_RECORD_EXCHANGES`, default `false`: record whole exchanges (bodies included,
+    /// credentials never) for the conformance suite (`GET /_sandbox/exchanges`).
+    pub record_exchanges: bool,
+    /// `STRIPE_SECRET_KEY`: the one Stripe key the sandbox accepts; any other is refused as Stripe
+    /// refuses an invalid key (401 `invalid_request_error`, "Invalid API Key provided").
+    pub stripe_api_key: String,
+    /// `HETZNER_API_TOKEN`: the one Hetzner token accepted; any other is 401 `unauthorized`.
+    pub hetzner_token: String,
 }
 
 impl Default for SandboxConfig {
@@ -78,6 +90,9 @@ impl Default for SandboxConfig {
             github_webhook_secret: DEV_GITHUB_WEBHOOK_SECRET.to_owned(),
             actions_oidc_audience: "slipway".to_owned(),
             actions_oidc_issuer: None,
+            record_exchanges: false,
+            stripe_api_key: DEV_STRIPE_API_KEY.to_owned(),
+            hetzner_token: DEV_HETZNER_TOKEN.to_owned(),
         }
     }
 }
@@ -122,6 +137,15 @@ impl SandboxConfig {
         }
         if let Some(v) = get("SANDBOX_ACTIONS_OIDC_AUDIENCE") {
             config.actions_oidc_audience = v.trim().to_owned();
+        }
+        if let Some(v) = get("STRIPE_SECRET_KEY") {
+            config.stripe_api_key = v.trim().to_owned();
+        }
+        if let Some(v) = get("HETZNER_API_TOKEN") {
+            config.hetzner_token = v.trim().to_owned();
+        }
+        if let Some(v) = get("SANDBOX_RECORD_EXCHANGES") {
+            config.record_exchanges = v.trim() == "true";
         }
         if let Some(v) = get("SANDBOX_ACTIONS_OIDC_ISSUER") {
             config.actions_oidc_issuer = Some(v.trim().trim_end_matches('/').to_owned());

@@ -22,6 +22,7 @@ pub(crate) fn router() -> Router<Shared> {
         .route("/health", get(|| async { json_response(StatusCode::OK, json!({"ok": true})) }))
         .route("/state", get(state))
         .route("/requests", get(requests))
+        .route("/exchanges", get(crate::exchanges::list))
         .route("/reset", post(reset))
         .route("/faults", post(faults::create).get(faults::list).delete(faults::clear))
         .nest("/github", github::control_router())

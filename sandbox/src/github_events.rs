@@ -182,29 +182,136 @@ fn uuid_bytes() -> [u8; 8] {
 
 /// A user (or bot, for logins ending in `[bot]`) as GitHub embeds it in payloads.
 pub(crate) fn user(login: &str) -> Value {
+    let kind = if login.ends_with("[bot]") { "Bot" } else { "User" };
+    account(login, kind)
+}
+
+/// A user, bot or organization as GitHub's `simple-user` schema has it (every required field).
+pub(crate) fn account(login: &str, kind: &str) -> Value {
     let id = stable_id("user", login);
-    let bot = login.ends_with("[bot]");
+    let bot = kind == "Bot";
     let page = if bot { format!("apps/{}", login.trim_end_matches("[bot]")) } else { login.to_owned() };
+    let prefix = match kind {
+        "Bot" => "BOT",
+        "Organization" => "O",
+        _ => "U",
+    };
+    let api = format!("https://api.github.com/users/{}", login.replace("[bot]", "%5Bbot%5D"));
     json!({
-        "login": login, "id": id, "node_id": format!("{}_kgDO{id}", if bot { "BOT" } else { "U" }),
-        "type": if bot { "Bot" } else { "User" }, "site_admin": false,
-        "html_url": format!("https://github.com/{page}"),
+        "login": login, "id": id, "node_id": format!("{prefix}_kgDO{id}"),
+        "avatar_url": format!("https://avatars.githubusercontent.com/u/{id}?v=4"), "gravatar_id": "",
+        "url": api, "html_url": format!("https://github.com/{page}"),
+        "followers_url": format!("{api}/followers"), "following_url": format!("{api}/following{{/other_user}}"),
+        "gists_url": format!("{api}/gists{{/gist_id}}"), "starred_url": format!("{api}/starred{{/owner}}{{/repo}}"),
+        "subscriptions_url": format!("{api}/subscriptions"), "organizations_url": format!("{api}/orgs"),
+        "repos_url": format!("{api}/repos"), "events_url": format!("{api}/events{{/privacy}}"),
+        "received_events_url": format!("{api}/received_events"), "type": kind, "user_view_type": "public",
+        "site_admin": false,
     })
+}
+
+/// What varies between repositories; the rest of GitHub's repository object follows from it.
+#[derive(Debug, Clone)]
+pub(crate) struct RepoFacts<'a> {
+    /// `owner/name`.
+    pub full_name: &'a str,
+    /// Its id.
+    pub id: u64,
+    /// Private or public.
+    pub private: bool,
+    /// Description, if any.
+    pub description: Option<&'a str>,
+    /// A template repository.
+    pub is_template: bool,
+    /// Created (RFC 3339).
+    pub created_at: &'a str,
 }
 
 /// `repo` (`owner/name`) as payloads embed it. The owner is shown as an organization.
 pub(crate) fn repository(repo: &str) -> Value {
-    let (owner, name) = repo.split_once('/').unwrap_or((repo, repo));
-    let id = stable_id("repo", repo);
-    json!({
-        "id": id, "node_id": format!("R_kgDO{id}"), "name": name, "full_name": repo, "private": false,
-        "owner": {"login": owner, "id": stable_id("user", owner), "type": "Organization",
-            "html_url": format!("https://github.com/{owner}")},
-        "html_url": format!("https://github.com/{repo}"),
-        "url": format!("https://api.github.com/repos/{repo}"),
-        "clone_url": format!("https://github.com/{repo}.git"),
-        "default_branch": "main", "fork": false, "archived": false, "visibility": "public",
+    repository_object(&RepoFacts {
+        full_name: repo,
+        id: stable_id("repo", repo),
+        private: false,
+        description: None,
+        is_template: false,
+        created_at: "2026-01-01T00:00:00Z",
     })
+}
+
+/// A repository with every field GitHub's `full-repository` and `repository` schemas require.
+pub(crate) fn repository_object(f: &RepoFacts<'_>) -> Value {
+    let repo = f.full_name;
+    let (owner, name) = repo.split_once('/').unwrap_or((repo, repo));
+    let api = format!("https://api.github.com/repos/{repo}");
+    let mut object = json!({
+        "id": f.id, "node_id": format!("R_kgDO{}", f.id), "name": name, "full_name": repo,
+        "private": f.private, "visibility": if f.private { "private" } else { "public" },
+        "owner": account(owner, "Organization"), "html_url": format!("https://github.com/{repo}"),
+        "description": f.description, "fork": false, "url": api, "is_template": f.is_template,
+        "clone_url": format!("https://github.com/{repo}.git"), "git_url": format!("git://github.com/{repo}.git"),
+        "ssh_url": format!("git@github.com:{repo}.git"), "svn_url": format!("https://github.com/{repo}"),
+        "mirror_url": null, "homepage": null, "language": null, "license": null,
+        "default_branch": "main", "forks": 0, "forks_count": 0, "stargazers_count": 0, "watchers": 0,
+        "watchers_count": 0, "open_issues": 0, "open_issues_count": 0, "size": 0, "network_count": 0,
+        "subscribers_count": 0, "has_issues": true, "has_projects": true, "has_wiki": true, "has_pages": false,
+        "has_downloads": true, "has_discussions": false, "archived": false, "disabled": false,
+        "topics": [], "allow_forking": true, "web_commit_signoff_required": false,
+        "created_at": f.created_at, "updated_at": f.created_at, "pushed_at": f.created_at,
+    });
+    for (key, suffix) in REPO_URLS {
+        object[key] = json!(format!("{api}/{suffix}"));
+    }
+    object
+}
+
+/// The hypermedia URL templates of a repository object.
+const REPO_URLS: [(&str, &str); 36] = [
+    ("archive_url", "{archive_format}{/ref}"),
+    ("assignees_url", "assignees{/user}"),
+    ("blobs_url", "git/blobs{/sha}"),
+    ("branches_url", "branches{/branch}"),
+    ("collaborators_url", "collaborators{/collaborator}"),
+    ("comments_url", "comments{/number}"),
+    ("commits_url", "commits{/sha}"),
+    ("compare_url", "compare/{base}...{head}"),
+    ("contents_url", "contents/{+path}"),
+    ("contributors_url", "contributors"),
+    ("deployments_url", "deployments"),
+    ("downloads_url", "downloads"),
+    ("events_url", "events"),
+    ("forks_url", "forks"),
+    ("git_commits_url", "git/commits{/sha}"),
+    ("git_refs_url", "git/refs{/sha}"),
+    ("git_tags_url", "git/tags{/sha}"),
+    ("hooks_url", "hooks"),
+    ("issue_comment_url", "issues/comments{/number}"),
+    ("issue_events_url", "issues/events{/number}"),
+    ("issues_url", "issues{/number}"),
+    ("keys_url", "keys{/key_id}"),
+    ("labels_url", "labels{/name}"),
+    ("languages_url", "languages"),
+    ("merges_url", "merges"),
+    ("milestones_url", "milestones{/number}"),
+    ("notifications_url", "notifications{?since,all,participating}"),
+    ("pulls_url", "pulls{/number}"),
+    ("releases_url", "releases{/id}"),
+    ("stargazers_url", "stargazers"),
+    ("statuses_url", "statuses/{sha}"),
+    ("subscribers_url", "subscribers"),
+    ("subscription_url", "subscription"),
+    ("tags_url", "tags"),
+    ("teams_url", "teams"),
+    ("trees_url", "git/trees{/sha}"),
+];
+
+/// The Slipway GitHub App as GitHub's `integration` schema has it.
+pub(crate) fn integration(app_id: &Value, permissions: Value, events: &[&str], created_at: &str) -> Value {
+    json!({"id": app_id, "slug": "slipway", "client_id": "Iv1.slipwaysandbox", "node_id": "A_kwDOSlipway",
+        "name": "Slipway", "owner": account("slipway-dev", "Organization"),
+        "description": "Turns issues into pull requests.", "external_url": "https://example.com",
+        "html_url": "https://github.com/apps/slipway", "created_at": created_at, "updated_at": created_at,
+        "permissions": permissions, "events": events})
 }
 
 fn installation(id: u64) -> Value {

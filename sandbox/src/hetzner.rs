@@ -166,7 +166,7 @@ async fn guard(State(app): State<Shared>, req: Request, next: Next) -> Response 
     };
     let mut response = if !allowed {
         error(StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", "limit of 3600 requests per hour reached")
-    } else if credential(req.headers()).is_none() {
+    } else if credential(req.headers()) != Some(app.config.hetzner_token.as_str()) {
         error(StatusCode::UNAUTHORIZED, "unauthorized", "unable to authenticate")
     } else {
         next.run(req).await
@@ -251,14 +251,20 @@ fn server_json(s: &Server) -> Value {
         "private_net": [],
         "server_type": {"id": SERVER_TYPES.iter().position(|t| t.0 == st_name).unwrap_or(0) + 1, "name": st_name,
             "description": st_name.to_uppercase(), "cores": cores, "memory": memory, "disk": disk,
-            "deprecated": false, "prices": [], "storage_type": "local", "cpu_type": cpu_type, "architecture": arch},
+            "deprecated": false, "prices": [], "storage_type": "local", "cpu_type": cpu_type, "architecture": arch,
+            "locations": LOCATIONS.iter().map(|l| json!({"id": l.id, "name": l.name, "deprecation": null,
+                "recommended": true, "available": true})).collect::<Vec<_>>()},
+        "location": {"id": loc.id, "name": loc.name, "description": loc.description, "country": loc.country,
+            "city": loc.city, "latitude": loc.latitude, "longitude": loc.longitude, "network_zone": loc.network_zone},
         "datacenter": {"id": loc.id, "name": loc.datacenter, "description": format!("{} virtual DC", loc.city),
             "location": {"id": loc.id, "name": loc.name, "description": loc.description, "country": loc.country,
                 "city": loc.city, "latitude": loc.latitude, "longitude": loc.longitude, "network_zone": loc.network_zone},
             "server_types": {"supported": [], "available": [], "available_for_migration": []}},
         "image": {"id": 100_000 + s.image.len() as u64, "type": "system", "status": "available", "name": s.image,
             "description": s.image, "os_flavor": os_flavor, "os_version": os_version, "rapid_deploy": true,
-            "architecture": arch, "deprecated": null, "labels": {}, "protection": {"delete": false}},
+            "architecture": arch, "deprecated": null, "deleted": null, "labels": {}, "protection": {"delete": false},
+            "image_size": null, "disk_size": 5, "created": "2024-04-25T00:00:00+00:00", "created_from": null,
+            "bound_to": null},
         "iso": null, "rescue_enabled": false, "locked": false, "backup_window": null,
         "outgoing_traffic": 0, "ingoing_traffic": 0, "included_traffic": 21_990_232_555_520_u64,
         "protection": {"delete": false, "rebuild": false}, "labels": s.labels,

@@ -29,8 +29,12 @@
 //!   path, always or at a seeded rate, and a check that `Retry-After` is honoured.
 //! - `control` (`/_sandbox`): inventory, request log, faults, runner outcome, reset.
 
+// Provider objects (GitHub's repositories above all) are large `json!` literals.
+#![recursion_limit = "256"]
+
 mod config;
 mod control;
+mod exchanges;
 mod faults;
 mod github;
 pub mod github_events;
@@ -150,5 +154,6 @@ fn router(app: Shared) -> Router {
         .merge(github::oidc::router())
         .layer(from_fn_with_state(app.clone(), faults::middleware))
         .layer(from_fn_with_state(app.clone(), control::log_requests))
+        .layer(from_fn_with_state(app.clone(), exchanges::record))
         .with_state(app)
 }

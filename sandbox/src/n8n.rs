@@ -51,16 +51,40 @@ struct Workflow {
     version_id: String,
 }
 
+/// The project every sandbox workflow belongs to (n8n's personal project of the API key's user).
+const PROJECT_ID: &str = "SlipwayProject01";
+
 impl Workflow {
     fn to_json(&self) -> Value {
         let at = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
-        json!({
-            "id": self.id, "name": self.name, "active": self.active, "isArchived": false,
+        let (created, updated) = (at(self.created), at(self.updated));
+        // The published version, when active (n8n 2.x publishes a workflow by activating it).
+        let active_version = self.active.then(|| {
+            json!({"versionId": self.version_id, "workflowId": self.id, "nodes": self.nodes,
+                "connections": self.connections, "nodeGroups": [], "authors": "Slipway", "name": self.name,
+                "description": null, "autosaved": false, "createdAt": updated, "updatedAt": updated,
+                "workflowPublishHistory": []})
+        });
+        let mut workflow = json!({
+            "id": self.id, "name": self.name, "description": null, "active": self.active, "isArchived": false,
             "nodes": self.nodes, "connections": self.connections, "settings": self.settings,
             "staticData": self.static_data, "pinData": {}, "meta": null, "tags": [],
             "versionId": self.version_id, "triggerCount": if self.active { self.triggers().count() } else { 0 },
-            "createdAt": at(self.created), "updatedAt": at(self.updated),
-        })
+            "createdAt": created, "updatedAt": updated,
+        });
+        let more = json!({
+            "activeVersionId": self.active.then(|| self.version_id.clone()), "activeVersion": active_version,
+            "versionCounter": 1, "sourceWorkflowId": null, "nodeGroups": [], "parentFolder": null,
+            "shared": [{"role": "workflow:owner", "workflowId": self.id, "projectId": PROJECT_ID,
+                "project": {"id": PROJECT_ID, "name": "Slipway", "type": "personal", "icon": null,
+                    "description": null, "customTelemetryTags": [], "creatorId": null,
+                    "createdAt": "2026-01-01T00:00:00.000Z", "updatedAt": "2026-01-01T00:00:00.000Z"},
+                "createdAt": created, "updatedAt": updated}],
+        });
+        if let (Some(w), Value::Object(more)) = (workflow.as_object_mut(), more) {
+            w.extend(more);
+        }
+        workflow
     }
 
     fn enabled_nodes(&self) -> impl Iterator<Item = &Value> {

@@ -45,6 +45,8 @@ pub(crate) struct State {
     pub(crate) openai: openai::OpenAiState,
     pub(crate) faults: faults::Faults,
     pub(crate) requests: VecDeque<Value>,
+    /// Whole exchanges, when recording is on ([`crate::exchanges`]).
+    pub(crate) exchanges: VecDeque<Value>,
 }
 
 impl App {

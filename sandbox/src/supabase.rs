@@ -116,6 +116,7 @@ impl Project {
     fn to_json(&self, now: DateTime<Utc>) -> Value {
         json!({
             "id": self.reference, "ref": self.reference, "organization_id": self.organization_id,
+            "organization_slug": self.organization_id,
             "name": self.name, "region": self.region, "created_at": zulu(self.created),
             "status": self.status(now),
             "database": {"host": format!("db.{}.supabase.co", self.reference), "version": POSTGRES_VERSION,
@@ -319,14 +320,14 @@ async fn create_project(State(app): State<Shared>, body: Bytes) -> Response {
     };
     let field = |key: &str| body.get(key).and_then(Value::as_str).filter(|s| !s.trim().is_empty());
     // Supabase validates the body with class-validator; the exact wording is a guess.
-    if let Some(missing) =
-        ["db_pass", "name", "organization_id", "region"].into_iter().find(|k| field(k).is_none())
-    {
+    // Required by the Management API's description: `db_pass`, `name`, `organization_slug`
+    // (`organization_id` is deprecated and no longer enough).
+    if let Some(missing) = ["db_pass", "name", "organization_slug"].into_iter().find(|k| field(k).is_none()) {
         return message(StatusCode::BAD_REQUEST, &format!("{missing} should not be empty"));
     }
-    let (name, organization_id, region) =
-        (field("name").unwrap_or_default(), field("organization_id").unwrap_or_default(), field("region"));
-    let region = region.unwrap_or_default();
+    let (name, organization_id) =
+        (field("name").unwrap_or_default(), field("organization_slug").unwrap_or_default());
+    let region = field("region").unwrap_or("us-east-1");
     if name.contains('.') {
         return message(StatusCode::BAD_REQUEST, "name should not contain dots");
     }

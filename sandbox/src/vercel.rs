@@ -87,11 +87,14 @@ impl Project {
         let created = self.created.timestamp_millis();
         let link = self.link.as_ref().map(|l| {
             json!({"type": "github", "org": l.org, "repo": l.repo, "repoId": l.repo_id,
+                "repoOwnerId": 1, "gitCredentialId": "cred_slipwaysandbox", "sourceless": false,
                 "productionBranch": "main", "deployHooks": [], "createdAt": created, "updatedAt": created})
         });
         let env: Vec<Value> = self.env.iter().map(|e| e.to_json(plain_values)).collect();
+        let regions = json!({"functionDefaultRegions": ["iad1"]});
         json!({"id": self.id, "name": self.name, "accountId": self.account, "createdAt": created,
-            "updatedAt": created, "framework": self.framework, "nodeVersion": "22.x", "link": link, "env": env})
+            "updatedAt": created, "framework": self.framework, "nodeVersion": "22.x", "link": link, "env": env,
+            "directoryListing": false, "resourceConfig": regions, "defaultResourceConfig": regions})
     }
 
     fn is(&self, id_or_name: &str, account: &str) -> bool {
@@ -104,9 +107,13 @@ impl EnvVar {
         let at = self.created.timestamp_millis();
         let mut env = json!({"id": self.id, "key": self.key, "target": self.target, "type": self.kind,
             "createdAt": at, "updatedAt": at});
-        if plain_values && self.kind == "plain" {
-            env["value"] = json!(self.value);
-        }
+        // `value` is always present (Vercel's description requires it): the value itself for a
+        // plain variable when asked, otherwise an opaque stand-in, never the secret.
+        env["value"] = if plain_values && self.kind == "plain" {
+            json!(self.value)
+        } else {
+            json!(format!("enc_{}", crate::state::random_hex(24)))
+        };
         env
     }
 }
@@ -132,18 +139,30 @@ impl Deployment {
             .then(|| format!("{}.vercel.app", self.project_name))
             .into_iter()
             .collect();
-        json!({
+        let mut deployment = json!({
             "id": self.id, "name": self.name, "url": self.url, "readyState": state, "status": state,
             "projectId": self.project_id, "ownerId": self.account, "target": self.target, "type": "LAMBDAS",
-            "createdAt": created, "buildingAt": (state != "QUEUED").then_some(created + ready_ms as i64 / 3),
-            "ready": ready, "alias": alias, "aliasAssigned": if production { ready } else { None },
+            "createdAt": created, "bootedAt": created, "buildingAt": created + ready_ms as i64 / 3,
+            "alias": alias, "aliasAssigned": production && ready.is_some(), "buildSkipped": false,
             "inspectorUrl": format!("https://vercel.com/{}/{}/{}", self.account, self.project_name,
                 self.id.trim_start_matches("dpl_")),
-            "gitSource": {"type": "github", "repoId": self.git.repo_id, "org": self.git.org,
-                "repo": self.git.repo, "ref": self.git_ref},
+            // The `repoId` form Vercel answers for deployments created from a linked repository.
+            "gitSource": {"type": "github", "repoId": self.git.repo_id, "ref": self.git_ref, "prId": null},
             "meta": {"githubOrg": self.git.org, "githubRepo": self.git.repo, "githubCommitRef": self.git_ref},
             "regions": ["iad1"], "public": false, "version": 2,
-        })
+        });
+        let more = json!({
+            "build": {"env": []}, "env": [], "isInConcurrentBuildsQueue": false, "isInSystemBuildsQueue": false,
+            "projectSettings": {}, "creator": {"uid": self.account, "username": "slipway"}, "plan": "hobby",
+            "createdIn": "iad1", "routes": null, "lambdas": [], "aliasError": null,
+        });
+        if let (Some(d), Value::Object(more)) = (deployment.as_object_mut(), more) {
+            d.extend(more);
+            if let Some(at) = ready {
+                d.insert("ready".into(), json!(at));
+            }
+        }
+        deployment
     }
 }
 

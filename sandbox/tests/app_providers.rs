@@ -40,7 +40,7 @@ async fn supabase_projects_health_keys_and_migrations() {
     let url = |p: &str| format!("{}/supabase/v1{p}", sb.base_url);
     let post = |p: &str, body: Value| http.post(url(p)).bearer_auth(TOKEN).json(&body);
     let get = |p: &str| http.get(url(p)).bearer_auth(TOKEN);
-    let project = json!({"name": "acme-app", "organization_id": "org-acme", "region": "eu-central-1",
+    let project = json!({"name": "acme-app", "organization_slug": "org-acme", "region": "eu-central-1",
         "db_pass": "hunter2-secret-pass"});
 
     let (status, _, body) = send(http.get(url("/projects"))).await;
@@ -240,7 +240,14 @@ async fn vercel_projects_env_and_deployments() {
         (Some("acme-customers"), Some("main"))
     );
     assert_eq!(created["env"][0]["key"], "SUPABASE_URL");
-    assert!(created["env"].as_array().unwrap().iter().all(|e| e.get("value").is_none()));
+    // Values are never shown back as they were sent: an opaque stand-in takes their place.
+    assert!(
+        created["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["value"].as_str().is_some_and(|v| v.starts_with("enc_")))
+    );
     let (status, _, body) = send(post(team("/v10/projects"), project("acme-customers/shop-a1"))).await;
     assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")));
 
@@ -300,7 +307,8 @@ async fn vercel_projects_env_and_deployments() {
     assert_eq!(v["deployments"][0]["id"], id.as_str());
     let env = v["projects"][0]["env"].as_array().unwrap();
     assert_eq!(env[0]["value"], "https://x.supabase.co");
-    assert!(env[1].get("value").is_none() && !inventory.to_string().contains("very-secret-anon"));
+    let opaque = env[1]["value"].as_str().is_some_and(|v| v.starts_with("enc_"));
+    assert!(opaque && !inventory.to_string().contains("very-secret-anon"));
     assert!(v["calls"].as_array().unwrap().iter().any(|c| c["teamId"] == "team_acme"));
 
     // Generic fault injection reaches the new providers with Vercel-shaped errors.

@@ -22,6 +22,8 @@ async fn start(webhook_url: Option<String>) -> RunningSandbox {
         runner_step_ms: 20,
         callback_secret: "cb-secret".into(),
         stripe_webhook_secret: "whsec_test".into(),
+        stripe_api_key: "sk_test_x".into(),
+        hetzner_token: TOKEN.into(),
         ..SandboxConfig::default()
     };
     if let Some(url) = webhook_url {

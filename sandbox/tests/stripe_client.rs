@@ -51,6 +51,7 @@ async fn start() -> (RunningSandbox, Client, mpsc::UnboundedReceiver<(String, St
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         stripe_webhook_secret: SECRET.into(),
         stripe_webhook_url: webhook_url,
+        stripe_api_key: "sk_test_x".into(),
         ..SandboxConfig::default()
     };
     let sandbox = spawn(config).await.expect("sandbox binds");

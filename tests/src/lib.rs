@@ -31,6 +31,7 @@ mod api;
 mod app;
 mod billing;
 mod clock;
+pub mod conformance;
 mod github;
 mod logging;
 mod options;

@@ -47,6 +47,10 @@ pub struct Options {
     /// Starter: accept HMAC-signed Actions callbacks (`SLIPWAY_CALLBACK_HMAC`); OIDC tokens
     /// from the sandbox's issuer are always accepted.
     pub callback_hmac: bool,
+    /// Sandbox: record whole exchanges for the conformance suite (`GET /_sandbox/exchanges`).
+    pub record_exchanges: bool,
+    /// Sandbox: accept this Hetzner token instead of the worker's (to see a refused credential).
+    pub sandbox_hetzner_token: Option<String>,
 }
 
 impl Default for Options {
@@ -69,6 +73,8 @@ impl Default for Options {
             max_draft_agents: 20,
             internal_metrics: false,
             callback_hmac: true,
+            record_exchanges: false,
+            sandbox_hetzner_token: None,
         }
     }
 }

@@ -16,6 +16,13 @@ impl TestApp {
         Ok(v)
     }
 
+    /// Every exchange the sandbox recorded (with [`crate::Options::record_exchanges`]).
+    pub async fn sandbox_exchanges(&self) -> anyhow::Result<Vec<Value>> {
+        let r = self.http.get(format!("{}/_sandbox/exchanges", self.sandbox.base_url)).send().await?;
+        anyhow::ensure!(r.status().is_success(), "exchanges: {}", r.status());
+        Ok(r.json().await?)
+    }
+
     /// The sandbox inventory.
     pub async fn sandbox_state(&self) -> anyhow::Result<Value> {
         Ok(self.http.get(format!("{}/_sandbox/state", self.sandbox.base_url)).send().await?.json().await?)

@@ -141,9 +141,10 @@ impl OidcVerifier {
         }
         let mut keys = self.keys.write().await;
         if !keys.by_kid.contains_key(kid) && keys.fetched.is_none_or(|t| t.elapsed() >= REFETCH_AFTER) {
-            let fetched = self.fetch().await;
+            // Only a fetch that succeeded starts the quiet minute: after a failure the next
+            // callback tries again (and is answered 503 meanwhile, so its sender retries).
+            keys.by_kid = self.fetch().await?;
             keys.fetched = Some(Instant::now());
-            keys.by_kid = fetched?;
         }
         keys.by_kid.get(kid).cloned().ok_or_else(|| OidcError::Rejected(format!("unknown key {kid}")))
     }

@@ -68,7 +68,7 @@ impl GitHubApp {
             ClientError::Configuration(format!("GITHUB_APP_PRIVATE_KEY is not an RSA PEM key: {e}"))
         })?;
         Ok(Self {
-            http: Http::new("github", base_url, Duration::from_secs(30), parse_error)?,
+            http: Http::new("github-app", base_url, Duration::from_secs(30), parse_error)?,
             app_id: app_id.to_owned(),
             key,
             tokens: Mutex::new(HashMap::new()),

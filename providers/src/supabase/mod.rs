@@ -1,7 +1,7 @@
 //! Supabase Management API client (`https://api.supabase.com`, paths under `/v1`).
 //!
 //! Facts relied on (Supabase Management API reference):
-//! - `POST /v1/projects` creates a project (`name`, `organization_id`, `region`, `db_pass`); it
+//! - `POST /v1/projects` creates a project (`name`, `organization_slug`, `region`, `db_pass`); it
 //!   starts `COMING_UP` and is usable once `GET /v1/projects/{ref}/health` reports every
 //!   service healthy.
 //! - `POST /v1/projects/{ref}/database/query` runs SQL and answers the rows as JSON.
@@ -33,9 +33,12 @@ pub struct Project {
     pub id: String,
     /// Name, unique per organization.
     pub name: String,
-    /// Owning organization.
+    /// Owning organization (deprecated id; the same value as the slug).
     #[serde(default)]
     pub organization_id: String,
+    /// Owning organization's slug.
+    #[serde(default)]
+    pub organization_slug: String,
     /// `COMING_UP`, `ACTIVE_HEALTHY`, …
     #[serde(default)]
     pub status: String,
@@ -74,7 +77,9 @@ impl SupabaseClient {
         name: &str,
     ) -> Result<Option<Project>, ClientError> {
         let projects: Vec<Project> = self.http.json(self.req(Method::GET, "/projects")).await?;
-        Ok(projects.into_iter().find(|p| p.name == name && p.organization_id == organization_id))
+        Ok(projects.into_iter().find(|p| {
+            p.name == name && (p.organization_slug == organization_id || p.organization_id == organization_id)
+        }))
     }
 
     /// Create a project.
@@ -85,7 +90,8 @@ impl SupabaseClient {
         region: &str,
         db_pass: &SecretString,
     ) -> Result<Project, ClientError> {
-        let body = json!({"name": name, "organization_id": organization_id, "region": region,
+        // `organization_slug` is what the Management API requires; `organization_id` is deprecated.
+        let body = json!({"name": name, "organization_slug": organization_id, "region": region,
                           "db_pass": db_pass.expose_secret()});
         self.http.json(self.req(Method::POST, "/projects").json(&body)).await
     }

@@ -139,7 +139,8 @@ impl TailscaleClient {
     /// List auth keys (without secrets).
     pub async fn list_keys(&self) -> Result<Vec<KeySummary>, ClientError> {
         let path = format!("/tailnet/{}/keys", self.tailnet);
-        Ok(self.http.json::<KeyList>(self.req(Method::GET, &path)).await?.keys)
+        // `all` is required: `true` lists every key of the tailnet, not only the caller's.
+        Ok(self.http.json::<KeyList>(self.req(Method::GET, &path).query(&[("all", "true")])).await?.keys)
     }
 
     /// Revoke a key. `Ok(false)` if it was already gone.

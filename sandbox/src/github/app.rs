@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 
 use super::git::GitRepo;
 use super::{Failure, GithubState, control_error, fail, repo_key};
-use crate::github_events::{APP_EVENTS, stable_id, user};
+use crate::github_events::{APP_EVENTS, RepoFacts, integration, repository_object, stable_id, user};
 use crate::state::{App, Shared, credential, json_response, parse_body, random_alnum, zulu};
 
 const REST_DOCS: &str = "https://docs.github.com/rest";
@@ -230,14 +230,11 @@ pub(super) async fn get_app(State(app): State<Shared>, headers: HeaderMap) -> Re
     let id =
         app.config.github_app_id.parse::<u64>().map_or_else(|_| json!(app.config.github_app_id), Value::from);
     let now = zulu(Utc::now());
-    json_response(
-        StatusCode::OK,
-        json!({"id": id, "slug": "slipway", "node_id": "A_kwDOSlipway", "name": "Slipway",
-            "owner": user("slipway-dev"), "description": "Turns issues into pull requests.",
-            "external_url": "https://example.com", "html_url": "https://github.com/apps/slipway",
-            "created_at": now, "updated_at": now, "permissions": granted_permissions(), "events": APP_EVENTS,
-            "installations_count": state.github.app.installations.len()}),
-    )
+    json_response(StatusCode::OK, {
+        let mut app = integration(&id, Value::Object(granted_permissions()), APP_EVENTS, &now);
+        app["installations_count"] = json!(state.github.app.installations.len());
+        app
+    })
 }
 
 /// `GET /installation/repositories` with an installation token: the repositories it covers.
@@ -370,10 +367,14 @@ pub(super) async fn create_access_token(
     let repositories: Vec<Value> = repos
         .iter()
         .map(|(full, id)| {
-            let (owner, name) = full.split_once('/').unwrap_or_default();
-            json!({"id": id, "node_id": format!("R_kgDO{id}"), "name": name, "full_name": full,
-                "private": false,
-                "owner": {"login": owner}, "default_branch": "main"})
+            repository_object(&RepoFacts {
+                full_name: full,
+                id: *id,
+                private: false,
+                description: None,
+                is_template: false,
+                created_at: "2026-01-01T00:00:00Z",
+            })
         })
         .collect();
     json_response(

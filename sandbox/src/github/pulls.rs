@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 
 use super::git::GitRepo;
 use super::{Failure, GithubState, control_error, fail, hooks, repo_key, validation_failed};
-use crate::github_events::{self, BOT_LOGIN, user};
+use crate::github_events::{self, APP_EVENTS, BOT_LOGIN, integration, user};
 use crate::state::{Shared, json_response, parse_body, zulu};
 
 const PULLS_DOCS: &str = "https://docs.github.com/rest/pulls/pulls";
@@ -113,7 +113,7 @@ fn pull_json(repo: &GitRepo, pull: &Pull, base_url: &str) -> Value {
     let repository = repo.repository_json();
     let owner = user(&repo.owner);
     let n = pull.number;
-    json!({
+    let mut pull_object = json!({
         "url": format!("{api}/pulls/{n}"), "id": pull.id, "node_id": format!("PR_kwDO{}", pull.id),
         "html_url": format!("https://github.com/{full}/pull/{n}"),
         "diff_url": format!("https://github.com/{full}/pull/{n}.diff"),
@@ -132,7 +132,31 @@ fn pull_json(repo: &GitRepo, pull: &Pull, base_url: &str) -> Value {
         "base": {"label": format!("{}:{}", repo.owner, pull.base), "ref": pull.base,
             "sha": repo.branches.get(&pull.base), "user": owner, "repo": repository},
         "author_association": "NONE", "mergeable": null, "rebaseable": null, "mergeable_state": "unknown",
-    })
+    });
+    // The rest of GitHub's `pull-request` object: links, review bookkeeping, counts.
+    let more = json!({
+        "commits_url": format!("{api}/pulls/{n}/commits"),
+        "review_comments_url": format!("{api}/pulls/{n}/comments"),
+        "review_comment_url": format!("{api}/pulls/comments{{/number}}"),
+        "statuses_url": format!("{api}/statuses/{}", head_sha(repo, pull).unwrap_or_default()),
+        "_links": {
+            "self": {"href": format!("{api}/pulls/{n}")},
+            "html": {"href": format!("https://github.com/{full}/pull/{n}")},
+            "issue": {"href": format!("{api}/issues/{n}")},
+            "comments": {"href": format!("{api}/issues/{n}/comments")},
+            "review_comments": {"href": format!("{api}/pulls/{n}/comments")},
+            "review_comment": {"href": format!("{api}/pulls/comments{{/number}}")},
+            "commits": {"href": format!("{api}/pulls/{n}/commits")},
+            "statuses": {"href": format!("{api}/statuses/{}", head_sha(repo, pull).unwrap_or_default())},
+        },
+        "assignee": null, "milestone": null, "requested_teams": [], "auto_merge": null,
+        "active_lock_reason": null, "maintainer_can_modify": false, "comments": 0, "review_comments": 0,
+        "commits": 1, "additions": 0, "deletions": 0, "changed_files": 0,
+    });
+    if let (Some(obj), Value::Object(extra)) = (pull_object.as_object_mut(), more) {
+        obj.extend(extra);
+    }
+    pull_object
 }
 
 fn comment_json(c: &Comment, full: &str, is_pull: bool, base_url: &str, app_id: &str) -> Value {
@@ -143,7 +167,12 @@ fn comment_json(c: &Comment, full: &str, is_pull: bool, base_url: &str, app_id: 
         "html_url": format!("https://github.com/{full}/{kind}/{}#issuecomment-{}", c.number, c.id),
         "issue_url": format!("{api}/issues/{}", c.number), "body": c.body, "user": user(BOT_LOGIN),
         "created_at": zulu(c.created), "updated_at": zulu(c.updated), "author_association": "NONE",
-        "performed_via_github_app": {"id": app_id.parse::<u64>().ok(), "slug": "slipway", "name": "Slipway"},
+        "performed_via_github_app": integration(
+            &app_id.parse::<u64>().map_or_else(|_| json!(app_id), Value::from),
+            json!({"issues": "write", "pull_requests": "write", "contents": "write", "metadata": "read"}),
+            APP_EVENTS,
+            "2026-01-01T00:00:00Z",
+        ),
     })
 }
 

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use super::GithubState;
+use crate::github_events::{RepoFacts, repository, repository_object};
 use crate::state::{Shared, json_response, parse_body, zulu};
 
 const DOCS: &str = "https://docs.github.com/rest/repos/repos";
@@ -39,20 +40,18 @@ impl Repo {
 
     pub(super) fn to_json(&self, base_url: &str) -> Value {
         let full = self.full_name();
-        let template = self.template.as_ref().map(|t| {
-            let (owner, name) = t.split_once('/').unwrap_or_default();
-            json!({"full_name": t, "name": name, "owner": {"login": owner}})
+        let created = zulu(self.created);
+        let mut repo = repository_object(&RepoFacts {
+            full_name: &full,
+            id: self.id,
+            private: self.private,
+            description: self.description.as_deref(),
+            is_template: self.is_template,
+            created_at: &created,
         });
-        json!({
-            "id": self.id, "node_id": format!("R_kgDO{}", self.id), "name": self.name, "full_name": full,
-            "owner": {"login": self.owner, "html_url": format!("https://github.com/{}", self.owner)},
-            "private": self.private, "visibility": if self.private { "private" } else { "public" },
-            "description": self.description, "fork": false, "is_template": self.is_template,
-            "html_url": format!("https://github.com/{full}"), "url": format!("{base_url}/github/repos/{full}"),
-            "clone_url": format!("https://github.com/{full}.git"), "ssh_url": format!("git@github.com:{full}.git"),
-            "default_branch": "main", "template_repository": template,
-            "created_at": zulu(self.created), "updated_at": zulu(self.created), "pushed_at": zulu(self.created),
-        })
+        repo["url"] = json!(format!("{base_url}/github/repos/{full}"));
+        repo["template_repository"] = self.template.as_deref().map_or(Value::Null, repository);
+        repo
     }
 }
 

@@ -49,8 +49,8 @@ pub(super) fn router(app: Shared) -> Router<Shared> {
         .route("/v1/events/{id}", get(get_event))
         .fallback(unrecognized)
         .method_not_allowed_fallback(unrecognized)
-        .layer(from_fn_with_state(app, idempotency))
-        .layer(from_fn(auth))
+        .layer(from_fn_with_state(app.clone(), idempotency))
+        .layer(from_fn_with_state(app.clone(), auth))
         .layer(from_fn(request_id))
 }
 
@@ -286,9 +286,38 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     response
 }
 
-async fn auth(req: Request, next: Next) -> Response {
-    match credential(req.headers()) {
-        Some(_) => next.run(req).await,
+/// The secret key of a request: `Bearer <key>`, or `Basic base64(<key>:)` (the key as user).
+fn stripe_key(headers: &axum::http::HeaderMap) -> Option<String> {
+    use base64::Engine as _;
+    let raw = credential(headers)?;
+    let basic = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("basic "));
+    if !basic {
+        return Some(raw.to_owned());
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(raw).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    Some(text.split_once(':').map_or(text.clone(), |(user, _)| user.to_owned()))
+}
+
+async fn auth(State(app): State<Shared>, req: Request, next: Next) -> Response {
+    match stripe_key(req.headers()).as_deref() {
+        Some(key) if key == app.config.stripe_api_key => next.run(req).await,
+        // Stripe's answer to a key it does not know: the key masked but its last four characters.
+        Some(key) => {
+            let tail: String = key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+            let prefix: String = key.chars().take(8).collect();
+            error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                None,
+                None,
+                &format!("Invalid API Key provided: {prefix}{}{tail}", "*".repeat(key.len().saturating_sub(12))),
+            )
+            .into_response()
+        }
         None => error(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",

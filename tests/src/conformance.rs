@@ -1,0 +1,456 @@
+//! Checking what Slipway sends and what the sandbox answers against each provider's own API
+//! description (`contracts/<provider>/openapi.json`, pinned by `scripts/pin-contracts`).
+//!
+//! An exchange (as the sandbox records it, `GET /_sandbox/exchanges`) is checked on both sides:
+//! - **request**: a known operation (method + path template of the provider's description), its
+//!   required path, query and header parameters present and no undeclared query parameter, the
+//!   credential the operation's security scheme asks for (scheme only: the log never holds
+//!   secrets), a body where one is required, and a JSON body valid against the operation's
+//!   schema (form bodies, Stripe's, are checked for undeclared top-level fields);
+//! - **response**: a status the operation declares, and a JSON body valid against the schema of
+//!   that status (provider error bodies included).
+//!
+//! OpenAPI 3.0 schemas are JSON Schema draft 4 with `nullable`; they are rewritten to draft 4
+//! (`nullable: true` becomes "or null") before validation. 3.1 schemas are validated as JSON
+//! Schema 2020-12.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+
+/// One problem found in an exchange.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Violation {
+    /// `github`, `stripe`, …
+    pub provider: String,
+    /// `METHOD /template` (or the raw path when no operation matched).
+    pub operation: String,
+    /// `request` or `response`.
+    pub side: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} ({}): {}", self.provider, self.operation, self.side, self.message)
+    }
+}
+
+/// The sandbox prefix of each provider, longest first.
+pub const PREFIXES: [(&str, &str); 8] = [
+    ("/hetzner/v1", "hetzner"),
+    ("/tailscale", "tailscale"),
+    ("/github", "github"),
+    ("/stripe", "stripe"),
+    ("/supabase", "supabase"),
+    ("/vercel", "vercel"),
+    ("/n8n", "n8n"),
+    ("/openai", "openai"),
+];
+
+/// The provider a sandbox path belongs to, and the path the provider would see.
+pub fn provider_of(path: &str) -> Option<(&'static str, &str)> {
+    PREFIXES.iter().find_map(|(prefix, name)| {
+        let rest = path.strip_prefix(prefix)?;
+        (rest.is_empty() || rest.starts_with('/')).then_some((*name, rest))
+    })
+}
+
+/// The `contracts/` folder of the repository.
+pub fn contracts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../contracts")
+}
+
+/// One provider's pinned description.
+pub struct Contract {
+    provider: String,
+    spec: Value,
+    /// The path part of the provider's server URL (e.g. `/v1`), stripped before matching.
+    base: String,
+    /// `(method, template, regex, literal length)`, most specific first.
+    routes: Vec<(String, String, regex::Regex, usize)>,
+    draft4: bool,
+    /// Read `oneOf` as `anyOf` (a documented amendment for generated descriptions).
+    oneof_as_anyof: bool,
+}
+
+impl Contract {
+    /// Loads `contracts/<provider>/openapi.json`, with the documented amendments of
+    /// `amendments.json` applied (each names why and the provider's reference page).
+    pub fn load(provider: &str) -> anyhow::Result<Self> {
+        let dir = contracts_dir().join(provider);
+        let mut spec: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("openapi.json"))?)?;
+        let amendments: Value = match std::fs::read_to_string(dir.join("amendments.json")) {
+            Ok(text) => serde_json::from_str(&text)?,
+            Err(_) => Value::Null,
+        };
+        for a in amendments["responses"].as_array().into_iter().flatten() {
+            let (method, template) =
+                a["operation"].as_str().unwrap_or_default().split_once(' ').unwrap_or_default();
+            let status = a["status"].as_str().unwrap_or_default();
+            let op = &mut spec["paths"][template][method.to_lowercase().as_str()];
+            anyhow::ensure!(op.is_object(), "amendment of an unknown operation: {}", a["operation"]);
+            anyhow::ensure!(
+                a["why"].is_string() && a["source"].is_string(),
+                "an amendment needs its why and source"
+            );
+            op["responses"][status] =
+                json!({"description": a["why"], "content": {"application/json": {"schema": a["schema"]}}});
+        }
+        let mut contract = Self::from_spec(provider, spec)?;
+        contract.oneof_as_anyof = amendments["oneof_as_anyof"] == json!(true);
+        Ok(contract)
+    }
+
+    /// From a parsed description.
+    pub fn from_spec(provider: &str, spec: Value) -> anyhow::Result<Self> {
+        let server = spec["servers"][0]["url"].as_str().unwrap_or_default();
+        // `https://host/v1` → `/v1`; a relative server (`/api/v1`) is the base itself.
+        let base = if server.starts_with('/') {
+            server
+        } else {
+            server.split_once("://").map_or("", |(_, rest)| rest.find('/').map_or("", |i| &rest[i..]))
+        }
+        .trim_end_matches('/')
+        .to_owned();
+        let mut routes = Vec::new();
+        for (template, item) in spec["paths"].as_object().into_iter().flatten() {
+            for (method, op) in item.as_object().into_iter().flatten() {
+                if !["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                    continue;
+                }
+                let multi: Vec<&str> = op["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["x-multi-segment"] == json!(true))
+                    .filter_map(|p| p["name"].as_str())
+                    .collect();
+                let mut pattern = String::from("^");
+                let mut literal = 0;
+                for part in template.split_inclusive(['{', '}']) {
+                    if let Some(name) = part.strip_suffix('}') {
+                        pattern.push_str(if multi.contains(&name) { "(.+)" } else { "([^/]+)" });
+                    } else {
+                        let text = part.trim_end_matches('{');
+                        literal += text.len();
+                        pattern.push_str(&regex::escape(text));
+                    }
+                }
+                pattern.push('$');
+                routes.push((method.to_uppercase(), template.clone(), regex::Regex::new(&pattern)?, literal));
+            }
+        }
+        routes.sort_by(|a, b| b.3.cmp(&a.3).then_with(|| a.1.cmp(&b.1)));
+        let draft4 = spec["openapi"].as_str().is_some_and(|v| v.starts_with("3.0"));
+        Ok(Self { provider: provider.to_owned(), spec, base, routes, draft4, oneof_as_anyof: false })
+    }
+
+    /// Every operation, as `METHOD /template`.
+    pub fn operations(&self) -> Vec<String> {
+        let mut ops: Vec<String> = self.routes.iter().map(|(m, t, ..)| format!("{m} {t}")).collect();
+        ops.sort();
+        ops
+    }
+
+    /// The operation a request calls: `(METHOD /template, operation object)`.
+    pub fn operation(&self, method: &str, path: &str) -> Option<(String, &Value)> {
+        let path = path.strip_prefix(&self.base).filter(|p| p.starts_with('/')).unwrap_or(path);
+        self.routes.iter().find(|(m, _, re, _)| m == method && re.is_match(path)).map(|(m, t, ..)| {
+            (format!("{m} {t}"), &self.spec["paths"][t.as_str()][m.to_lowercase().as_str()])
+        })
+    }
+
+    /// Checks one recorded exchange whose path is relative to the provider (prefix removed).
+    pub fn check(&self, exchange: &Value) -> Vec<Violation> {
+        let req = &exchange["request"];
+        let method = req["method"].as_str().unwrap_or_default();
+        let path = req["path"].as_str().unwrap_or_default();
+        let path = provider_of(path).map_or(path, |(_, rest)| rest);
+        let mut out = Vec::new();
+        let Some((name, op)) = self.operation(method, path) else {
+            out.push(self.violation(
+                &format!("{method} {path}"),
+                "request",
+                "not an operation of the provider's description".into(),
+            ));
+            return out;
+        };
+        let mut v = |side: &'static str, message: String| out.push(self.violation(&name, side, message));
+        for m in self.check_request(op, req) {
+            v("request", m);
+        }
+        for m in self.check_response(op, &exchange["response"]) {
+            v("response", m);
+        }
+        out
+    }
+
+    fn violation(&self, operation: &str, side: &'static str, message: String) -> Violation {
+        Violation { provider: self.provider.clone(), operation: operation.to_owned(), side, message }
+    }
+
+    fn parameters<'a>(&'a self, op: &'a Value, template_item: Option<&'a Value>) -> Vec<&'a Value> {
+        let mut params: Vec<&Value> = op["parameters"].as_array().into_iter().flatten().collect();
+        if let Some(item) = template_item {
+            params.extend(item["parameters"].as_array().into_iter().flatten());
+        }
+        params
+    }
+
+    fn check_request(&self, op: &Value, req: &Value) -> Vec<String> {
+        let mut problems = Vec::new();
+        let headers = req["headers"].as_object().cloned().unwrap_or_default();
+        let query: BTreeMap<String, String> = req["query"]
+            .as_str()
+            .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let params = self.parameters(op, None);
+        for p in &params {
+            let name = p["name"].as_str().unwrap_or_default();
+            let required = p["required"] == json!(true);
+            match p["in"].as_str() {
+                Some("query") if required && !query.keys().any(|k| base_name(k) == name) => {
+                    problems.push(format!("required query parameter `{name}` missing"));
+                }
+                Some("header") if required && !headers.contains_key(&name.to_ascii_lowercase()) => {
+                    problems.push(format!("required header `{name}` missing"));
+                }
+                _ => {}
+            }
+        }
+        for k in query.keys() {
+            let declared =
+                params.iter().any(|p| p["in"] == "query" && p["name"].as_str() == Some(base_name(k)));
+            if !declared {
+                problems.push(format!("query parameter `{k}` is not declared"));
+            }
+        }
+        if let Some(m) = self.check_security(op, &headers) {
+            problems.push(m);
+        }
+        let body = &req["body"];
+        let content = &op["requestBody"]["content"];
+        if body.is_null() {
+            if op["requestBody"]["required"] == json!(true) {
+                problems.push("request body required, none sent".into());
+            }
+        } else if let Some(pairs) = body.get("$form").and_then(Value::as_array) {
+            let schema = &content["application/x-www-form-urlencoded"]["schema"];
+            if schema.is_null() {
+                problems.push("form body sent; the operation takes none".into());
+            }
+            let props = schema["properties"].as_object();
+            for pair in pairs {
+                let key = base_name(pair[0].as_str().unwrap_or_default());
+                if props.is_some_and(|p| !p.contains_key(key)) {
+                    problems.push(format!("form field `{key}` is not declared"));
+                }
+            }
+        } else {
+            let schema = &content["application/json"]["schema"];
+            if content.is_null() {
+                problems.push("body sent; the operation takes none".into());
+            } else if schema.is_null() {
+                problems.push("JSON body sent; the operation takes another content type".into());
+            } else {
+                problems.extend(self.validate(schema, body).into_iter().map(|m| format!("body: {m}")));
+            }
+        }
+        problems
+    }
+
+    /// The credential the operation (or the description) asks for, checked by scheme.
+    fn check_security(&self, op: &Value, headers: &Map<String, Value>) -> Option<String> {
+        let requirements = op.get("security").or_else(|| self.spec.get("security"))?.as_array()?;
+        if requirements.is_empty() || requirements.iter().any(|r| r.as_object().is_some_and(Map::is_empty)) {
+            return None;
+        }
+        let schemes = &self.spec["components"]["securitySchemes"];
+        let auth =
+            headers.get("authorization").and_then(Value::as_str).unwrap_or_default().to_ascii_lowercase();
+        let satisfied = requirements.iter().any(|req| {
+            req.as_object().into_iter().flatten().all(|(name, _)| {
+                let s = &schemes[name.as_str()];
+                match (s["type"].as_str(), s["scheme"].as_str(), s["in"].as_str()) {
+                    (Some("http"), Some(scheme), _) => auth == scheme.to_ascii_lowercase(),
+                    (Some("oauth2" | "openIdConnect"), ..) => auth == "bearer",
+                    (Some("apiKey"), _, Some("header")) => {
+                        headers.contains_key(&s["name"].as_str().unwrap_or_default().to_ascii_lowercase())
+                    }
+                    (Some("apiKey"), _, Some("query")) => false,
+                    _ => true,
+                }
+            })
+        });
+        (!satisfied).then(|| format!("credential missing or of the wrong scheme (Authorization: `{auth}`)"))
+    }
+
+    fn check_response(&self, op: &Value, resp: &Value) -> Vec<String> {
+        let status = resp["status"].as_u64().unwrap_or_default().to_string();
+        let responses = &op["responses"];
+        let class = format!("{}XX", &status[..1.min(status.len())]);
+        let declared = [status.as_str(), class.as_str(), "default"]
+            .into_iter()
+            .find_map(|k| responses.get(k).map(|r| (k, r)));
+        let Some((_, response)) = declared else {
+            return vec![format!("status {status} is not declared")];
+        };
+        let body = &resp["body"];
+        if body.is_null() || body.get("$text").is_some() {
+            return Vec::new();
+        }
+        let content = response["content"].as_object();
+        let schema = content.and_then(|c| {
+            c.iter()
+                .find(|(k, _)| k.starts_with("application/json") || k.ends_with("+json"))
+                .map(|(_, v)| &v["schema"])
+        });
+        match schema {
+            Some(schema) if !schema.is_null() => {
+                self.validate(schema, body).into_iter().map(|m| format!("body: {m}")).collect()
+            }
+            _ if content.is_none_or(Map::is_empty) => {
+                vec![format!("status {status} declares no body; one was sent")]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Errors of `instance` against an OpenAPI schema (first 5, deepest paths).
+    pub fn validate(&self, schema: &Value, instance: &Value) -> Vec<String> {
+        // The schema, with the description's component schemas beside it so its `$ref`s
+        // (`#/components/schemas/…`) resolve within the one document.
+        let document =
+            json!({"allOf": [schema], "components": {"schemas": self.spec["components"]["schemas"]}});
+        let mut schema = if self.draft4 { openapi30_to_draft4(&document) } else { document };
+        if self.oneof_as_anyof {
+            schema = rename_key(&schema, "oneOf", "anyOf");
+        }
+        let draft = if self.draft4 { jsonschema::Draft::Draft4 } else { jsonschema::Draft::Draft202012 };
+        let validator = match jsonschema::options().with_draft(draft).build(&schema) {
+            Ok(v) => v,
+            Err(e) => return vec![format!("schema does not compile: {e}")],
+        };
+        validator
+            .iter_errors(instance)
+            .take(100)
+            .map(|e| {
+                // "<whole object> is not valid under …": the object is in the log already.
+                let m = e.to_string();
+                let m = m.rsplit_once("} is ").map_or(m.clone(), |(_, rest)| format!("the object is {rest}"));
+                format!("{} at `{}`", truncate(&m, 200), e.instance_path)
+            })
+            .collect()
+    }
+}
+
+/// `schema` with every `from` keyword renamed `to`.
+fn rename_key(schema: &Value, from: &str, to: &str) -> Value {
+    match schema {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (if k == from { to.to_owned() } else { k.clone() }, rename_key(v, from, to)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(|v| rename_key(v, from, to)).collect()),
+        other => other.clone(),
+    }
+}
+
+/// `metadata[userId]` → `metadata`; `items[0][price]` → `items`; `expand[]` → `expand`.
+fn base_name(key: &str) -> &str {
+    key.split('[').next().unwrap_or(key)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+/// OpenAPI 3.0 → JSON Schema draft 4: `nullable: true` becomes "this, or null", OpenAPI-only
+/// keywords are dropped.
+pub fn openapi30_to_draft4(schema: &Value) -> Value {
+    match schema {
+        Value::Object(map) => {
+            let mut out = Map::new();
+            for (k, v) in map {
+                match k.as_str() {
+                    "nullable" | "discriminator" | "xml" | "externalDocs" | "example" | "deprecated"
+                    | "readOnly" | "writeOnly" => {}
+                    "properties" | "patternProperties" | "definitions" => {
+                        let inner = v.as_object().map(|m| {
+                            m.iter()
+                                .map(|(name, s)| (name.clone(), openapi30_to_draft4(s)))
+                                .collect::<Map<_, _>>()
+                        });
+                        out.insert(k.clone(), inner.map_or(Value::Null, Value::Object));
+                    }
+                    _ => {
+                        out.insert(k.clone(), openapi30_to_draft4(v));
+                    }
+                }
+            }
+            if map.get("nullable") == Some(&json!(true)) {
+                json!({"anyOf": [Value::Object(out), {"type": "null"}]})
+            } else {
+                Value::Object(out)
+            }
+        }
+        Value::Array(items) => Value::Array(items.iter().map(openapi30_to_draft4).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Checks every exchange against its provider's contract; exchanges of providers without a
+/// loaded contract are reported as such.
+pub fn check_all(contracts: &BTreeMap<String, Contract>, exchanges: &[Value]) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for ex in exchanges {
+        let path = ex["request"]["path"].as_str().unwrap_or_default();
+        let Some((provider, _)) = provider_of(path) else { continue };
+        match contracts.get(provider) {
+            Some(c) => out.extend(c.check(ex)),
+            None => out.push(Violation {
+                provider: provider.to_owned(),
+                operation: format!("{} {path}", ex["request"]["method"].as_str().unwrap_or_default()),
+                side: "request",
+                message: "no pinned contract".into(),
+            }),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The operations the exchanges called: provider → `METHOD /template` (unmatched ones as the raw
+/// path).
+pub fn operations_called(
+    contracts: &BTreeMap<String, Contract>,
+    exchanges: &[Value],
+) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for ex in exchanges {
+        let method = ex["request"]["method"].as_str().unwrap_or_default();
+        let Some((provider, rest)) = provider_of(ex["request"]["path"].as_str().unwrap_or_default()) else {
+            continue;
+        };
+        let name = contracts
+            .get(provider)
+            .and_then(|c| c.operation(method, rest))
+            .map_or_else(|| format!("{method} {rest}"), |(n, _)| n);
+        let ops = out.entry(provider.to_owned()).or_default();
+        if !ops.contains(&name) {
+            ops.push(name);
+        }
+    }
+    for ops in out.values_mut() {
+        ops.sort();
+    }
+    out
+}
