@@ -157,6 +157,7 @@ impl Stack {
             // The credentials the sandbox accepts: the ones the starter and worker below use.
             .env("STRIPE_SECRET_KEY", "sk_test_bench")
             .env("HETZNER_API_TOKEN", "bench-hetzner-token")
+            .env("GITHUB_TOKEN", "ghp_bench")
             .env("SANDBOX_STRIPE_WEBHOOK_URL", format!("{starter_url}/webhooks/stripe"))
             // Zero-latency providers: servers boot at once, the fake runner calls back at once.
             .env("SANDBOX_HETZNER_ACTION_MS", "0")

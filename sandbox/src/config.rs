@@ -19,6 +19,8 @@ const DEV_CALLBACK_SECRET: &str = "dev-callback-secret";
 const DEV_STRIPE_API_KEY: &str = "sk_test_dev_slipway";
 /// The Hetzner API token the sandbox accepts by default (scripts/dev's).
 const DEV_HETZNER_TOKEN: &str = "dev-hetzner-token";
+/// The GitHub personal access token the sandbox accepts by default (scripts/dev's).
+const DEV_GITHUB_TOKEN: &str = "ghp_dev";
 /// Dev default of `GITHUB_WEBHOOK_SECRET`.
 const DEV_GITHUB_WEBHOOK_SECRET: &str = "dev-github-webhook-secret";
 /// Public half of the throwaway test key that signs dev and test GitHub App JWTs.
@@ -69,6 +71,10 @@ pub struct SandboxConfig {
     pub stripe_api_key: String,
     /// `HETZNER_API_TOKEN`: the one Hetzner token accepted; any other is 401 `unauthorized`.
     pub hetzner_token: String,
+    /// `GITHUB_TOKEN`: the personal access token accepted on every repository route (as GitHub
+    /// accepts a PAT of an account with access, on git refs, pulls and contents alike); any other
+    /// credential that is not a live installation token or, on App routes, an App JWT is 401.
+    pub github_token: String,
 }
 
 impl Default for SandboxConfig {
@@ -93,6 +99,7 @@ impl Default for SandboxConfig {
             record_exchanges: false,
             stripe_api_key: DEV_STRIPE_API_KEY.to_owned(),
             hetzner_token: DEV_HETZNER_TOKEN.to_owned(),
+            github_token: DEV_GITHUB_TOKEN.to_owned(),
         }
     }
 }
@@ -143,6 +150,9 @@ impl SandboxConfig {
         }
         if let Some(v) = get("HETZNER_API_TOKEN") {
             config.hetzner_token = v.trim().to_owned();
+        }
+        if let Some(v) = get("GITHUB_TOKEN") {
+            config.github_token = v.trim().to_owned();
         }
         if let Some(v) = get("SANDBOX_RECORD_EXCHANGES") {
             config.record_exchanges = v.trim() == "true";

@@ -37,13 +37,13 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
-use axum::middleware::{Next, from_fn};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
-use crate::state::{Shared, credential, hmac_hex, json_response, parse_body, random_hex, zulu};
+use crate::state::{Shared, hmac_hex, json_response, parse_body, random_hex, zulu};
 
 const DOCS: &str = "https://docs.github.com/rest/actions";
 
@@ -83,6 +83,8 @@ pub(crate) struct GithubState {
     next_repo: u64,
     /// Installations and installation tokens of the GitHub App.
     app: app::AppState,
+    /// The accepted personal access token (from configuration; set again after a reset).
+    pat: String,
     /// Git data of repositories the app is installed on, keyed by lowercase `owner/name`.
     git: BTreeMap<String, git::GitRepo>,
     pulls: pulls::PullsState,
@@ -146,7 +148,7 @@ impl GithubState {
     }
 }
 
-pub(crate) fn router() -> Router<Shared> {
+pub(crate) fn router(app: Shared) -> Router<Shared> {
     Router::new()
         .route("/repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches", post(dispatch))
         .route("/repos/{owner}/{repo}/actions/runs/{run_id}", get(get_run))
@@ -176,7 +178,7 @@ pub(crate) fn router() -> Router<Shared> {
         )
         .route("/repos/{owner}/{repo}/issues/comments/{id}", patch(pulls::update_comment))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "Not Found", "") })
-        .layer(from_fn(auth))
+        .layer(from_fn_with_state(app, auth))
 }
 
 /// `/_sandbox/github/...`: the runner outcome, installing the app, collaborators, closing
@@ -245,18 +247,27 @@ fn error(status: StatusCode, message: &str, docs_path: &str) -> Response {
     )
 }
 
-/// Any non-empty credential passes here; app endpoints check their JWT themselves, so a
-/// missing one gets the JWT error there, and installed repositories check their tokens.
-async fn auth(req: Request, next: Next) -> Response {
+/// GitHub's door: App endpoints check their JWT themselves (a missing one gets the JWT error
+/// there); every other route takes the accepted personal access token or a live installation
+/// token, and answers anything else 401 `Bad credentials`.
+async fn auth(State(app): State<Shared>, req: Request, next: Next) -> Response {
     if app::takes_jwt(req.uri().path()) {
         return next.run(req).await;
     }
-    match credential(req.headers()) {
-        Some(_) => next.run(req).await,
-        None => json_response(
+    let accepted = {
+        let mut state = app.lock();
+        if state.github.pat.is_empty() {
+            state.github.pat = app.config.github_token.clone();
+        }
+        state.github.accepts(req.headers())
+    };
+    if accepted {
+        next.run(req).await
+    } else {
+        json_response(
             StatusCode::UNAUTHORIZED,
             json!({"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest", "status": "401"}),
-        ),
+        )
     }
 }
 

@@ -144,7 +144,7 @@ fn router(app: Shared) -> Router {
     Router::new()
         .nest("/hetzner/v1", hetzner::router(app.clone()))
         .nest("/tailscale", tailscale::router())
-        .nest("/github", github::router())
+        .nest("/github", github::router(app.clone()))
         .nest("/stripe", stripe::router(app.clone()))
         .nest("/supabase", supabase::router(app.clone()))
         .nest("/vercel", vercel::router(app.clone()))

@@ -16,6 +16,7 @@ async fn start() -> RunningSandbox {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         supabase_ready_ms: 500,
         vercel_ready_ms: 150,
+        github_token: TOKEN.into(),
         ..SandboxConfig::default()
     };
     spawn(config).await.expect("sandbox binds")

@@ -258,10 +258,15 @@ async fn installation_tokens_guard_repositories() {
         send(http.post(url).bearer_auth(app_jwt())).await.2["token"].as_str().unwrap().to_owned();
     assert_eq!(send(http.get(&main).bearer_auth(&other_token)).await.0, 404);
 
-    // The older endpoints still take any token.
-    let legacy = format!("{}/github/repos/acme/shop", sb.base_url);
-    let (status, _, body) = send(http.get(&legacy).bearer_auth("any-old-token")).await;
+    // A personal access token works where GitHub takes one: the repository and its git refs
+    // alike; any other credential is refused.
+    let repo = format!("{}/github/repos/acme/shop", sb.base_url);
+    let pat = SandboxConfig::default().github_token;
+    let (status, _, body) = send(http.get(&repo).bearer_auth(&pat)).await;
     assert_eq!((status, body["full_name"].as_str()), (200, Some("acme/shop")));
+    assert_eq!(send(http.get(&main).bearer_auth(&pat)).await.0, 200, "a PAT reads git refs too");
+    let (status, _, body) = send(http.get(&repo).bearer_auth("any-old-token")).await;
+    assert_eq!((status, body["message"].as_str()), (401, Some("Bad credentials")));
 
     let inventory = state(&sb).await;
     assert_eq!(inventory["github"]["tokens_issued"][id.to_string()], 2);

@@ -24,6 +24,7 @@ async fn start(webhook_url: Option<String>) -> RunningSandbox {
         stripe_webhook_secret: "whsec_test".into(),
         stripe_api_key: "sk_test_x".into(),
         hetzner_token: TOKEN.into(),
+        github_token: TOKEN.into(),
         ..SandboxConfig::default()
     };
     if let Some(url) = webhook_url {

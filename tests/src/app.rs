@@ -11,8 +11,8 @@ use slipway_worker::WorkerSettings;
 use temporalio_client::{Client, Url};
 
 use crate::{
-    ACTIONS_REPO, CALLBACK_SECRET, GITHUB_WEBHOOK_SECRET, HETZNER_TOKEN, JWT_SECRET, Options, PatchGate,
-    STRIPE_API_KEY, STRIPE_SECRET, connect, init_logging,
+    ACTIONS_REPO, CALLBACK_SECRET, GITHUB_TOKEN, GITHUB_WEBHOOK_SECRET, HETZNER_TOKEN, JWT_SECRET, Options,
+    PatchGate, STRIPE_API_KEY, STRIPE_SECRET, connect, init_logging,
     temporal::{TemporalServer, temporal_server},
     worker::{WorkerProcess, join_worker, spawn_worker},
     worker_env, worker_settings,
@@ -126,6 +126,7 @@ impl TestApp {
                 github_webhook_secret: GITHUB_WEBHOOK_SECRET.to_owned(),
                 record_exchanges: opts.record_exchanges,
                 stripe_api_key: STRIPE_API_KEY.to_owned(),
+                github_token: GITHUB_TOKEN.to_owned(),
                 hetzner_token: opts.sandbox_hetzner_token.clone().unwrap_or_else(|| HETZNER_TOKEN.to_owned()),
                 ..SandboxConfig::default()
             },
