@@ -249,6 +249,8 @@ pub(crate) async fn middleware(State(app): State<Shared>, req: Request, next: Ne
     tracing::info!(%path, status = status.as_u16(), "injected fault");
     let body = spec.body.unwrap_or_else(|| provider_error(&path, status));
     let mut response = json_response(status, body);
+    // Marked, so a conformance check can tell the test's injected answers from the emulation's.
+    response.headers_mut().insert("x-sandbox-fault", HeaderValue::from_static("injected"));
     if let Some(secs) = spec.retry_after {
         response.headers_mut().insert("retry-after", HeaderValue::from(secs));
         let mut state = app.lock();

@@ -442,7 +442,7 @@ async fn run_job(app: Shared, job: Job, outcome: Outcome, reason: Option<String>
 
 /// POSTs a callback as the shipped `provision-agent.yml` does: the run's Actions OIDC token as
 /// the bearer credential, and the HMAC fallback (`X-Slipway-Signature` over a body carrying its
-/// `sent_at`). Retries 5 times (200ms, 400ms, ...) on errors and non-2xx.
+/// `sent_at`). Retries on errors and non-2xx for about a minute.
 async fn post_callback(app: &Shared, job: &Job, payload: &Value) {
     let mut payload = payload.clone();
     payload["sent_at"] = json!(Utc::now().timestamp());
@@ -457,9 +457,15 @@ async fn post_callback(app: &Shared, job: &Job, payload: &Value) {
     };
     let token = oidc::mint(app, &run, 300);
     let mut attempts = Vec::new();
-    for attempt in 0..6u32 {
+    // Like the shipped workflow's `curl --retry`: keep trying for about a minute (backoff from
+    // 200 ms, capped at 4 s), so a callback outlives a Temporal restart or a busy starter.
+    let started = tokio::time::Instant::now();
+    for attempt in 0..40u32 {
         if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(200 << (attempt - 1))).await;
+            if started.elapsed() > Duration::from_secs(60) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis((200u64 << (attempt - 1).min(5)).min(4_000))).await;
         }
         if app.with_current(job.generation, |_| ()).is_none() {
             return;

@@ -81,6 +81,14 @@ async fn run_every_flow(app: &TestApp) -> anyhow::Result<()> {
     let (status, body) = app.api(Method::POST, "/api/provisioning", Some(&admin), Some(req)).await?;
     anyhow::ensure!(status == 202, "{body}");
     settle(app, &format!("/api/provisioning/{client}"), &admin, |b| b["state"] == "ready").await?;
+    // A client stack that fails at its last step and rolls back (every compensation's delete).
+    app.fault(json!({"method": "POST", "path": "/n8n/api/v1/workflows/*/activate", "status": 400})).await?;
+    let failing = format!("{client}-b");
+    let req = json!({"clientId": failing, "clientName": "Acme B", "orgEmail": "ops@acme.example", "tier": "starter"});
+    let (status, body) = app.api(Method::POST, "/api/provisioning", Some(&admin), Some(req)).await?;
+    anyhow::ensure!(status == 202, "{body}");
+    settle(app, &format!("/api/provisioning/{failing}"), &admin, |b| b["state"] == "rolled_back").await?;
+    app.http.delete(format!("{}/_sandbox/faults", app.sandbox.base_url)).send().await?.error_for_status()?;
     // A coding job (GitHub App, the model, Stripe meter events).
     let s = app.github_account(true).await?;
     let issue = github_events::issues(
