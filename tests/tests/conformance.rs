@@ -61,7 +61,7 @@ async fn run_every_flow(app: &TestApp) -> anyhow::Result<()> {
     // A paid checkout provisions an agent (Stripe Checkout, Hetzner, Tailscale, Actions).
     let user = app.id("user");
     let agent = app.id("agent");
-    app.subscribe(&user, Some((&agent, "fsn1"))).await?;
+    let paid = app.subscribe(&user, Some((&agent, "fsn1"))).await?;
     app.wait_for_status(&agent, &[AgentStatus::Active], Duration::from_secs(90)).await?;
     // Stop, start, destroy (Hetzner actions, Tailscale device and key removal).
     let token = app.token(&user, None);
@@ -72,6 +72,27 @@ async fn run_every_flow(app: &TestApp) -> anyhow::Result<()> {
         if target != "destroyed" {
             settle(app, &format!("/api/agents/{agent}"), &token, |b| b["status"] == target).await?;
         }
+    }
+    // Two updates of one subscription created in the same second: the customer's workflow asks
+    // Stripe which is current (the subscription lookup).
+    let (customer, sub) = (
+        paid["customer_id"].as_str().unwrap_or_default(),
+        paid["subscription_id"].as_str().unwrap_or_default(),
+    );
+    let created = slipway_tests::now() + 5;
+    for status in ["active", "past_due"] {
+        let object = slipway_sandbox::stripe::subscription_object(sub, customer, status, created);
+        let event = slipway_sandbox::stripe::event("customer.subscription.updated", object, created, None);
+        anyhow::ensure!(
+            app.post_stripe(&event.to_string()).await?.status() == 200,
+            "{status} update refused"
+        );
+    }
+    let lookup = format!("/stripe/v1/subscriptions/{sub}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !app.sandbox_requests().await?.iter().any(|r| r["method"] == "GET" && r["path"] == json!(lookup)) {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the tie never made the workflow ask Stripe");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // A client stack (Supabase, GitHub from a template, Vercel, n8n).
     let admin = app.token("ops", Some("admin"));
