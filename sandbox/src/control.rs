@@ -2,7 +2,7 @@
 //!
 //! Tests and dev scripts use it to look inside (`state`, `requests`), to steer behaviour
 //! (`faults`, `github/runner`, `openai/review`), to trigger what a human would do in a browser
-//! (`stripe/checkout/...`, `tailscale/devices`) or what a provider does by itself (Stripe
+//! (`stripe/checkout/...`, `tailscale/devices`, a server ignoring ACPI shutdown `hetzner/acpi`) or what a provider does by itself (Stripe
 //! renewals failing, invoices paid, subscription status changes; a GitHub App installed on
 //! seeded repositories, pull requests closed, webhooks sent), and to start over (`reset`).
 
@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use crate::state::{Shared, json_response};
-use crate::{faults, github, openai, stripe, tailscale};
+use crate::{faults, github, hetzner, openai, stripe, tailscale};
 
 pub(crate) fn router() -> Router<Shared> {
     Router::new()
@@ -29,6 +29,7 @@ pub(crate) fn router() -> Router<Shared> {
         .nest("/openai", openai::control_router())
         .nest("/stripe", stripe::control_router())
         .route("/tailscale/devices", post(tailscale::control_add_device))
+        .route("/hetzner/acpi", post(hetzner::control_acpi))
 }
 
 /// Records method, path and status of every request (never bodies or headers).

@@ -32,6 +32,9 @@ pub(crate) struct HetznerState {
     min_remaining: f64,
     /// Requests refused because the budget was spent (a well-behaved client causes none).
     exceeded: u64,
+    /// Servers (by name) whose operating system ignores an ACPI shutdown request, as one without
+    /// an ACPI daemon does: Hetzner's `shutdown` action still succeeds, the server keeps running.
+    acpi_ignored: std::collections::BTreeSet<String>,
 }
 
 impl Default for HetznerState {
@@ -44,6 +47,7 @@ impl Default for HetznerState {
             refilled_at: Utc::now(),
             min_remaining: RATE_LIMIT,
             exceeded: 0,
+            acpi_ignored: Default::default(),
         }
     }
 }
@@ -121,6 +125,29 @@ pub(crate) fn router(app: Shared) -> Router<Shared> {
         .route("/actions/{id}", get(get_action))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "not found") })
         .layer(from_fn_with_state(app, guard))
+}
+
+/// `POST /_sandbox/hetzner/acpi` `{"server": name, "ignored": bool}`: make a server's operating
+/// system ignore (or again honour) an ACPI shutdown request.
+pub(crate) async fn control_acpi(State(app): State<Shared>, body: Bytes) -> Response {
+    let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        return error(StatusCode::BAD_REQUEST, "invalid_input", "body must be JSON");
+    };
+    let (Some(name), Some(ignored)) = (v["server"].as_str(), v["ignored"].as_bool()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "expected {\"server\": name, \"ignored\": bool}",
+        );
+    };
+    let mut state = app.lock();
+    let set = &mut state.hetzner.acpi_ignored;
+    if ignored {
+        set.insert(name.to_owned());
+    } else {
+        set.remove(name);
+    }
+    json_response(StatusCode::OK, json!({"server": name, "acpi_ignored": ignored}))
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -464,6 +491,8 @@ async fn server_action(State(app): State<Shared>, Path((id, action)): Path<(Stri
     let Some(server) = id.parse::<u64>().ok().and_then(|n| h.servers.get_mut(&n)) else {
         return not_found("server", &id);
     };
+    let ignored = action == "shutdown" && h.acpi_ignored.contains(&server.name);
+    let (during, after) = if ignored { (server.status, server.status) } else { (during, after) };
     server.status = during;
     let server_id = server.id;
     let action_id = h.start_action(command, server_id, Some(after), ms);

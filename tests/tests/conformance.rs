@@ -63,7 +63,13 @@ async fn run_every_flow(app: &TestApp) -> anyhow::Result<()> {
     let agent = app.id("agent");
     let paid = app.subscribe(&user, Some((&agent, "fsn1"))).await?;
     app.wait_for_status(&agent, &[AgentStatus::Active], Duration::from_secs(90)).await?;
-    // Stop, start, destroy (Hetzner actions, Tailscale device and key removal).
+    // Stop, start, destroy (Hetzner actions, Tailscale device and key removal). The server's
+    // operating system ignores the ACPI shutdown, so the stop ends with a power-off.
+    app.sandbox_post(
+        "/_sandbox/hetzner/acpi",
+        json!({"server": slipway_proto::model::server_name(&agent), "ignored": true}),
+    )
+    .await?;
     let token = app.token(&user, None);
     for (op, target) in [("stop", "stopped"), ("start", "active"), ("destroy", "destroyed")] {
         let (status, body) =
@@ -110,8 +116,12 @@ async fn run_every_flow(app: &TestApp) -> anyhow::Result<()> {
     anyhow::ensure!(status == 202, "{body}");
     settle(app, &format!("/api/provisioning/{failing}"), &admin, |b| b["state"] == "rolled_back").await?;
     app.http.delete(format!("{}/_sandbox/faults", app.sandbox.base_url)).send().await?.error_for_status()?;
-    // A coding job (GitHub App, the model, Stripe meter events).
+    // A coding job (GitHub App, the model, Stripe meter events). Its first attempt fails at the
+    // pull request after pushing its branch; a writer's `/slipway retry` (the permission lookup)
+    // runs it again onto the existing branch (moving the ref).
     let s = app.github_account(true).await?;
+    app.fault(json!({"method": "POST", "path": "/github/repos/*/*/pulls", "status": 422, "count": 1}))
+        .await?;
     let issue = github_events::issues(
         "opened",
         &s.repo,
@@ -128,8 +138,17 @@ async fn run_every_flow(app: &TestApp) -> anyhow::Result<()> {
     )
     .await?;
     let (owner, repo) = s.repo.split_once('/').unwrap_or_default();
-    settle(app, &format!("/api/jobs/{owner}/{repo}/1"), &admin, |b| {
-        b["state"] == "pr_opened" && b["billed"].as_array().is_some_and(|a| a.len() == 2)
+    let job = format!("/api/jobs/{owner}/{repo}/1");
+    settle(app, &job, &admin, |b| b["state"] == "failed").await?;
+    let retry =
+        github_events::issue_comment_created(&s.repo, s.installation, 1, "/slipway retry", "maintainer");
+    app.sandbox_post(
+        "/_sandbox/github/webhooks",
+        json!({"event": "issue_comment", "payload": retry, "delivery_id": "c-2"}),
+    )
+    .await?;
+    settle(app, &job, &admin, |b| {
+        b["state"] == "pr_opened" && b["attempt"] == 2 && b["billed"].as_array().is_some_and(|a| a.len() >= 2)
     })
     .await?;
     Ok(())
@@ -155,6 +174,12 @@ async fn what_slipway_sends_and_what_the_sandbox_answers_follow_the_providers_co
         .map(|(p, op)| format!("{p} {op}"))
         .collect();
     assert!(missing.is_empty(), "called but not in the coverage table of docs/testing.md: {missing:#?}");
+    let unexercised: Vec<String> = table
+        .iter()
+        .filter(|(p, op)| !called.get(p).is_some_and(|ops| ops.contains(op)))
+        .map(|(p, op)| format!("{p} {op}"))
+        .collect();
+    assert!(unexercised.is_empty(), "in the coverage table but never called by the flows: {unexercised:#?}");
     let report: Vec<String> = violations.iter().map(ToString::to_string).collect();
     println!("operations called: {called:#?}");
     println!("{} violation(s):\n{}", report.len(), report.join("\n"));
