@@ -31,6 +31,14 @@ ensure_official_clients() {
     "$VENV/bin/pip" install --quiet -r "$req" || die "pip install -r tests/official-clients/requirements.txt failed"
     touch "$marker"
   fi
+  # Octokit and the Vercel SDK (tests/official-clients/package-lock.json), with Node.js, which
+  # ensure_browser installs.
+  if [ ! -f "$ROOT/tests/official-clients/node_modules/.package-lock.json" ] \
+    || [ "$ROOT/tests/official-clients/package-lock.json" -nt "$ROOT/tests/official-clients/node_modules/.package-lock.json" ]; then
+    log "installing the providers' official JavaScript clients into tests/official-clients/node_modules"
+    (cd "$ROOT/tests/official-clients" && npm ci --no-audit --no-fund --loglevel=error) \
+      || die "npm ci in tests/official-clients failed"
+  fi
 }
 
 # start_temporal PORT UI_PORT [DB_FILE]: dev server in the background; sets TEMPORAL_PID.

@@ -158,6 +158,11 @@ impl Stack {
             .env("STRIPE_SECRET_KEY", "sk_test_bench")
             .env("HETZNER_API_TOKEN", "bench-hetzner-token")
             .env("GITHUB_TOKEN", "ghp_bench")
+            .env("TAILSCALE_API_KEY", "tskey-api-bench")
+            .env("SUPABASE_MANAGEMENT_TOKEN", "sbp_bench")
+            .env("VERCEL_TOKEN", "vercel_bench")
+            .env("N8N_API_KEY", "n8n_bench")
+            .env("LLM_API_KEY", "sk-llm-bench")
             .env("SANDBOX_STRIPE_WEBHOOK_URL", format!("{starter_url}/webhooks/stripe"))
             // Zero-latency providers: servers boot at once, the fake runner calls back at once.
             .env("SANDBOX_HETZNER_ACTION_MS", "0")

@@ -21,6 +21,16 @@ const DEV_STRIPE_API_KEY: &str = "sk_test_dev_slipway";
 const DEV_HETZNER_TOKEN: &str = "dev-hetzner-token";
 /// The GitHub personal access token the sandbox accepts by default (scripts/dev's).
 const DEV_GITHUB_TOKEN: &str = "ghp_dev";
+/// The Tailscale API key the sandbox accepts by default (scripts/dev's).
+const DEV_TAILSCALE_API_KEY: &str = "tskey-api-dev";
+/// The Supabase Management API token the sandbox accepts by default (scripts/dev's).
+const DEV_SUPABASE_TOKEN: &str = "sbp_dev";
+/// The Vercel token the sandbox accepts by default (scripts/dev's).
+const DEV_VERCEL_TOKEN: &str = "vercel_dev";
+/// The n8n API key the sandbox accepts by default (scripts/dev's).
+const DEV_N8N_API_KEY: &str = "n8n_dev";
+/// The model API key the sandbox accepts by default (scripts/dev's).
+const DEV_LLM_API_KEY: &str = "sk-llm-dev";
 /// Dev default of `GITHUB_WEBHOOK_SECRET`.
 const DEV_GITHUB_WEBHOOK_SECRET: &str = "dev-github-webhook-secret";
 /// Public half of the throwaway test key that signs dev and test GitHub App JWTs.
@@ -75,6 +85,19 @@ pub struct SandboxConfig {
     /// accepts a PAT of an account with access, on git refs, pulls and contents alike); any other
     /// credential that is not a live installation token or, on App routes, an App JWT is 401.
     pub github_token: String,
+    /// `TAILSCALE_API_KEY`: the one API key accepted (Bearer, or Basic with the key as user);
+    /// any other is 401 `{"message": "API token invalid"}`.
+    pub tailscale_api_key: String,
+    /// `SUPABASE_MANAGEMENT_TOKEN`: the one access token accepted; any other is 401
+    /// `{"message": "Unauthorized"}`.
+    pub supabase_token: String,
+    /// `VERCEL_TOKEN`: the one token accepted; any other is 403 `forbidden` with
+    /// `invalidToken: true`, as Vercel answers.
+    pub vercel_token: String,
+    /// `N8N_API_KEY`: the one `X-N8N-API-KEY` accepted; any other is 401 `unauthorized`.
+    pub n8n_api_key: String,
+    /// `LLM_API_KEY`: the one model API key accepted; any other is 401 `invalid_api_key`.
+    pub llm_api_key: String,
 }
 
 impl Default for SandboxConfig {
@@ -100,6 +123,11 @@ impl Default for SandboxConfig {
             stripe_api_key: DEV_STRIPE_API_KEY.to_owned(),
             hetzner_token: DEV_HETZNER_TOKEN.to_owned(),
             github_token: DEV_GITHUB_TOKEN.to_owned(),
+            tailscale_api_key: DEV_TAILSCALE_API_KEY.to_owned(),
+            supabase_token: DEV_SUPABASE_TOKEN.to_owned(),
+            vercel_token: DEV_VERCEL_TOKEN.to_owned(),
+            n8n_api_key: DEV_N8N_API_KEY.to_owned(),
+            llm_api_key: DEV_LLM_API_KEY.to_owned(),
         }
     }
 }
@@ -153,6 +181,17 @@ impl SandboxConfig {
         }
         if let Some(v) = get("GITHUB_TOKEN") {
             config.github_token = v.trim().to_owned();
+        }
+        for (key, field) in [
+            ("TAILSCALE_API_KEY", &mut config.tailscale_api_key),
+            ("SUPABASE_MANAGEMENT_TOKEN", &mut config.supabase_token),
+            ("VERCEL_TOKEN", &mut config.vercel_token),
+            ("N8N_API_KEY", &mut config.n8n_api_key),
+            ("LLM_API_KEY", &mut config.llm_api_key),
+        ] {
+            if let Some(v) = get(key) {
+                *field = v.trim().to_owned();
+            }
         }
         if let Some(v) = get("SANDBOX_RECORD_EXCHANGES") {
             config.record_exchanges = v.trim() == "true";

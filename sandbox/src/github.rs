@@ -179,6 +179,22 @@ pub(crate) fn router(app: Shared) -> Router<Shared> {
         .route("/repos/{owner}/{repo}/issues/comments/{id}", patch(pulls::update_comment))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "Not Found", "") })
         .layer(from_fn_with_state(app, auth))
+        .layer(axum::middleware::from_fn(request_id))
+}
+
+/// Every GitHub answer carries `X-GitHub-Request-Id` (clients such as Octokit log it with each
+/// failure) and the API version it was served with.
+async fn request_id(req: Request, next: Next) -> Response {
+    let mut response = next.run(req).await;
+    let part = |n: usize| crate::state::random_hex(n)[..n].to_ascii_uppercase();
+    let value = format!("{}:{}:{}:{}:{}", part(4), part(4), part(6), part(6), part(8));
+    if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
+        response.headers_mut().insert("x-github-request-id", v);
+    }
+    response
+        .headers_mut()
+        .insert("x-github-api-version-selected", axum::http::HeaderValue::from_static("2022-11-28"));
+    response
 }
 
 /// `/_sandbox/github/...`: the runner outcome, installing the app, collaborators, closing

@@ -2,7 +2,8 @@
 //!
 //! The product installs workflows in a customer's n8n and activates them, so workflows are
 //! emulated: list (with `name`, `active`, `limit` and an opaque `cursor`), create, get,
-//! activate, deactivate and delete. As in n8n, the `X-N8N-API-KEY` header is required, bodies
+//! activate, deactivate and delete. As in n8n, the `X-N8N-API-KEY` header is required (and
+//! must be the configured `N8N_API_KEY`: any other is 401 `unauthorized`), bodies
 //! are validated against the published schema with the validator's wording
 //! (`request/body must have required property 'settings'`), errors are `{"message": ...}`,
 //! and only a workflow with an enabled trigger node (a webhook, or a `*Trigger` node other
@@ -16,7 +17,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{Method, StatusCode};
-use axum::middleware::{Next, from_fn};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
 use axum::routing::{get, post};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -126,7 +127,7 @@ impl N8nState {
     }
 }
 
-pub(crate) fn router() -> Router<Shared> {
+pub(crate) fn router(app: Shared) -> Router<Shared> {
     Router::new()
         .route("/api/v1/workflows", get(list_workflows).post(create_workflow))
         .route("/api/v1/workflows/{id}", get(get_workflow).delete(delete_workflow))
@@ -136,7 +137,7 @@ pub(crate) fn router() -> Router<Shared> {
         .method_not_allowed_fallback(|method: Method| async move {
             message(StatusCode::METHOD_NOT_ALLOWED, &format!("{method} method not allowed"))
         })
-        .layer(from_fn(auth))
+        .layer(from_fn_with_state(app, auth))
 }
 
 fn message(status: StatusCode, message: &str) -> Response {
@@ -147,10 +148,15 @@ fn not_found() -> Response {
     message(StatusCode::NOT_FOUND, "Not Found")
 }
 
-async fn auth(req: Request, next: Next) -> Response {
-    let key = req.headers().get("x-n8n-api-key").and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if key.trim().is_empty() {
+/// `X-N8N-API-KEY` must be there (401 naming the header) and be the configured key (401
+/// `unauthorized`, as n8n answers a key it does not know).
+async fn auth(State(app): State<Shared>, req: Request, next: Next) -> Response {
+    let key = req.headers().get("x-n8n-api-key").and_then(|v| v.to_str().ok()).unwrap_or_default().trim();
+    if key.is_empty() {
         return message(StatusCode::UNAUTHORIZED, "'X-N8N-API-KEY' header required");
+    }
+    if key != app.config.n8n_api_key {
+        return message(StatusCode::UNAUTHORIZED, "unauthorized");
     }
     next.run(req).await
 }

@@ -22,7 +22,8 @@
 //! `usage` is deterministic too: `prompt_tokens` = ceil(characters of all message contents
 //! / 4), `completion_tokens` = ceil(characters of the answer / 4). Every call is recorded in
 //! `/_sandbox/state` (`openai.calls`). Faults apply as to any provider, with OpenAI's error
-//! body. Any non-empty bearer key is accepted.
+//! body. Only the configured key (`LLM_API_KEY`) is accepted; a missing or other key gets
+//! OpenAI's 401 answers.
 
 use std::collections::BTreeMap;
 
@@ -30,7 +31,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::middleware::{Next, from_fn};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::Response;
 use axum::routing::post;
 use chrono::Utc;
@@ -76,11 +77,11 @@ impl OpenAiState {
     }
 }
 
-pub(crate) fn router() -> Router<Shared> {
+pub(crate) fn router(app: Shared) -> Router<Shared> {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .fallback(invalid_url)
-        .layer(from_fn(auth))
+        .layer(from_fn_with_state(app, auth))
 }
 
 /// `/_sandbox/openai/...`.
@@ -96,24 +97,37 @@ fn bad_request(message: &str, param: Option<&str>, code: Option<&str>) -> Respon
     error(StatusCode::BAD_REQUEST, message, "invalid_request_error", param, code)
 }
 
-/// Requires `Authorization: Bearer <key>`.
-async fn auth(req: Request, next: Next) -> Response {
+/// Requires `Authorization: Bearer <the configured key>`. A missing key gets OpenAI's "You
+/// didn't provide an API key" (code null); another key its `invalid_api_key`, masked but its
+/// first three and last four characters.
+async fn auth(State(app): State<Shared>, req: Request, next: Next) -> Response {
     let value =
         req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default().trim();
     let key = value.get(..7).filter(|s| s.eq_ignore_ascii_case("bearer ")).map(|_| value[7..].trim());
-    if key.is_none_or(str::is_empty) {
-        // Deviation: OpenAI says "You didn't provide an API key..." (code null) when the
-        // header is missing; one answer for every refused credential is simpler to handle.
-        let message = "Incorrect API key provided: ''. You can find your API key at https://platform.openai.com/account/api-keys.";
-        return error(
+    match key {
+        Some(key) if key == app.config.llm_api_key => next.run(req).await,
+        None | Some("") => error(
             StatusCode::UNAUTHORIZED,
-            message,
+            "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
             "invalid_request_error",
             None,
-            Some("invalid_api_key"),
-        );
+            None,
+        ),
+        Some(key) => {
+            let chars: Vec<char> = key.chars().collect();
+            let masked = if chars.len() > 8 {
+                let head: String = chars[..3].iter().collect();
+                let tail: String = chars[chars.len() - 4..].iter().collect();
+                format!("{head}{}{tail}", "*".repeat(chars.len() - 7))
+            } else {
+                "*".repeat(chars.len())
+            };
+            let message = format!(
+                "Incorrect API key provided: {masked}. You can find your API key at https://platform.openai.com/account/api-keys."
+            );
+            error(StatusCode::UNAUTHORIZED, &message, "invalid_request_error", None, Some("invalid_api_key"))
+        }
     }
-    next.run(req).await
 }
 
 async fn invalid_url(method: Method, OriginalUri(uri): OriginalUri) -> Response {

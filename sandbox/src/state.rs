@@ -102,6 +102,23 @@ pub(crate) fn credential(headers: &HeaderMap) -> Option<&str> {
     (!token.is_empty()).then_some(token)
 }
 
+/// The key of a request that may send it as `Bearer <key>` or as `Basic base64(<key>:)` (the key
+/// as user name, as Stripe and Tailscale accept).
+pub(crate) fn key_credential(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine as _;
+    let raw = credential(headers)?;
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("basic "));
+    if !basic {
+        return Some(raw.to_owned());
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(raw).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    Some(text.split_once(':').map_or(text.clone(), |(user, _)| user.to_owned()))
+}
+
 /// Parses a request body as JSON; an empty body counts as `{}`.
 pub(crate) fn parse_body(body: &[u8]) -> Result<Value, String> {
     if body.iter().all(u8::is_ascii_whitespace) {

@@ -3,7 +3,8 @@
 //! The product creates a Supabase project per customer, waits until it is healthy, reads its
 //! API keys and applies its schema migrations over the API, so those calls are emulated:
 //! projects (create, list, get, delete), service health, legacy API keys and "run a query".
-//! Errors are `{"message": ...}`, a Bearer token is required, and every answer carries the
+//! Errors are `{"message": ...}`, the configured Bearer token (`SUPABASE_MANAGEMENT_TOKEN`) is
+//! required (any other is 401 `Unauthorized`), and every answer carries the
 //! `X-RateLimit-*` headers of the real API's limit of 120 requests per minute, counted per
 //! token and scope (one project, or the account), with 429 and `Retry-After` beyond it.
 //!
@@ -273,6 +274,9 @@ async fn guard(State(app): State<Shared>, req: Request, next: Next) -> Response 
     let Some(token) = credential(req.headers()).map(str::to_owned) else {
         return message(StatusCode::UNAUTHORIZED, "Unauthorized");
     };
+    if token != app.config.supabase_token {
+        return message(StatusCode::UNAUTHORIZED, "Unauthorized");
+    }
     let scope = match req.uri().path().strip_prefix("/v1/projects/") {
         Some(rest) => format!("project:{}", rest.split('/').next().unwrap_or_default()),
         None => "account".to_owned(),

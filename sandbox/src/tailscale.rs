@@ -3,19 +3,21 @@
 //! Auth keys (create, list, get, revoke) and devices (list, get, delete). Devices appear
 //! when the fake Actions runner "boots" a VM that joins the tailnet, or through
 //! `POST /_sandbox/tailscale/devices`. Errors use Tailscale's flat `{"message": ...}` shape.
+//! Only the configured `TAILSCALE_API_KEY` is accepted (as Bearer, or as the user name of Basic
+//! auth); anything else is 401 `API token invalid`.
 //! The secret `key` value is only ever returned by the create call, as in production.
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
-use axum::middleware::{Next, from_fn};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 
-use crate::state::{Shared, credential, json_response, parse_body, random_alnum, random_hex, zulu};
+use crate::state::{Shared, json_response, key_credential, parse_body, random_alnum, random_hex, zulu};
 
 /// Longest key lifetime the real API accepts: 90 days.
 const MAX_EXPIRY_SECONDS: i64 = 90 * 24 * 3600;
@@ -52,24 +54,26 @@ struct Device {
     node_key: String,
 }
 
-pub(crate) fn router() -> Router<Shared> {
+pub(crate) fn router(app: Shared) -> Router<Shared> {
     Router::new()
         .route("/api/v2/tailnet/{tailnet}/keys", post(create_key).get(list_keys))
         .route("/api/v2/tailnet/{tailnet}/keys/{id}", get(get_key).delete(delete_key))
         .route("/api/v2/tailnet/{tailnet}/devices", get(list_devices))
         .route("/api/v2/device/{id}", get(get_device).delete(delete_device))
         .fallback(|| async { message(StatusCode::NOT_FOUND, "not found") })
-        .layer(from_fn(auth))
+        .layer(from_fn_with_state(app, auth))
 }
 
 fn message(status: StatusCode, message: &str) -> Response {
     json_response(status, json!({"message": message}))
 }
 
-async fn auth(req: Request, next: Next) -> Response {
-    match credential(req.headers()) {
-        Some(_) => next.run(req).await,
-        None => message(StatusCode::UNAUTHORIZED, "API token invalid"),
+/// The configured API key, as Bearer or as Basic with the key as user name (both are documented
+/// by Tailscale); anything else is 401 `API token invalid`.
+async fn auth(State(app): State<Shared>, req: Request, next: Next) -> Response {
+    match key_credential(req.headers()) {
+        Some(key) if key == app.config.tailscale_api_key => next.run(req).await,
+        _ => message(StatusCode::UNAUTHORIZED, "API token invalid"),
     }
 }
 

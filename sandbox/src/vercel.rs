@@ -3,7 +3,8 @@
 //! The product gives each customer a Vercel project linked to the GitHub repository it
 //! generated, sets environment variables and deploys production, so those calls are
 //! emulated with Vercel's versioned paths and `{"error": {"code", "message"}}` bodies. A
-//! missing token answers 403 `forbidden`, as Vercel does.
+//! missing token answers 403 `forbidden` (`missingToken`), one other than the configured
+//! `VERCEL_TOKEN` 403 `forbidden` (`invalidToken`), as Vercel does.
 //!
 //! Every object belongs to an account: the `teamId` query parameter when given, else the
 //! token's personal account. Projects and deployments of another account are invisible, as
@@ -94,7 +95,10 @@ impl Project {
         let regions = json!({"functionDefaultRegions": ["iad1"]});
         json!({"id": self.id, "name": self.name, "accountId": self.account, "createdAt": created,
             "updatedAt": created, "framework": self.framework, "nodeVersion": "22.x", "link": link, "env": env,
-            "directoryListing": false, "resourceConfig": regions, "defaultResourceConfig": regions})
+            "directoryListing": false, "resourceConfig": regions, "defaultResourceConfig": regions,
+            // No domain is assigned before the first deployment; Vercel's default retention.
+            "alias": [], "deploymentExpiration": {"expirationDays": 180, "expirationDaysProduction": 365,
+                "expirationDaysCanceled": 30, "expirationDaysErrored": 90, "deploymentsToKeep": 10}})
     }
 
     fn is(&self, id_or_name: &str, account: &str) -> bool {
@@ -210,12 +214,21 @@ fn account(query: &[(String, String)]) -> String {
 
 /// Authentication, and the record of each call's `teamId`.
 async fn guard(State(app): State<Shared>, req: Request, next: Next) -> Response {
-    if credential(req.headers()).is_none() {
-        return json_response(
-            StatusCode::FORBIDDEN,
-            json!({"error": {"code": "forbidden", "message": "The request is missing an authentication token",
-                "missingToken": true}}),
-        );
+    match credential(req.headers()) {
+        None => {
+            return json_response(
+                StatusCode::FORBIDDEN,
+                json!({"error": {"code": "forbidden", "message": "The request is missing an authentication token",
+                    "missingToken": true}}),
+            );
+        }
+        Some(token) if token != app.config.vercel_token => {
+            return json_response(
+                StatusCode::FORBIDDEN,
+                json!({"error": {"code": "forbidden", "message": "Not authorized", "invalidToken": true}}),
+            );
+        }
+        Some(_) => {}
     }
     let team = url::form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes())
         .find(|(k, _)| k == "teamId")

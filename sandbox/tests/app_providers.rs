@@ -17,6 +17,9 @@ async fn start() -> RunningSandbox {
         supabase_ready_ms: 500,
         vercel_ready_ms: 150,
         github_token: TOKEN.into(),
+        supabase_token: TOKEN.into(),
+        vercel_token: TOKEN.into(),
+        n8n_api_key: "n8n-key".into(),
         ..SandboxConfig::default()
     };
     spawn(config).await.expect("sandbox binds")
@@ -142,7 +145,8 @@ async fn supabase_rate_limit_per_token() {
     assert_eq!((status, body), (429, json!({"message": "Too many requests"})));
     let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry_after));
-    assert_eq!(send(list("other-token")).await.0, 200);
+    // A token Supabase does not know is refused before any budget is spent.
+    assert_eq!(send(list("other-token")).await.2, json!({"message": "Unauthorized"}));
     sb.shutdown().await;
 }
 
@@ -387,9 +391,11 @@ async fn n8n_workflows_and_activation() {
     let (_, _, body) = send(post(&format!("/workflows/{hook_id}/deactivate"), json!({}))).await;
     assert_eq!(body["active"], false);
     let (status, _, body) =
-        send(http.delete(url(&format!("/workflows/{hook_id}"))).header("X-N8N-API-KEY", "k")).await;
+        send(http.delete(url(&format!("/workflows/{hook_id}"))).header("X-N8N-API-KEY", "n8n-key")).await;
     assert_eq!((status, body["id"].as_str()), (200, Some(&*hook_id)));
     let (status, _, body) = send(get(&format!("/workflows/{hook_id}"))).await;
     assert_eq!((status, body), (404, json!({"message": "Not Found"})));
+    let wrong = http.get(url("/workflows")).header("X-N8N-API-KEY", "another-key");
+    assert_eq!(send(wrong).await.2, json!({"message": "unauthorized"}));
     sb.shutdown().await;
 }

@@ -34,6 +34,7 @@ fn config() -> SandboxConfig {
     SandboxConfig {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
         github_webhook_secret: WEBHOOK_SECRET.into(),
+        llm_api_key: "sk-test".into(),
         ..SandboxConfig::default()
     }
 }
@@ -605,16 +606,23 @@ async fn openai_chat_completions_follow_the_tag_protocol() {
     let task = "Add a button\n\nThe shop needs a buy button.";
 
     let (status, _, body) = send(http.post(&url).json(&json!({"model": "m", "messages": []}))).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_api_key")));
+    assert_eq!((status, body["error"]["code"].clone()), (401, Value::Null), "no key: {body}");
     assert_eq!(body["error"]["type"], "invalid_request_error");
+    let wrong =
+        http.post(&url).bearer_auth("sk-another-key-9xyz").json(&json!({"model": "m", "messages": []}));
+    let (status, _, body) = send(wrong).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("invalid_api_key")));
+    assert!(body["error"]["message"].as_str().unwrap().contains("sk-************9xyz"), "{body}");
     let (status, _, body) = send(
-        http.post(&url).bearer_auth("k").json(&json!({"messages": [{"role": "user", "content": "hi"}]})),
+        http.post(&url)
+            .bearer_auth("sk-test")
+            .json(&json!({"messages": [{"role": "user", "content": "hi"}]})),
     )
     .await;
     assert_eq!((status, body["error"]["type"].as_str()), (400, Some("invalid_request_error")));
-    let (status, _, body) = send(http.post(&url).bearer_auth("k").json(&json!({"model": "m"}))).await;
+    let (status, _, body) = send(http.post(&url).bearer_auth("sk-test").json(&json!({"model": "m"}))).await;
     assert_eq!((status, body["error"]["param"].as_str()), (400, Some("messages")));
-    let (status, _, body) = send(http.post(&url).bearer_auth("k").body("{not json")).await;
+    let (status, _, body) = send(http.post(&url).bearer_auth("sk-test").body("{not json")).await;
     assert_eq!((status, body["error"]["type"].as_str()), (400, Some("invalid_request_error")));
 
     let system = "You are Slipway's planner. slipway:plan";

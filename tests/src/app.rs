@@ -11,8 +11,9 @@ use slipway_worker::WorkerSettings;
 use temporalio_client::{Client, Url};
 
 use crate::{
-    ACTIONS_REPO, CALLBACK_SECRET, GITHUB_TOKEN, GITHUB_WEBHOOK_SECRET, HETZNER_TOKEN, JWT_SECRET, Options,
-    PatchGate, STRIPE_API_KEY, STRIPE_SECRET, connect, init_logging,
+    ACTIONS_REPO, CALLBACK_SECRET, GITHUB_TOKEN, GITHUB_WEBHOOK_SECRET, HETZNER_TOKEN, JWT_SECRET,
+    LLM_API_KEY, N8N_API_KEY, Options, PatchGate, STRIPE_API_KEY, STRIPE_SECRET, SUPABASE_TOKEN,
+    TAILSCALE_API_KEY, VERCEL_TOKEN, connect, init_logging,
     temporal::{TemporalServer, temporal_server},
     worker::{WorkerProcess, join_worker, spawn_worker},
     worker_env, worker_settings,
@@ -128,6 +129,11 @@ impl TestApp {
                 stripe_api_key: STRIPE_API_KEY.to_owned(),
                 github_token: GITHUB_TOKEN.to_owned(),
                 hetzner_token: opts.sandbox_hetzner_token.clone().unwrap_or_else(|| HETZNER_TOKEN.to_owned()),
+                tailscale_api_key: TAILSCALE_API_KEY.to_owned(),
+                supabase_token: SUPABASE_TOKEN.to_owned(),
+                vercel_token: VERCEL_TOKEN.to_owned(),
+                n8n_api_key: N8N_API_KEY.to_owned(),
+                llm_api_key: LLM_API_KEY.to_owned(),
                 ..SandboxConfig::default()
             },
         )

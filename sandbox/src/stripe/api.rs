@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 
 use super::objects::{self, LineItem, NewCustomer, NewSession, Price};
 use super::{Idempotent, Session, emit, form};
-use crate::state::{Shared, credential, json_response, random_alnum};
+use crate::state::{Shared, credential, json_response, key_credential, random_alnum};
 
 /// Largest request body read by the idempotency layer.
 const BODY_LIMIT: usize = 1 << 20;
@@ -286,24 +286,8 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     response
 }
 
-/// The secret key of a request: `Bearer <key>`, or `Basic base64(<key>:)` (the key as user).
-fn stripe_key(headers: &axum::http::HeaderMap) -> Option<String> {
-    use base64::Engine as _;
-    let raw = credential(headers)?;
-    let basic = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("basic "));
-    if !basic {
-        return Some(raw.to_owned());
-    }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(raw).ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    Some(text.split_once(':').map_or(text.clone(), |(user, _)| user.to_owned()))
-}
-
 async fn auth(State(app): State<Shared>, req: Request, next: Next) -> Response {
-    match stripe_key(req.headers()).as_deref() {
+    match key_credential(req.headers()).as_deref() {
         Some(key) if key == app.config.stripe_api_key => next.run(req).await,
         // Stripe's answer to a key it does not know: the key masked but its last four characters.
         Some(key) => {
