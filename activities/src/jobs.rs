@@ -204,7 +204,8 @@ impl JobActivities {
         }
         .await
         .map_err(ClientError::into_activity_error)?;
-        Ok(PullRequestOut { number: result.number, url: result.html_url })
+        let url = result.html_url.map(String::from).unwrap_or_default();
+        Ok(PullRequestOut { number: result.number, url })
     }
 
     /// Create the job's issue comment, or edit it; returns its id.

@@ -342,20 +342,23 @@ impl StackActivities {
                 }
             }
         };
-        Ok(RepositoryOut { full_name: repo.full_name, html_url: repo.html_url })
+        Ok(RepositoryOut {
+            full_name: repo.full_name.unwrap_or(full_name),
+            html_url: repo.html_url.map(String::from).unwrap_or_default(),
+        })
     }
 
     fn check_ours(
         &self,
         repo: slipway_providers::github::rest::Repository,
     ) -> Result<slipway_providers::github::rest::Repository, ClientError> {
-        let from_template = repo.template_repository.as_ref().map(|t| t.full_name.as_str());
-        if from_template == Some(self.cfg.github_template.as_str()) {
+        if template_of(&repo) == Some(self.cfg.github_template.as_str()) {
             Ok(repo)
         } else {
             Err(ClientError::Conflict(format!(
                 "repository {} exists and was not generated from {}; choose another client id or remove it",
-                repo.full_name, self.cfg.github_template
+                repo.full_name.as_deref().unwrap_or(&repo.name),
+                self.cfg.github_template
             )))
         }
     }
@@ -364,10 +367,7 @@ impl StackActivities {
         let gh = &self.cfg.github;
         let full_name = format!("{}/{}", self.cfg.github_org, client_id);
         match gh.repository(&full_name).await? {
-            Some(r)
-                if r.template_repository.as_ref().map(|t| t.full_name.as_str())
-                    == Some(&self.cfg.github_template) =>
-            {
+            Some(r) if template_of(&r) == Some(self.cfg.github_template.as_str()) => {
                 gh.delete_repository(&full_name).await
             }
             Some(_) => {
@@ -416,6 +416,11 @@ impl StackActivities {
 /// 32 random hex characters (activity code: randomness is fine here).
 fn uuid_like() -> String {
     uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// `owner/name` of the template a repository was generated from.
+fn template_of(repo: &slipway_providers::github::rest::Repository) -> Option<&str> {
+    repo.template_repository.as_ref().and_then(|t| t.full_name.as_deref())
 }
 
 #[cfg(test)]

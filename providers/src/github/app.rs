@@ -3,11 +3,14 @@
 //! Authentication follows GitHub's App flow: an RS256 JWT (`iss` = app id, at most 10 minutes)
 //! authenticates the app; it is exchanged for an installation access token
 //! (`POST /app/installations/{id}/access_tokens`, valid one hour). Tokens are cached in this
-//! process and refreshed five minutes before they expire; they never enter workflow state.
+//! process until five minutes before the `expires_at` GitHub gives them; they never enter
+//! workflow state.
 //!
-//! Hand-written over `reqwest` for the same reason as [`super::github`]: the Git Data calls
-//! below (tree + commit + ref, so several files change in one commit) and the rate-limit
-//! headers are used as GitHub documents them.
+//! Requests are written over the shared HTTP layer for the same reason as [`super::rest`]: the
+//! Git Data calls below (tree + commit + ref, so several files change in one commit) and the
+//! rate-limit headers are used as GitHub documents them, with one retry classification for
+//! every provider. Answers are read into octocrab's typed models (`octocrab::models`), so a
+//! change of GitHub's shapes fails a test rather than a customer's job.
 
 use std::{
     collections::HashMap,
@@ -17,11 +20,15 @@ use std::{
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use octocrab::models::{
+    InstallationToken, commits::GitCommitObject, git::GitTree, issues::Comment, repos::Content,
+    repos::Object, repos::Ref,
+};
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::rest::rate_limited;
 use crate::error::ClientError;
 use crate::http::Http;
 
@@ -39,11 +46,6 @@ impl std::fmt::Debug for GitHubApp {
     }
 }
 
-#[derive(Deserialize)]
-struct AccessToken {
-    token: String,
-}
-
 fn parse_error(v: &Value) -> (Option<String>, Option<String>) {
     (None, v["message"].as_str().map(str::to_owned))
 }
@@ -52,13 +54,39 @@ fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// A pull request (fields used).
-#[derive(Debug, Clone, Deserialize)]
-pub struct PullRequest {
-    /// Number.
-    pub number: u64,
-    /// URL.
-    pub html_url: String,
+/// `GET /repos/{owner}/{repo}/collaborators/{username}/permission`. Hand-written: octocrab's
+/// `RepoPermission` types `permission` as a team permission (`pull`, `push`, ...), while GitHub
+/// answers the legacy base role (`admin`, `write`, `read`, `none`), which it cannot read.
+#[derive(serde::Deserialize)]
+struct CollaboratorPermission {
+    permission: String,
+}
+
+/// A pull request (octocrab's model of GitHub's pull request object).
+pub use octocrab::models::pulls::PullRequest;
+
+/// The sha a ref points at (a branch points at a commit).
+fn ref_sha(r: &Ref) -> &str {
+    match &r.object {
+        Object::Commit { sha, .. }
+        | Object::Tag { sha, .. }
+        | Object::Tree { sha, .. }
+        | Object::Blob { sha, .. } => sha,
+        _ => "",
+    }
+}
+
+/// When an installation token expires (`expires_at`, RFC 3339); an hour from now if GitHub did
+/// not say.
+fn expiry(t: &InstallationToken) -> SystemTime {
+    t.expires_at
+        .as_deref()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+        .and_then(|d| u64::try_from(d.timestamp()).ok())
+        .map_or_else(
+            || SystemTime::now() + Duration::from_secs(3600),
+            |s| UNIX_EPOCH + Duration::from_secs(s),
+        )
 }
 
 impl GitHubApp {
@@ -98,10 +126,9 @@ impl GitHubApp {
             .bearer_auth(self.app_jwt()?)
             .header("Accept", "application/vnd.github+json")
             .header("X-GitHub-Api-Version", "2022-11-28");
-        let t: AccessToken = self.http.json(req).await?;
+        let t: InstallationToken = self.http.json(req).await.map_err(rate_limited)?;
+        let exp = expiry(&t);
         let token = SecretString::from(t.token);
-        // GitHub tokens last one hour; cache for a little less.
-        let exp = SystemTime::now() + Duration::from_secs(55 * 60);
         self.tokens.lock().expect("token cache").insert(installation_id, (token.clone(), exp));
         Ok(token)
     }
@@ -130,10 +157,9 @@ impl GitHubApp {
         body: &str,
     ) -> Result<u64, ClientError> {
         let req = self.req(inst, Method::POST, &format!("/repos/{repo}/issues/{issue}/comments")).await?;
-        let v: Value = self.http.json(req.json(&json!({"body": body}))).await?;
-        v["id"]
-            .as_u64()
-            .ok_or_else(|| ClientError::Decode { provider: "github", message: "comment without id".into() })
+        let comment: Comment =
+            self.http.json(req.json(&json!({"body": body}))).await.map_err(rate_limited)?;
+        Ok(comment.id.into_inner())
     }
 
     /// Edit a comment.
@@ -146,15 +172,16 @@ impl GitHubApp {
     ) -> Result<(), ClientError> {
         let req =
             self.req(inst, Method::PATCH, &format!("/repos/{repo}/issues/comments/{comment_id}")).await?;
-        self.http.send(req.json(&json!({"body": body}))).await.map(|_| ())
+        let _: Comment = self.http.json(req.json(&json!({"body": body}))).await.map_err(rate_limited)?;
+        Ok(())
     }
 
     /// A user's permission on the repository (`admin`, `write`, `read`, `none`).
     pub async fn permission(&self, inst: u64, repo: &str, login: &str) -> Result<String, ClientError> {
         let req =
             self.req(inst, Method::GET, &format!("/repos/{repo}/collaborators/{login}/permission")).await?;
-        let v: Value = self.http.json(req).await?;
-        Ok(v["permission"].as_str().unwrap_or("none").to_owned())
+        let p: CollaboratorPermission = self.http.json(req).await.map_err(rate_limited)?;
+        Ok(p.permission)
     }
 
     /// A file's text at `git_ref`, or `None`.
@@ -169,14 +196,10 @@ impl GitHubApp {
             .req(inst, Method::GET, &format!("/repos/{repo}/contents/{path}"))
             .await?
             .query(&[("ref", git_ref)]);
-        match self.http.json::<Value>(req).await {
-            Ok(v) => {
-                let b64: String = v["content"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .chars()
-                    .filter(|c| !c.is_whitespace())
-                    .collect();
+        match self.http.json::<Content>(req).await.map_err(rate_limited) {
+            Ok(c) => {
+                let b64: String =
+                    c.content.unwrap_or_default().chars().filter(|c| !c.is_whitespace()).collect();
                 Ok(STANDARD.decode(b64).ok().map(|b| String::from_utf8_lossy(&b).into_owned()))
             }
             Err(e) if e.is_not_found() => Ok(None),
@@ -196,7 +219,7 @@ impl GitHubApp {
             .req(inst, Method::GET, &format!("/repos/{repo}/pulls"))
             .await?
             .query(&[("head", format!("{owner}:{branch}")), ("state", "open".to_owned())]);
-        let pulls: Vec<PullRequest> = self.http.json(req).await?;
+        let pulls: Vec<PullRequest> = self.http.json(req).await.map_err(rate_limited)?;
         Ok(pulls.into_iter().next())
     }
 
@@ -211,16 +234,18 @@ impl GitHubApp {
         message: &str,
         files: &[(String, Option<String>)],
     ) -> Result<String, ClientError> {
-        let head: Value = self
+        let head: Ref = self
             .http
             .json(self.req(inst, Method::GET, &format!("/repos/{repo}/git/ref/heads/{base}")).await?)
-            .await?;
-        let base_sha = head["object"]["sha"].as_str().unwrap_or_default().to_owned();
-        let commit: Value = self
+            .await
+            .map_err(rate_limited)?;
+        let base_sha = ref_sha(&head).to_owned();
+        let commit: GitCommitObject = self
             .http
             .json(self.req(inst, Method::GET, &format!("/repos/{repo}/git/commits/{base_sha}")).await?)
-            .await?;
-        let base_tree = commit["tree"]["sha"].as_str().unwrap_or_default().to_owned();
+            .await
+            .map_err(rate_limited)?;
+        let base_tree = commit.tree.sha;
         let entries: Vec<Value> = files
             .iter()
             .map(|(path, content)| match content {
@@ -228,35 +253,37 @@ impl GitHubApp {
                 None => json!({"path": path, "mode": "100644", "type": "blob", "sha": null}),
             })
             .collect();
-        let tree: Value = self
+        let tree: GitTree = self
             .http
             .json(
                 self.req(inst, Method::POST, &format!("/repos/{repo}/git/trees"))
                     .await?
                     .json(&json!({"base_tree": base_tree, "tree": entries})),
             )
-            .await?;
-        let new: Value = self
+            .await
+            .map_err(rate_limited)?;
+        let new: GitCommitObject = self
             .http
             .json(
                 self.req(inst, Method::POST, &format!("/repos/{repo}/git/commits"))
                     .await?
-                    .json(&json!({"message": message, "tree": tree["sha"], "parents": [base_sha]})),
+                    .json(&json!({"message": message, "tree": tree.sha, "parents": [base_sha]})),
             )
-            .await?;
-        let sha = new["sha"].as_str().unwrap_or_default().to_owned();
+            .await
+            .map_err(rate_limited)?;
+        let sha = new.sha;
         let create = self
             .req(inst, Method::POST, &format!("/repos/{repo}/git/refs"))
             .await?
             .json(&json!({"ref": format!("refs/heads/{branch}"), "sha": sha}));
-        match self.http.send(create).await {
+        match self.http.json::<Ref>(create).await.map_err(rate_limited) {
             Ok(_) => {}
             Err(ClientError::Api(f)) if f.status == 422 => {
                 let update = self
                     .req(inst, Method::PATCH, &format!("/repos/{repo}/git/refs/heads/{branch}"))
                     .await?
                     .json(&json!({"sha": sha, "force": true}));
-                self.http.send(update).await?;
+                let _: Ref = self.http.json(update).await.map_err(rate_limited)?;
             }
             Err(e) => return Err(e),
         }
@@ -277,7 +304,7 @@ impl GitHubApp {
             .req(inst, Method::POST, &format!("/repos/{repo}/pulls"))
             .await?
             .json(&json!({"title": title, "head": branch, "base": base, "body": body}));
-        match self.http.json::<PullRequest>(req).await {
+        match self.http.json::<PullRequest>(req).await.map_err(rate_limited) {
             Ok(pr) => Ok(pr),
             Err(ClientError::Api(f)) if f.status == 422 => match self.open_pull(inst, repo, branch).await? {
                 Some(pr) => Ok(pr),
@@ -289,7 +316,32 @@ impl GitHubApp {
 
     /// The repository's default branch.
     pub async fn default_branch(&self, inst: u64, repo: &str) -> Result<String, ClientError> {
-        let v: Value = self.http.json(self.req(inst, Method::GET, &format!("/repos/{repo}")).await?).await?;
-        Ok(v["default_branch"].as_str().unwrap_or("main").to_owned())
+        let r: octocrab::models::Repository = self
+            .http
+            .json(self.req(inst, Method::GET, &format!("/repos/{repo}")).await?)
+            .await
+            .map_err(rate_limited)?;
+        r.default_branch.ok_or_else(|| ClientError::Decode {
+            provider: "github",
+            message: format!("repository {repo} has no default_branch"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(expires_at: Option<&str>) -> InstallationToken {
+        serde_json::from_value(json!({"token": "ghs_x", "expires_at": expires_at, "permissions": {}}))
+            .expect("GitHub's access token answer")
+    }
+
+    #[test]
+    fn an_installation_token_is_cached_until_the_expiry_github_gives() {
+        let at = expiry(&token(Some("2026-12-06T19:00:00Z")));
+        assert_eq!(at.duration_since(UNIX_EPOCH).unwrap().as_secs(), 1_796_583_600);
+        let unknown = expiry(&token(None)).duration_since(SystemTime::now()).unwrap();
+        assert!(unknown > Duration::from_secs(3590), "an hour when GitHub does not say");
     }
 }

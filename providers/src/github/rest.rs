@@ -1,8 +1,9 @@
 //! GitHub REST client for the one call the provisioning saga makes: `workflow_dispatch`.
 //!
-//! Hand-written rather than `octocrab` on purpose: octocrab's error type does not carry the
-//! `Retry-After` / `x-ratelimit-reset` headers that GitHub's rate-limit guidance says to honour,
-//! and its dispatch builder has no `return_run_details`. Everything else follows the REST docs:
+//! Requests are written over the shared HTTP layer rather than through octocrab's client on
+//! purpose: octocrab's error type does not carry the `Retry-After` / `x-ratelimit-reset` headers
+//! that GitHub's rate-limit guidance says to honour, and its dispatch builder has no
+//! `return_run_details`. Answers are read into octocrab's typed models (`Repository`). Everything else follows the REST docs:
 //! - `POST /repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches` answers 204, or 200 with
 //!   `{workflow_run_id, run_url, html_url}` when `return_run_details: true` is sent (github.com
 //!   since 2026-02; older GHES answers 400 to the unknown field, so the client falls back once).
@@ -83,26 +84,8 @@ impl GitHubClient {
     }
 }
 
-/// A repository (fields Slipway uses).
-#[derive(Debug, Clone, Deserialize)]
-pub struct Repository {
-    /// Numeric id.
-    pub id: u64,
-    /// `owner/name`.
-    pub full_name: String,
-    /// Web URL.
-    pub html_url: String,
-    /// The template it was generated from, if any.
-    #[serde(default)]
-    pub template_repository: Option<TemplateRef>,
-}
-
-/// `template_repository` of a generated repository.
-#[derive(Debug, Clone, Deserialize)]
-pub struct TemplateRef {
-    /// `owner/name` of the template.
-    pub full_name: String,
-}
+/// A repository, as octocrab models GitHub's repository object.
+pub use octocrab::models::Repository;
 
 impl GitHubClient {
     /// A repository, or `None` if absent.
@@ -151,7 +134,7 @@ impl GitHubClient {
 }
 
 /// GitHub signals rate limiting with 403 as well as 429; make both transient.
-fn rate_limited(err: ClientError) -> ClientError {
+pub(crate) fn rate_limited(err: ClientError) -> ClientError {
     match err {
         ClientError::Api(mut f)
             if f.status == 403
