@@ -160,6 +160,9 @@ pub struct JobStatus {
     pub pr_outcome: Option<String>,
     /// LLM tokens used so far.
     pub tokens: u64,
+    /// True once a model answer came without `usage` and its tokens were estimated.
+    #[serde(default)]
+    pub tokens_estimated: bool,
     /// Meter event identifiers already reported (the once-only ledger).
     pub billed: Vec<String>,
     /// Why it failed or was refused.
@@ -171,10 +174,16 @@ pub struct JobStatus {
 /// Output of an LLM step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LlmOut {
-    /// The model's answer.
+    /// The model's answer (the plan, as Markdown).
     pub content: String,
     /// Prompt + completion tokens of the call.
     pub tokens: u64,
+    /// The paths the plan touches (checked against the path policy).
+    #[serde(default)]
+    pub files: Vec<String>,
+    /// `tokens` is an estimate (the answer carried no `usage`).
+    #[serde(default)]
+    pub estimated: bool,
 }
 
 /// A file the change writes (`content: None` deletes it).
@@ -199,6 +208,9 @@ pub struct LlmTask {
     pub body: String,
     /// The plan (coding, review).
     pub plan: Option<String>,
+    /// The paths the plan touches: the only ones coding may read and change.
+    #[serde(default)]
+    pub plan_files: Vec<String>,
     /// Review feedback to address (coding after `changes`).
     pub feedback: Option<String>,
     /// The proposed change (review).
@@ -212,6 +224,9 @@ pub struct CodeOut {
     pub files: Vec<FileChange>,
     /// Tokens used.
     pub tokens: u64,
+    /// `tokens` is an estimate (the answer carried no `usage`).
+    #[serde(default)]
+    pub estimated: bool,
 }
 
 /// Output of the review activity.
@@ -223,6 +238,9 @@ pub struct ReviewOut {
     pub comments: String,
     /// Tokens used.
     pub tokens: u64,
+    /// `tokens` is an estimate (the answer carried no `usage`).
+    #[serde(default)]
+    pub estimated: bool,
 }
 
 /// Input of the pull-request activity.

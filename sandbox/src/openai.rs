@@ -5,16 +5,20 @@
 //! the product puts in the prompt, with OpenAI's response, usage and error shapes; the
 //! product's parsing, retries and review loop are what get tested.
 //!
-//! Protocol:
-//! - The tag is the first of `slipway:plan`, `slipway:code`, `slipway:review` appearing in the
-//!   first `system` (or `developer`) message. The task is the last `user` message; its first
-//!   non-blank line, trimmed, is the issue title.
-//! - `plan`: plain text, `Plan for: <title>` then three numbered steps.
-//! - `code`: a JSON object as the content, `{"files": [{"path": "SLIPWAY.md", "content"},
-//!   {"path": "src/slipway_generated.rs", "content": "// generated for: <title>\n..."}],
-//!   "delete": []}`; when the user message contains `revision:` (any case) the Rust file
-//!   also has the line `// revised after review`.
-//! - `review`: `{"verdict": "changes"|"approve", "comments"}`: `changes` for the first N
+//! Protocol: the sandbox routes on the request's structure, never on words in the prompt (a
+//! product prompt is written for a real model). The step is the name of the JSON schema the
+//! request's `response_format` (`json_schema`) constrains the answer to; the data is the last
+//! `user` message, a JSON document whose `issue.title` is the issue title.
+//! - `slipway_plan`: `{"summary": "Plan for: <title>", "steps": [3 steps], "files"}`, the files
+//!   being every path the issue's text names, `README.md` when the request's `tree` has it, and
+//!   `src/slipway_generated.rs`.
+//! - `slipway_edits`: `{"edits", "delete": []}`: for each of the request's `files` (existing
+//!   files with their content) one search/replace edit that keeps the first line and adds a
+//!   note below it (`> Slipway: <title>` in Markdown, a comment in code), so the rest of the
+//!   file is untouched; for each of its `new_files` the whole content (a Rust file
+//!   `// generated for: <title>` ... with `// revised after review` when the request carries
+//!   `review_feedback`).
+//! - `slipway_review`: `{"verdict": "changes"|"approve", "comments"}`: `changes` for the first N
 //!   review calls of each title (`POST /_sandbox/openai/review {"changes_first": N}`,
 //!   default 0, which also restarts the counts), `approve` after.
 //! - Anything else: a plain text answer.
@@ -41,8 +45,6 @@ use crate::state::{Shared, json_response, parse_body, random_alnum, random_hex};
 
 /// Recorded calls kept for the inventory; older ones are dropped first.
 const CALLS_CAP: usize = 1000;
-const TAGS: &[(&str, Tag)] =
-    &[("slipway:plan", Tag::Plan), ("slipway:code", Tag::Code), ("slipway:review", Tag::Review)];
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
 
 #[derive(Clone, Copy, PartialEq)]
@@ -231,21 +233,19 @@ async fn chat_completions(State(app): State<Shared>, body: Bytes) -> Response {
 
     let role =
         |m: &Value, roles: &[&str]| m.get("role").and_then(Value::as_str).is_some_and(|r| roles.contains(&r));
-    let system = messages.iter().position(|m| role(m, &["system", "developer"])).map(|i| texts[i].as_str());
-    let tag = system.and_then(|s| {
-        TAGS.iter()
-            .filter_map(|(needle, tag)| s.find(needle).map(|at| (at, *tag)))
-            .min_by_key(|(at, _)| *at)
-            .map(|(_, t)| t)
-    });
+    let tag = step_of(&body);
     let task = messages.iter().rposition(|m| role(m, &["user"])).map_or("", |i| texts[i].as_str());
-    let title = task.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default().to_owned();
+    let data: Value = serde_json::from_str(task).unwrap_or(Value::Null);
+    let title = match data["issue"]["title"].as_str() {
+        Some(t) => t.trim().to_owned(),
+        None => task.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or_default().to_owned(),
+    };
 
     let mut state = app.lock();
     let openai = &mut state.openai;
     let (answer, verdict) = match tag {
-        Some(Tag::Plan) => (plan(&title), None),
-        Some(Tag::Code) => (code(&title, task.to_ascii_lowercase().contains("revision:")), None),
+        Some(Tag::Plan) => (plan(&data, &title), None),
+        Some(Tag::Code) => (code(&data, &title), None),
         Some(Tag::Review) => {
             let seen = openai.reviews.entry(title.clone()).or_default();
             *seen += 1;
@@ -286,26 +286,108 @@ async fn chat_completions(State(app): State<Shared>, body: Bytes) -> Response {
     response
 }
 
-fn plan(title: &str) -> String {
-    format!(
-        "Plan for: {title}\n\n\
-         1. Add `src/slipway_generated.rs` with the code the issue asks for.\n\
-         2. Describe the change in `SLIPWAY.md`.\n\
-         3. Open a pull request and ask for a review.\n"
-    )
+/// The step a request asks for, from its structure: the name of the JSON schema its
+/// `response_format` constrains the answer to.
+fn step_of(body: &serde_json::Map<String, Value>) -> Option<Tag> {
+    let name = body.get("response_format")?.get("json_schema")?.get("name")?.as_str()?;
+    match name {
+        "slipway_plan" => Some(Tag::Plan),
+        "slipway_edits" => Some(Tag::Code),
+        "slipway_review" => Some(Tag::Review),
+        _ => None,
+    }
 }
 
-fn code(title: &str, revised: bool) -> String {
-    let notes = format!(
-        "# {title}\n\nSlipway made this change for the issue \"{title}\".\n\nIt adds `src/slipway_generated.rs`.\n"
+/// File extensions the stand-in recognises as paths when an issue names a file.
+const EXTENSIONS: &[&str] = &[
+    "md", "rs", "toml", "yml", "yaml", "json", "js", "ts", "tsx", "jsx", "py", "go", "rb", "txt", "lock",
+    "sh", "html", "css", "sql", "env", "pem", "key",
+];
+
+/// Paths an issue's text names (`src/app.rs`, `.github/workflows/deploy.yml`, `Cargo.lock`).
+fn named_paths(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for word in text.split_whitespace() {
+        let word = word.trim_matches(|c: char| "`'\"()[],:;!?".contains(c)).trim_end_matches('.');
+        let ext = word.rsplit_once('.').map(|(_, e)| e);
+        let looks_like_path = (word.contains('/') && !word.contains("://"))
+            || ext.is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            || (word.starts_with('.') && word.len() > 1 && word[1..].chars().all(char::is_alphanumeric));
+        if looks_like_path && !out.iter().any(|p| p == word) {
+            out.push(word.to_owned());
+        }
+    }
+    out
+}
+
+/// The plan: the files the issue names, the README when the repository has one, and the new
+/// module every sandbox change adds.
+fn plan(data: &Value, title: &str) -> String {
+    let text = format!(
+        "{} {}",
+        data["issue"]["title"].as_str().unwrap_or(title),
+        data["issue"]["body"].as_str().unwrap_or("")
     );
+    let mut files = named_paths(&text);
+    let tree: Vec<&str> =
+        data["tree"].as_array().map(|t| t.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    for extra in ["README.md", GENERATED] {
+        if (extra == GENERATED || tree.contains(&extra)) && !files.iter().any(|f| f == extra) {
+            files.push(extra.to_owned());
+        }
+    }
+    json!({
+        "summary": format!("Plan for: {title}"),
+        "steps": [
+            format!("Add `{GENERATED}` with the code the issue asks for."),
+            "Mention the change in the README.".to_owned(),
+            "Open a pull request and ask for a review.".to_owned(),
+        ],
+        "files": files,
+    })
+    .to_string()
+}
+
+/// The new module every sandbox change creates.
+const GENERATED: &str = "src/slipway_generated.rs";
+
+/// A line saying what changed, as a comment in the file's language.
+fn note(path: &str, title: &str) -> String {
+    let text = format!("Slipway: {title}");
+    match path.rsplit_once('.').map(|(_, e)| e) {
+        Some("md") => format!("> {text}"),
+        Some("rs" | "js" | "ts" | "tsx" | "jsx" | "go" | "c" | "h" | "java" | "css") => format!("// {text}"),
+        Some("py" | "sh" | "yml" | "yaml" | "toml" | "rb") => format!("# {text}"),
+        _ => text,
+    }
+}
+
+/// The edits: after the first line of each existing file, a line saying what changed (the rest
+/// of the file untouched); each new file created whole (with `// revised after review` when the
+/// request carries review feedback).
+fn code(data: &Value, title: &str) -> String {
+    let revised = data["review_feedback"].as_str().is_some_and(|f| !f.is_empty());
+    let mut edits = Vec::new();
+    for file in data["files"].as_array().into_iter().flatten() {
+        let (Some(path), Some(content)) = (file["path"].as_str(), file["content"].as_str()) else { continue };
+        let Some(first) = content.split_inclusive('\n').next().filter(|l| !l.trim().is_empty()) else {
+            continue;
+        };
+        let line = if first.ends_with('\n') { first.to_owned() } else { format!("{first}\n") };
+        edits.push(
+            json!({"path": path, "search": first, "replace": format!("{line}\n{}\n", note(path, title))}),
+        );
+    }
     let revision = if revised { "// revised after review\n" } else { "" };
-    let rust = format!("// generated for: {title}\n{revision}pub fn answer() -> u32 {{ 42 }}\n");
-    let files = [
-        json!({"path": "SLIPWAY.md", "content": notes}),
-        json!({"path": "src/slipway_generated.rs", "content": rust}),
-    ];
-    json!({"files": files, "delete": []}).to_string()
+    for path in data["new_files"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        let content = if path.ends_with(".rs") {
+            format!("// generated for: {title}\n{revision}pub fn answer() -> u32 {{ 42 }}\n")
+        } else {
+            format!("{}\n", note(path, title))
+        };
+        edits.push(json!({"path": path, "search": "", "replace": content}));
+    }
+    json!({"edits": edits, "delete": []}).to_string()
 }
 
 fn review(title: &str, changes: bool) -> String {
@@ -336,16 +418,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn code_answer_is_json_with_two_files() {
-        let answer: Value = serde_json::from_str(&code("Add a button", true)).unwrap();
-        assert_eq!(answer["files"][0]["path"], "SLIPWAY.md");
-        let rust = answer["files"][1]["content"].as_str().unwrap();
+    fn an_edit_keeps_the_file_and_a_new_file_is_whole() {
+        let data = json!({"files": [{"path": "README.md", "content": "# shop\n\nSells things.\n"}],
+            "new_files": ["src/slipway_generated.rs"], "review_feedback": "add docs"});
+        let answer: Value = serde_json::from_str(&code(&data, "Add a button")).unwrap();
         assert_eq!(
-            rust,
+            answer["edits"][0],
+            json!({"path": "README.md", "search": "# shop\n", "replace": "# shop\n\n> Slipway: Add a button\n"})
+        );
+        assert_eq!(
+            answer["edits"][1]["replace"],
             "// generated for: Add a button\n// revised after review\npub fn answer() -> u32 { 42 }\n"
         );
+        assert_eq!(answer["edits"][1]["search"], "");
         assert_eq!(answer["delete"], json!([]));
         assert_eq!(tokens(0), 0);
         assert_eq!(tokens(5), 2);
+    }
+
+    #[test]
+    fn a_plan_lists_the_paths_an_issue_names() {
+        let data = json!({"issue": {"title": "Deploy", "body": "Please add `.github/workflows/deploy.yml`, see https://x.y/z."},
+            "tree": ["README.md", "src/lib.rs"]});
+        let plan: Value = serde_json::from_str(&plan(&data, "Deploy")).unwrap();
+        assert_eq!(
+            plan["files"],
+            json!([".github/workflows/deploy.yml", "README.md", "src/slipway_generated.rs"])
+        );
+        assert_eq!(named_paths("e.g. use Cargo.lock and .env, not https://a.b/c"), ["Cargo.lock", ".env"]);
     }
 }

@@ -584,13 +584,25 @@ async fn pull_requests_comments_permissions_and_webhooks() {
     assert!(body["error"].is_string() && body["delivery_id"].is_string());
 }
 
-/// A chat completion request with a system message carrying `tag` and the task as user message.
-fn chat(http: &Client, sb: &RunningSandbox, system: &str, user: &str) -> RequestBuilder {
-    http.post(format!("{}/openai/v1/chat/completions", sb.base_url)).bearer_auth("sk-test").json(&json!({
+/// A chat completion request: a system message, the data as user message and, for a step, the
+/// JSON schema named `schema` as `response_format` (how the stand-in tells the steps apart).
+fn chat(
+    http: &Client,
+    sb: &RunningSandbox,
+    system: &str,
+    user: &str,
+    schema: Option<&str>,
+) -> RequestBuilder {
+    let mut body = json!({
         "model": "gpt-4o-mini",
         "temperature": 0,
         "messages": [{"role": "system", "content": system}, {"role": "user", "content": user}],
-    }))
+    });
+    if let Some(name) = schema {
+        body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": name, "strict": true,
+            "schema": {"type": "object", "properties": {}, "additionalProperties": false}}});
+    }
+    http.post(format!("{}/openai/v1/chat/completions", sb.base_url)).bearer_auth("sk-test").json(&body)
 }
 
 fn usage_of(system: &str, user: &str, answer: &str) -> (u64, u64) {
@@ -598,12 +610,17 @@ fn usage_of(system: &str, user: &str, answer: &str) -> (u64, u64) {
     (prompt, answer.chars().count().div_ceil(4) as u64)
 }
 
+fn content(body: &Value) -> Value {
+    serde_json::from_str(body["choices"][0]["message"]["content"].as_str().unwrap()).unwrap()
+}
+
 #[tokio::test]
-async fn openai_chat_completions_follow_the_tag_protocol() {
+async fn openai_chat_completions_route_on_the_requests_structure() {
     let sb = start(config()).await;
     let http = Client::new();
     let url = format!("{}/openai/v1/chat/completions", sb.base_url);
-    let task = "Add a button\n\nThe shop needs a buy button.";
+    let issue =
+        json!({"repository": "acme/shop", "title": "Add a button", "body": "The shop needs a buy button."});
 
     let (status, _, body) = send(http.post(&url).json(&json!({"model": "m", "messages": []}))).await;
     assert_eq!((status, body["error"]["code"].clone()), (401, Value::Null), "no key: {body}");
@@ -625,8 +642,10 @@ async fn openai_chat_completions_follow_the_tag_protocol() {
     let (status, _, body) = send(http.post(&url).bearer_auth("sk-test").body("{not json")).await;
     assert_eq!((status, body["error"]["type"].as_str()), (400, Some("invalid_request_error")));
 
-    let system = "You are Slipway's planner. slipway:plan";
-    let (status, headers, body) = send(chat(&http, &sb, system, task)).await;
+    // Planning: the files the issue names, the README the tree has, the generated module.
+    let system = "You plan changes.";
+    let data = json!({"issue": issue, "tree": ["README.md", "src/lib.rs"]}).to_string();
+    let (status, headers, body) = send(chat(&http, &sb, system, &data, Some("slipway_plan"))).await;
     assert_eq!(status, 200, "{body}");
     assert!(headers.contains_key("x-request-id"));
     assert!(body["id"].as_str().unwrap().starts_with("chatcmpl-"));
@@ -637,40 +656,40 @@ async fn openai_chat_completions_follow_the_tag_protocol() {
     let choice = &body["choices"][0];
     assert_eq!((choice["index"].as_u64(), choice["finish_reason"].as_str()), (Some(0), Some("stop")));
     assert_eq!(choice["message"]["role"], "assistant");
-    let plan = choice["message"]["content"].as_str().unwrap();
-    assert!(plan.starts_with("Plan for: Add a button\n"), "{plan}");
-    assert!(plan.contains("\n1. ") && plan.contains("\n2. "));
-    let (prompt, completion) = usage_of(system, task, plan);
+    let plan = content(&body);
+    assert_eq!(plan["summary"], "Plan for: Add a button");
+    assert_eq!(plan["files"], json!(["README.md", "src/slipway_generated.rs"]));
+    let answer = choice["message"]["content"].as_str().unwrap();
+    let (prompt, completion) = usage_of(system, &data, answer);
     assert_eq!(body["usage"]["prompt_tokens"].as_u64(), Some(prompt));
     assert_eq!(body["usage"]["completion_tokens"].as_u64(), Some(completion));
     assert_eq!(body["usage"]["total_tokens"].as_u64(), Some(prompt + completion));
 
-    let system = "slipway:code Answer with JSON only.";
-    let (_, _, body) = send(chat(&http, &sb, system, &format!("{task}\n\nPlan:\n{plan}"))).await;
-    let code: Value =
-        serde_json::from_str(body["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
-    assert_eq!(code["files"][0]["path"], "SLIPWAY.md");
-    assert!(code["files"][0]["content"].as_str().unwrap().contains("Add a button"));
-    assert_eq!(code["files"][1]["path"], "src/slipway_generated.rs");
-    assert_eq!(
-        code["files"][1]["content"],
-        "// generated for: Add a button\npub fn answer() -> u32 { 42 }\n"
-    );
-    assert_eq!(code["delete"], json!([]));
+    // Coding: an edit of each existing file, whole content of each new one.
+    let data = json!({"issue": issue, "plan": "p", "files": [{"path": "README.md", "content": "# shop\nSells.\n"}],
+        "new_files": ["src/slipway_generated.rs"], "review_feedback": null});
     let (_, _, body) =
-        send(chat(&http, &sb, system, &format!("{task}\n\nrevision: document answer()"))).await;
-    let code: Value =
-        serde_json::from_str(body["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
-    assert!(code["files"][1]["content"].as_str().unwrap().contains("// revised after review\n"));
+        send(chat(&http, &sb, "You write code.", &data.to_string(), Some("slipway_edits"))).await;
+    let code = content(&body);
+    assert_eq!(
+        code["edits"],
+        json!([{"path": "README.md", "search": "# shop\n", "replace": "# shop\n\n> Slipway: Add a button\n"},
+            {"path": "src/slipway_generated.rs", "search": "",
+             "replace": "// generated for: Add a button\npub fn answer() -> u32 { 42 }\n"}])
+    );
+    let mut revised = data.clone();
+    revised["review_feedback"] = json!("document answer()");
+    let (_, _, body) =
+        send(chat(&http, &sb, "You write code.", &revised.to_string(), Some("slipway_edits"))).await;
+    assert!(content(&body)["edits"][1]["replace"].as_str().unwrap().contains("// revised after review\n"));
 
     let review = |sb: &RunningSandbox, title: &str| {
-        let user = format!("{title}\n\nProposed files:\nsrc/slipway_generated.rs");
-        chat(&http, sb, "slipway:review", &user).send()
+        let data = json!({"issue": {"title": title, "body": ""}, "plan": "p", "diff": "+x"});
+        chat(&http, sb, "You review.", &data.to_string(), Some("slipway_review")).send()
     };
     let verdict = |res: reqwest::Response| async move {
         let body: Value = res.json().await.unwrap();
-        let review: Value =
-            serde_json::from_str(body["choices"][0]["message"]["content"].as_str().unwrap()).unwrap();
+        let review = content(&body);
         assert!(review["comments"].is_string());
         review["verdict"].as_str().unwrap().to_owned()
     };
@@ -681,7 +700,8 @@ async fn openai_chat_completions_follow_the_tag_protocol() {
     assert_eq!(verdict(review(&sb, "Add a button").await.unwrap()).await, "changes");
     assert_eq!(verdict(review(&sb, "Add a button").await.unwrap()).await, "approve");
 
-    let (_, _, body) = send(chat(&http, &sb, "Be helpful.", "Hello there")).await;
+    // Words in a prompt route nothing: no schema, a plain answer.
+    let (_, _, body) = send(chat(&http, &sb, "slipway:plan", "Hello there", None)).await;
     assert_eq!(body["choices"][0]["message"]["content"], "Sandbox answer to: Hello there");
 
     let calls = state(&sb).await["openai"]["calls"].clone();
@@ -699,10 +719,11 @@ async fn openai_chat_completions_follow_the_tag_protocol() {
     )
     .await;
     assert_eq!(status, 201, "{body}");
-    let (status, headers, body) = send(chat(&http, &sb, "slipway:plan", task)).await;
+    let data = json!({"issue": issue, "tree": []}).to_string();
+    let (status, headers, body) = send(chat(&http, &sb, "You plan.", &data, Some("slipway_plan"))).await;
     assert_eq!((status, headers["retry-after"].to_str().unwrap()), (429, "2"));
     assert_eq!(body["error"]["code"], "rate_limit_exceeded");
     assert_eq!(body["error"]["type"], "requests");
     assert!(body["error"]["message"].as_str().unwrap().starts_with("Rate limit reached"));
-    assert_eq!(send(chat(&http, &sb, "slipway:plan", task)).await.0, 200);
+    assert_eq!(send(chat(&http, &sb, "You plan.", &data, Some("slipway_plan"))).await.0, 200);
 }

@@ -67,6 +67,10 @@ async function main() {
   check(/^[0-9a-f]{40}$/.test(head.tree.sha), "commit");
   console.log(`git.getRef + git.getCommit: ${head.sha.slice(0, 7)}`);
 
+  const { data: listing } = await gh.rest.git.getTree({ owner, repo, tree_sha: r.default_branch, recursive: "1" });
+  check(listing.truncated === false && listing.tree.some((e) => e.path === "README.md" && e.type === "blob"), "tree");
+  console.log(`git.getTree (recursive): ${listing.tree.length} entries`);
+
   const { data: tree } = await gh.rest.git.createTree({
     owner, repo, base_tree: head.tree.sha,
     tree: [{ path: "src/new.rs", mode: "100644", type: "blob", content: "pub fn new() {}\n" }],

@@ -115,6 +115,7 @@ async fn githubs_octokit_parses_every_answer_slipway_relies_on() -> anyhow::Resu
         "repos.get:",
         "repos.getContent",
         "git.getRef + git.getCommit",
+        "git.getTree (recursive)",
         "git.createTree + git.createCommit",
         "git.createRef, 422 when it exists, git.updateRef",
         "pulls.create + pulls.list",

@@ -8,7 +8,10 @@
 use std::time::Duration;
 
 use secrecy::SecretString;
-use slipway_activities::{JobActivities, ProvisioningConfig, Sealer, StackConfig};
+use slipway_activities::{
+    JobActivities, ProvisioningConfig, Sealer, StackConfig,
+    jobs::{CodingLimits, PathPolicy},
+};
 use slipway_providers::{
     ClientError,
     github::{GitHubApp, GitHubClient},
@@ -110,6 +113,11 @@ pub struct WorkerSettings {
     pub llm_api_key: SecretString,
     /// Model.
     pub llm_model: String,
+    /// Paths coding jobs may touch despite the path policy (`SLIPWAY_JOB_ALLOWED_PATHS`).
+    pub job_paths: PathPolicy,
+    /// How much of a repository a coding job may show the model (`SLIPWAY_JOB_MAX_FILES`,
+    /// `SLIPWAY_JOB_MAX_BYTES`, `SLIPWAY_JOB_MAX_TREE_PATHS`).
+    pub job_limits: CodingLimits,
     /// How long in-flight activities may finish on shutdown (`SLIPWAY_WORKER_SHUTDOWN_SECS`, 30).
     pub shutdown_grace: Duration,
     /// Where the Prometheus endpoint (SDK and Slipway metrics) listens
@@ -222,6 +230,21 @@ impl WorkerSettings {
         if let Some(bad) = tags.iter().find(|t| !t.starts_with("tag:")) {
             return Err(ConfigError::Invalid(format!("TAILSCALE_TAGS entry {bad:?} must start with tag:")));
         }
+        let count = |k: &str, d: usize| -> Result<usize, ConfigError> {
+            match get(k) {
+                None => Ok(d),
+                Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    ConfigError::Invalid(format!("{k} must be a positive whole number, not `{v}`"))
+                }),
+            }
+        };
+        let defaults = CodingLimits::default();
+        let job_limits = CodingLimits {
+            max_files: count("SLIPWAY_JOB_MAX_FILES", defaults.max_files)?,
+            max_bytes: count("SLIPWAY_JOB_MAX_BYTES", defaults.max_bytes)?,
+            max_tree_paths: count("SLIPWAY_JOB_MAX_TREE_PATHS", defaults.max_tree_paths)?,
+        };
+        let job_paths = PathPolicy::from_list(&get("SLIPWAY_JOB_ALLOWED_PATHS").unwrap_or_default());
         let tuning = WorkerTuning::from_lookup(get)?;
         Ok(Self {
             task_queue: or("SLIPWAY_TASK_QUEUE", "slipway"),
@@ -261,6 +284,8 @@ impl WorkerSettings {
             llm_api_url: or("LLM_API_URL", "https://api.openai.com"),
             llm_api_key: SecretString::from(req("LLM_API_KEY")),
             llm_model: or("LLM_MODEL", "gpt-4o-mini"),
+            job_paths,
+            job_limits,
             shutdown_grace: Duration::from_secs(
                 or("SLIPWAY_WORKER_SHUTDOWN_SECS", "30").parse().map_err(|_| {
                     ConfigError::Invalid("SLIPWAY_WORKER_SHUTDOWN_SECS must be a number".into())
@@ -310,6 +335,8 @@ impl WorkerSettings {
                 .map_err(invalid)?,
             LlmClient::new(&self.llm_api_url, self.llm_api_key.clone(), &self.llm_model).map_err(invalid)?,
             self.stripe()?,
+            self.job_paths.clone(),
+            self.job_limits,
         ))
     }
 

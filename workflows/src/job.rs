@@ -81,6 +81,7 @@ impl JobWorkflow {
             pr_url: None,
             pr_outcome: None,
             tokens: 0,
+            tokens_estimated: false,
             billed: Vec::new(),
             failure: None,
             attempt: 1,
@@ -332,6 +333,7 @@ impl JobWorkflow {
             title: req.title.clone(),
             body: req.body.clone(),
             plan: None,
+            plan_files: Vec::new(),
             feedback: None,
             files: Vec::new(),
         };
@@ -349,8 +351,10 @@ impl JobWorkflow {
             .await
             .map_err(|e| fail(ctx, "planning", &e))?;
         attempt_tokens += plan.tokens;
+        Self::note_estimate(ctx, plan.estimated);
         Self::mark(ctx, "planning", StepState::Done, format!("{} tokens", plan.tokens));
         task.plan = Some(plan.content);
+        task.plan_files = plan.files;
         Self::checkpoint(ctx).await?;
 
         let max_rounds = req.policy.max_review_rounds;
@@ -371,6 +375,7 @@ impl JobWorkflow {
                 .await
                 .map_err(|e| fail(ctx, "coding", &e))?;
             attempt_tokens += code.tokens;
+            Self::note_estimate(ctx, code.estimated);
             Self::mark(
                 ctx,
                 "coding",
@@ -395,6 +400,7 @@ impl JobWorkflow {
                 .await
                 .map_err(|e| fail(ctx, "reviewing", &e))?;
             attempt_tokens += review.tokens;
+            Self::note_estimate(ctx, review.estimated);
             Self::checkpoint(ctx).await?;
             if review.approved || round >= max_rounds {
                 let verdict =
@@ -446,6 +452,13 @@ impl JobWorkflow {
         Self::bill(ctx, pr.number, attempt_tokens).await;
         Self::comment(ctx, &format!("pull request opened: {}", pr.url)).await;
         Ok(())
+    }
+
+    /// Flags the job's token count as partly estimated (a model answer without `usage`).
+    fn note_estimate(ctx: &mut WorkflowContext<Self>, estimated: bool) {
+        if estimated {
+            ctx.state_mut(|s| s.status.tokens_estimated = true);
+        }
     }
 
     /// Reports the PR and the attempt's tokens once each (ledger first, then Stripe).

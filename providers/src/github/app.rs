@@ -184,6 +184,23 @@ impl GitHubApp {
         Ok(p.permission)
     }
 
+    /// The paths of the repository's files at `git_ref` (a branch name or a tree sha), from the
+    /// recursive tree; `true` when GitHub cut the listing short (very large repositories).
+    pub async fn tree(
+        &self,
+        inst: u64,
+        repo: &str,
+        git_ref: &str,
+    ) -> Result<(Vec<String>, bool), ClientError> {
+        let req = self
+            .req(inst, Method::GET, &format!("/repos/{repo}/git/trees/{git_ref}"))
+            .await?
+            .query(&[("recursive", "1")]);
+        let tree: GitTree = self.http.json(req).await.map_err(rate_limited)?;
+        let paths = tree.tree.into_iter().filter(|e| e.r#type == "blob").map(|e| e.path).collect();
+        Ok((paths, tree.truncated))
+    }
+
     /// A file's text at `git_ref`, or `None`.
     pub async fn file(
         &self,
