@@ -29,6 +29,7 @@ struct Instruments {
     step_retries: Counter,
     compensations: Counter,
     compensations_failed: Counter,
+    usage_unbilled: Counter,
 }
 
 static INSTRUMENTS: OnceLock<Instruments> = OnceLock::new();
@@ -60,9 +61,23 @@ pub fn install(meter: Arc<dyn CoreMeter>) {
                 "Compensation attempts that failed, by provider and step.",
                 "",
             )),
+            usage_unbilled: meter.counter(param(
+                "slipway_usage_unbilled",
+                "Usage reports Stripe refused for good (kept as unbilled in the job's ledger), by meter event.",
+                "",
+            )),
             meter,
         }
     });
+}
+
+/// One usage report Stripe refused for good (the job keeps it as unbilled).
+pub fn record_unbilled(event_name: &str) {
+    let Some(m) = INSTRUMENTS.get() else { return };
+    let attrs = m
+        .meter
+        .new_attributes(NewAttributes::from(vec![MetricKeyValue::new("event", event_name.to_owned())]));
+    m.usage_unbilled.add(1, &attrs);
 }
 
 /// The provider a step talks to, from its activity type (`ProvisioningActivities::create_server`).

@@ -93,9 +93,23 @@ impl Api {
 
     /// `GET path`: the JSON answer, or an error naming the API's `code` and `message`.
     pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, path).await
+    }
+
+    /// `POST path` (no body), the same way as [`Api::get`].
+    pub(crate) async fn post(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, path).await
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
-        let resp =
-            self.http.get(&url).bearer_auth(&self.token).send().await.map_err(|e| unreachable(&url, e))?;
+        let resp = self
+            .http
+            .request(method, &url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| unreachable(&url, e))?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {

@@ -6,6 +6,8 @@
 //!   The connection comes from Temporal's env config (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`,
 //!   `temporal.toml`), like the worker's.
 //! - `show` asks the starter (`GET /api/jobs/{owner}/{repo}/{issue}`), which queries the job.
+//! - `bill` asks the starter to have a job report its unbilled usage again
+//!   (`POST /api/admin/jobs/{owner}/{repo}/{issue}/bill`); the job bills each usage once.
 
 use std::time::SystemTime;
 
@@ -28,6 +30,8 @@ pub(crate) enum JobsCommand {
     List(ListArgs),
     /// Show one job: state, steps, pull request, tokens, billing ledger.
     Show(ShowArgs),
+    /// Report a job's unbilled usage (what Stripe refused) to Stripe again.
+    Bill(ShowArgs),
 }
 
 /// Options of `jobs list`.
@@ -87,6 +91,7 @@ pub(crate) async fn run(cmd: JobsCommand) -> anyhow::Result<i32> {
     match cmd {
         JobsCommand::List(args) => list(args).await,
         JobsCommand::Show(args) => show(args).await,
+        JobsCommand::Bill(args) => bill(args).await,
     }
 }
 
@@ -151,6 +156,20 @@ async fn show(args: ShowArgs) -> anyhow::Result<i32> {
     args.api.show(&format!("/api/jobs/{owner}/{repo}/{issue}"), describe).await
 }
 
+async fn bill(args: ShowArgs) -> anyhow::Result<i32> {
+    let (owner, repo, issue) = parse_job(&args.job)?;
+    let status = args.api.api()?.post(&format!("/api/admin/jobs/{owner}/{repo}/{issue}/bill")).await?;
+    let owed = status["unbilled"].as_array().map_or(0, Vec::len);
+    if args.api.json {
+        crate::api::print_json(&status)?;
+    } else {
+        println!(
+            "{owner}/{repo}#{issue}: {owed} unbilled usage(s) reported again; `slipway jobs show` tells when they are billed"
+        );
+    }
+    Ok(0)
+}
+
 /// A job status for people.
 fn describe(j: &Value) -> String {
     let history: Vec<String> = j["history"].as_array().into_iter().flatten().map(cell).collect();
@@ -174,6 +193,18 @@ fn describe(j: &Value) -> String {
     }
     let billed: Vec<String> = j["billed"].as_array().into_iter().flatten().map(cell).collect();
     lines.push(format!("Billed     {}", if billed.is_empty() { "-".to_owned() } else { billed.join(", ") }));
+    for u in j["unbilled"].as_array().into_iter().flatten() {
+        lines.push(format!(
+            "Unbilled   {} {} ({}): {}",
+            cell(&u["value"]),
+            cell(&u["event_name"]),
+            cell(&u["identifier"]),
+            cell(&u["reason"])
+        ));
+    }
+    if j["tokens_estimated"] == true {
+        lines.push("Estimated  tokens partly estimated (a model answer carried no usage)".to_owned());
+    }
     let steps = j["steps"].as_array().cloned().unwrap_or_default();
     if !steps.is_empty() {
         lines.push(String::new());

@@ -165,6 +165,10 @@ pub struct JobStatus {
     pub tokens_estimated: bool,
     /// Meter event identifiers already reported (the once-only ledger).
     pub billed: Vec<String>,
+    /// Usage Stripe refused for good: kept here, reported again when an operator asks
+    /// (`slipway jobs bill`), and billed once then.
+    #[serde(default)]
+    pub unbilled: Vec<UnbilledUsage>,
     /// Why it failed or was refused.
     pub failure: Option<String>,
     /// Attempt number (1 + retries).
@@ -297,6 +301,19 @@ pub struct PermissionInput {
     pub installation_id: u64,
     /// Login.
     pub login: String,
+}
+
+/// A usage the job owes but Stripe refused for good (the ledger's unbilled side).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnbilledUsage {
+    /// Meter event name.
+    pub event_name: String,
+    /// Quantity.
+    pub value: u64,
+    /// The deterministic identifier it will be reported with.
+    pub identifier: String,
+    /// Stripe's answer, last time.
+    pub reason: String,
 }
 
 /// A usage report for Stripe Billing meter events.

@@ -87,6 +87,7 @@ pub fn app(state: AppState) -> Router {
         .route("/webhooks/github", post(routes::github::webhook))
         .route("/api/admin/github-links", post(routes::api::link_github).get(routes::api::list_github_links))
         .route("/api/jobs/{owner}/{repo}/{issue}", get(routes::api::job_status))
+        .route("/api/admin/jobs/{owner}/{repo}/{issue}/bill", post(routes::api::bill_job))
         .route("/api/agents", post(routes::api::create_agent).get(routes::api::list_agents))
         .route("/api/agents/{id}", get(routes::api::get_agent))
         .route("/api/agents/{id}/provision", post(routes::api::provision_agent))

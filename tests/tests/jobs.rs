@@ -384,3 +384,39 @@ async fn an_issue_asking_for_a_workflow_file_is_refused_and_commented() -> anyho
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn usage_stripe_refuses_is_kept_unbilled_and_billed_once_when_an_operator_asks() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let s = app.github_account(true).await?;
+    // Stripe refuses the usage reports for good (a 400, not worth a retry).
+    app.fault(json!({"method": "POST", "path": "/stripe/v1/billing/meter_events", "status": 400})).await?;
+    deliver(&app, "issues", opened(&s, 6, "Add a receipt"), "d-bill-6").await?;
+    let owed = wait_job(&app, &s.repo, 6, |j| j.state == JobState::PrOpened && j.unbilled.len() == 2).await?;
+    assert!(owed.billed.is_empty(), "{owed:#?}");
+    assert!(owed.unbilled.iter().all(|u| u.reason.contains("400")), "{:#?}", owed.unbilled);
+    let (owner, repo) = s.repo.split_once('/').unwrap_or_default();
+    let admin = app.token("ops", Some("admin"));
+    let (status, body) =
+        app.api(reqwest::Method::GET, &format!("/api/jobs/{owner}/{repo}/6"), Some(&admin), None).await?;
+    assert_eq!(
+        (status, body["unbilled"].as_array().map(Vec::len)),
+        (200, Some(2)),
+        "the API shows what is owed"
+    );
+
+    // Only an operator can have it billed; Stripe is back.
+    let bill = format!("/api/admin/jobs/{owner}/{repo}/6/bill");
+    let user = app.token(&s.user, None);
+    assert_eq!(app.api(reqwest::Method::POST, &bill, Some(&user), None).await?.0, 403);
+    app.http.delete(format!("{}/_sandbox/faults", app.sandbox.base_url)).send().await?.error_for_status()?;
+    let (status, body) = app.api(reqwest::Method::POST, &bill, Some(&admin), None).await?;
+    assert_eq!(status, 202, "{body}");
+    let billed = wait_job(&app, &s.repo, 6, |j| j.unbilled.is_empty() && j.billed.len() == 2).await?;
+    assert_eq!(billed.billed.len(), 2);
+    let events = meter_events(&app.sandbox_state().await?, &s.customer);
+    assert_eq!(events.len(), 2, "each usage billed once: {events:#?}");
+    let (status, body) = app.api(reqwest::Method::POST, &bill, Some(&admin), None).await?;
+    assert_eq!((status, body["code"].as_str()), (409, Some("NOTHING_UNBILLED")), "{body}");
+    Ok(())
+}

@@ -17,7 +17,7 @@
 //! | `live_agent_lifecycle` | provision, stop, start, suspend and resume (from active and from stopped), destroy, a destroy that fails and is retried, each wrong-state refusal |
 //! | `live_subscription_orderings` | events in order, reversed and duplicated, a subscription deleted, a tie that makes it re-fetch from Stripe |
 //! | `live_client_stack_paths` | success, each of the seven activities failing, a compensation failing |
-//! | `live_jobs` | PR merged, retry (refused to a reader, accepted from a writer), cancel while running, queued and failed, refused (unlinked account), the gate at its cap, the links registry |
+//! | `live_jobs` | PR merged, retry (refused to a reader, accepted from a writer), cancel while running, queued and failed, refused (unlinked account), usage Stripe refused kept unbilled then billed on an operator's `bill_again`, the gate at its cap, the links registry |
 //! | `live_seats` | one customer's subscriptions: a checkout parked behind an unpaid invoice then provisioned, one granted at once, one denied (subscription deleted first), a deletion that destroys only its own subscription's agent and frees its seat |
 //! | `live_legacy_customer_upgrade` | a customer run on the previous release's rules (the worker holds the change back): a seat claim moves it, held back it answers claims itself, an operator's `upgrade` moves it for good, then the new rules apply |
 //! | `live_continue_as_new` | `Agent` and `Subscription` continuing as new past a small history limit |
@@ -1031,7 +1031,18 @@ async fn live_jobs() -> anyhow::Result<()> {
     let refused = wait_job(&app, &other, 1, "refused", |s| s.state == JobState::Cancelled).await?;
     assert!(refused.failure.as_deref().unwrap_or_default().contains("not linked"), "{refused:#?}");
 
+    // 7. Stripe refuses the usage for good: kept unbilled, billed once when an operator asks.
+    app.fault(json!({"method": "POST", "path": "/stripe/v1/billing/meter_events", "status": 400})).await?;
+    deliver(&app, "issues", open(13, "Owed"), "r-13").await?;
+    wait_job(&app, &repo, 13, "owing", |s| s.state == JobState::PrOpened && s.unbilled.len() == 2).await?;
+    clear_faults(&app).await?;
+    app.gateway().job_bill_again(&job_workflow_id(&repo, 13), "r-13-bill".to_owned()).await?;
+    let j = wait_job(&app, &repo, 13, "billed", |s| s.unbilled.is_empty() && s.billed.len() == 2).await?;
+    close_pr(j.pr_number.context("pr")?, true).await?;
+    wait_job(&app, &repo, 13, "merged", |s| s.pr_outcome.as_deref() == Some("merged")).await?;
+
     for (name, id) in [
+        ("job-unbilled-then-billed", job_workflow_id(&repo, 13)),
         ("job-merged", job_workflow_id(&repo, 1)),
         ("job-retried-pr-closed", job_workflow_id(&repo, 2)),
         ("job-cancelled-while-running", job_workflow_id(&repo, 3)),

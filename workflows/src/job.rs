@@ -12,6 +12,10 @@
 //!   attempt are reported with deterministic identifiers, and recorded in a ledger in the
 //!   workflow's state first checked before every report. Stripe forgets identifiers after 24 h;
 //!   the ledger does not, so a usage is billed once however often anything is retried or replayed.
+//!   A report Stripe refuses for good is kept as `unbilled` (shown in the status, counted by the
+//!   worker's `slipway_usage_unbilled`), never dropped: an operator's `bill_again` signal
+//!   (`slipway jobs bill`) reports it again with the same identifier, and the job does not end
+//!   while it owes anything.
 
 use std::time::Duration;
 
@@ -19,7 +23,7 @@ use slipway_activities::JobActivities;
 use slipway_proto::{
     jobs::{
         CommentInput, FileChange, JobCommand, JobRequest, JobState, JobStatus, LlmTask, MeterEventInput,
-        PermissionInput, PullRequestInput, job_branch, job_gate_workflow_id,
+        PermissionInput, PullRequestInput, UnbilledUsage, job_branch, job_gate_workflow_id,
     },
     model::{StepProgress, StepState},
 };
@@ -53,7 +57,12 @@ pub struct JobWorkflow {
     cancel_requested: bool,
     retry_requested: bool,
     pr_closed: Option<bool>,
+    bill_again: bool,
 }
+
+/// Jobs recorded before the unbilled ledger dropped a refused usage report; replays of their
+/// histories must too.
+const UNBILLED_PATCH: &str = "job-unbilled-ledger";
 
 fn step_opts(summary: &str, timeout: Duration) -> ActivityOptions {
     crate::options::retrying(summary, timeout, None, 6)
@@ -83,6 +92,7 @@ impl JobWorkflow {
             tokens: 0,
             tokens_estimated: false,
             billed: Vec::new(),
+            unbilled: Vec::new(),
             failure: None,
             attempt: 1,
         };
@@ -95,6 +105,7 @@ impl JobWorkflow {
             cancel_requested: false,
             retry_requested: false,
             pr_closed: None,
+            bill_again: false,
         }
     }
 
@@ -168,6 +179,12 @@ impl JobWorkflow {
     #[signal]
     pub fn command(&mut self, _ctx: &mut SyncWorkflowContext<Self>, command: JobCommand) {
         self.commands.push(command);
+    }
+
+    /// An operator asks for the unbilled usage to be reported again.
+    #[signal]
+    pub fn bill_again(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
+        self.bill_again = true;
     }
 
     /// The job's pull request was closed (`merged` or not).
@@ -474,38 +491,85 @@ impl JobWorkflow {
             if value == 0 || ctx.state(|s| s.status.billed.contains(&identifier)) {
                 continue;
             }
-            let input = MeterEventInput {
-                event_name,
-                customer_id: customer.clone(),
-                value,
-                identifier: identifier.clone(),
-            };
-            let opts = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
-                .retry_policy(
-                    RetryPolicy::builder()
-                        .initial_interval(Duration::from_secs(1))
-                        .maximum_interval(Duration::from_secs(300))
-                        .build(),
-                )
-                .summary("Stripe: report usage".to_owned())
-                .build();
-            if ctx.execute_activity(JobActivities::report_usage, input, opts).await.is_ok() {
-                ctx.state_mut(|s| s.status.billed.push(identifier));
+            let input = MeterEventInput { event_name, customer_id: customer.clone(), value, identifier };
+            Self::report(ctx, input).await;
+        }
+    }
+
+    /// One usage report: billed into the ledger, or (refused for good) kept as unbilled.
+    async fn report(ctx: &mut WorkflowContext<Self>, input: MeterEventInput) {
+        let opts = ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30))
+            .retry_policy(
+                RetryPolicy::builder()
+                    .initial_interval(Duration::from_secs(1))
+                    .maximum_interval(Duration::from_secs(300))
+                    .build(),
+            )
+            .summary(format!("Stripe: report {} {}", input.value, input.event_name))
+            .build();
+        let identifier = input.identifier.clone();
+        match ctx.execute_activity(JobActivities::report_usage, input.clone(), opts).await {
+            Ok(()) => ctx.state_mut(|s| {
+                s.status.unbilled.retain(|u| u.identifier != identifier);
+                s.status.billed.push(identifier);
+            }),
+            Err(e) => {
+                if ctx.patched(UNBILLED_PATCH) {
+                    let reason = crate::failure::activity(&e);
+                    ctx.state_mut(|s| {
+                        s.status.unbilled.retain(|u| u.identifier != identifier);
+                        s.status.unbilled.push(UnbilledUsage {
+                            event_name: input.event_name,
+                            value: input.value,
+                            identifier,
+                            reason,
+                        });
+                    });
+                }
             }
+        }
+    }
+
+    /// Reports every unbilled usage again (an operator's `bill_again`).
+    async fn bill_unbilled(ctx: &mut WorkflowContext<Self>) {
+        ctx.state_mut(|s| s.bill_again = false);
+        let (customer, owed) = ctx.state(|s| (s.req.customer_id.clone(), s.status.unbilled.clone()));
+        let Some(customer) = customer else { return };
+        for u in owed {
+            if ctx.state(|s| s.status.billed.contains(&u.identifier)) {
+                ctx.state_mut(|s| s.status.unbilled.retain(|x| x.identifier != u.identifier));
+                continue;
+            }
+            let input = MeterEventInput {
+                event_name: u.event_name,
+                customer_id: customer.clone(),
+                value: u.value,
+                identifier: u.identifier,
+            };
+            Self::report(ctx, input).await;
         }
     }
 
     async fn until_pr_closed(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<JobStatus> {
         loop {
-            ctx.wait_condition(|s: &Self| s.pr_closed.is_some() || !s.commands.is_empty()).await?;
+            ctx.wait_condition(|s: &Self| s.pr_closed.is_some() || !s.commands.is_empty() || s.bill_again)
+                .await?;
             if ctx.state(|s| !s.commands.is_empty()) {
                 // Retry and cancel do not apply to an opened PR; close the PR instead.
                 ctx.state_mut(|s| s.commands.clear());
+            }
+            if ctx.state(|s| s.bill_again) {
+                Self::bill_unbilled(ctx).await;
             }
             if let Some(merged) = ctx.state(|s| s.pr_closed) {
                 let outcome = if merged { "merged" } else { "closed" };
                 ctx.state_mut(|s| s.status.pr_outcome = Some(outcome.to_owned()));
                 Self::comment(ctx, &format!("pull request {outcome}")).await;
+                // A job that owes usage stays until an operator has it billed.
+                while ctx.state(|s| !s.status.unbilled.is_empty()) {
+                    ctx.wait_condition(|s: &Self| s.bill_again).await?;
+                    Self::bill_unbilled(ctx).await;
+                }
                 return Ok(ctx.state(|s| s.status.clone()));
             }
         }

@@ -338,17 +338,28 @@ impl JobActivities {
         Ok(matches!(p.as_str(), "admin" | "write" | "maintain"))
     }
 
-    /// Report usage to Stripe Billing (idempotent by identifier).
+    /// Report usage to Stripe Billing (idempotent by identifier). A refusal for good (not a
+    /// transient failure, which Temporal retries) is counted in `slipway_usage_unbilled`; the job
+    /// keeps the usage as unbilled.
     #[activity]
     pub async fn report_usage(
         self: Arc<Self>,
         _ctx: ActivityContext,
         input: MeterEventInput,
     ) -> Result<(), ActivityError> {
-        self.stripe
+        match self
+            .stripe
             .meter_event(&input.event_name, &input.customer_id, input.value, &input.identifier)
             .await
-            .map_err(ClientError::into_activity_error)
+        {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if e.retry() == slipway_providers::error::Retry::Permanent {
+                    crate::metrics::record_unbilled(&input.event_name);
+                }
+                Err(e.into_activity_error())
+            }
+        }
     }
 }
 

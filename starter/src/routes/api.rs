@@ -147,6 +147,21 @@ pub async fn job_status(
     Ok(Json(json!(status)).into_response())
 }
 
+/// `POST /api/admin/jobs/{owner}/{repo}/{issue}/bill`: report a job's unbilled usage again
+/// (202 with the status as it was; the job bills each usage once).
+pub async fn bill_job(
+    State(app): State<AppState>,
+    User(user): User,
+    Path((owner, repo, issue)): Path<(String, String, u64)>,
+    headers: HeaderMap,
+) -> ApiResult {
+    let id = format!("{owner}/{repo}#{issue}");
+    let status = AdminService::new(app)
+        .bill_job(&user, &owner, &repo, issue, request_id(&headers, &id, "bill"))
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(json!(status))).into_response())
+}
+
 /// `POST /api/agents/{id}/provision`.
 pub async fn provision_agent(
     State(app): State<AppState>,

@@ -82,6 +82,30 @@ impl AdminService {
         Ok(status)
     }
 
+    /// Has a job report its unbilled usage again (admins only). A job that owes nothing answers
+    /// 409 `NOTHING_UNBILLED`; a closed job 404.
+    pub async fn bill_job(
+        &self,
+        user: &Claims,
+        owner: &str,
+        repo: &str,
+        issue: u64,
+        request_id: String,
+    ) -> Result<JobStatus, ServiceError> {
+        require_admin(user)?;
+        let status = self.job_status(user, owner, repo, issue).await?;
+        if status.unbilled.is_empty() {
+            return Err(ServiceError::new(
+                Kind::Conflict,
+                "NOTHING_UNBILLED",
+                format!("{owner}/{repo}#{issue} owes no usage"),
+            ));
+        }
+        let id = job_workflow_id(&format!("{owner}/{repo}"), issue);
+        self.app.gateway.job_bill_again(&id, request_id).await?;
+        Ok(status)
+    }
+
     /// Starts a client's stack (or finds the one that exists): `(workflow id, existed)`.
     pub async fn start_stack(
         &self,

@@ -112,6 +112,14 @@ impl Gateway {
         self.call(handle.signal(JobWorkflow::command, command, opts)).await
     }
 
+    /// Ask an issue's job to report its unbilled usage again.
+    pub async fn job_bill_again(&self, workflow_id: &str, request_id: String) -> Result<(), GatewayError> {
+        let client = self.client().await?;
+        let handle = client.get_workflow_handle::<JobWorkflow>(workflow_id);
+        let opts = WorkflowSignalOptions::builder().request_id(request_id).build();
+        self.call(handle.signal(JobWorkflow::bill_again, (), opts)).await
+    }
+
     /// Tell an issue's job its pull request was closed.
     pub async fn job_pr_closed(
         &self,
