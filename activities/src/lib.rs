@@ -12,6 +12,7 @@
 //! - [`billing`]: the Stripe reads of the subscription workflow.
 //! - [`stack`]: the client-stack saga's activities (Supabase, schema, GitHub, Vercel, n8n).
 //! - [`jobs`]: the coding jobs' activities (model calls, GitHub App calls, Stripe usage).
+//! - [`lookups`]: what a coding job asks of Temporal itself (its entitlement, a gate seat).
 //! - [`seal`]: sealing of the one secret that must cross a workflow history.
 //!
 //! Activities are structs owning their clients (`self: Arc<Self>` methods); the worker builds
@@ -21,6 +22,7 @@
 pub mod billing;
 pub mod error;
 pub mod jobs;
+pub mod lookups;
 pub mod metrics;
 pub mod provisioning;
 pub mod seal;
@@ -28,6 +30,7 @@ pub mod stack;
 
 pub use billing::BillingActivities;
 pub use jobs::JobActivities;
+pub use lookups::LookupActivities;
 pub use provisioning::{ProvisioningActivities, ProvisioningConfig};
 pub use seal::Sealer;
 pub use stack::{StackActivities, StackConfig};

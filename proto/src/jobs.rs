@@ -90,6 +90,37 @@ pub struct JobRequest {
     pub refusal: Option<String>,
     /// Knobs.
     pub policy: JobPolicy,
+    /// The GitHub account the repository belongs to. When set, the job decides its own
+    /// entitlement (the account's link, that customer's standing) instead of being told: the
+    /// webhook then needs one durable call, whatever the state of the worker.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Jobs of one customer that may run at once (its gate's cap), for a job that opens its
+    /// customer's gate itself.
+    #[serde(default)]
+    pub max_running: u32,
+}
+
+/// What a job may do: its account's link and that customer's standing, decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobEntitlement {
+    /// The customer billed; `None` when refused.
+    pub customer_id: Option<String>,
+    /// The linked Slipway user, if any.
+    pub user_id: Option<String>,
+    /// Why the job may not run, if it may not.
+    pub refusal: Option<String>,
+}
+
+/// A job's seat at its customer's gate (the gate is started if it is not running).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateSeat {
+    /// The customer.
+    pub customer_id: String,
+    /// The job's workflow id.
+    pub job_id: String,
+    /// The gate's cap, if it has to be started.
+    pub max_running: u32,
 }
 
 /// Where a job stands.

@@ -420,3 +420,50 @@ async fn usage_stripe_refuses_is_kept_unbilled_and_billed_once_when_an_operator_
     assert_eq!((status, body["code"].as_str()), (409, Some("NOTHING_UNBILLED")), "{body}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_delivery_is_answered_at_once_while_no_worker_runs() -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(Options { worker_process: true, ..Options::default() }).await?;
+    let s = app.github_account(true).await?;
+    // A deploy, a crash, a slow worker: nobody polls the task queue while GitHub delivers.
+    app.kill_worker()?;
+    let sent = tokio::time::Instant::now();
+    let r = deliver(&app, "issues", opened(&s, 7, "Add a footer"), "d-down-7").await?;
+    let took = sent.elapsed();
+    assert_eq!(r["status"], 202, "{r}");
+    println!("delivery answered {} in {took:?} with no worker running", r["status"]);
+    assert!(took < Duration::from_secs(5), "GitHub gives up after 10 s: {took:?}");
+    app.start_worker()?;
+    let done = wait_job(&app, &s.repo, 7, |j| j.state == JobState::PrOpened && j.billed.len() == 2).await?;
+    assert_eq!(done.attempt, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refused_issue_runs_once_its_account_is_linked_and_a_writer_retries() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let s = app.github_account(false).await?;
+    deliver(&app, "issues", opened(&s, 8, "Add a header"), "d-link-8").await?;
+    let refused = wait_job(&app, &s.repo, 8, |j| j.state == JobState::Cancelled).await?;
+    assert!(refused.failure.as_deref().unwrap_or_default().contains("not linked"), "{refused:#?}");
+
+    // Retrying before anything changed is refused again, with the same reason.
+    let retry = |d: &'static str| {
+        let comment =
+            github_events::issue_comment_created(&s.repo, s.installation, 8, "/slipway retry", "maintainer");
+        deliver(&app, "issue_comment", comment, d)
+    };
+    retry("d-link-8a").await?;
+    // An admin links the account; the next retry runs the job.
+    let admin = app.token("ops", Some("admin"));
+    let link = json!({"account": s.account, "userId": s.user, "customerId": s.customer});
+    let (code, body) =
+        app.api(reqwest::Method::POST, "/api/admin/github-links", Some(&admin), Some(link)).await?;
+    assert_eq!(code, 200, "{body}");
+    retry("d-link-8b").await?;
+    let done = wait_job(&app, &s.repo, 8, |j| j.state == JobState::PrOpened && j.billed.len() == 2).await?;
+    assert!(done.history.contains(&JobState::Cancelled) && done.attempt >= 2, "{done:#?}");
+    let events = meter_events(&app.sandbox_state().await?, &s.customer);
+    assert_eq!(events.len(), 2, "billed once, to the linked customer: {events:#?}");
+    Ok(())
+}

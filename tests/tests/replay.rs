@@ -17,7 +17,7 @@
 //! | `live_agent_lifecycle` | provision, stop, start, suspend and resume (from active and from stopped), destroy, a destroy that fails and is retried, each wrong-state refusal |
 //! | `live_subscription_orderings` | events in order, reversed and duplicated, a subscription deleted, a tie that makes it re-fetch from Stripe |
 //! | `live_client_stack_paths` | success, each of the seven activities failing, a compensation failing |
-//! | `live_jobs` | PR merged, retry (refused to a reader, accepted from a writer), cancel while running, queued and failed, refused (unlinked account), usage Stripe refused kept unbilled then billed on an operator's `bill_again`, the gate at its cap, the links registry |
+//! | `live_jobs` | PR merged, retry (refused to a reader, accepted from a writer), cancel while running, queued and failed, refused (unlinked account, the job asking for its entitlement itself and waiting for a retry), usage Stripe refused kept unbilled then billed on an operator's `bill_again`, the gate at its cap, the links registry |
 //! | `live_seats` | one customer's subscriptions: a checkout parked behind an unpaid invoice then provisioned, one granted at once, one denied (subscription deleted first), a deletion that destroys only its own subscription's agent and frees its seat |
 //! | `live_legacy_customer_upgrade` | a customer run on the previous release's rules (the worker holds the change back): a seat claim moves it, held back it answers claims itself, an operator's `upgrade` moves it for good, then the new rules apply |
 //! | `live_continue_as_new` | `Agent` and `Subscription` continuing as new past a small history limit |

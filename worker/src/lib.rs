@@ -119,11 +119,13 @@ pub fn build_worker_with(
     let billing = BillingActivities::new(settings.stripe()?);
     let stack = StackActivities::new(settings.stack()?);
     let jobs = settings.jobs()?;
+    let lookups = slipway_activities::LookupActivities::new(client.clone(), settings.task_queue.clone());
     let options = WorkerOptions::new(settings.task_queue.clone())
         .register_activities(provisioning)
         .register_activities(billing)
         .register_activities(stack)
         .register_activities(jobs)
+        .register_activities(lookups)
         // Step durations, retries, compensations and the `activity` span of every attempt.
         .worker_plugin(slipway_activities::metrics::step_plugin());
     let options = slipway_workflows::register_all(options)?

@@ -19,19 +19,20 @@
 
 use std::time::Duration;
 
-use slipway_activities::JobActivities;
+use slipway_activities::{JobActivities, LookupActivities};
 use slipway_proto::{
     jobs::{
-        CommentInput, FileChange, JobCommand, JobRequest, JobState, JobStatus, LlmTask, MeterEventInput,
-        PermissionInput, PullRequestInput, UnbilledUsage, job_branch, job_gate_workflow_id,
+        CommentInput, FileChange, GateSeat, JobCommand, JobEntitlement, JobRequest, JobState, JobStatus,
+        LlmTask, MeterEventInput, PermissionInput, PullRequestInput, UnbilledUsage, job_branch,
+        job_gate_workflow_id,
     },
     model::{StepProgress, StepState},
 };
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, SignalWorkflowOptions, SyncWorkflowContext, WorkflowContext, WorkflowContextView,
-    WorkflowResult,
+    ActivityOptions, SignalWorkflowOptions, SyncWorkflowContext, TimerOptions, WorkflowContext,
+    WorkflowContextView, WorkflowResult, workflows::select,
 };
 
 use crate::{
@@ -59,6 +60,14 @@ pub struct JobWorkflow {
     pr_closed: Option<bool>,
     bill_again: bool,
 }
+
+/// Jobs started by a starter that decided their entitlement itself (and opened the customer's
+/// gate) replay without asking; newer jobs ask themselves (`LookupActivities`), on start and
+/// before every retry.
+const LOOKUP_PATCH: &str = "job-entitlement-in-workflow";
+
+/// How long a refused job waits for a `/slipway retry` before it ends.
+const REFUSED_WAIT: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Jobs recorded before the unbilled ledger dropped a refused usage report; replays of their
 /// histories must too.
@@ -112,13 +121,24 @@ impl JobWorkflow {
     /// Runs attempts until the PR is open and closed, or the job is cancelled.
     #[run(name = "Job")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<JobStatus> {
+        let asks = ctx.state(|s| s.req.account.is_some()) && ctx.patched(LOOKUP_PATCH);
+        if asks {
+            Self::look_up(ctx).await;
+        }
         Self::publish(ctx);
         if let Some(refusal) = ctx.state(|s| s.req.refusal.clone()) {
             ctx.state_mut(|s| s.status.failure = Some(refusal.clone()));
             // Comment first: the job reads as cancelled only once the reason is on the issue.
             Self::comment(ctx, &format!("Slipway cannot work on this issue: {refusal}")).await;
             Self::set_state(ctx, JobState::Cancelled);
-            return Ok(ctx.state(|s| s.status.clone()));
+            if !asks {
+                return Ok(ctx.state(|s| s.status.clone()));
+            }
+            // A job that decides for itself waits for the account to be linked or paid for:
+            // a writer's `/slipway retry` asks again.
+            if !Self::until_entitled(ctx).await? {
+                return Ok(ctx.state(|s| s.status.clone()));
+            }
         }
         loop {
             Self::comment(ctx, "queued: waiting for a free slot").await;
@@ -157,6 +177,19 @@ impl JobWorkflow {
                             break;
                         }
                     }
+                    // Every attempt re-checks what the job may do.
+                    if asks {
+                        Self::look_up(ctx).await;
+                        if let Some(refusal) = ctx.state(|s| s.req.refusal.clone()) {
+                            ctx.state_mut(|s| s.status.failure = Some(refusal.clone()));
+                            Self::comment(ctx, &format!("Slipway cannot work on this issue: {refusal}"))
+                                .await;
+                            Self::set_state(ctx, JobState::Cancelled);
+                            if !Self::until_entitled(ctx).await? {
+                                return Ok(ctx.state(|s| s.status.clone()));
+                            }
+                        }
+                    }
                     ctx.state_mut(|s| {
                         s.status.attempt += 1;
                         s.status.failure = None;
@@ -164,6 +197,83 @@ impl JobWorkflow {
                         s.slot = false;
                     });
                     Self::set_state(ctx, JobState::Queued);
+                }
+            }
+        }
+    }
+
+    /// Decides the job's entitlement (its account's link, that customer's standing) and, when
+    /// it may run, takes its seat at the customer's gate. A lookup that keeps failing refuses
+    /// the job with the reason (a retry asks again).
+    async fn look_up(ctx: &mut WorkflowContext<Self>) {
+        let account = ctx.state(|s| s.req.account.clone().unwrap_or_default());
+        let opts = step_opts(&format!("Slipway: entitlement of {account}"), Duration::from_secs(30));
+        let decided = match ctx.execute_activity(LookupActivities::job_entitlement, account, opts).await {
+            Ok(e) => e,
+            Err(e) => JobEntitlement {
+                customer_id: None,
+                user_id: None,
+                refusal: Some(format!("could not check the subscription: {}", crate::failure::activity(&e))),
+            },
+        };
+        ctx.state_mut(|s| {
+            s.req.customer_id = decided.customer_id.clone();
+            s.req.user_id = decided.user_id.clone();
+            s.req.refusal = decided.refusal.clone();
+        });
+        let Some(customer) = decided.customer_id else { return };
+        let seat = GateSeat {
+            customer_id: customer.clone(),
+            job_id: ctx.info().workflow_id().to_owned(),
+            max_running: ctx.state(|s| s.req.max_running.max(1)),
+        };
+        let opts = step_opts(&format!("Slipway: job gate of {customer}"), Duration::from_secs(30));
+        if let Err(e) = ctx.execute_activity(LookupActivities::take_gate_seat, seat, opts).await {
+            let why = format!("could not queue at the customer's job gate: {}", crate::failure::activity(&e));
+            ctx.state_mut(|s| {
+                s.req.customer_id = None;
+                s.req.refusal = Some(why);
+            });
+        }
+    }
+
+    /// A refused job waits (up to 30 days) for a writer's `/slipway retry`, then asks again:
+    /// `true` once it may run, `false` if it was cancelled or nobody asked in time.
+    async fn until_entitled(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<bool> {
+        loop {
+            let timer =
+                TimerOptions::builder(REFUSED_WAIT).summary("wait for `/slipway retry`".to_owned()).build();
+            let mut asked = false;
+            select! {
+                r = ctx.wait_condition(|s: &Self| !s.commands.is_empty()) => { asked = r.is_ok(); },
+                _ = ctx.timer(timer) => {},
+            };
+            if !asked {
+                return Ok(false);
+            }
+            Self::handle_commands(ctx).await;
+            if ctx.state(|s| s.cancel_requested) {
+                Self::comment(ctx, "cancelled").await;
+                return Ok(false);
+            }
+            if !ctx.state_mut(|s| std::mem::take(&mut s.retry_requested)) {
+                continue;
+            }
+            Self::look_up(ctx).await;
+            Self::publish(ctx);
+            match ctx.state(|s| s.req.refusal.clone()) {
+                None => {
+                    ctx.state_mut(|s| {
+                        s.status.failure = None;
+                        s.status.attempt += 1;
+                        s.status.steps = saga::fresh_steps(&STEPS);
+                    });
+                    Self::set_state(ctx, JobState::Queued);
+                    return Ok(true);
+                }
+                Some(refusal) => {
+                    ctx.state_mut(|s| s.status.failure = Some(refusal.clone()));
+                    Self::comment(ctx, &format!("Slipway cannot work on this issue: {refusal}")).await;
                 }
             }
         }
@@ -617,5 +727,24 @@ mod tests {
         assert_eq!(fnv64(""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv64("acme/shop#1"), fnv64("acme/shop#1"));
         assert_ne!(fnv64("acme/shop#1"), fnv64("acme/shop#2"));
+    }
+}
+
+#[cfg(test)]
+mod lookup_names {
+    use slipway_activities::lookups::names;
+    use temporalio_common::{QueryDefinition, SignalDefinition, WorkflowDefinition};
+
+    use crate::{GitHubLinksWorkflow, JobGateWorkflow, SubscriptionWorkflow};
+
+    /// The job's lookups address these workflows by name (see `slipway_activities::lookups`).
+    #[test]
+    fn lookups_use_the_registered_names() {
+        assert_eq!(GitHubLinksWorkflow::run.name(), names::LINKS);
+        assert_eq!(GitHubLinksWorkflow::get.name(), names::LINKS_GET);
+        assert_eq!(SubscriptionWorkflow::run.name(), names::SUBSCRIPTION);
+        assert_eq!(SubscriptionWorkflow::entitlement.name(), names::ENTITLEMENT);
+        assert_eq!(JobGateWorkflow::run.name(), names::GATE);
+        assert_eq!(JobGateWorkflow::enqueue.name(), names::ENQUEUE);
     }
 }

@@ -1,7 +1,8 @@
 //! Applying what a verified webhook asks for ([`crate::ingress`] names it): billing events to
 //! the customer's workflow, paid checkouts to the agent's, coding jobs to their issue's, each
-//! durable in Temporal before the answer. The decisions that need state live here: a job's
-//! entitlement (its account's link, that customer's standing) and what a late event means.
+//! durable in Temporal before the answer. The decisions that need state live here (what a late
+//! event means), except a job's entitlement, which its own workflow decides so that GitHub's
+//! delivery is answered after one durable call.
 //!
 //! Answers are JSON bodies for the sender (`{"received": true, "handled": …}`); Stripe and
 //! GitHub only read the status, people read the rest.
@@ -127,11 +128,7 @@ impl WebhookService {
             }
             Intent::StartJob(trigger) => {
                 let req = self.job_request(trigger).await?;
-                let job = app
-                    .gateway
-                    .start_job(req, app.settings.max_jobs_per_customer)
-                    .await
-                    .map_err(ServiceError::from)?;
+                let job = app.gateway.start_job(req).await.map_err(ServiceError::from)?;
                 tracing::info!(%delivery, %job, "github job accepted");
                 Ok(job)
             }
@@ -154,31 +151,10 @@ impl WebhookService {
         }
     }
 
-    /// The job an issue asks for, with its entitlement decided: the repository's account must
-    /// be linked to a customer whose subscription is in good standing, or the job starts only
-    /// to comment why it will not run.
+    /// The job an issue asks for. Its entitlement (the account's link, that customer's
+    /// standing) is decided by the job itself, so answering GitHub takes one durable call that
+    /// needs no worker.
     async fn job_request(&self, t: IssueTrigger) -> Result<JobRequest, ServiceError> {
-        let gateway = &self.app.gateway;
-        let link = gateway.github_link(&t.account).await.map_err(ServiceError::from)?;
-        let (customer_id, user_id, refusal) = match link {
-            None => (
-                None,
-                None,
-                Some(format!(
-                    "the GitHub account `{}` is not linked to a Slipway subscription; ask a Slipway admin to link it",
-                    t.account
-                )),
-            ),
-            Some(l) => {
-                let entitlement =
-                    gateway.customer_entitlement(&l.customer_id).await.map_err(ServiceError::from)?;
-                if entitlement.is_some_and(|e| e.entitled) {
-                    (Some(l.customer_id), Some(l.user_id), None)
-                } else {
-                    (None, Some(l.user_id), Some("the linked Slipway subscription is not active".to_owned()))
-                }
-            }
-        };
         Ok(JobRequest {
             repo: t.repo,
             installation_id: t.installation_id,
@@ -186,10 +162,12 @@ impl WebhookService {
             title: t.title,
             body: t.body,
             requested_by: t.sender,
-            customer_id,
-            user_id,
-            refusal,
+            customer_id: None,
+            user_id: None,
+            refusal: None,
             policy: self.app.settings.job_policy.clone(),
+            account: Some(t.account),
+            max_running: self.app.settings.max_jobs_per_customer,
         })
     }
 }

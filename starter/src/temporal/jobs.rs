@@ -2,10 +2,9 @@
 //! `GitHubLinks` singleton mapping GitHub accounts to paying customers.
 
 use slipway_proto::jobs::{
-    GitHubLink, GitHubLinks, JobCommand, JobGateInput, JobRequest, JobStatus, github_links_workflow_id,
-    job_gate_workflow_id, job_workflow_id,
+    GitHubLink, GitHubLinks, JobCommand, JobRequest, JobStatus, github_links_workflow_id, job_workflow_id,
 };
-use slipway_workflows::{GitHubLinksWorkflow, JobGateWorkflow, JobWorkflow, search_attributes};
+use slipway_workflows::{GitHubLinksWorkflow, JobWorkflow, search_attributes};
 use temporalio_client::{
     WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowSignalOptions,
     WorkflowStartOptions, WorkflowUpdateWithStartOptions,
@@ -56,12 +55,11 @@ impl Gateway {
         self.bounded(call).await?.map_err(|e| GatewayError::Unavailable(e.to_string()))
     }
 
-    /// Start the job of an issue (one per issue: a redelivery, or a second trigger, finds it),
-    /// then make sure the customer's gate knows it is waiting.
-    pub async fn start_job(&self, req: JobRequest, max_running: u32) -> Result<String, GatewayError> {
+    /// Start the job of an issue: one call (a redelivery, or a second trigger, finds the job
+    /// that exists). The job decides its entitlement and takes its customer's gate seat itself.
+    pub async fn start_job(&self, req: JobRequest) -> Result<String, GatewayError> {
         let client = self.client().await?;
         let workflow_id = job_workflow_id(&req.repo, req.issue_number);
-        let customer = req.customer_id.clone();
         let options = WorkflowStartOptions::new(self.task_queue.clone(), workflow_id.clone())
             .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
             .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
@@ -71,32 +69,9 @@ impl Gateway {
             .static_summary(format!("{}#{}: {}", req.repo, req.issue_number, req.title))
             .build();
         match self.call(client.start_workflow(JobWorkflow::run, req, options)).await {
-            Ok(_) | Err(GatewayError::Closed) => {}
-            Err(e) => return Err(e),
+            Ok(_) | Err(GatewayError::Closed) => Ok(workflow_id),
+            Err(e) => Err(e),
         }
-        if let Some(customer) = customer {
-            let gate = JobGateInput {
-                customer_id: customer.clone(),
-                max_running,
-                running: Vec::new(),
-                waiting: Vec::new(),
-            };
-            let options = WorkflowStartOptions::new(self.task_queue.clone(), job_gate_workflow_id(&customer))
-                .search_attributes(SearchAttributes::new([
-                    search_attributes::CUSTOMER_ID.value_set(customer.clone())
-                ]))
-                .static_summary(format!("job slots of {customer}"))
-                .build();
-            let call = client.signal_with_start_workflow(
-                JobGateWorkflow::run,
-                gate,
-                JobGateWorkflow::enqueue,
-                workflow_id.clone(),
-                options,
-            );
-            self.bounded(call).await?.map_err(|e| GatewayError::Unavailable(e.to_string()))?;
-        }
-        Ok(workflow_id)
     }
 
     /// Deliver a `/slipway` command to an issue's job.
