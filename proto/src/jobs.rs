@@ -99,6 +99,10 @@ pub struct JobRequest {
     /// customer's gate itself.
     #[serde(default)]
     pub max_running: u32,
+    /// Which run of the job this is (1, or 0 when not told): a job that ended starts
+    /// again as run 2, 3, ..., billed under identifiers of its own.
+    #[serde(default)]
+    pub run: u32,
 }
 
 /// What a job may do: its account's link and that customer's standing, decided.

@@ -467,3 +467,98 @@ async fn a_refused_issue_runs_once_its_account_is_linked_and_a_writer_retries() 
     assert_eq!(events.len(), 2, "billed once, to the linked customer: {events:#?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_merged_job_runs_again_on_a_new_label_as_a_new_run_and_a_redelivery_changes_nothing()
+-> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let s = app.github_account(true).await?;
+    deliver(&app, "issues", opened(&s, 9, "Add a sitemap"), "d-9").await?;
+    let first = wait_job(&app, &s.repo, 9, |j| j.state == JobState::PrOpened && j.billed.len() == 2).await?;
+    let pr = first.pr_number.unwrap_or_default();
+    app.sandbox_post(&format!("/_sandbox/github/repos/{}/pulls/{pr}/close", s.repo), json!({"merged": true}))
+        .await?;
+    wait_job(&app, &s.repo, 9, |j| j.pr_outcome.as_deref() == Some("merged")).await?;
+    wait_closed(&app, &job_workflow_id(&s.repo, 9)).await?;
+
+    // GitHub redelivers the delivery that started it: nothing happens.
+    let r = deliver(&app, "issues", opened(&s, 9, "Add a sitemap"), "d-9").await?;
+    assert_eq!(r["status"], 202, "{r}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(job(&app, &s.repo, 9).await?.map(|j| j.pr_outcome), Some(Some("merged".to_owned())));
+
+    // A new label starts the job again, as a new run billed under its own identifiers.
+    let labeled = github_events::issues(
+        "labeled",
+        &s.repo,
+        s.installation,
+        9,
+        "Add a sitemap",
+        "More.",
+        &["slipway"],
+        "maintainer",
+    );
+    deliver(&app, "issues", labeled, "d-9-again").await?;
+    let second = wait_job(&app, &s.repo, 9, |j| {
+        j.state == JobState::PrOpened && j.pr_outcome.is_none() && j.billed.len() == 2
+    })
+    .await?;
+    assert_ne!(second.pr_number, first.pr_number, "a new pull request");
+    assert!(
+        second.billed.iter().all(|id| !first.billed.contains(id)),
+        "{:?} vs {:?}",
+        second.billed,
+        first.billed
+    );
+    let events = meter_events(&app.sandbox_state().await?, &s.customer);
+    assert_eq!(events.len(), 4, "two runs, each billed once: {events:#?}");
+
+    // Its pull request closed unmerged, the job ended; a writer's `/slipway retry` runs it again.
+    let pr = second.pr_number.unwrap_or_default();
+    app.sandbox_post(
+        &format!("/_sandbox/github/repos/{}/pulls/{pr}/close", s.repo),
+        json!({"merged": false}),
+    )
+    .await?;
+    wait_job(&app, &s.repo, 9, |j| j.pr_outcome.as_deref() == Some("closed")).await?;
+    wait_closed(&app, &job_workflow_id(&s.repo, 9)).await?;
+    let retry =
+        github_events::issue_comment_created(&s.repo, s.installation, 9, "/slipway retry", "maintainer");
+    let r = deliver(&app, "issue_comment", retry, "d-9-retry").await?;
+    assert_eq!(r["status"], 202, "{r}");
+    let third = wait_job(&app, &s.repo, 9, |j| {
+        j.state == JobState::PrOpened && j.pr_outcome.is_none() && j.billed.len() == 2
+    })
+    .await?;
+    assert_ne!(third.pr_number, second.pr_number);
+    assert_eq!(meter_events(&app.sandbox_state().await?, &s.customer).len(), 6);
+
+    // Every run stays in Temporal for audit.
+    let id = job_workflow_id(&s.repo, 9);
+    let query = format!("WorkflowId = '{id}'");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let runs = app.client.count_workflows(&query, Default::default()).await?.count();
+        if runs == 3 {
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{runs} run(s) of {id}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// Waits until the latest run of `workflow_id` has closed.
+async fn wait_closed(app: &TestApp, workflow_id: &str) -> anyhow::Result<()> {
+    let handle = app.client.get_workflow_handle::<slipway_workflows::JobWorkflow>(workflow_id.to_owned());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let d = handle.describe(Default::default()).await?;
+        // 1 = running.
+        if d.raw_description.workflow_execution_info.is_some_and(|i| i.status != 1) {
+            return Ok(());
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{workflow_id} never closed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -592,7 +592,11 @@ impl JobWorkflow {
     async fn bill(ctx: &mut WorkflowContext<Self>, pr_number: u64, tokens: u64) {
         let (req, attempt) = ctx.state(|s| (s.req.clone(), s.status.attempt));
         let Some(customer) = req.customer_id.clone() else { return };
-        let base = format!("slw-{:016x}", fnv64(&format!("{}#{}", req.repo, req.issue_number)));
+        let mut base = format!("slw-{:016x}", fnv64(&format!("{}#{}", req.repo, req.issue_number)));
+        // A later run of the issue's job bills under identifiers of its own.
+        if req.run > 1 {
+            base.push_str(&format!("-r{}", req.run));
+        }
         let usages = [
             (format!("{base}-pr-{pr_number}"), req.policy.pr_meter_event.clone(), 1),
             (format!("{base}-tokens-{attempt}"), req.policy.tokens_meter_event.clone(), tokens),

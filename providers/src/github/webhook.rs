@@ -143,24 +143,20 @@ pub struct Comment {
     pub user: Account,
 }
 
-/// The issue a comment belongs to (only its number is read).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct IssueRef {
-    /// Its number.
-    pub number: u64,
-}
-
 /// `issue_comment` (`created`, …).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct IssueCommentEvent {
     /// `created`, `edited`, `deleted`.
     pub action: String,
-    /// The issue.
-    pub issue: IssueRef,
+    /// The issue (title and body too: a retry of an ended job starts it again from them).
+    pub issue: Issue,
     /// The comment.
     pub comment: Comment,
     /// Where.
     pub repository: Repository,
+    /// The App installation (absent for repository webhooks).
+    #[serde(default)]
+    pub installation: Option<Installation>,
 }
 
 /// A branch reference.

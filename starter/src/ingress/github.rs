@@ -2,7 +2,8 @@
 //! the pure mapping from an event to what Slipway does about it:
 //! - `ping` → answered;
 //! - `issues` `opened` / `labeled` carrying the job label → start the issue's job;
-//! - `issue_comment` `created` with `/slipway retry` or `/slipway cancel` → the job's `command`;
+//! - `issue_comment` `created` with `/slipway retry` or `/slipway cancel` → the job's `command`
+//!   (a retry of a job that has ended starts it again, as a new run);
 //! - `pull_request` `closed` on a `slipway/issue-<n>` branch → the job's `pr_closed`;
 //! - anything else → acknowledged and logged.
 
@@ -71,6 +72,8 @@ pub enum Intent {
         job: String,
         /// The command.
         command: JobCommand,
+        /// For `retry`: the issue, to start the job again if it has ended.
+        restart: Option<IssueTrigger>,
     },
     /// An issue's job PR closed.
     PrClosed {
@@ -129,9 +132,20 @@ pub fn intent(event: &Event, label: &str) -> Result<Intent, String> {
                 ["/slipway", "cancel", ..] => "cancel",
                 _ => return Ok(Intent::Ignore("comment without a /slipway command".into())),
             };
+            let restart =
+                (command == "retry").then_some(e.installation.as_ref()).flatten().map(|i| IssueTrigger {
+                    account: e.repository.owner.login.clone(),
+                    repo: e.repository.full_name.clone(),
+                    installation_id: i.id,
+                    number: e.issue.number,
+                    title: e.issue.title.clone(),
+                    body: e.issue.body.clone().unwrap_or_default(),
+                    sender: e.comment.user.login.clone(),
+                });
             Ok(Intent::Command {
                 job: job_workflow_id(&e.repository.full_name, e.issue.number),
                 command: JobCommand { command: command.to_owned(), login: e.comment.user.login.clone() },
+                restart,
             })
         }
         Event::PullRequest(e) if e.action == "closed" => {
@@ -203,8 +217,22 @@ mod tests {
             intent(&c, "slipway").unwrap(),
             Intent::Command {
                 job: "job-acme/shop#3".into(),
-                command: JobCommand { command: "cancel".into(), login: "dev".into() }
+                command: JobCommand { command: "cancel".into(), login: "dev".into() },
+                restart: None,
             }
+        );
+        let retry = parse(
+            "issue_comment",
+            json!({"action": "created", "repository": repo(), "installation": {"id": 7},
+                   "issue": {"number": 3, "title": "Fix it", "body": null},
+                   "comment": {"body": "/slipway retry", "user": {"login": "dev"}}}),
+        );
+        let Intent::Command { restart: Some(t), .. } = intent(&retry, "slipway").unwrap() else {
+            panic!("a retry carries the issue to start an ended job again")
+        };
+        assert_eq!(
+            (t.repo.as_str(), t.number, t.installation_id, t.sender.as_str()),
+            ("acme/shop", 3, 7, "dev")
         );
         let pr = parse(
             "pull_request",

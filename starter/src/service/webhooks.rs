@@ -128,12 +128,19 @@ impl WebhookService {
             }
             Intent::StartJob(trigger) => {
                 let req = self.job_request(trigger).await?;
-                let job = app.gateway.start_job(req).await.map_err(ServiceError::from)?;
+                let job = app.gateway.start_job(req, delivery).await.map_err(ServiceError::from)?;
                 tracing::info!(%delivery, %job, "github job accepted");
                 Ok(job)
             }
-            Intent::Command { job, command } => {
-                app.gateway.job_command(&job, command, request_id).await.map(|()| job)
+            Intent::Command { job, command, restart } => {
+                match app.gateway.job_command(&job, command, request_id).await {
+                    // A retry of a job that has ended starts it again, as a new run.
+                    Err(GatewayError::NotFound) if restart.is_some() => {
+                        let req = self.job_request(restart.expect("checked")).await?;
+                        app.gateway.restart_job(req, delivery).await
+                    }
+                    other => other.map(|()| job),
+                }
             }
             Intent::PrClosed { job, merged } => {
                 app.gateway.job_pr_closed(&job, merged, request_id).await.map(|()| job)
@@ -168,6 +175,7 @@ impl WebhookService {
             policy: self.app.settings.job_policy.clone(),
             account: Some(t.account),
             max_running: self.app.settings.max_jobs_per_customer,
+            run: 1,
         })
     }
 }

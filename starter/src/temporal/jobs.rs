@@ -9,9 +9,14 @@ use temporalio_client::{
     WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowSignalOptions,
     WorkflowStartOptions, WorkflowUpdateWithStartOptions,
 };
-use temporalio_common::search_attributes::SearchAttributes;
+use temporalio_common::{MemoValues, search_attributes::SearchAttributes};
 
 use super::{Gateway, GatewayError, absent};
+
+/// Memo of a job run: the delivery that started it, and its number among the issue's runs.
+const MEMO_TRIGGER: &str = "trigger";
+/// See [`MEMO_TRIGGER`].
+const MEMO_RUN: &str = "run";
 
 impl Gateway {
     fn links_id(&self) -> String {
@@ -55,19 +60,74 @@ impl Gateway {
         self.bounded(call).await?.map_err(|e| GatewayError::Unavailable(e.to_string()))
     }
 
-    /// Start the job of an issue: one call (a redelivery, or a second trigger, finds the job
-    /// that exists). The job decides its entitlement and takes its customer's gate seat itself.
-    pub async fn start_job(&self, req: JobRequest) -> Result<String, GatewayError> {
-        let client = self.client().await?;
-        let workflow_id = job_workflow_id(&req.repo, req.issue_number);
-        let options = WorkflowStartOptions::new(self.task_queue.clone(), workflow_id.clone())
+    /// How a run of an issue's job starts: its memo names the delivery that asked and the run's
+    /// number among the issue's runs.
+    fn job_options(
+        &self,
+        req: &JobRequest,
+        delivery: &str,
+        reuse: WorkflowIdReusePolicy,
+    ) -> WorkflowStartOptions {
+        let mut memo = MemoValues::new();
+        memo.insert(MEMO_TRIGGER, delivery.to_owned());
+        memo.insert(MEMO_RUN, req.run);
+        WorkflowStartOptions::new(self.task_queue.clone(), job_workflow_id(&req.repo, req.issue_number))
             .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
-            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+            .id_reuse_policy(reuse)
+            .memo(memo)
             .search_attributes(SearchAttributes::new([
                 search_attributes::STATUS.value_set("queued".to_owned())
             ]))
             .static_summary(format!("{}#{}: {}", req.repo, req.issue_number, req.title))
-            .build();
+            .build()
+    }
+
+    /// Start the job of an issue (`delivery` is the GitHub delivery that asks): one call while
+    /// the job runs or never ran (a redelivery, or a second trigger, finds the running job).
+    /// A job that has ended (merged, closed, cancelled) starts again as a new run, numbered
+    /// after it, unless this very delivery started it (a redelivery); its earlier runs stay in
+    /// Temporal for audit. The job decides its entitlement and takes its gate seat itself.
+    pub async fn start_job(&self, req: JobRequest, delivery: &str) -> Result<String, GatewayError> {
+        let client = self.client().await?;
+        let workflow_id = job_workflow_id(&req.repo, req.issue_number);
+        let options = self.job_options(&req, delivery, WorkflowIdReusePolicy::RejectDuplicate);
+        match self.call(client.start_workflow(JobWorkflow::run, req.clone(), options)).await {
+            Ok(_) => Ok(workflow_id),
+            Err(GatewayError::Closed) => self.start_again(req, delivery).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Start the job of an issue again if it has ended (a `/slipway retry` the job itself can no
+    /// longer hear); `NotFound` if it never existed.
+    pub async fn restart_job(&self, req: JobRequest, delivery: &str) -> Result<String, GatewayError> {
+        let client = self.client().await?;
+        let workflow_id = job_workflow_id(&req.repo, req.issue_number);
+        let handle = client.get_workflow_handle::<JobWorkflow>(workflow_id.clone());
+        let described = self.call(handle.describe(Default::default())).await?;
+        // 1 = running: the command reached it after all.
+        if described.raw_description.workflow_execution_info.is_some_and(|i| i.status == 1) {
+            return Ok(workflow_id);
+        }
+        self.start_again(req, delivery).await
+    }
+
+    /// A new run of an ended job, numbered after the last, unless `delivery` started that one.
+    async fn start_again(&self, mut req: JobRequest, delivery: &str) -> Result<String, GatewayError> {
+        let client = self.client().await?;
+        let workflow_id = job_workflow_id(&req.repo, req.issue_number);
+        let handle = client.get_workflow_handle::<JobWorkflow>(workflow_id.clone());
+        let ended = self.call(handle.describe(Default::default())).await?;
+        let memo = ended.raw_description.workflow_execution_info.and_then(|i| i.memo).map(|m| m.fields);
+        let field = |k: &str| -> Option<serde_json::Value> {
+            serde_json::from_slice(&memo.as_ref()?.get(k)?.data).ok()
+        };
+        if field(MEMO_TRIGGER).and_then(|v| v.as_str().map(str::to_owned)).as_deref() == Some(delivery) {
+            return Ok(workflow_id);
+        }
+        let last = field(MEMO_RUN).and_then(|v| v.as_u64()).and_then(|r| u32::try_from(r).ok()).unwrap_or(1);
+        req.run = last.max(1) + 1;
+        let options = self.job_options(&req, delivery, WorkflowIdReusePolicy::AllowDuplicate);
         match self.call(client.start_workflow(JobWorkflow::run, req, options)).await {
             Ok(_) | Err(GatewayError::Closed) => Ok(workflow_id),
             Err(e) => Err(e),
