@@ -169,7 +169,7 @@ pub(crate) fn router(app: Shared) -> Router<Shared> {
         .route("/repos/{owner}/{repo}/git/trees", post(git::create_tree))
         .route("/repos/{owner}/{repo}/git/trees/{sha}", get(git::get_tree))
         .route("/repos/{owner}/{repo}/contents", get(git::get_root_contents))
-        .route("/repos/{owner}/{repo}/contents/{*path}", get(git::get_contents))
+        .route("/repos/{owner}/{repo}/contents/{*path}", get(git::get_contents).put(git::put_contents))
         .route("/repos/{owner}/{repo}/pulls", post(pulls::create).get(pulls::list))
         .route("/repos/{owner}/{repo}/pulls/{number}", get(pulls::get))
         .route(

@@ -109,6 +109,22 @@ async function main() {
   check(perm.permission === "write" && perm.user.login === "maintainer", `permission ${perm.permission}`);
   console.log(`repos.getCollaboratorPermissionLevel: ${perm.permission}`);
 
+  // The Contents API's write (Slipway commits through Git Data, but people's tools use it).
+  const b64 = (t) => Buffer.from(t).toString("base64");
+  const put = await gh.rest.repos.createOrUpdateFileContents({ owner, repo, path: "docs/NOTES.md", message: "Add notes", content: b64("notes\n") });
+  check(put.status === 201 && put.data.content.path === "docs/NOTES.md" && put.data.commit.sha, "file created");
+  const again = await gh.rest.repos.createOrUpdateFileContents({ owner, repo, path: "docs/NOTES.md", message: "Edit notes", content: b64("notes, edited\n"), sha: put.data.content.sha });
+  check(again.status === 200 && again.data.commit.parents[0].sha === put.data.commit.sha, "file updated");
+  try {
+    await gh.rest.repos.createOrUpdateFileContents({ owner, repo, path: "docs/NOTES.md", message: "Stale", content: b64("x\n"), sha: put.data.content.sha });
+    throw new Error("a stale sha was accepted");
+  } catch (e) {
+    check(e.status === 409, `stale sha: ${e.status}`);
+  }
+  const { data: notes } = await gh.rest.repos.getContent({ owner, repo, path: "docs/NOTES.md" });
+  check(Buffer.from(notes.content, "base64").toString() === "notes, edited\n", "updated content");
+  console.log("repos.createOrUpdateFileContents: 201, 200, 409 on a stale sha");
+
   // The operator's token: the Actions dispatch and the client stacks' repositories.
   const ops = new Octokit({ auth: pat, baseUrl });
   const dispatch = await ops.request("POST /repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches", {

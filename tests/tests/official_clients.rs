@@ -121,6 +121,7 @@ async fn githubs_octokit_parses_every_answer_slipway_relies_on() -> anyhow::Resu
         "pulls.create + pulls.list",
         "issues.createComment + issues.updateComment",
         "repos.getCollaboratorPermissionLevel: write",
+        "repos.createOrUpdateFileContents: 201, 200, 409 on a stale sha",
         "actions.createWorkflowDispatch",
         "repos.createUsingTemplate",
         "repos.delete, then get: 404",

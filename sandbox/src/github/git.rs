@@ -714,6 +714,78 @@ pub(super) async fn get_contents(
     contents(&app, &headers, &owner, &name, path.trim_matches('/'), &query)
 }
 
+/// `PUT /repos/{owner}/{repo}/contents/{path}` `{"message", "content" (base64), "sha"?,
+/// "branch"?}`: one commit creating or replacing a file on a branch (default `main`). Replacing
+/// needs the blob `sha` of the file replaced (422 without it, 409 when it is not the current
+/// one); 201 for a new file, 200 for a replaced one, with the `content` and the `commit`.
+pub(super) async fn put_contents(
+    State(app): State<Shared>,
+    Path((owner, name, path)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    use base64::Engine as _;
+    let doc = "https://docs.github.com/rest/repos/contents#create-or-update-file-contents";
+    let path = path.trim_matches('/').to_owned();
+    with_repo(&app, &headers, &owner, &name, doc, |repo| {
+        let body = match body_object(&body, doc) {
+            Ok(body) => body,
+            Err(failure) => return failure.into_response(),
+        };
+        let Some(message) = body.get("message").and_then(Value::as_str) else {
+            return not_supplied("message", doc);
+        };
+        let Some(encoded) = body.get("content").and_then(Value::as_str) else {
+            return not_supplied("content", doc);
+        };
+        let compact: String = encoded.split_whitespace().collect();
+        let Some(content) = base64::engine::general_purpose::STANDARD
+            .decode(compact)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+        else {
+            return invalid("content is not valid Base64", doc);
+        };
+        if !valid_path(&path) {
+            return invalid(&format!("path {path:?} is not valid"), doc);
+        }
+        let branch = body.get("branch").and_then(Value::as_str).unwrap_or(DEFAULT_BRANCH).to_owned();
+        let Some(head) = repo.branches.get(&branch).cloned() else {
+            return fail(StatusCode::NOT_FOUND, &format!("Branch {branch} not found"), doc);
+        };
+        let mut tree = repo.tree_of(&head).cloned().unwrap_or_default();
+        let existing = tree.get(&path).map(|e| e.sha.clone());
+        match (existing.as_deref(), body.get("sha").and_then(Value::as_str)) {
+            (Some(_), None) => return not_supplied("sha", doc),
+            (Some(current), Some(given)) if current != given => {
+                return fail(StatusCode::CONFLICT, &format!("{path} does not match {given}"), doc);
+            }
+            _ => {}
+        }
+        let blob = repo.put_blob(&content);
+        tree.insert(path.clone(), Entry { mode: "100644".to_owned(), sha: blob.clone() });
+        let tree = repo.put_tree(tree);
+        let author = body
+            .get("committer")
+            .filter(|a| a.get("name").is_some() && a.get("email").is_some())
+            .map(|a| json!({"name": a["name"], "email": a["email"], "date": zulu(Utc::now())}));
+        let sha = repo.put_commit(tree, vec![head], message.to_owned(), author);
+        repo.branches.insert(branch.clone(), sha.clone());
+        tracing::info!(repo = %repo.full_name(), %path, %sha, "github: file committed");
+        let files = repo.trees.get(&repo.commits[&sha].tree).cloned().unwrap_or_default();
+        let mut file = repo.content_json(&app.base_url, &path, &branch, files.get(&path), &files);
+        if let Some(map) = file.as_object_mut() {
+            map.remove("content");
+            map.remove("encoding");
+        }
+        let status = if existing.is_some() { StatusCode::OK } else { StatusCode::CREATED };
+        json_response(
+            status,
+            json!({"content": file, "commit": repo.commit_json(&app.base_url, &repo.commits[&sha])}),
+        )
+    })
+}
+
 /// `GET /repos/{owner}/{repo}/contents?ref=`: the top directory.
 pub(super) async fn get_root_contents(
     State(app): State<Shared>,
