@@ -13,6 +13,8 @@
 //! - [`stack`]: the client-stack saga's activities (Supabase, schema, GitHub, Vercel, n8n).
 //! - [`jobs`]: the coding jobs' activities (model calls, GitHub App calls, Stripe usage).
 //! - [`lookups`]: what a coding job asks of Temporal itself (its entitlement, a gate seat).
+//! - [`search_attributes`]: the keyword search attributes (pinned contract), here because the
+//!   workflows set them and the job lookups do too (the workflows re-export them).
 //! - [`seal`]: sealing of the one secret that must cross a workflow history.
 //!
 //! Activities are structs owning their clients (`self: Arc<Self>` methods); the worker builds
@@ -26,6 +28,7 @@ pub mod lookups;
 pub mod metrics;
 pub mod provisioning;
 pub mod seal;
+pub mod search_attributes;
 pub mod stack;
 
 pub use billing::BillingActivities;

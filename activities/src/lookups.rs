@@ -26,7 +26,7 @@ use temporalio_client::{
 };
 use temporalio_common::{
     data_converters::{PayloadConverter, RawValue},
-    search_attributes::{SearchAttributeKey, SearchAttributes},
+    search_attributes::SearchAttributes,
 };
 use temporalio_macros::activities;
 use temporalio_sdk::{
@@ -156,10 +156,9 @@ impl LookupActivities {
         };
         let options =
             WorkflowStartOptions::new(self.task_queue.clone(), job_gate_workflow_id(&seat.customer_id))
-                .search_attributes(SearchAttributes::new([SearchAttributeKey::<String>::keyword(
-                    "SlipwayCustomerId",
-                )
-                .value_set(seat.customer_id.clone())]))
+                .search_attributes(SearchAttributes::new([
+                    crate::search_attributes::CUSTOMER_ID.value_set(seat.customer_id.clone())
+                ]))
                 .static_summary(format!("job slots of {}", seat.customer_id))
                 .build();
         let call = self.client.signal_with_start_workflow(

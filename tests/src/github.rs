@@ -2,7 +2,7 @@
 //! linked to that account, which is what a coding job needs before an issue webhook can start it.
 
 use anyhow::Context;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::TestApp;
 
@@ -25,9 +25,22 @@ impl TestApp {
     /// Install the GitHub App on `account` with one repository (in the sandbox); returns the
     /// installation id.
     pub async fn install_github_app(&self, account: &str, repo: &str) -> anyhow::Result<u64> {
-        let inst = self
-            .sandbox_post("/_sandbox/github/installations", json!({"account": account, "repos": [repo]}))
-            .await?;
+        self.install_github_app_with(account, repo, None).await
+    }
+
+    /// [`TestApp::install_github_app`], the repository starting with `files` (path → text)
+    /// instead of the sandbox's seed.
+    async fn install_github_app_with(
+        &self,
+        account: &str,
+        repo: &str,
+        files: Option<Value>,
+    ) -> anyhow::Result<u64> {
+        let mut body = json!({"account": account, "repos": [repo]});
+        if let Some(files) = files {
+            body["files"] = files;
+        }
+        let inst = self.sandbox_post("/_sandbox/github/installations", body).await?;
         inst["installation_id"].as_u64().context("installation id")
     }
 
@@ -35,24 +48,40 @@ impl TestApp {
     /// (`<acme-…>/shop`, with `maintainer` as a writer), linked to the user through the admin API
     /// when `link` is set: what a coding job needs before an issue webhook can start it.
     pub async fn github_account(&self, link: bool) -> anyhow::Result<GitHubAccount> {
+        self.github_account_with(link, None).await
+    }
+
+    /// [`TestApp::github_account`], linked, its repository starting with `files` (path → text).
+    pub async fn github_account_with_files(&self, files: Value) -> anyhow::Result<GitHubAccount> {
+        self.github_account_with(true, Some(files)).await
+    }
+
+    async fn github_account_with(&self, link: bool, files: Option<Value>) -> anyhow::Result<GitHubAccount> {
         let user = self.id("user");
         let paid = self.subscribe(&user, None).await?;
         let customer = paid["customer_id"].as_str().context("customer id")?.to_owned();
         let account = self.id("acme");
         let repo = format!("{account}/shop");
-        let installation = self.install_github_app(&account, &repo).await?;
+        let installation = self.install_github_app_with(&account, &repo, files).await?;
         self.sandbox_post(
             &format!("/_sandbox/github/repos/{repo}/collaborators/maintainer"),
             json!({"permission": "write"}),
         )
         .await?;
+        let s = GitHubAccount { user, customer, account, repo, installation };
         if link {
-            let admin = self.token("ops", Some("admin"));
-            let link = json!({"account": account, "userId": user, "customerId": customer});
-            let (code, body) =
-                self.api(reqwest::Method::POST, "/api/admin/github-links", Some(&admin), Some(link)).await?;
-            anyhow::ensure!(code == 200, "linking {account}: {code} {body}");
+            self.link_github(&s).await?;
         }
-        Ok(GitHubAccount { user, customer, account, repo, installation })
+        Ok(s)
+    }
+
+    /// Link the account to its user and customer through the admin API, as an operator does.
+    pub async fn link_github(&self, s: &GitHubAccount) -> anyhow::Result<()> {
+        let admin = self.token("ops", Some("admin"));
+        let link = json!({"account": s.account, "userId": s.user, "customerId": s.customer});
+        let (code, body) =
+            self.api(reqwest::Method::POST, "/api/admin/github-links", Some(&admin), Some(link)).await?;
+        anyhow::ensure!(code == 200, "linking {}: {code} {body}", s.account);
+        Ok(())
     }
 }

@@ -269,34 +269,6 @@ async fn a_customer_runs_at_most_its_cap_of_jobs_at_once() -> anyhow::Result<()>
     Ok(())
 }
 
-/// A linked, paying account whose repository starts with `files` (what a customer's repository
-/// holds before the first job).
-async fn account_with_files(app: &TestApp, files: Value) -> anyhow::Result<GitHubAccount> {
-    let user = app.id("user");
-    let paid = app.subscribe(&user, None).await?;
-    let customer = paid["customer_id"].as_str().unwrap_or_default().to_owned();
-    let account = app.id("acme");
-    let repo = format!("{account}/shop");
-    let inst = app
-        .sandbox_post(
-            "/_sandbox/github/installations",
-            json!({"account": account, "repos": [repo], "files": files}),
-        )
-        .await?;
-    let installation = inst["installation_id"].as_u64().unwrap_or_default();
-    app.sandbox_post(
-        &format!("/_sandbox/github/repos/{repo}/collaborators/maintainer"),
-        json!({"permission": "write"}),
-    )
-    .await?;
-    let admin = app.token("ops", Some("admin"));
-    let link = json!({"account": account, "userId": user, "customerId": customer});
-    let (code, body) =
-        app.api(reqwest::Method::POST, "/api/admin/github-links", Some(&admin), Some(link)).await?;
-    anyhow::ensure!(code == 200, "linking {account}: {code} {body}");
-    Ok(GitHubAccount { user, customer, account, repo, installation })
-}
-
 /// A file's text on a branch, read through the sandbox's GitHub API as a person would.
 async fn file_at(app: &TestApp, repo: &str, path: &str, branch: &str) -> anyhow::Result<Option<String>> {
     use base64::Engine as _;
@@ -315,7 +287,7 @@ async fn a_job_edits_an_existing_file_and_its_other_lines_survive() -> anyhow::R
     let app = TestApp::spawn().await?;
     let readme = "# shop\n\nSells things online.\n\n## Shipping\n\nShips worldwide within 3 days.\n";
     let lib = "pub fn add(a: i32, b: i32) -> i32 { a + b }\n";
-    let s = account_with_files(&app, json!({"README.md": readme, "src/lib.rs": lib})).await?;
+    let s = app.github_account_with_files(json!({"README.md": readme, "src/lib.rs": lib})).await?;
     deliver(&app, "issues", opened(&s, 4, "Add a buy button"), "d-edit-4").await?;
     let done = wait_job(&app, &s.repo, 4, |j| j.state == JobState::PrOpened).await?;
     assert!(!done.tokens_estimated, "the sandbox reports usage");
@@ -455,11 +427,7 @@ async fn a_refused_issue_runs_once_its_account_is_linked_and_a_writer_retries() 
     };
     retry("d-link-8a").await?;
     // An admin links the account; the next retry runs the job.
-    let admin = app.token("ops", Some("admin"));
-    let link = json!({"account": s.account, "userId": s.user, "customerId": s.customer});
-    let (code, body) =
-        app.api(reqwest::Method::POST, "/api/admin/github-links", Some(&admin), Some(link)).await?;
-    assert_eq!(code, 200, "{body}");
+    app.link_github(&s).await?;
     retry("d-link-8b").await?;
     let done = wait_job(&app, &s.repo, 8, |j| j.state == JobState::PrOpened && j.billed.len() == 2).await?;
     assert!(done.history.contains(&JobState::Cancelled) && done.attempt >= 2, "{done:#?}");

@@ -15,6 +15,13 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Every step the client script reports is in its output.
+fn expect_steps(out: &str, steps: &[&str]) {
+    for step in steps {
+        assert!(out.contains(step), "{step} missing from:\n{out}");
+    }
+}
+
 async fn sandbox() -> anyhow::Result<RunningSandbox> {
     Ok(slipway_sandbox::spawn(SandboxConfig {
         addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -77,30 +84,32 @@ async fn run_node(sandbox: &RunningSandbox, script: &str, args: &[&str]) -> anyh
 #[tokio::test]
 async fn stripes_official_python_client_parses_every_answer_slipway_relies_on() -> anyhow::Result<()> {
     let out = run("stripe_client.py").await?;
-    for step in [
-        "checkout.sessions.create",
-        "subscriptions.retrieve",
-        "billing.meter_events.create",
-        "wrong key: AuthenticationError 401",
-    ] {
-        assert!(out.contains(step), "{step} missing from:\n{out}");
-    }
+    expect_steps(
+        &out,
+        &[
+            "checkout.sessions.create",
+            "subscriptions.retrieve",
+            "billing.meter_events.create",
+            "wrong key: AuthenticationError 401",
+        ],
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn hetzners_official_python_client_parses_every_answer_slipway_relies_on() -> anyhow::Result<()> {
     let out = run("hetzner_client.py").await?;
-    for step in [
-        "servers.create + actions",
-        "servers.shutdown",
-        "servers.power_off",
-        "servers.power_on",
-        "not_found",
-        "wrong token: unauthorized",
-    ] {
-        assert!(out.contains(step), "{step} missing from:\n{out}");
-    }
+    expect_steps(
+        &out,
+        &[
+            "servers.create + actions",
+            "servers.shutdown",
+            "servers.power_off",
+            "servers.power_on",
+            "not_found",
+            "wrong token: unauthorized",
+        ],
+    );
     Ok(())
 }
 
@@ -110,25 +119,26 @@ async fn githubs_octokit_parses_every_answer_slipway_relies_on() -> anyhow::Resu
     let sandbox = sandbox().await?;
     let out =
         run_node(&sandbox, "octokit_client.mjs", &[GITHUB_TOKEN, "424242", &key.to_string_lossy()]).await?;
-    for step in [
-        "apps.createInstallationAccessToken",
-        "repos.get:",
-        "repos.getContent",
-        "git.getRef + git.getCommit",
-        "git.getTree (recursive)",
-        "git.createTree + git.createCommit",
-        "git.createRef, 422 when it exists, git.updateRef",
-        "pulls.create + pulls.list",
-        "issues.createComment + issues.updateComment",
-        "repos.getCollaboratorPermissionLevel: write",
-        "repos.createOrUpdateFileContents: 201, 200, 409 on a stale sha",
-        "actions.createWorkflowDispatch",
-        "repos.createUsingTemplate",
-        "repos.delete, then get: 404",
-        "wrong token: 401 Bad credentials",
-    ] {
-        assert!(out.contains(step), "{step} missing from:\n{out}");
-    }
+    expect_steps(
+        &out,
+        &[
+            "apps.createInstallationAccessToken",
+            "repos.get:",
+            "repos.getContent",
+            "git.getRef + git.getCommit",
+            "git.getTree (recursive)",
+            "git.createTree + git.createCommit",
+            "git.createRef, 422 when it exists, git.updateRef",
+            "pulls.create + pulls.list",
+            "issues.createComment + issues.updateComment",
+            "repos.getCollaboratorPermissionLevel: write",
+            "repos.createOrUpdateFileContents: 201, 200, 409 on a stale sha",
+            "actions.createWorkflowDispatch",
+            "repos.createUsingTemplate",
+            "repos.delete, then get: 404",
+            "wrong token: 401 Bad credentials",
+        ],
+    );
     Ok(())
 }
 
@@ -146,25 +156,24 @@ async fn vercels_sdk_validates_every_answer_slipway_relies_on() -> anyhow::Resul
     anyhow::ensure!(made.status() == 201, "repository not created: {}", made.status());
     let out =
         run_node(&sandbox, "vercel_client.mjs", &[VERCEL_TOKEN, "slipway-clients/official-vercel"]).await?;
-    for step in [
-        "projects.createProject",
-        "projects.getProject:",
-        "deployments.createDeployment",
-        "deployments.getDeployment: READY",
-        "projects.deleteProject",
-        "projects.getProject after delete: 404",
-        "wrong token: 403 forbidden invalidToken",
-    ] {
-        assert!(out.contains(step), "{step} missing from:\n{out}");
-    }
+    expect_steps(
+        &out,
+        &[
+            "projects.createProject",
+            "projects.getProject:",
+            "deployments.createDeployment",
+            "deployments.getDeployment: READY",
+            "projects.deleteProject",
+            "projects.getProject after delete: 404",
+            "wrong token: 403 forbidden invalidToken",
+        ],
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn openais_official_python_client_parses_every_answer_slipway_relies_on() -> anyhow::Result<()> {
     let out = run("openai_client.py").await?;
-    for step in ["chat.completions.create", "wrong key: AuthenticationError 401 invalid_api_key"] {
-        assert!(out.contains(step), "{step} missing from:\n{out}");
-    }
+    expect_steps(&out, &["chat.completions.create", "wrong key: AuthenticationError 401 invalid_api_key"]);
     Ok(())
 }

@@ -1043,13 +1043,13 @@ async fn live_jobs() -> anyhow::Result<()> {
 
     for (name, id) in [
         ("job-unbilled-then-billed", job_workflow_id(&repo, 13)),
-        ("job-merged", job_workflow_id(&repo, 1)),
-        ("job-retried-pr-closed", job_workflow_id(&repo, 2)),
-        ("job-cancelled-while-running", job_workflow_id(&repo, 3)),
-        ("job-cancelled-after-failure", job_workflow_id(&repo, 4)),
-        ("job-waited-for-slot", job_workflow_id(&repo, 11)),
-        ("job-cancelled-while-queued", job_workflow_id(&repo, 12)),
-        ("job-refused-unlinked", job_workflow_id(&other, 1)),
+        ("job-merged-entitlement-in-workflow", job_workflow_id(&repo, 1)),
+        ("job-retried-pr-closed-entitlement-in-workflow", job_workflow_id(&repo, 2)),
+        ("job-cancelled-while-running-entitlement-in-workflow", job_workflow_id(&repo, 3)),
+        ("job-cancelled-after-failure-entitlement-in-workflow", job_workflow_id(&repo, 4)),
+        ("job-waited-for-slot-entitlement-in-workflow", job_workflow_id(&repo, 11)),
+        ("job-cancelled-while-queued-entitlement-in-workflow", job_workflow_id(&repo, 12)),
+        ("job-refused-unlinked-entitlement-in-workflow", job_workflow_id(&other, 1)),
         ("job-gate-at-cap", job_gate_workflow_id(&customer)),
         ("github-links", github_links_workflow_id(&app.task_queue)),
     ] {

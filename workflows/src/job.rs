@@ -127,9 +127,7 @@ impl JobWorkflow {
         }
         Self::publish(ctx);
         if let Some(refusal) = ctx.state(|s| s.req.refusal.clone()) {
-            ctx.state_mut(|s| s.status.failure = Some(refusal.clone()));
-            // Comment first: the job reads as cancelled only once the reason is on the issue.
-            Self::comment(ctx, &format!("Slipway cannot work on this issue: {refusal}")).await;
+            Self::refuse(ctx, &refusal).await;
             Self::set_state(ctx, JobState::Cancelled);
             if !asks {
                 return Ok(ctx.state(|s| s.status.clone()));
@@ -181,9 +179,7 @@ impl JobWorkflow {
                     if asks {
                         Self::look_up(ctx).await;
                         if let Some(refusal) = ctx.state(|s| s.req.refusal.clone()) {
-                            ctx.state_mut(|s| s.status.failure = Some(refusal.clone()));
-                            Self::comment(ctx, &format!("Slipway cannot work on this issue: {refusal}"))
-                                .await;
+                            Self::refuse(ctx, &refusal).await;
                             Self::set_state(ctx, JobState::Cancelled);
                             if !Self::until_entitled(ctx).await? {
                                 return Ok(ctx.state(|s| s.status.clone()));
@@ -271,12 +267,16 @@ impl JobWorkflow {
                     Self::set_state(ctx, JobState::Queued);
                     return Ok(true);
                 }
-                Some(refusal) => {
-                    ctx.state_mut(|s| s.status.failure = Some(refusal.clone()));
-                    Self::comment(ctx, &format!("Slipway cannot work on this issue: {refusal}")).await;
-                }
+                Some(refusal) => Self::refuse(ctx, &refusal).await,
             }
         }
+    }
+
+    /// Records why the job may not run and says so on the issue (first: the job reads as
+    /// cancelled only once the reason is there).
+    async fn refuse(ctx: &mut WorkflowContext<Self>, refusal: &str) {
+        ctx.state_mut(|s| s.status.failure = Some(refusal.to_owned()));
+        Self::comment(ctx, &format!("Slipway cannot work on this issue: {refusal}")).await;
     }
 
     /// The customer's gate granted this job a slot.

@@ -50,7 +50,7 @@ pub mod job;
 pub mod job_gate;
 pub mod provisioning;
 pub(crate) mod saga;
-pub mod search_attributes;
+pub use slipway_activities::search_attributes;
 pub mod subscription;
 
 mod details;

@@ -159,6 +159,20 @@ impl JobActivities {
         Ok(())
     }
 
+    /// One model call: the step's instructions, its data as a JSON document, the schema its
+    /// answer must follow.
+    async fn ask(
+        &self,
+        system: &str,
+        data: &serde_json::Value,
+        schema: (&'static str, serde_json::Value),
+    ) -> Result<Completion, ActivityError> {
+        self.llm
+            .complete(system, &data.to_string(), Some(schema))
+            .await
+            .map_err(ClientError::into_activity_error)
+    }
+
     /// The current content of `paths` at the default branch (absent files are left out),
     /// within the byte bound.
     async fn read_files(
@@ -189,10 +203,6 @@ impl JobActivities {
     }
 }
 
-fn tokens_of(c: &Completion) -> (u64, bool) {
-    (c.tokens, c.estimated)
-}
-
 #[activities]
 impl JobActivities {
     /// Planning: the steps and the files the change touches (checked against the policy).
@@ -216,15 +226,15 @@ impl JobActivities {
             truncated = true;
         }
         let data = json!({"issue": issue(&task), "tree": tree, "tree_truncated": truncated});
-        let completion = self
-            .llm
-            .complete(prompts::PLAN, &data.to_string(), Some(prompts::plan_schema()))
-            .await
-            .map_err(ClientError::into_activity_error)?;
+        let completion = self.ask(prompts::PLAN, &data, prompts::plan_schema()).await?;
         let plan = parse_plan(&completion.content).map_err(|e| bad_output("plan", e))?;
         self.check_paths(plan.files.iter().map(String::as_str))?;
-        let (tokens, estimated) = tokens_of(&completion);
-        Ok(LlmOut { content: plan.markdown(), tokens, files: plan.files, estimated })
+        Ok(LlmOut {
+            content: plan.markdown(),
+            tokens: completion.tokens,
+            files: plan.files,
+            estimated: completion.estimated,
+        })
     }
 
     /// Coding: reads the files the plan touches, asks for edits, applies them.
@@ -242,19 +252,14 @@ impl JobActivities {
             task.plan_files.iter().filter(|p| !originals.contains_key(*p)).collect();
         let data = json!({"issue": issue(&task), "plan": task.plan, "files": files, "new_files": new_files,
             "review_feedback": task.feedback});
-        let completion = self
-            .llm
-            .complete(prompts::CODE, &data.to_string(), Some(prompts::edits_schema()))
-            .await
-            .map_err(ClientError::into_activity_error)?;
+        let completion = self.ask(prompts::CODE, &data, prompts::edits_schema()).await?;
         let answer = parse_edits(&completion.content).map_err(|e| bad_output("code", e))?;
         self.check_paths(
             answer.edits.iter().map(|e| e.path.as_str()).chain(answer.delete.iter().map(String::as_str)),
         )?;
         let files = code_edits::apply(&originals, &task.plan_files, &answer)
             .map_err(|e| refused(format!("the model's edits do not apply: {e}")))?;
-        let (tokens, estimated) = tokens_of(&completion);
-        Ok(CodeOut { files, tokens, estimated })
+        Ok(CodeOut { files, tokens: completion.tokens, estimated: completion.estimated })
     }
 
     /// Review: the diff, checked against the policy, then approved or sent back with comments.
@@ -269,14 +274,9 @@ impl JobActivities {
         let originals = self.read_files(&task, &paths).await?;
         let diff = code_edits::unified_diff(&originals, &task.files);
         let data = json!({"issue": issue(&task), "plan": task.plan, "diff": diff});
-        let completion = self
-            .llm
-            .complete(prompts::REVIEW, &data.to_string(), Some(prompts::review_schema()))
-            .await
-            .map_err(ClientError::into_activity_error)?;
+        let completion = self.ask(prompts::REVIEW, &data, prompts::review_schema()).await?;
         let (approved, comments) = parse_review(&completion.content).map_err(|e| bad_output("review", e))?;
-        let (tokens, estimated) = tokens_of(&completion);
-        Ok(ReviewOut { approved, comments, tokens, estimated })
+        Ok(ReviewOut { approved, comments, tokens: completion.tokens, estimated: completion.estimated })
     }
 
     /// Commit the change on the job's branch and open (or find) the pull request.

@@ -127,19 +127,19 @@ impl WebhookService {
                 return answer(false, json!({"received": true, "handled": false}));
             }
             Intent::StartJob(trigger) => {
-                let req = self.job_request(trigger).await?;
+                let req = self.job_request(trigger);
                 let job = app.gateway.start_job(req, delivery).await.map_err(ServiceError::from)?;
                 tracing::info!(%delivery, %job, "github job accepted");
                 Ok(job)
             }
             Intent::Command { job, command, restart } => {
-                match app.gateway.job_command(&job, command, request_id).await {
+                match (app.gateway.job_command(&job, command, request_id).await, restart) {
                     // A retry of a job that has ended starts it again, as a new run.
-                    Err(GatewayError::NotFound) if restart.is_some() => {
-                        let req = self.job_request(restart.expect("checked")).await?;
+                    (Err(GatewayError::NotFound), Some(trigger)) => {
+                        let req = self.job_request(trigger);
                         app.gateway.restart_job(req, delivery).await
                     }
-                    other => other.map(|()| job),
+                    (other, _) => other.map(|()| job),
                 }
             }
             Intent::PrClosed { job, merged } => {
@@ -161,8 +161,8 @@ impl WebhookService {
     /// The job an issue asks for. Its entitlement (the account's link, that customer's
     /// standing) is decided by the job itself, so answering GitHub takes one durable call that
     /// needs no worker.
-    async fn job_request(&self, t: IssueTrigger) -> Result<JobRequest, ServiceError> {
-        Ok(JobRequest {
+    fn job_request(&self, t: IssueTrigger) -> JobRequest {
+        JobRequest {
             repo: t.repo,
             installation_id: t.installation_id,
             issue_number: t.number,
@@ -176,6 +176,6 @@ impl WebhookService {
             account: Some(t.account),
             max_running: self.app.settings.max_jobs_per_customer,
             run: 1,
-        })
+        }
     }
 }

@@ -18,6 +18,14 @@ const MEMO_TRIGGER: &str = "trigger";
 /// See [`MEMO_TRIGGER`].
 const MEMO_RUN: &str = "run";
 
+/// What the memo of an ended run says.
+struct EndedRun {
+    /// The delivery that started it.
+    trigger: Option<String>,
+    /// Its number among the issue's runs.
+    run: u32,
+}
+
 impl Gateway {
     fn links_id(&self) -> String {
         github_links_workflow_id(&self.task_queue)
@@ -93,7 +101,10 @@ impl Gateway {
         let options = self.job_options(&req, delivery, WorkflowIdReusePolicy::RejectDuplicate);
         match self.call(client.start_workflow(JobWorkflow::run, req.clone(), options)).await {
             Ok(_) => Ok(workflow_id),
-            Err(GatewayError::Closed) => self.start_again(req, delivery).await,
+            Err(GatewayError::Closed) => match self.ended_run(&workflow_id).await? {
+                Some(ended) => self.start_again(req, delivery, ended).await,
+                None => Ok(workflow_id),
+            },
             Err(e) => Err(e),
         }
     }
@@ -101,32 +112,43 @@ impl Gateway {
     /// Start the job of an issue again if it has ended (a `/slipway retry` the job itself can no
     /// longer hear); `NotFound` if it never existed.
     pub async fn restart_job(&self, req: JobRequest, delivery: &str) -> Result<String, GatewayError> {
-        let client = self.client().await?;
-        let workflow_id = job_workflow_id(&req.repo, req.issue_number);
-        let handle = client.get_workflow_handle::<JobWorkflow>(workflow_id.clone());
-        let described = self.call(handle.describe(Default::default())).await?;
-        // 1 = running: the command reached it after all.
-        if described.raw_description.workflow_execution_info.is_some_and(|i| i.status == 1) {
-            return Ok(workflow_id);
+        match self.ended_run(&job_workflow_id(&req.repo, req.issue_number)).await? {
+            Some(ended) => self.start_again(req, delivery, ended).await,
+            // Running: the command reached it after all.
+            None => Ok(job_workflow_id(&req.repo, req.issue_number)),
         }
-        self.start_again(req, delivery).await
     }
 
-    /// A new run of an ended job, numbered after the last, unless `delivery` started that one.
-    async fn start_again(&self, mut req: JobRequest, delivery: &str) -> Result<String, GatewayError> {
+    /// The memo of the job's latest run if it has ended (`None` while it runs).
+    async fn ended_run(&self, workflow_id: &str) -> Result<Option<EndedRun>, GatewayError> {
         let client = self.client().await?;
-        let workflow_id = job_workflow_id(&req.repo, req.issue_number);
-        let handle = client.get_workflow_handle::<JobWorkflow>(workflow_id.clone());
-        let ended = self.call(handle.describe(Default::default())).await?;
-        let memo = ended.raw_description.workflow_execution_info.and_then(|i| i.memo).map(|m| m.fields);
-        let field = |k: &str| -> Option<serde_json::Value> {
-            serde_json::from_slice(&memo.as_ref()?.get(k)?.data).ok()
+        let handle = client.get_workflow_handle::<JobWorkflow>(workflow_id.to_owned());
+        let described = self.call(handle.describe(Default::default())).await?;
+        let Some(info) = described.raw_description.workflow_execution_info.filter(|i| i.status != 1) else {
+            return Ok(None);
         };
-        if field(MEMO_TRIGGER).and_then(|v| v.as_str().map(str::to_owned)).as_deref() == Some(delivery) {
+        let memo = info.memo.map(|m| m.fields).unwrap_or_default();
+        let field =
+            |k: &str| -> Option<serde_json::Value> { serde_json::from_slice(&memo.get(k)?.data).ok() };
+        Ok(Some(EndedRun {
+            trigger: field(MEMO_TRIGGER).and_then(|v| v.as_str().map(str::to_owned)),
+            run: field(MEMO_RUN).and_then(|v| v.as_u64()).and_then(|r| u32::try_from(r).ok()).unwrap_or(1),
+        }))
+    }
+
+    /// A new run after `ended`, numbered after it, unless `delivery` started that one.
+    async fn start_again(
+        &self,
+        mut req: JobRequest,
+        delivery: &str,
+        ended: EndedRun,
+    ) -> Result<String, GatewayError> {
+        let workflow_id = job_workflow_id(&req.repo, req.issue_number);
+        if ended.trigger.as_deref() == Some(delivery) {
             return Ok(workflow_id);
         }
-        let last = field(MEMO_RUN).and_then(|v| v.as_u64()).and_then(|r| u32::try_from(r).ok()).unwrap_or(1);
-        req.run = last.max(1) + 1;
+        req.run = ended.run.max(1) + 1;
+        let client = self.client().await?;
         let options = self.job_options(&req, delivery, WorkflowIdReusePolicy::AllowDuplicate);
         match self.call(client.start_workflow(JobWorkflow::run, req, options)).await {
             Ok(_) | Err(GatewayError::Closed) => Ok(workflow_id),
