@@ -45,8 +45,17 @@ pub struct SandboxConfig {
     pub callback_secret: String,
     /// `STRIPE_WEBHOOK_SECRET`: signs Stripe webhook deliveries.
     pub stripe_webhook_secret: String,
-    /// `SANDBOX_STRIPE_WEBHOOK_URL`, default `http://127.0.0.1:8080/webhooks/stripe`.
+    /// `SANDBOX_STRIPE_WEBHOOK_URL`, default `http://127.0.0.1:8080/webhooks/stripe`: where
+    /// Stripe events are delivered at start and after a reset (`POST
+    /// /_sandbox/stripe/webhook_endpoint` moves it at runtime, as updating the endpoint does).
     pub stripe_webhook_url: String,
+    /// `SANDBOX_STRIPE_DELIVERY_ATTEMPTS`, default 8: how many times an event is sent before
+    /// Stripe gives up on it (the first attempt included; 0 records events without sending them,
+    /// so they stay pending).
+    pub stripe_delivery_attempts: u32,
+    /// `SANDBOX_STRIPE_RETRY_MS`, default 500: the wait before the second attempt; each later
+    /// wait doubles (real Stripe retries over three days; tests need seconds).
+    pub stripe_retry_base_ms: u64,
     /// `SANDBOX_HETZNER_ACTION_MS`, default 1500: how long a Hetzner action stays "running".
     pub hetzner_action_ms: u64,
     /// `SANDBOX_RUNNER_STEP_MS`, default 1000: delay between fake runner steps.
@@ -108,6 +117,8 @@ impl Default for SandboxConfig {
             callback_secret: DEV_CALLBACK_SECRET.to_owned(),
             stripe_webhook_secret: DEV_STRIPE_WEBHOOK_SECRET.to_owned(),
             stripe_webhook_url: "http://127.0.0.1:8080/webhooks/stripe".to_owned(),
+            stripe_delivery_attempts: 8,
+            stripe_retry_base_ms: 500,
             hetzner_action_ms: 1500,
             runner_step_ms: 1000,
             supabase_ready_ms: 1500,
@@ -210,6 +221,12 @@ impl SandboxConfig {
         config.runner_step_ms = millis("SANDBOX_RUNNER_STEP_MS", config.runner_step_ms)?;
         config.supabase_ready_ms = millis("SANDBOX_SUPABASE_READY_MS", config.supabase_ready_ms)?;
         config.vercel_ready_ms = millis("SANDBOX_VERCEL_READY_MS", config.vercel_ready_ms)?;
+        config.stripe_retry_base_ms = millis("SANDBOX_STRIPE_RETRY_MS", config.stripe_retry_base_ms)?;
+        if let Some(v) = get("SANDBOX_STRIPE_DELIVERY_ATTEMPTS") {
+            config.stripe_delivery_attempts = v.trim().parse::<u32>().map_err(|e| {
+                format!("SANDBOX_STRIPE_DELIVERY_ATTEMPTS={v:?} is not a number of attempts: {e}")
+            })?;
+        }
         if let Some(v) = get("SANDBOX_GITHUB_TOKEN_TTL_SECS") {
             config.github_token_ttl_secs = v.trim().parse::<u64>().map_err(|e| {
                 format!("SANDBOX_GITHUB_TOKEN_TTL_SECS={v:?} is not a number of seconds: {e}")
@@ -227,6 +244,8 @@ impl fmt::Debug for SandboxConfig {
             .field("callback_secret", &"<redacted>")
             .field("stripe_webhook_secret", &"<redacted>")
             .field("stripe_webhook_url", &self.stripe_webhook_url)
+            .field("stripe_delivery_attempts", &self.stripe_delivery_attempts)
+            .field("stripe_retry_base_ms", &self.stripe_retry_base_ms)
             .field("hetzner_action_ms", &self.hetzner_action_ms)
             .field("runner_step_ms", &self.runner_step_ms)
             .field("supabase_ready_ms", &self.supabase_ready_ms)
@@ -265,6 +284,7 @@ mod tests {
         assert_eq!((config.github_app_id.as_str(), config.github_token_ttl_secs), ("424242", 3600));
         assert_eq!(config.github_webhook_url, "http://127.0.0.1:8080/webhooks/github");
         assert_eq!(config.github_webhook_secret, "dev-github-webhook-secret");
+        assert_eq!((config.stripe_delivery_attempts, config.stripe_retry_base_ms), (8, 500));
         assert!(config.github_app_public_key_pem.starts_with("-----BEGIN PUBLIC KEY-----"));
     }
 
@@ -276,8 +296,11 @@ mod tests {
             ("GITHUB_CALLBACK_SECRET", "s3cret"),
             ("SANDBOX_SUPABASE_READY_MS", "7"),
             ("SANDBOX_VERCEL_READY_MS", "8"),
+            ("SANDBOX_STRIPE_DELIVERY_ATTEMPTS", "3"),
+            ("SANDBOX_STRIPE_RETRY_MS", "20"),
         ]))
         .unwrap();
+        assert_eq!((config.stripe_delivery_attempts, config.stripe_retry_base_ms), (3, 20));
         assert_eq!(config.addr.port(), 9000);
         assert_eq!((config.supabase_ready_ms, config.vercel_ready_ms), (7, 8));
         assert_eq!(config.runner_step_ms, 5);
@@ -285,6 +308,8 @@ mod tests {
         assert!(!format!("{config:?}").contains("s3cret"));
         let err = SandboxConfig::from_lookup(lookup(&[("SANDBOX_HETZNER_ACTION_MS", "soon")]));
         assert!(err.unwrap_err().contains("SANDBOX_HETZNER_ACTION_MS"));
+        let err = SandboxConfig::from_lookup(lookup(&[("SANDBOX_STRIPE_DELIVERY_ATTEMPTS", "-1")]));
+        assert!(err.unwrap_err().contains("SANDBOX_STRIPE_DELIVERY_ATTEMPTS"));
     }
 
     #[test]

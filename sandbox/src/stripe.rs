@@ -12,11 +12,17 @@
 //!   test `tests/stripe_client.rs` checks exactly that.
 //! - `flows` plays what happens outside the API: a customer paying on the hosted Checkout page
 //!   (`/_sandbox/stripe/checkout/{id}`), renewals failing and being paid, status changes.
-//! - Every change Stripe would announce becomes an Event, recorded and delivered to
-//!   `stripe_webhook_url` with `Stripe-Signature: t=..,v1=..` (fresh per attempt), retried with
-//!   backoff on non-2xx, each attempt recorded. Events go out one after another in the order
-//!   they happened: the next starts once the previous one's first attempt is over, so a test
-//!   may rely on arrival order (real Stripe does not promise it).
+//! - Every change Stripe would announce becomes an Event, recorded and delivered to the
+//!   webhook endpoint's URL with `Stripe-Signature: t=..,v1=..` (fresh per attempt), retried
+//!   with doubling backoff on non-2xx (`stripe_delivery_attempts`, `stripe_retry_base_ms`),
+//!   each attempt recorded. Events go out one after another in the order they happened: the
+//!   next starts once the previous one's first attempt is over, so a test may rely on arrival
+//!   order (real Stripe does not promise it). The endpoint's URL starts as
+//!   `stripe_webhook_url`; `POST /_sandbox/stripe/webhook_endpoint` changes it as updating the
+//!   endpoint does on Stripe, for later attempts (retries included).
+//! - Recorded events are listed by `GET /v1/events` with Stripe's filters; whether an event was
+//!   delivered (`delivery_success`, `pending_webhooks`) follows its recorded attempts, which is
+//!   what a product reconciling missed webhooks relies on.
 //!
 //! The public helpers let other crates' tests build and sign identical events themselves.
 
@@ -40,8 +46,6 @@ use serde_json::{Map, Value, json};
 
 use crate::state::{Shared, hmac_hex, json_response, zulu};
 use objects::{LineItem, NewInvoice, NewSession, NewSubscription, Price};
-
-const DELIVERY_ATTEMPTS: u32 = 8;
 
 /// Inputs of a completed subscription checkout.
 #[derive(Clone, Debug, Default)]
@@ -159,7 +163,10 @@ pub(crate) struct StripeState {
     /// Prices seen in requests (Stripe knows its prices; the sandbox learns them).
     prices: Vec<Price>,
     meter_events: Vec<Value>,
+    /// Events in recording order, each with its delivery attempts (`{"status", "at"}`).
     events: Vec<(Value, Vec<Value>)>,
+    /// The webhook endpoint's URL once changed at runtime; `stripe_webhook_url` until then.
+    webhook_url: Option<String>,
     /// Keyed by (API key, idempotency key).
     idempotency: HashMap<(String, String), Idempotent>,
     /// Held while a batch of events makes its first delivery attempts, so batches go out in
@@ -219,6 +226,12 @@ pub(crate) fn control_router() -> Router<Shared> {
         .route("/subscriptions/{id}/payment_failed", post(flows::payment_failed))
         .route("/invoices/{id}/pay", post(flows::pay_invoice))
         .route("/events/{id}", get(get_event))
+        .route("/webhook_endpoint", post(flows::set_webhook_endpoint).get(flows::get_webhook_endpoint))
+}
+
+/// Whether one of the recorded attempts was answered with a 2xx.
+fn delivered(deliveries: &[Value]) -> bool {
+    deliveries.iter().any(|d| d["status"].as_u64().is_some_and(|s| (200..300).contains(&s)))
 }
 
 /// Records `events` in the state and queues their delivery after every batch recorded
@@ -246,8 +259,15 @@ fn emit(app: &Shared, state: &mut crate::state::State, events: Vec<Value>) -> Ve
     ids
 }
 
-/// Delivers like Stripe: fresh signature per attempt, backoff 0.5s, 1s, 2s, ... up to 8 tries.
-/// `first_done` fires once the first attempt is recorded.
+/// The wait before attempt `attempt` (0-based, > 0): `base_ms`, then doubling.
+fn retry_delay(base_ms: u64, attempt: u32) -> Duration {
+    Duration::from_millis(base_ms.saturating_mul(1u64.checked_shl(attempt - 1).unwrap_or(u64::MAX)))
+}
+
+/// Delivers like Stripe: fresh signature per attempt, to the endpoint's URL of the moment, up to
+/// `stripe_delivery_attempts` tries with doubling backoff from `stripe_retry_base_ms`. A 2xx
+/// ends it and sets the event's `pending_webhooks` to 0. `first_done` fires once the first
+/// attempt is recorded (or at once when no attempt is to be made).
 async fn deliver(
     app: Shared,
     generation: u64,
@@ -255,12 +275,16 @@ async fn deliver(
     payload: String,
     first_done: tokio::sync::oneshot::Sender<()>,
 ) {
-    let url = app.config.stripe_webhook_url.clone();
     let mut first_done = Some(first_done);
-    for attempt in 0..DELIVERY_ATTEMPTS {
+    for attempt in 0..app.config.stripe_delivery_attempts {
         if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(500 << (attempt - 1))).await;
+            tokio::time::sleep(retry_delay(app.config.stripe_retry_base_ms, attempt)).await;
         }
+        let Some(url) = app.with_current(generation, |s| {
+            s.stripe.webhook_url.clone().unwrap_or_else(|| app.config.stripe_webhook_url.clone())
+        }) else {
+            return;
+        };
         let signature = signature_header(&payload, &app.config.stripe_webhook_secret, Utc::now().timestamp());
         let result = app
             .http
@@ -275,17 +299,22 @@ async fn deliver(
         if let Err(e) = &result {
             tracing::warn!(%url, error = %e, "stripe webhook delivery failed");
         }
+        let ok = status.is_some_and(|s| (200..300).contains(&s));
         let recorded = app.with_current(generation, |s| {
-            if let Some((_, deliveries)) =
+            if let Some((event, deliveries)) =
                 s.stripe.events.iter_mut().find(|(e, _)| e["id"] == event_id.as_str())
             {
                 deliveries.push(json!({"status": status, "at": zulu(Utc::now())}));
+                if ok {
+                    // Stripe's count of endpoints still waiting for a 2xx (there is one endpoint).
+                    event["pending_webhooks"] = json!(0);
+                }
             }
         });
         if let Some(tx) = first_done.take() {
             let _ = tx.send(());
         }
-        if recorded.is_none() || status.is_some_and(|s| (200..300).contains(&s)) {
+        if recorded.is_none() || ok {
             return;
         }
     }

@@ -659,3 +659,82 @@ async fn stripe_hosted_page_form_redirects_to_success_url() {
     );
     sb.shutdown().await;
 }
+
+#[tokio::test]
+async fn stripe_event_list_follows_deliveries_and_the_moved_endpoint() {
+    let (first_url, mut first) = receiver(vec![500; 20]).await;
+    let (second_url, mut second) = receiver(Vec::new()).await;
+    let sb = spawn(SandboxConfig {
+        addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        stripe_webhook_url: first_url.clone(),
+        stripe_api_key: "sk_test_x".into(),
+        stripe_delivery_attempts: 3,
+        stripe_retry_base_ms: 1000,
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap();
+    let http = Client::new();
+    let control = |p: &str| format!("{}/_sandbox{p}", sb.base_url);
+    let events =
+        |query: &str| http.get(format!("{}/stripe/v1/events{query}", sb.base_url)).bearer_auth("sk_test_x");
+
+    let checkout = json!({"userId": "u1", "agentId": "a1", "region": "eu"});
+    let (_, _, accepted) = send(http.post(control("/stripe/checkout/complete")).json(&checkout)).await;
+    let event_id = accepted["event_id"].as_str().unwrap().to_owned();
+    recv(&mut first).await;
+    let (status, _, body) =
+        send(http.post(control("/stripe/webhook_endpoint")).json(&json!({"url": second_url}))).await;
+    assert_eq!((status, body["url"].as_str()), (200, Some(second_url.as_str())));
+    let (status, _, body) =
+        send(http.post(control("/stripe/webhook_endpoint")).json(&json!({"url": ""}))).await;
+    assert_eq!((status, body["error"].is_string()), (400, true));
+
+    // Not delivered yet: pending.
+    let (status, _, list) = send(events("?delivery_success=false")).await;
+    assert_eq!((status, list["data"][0]["id"].as_str()), (200, Some(event_id.as_str())), "{list}");
+    assert_eq!(list["data"][0]["pending_webhooks"], 1);
+
+    // The retry goes to the endpoint's new URL and succeeds.
+    let (_, body) = recv(&mut second).await;
+    let delivered: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(delivered["id"], event_id.as_str());
+    let mut list = Value::Null;
+    for _ in 0..50 {
+        list = send(events("?delivery_success=true&type=checkout.*")).await.2;
+        if list["data"].as_array().is_some_and(|d| !d.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        (list["object"].as_str(), list["url"].as_str(), list["has_more"].as_bool()),
+        (Some("list"), Some("/v1/events"), Some(false))
+    );
+    assert_eq!(
+        (list["data"][0]["id"].as_str(), list["data"][0]["pending_webhooks"].as_i64()),
+        (Some(&*event_id), Some(0))
+    );
+    assert_eq!(list["data"][0]["data"], delivered["data"], "the event as the webhook carried it");
+    let (_, _, list) = send(events("?delivery_success=false")).await;
+    assert_eq!(list["data"], json!([]));
+
+    // Stripe's refusals.
+    let (status, _, body) = send(events("?limit=two")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("parameter_invalid_integer")));
+    let (status, _, body) = send(events("?starting_after=evt_unknown")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str(), body["error"]["param"].as_str()),
+        (400, Some("resource_missing"), Some("starting_after"))
+    );
+    let (status, _, body) = send(events("?sort=asc")).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("parameter_unknown")));
+    let (status, _, _) = send(http.get(format!("{}/stripe/v1/events", sb.base_url))).await;
+    assert_eq!(status, 401);
+
+    // A reset goes back to the configured URL.
+    send(http.post(control("/reset"))).await;
+    let (_, _, body) = send(http.get(control("/stripe/webhook_endpoint"))).await;
+    assert_eq!(body["url"].as_str(), Some(first_url.as_str()));
+    sb.shutdown().await;
+}

@@ -21,7 +21,7 @@ use chrono::Utc;
 use serde_json::{Map, Value, json};
 
 use super::objects::{self, LineItem, NewCustomer, NewSession, Price};
-use super::{Idempotent, Session, emit, form};
+use super::{Idempotent, Session, delivered, emit, form};
 use crate::state::{Shared, credential, json_response, key_credential, random_alnum};
 
 /// Largest request body read by the idempotency layer.
@@ -46,6 +46,7 @@ pub(super) fn router(app: Shared) -> Router<Shared> {
         )
         .route("/v1/invoices/{id}", get(get_invoice))
         .route("/v1/billing/meter_events", post(create_meter_event))
+        .route("/v1/events", get(list_events))
         .route("/v1/events/{id}", get(get_event))
         .fallback(unrecognized)
         .method_not_allowed_fallback(unrecognized)
@@ -58,6 +59,7 @@ pub(super) fn router(app: Shared) -> Router<Shared> {
 // Errors and parameters
 
 /// A Stripe error: `{"error": {"type", "message", "code"?, "param"?, "doc_url"?}}`.
+#[derive(Debug)]
 struct ApiError {
     status: StatusCode,
     kind: &'static str,
@@ -165,10 +167,22 @@ fn text<'a>(form: &'a Value, key: &str) -> Option<&'a str> {
     form.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
+/// An integer parameter; anything else is Stripe's `parameter_invalid_integer`.
 fn integer(value: Option<&Value>, param: &str) -> ApiResult<Option<i64>> {
-    match value.and_then(Value::as_str) {
-        None | Some("") => Ok(None),
-        Some(s) => s.parse().map(Some).map_err(|_| invalid(param, &format!("Invalid integer: {s}"))),
+    let not_integer = |shown: &str| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("parameter_invalid_integer"),
+            Some(param),
+            &format!("Invalid integer: {shown}"),
+        )
+    };
+    match value {
+        None => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => s.parse().map(Some).map_err(|_| not_integer(s)),
+        Some(other) => Err(not_integer(&other.to_string())),
     }
 }
 
@@ -640,14 +654,19 @@ async fn get_subscription(State(app): State<Shared>, Path(id): Path<String>) -> 
     Ok(ok(sub.clone()))
 }
 
+/// A list request's query string, read as Stripe reads it (bracket nesting, as in bodies).
+fn query_form(query: &[(String, String)]) -> Value {
+    let encoded: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(query).finish();
+    form::parse(encoded.as_bytes())
+}
+
 /// `GET /v1/subscriptions?customer=&status=&limit=`: newest first; without `status`,
 /// canceled subscriptions are left out, as Stripe does.
 async fn list_subscriptions(
     State(app): State<Shared>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> ApiResult {
-    let encoded: String = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(&query).finish();
-    let form = form::parse(encoded.as_bytes());
+    let form = query_form(&query);
     only_known(&form, SUBSCRIPTION_LIST_PARAMS)?;
     let limit = integer(form.get("limit"), "limit")?.unwrap_or(10).clamp(1, 100);
     let customer = text(&form, "customer");
@@ -782,6 +801,153 @@ async fn get_invoice(State(app): State<Shared>, Path(id): Path<String>) -> ApiRe
     Ok(ok(invoice.clone()))
 }
 
+const EVENT_LIST_PARAMS: &[&str] =
+    &["created", "delivery_success", "ending_before", "expand", "limit", "starting_after", "type", "types"];
+/// Stripe lists events of the last 30 days only.
+const EVENT_LIST_WINDOW_SECS: i64 = 30 * 24 * 3600;
+/// At most this many `types`.
+const EVENT_TYPES_MAX: usize = 20;
+
+/// `GET /v1/events`: the recorded events, newest first (`created`, then recording order), with
+/// Stripe's filters and cursors.
+async fn list_events(State(app): State<Shared>, Query(query): Query<Vec<(String, String)>>) -> ApiResult {
+    let form = query_form(&query);
+    let state = app.lock();
+    Ok(ok(event_list(&state.stripe.events, &form, Utc::now().timestamp())?))
+}
+
+/// `*` in an event type pattern stands for any run of characters (`invoice.*`).
+fn type_matches(pattern: &str, event_type: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = event_type.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// `created` as Stripe takes it: an exact time, or a range `created[gt|gte|lt|lte]`.
+fn created_filter(form: &Value) -> ApiResult<Vec<(&'static str, i64)>> {
+    match form.get("created") {
+        None => Ok(Vec::new()),
+        Some(Value::Object(range)) => {
+            let mut bounds = Vec::new();
+            for (key, value) in range {
+                let op = match key.as_str() {
+                    "gt" => "gt",
+                    "gte" => "gte",
+                    "lt" => "lt",
+                    "lte" => "lte",
+                    _ => {
+                        let name = format!("created[{key}]");
+                        return Err(error(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_request_error",
+                            Some("parameter_unknown"),
+                            Some(&name),
+                            &format!("Received unknown parameter: {name}"),
+                        ));
+                    }
+                };
+                if let Some(bound) = integer(Some(value), &format!("created[{key}]"))? {
+                    bounds.push((op, bound));
+                }
+            }
+            Ok(bounds)
+        }
+        Some(value) => Ok(integer(Some(value), "created")?.map(|t| ("eq", t)).into_iter().collect()),
+    }
+}
+
+/// The list answer of `GET /v1/events` over `events` (recording order, with their delivery
+/// attempts) for the query `form`, at `now`.
+fn event_list(events: &[(Value, Vec<Value>)], form: &Value, now: i64) -> ApiResult<Value> {
+    only_known(form, EVENT_LIST_PARAMS)?;
+    let limit = integer(form.get("limit"), "limit")?.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        let bound = if limit < 1 { "greater than or equal to 1" } else { "less than or equal to 100" };
+        return Err(invalid("limit", &format!("This value must be {bound}.")));
+    }
+    let created = created_filter(form)?;
+    let delivery_success = boolean(form.get("delivery_success"), "delivery_success")?;
+    let event_type = text(form, "type");
+    let types: Option<Vec<&str>> = match form.get("types") {
+        None => None,
+        Some(Value::Array(list)) => Some(list.iter().filter_map(Value::as_str).collect()),
+        Some(Value::String(s)) if s.is_empty() => None,
+        Some(_) => return Err(invalid("types", "Invalid array")),
+    };
+    if event_type.is_some() && types.is_some() {
+        return Err(invalid("types", "You may pass either `type` or `types`, but not both."));
+    }
+    if types.as_ref().is_some_and(|t| t.len() > EVENT_TYPES_MAX) {
+        return Err(invalid("types", &format!("You may pass at most {EVENT_TYPES_MAX} `types`.")));
+    }
+    let (after, before) = (text(form, "starting_after"), text(form, "ending_before"));
+    if after.is_some() && before.is_some() {
+        return Err(invalid(
+            "ending_before",
+            "You may only specify one of these parameters: ending_before, starting_after.",
+        ));
+    }
+    // Newest first: `created` descending, then the later recorded first.
+    let mut order: Vec<usize> = (0..events.len()).rev().collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(events[i].0["created"].as_i64().unwrap_or(0)));
+    let position = |param: &str, id: &str| {
+        order.iter().position(|&i| events[i].0["id"] == id).ok_or_else(|| no_such("event", id, param))
+    };
+    let cursor = match (after, before) {
+        (Some(id), _) => Some((position("starting_after", id)?, true)),
+        (_, Some(id)) => Some((position("ending_before", id)?, false)),
+        _ => None,
+    };
+    let matching: Vec<&Value> = order
+        .iter()
+        .enumerate()
+        .filter(|(at, _)| match cursor {
+            Some((c, true)) => *at > c,
+            Some((c, false)) => *at < c,
+            None => true,
+        })
+        .map(|(_, &i)| &events[i])
+        .filter(|(event, deliveries)| {
+            let t = event["created"].as_i64().unwrap_or(0);
+            let event_name = event["type"].as_str().unwrap_or_default();
+            t >= now - EVENT_LIST_WINDOW_SECS
+                && created.iter().all(|&(op, bound)| match op {
+                    "gt" => t > bound,
+                    "gte" => t >= bound,
+                    "lt" => t < bound,
+                    "lte" => t <= bound,
+                    _ => t == bound,
+                })
+                && event_type.is_none_or(|p| type_matches(p, event_name))
+                && types.as_ref().is_none_or(|list| list.contains(&event_name))
+                && delivery_success.is_none_or(|want| delivered(deliveries) == want)
+        })
+        .map(|(event, _)| event)
+        .collect();
+    let take = usize::try_from(limit).unwrap_or(10);
+    let has_more = matching.len() > take;
+    // `ending_before` pages towards newer events: the `limit` just before the cursor.
+    let page: Vec<&Value> = if matches!(cursor, Some((_, false))) {
+        matching[matching.len().saturating_sub(take)..].to_vec()
+    } else {
+        matching.into_iter().take(take).collect()
+    };
+    Ok(json!({"object": "list", "url": "/v1/events", "has_more": has_more, "data": page}))
+}
+
 async fn get_event(State(app): State<Shared>, Path(id): Path<String>) -> ApiResult {
     let state = app.lock();
     let (event, _) = state
@@ -856,6 +1022,138 @@ mod tests {
         assert_eq!(Value::Object(previous), json!({"a": "1", "b": "2", "c": null}));
         let previous = merge_metadata(&mut target, Map::new());
         assert_eq!((target, previous.len()), (json!({}), 2));
+    }
+
+    /// A recorded event and its attempts (`None`: the receiver could not be reached).
+    fn recorded(id: &str, event_type: &str, created: i64, attempts: &[Option<u16>]) -> (Value, Vec<Value>) {
+        let event = json!({"id": id, "object": "event", "type": event_type, "created": created});
+        (event, attempts.iter().map(|s| json!({"status": s, "at": "2026-01-01T00:00:00Z"})).collect())
+    }
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn list(events: &[(Value, Vec<Value>)], query: &str) -> ApiResult<Value> {
+        event_list(events, &form::parse(query.as_bytes()), NOW)
+    }
+
+    fn ids(list: &Value) -> Vec<&str> {
+        list["data"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect()
+    }
+
+    fn refusal(result: ApiResult<Value>) -> (StatusCode, Option<&'static str>, Option<String>) {
+        let error = result.unwrap_err();
+        (error.status, error.code, error.param)
+    }
+
+    #[test]
+    fn events_filter_by_delivery_success() {
+        let events = [
+            recorded("evt_ok", "invoice.paid", NOW - 40, &[Some(500), Some(200)]),
+            recorded("evt_failed", "invoice.paid", NOW - 30, &[Some(500), Some(503)]),
+            recorded("evt_pending", "invoice.paid", NOW - 20, &[]),
+            recorded("evt_unreachable", "invoice.paid", NOW - 10, &[None]),
+        ];
+        let all = list(&events, "").unwrap();
+        assert_eq!(ids(&all), ["evt_unreachable", "evt_pending", "evt_failed", "evt_ok"]);
+        assert_eq!((all["object"].as_str(), all["url"].as_str()), (Some("list"), Some("/v1/events")));
+        assert_eq!(all["has_more"], false);
+        assert_eq!(ids(&list(&events, "delivery_success=true").unwrap()), ["evt_ok"]);
+        assert_eq!(
+            ids(&list(&events, "delivery_success=false").unwrap()),
+            ["evt_unreachable", "evt_pending", "evt_failed"]
+        );
+        let (status, _, param) = refusal(list(&events, "delivery_success=maybe"));
+        assert_eq!((status, param.as_deref()), (StatusCode::BAD_REQUEST, Some("delivery_success")));
+    }
+
+    #[test]
+    fn events_filter_by_created() {
+        let events: Vec<_> =
+            (1..=5).map(|i| recorded(&format!("evt_{i}"), "invoice.paid", NOW - 100 + i, &[])).collect();
+        assert_eq!(ids(&list(&events, &format!("created={}", NOW - 97)).unwrap()), ["evt_3"]);
+        let range = format!("created[gt]={}&created[lte]={}", NOW - 99, NOW - 96);
+        assert_eq!(ids(&list(&events, &range).unwrap()), ["evt_4", "evt_3", "evt_2"]);
+        let range = format!("created%5Bgte%5D={}&created%5Blt%5D={}", NOW - 96, NOW);
+        assert_eq!(ids(&list(&events, &range).unwrap()), ["evt_5", "evt_4"]);
+        assert_eq!(
+            refusal(list(&events, "created[gt]=yesterday")),
+            (StatusCode::BAD_REQUEST, Some("parameter_invalid_integer"), Some("created[gt]".to_owned()))
+        );
+        assert_eq!(
+            refusal(list(&events, "created=soon")),
+            (StatusCode::BAD_REQUEST, Some("parameter_invalid_integer"), Some("created".to_owned()))
+        );
+        assert_eq!(
+            refusal(list(&events, "created[after]=1")),
+            (StatusCode::BAD_REQUEST, Some("parameter_unknown"), Some("created[after]".to_owned()))
+        );
+        // Stripe lists the last 30 days only.
+        let old = [recorded("evt_old", "invoice.paid", NOW - 31 * 24 * 3600, &[])];
+        assert_eq!(ids(&list(&old, "").unwrap()), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn events_filter_by_type_and_types() {
+        let events = [
+            recorded("evt_1", "checkout.session.completed", NOW - 4, &[]),
+            recorded("evt_2", "invoice.paid", NOW - 3, &[]),
+            recorded("evt_3", "invoice.payment_failed", NOW - 2, &[]),
+            recorded("evt_4", "customer.subscription.updated", NOW - 1, &[]),
+        ];
+        assert_eq!(ids(&list(&events, "type=invoice.paid").unwrap()), ["evt_2"]);
+        assert_eq!(ids(&list(&events, "type=invoice.*").unwrap()), ["evt_3", "evt_2"]);
+        assert_eq!(ids(&list(&events, "type=*.completed").unwrap()), ["evt_1"]);
+        assert_eq!(ids(&list(&events, "type=customer.*.updated").unwrap()), ["evt_4"]);
+        assert_eq!(ids(&list(&events, "type=invoice").unwrap()), Vec::<&str>::new());
+        let query = "types[]=invoice.paid&types[]=checkout.session.completed";
+        assert_eq!(ids(&list(&events, query).unwrap()), ["evt_2", "evt_1"]);
+        assert_eq!(ids(&list(&events, "types[0]=invoice.paid").unwrap()), ["evt_2"]);
+        let (status, _, _) = refusal(list(&events, "type=invoice.*&types[]=invoice.paid"));
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let many: String = (0..21).map(|i| format!("types[]=t{i}&")).collect();
+        assert_eq!(refusal(list(&events, &many)).2.as_deref(), Some("types"));
+        assert_eq!(
+            refusal(list(&events, "kind=invoice.paid")),
+            (StatusCode::BAD_REQUEST, Some("parameter_unknown"), Some("kind".to_owned()))
+        );
+    }
+
+    #[test]
+    fn events_paginate_newest_first() {
+        // evt_2 and evt_3 share a second: the later recorded comes first.
+        let events = [
+            recorded("evt_1", "invoice.paid", NOW - 30, &[]),
+            recorded("evt_2", "invoice.paid", NOW - 20, &[]),
+            recorded("evt_3", "invoice.paid", NOW - 20, &[]),
+            recorded("evt_4", "invoice.paid", NOW - 10, &[]),
+            recorded("evt_5", "invoice.paid", NOW - 5, &[]),
+        ];
+        let first = list(&events, "limit=2").unwrap();
+        assert_eq!((ids(&first), first["has_more"].as_bool()), (vec!["evt_5", "evt_4"], Some(true)));
+        let second = list(&events, "limit=2&starting_after=evt_4").unwrap();
+        assert_eq!((ids(&second), second["has_more"].as_bool()), (vec!["evt_3", "evt_2"], Some(true)));
+        let last = list(&events, "limit=2&starting_after=evt_2").unwrap();
+        assert_eq!((ids(&last), last["has_more"].as_bool()), (vec!["evt_1"], Some(false)));
+        let back = list(&events, "limit=2&ending_before=evt_2").unwrap();
+        assert_eq!((ids(&back), back["has_more"].as_bool()), (vec!["evt_4", "evt_3"], Some(true)));
+        let back = list(&events, "limit=2&ending_before=evt_4").unwrap();
+        assert_eq!((ids(&back), back["has_more"].as_bool()), (vec!["evt_5"], Some(false)));
+        assert_eq!(ids(&list(&events, "").unwrap()).len(), 5);
+        // A cursor filtered out still marks its place.
+        let filtered = list(&events, "limit=10&starting_after=evt_4&delivery_success=true").unwrap();
+        assert_eq!(ids(&filtered), Vec::<&str>::new());
+        assert_eq!(
+            refusal(list(&events, "starting_after=evt_nope")),
+            (StatusCode::BAD_REQUEST, Some("resource_missing"), Some("starting_after".to_owned()))
+        );
+        assert_eq!(refusal(list(&events, "ending_before=evt_nope")).2.as_deref(), Some("ending_before"));
+        assert_eq!(
+            refusal(list(&events, "starting_after=evt_1&ending_before=evt_5")).0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(refusal(list(&events, "limit=0")).2.as_deref(), Some("limit"));
+        assert_eq!(refusal(list(&events, "limit=101")).2.as_deref(), Some("limit"));
+        assert_eq!(refusal(list(&events, "limit=ten")).1, Some("parameter_invalid_integer"));
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //!   session the product never created, announcing only `checkout.session.completed`.
 //! - Billing over time: `subscriptions/{id}/status`, `subscriptions/{id}/payment_failed` (a
 //!   renewal invoice fails, the subscription goes `past_due`) and `invoices/{id}/pay`.
+//! - The webhook endpoint: `webhook_endpoint` reads or moves the URL events are delivered to,
+//!   as an operator updating the endpoint in the Dashboard (or its `url` by API) does.
 //!
 //! Real Stripe sends more events around these (`customer.created`, `invoice.created`,
 //! `invoice.finalized`, `payment_intent.*`, ...); only the ones a subscriber acts on are
@@ -440,4 +442,23 @@ pub(super) async fn pay_invoice(State(app): State<Shared>, Path(id): Path<String
         StatusCode::OK,
         json!({"event_ids": event_ids, "invoice_id": id, "subscription_id": sub_id}),
     )
+}
+
+/// `POST /_sandbox/stripe/webhook_endpoint` `{"url"}`: later delivery attempts, retries of
+/// events already recorded included, go to `url` (until the next change or a reset, which goes
+/// back to `stripe_webhook_url`). Answers `{"url"}`.
+pub(super) async fn set_webhook_endpoint(State(app): State<Shared>, body: Bytes) -> Response {
+    let body = parse_body(&body).unwrap_or(Value::Null);
+    let Some(url) = body.get("url").and_then(Value::as_str).map(str::trim).filter(|u| !u.is_empty()) else {
+        return control_error(StatusCode::BAD_REQUEST, "url must be a non-empty string");
+    };
+    app.lock().stripe.webhook_url = Some(url.to_owned());
+    tracing::info!(url, "stripe: webhook endpoint moved");
+    json_response(StatusCode::OK, json!({"url": url}))
+}
+
+/// `GET /_sandbox/stripe/webhook_endpoint`: `{"url"}` events are delivered to now.
+pub(super) async fn get_webhook_endpoint(State(app): State<Shared>) -> Response {
+    let url = app.lock().stripe.webhook_url.clone().unwrap_or_else(|| app.config.stripe_webhook_url.clone());
+    json_response(StatusCode::OK, json!({"url": url}))
 }
