@@ -17,7 +17,8 @@
 //! - `git`: an in-memory object store per installed repository (blobs, trees, commits,
 //!   branches) behind the Git Data and Contents endpoints;
 //! - `pulls`: pull requests and issue comments;
-//! - `hooks`: signed webhook deliveries to the product, one attempt each as on GitHub.
+//! - `hooks`: signed webhook deliveries to the product, one attempt each as on GitHub, and the
+//!   App's webhook API over them (configuration, deliveries, redelivery).
 //!
 //! Repository endpoints of installed repositories take only live installation tokens, which
 //! is what keeps the product honest about token exchange and expiry. Every other endpoint
@@ -157,6 +158,10 @@ pub(crate) fn router(app: Shared) -> Router<Shared> {
         .route("/orgs/{org}/repos", post(repos::create_in_org))
         .route("/app", get(app::get_app))
         .route("/app/installations", get(app::list_installations))
+        .route("/app/hook/config", get(hooks::get_config).patch(hooks::update_config))
+        .route("/app/hook/deliveries", get(hooks::list_deliveries))
+        .route("/app/hook/deliveries/{id}", get(hooks::get_delivery))
+        .route("/app/hook/deliveries/{id}/attempts", post(hooks::redeliver))
         .route("/installation/repositories", get(app::token_repositories))
         .route("/app/installations/{id}/access_tokens", post(app::create_access_token))
         .route("/repos/{owner}/{repo}/installation", get(app::repo_installation))

@@ -13,11 +13,12 @@
 //! - `github` (`/github`): workflow dispatch, runs, and the fake Actions runner that posts
 //!   signed callbacks and makes provisioned VMs join the tailnet; repositories generated from
 //!   templates; and the coding bot's GitHub App: app JWTs, installation tokens, Git data,
-//!   contents, pull requests, issue comments, collaborator permissions, signed webhooks.
+//!   contents, pull requests, issue comments, collaborator permissions, signed webhooks and
+//!   the App's webhook API (configuration, recorded deliveries, redelivery).
 //! - [`github_events`]: GitHub webhook payloads and their signature, for tests elsewhere.
 //! - [`stripe`] (`/stripe`): customers, Checkout sessions, subscriptions, invoices and meter
 //!   events over Stripe's form-encoded API, the customer's side of Checkout, billing events,
-//!   and signed webhooks with retries.
+//!   signed webhooks with retries to a movable endpoint, and the event list.
 //! - `supabase` (`/supabase`): Management API projects that become healthy after a while,
 //!   API keys, and a `database/query` that emulates the product's migration bookkeeping.
 //! - `vercel` (`/vercel`): projects linked to the sandbox's GitHub repositories, environment

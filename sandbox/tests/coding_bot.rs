@@ -727,3 +727,154 @@ async fn openai_chat_completions_route_on_the_requests_structure() {
     assert!(body["error"]["message"].as_str().unwrap().starts_with("Rate limit reached"));
     assert_eq!(send(chat(&http, &sb, "You plan.", &data, Some("slipway_plan"))).await.0, 200);
 }
+
+/// The `rel="next"` URL of a `Link` header, if any.
+fn next_link(headers: &HeaderMap) -> Option<String> {
+    let link = headers.get("link")?.to_str().ok()?;
+    link.split(',')
+        .find(|part| part.contains("rel=\"next\""))
+        .map(|part| part.trim().trim_start_matches('<').split('>').next().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn app_webhook_deliveries_are_listed_shown_and_redelivered() {
+    let (failing_url, mut failing) = receiver(503).await;
+    let (healthy_url, mut healthy) = receiver(200).await;
+    let sb = start(SandboxConfig { github_webhook_url: failing_url.clone(), ..config() }).await;
+    let http = Client::new();
+    let api = |p: &str| format!("{}/github/app/hook{p}", sb.base_url);
+    let jwt_get = |p: &str| http.get(api(p)).bearer_auth(app_jwt());
+
+    // Only the App's JWT opens them.
+    let (status, _, body) = send(http.get(api("/deliveries"))).await;
+    assert_eq!((status, body["message"].as_str()), (401, Some("A JSON web token could not be decoded")));
+    let (status, _, body) = send(jwt_get("/deliveries")).await;
+    assert_eq!((status, body), (200, json!([])));
+
+    // A delivery the receiver refuses.
+    let issue = github_events::issues("opened", "acme/shop", 61, 3, "Fix", "Please", &[], "alice");
+    let (_, sent) = control(&sb, "/github/webhooks", json!({"event": "issues", "payload": issue})).await;
+    assert_eq!(sent["status"], 503);
+    let (headers, raw) = recv(&mut failing).await;
+    let guid = sent["delivery_id"].as_str().unwrap().to_owned();
+    assert_eq!(headers["x-github-delivery"].to_str().unwrap(), guid);
+    let (status, _, list) = send(jwt_get("/deliveries")).await;
+    assert_eq!(status, 200);
+    let item = &list[0];
+    let id = item["id"].as_u64().unwrap();
+    assert_eq!(Some(id), sent["id"].as_u64());
+    assert_eq!(
+        (item["guid"].as_str(), item["status_code"].as_u64(), item["status"].as_str()),
+        (Some(guid.as_str()), Some(503), Some("Invalid HTTP Response: 503"))
+    );
+    assert_eq!((item["event"].as_str(), item["action"].as_str()), (Some("issues"), Some("opened")));
+    assert_eq!((item["installation_id"].as_u64(), item["redelivery"].as_bool()), (Some(61), Some(false)));
+    assert!(item["repository_id"].is_u64() && item["duration"].is_number() && item["throttled_at"].is_null());
+    assert!(item["delivered_at"].as_str().unwrap().ends_with('Z'));
+    let (_, _, failures) = send(jwt_get("/deliveries?status=failure")).await;
+    assert_eq!(failures.as_array().unwrap().len(), 1);
+    let (_, _, successes) = send(jwt_get("/deliveries?status=success")).await;
+    assert_eq!(successes, json!([]));
+
+    // The whole delivery: what was sent and what came back.
+    let (status, _, full) = send(jwt_get(&format!("/deliveries/{id}"))).await;
+    assert_eq!((status, full["url"].as_str()), (200, Some(failing_url.as_str())));
+    assert_eq!(full["request"]["payload"], serde_json::from_slice::<Value>(&raw).unwrap());
+    assert_eq!(full["request"]["headers"]["X-GitHub-Delivery"], guid.as_str());
+    assert_eq!(full["request"]["headers"]["X-GitHub-Event"], "issues");
+    assert_eq!(
+        full["request"]["headers"]["X-Hub-Signature-256"].as_str().unwrap(),
+        format!("sha256={}", hmac_hex(WEBHOOK_SECRET, &raw))
+    );
+    assert!(full["response"]["headers"].is_object() && full["response"]["payload"].is_string());
+    for missing in ["/deliveries/1", "/deliveries/nope"] {
+        let (status, _, body) = send(jwt_get(missing)).await;
+        assert_eq!((status, body["message"].as_str()), (404, Some("Not Found")));
+        assert!(body["documentation_url"].is_string());
+    }
+    let (status, _, _) = send(http.post(api("/deliveries/1/attempts")).bearer_auth(app_jwt())).await;
+    assert_eq!(status, 404);
+
+    // The receiver moves; the redelivery goes there with the same GUID.
+    let (status, _, shown) = send(jwt_get("/config")).await;
+    assert_eq!(
+        (status, shown),
+        (200, json!({"url": failing_url, "content_type": "json", "insecure_ssl": "0", "secret": "********"}))
+    );
+    let patch = http.patch(api("/config")).bearer_auth(app_jwt()).json(&json!({"url": healthy_url}));
+    let (status, _, shown) = send(patch).await;
+    assert_eq!(
+        (status, shown["url"].as_str(), shown["secret"].as_str()),
+        (200, Some(healthy_url.as_str()), Some("********"))
+    );
+    let bad = http.patch(api("/config")).bearer_auth(app_jwt()).json(&json!({"content_type": "xml"}));
+    assert_eq!(send(bad).await.0, 422);
+    let redeliver = http.post(api(&format!("/deliveries/{id}/attempts"))).bearer_auth(app_jwt());
+    let (status, _, body) = send(redeliver).await;
+    assert_eq!((status, body), (202, json!({})));
+    let (headers, again) = recv(&mut healthy).await;
+    assert_eq!(headers["x-github-delivery"].to_str().unwrap(), guid);
+    assert_eq!(again, raw, "the same payload");
+    let mut list = Value::Null;
+    for _ in 0..50 {
+        list = send(jwt_get("/deliveries")).await.2;
+        if list.as_array().is_some_and(|l| l.len() == 2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let newest = &list[0];
+    assert!(newest["id"].as_u64().unwrap() > id);
+    assert_eq!(
+        (newest["guid"].as_str(), newest["redelivery"].as_bool(), newest["status_code"].as_u64()),
+        (Some(guid.as_str()), Some(true), Some(200))
+    );
+    assert_eq!(newest["status"], "OK");
+    assert_eq!(list[1]["id"].as_u64(), Some(id));
+
+    // Pages follow the cursor of the Link header.
+    for n in 0..3 {
+        control(&sb, "/github/webhooks", json!({"event": "ping", "payload": github_events::ping(n)})).await;
+        recv(&mut healthy).await;
+    }
+    let mut seen = Vec::new();
+    let mut url = Some(api("/deliveries?per_page=2"));
+    while let Some(next) = url.take() {
+        let (status, headers, page) = send(http.get(&next).bearer_auth(app_jwt())).await;
+        assert_eq!(status, 200);
+        let page = page.as_array().unwrap().clone();
+        assert!(page.len() <= 2);
+        seen.extend(page.iter().map(|d| d["id"].as_u64().unwrap()));
+        url = next_link(&headers);
+        if let Some(next) = &url {
+            assert!(next.contains("cursor=") && next.contains("per_page=2"), "{next}");
+        }
+    }
+    assert_eq!(seen.len(), 5);
+    assert!(seen.windows(2).all(|w| w[0] > w[1]), "newest first: {seen:?}");
+    let (status, _, _) = send(jwt_get("/deliveries?cursor=bogus")).await;
+    assert_eq!(status, 400);
+
+    // Form deliveries without a secret: `payload=<JSON>`, unsigned.
+    let patch = http
+        .patch(api("/config"))
+        .bearer_auth(app_jwt())
+        .json(&json!({"content_type": "form", "secret": ""}));
+    let (status, _, shown) = send(patch).await;
+    assert_eq!((status, shown.get("secret"), shown["content_type"].as_str()), (200, None, Some("form")));
+    control(&sb, "/github/webhooks", json!({"event": "ping", "payload": github_events::ping(9)})).await;
+    let (headers, raw) = recv(&mut healthy).await;
+    assert_eq!(headers["content-type"], "application/x-www-form-urlencoded");
+    assert!(!headers.contains_key("x-hub-signature-256"));
+    let (key, value) = url::form_urlencoded::parse(&raw).next().unwrap();
+    assert_eq!(
+        (key.as_ref(), serde_json::from_str::<Value>(&value).unwrap()["zen"].is_string()),
+        ("payload", true)
+    );
+
+    // A reset goes back to the configured receiver.
+    send(Client::new().post(format!("{}/_sandbox/reset", sb.base_url))).await;
+    let (_, _, shown) = send(jwt_get("/config")).await;
+    assert_eq!(shown["url"].as_str(), Some(failing_url.as_str()));
+    assert_eq!(send(jwt_get("/deliveries")).await.2, json!([]));
+}

@@ -143,7 +143,7 @@ fn unauthorized(message: &'static str) -> Failure {
 }
 
 /// Checks the request's `Authorization: Bearer <JWT>` like GitHub does for app endpoints.
-fn verify_jwt(app: &App, headers: &HeaderMap) -> Result<(), Failure> {
+pub(super) fn verify_jwt(app: &App, headers: &HeaderMap) -> Result<(), Failure> {
     let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default().trim();
     let Some(token) = value.get(..7).filter(|s| s.eq_ignore_ascii_case("bearer ")).map(|_| value[7..].trim())
     else {
