@@ -72,6 +72,10 @@ const REFUSED_WAIT: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Jobs recorded before the unbilled ledger dropped a refused usage report; replays of their
 /// histories must too.
 const UNBILLED_PATCH: &str = "job-unbilled-ledger";
+/// A retried job forgets its previous slot *before* asking the gate again, so a grant that
+/// arrives while it asks (the gate answers at once when a slot is free) is kept. Runs recorded
+/// before reset the slot after asking, which could erase that grant and leave the job queued.
+const SLOT_PATCH: &str = "job-retry-keeps-new-grant";
 
 fn step_opts(summary: &str, timeout: Duration) -> ActivityOptions {
     crate::options::retrying(summary, timeout, None, 6)
@@ -175,7 +179,12 @@ impl JobWorkflow {
                             break;
                         }
                     }
-                    // Every attempt re-checks what the job may do.
+                    // Every attempt re-checks what the job may do (and takes a seat at the gate,
+                    // which may grant it at once: the old slot is forgotten first).
+                    let keeps_grant = ctx.patched(SLOT_PATCH);
+                    if keeps_grant {
+                        ctx.state_mut(|s| s.slot = false);
+                    }
                     if asks {
                         Self::look_up(ctx).await;
                         if let Some(refusal) = ctx.state(|s| s.req.refusal.clone()) {
@@ -190,7 +199,9 @@ impl JobWorkflow {
                         s.status.attempt += 1;
                         s.status.failure = None;
                         s.status.steps = saga::fresh_steps(&STEPS);
-                        s.slot = false;
+                        if !keeps_grant {
+                            s.slot = false;
+                        }
                     });
                     Self::set_state(ctx, JobState::Queued);
                 }
