@@ -13,6 +13,8 @@
 //! - [`stack`]: the client-stack saga's activities (Supabase, schema, GitHub, Vercel, n8n).
 //! - [`jobs`]: the coding jobs' activities (model calls, GitHub App calls, Stripe usage).
 //! - [`lookups`]: what a coding job asks of Temporal itself (its entitlement, a gate seat).
+//! - [`reconcile`]: the reconcilers' activities (Stripe catch-up, GitHub redelivery);
+//!   [`sweep`]: the orphan sweep's (list Slipway's resources, ask their owners, delete orphans).
 //! - [`search_attributes`]: the keyword search attributes (pinned contract), here because the
 //!   workflows set them and the job lookups do too (the workflows re-export them).
 //! - [`seal`]: sealing of the one secret that must cross a workflow history.
@@ -27,13 +29,17 @@ pub mod jobs;
 pub mod lookups;
 pub mod metrics;
 pub mod provisioning;
+pub mod reconcile;
 pub mod seal;
 pub mod search_attributes;
 pub mod stack;
+pub mod sweep;
 
 pub use billing::BillingActivities;
 pub use jobs::JobActivities;
 pub use lookups::LookupActivities;
 pub use provisioning::{ProvisioningActivities, ProvisioningConfig};
+pub use reconcile::ReconcileActivities;
 pub use seal::Sealer;
 pub use stack::{StackActivities, StackConfig};
+pub use sweep::SweepActivities;

@@ -30,6 +30,7 @@ struct Instruments {
     compensations: Counter,
     compensations_failed: Counter,
     usage_unbilled: Counter,
+    reconciled: Counter,
 }
 
 static INSTRUMENTS: OnceLock<Instruments> = OnceLock::new();
@@ -66,9 +67,30 @@ pub fn install(meter: Arc<dyn CoreMeter>) {
                 "Usage reports Stripe refused for good (kept as unbilled in the job's ledger), by meter event.",
                 "",
             )),
+            reconciled: meter.counter(param(
+                "slipway_reconciled",
+                "What the reconcilers did, by reconciler and outcome: Stripe events recovered or refused, GitHub deliveries redelivered or given up, orphans found or deleted (with their provider).",
+                "",
+            )),
             meter,
         }
     });
+}
+
+/// `n` things a reconciler did: `reconciler` (`stripe`, `github`, `orphans`), `outcome`
+/// (`recovered`, `refused`, `redelivered`, `given_up`, `found`, `deleted`) and, for orphans,
+/// the provider.
+pub fn record_reconciled(reconciler: &'static str, outcome: &'static str, provider: Option<&str>, n: u64) {
+    let Some(m) = INSTRUMENTS.get() else { return };
+    if n == 0 {
+        return;
+    }
+    let mut kv = vec![MetricKeyValue::new("reconciler", reconciler), MetricKeyValue::new("outcome", outcome)];
+    if let Some(p) = provider {
+        kv.push(MetricKeyValue::new("provider", p.to_owned()));
+    }
+    let attrs = m.meter.new_attributes(NewAttributes::from(kv));
+    m.reconciled.add(n, &attrs);
 }
 
 /// One usage report Stripe refused for good (the job keeps it as unbilled).
@@ -105,6 +127,8 @@ pub fn provider(activity_type: &str) -> &'static str {
         "create_n8n_workflow" | "delete_n8n_workflow" => "n8n",
         "fetch_subscription_status" | "report_usage" => "stripe",
         "plan" | "code" | "review" => "llm",
+        "stripe_catch_up" => "stripe",
+        "github_redeliver" => "github",
         _ => "other",
     }
 }

@@ -60,6 +60,10 @@ impl StackActivities {
     }
 }
 
+/// How a client's repository description ends: the mark the orphan sweep finds it by (its name
+/// is the bare client id).
+pub const REPOSITORY_MARK: &str = "(provisioned by Slipway)";
+
 /// Supabase project (and n8n workflow) name of a client.
 pub fn resource_name(client_id: &str) -> String {
     format!("slipway-{client_id}")
@@ -323,7 +327,7 @@ impl StackActivities {
         let repo = match existing {
             Some(r) => self.check_ours(r)?,
             None => {
-                let description = format!("{} (provisioned by Slipway)", target.client_name);
+                let description = format!("{} {REPOSITORY_MARK}", target.client_name);
                 match gh
                     .generate_from_template(
                         &self.cfg.github_template,

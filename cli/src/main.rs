@@ -5,6 +5,7 @@
 //! - [`send`]: `slipway send stripe|github`, signed provider events to a running starter.
 //! - [`agents`], [`jobs`]: read commands over the REST API and Temporal visibility.
 //! - [`replay`]: replay recorded histories against this build's workflows.
+//! - [`reconcile`]: run a reconciler now through its schedule and print its report.
 //! - [`env`]: settings (environment first, then the defaults of `scripts/dev.env`).
 //! - [`api`]: the starter's REST API, tokens, tables. [`progress`]: spinners and step lines.
 //!
@@ -17,6 +18,7 @@ mod dev;
 mod env;
 mod jobs;
 mod progress;
+mod reconcile;
 mod replay;
 mod send;
 
@@ -55,6 +57,10 @@ enum Command {
     },
     /// Replay recorded workflow histories against the current workflow code.
     Replay(replay::ReplayArgs),
+    /// Run a reconciler now (through its Temporal Schedule) and print what it did.
+    Reconcile(reconcile::ReconcileArgs),
+    /// The orphans the latest sweep found (provider resources no live owner holds); `--delete`.
+    Orphans(reconcile::OrphansArgs),
 }
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
@@ -64,6 +70,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Agents { command } => agents::run(command).await,
         Command::Jobs { command } => jobs::run(command).await,
         Command::Replay(args) => replay::run(args).await,
+        Command::Reconcile(args) => reconcile::run(args).await,
+        Command::Orphans(args) => reconcile::orphans(args).await,
     }
 }
 

@@ -6,7 +6,8 @@
 //! - The serde types that travel as Temporal workflow and activity payloads, one module per
 //!   area: [`model`] (agents: the `Agent` and `ProvisionAgent` workflows, callbacks, progress),
 //!   [`billing`] (the `Subscription` workflow: billing events, per-subscription state, seats),
-//!   [`stack`] (the `ClientStack` saga) and [`jobs`] (`Job`, `JobGate`, `GitHubLinks`). They are
+//!   [`stack`] (the `ClientStack` saga), [`jobs`] (`Job`, `JobGate`, `GitHubLinks`) and
+//!   [`reconcile`] (the scheduled reconcilers). They are
 //!   plain JSON on purpose, so an operator can read every input, output, signal and query result
 //!   in the Temporal Web UI. None of them carries a secret: credentials stay in the worker's
 //!   configuration, and the one secret that must cross a workflow (a Tailscale auth key on its way
@@ -19,6 +20,7 @@
 pub mod billing;
 pub mod jobs;
 pub mod model;
+pub mod reconcile;
 pub mod stack;
 
 /// Generated gRPC types and service stubs for `slipway.v1`.

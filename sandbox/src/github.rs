@@ -9,7 +9,7 @@
 //! `POST /_sandbox/github/runner` chooses the outcome of later dispatches.
 //!
 //! `repos` adds repositories generated from templates, which the product creates per
-//! customer and Vercel projects link to.
+//! customer and Vercel projects link to, and lists an organization's repositories.
 //!
 //! The coding bot's side is a GitHub App, split by concern:
 //! - `app`: installations, RS256 app JWTs, installation access tokens, collaborator
@@ -155,7 +155,7 @@ pub(crate) fn router(app: Shared) -> Router<Shared> {
         .route("/repos/{owner}/{repo}/actions/runs/{run_id}", get(get_run))
         .route("/repos/{owner}/{repo}", get(repos::get_repo).delete(repos::delete_repo))
         .route("/repos/{owner}/{repo}/generate", post(repos::generate))
-        .route("/orgs/{org}/repos", post(repos::create_in_org))
+        .route("/orgs/{org}/repos", get(repos::list_for_org).post(repos::create_in_org))
         .route("/app", get(app::get_app))
         .route("/app/installations", get(app::list_installations))
         .route("/app/hook/config", get(hooks::get_config).patch(hooks::update_config))

@@ -12,6 +12,11 @@
 //! A Git link must name a repository that exists in the sandbox's GitHub, which is how the
 //! real API refuses repositories its GitHub app cannot see.
 //!
+//! `GET /v10/projects` lists an account's projects most recently updated first, paged by
+//! timestamp as Vercel's `pagination` object describes: `until=<pagination.next>` gives the next
+//! (older) page, `from=<pagination.prev>` the previous one. No two projects share a millisecond,
+//! so those timestamps never skip or repeat a project.
+//!
 //! Deployments are not driven by timers: their `readyState` follows from their age, `QUEUED`
 //! for the first third of `vercel_ready_ms`, then `BUILDING`, then `READY`, when production
 //! deployments also get the `<project>.vercel.app` alias. Deleting a project deletes its
@@ -84,6 +89,12 @@ struct Deployment {
 }
 
 impl Project {
+    /// `updatedAt` in ms: nothing changes a project's own settings in the sandbox, so it is its
+    /// creation time.
+    fn updated_ms(&self) -> i64 {
+        self.created.timestamp_millis()
+    }
+
     fn to_json(&self, plain_values: bool) -> Value {
         let created = self.created.timestamp_millis();
         let link = self.link.as_ref().map(|l| {
@@ -93,12 +104,18 @@ impl Project {
         });
         let env: Vec<Value> = self.env.iter().map(|e| e.to_json(plain_values)).collect();
         let regions = json!({"functionDefaultRegions": ["iad1"]});
-        json!({"id": self.id, "name": self.name, "accountId": self.account, "createdAt": created,
-            "updatedAt": created, "framework": self.framework, "nodeVersion": "22.x", "link": link, "env": env,
+        let mut project = json!({"id": self.id, "name": self.name, "accountId": self.account,
+            "createdAt": created, "updatedAt": self.updated_ms(), "framework": self.framework,
+            "nodeVersion": "22.x", "env": env,
             "directoryListing": false, "resourceConfig": regions, "defaultResourceConfig": regions,
             // No domain is assigned before the first deployment; Vercel's default retention.
             "alias": [], "deploymentExpiration": {"expirationDays": 180, "expirationDaysProduction": 365,
-                "expirationDaysCanceled": 30, "expirationDaysErrored": 90, "deploymentsToKeep": 10}})
+                "expirationDaysCanceled": 30, "expirationDaysErrored": 90, "deploymentsToKeep": 10}});
+        // A project without a Git repository has no `link` at all (the description allows no null).
+        if let Some(link) = link {
+            project["link"] = link;
+        }
+        project
     }
 
     fn is(&self, id_or_name: &str, account: &str) -> bool {
@@ -181,12 +198,67 @@ impl VercelState {
     fn project(&mut self, id_or_name: &str, account: &str) -> Option<&mut Project> {
         self.projects.iter_mut().find(|p| p.is(id_or_name, account))
     }
+
+    /// A new project of `account`, created now, or a millisecond after the newest project when
+    /// that is not earlier: timestamps are the list's page boundaries, so they must not repeat.
+    fn new_project(
+        &self,
+        name: &str,
+        account: &str,
+        framework: Option<String>,
+        link: Option<Link>,
+    ) -> Project {
+        let newest = self.projects.iter().map(|p| p.created.timestamp_millis()).max();
+        let ms = Utc::now().timestamp_millis().max(newest.map_or(i64::MIN, |n| n + 1));
+        Project {
+            id: format!("prj_{}", random_alnum(28)),
+            name: name.to_owned(),
+            account: account.to_owned(),
+            created: DateTime::from_timestamp_millis(ms).unwrap_or_else(Utc::now),
+            framework,
+            link,
+            env: vec![],
+        }
+    }
+
+    /// One page of `account`'s projects whose name contains `search`, most recently updated
+    /// first: the `limit` newest before `until` (ms), or, given only `from`, the `limit` oldest
+    /// after it (the page before the one that starts there), shown newest first. With the page,
+    /// `next` (its last `updatedAt`, when older projects remain) and `prev` (its first, when
+    /// newer ones exist).
+    fn project_page(
+        &self,
+        account: &str,
+        search: &str,
+        limit: usize,
+        from: Option<i64>,
+        until: Option<i64>,
+    ) -> (Vec<&Project>, Option<i64>, Option<i64>) {
+        let mut matching: Vec<&Project> =
+            self.projects.iter().filter(|p| p.account == account && p.name.contains(search)).collect();
+        matching.sort_by_key(|p| std::cmp::Reverse(p.updated_ms()));
+        let window: Vec<&Project> = matching
+            .iter()
+            .copied()
+            .filter(|p| from.is_none_or(|t| p.updated_ms() > t) && until.is_none_or(|t| p.updated_ms() < t))
+            .collect();
+        let page: Vec<&Project> = if from.is_some() && until.is_none() {
+            window[window.len().saturating_sub(limit)..].to_vec()
+        } else {
+            window.into_iter().take(limit).collect()
+        };
+        let next =
+            page.last().map(|p| p.updated_ms()).filter(|t| matching.iter().any(|p| p.updated_ms() < *t));
+        let prev =
+            page.first().map(|p| p.updated_ms()).filter(|t| matching.iter().any(|p| p.updated_ms() > *t));
+        (page, next, prev)
+    }
 }
 
 pub(crate) fn router(app: Shared) -> Router<Shared> {
     Router::new()
         .route("/v11/projects", post(create_project))
-        .route("/v10/projects", post(create_project))
+        .route("/v10/projects", get(list_projects).post(create_project))
         .route("/v9/projects/{id_or_name}", get(get_project).delete(delete_project))
         .route("/v10/projects/{id_or_name}/env", post(create_env))
         .route("/v13/deployments", post(create_deployment))
@@ -283,17 +355,44 @@ fn new_env((key, value, target, kind): (String, String, Vec<String>, String)) ->
     EnvVar { id: random_alnum(16), key, value, target, kind, created: Utc::now() }
 }
 
-fn new_project(name: &str, account: &str, framework: Option<String>, link: Option<Link>) -> Project {
-    let id = format!("prj_{}", random_alnum(28));
-    Project {
-        id,
-        name: name.to_owned(),
-        account: account.to_owned(),
-        created: Utc::now(),
-        framework,
-        link,
-        env: vec![],
+/// `GET /v10/projects?search=&limit=&from=&until=&teamId=`: the account's projects (see
+/// [`VercelState::project_page`]) with Vercel's `pagination` (`count`, `next`, `prev`).
+/// `until` is what Vercel's own clients page forward with; the description names only `from`.
+/// Its other filters (repository, Edge Config, build machine and the like) match nothing the
+/// sandbox keeps and are ignored.
+async fn list_projects(State(app): State<Shared>, Query(query): Params) -> Response {
+    let account = account(&query);
+    let param = |k: &str| query.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    let search = param("search").unwrap_or_default();
+    // Guess: the wording of Vercel's query validation, in the shape of its other 400s.
+    if search.chars().count() > 100 {
+        return bad_request("`search` should NOT be longer than 100 characters.");
     }
+    // Guess: Vercel's default page size of 20, which its CLI also asks for.
+    let limit = match param("limit").filter(|v| !v.is_empty()) {
+        None => 20,
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=100).contains(&n) => n,
+            _ => return bad_request("`limit` must be a number from 1 to 100."),
+        },
+    };
+    let mut stamps = [None, None];
+    for (slot, key) in stamps.iter_mut().zip(["from", "until"]) {
+        *slot = match param(key).filter(|v| !v.is_empty()) {
+            None => None,
+            Some(v) => match v.trim().parse::<i64>() {
+                Ok(ms) => Some(ms),
+                Err(_) => return bad_request(&format!("`{key}` must be a timestamp in milliseconds.")),
+            },
+        };
+    }
+    let [from, until] = stamps;
+    let state = app.lock();
+    let (page, next, prev) =
+        state.vercel.project_page(&account, &search.to_ascii_lowercase(), limit, from, until);
+    let projects: Vec<Value> = page.iter().map(|p| p.to_json(false)).collect();
+    let pagination = json!({"count": projects.len(), "next": next, "prev": prev});
+    json_response(StatusCode::OK, json!({"projects": projects, "pagination": pagination}))
 }
 
 /// `POST /v11/projects` (and the older `/v10/projects`).
@@ -346,7 +445,7 @@ async fn create_project(State(app): State<Shared>, Query(query): Params, body: B
             }
         },
     };
-    let mut project = new_project(name, &account, framework, link);
+    let mut project = state.vercel.new_project(name, &account, framework, link);
     project.env = env.into_iter().map(new_env).collect();
     tracing::info!(project = %project.id, name, "vercel: project created");
     let body = project.to_json(false);
@@ -482,7 +581,8 @@ async fn create_deployment(State(app): State<Shared>, Query(query): Params, body
         None => match v.projects.iter().position(|p| p.is(name, &account)) {
             Some(i) => i,
             None if valid_name(name) => {
-                v.projects.push(new_project(name, &account, None, None));
+                let project = v.new_project(name, &account, None, None);
+                v.projects.push(project);
                 v.projects.len() - 1
             }
             None => return bad_request(NAME_RULE),
@@ -521,5 +621,66 @@ async fn get_deployment(State(app): State<Shared>, Path(id): Path<String>, Query
         Some(d) => json_response(StatusCode::OK, d.to_json(Utc::now(), app.config.vercel_ready_ms)),
         // Guess: the wording of a missing deployment.
         None => error(StatusCode::NOT_FOUND, "not_found", "Deployment not found"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Projects `names` of `account`, created in that order.
+    fn with_projects(v: &mut VercelState, account: &str, names: &[&str]) {
+        for name in names {
+            let project = v.new_project(name, account, None, None);
+            v.projects.push(project);
+        }
+    }
+
+    fn names(page: &[&Project]) -> Vec<String> {
+        page.iter().map(|p| p.name.clone()).collect()
+    }
+
+    #[test]
+    fn project_timestamps_never_repeat() {
+        let mut v = VercelState::default();
+        with_projects(&mut v, "team_a", &["a", "b", "c", "d", "e"]);
+        let stamps: Vec<i64> = v.projects.iter().map(Project::updated_ms).collect();
+        assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
+    }
+
+    #[test]
+    fn project_pages_follow_next_and_prev() {
+        let mut v = VercelState::default();
+        with_projects(&mut v, "team_a", &["shop-1", "blog-2", "shop-3", "shop-4", "shop-5"]);
+        with_projects(&mut v, "team_b", &["shop-6"]);
+        let at = |name: &str| v.projects.iter().find(|p| p.name == name).map(Project::updated_ms);
+
+        let (page, next, prev) = v.project_page("team_a", "", 2, None, None);
+        assert_eq!(
+            (names(&page), next, prev),
+            (vec!["shop-5".to_owned(), "shop-4".into()], at("shop-4"), None)
+        );
+        let (page, next, prev) = v.project_page("team_a", "", 2, None, next);
+        assert_eq!(
+            (names(&page), next, prev),
+            (vec!["shop-3".to_owned(), "blog-2".into()], at("blog-2"), at("shop-3"))
+        );
+        let (last, end, back) = v.project_page("team_a", "", 2, None, next);
+        assert_eq!((names(&last), end, back), (vec!["shop-1".to_owned()], None, at("shop-1")));
+        // `from` a page's `prev` gives the page before it.
+        let (page, _, _) = v.project_page("team_a", "", 2, back, None);
+        assert_eq!(names(&page), ["shop-3", "blog-2"]);
+        let (page, _, prev) = v.project_page("team_a", "", 2, prev, None);
+        assert_eq!((names(&page), prev), (vec!["shop-5".to_owned(), "shop-4".into()], None));
+
+        let (page, next, prev) = v.project_page("team_a", "shop", 10, None, None);
+        assert_eq!((names(&page).len(), next, prev), (4, None, None));
+        assert_eq!(names(&v.project_page("team_b", "", 10, None, None).0), ["shop-6"]);
+        assert!(v.project_page("user_sandbox", "", 10, None, None).0.is_empty());
+        let (page, next, prev) = v.project_page("team_a", "", 10, at("shop-1"), at("shop-4"));
+        assert_eq!(
+            (names(&page), next, prev),
+            (vec!["shop-3".to_owned(), "blog-2".into()], at("blog-2"), at("shop-3"))
+        );
     }
 }

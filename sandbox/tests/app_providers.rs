@@ -1,5 +1,6 @@
 //! End-to-end tests of the providers behind a customer's app stack: Supabase, GitHub
-//! repositories from templates, Vercel and n8n, over HTTP as the product's clients use them.
+//! repositories from templates and their organization lists, Vercel and n8n, over HTTP as the
+//! product's clients use them.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -212,6 +213,95 @@ async fn github_repositories_from_templates() {
     sb.shutdown().await;
 }
 
+/// The `Link` header's target for `rel`, if it names one.
+fn link(headers: &HeaderMap, rel: &str) -> Option<String> {
+    let value = headers.get("link")?.to_str().ok()?;
+    value.split(", ").find_map(|part| {
+        let (url, r) = part.split_once("; ")?;
+        (r == format!("rel=\"{rel}\"")).then(|| url.trim_matches(['<', '>']).to_owned())
+    })
+}
+
+fn full_names(list: &Value) -> Vec<&str> {
+    list.as_array().unwrap().iter().map(|r| r["full_name"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn github_lists_an_organizations_repositories() {
+    let sb = start().await;
+    let http = Client::new();
+    let url = |p: &str| format!("{}/github{p}", sb.base_url);
+    let get = |u: String| http.get(u).bearer_auth(TOKEN);
+    for (name, private) in [("shop-b", true), ("shop-a", false), ("shop-c", true)] {
+        let (status, _, body) = send(
+            http.post(url("/orgs/acme-customers/repos"))
+                .bearer_auth(TOKEN)
+                .json(&json!({"name": name, "private": private})),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let generated = json!({"owner": "acme-customers", "name": "shop-d"});
+    let template = url("/repos/acme/app-template/generate");
+    assert_eq!(send(http.post(template).bearer_auth(TOKEN).json(&generated)).await.0, 201);
+    let other = json!({"name": "elsewhere"});
+    assert_eq!(send(http.post(url("/orgs/umbrella/repos")).bearer_auth(TOKEN).json(&other)).await.0, 201);
+
+    let (status, _, body) = send(http.get(url("/orgs/acme-customers/repos"))).await;
+    assert_eq!((status, body["message"].as_str()), (401, Some("Bad credentials")));
+    assert_eq!(send(http.get(url("/orgs/acme-customers/repos")).bearer_auth("nope")).await.0, 401);
+
+    // Newest first by default, every one of the organization's and only those.
+    let (status, headers, all) = send(get(url("/orgs/acme-customers/repos"))).await;
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(
+        full_names(&all),
+        ["acme-customers/shop-d", "acme-customers/shop-c", "acme-customers/shop-a", "acme-customers/shop-b"]
+    );
+    assert!(headers.get("link").is_none());
+    let first = &all[0];
+    assert!(first["created_at"].as_str().unwrap().ends_with('Z'), "{first}");
+    assert_eq!(
+        (first["owner"]["login"].as_str(), first["private"].as_bool()),
+        (Some("acme-customers"), Some(false))
+    );
+    assert_eq!(first["permissions"]["admin"], true);
+    assert!(first.get("template_repository").is_none() && first["id"].is_u64());
+
+    // Page by page, following `Link` as clients do.
+    let (_, headers, page) = send(get(url("/orgs/acme-customers/repos?per_page=3&sort=full_name"))).await;
+    assert_eq!(
+        full_names(&page),
+        ["acme-customers/shop-a", "acme-customers/shop-b", "acme-customers/shop-c"]
+    );
+    let next = link(&headers, "next").expect("a next page");
+    assert_eq!(link(&headers, "last").as_deref(), Some(next.as_str()));
+    assert!(next.ends_with("/github/orgs/acme-customers/repos?per_page=3&sort=full_name&page=2"), "{next}");
+    assert_eq!(link(&headers, "prev"), None);
+    let (_, headers, page) = send(get(next)).await;
+    assert_eq!(full_names(&page), ["acme-customers/shop-d"]);
+    assert_eq!((link(&headers, "next"), link(&headers, "prev").is_some()), (None, true));
+    assert!(link(&headers, "first").unwrap().ends_with("page=1"));
+
+    let (_, _, private) = send(get(url("/orgs/Acme-Customers/repos?type=private&direction=asc"))).await;
+    assert_eq!(full_names(&private), ["acme-customers/shop-b", "acme-customers/shop-c"]);
+    let (_, _, public) = send(get(url("/orgs/acme-customers/repos?type=public&sort=full_name"))).await;
+    assert_eq!(full_names(&public), ["acme-customers/shop-a", "acme-customers/shop-d"]);
+    let (_, _, forks) = send(get(url("/orgs/acme-customers/repos?type=forks"))).await;
+    assert_eq!(forks, json!([]));
+    let (status, _, none) = send(get(url("/orgs/no-such-org/repos"))).await;
+    assert_eq!((status, none), (200, json!([])));
+    let (status, _, body) = send(get(url("/orgs/acme-customers/repos?type=owner"))).await;
+    assert_eq!((status, body["message"].as_str()), (422, Some("Validation Failed")));
+    assert_eq!(body["errors"][0]["field"], "type");
+
+    // Deleted repositories leave the list.
+    assert_eq!(send(http.delete(url("/repos/acme-customers/shop-d")).bearer_auth(TOKEN)).await.0, 204);
+    let (_, _, all) = send(get(url("/orgs/acme-customers/repos?per_page=100"))).await;
+    assert_eq!(all.as_array().unwrap().len(), 3);
+    sb.shutdown().await;
+}
+
 #[tokio::test]
 async fn vercel_projects_env_and_deployments() {
     let sb = start().await;
@@ -325,6 +415,74 @@ async fn vercel_projects_env_and_deployments() {
     assert_eq!(send(http.delete(team("/v9/projects/shop-a1")).bearer_auth(TOKEN)).await.0, 204);
     let (status, _, body) = send(get(team(&format!("/v13/deployments/{id}")))).await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn vercel_lists_projects_page_by_page() {
+    let sb = start().await;
+    let http = Client::new();
+    let url = |p: &str| format!("{}/vercel{p}", sb.base_url);
+    let create = |query: &str, name: &str| {
+        http.post(url(&format!("/v11/projects{query}"))).bearer_auth(TOKEN).json(&json!({"name": name}))
+    };
+    for name in ["shop-a1", "blog-a2", "shop-a3", "shop-a4", "shop-a5"] {
+        assert_eq!(send(create("?teamId=team_acme", name)).await.0, 200);
+    }
+    assert_eq!(send(create("", "personal-shop")).await.0, 200);
+    let list = |query: &str| http.get(url(&format!("/v10/projects{query}"))).bearer_auth(TOKEN);
+    let names = |body: &Value| -> Vec<String> {
+        body["projects"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect()
+    };
+
+    let (status, _, body) = send(http.get(url("/v10/projects?teamId=team_acme"))).await;
+    assert_eq!((status, body["error"]["missingToken"].as_bool()), (403, Some(true)));
+    let (status, _, body) = send(http.get(url("/v10/projects?teamId=team_acme")).bearer_auth("nope")).await;
+    assert_eq!((status, body["error"]["invalidToken"].as_bool()), (403, Some(true)));
+
+    // Most recently updated first, `limit` at a time; `until=<next>` is the next page.
+    let (status, _, first) = send(list("?teamId=team_acme&limit=2")).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(names(&first), ["shop-a5", "shop-a4"]);
+    let project = &first["projects"][1];
+    assert_eq!(first["pagination"], json!({"count": 2, "next": project["updatedAt"], "prev": null}));
+    assert!(project["createdAt"].as_i64().unwrap() > 1_600_000_000_000, "{project}");
+    assert_eq!(project["accountId"], "team_acme");
+    assert!(project.get("link").is_none(), "a project without a repository has no link: {project}");
+    let next = first["pagination"]["next"].as_i64().unwrap();
+    let (_, _, second) = send(list(&format!("?teamId=team_acme&limit=2&until={next}"))).await;
+    assert_eq!(names(&second), ["shop-a3", "blog-a2"]);
+    let next = second["pagination"]["next"].as_i64().unwrap();
+    let (_, _, last) = send(list(&format!("?teamId=team_acme&limit=2&until={next}"))).await;
+    assert_eq!(names(&last), ["shop-a1"]);
+    assert_eq!(
+        (last["pagination"]["count"].as_u64(), last["pagination"]["next"].clone()),
+        (Some(1), Value::Null)
+    );
+    // `from=<prev>` goes back a page.
+    let prev = last["pagination"]["prev"].as_i64().unwrap();
+    let (_, _, back) = send(list(&format!("?teamId=team_acme&limit=2&from={prev}"))).await;
+    assert_eq!(names(&back), names(&second));
+
+    let (_, _, shops) = send(list("?teamId=team_acme&search=shop")).await;
+    assert_eq!(names(&shops), ["shop-a5", "shop-a4", "shop-a3", "shop-a1"]);
+    assert_eq!(shops["pagination"], json!({"count": 4, "next": null, "prev": null}));
+    let (_, _, personal) = send(list("")).await;
+    assert_eq!(names(&personal), ["personal-shop"]);
+    let (_, _, other) = send(list("?teamId=team_other")).await;
+    assert_eq!(other, json!({"projects": [], "pagination": {"count": 0, "next": null, "prev": null}}));
+    for bad in ["?limit=101", "?limit=0", "?limit=ten", "?until=yesterday"] {
+        let (status, _, body) = send(list(bad)).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{bad}");
+    }
+    let calls = state(&sb).await["vercel"]["calls"].clone();
+    assert!(
+        calls
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["method"] == "GET" && c["path"] == "/v10/projects" && c["teamId"] == "team_acme")
+    );
     sb.shutdown().await;
 }
 

@@ -191,6 +191,39 @@ async fn app_jwt_authentication() {
 }
 
 #[tokio::test]
+async fn organization_lists_show_an_installation_token_its_private_repositories_only() {
+    let sb = start(config()).await;
+    let http = Client::new();
+    let pat = SandboxConfig::default().github_token;
+    let orgs = format!("{}/github/orgs/acme/repos", sb.base_url);
+    for name in ["secret", "hidden"] {
+        let body = json!({"name": name, "private": true});
+        assert_eq!(send(http.post(&orgs).bearer_auth(&pat).json(&body)).await.0, 201);
+    }
+    let install = json!({"account": "acme", "repos": ["acme/shop", "acme/secret"]});
+    let (status, body) = control(&sb, "/github/installations", install).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["installation_id"].as_u64().unwrap();
+    let url = format!("{}/github/app/installations/{id}/access_tokens", sb.base_url);
+    let token = send(http.post(url).bearer_auth(app_jwt())).await.2["token"].as_str().unwrap().to_owned();
+    let names = |list: &Value| -> Vec<String> {
+        list.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap().to_owned()).collect()
+    };
+
+    let (status, _, list) = send(http.get(format!("{orgs}?sort=full_name")).bearer_auth(&pat)).await;
+    assert_eq!((status, names(&list)), (200, vec!["hidden".to_owned(), "secret".into(), "shop".into()]));
+    // The installation covers `secret` and `shop` (public); `hidden` is private and not its.
+    let (status, _, list) = send(http.get(format!("{orgs}?sort=full_name")).bearer_auth(&token)).await;
+    assert_eq!((status, names(&list)), (200, vec!["secret".to_owned(), "shop".into()]));
+    assert!(list[0].get("permissions").is_none(), "{}", list[0]);
+    let (_, _, list) = send(http.get(format!("{orgs}?type=private")).bearer_auth(&token)).await;
+    assert_eq!(names(&list), ["secret"]);
+    // The app's JWT is not a token for repository routes.
+    assert_eq!(send(http.get(&orgs).bearer_auth(app_jwt())).await.0, 401);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
 async fn installation_tokens_guard_repositories() {
     let sb = start(config()).await;
     let http = Client::new();

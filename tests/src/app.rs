@@ -46,6 +46,8 @@ pub struct TestApp {
     worker_thread: Option<std::thread::JoinHandle<()>>,
     worker_child: std::sync::Mutex<Option<WorkerProcess>>,
     starter_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    starter_settings: StarterSettings,
+    offline_stops: std::sync::Mutex<Vec<tokio::sync::oneshot::Sender<()>>>,
     _server: TemporalServer,
 }
 
@@ -105,6 +107,7 @@ impl TestApp {
             task_queue.clone(),
             settings.temporal_timeout,
         );
+        let starter_settings = settings.clone();
         let starter = Application::build(settings, gateway).await?;
         let starter_url = format!("http://{}", starter.http_addr());
         let starter_metrics_url = starter.metrics_addr().map(|a| format!("http://{a}/metrics"));
@@ -114,6 +117,7 @@ impl TestApp {
             let _ = stop_rx.await;
         }));
 
+        let defaults = SandboxConfig::default();
         let sandbox = slipway_sandbox::spawn_on(
             sandbox_listener,
             SandboxConfig {
@@ -134,7 +138,11 @@ impl TestApp {
                 vercel_token: VERCEL_TOKEN.to_owned(),
                 n8n_api_key: N8N_API_KEY.to_owned(),
                 llm_api_key: LLM_API_KEY.to_owned(),
-                ..SandboxConfig::default()
+                stripe_delivery_attempts: opts
+                    .stripe_delivery
+                    .map_or(defaults.stripe_delivery_attempts, |d| d.0),
+                stripe_retry_base_ms: opts.stripe_delivery.map_or(defaults.stripe_retry_base_ms, |d| d.1),
+                ..defaults
             },
         )
         .await?;
@@ -186,6 +194,8 @@ impl TestApp {
             worker_thread,
             worker_child: std::sync::Mutex::new(worker_child),
             starter_stop: Some(starter_stop),
+            starter_settings,
+            offline_stops: std::sync::Mutex::default(),
             _server: server,
         })
     }
@@ -239,6 +249,27 @@ impl TestApp {
             .restart(&self.worker_address)
     }
 
+    /// A second starter of this app whose Temporal is unreachable: it verifies deliveries as
+    /// usual and answers 503 (`TEMPORAL_UNAVAILABLE`), as a starter does while Temporal is down.
+    /// Returns its base URL; it stops with the app.
+    pub async fn offline_starter(&self) -> anyhow::Result<String> {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let gateway = Gateway::for_address(
+            Url::from_str(&format!("http://{dead}"))?,
+            "default",
+            self.task_queue.clone(),
+            std::time::Duration::from_millis(500),
+        );
+        let starter = Application::build(self.starter_settings.clone(), gateway).await?;
+        let url = format!("http://{}", starter.http_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(starter.run(async move {
+            let _ = stopped.await;
+        }));
+        self.offline_stops.lock().unwrap_or_else(|p| p.into_inner()).push(stop);
+        Ok(url)
+    }
+
     /// Stop worker and starter (also done on drop).
     pub async fn stop(mut self) {
         self.shutdown();
@@ -254,6 +285,9 @@ impl TestApp {
 
     fn shutdown(&mut self) {
         if let Some(tx) = self.starter_stop.take() {
+            let _ = tx.send(());
+        }
+        for tx in self.offline_stops.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
             let _ = tx.send(());
         }
         if let Some(tx) = self.worker_stop.take() {

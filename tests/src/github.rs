@@ -85,3 +85,45 @@ impl TestApp {
         Ok(())
     }
 }
+
+/// An App JWT signed with the test App's key: what GitHub's `/app/...` endpoints (deliveries,
+/// webhook configuration) take.
+pub(crate) fn app_jwt() -> anyhow::Result<String> {
+    let now = crate::now();
+    let claims = json!({"iat": now - 60, "exp": now + 540, "iss": "424242"});
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(crate::GITHUB_APP_PRIVATE_KEY.as_bytes())?;
+    Ok(jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &claims, &key)?)
+}
+
+impl TestApp {
+    /// Point the App's webhook at `url` (`PATCH /app/hook/config`), as an App owner does in its
+    /// settings; later deliveries and redeliveries go there.
+    pub async fn set_hook_url(&self, url: &str) -> anyhow::Result<()> {
+        let resp = self
+            .http
+            .patch(format!("{}/github/app/hook/config", self.sandbox.base_url))
+            .bearer_auth(app_jwt()?)
+            .header("accept", "application/vnd.github+json")
+            .json(&json!({"url": url}))
+            .send()
+            .await?;
+        anyhow::ensure!(resp.status() == 200, "hook config: {}", resp.status());
+        Ok(())
+    }
+
+    /// Every recorded delivery attempt of a Stripe event (`/_sandbox/state`), once each has been
+    /// attempted at least `attempts` times.
+    pub async fn stripe_events_attempted(&self, attempts: usize) -> anyhow::Result<Vec<Value>> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(90);
+        loop {
+            let state = self.sandbox_state().await?;
+            let events = state["stripe"]["events"].as_array().cloned().unwrap_or_default();
+            let tried = |e: &Value| e["deliveries"].as_array().is_some_and(|d| d.len() >= attempts);
+            if !events.is_empty() && events.iter().all(tried) {
+                return Ok(events);
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "events not attempted: {events:#?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}

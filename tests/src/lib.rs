@@ -30,6 +30,7 @@
 mod api;
 mod app;
 mod billing;
+pub mod cli;
 mod clock;
 pub mod conformance;
 mod github;

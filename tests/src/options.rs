@@ -51,6 +51,9 @@ pub struct Options {
     pub record_exchanges: bool,
     /// Sandbox: accept this Hetzner token instead of the worker's (to see a refused credential).
     pub sandbox_hetzner_token: Option<String>,
+    /// The sandbox's Stripe delivery schedule: attempts per event and the first retry's delay in
+    /// ms (doubling); `None` keeps the sandbox's default (8 attempts from 500 ms).
+    pub stripe_delivery: Option<(u32, u64)>,
 }
 
 impl Default for Options {
@@ -75,6 +78,7 @@ impl Default for Options {
             callback_hmac: true,
             record_exchanges: false,
             sandbox_hetzner_token: None,
+            stripe_delivery: None,
         }
     }
 }

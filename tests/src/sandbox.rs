@@ -75,3 +75,37 @@ pub fn server_status(state: &Value, agent_id: &str) -> Option<String> {
         .find(|s| s["name"] == format!("slipway-{agent_id}"))
         .and_then(|s| s["status"].as_str().map(str::to_owned))
 }
+
+impl TestApp {
+    /// Create, as someone holding the project's credentials would by hand, a Hetzner server and
+    /// a Tailscale auth key carrying agent `ghost`'s names, for an agent that does not exist.
+    /// Returns the server id and the key id.
+    pub async fn ghost_resources(&self, ghost: &str) -> anyhow::Result<(u64, String)> {
+        let server: Value = self
+            .http
+            .post(format!("{}/hetzner/v1/servers", self.sandbox.base_url))
+            .bearer_auth(crate::HETZNER_TOKEN)
+            .json(&json!({"name": format!("slipway-{ghost}"), "server_type": "cx22", "image": "ubuntu-24.04",
+                          "location": "fsn1", "labels": {"slipway-agent": ghost}}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let key: Value = self
+            .http
+            .post(format!("{}/tailscale/api/v2/tailnet/-/keys", self.sandbox.base_url))
+            .bearer_auth(crate::TAILSCALE_API_KEY)
+            .json(&json!({"description": format!("slipway agent {ghost}"), "expirySeconds": 3600,
+                          "capabilities": {"devices": {"create": {"reusable": false, "preauthorized": true,
+                                                                    "tags": ["tag:slipway-agent"]}}}}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let server = server["server"]["id"].as_u64().ok_or_else(|| anyhow::anyhow!("server id: {server}"))?;
+        let key = key["id"].as_str().ok_or_else(|| anyhow::anyhow!("key id: {key}"))?.to_owned();
+        Ok((server, key))
+    }
+}

@@ -88,6 +88,12 @@ pub fn worker_env(sandbox: &str, task_queue: &str, callback_url: &str) -> BTreeM
         ("LLM_API_URL", format!("{sandbox}/openai")),
         ("LLM_API_KEY", LLM_API_KEY.to_owned()),
         ("SLIPWAY_METRICS_ADDR", "off".to_owned()),
+        // The Stripe catch-up feeds missed events to this test's starter, signed as Stripe signs.
+        (
+            "SLIPWAY_STARTER_URL",
+            callback_url.split_once("/callbacks/").map_or(callback_url, |(base, _)| base).to_owned(),
+        ),
+        ("STRIPE_WEBHOOK_SECRET", crate::STRIPE_SECRET.to_owned()),
     ])
 }
 

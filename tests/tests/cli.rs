@@ -4,72 +4,10 @@
 //! PR), a wrong secret is refused with a non-zero exit, `agents` and `jobs` read back what
 //! happened, and `replay` passes committed histories and fails a corrupted one.
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Command, Output},
-};
+use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
-use slipway_tests::{GITHUB_WEBHOOK_SECRET, GitHubAccount, JWT_SECRET, STRIPE_SECRET, TestApp};
-
-/// Path of the `slipway` binary, building it if this test run has not (`cargo test` builds only
-/// the binaries of the package under test).
-fn slipway_bin() -> anyhow::Result<PathBuf> {
-    let dir =
-        std::env::current_exe()?.parent().and_then(|d| d.parent()).map(PathBuf::from).expect("target dir");
-    let path = dir.join("slipway");
-    if !path.is_file() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo).args(["build", "-p", "slipway-cli", "--bin", "slipway"]).status()?;
-        anyhow::ensure!(status.success(), "building slipway failed");
-    }
-    Ok(path)
-}
-
-/// What one run of `slipway` printed and returned.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
-    }
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "exit {:?}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
-    }
-}
-
-/// Run `slipway args…` configured for `app` (its addresses, task queue and secrets), the way a
-/// developer's shell would be.
-async fn slipway(app: Option<&TestApp>, args: &[&str]) -> anyhow::Result<Run> {
-    let mut cmd = tokio::process::Command::new(slipway_bin()?);
-    cmd.args(args).env("NO_COLOR", "1");
-    for var in ["SLIPWAY_HTTP_ADDR", "TEMPORAL_ADDRESS", "SLIPWAY_TASK_QUEUE", "TEMPORAL_NAMESPACE"] {
-        cmd.env_remove(var);
-    }
-    if let Some(app) = app {
-        cmd.env("SLIPWAY_HTTP_ADDR", app.starter_url.trim_start_matches("http://"))
-            .env("TEMPORAL_ADDRESS", app.temporal_address())
-            .env("TEMPORAL_NAMESPACE", "default")
-            .env("SLIPWAY_TASK_QUEUE", &app.task_queue)
-            .env("STRIPE_WEBHOOK_SECRET", STRIPE_SECRET)
-            .env("GITHUB_WEBHOOK_SECRET", GITHUB_WEBHOOK_SECRET)
-            .env("SLIPWAY_JWT_SECRET", JWT_SECRET);
-    }
-    let Output { status, stdout, stderr } = cmd.output().await?;
-    Ok(Run {
-        code: status.code(),
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&stderr).into_owned(),
-    })
-}
+use slipway_tests::{GitHubAccount, TestApp, cli::slipway};
 
 #[tokio::test]
 async fn send_stripe_provisions_an_agent_that_agents_commands_show() -> anyhow::Result<()> {

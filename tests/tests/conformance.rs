@@ -151,6 +151,29 @@ async fn run_every_flow(app: &TestApp) -> anyhow::Result<()> {
         b["state"] == "pr_opened" && b["attempt"] == 2 && b["billed"].as_array().is_some_and(|a| a.len() >= 2)
     })
     .await?;
+    // The reconcilers: a delivery the starter answered 503 (its Temporal unreachable) is asked
+    // for again (the App's deliveries, a redelivery); the Stripe catch-up lists Stripe's
+    // undelivered events. The App owner moving its webhook URL is the test's own call.
+    app.reconciler_schedules(false).await?;
+    let offline = app.offline_starter().await?;
+    app.set_hook_url(&format!("{offline}/webhooks/github")).await?;
+    let cancel =
+        github_events::issue_comment_created(&s.repo, s.installation, 1, "/slipway cancel", "maintainer");
+    let sent = app
+        .sandbox_post("/_sandbox/github/webhooks", json!({"event": "issue_comment", "payload": cancel}))
+        .await?;
+    anyhow::ensure!(sent["status"] == 503, "{sent}");
+    app.set_hook_url(&format!("{}/webhooks/github", app.starter_url)).await?;
+    let (_, report) = app.reconcile("github", true).await?;
+    anyhow::ensure!(report["redelivered"].as_array().is_some_and(|r| r.len() == 1), "{report:#}");
+    app.reconcile("stripe", true).await?;
+    // The orphan sweep lists every provider's resources with Slipway's names, twice (an orphan
+    // must be seen twice), with a hand-made server and key to report and delete.
+    app.ghost_resources(&app.id("ghost")).await?;
+    app.reconciler_schedules(true).await?;
+    app.reconcile("orphans", true).await?;
+    let (_, swept) = app.reconcile("orphans", true).await?;
+    anyhow::ensure!(swept["deleted"].as_array().is_some_and(|d| d.len() == 2), "{swept:#}");
     Ok(())
 }
 

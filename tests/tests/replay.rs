@@ -21,6 +21,7 @@
 //! | `live_seats` | one customer's subscriptions: a checkout parked behind an unpaid invoice then provisioned, one granted at once, one denied (subscription deleted first), a deletion that destroys only its own subscription's agent and frees its seat |
 //! | `live_legacy_customer_upgrade` | a customer run on the previous release's rules (the worker holds the change back): a seat claim moves it, held back it answers claims itself, an operator's `upgrade` moves it for good, then the new rules apply |
 //! | `live_continue_as_new` | `Agent` and `Subscription` continuing as new past a small history limit |
+//! | `live_reconcilers` | the Stripe catch-up recovering events (one refused for good), then finding them all fed; the GitHub redelivery asking for a failed delivery again, then finding nothing failed; the orphan sweep finding suspects, then orphans (reported), then deleting them |
 //!
 //! Files are written one event per line: compact, and still reviewable in a diff.
 
@@ -1107,5 +1108,77 @@ async fn live_continue_as_new() -> anyhow::Result<()> {
     let first = app.runs(&workflow).await?.first;
     rec.take(&app, "subscription-continued-as-new-first-run", &workflow, Some(&first)).await?;
     rec.take(&app, "subscription-continued-as-new-last-run", &workflow, None).await?;
+    rec.finish().await
+}
+
+#[tokio::test]
+async fn live_reconcilers() -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(Options { stripe_delivery: Some((1, 10)), ..Options::default() }).await?;
+    app.reconciler_schedules(false).await?;
+    let mut rec = Recorded::new();
+    let offline = app.offline_starter().await?;
+
+    // Stripe: two checkouts Stripe could not deliver (the starter answered 503), one of them
+    // naming a region Slipway does not serve (refused for good when fed).
+    app.sandbox_post(
+        "/_sandbox/stripe/webhook_endpoint",
+        json!({"url": format!("{offline}/webhooks/stripe")}),
+    )
+    .await?;
+    for (agent, region) in [("good", "fsn1"), ("mars", "mars")] {
+        let body = json!({"userId": app.id("recuser"), "agentId": app.id(agent), "region": region});
+        app.sandbox_post("/_sandbox/stripe/checkout/complete", body).await?;
+    }
+    app.stripe_events_attempted(1).await?;
+    let (first, report) = app.reconcile("stripe", true).await?;
+    assert_eq!(
+        (report["delivered"].as_u64(), report["refused"].as_array().map(Vec::len)),
+        (Some(1), Some(1)),
+        "{report:#}"
+    );
+    rec.take(&app, "reconcile-stripe-recovered", &first, None).await?;
+    let (again, report) = app.reconcile("stripe", true).await?;
+    assert_eq!((report["delivered"].as_u64(), report["skipped"].as_u64()), (Some(0), Some(2)), "{report:#}");
+    rec.take(&app, "reconcile-stripe-nothing-new", &again, None).await?;
+
+    // GitHub: a delivery the starter answered 503, asked for again; then nothing left.
+    let live = format!("{}/webhooks/stripe", app.starter_url);
+    app.sandbox_post("/_sandbox/stripe/webhook_endpoint", json!({"url": live})).await?;
+    app.set_hook_url(&format!("{offline}/webhooks/github")).await?;
+    let s = app.github_account(false).await?;
+    let comment =
+        github_events::issue_comment_created(&s.repo, s.installation, 1, "/slipway cancel", "maintainer");
+    let sent = app
+        .sandbox_post("/_sandbox/github/webhooks", json!({"event": "issue_comment", "payload": comment}))
+        .await?;
+    assert_eq!(sent["status"], 503, "{sent}");
+    app.set_hook_url(&format!("{}/webhooks/github", app.starter_url)).await?;
+    let (first, report) = app.reconcile("github", true).await?;
+    assert_eq!(report["redelivered"].as_array().map(Vec::len), Some(1), "{report:#}");
+    rec.take(&app, "reconcile-github-redelivered", &first, None).await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (again, report) = app.reconcile("github", true).await?;
+        if report["failed"] == 0 {
+            rec.take(&app, "reconcile-github-nothing-failed", &again, None).await?;
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the redelivery never arrived: {report:#}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Orphans: a server and a key made by hand for no agent: suspects, then orphans (reported),
+    // then deleted once deleting is on.
+    app.ghost_resources(&app.id("ghost")).await?;
+    let (first, report) = app.reconcile("orphans", true).await?;
+    assert_eq!(report["suspects"].as_array().map(Vec::len), Some(2), "{report:#}");
+    rec.take(&app, "reconcile-orphans-suspects", &first, None).await?;
+    let (second, report) = app.reconcile("orphans", true).await?;
+    assert_eq!(report["orphans"].as_array().map(Vec::len), Some(2), "{report:#}");
+    rec.take(&app, "reconcile-orphans-reported", &second, None).await?;
+    app.reconciler_schedules(true).await?;
+    let (third, report) = app.reconcile("orphans", true).await?;
+    assert_eq!(report["deleted"].as_array().map(Vec::len), Some(2), "{report:#}");
+    rec.take(&app, "reconcile-orphans-deleted", &third, None).await?;
     rec.finish().await
 }

@@ -5,7 +5,9 @@
 //! - [`settings`]: configuration from the environment (all-missing-at-once errors).
 //! - [`build_worker`]: registers workflows and activities; used by `main` and by the tests, so
 //!   the tests run exactly the worker that ships.
+//! - [`schedules`]: the reconcilers' Temporal Schedules, created or updated at start.
 
+pub mod schedules;
 pub mod settings;
 
 use slipway_activities::{BillingActivities, ProvisioningActivities, StackActivities};
@@ -18,7 +20,8 @@ use temporalio_common::telemetry::{
 use temporalio_sdk::{Runtime, Worker, WorkerOptions, runtime::RuntimeOptions};
 use tonic::IntoRequest;
 
-pub use settings::{ConfigError, WorkerSettings, WorkerTuning};
+pub use schedules::ensure_schedules;
+pub use settings::{ConfigError, ReconcileSettings, WorkerSettings, WorkerTuning};
 
 /// Connect to Temporal using Temporal's own env config (`TEMPORAL_ADDRESS`,
 /// `TEMPORAL_NAMESPACE`, `temporal.toml`).
@@ -126,6 +129,8 @@ pub fn build_worker_with(
         .register_activities(stack)
         .register_activities(jobs)
         .register_activities(lookups)
+        .register_activities(settings.reconcile()?)
+        .register_activities(settings.sweep(client.clone())?)
         // Step durations, retries, compensations and the `activity` span of every attempt.
         .worker_plugin(slipway_activities::metrics::step_plugin());
     let options = slipway_workflows::register_all(options)?

@@ -24,6 +24,14 @@ async fn main() -> anyhow::Result<()> {
              SlipwayStatus (Keyword); register them on the namespace before starting workflows"
         ),
     }
+    if settings.reconcile.enabled {
+        match slipway_worker::ensure_schedules(&client, &settings.task_queue, &settings.reconcile).await {
+            Ok(ids) => tracing::info!(?ids, "reconciler schedules in place"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not create the reconciler schedules; retried at the next start")
+            }
+        }
+    }
     let runtime = slipway_worker::runtime(&settings)?;
     let mut worker = build_worker(&runtime, client, &settings)?;
     let shutdown = worker.shutdown_handle();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use slipway_activities::{
-    JobActivities, ProvisioningConfig, Sealer, StackConfig,
+    JobActivities, ProvisioningConfig, ReconcileActivities, Sealer, StackConfig, SweepActivities,
     jobs::{CodingLimits, PathPolicy},
 };
 use slipway_providers::{
@@ -18,7 +18,10 @@ use slipway_providers::{
     hetzner::HetznerClient,
     llm::LlmClient,
     n8n::N8nClient,
-    stripe::StripeClient,
+    stripe::{
+        StripeClient,
+        events::{StripeEvents, WebhookEndpoint},
+    },
     supabase::SupabaseClient,
     tailscale::TailscaleClient,
     vercel::VercelClient,
@@ -125,6 +128,96 @@ pub struct WorkerSettings {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Task slots, pollers and sticky cache (`SLIPWAY_WORKER_*`; unset = the SDK's defaults).
     pub tuning: WorkerTuning,
+    /// The starter's Stripe webhook endpoint the catch-up feeds missed events to
+    /// (`SLIPWAY_STARTER_URL` + `/webhooks/stripe`; default `http://127.0.0.1:8080`).
+    pub stripe_webhook_url: String,
+    /// `STRIPE_WEBHOOK_SECRET`, to sign what the catch-up feeds as Stripe would (optional: without
+    /// it the catch-up's runs fail, naming it).
+    pub stripe_webhook_secret: Option<SecretString>,
+    /// The reconcilers' schedules.
+    pub reconcile: ReconcileSettings,
+}
+
+/// How often each reconciler runs and how far it looks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconcileSettings {
+    /// `SLIPWAY_STRIPE_CATCHUP_INTERVAL_SECS`, default 600.
+    pub stripe_every: Duration,
+    /// `SLIPWAY_STRIPE_CATCHUP_LOOKBACK_SECS`: the first run's reach, default 30 days (all Stripe
+    /// keeps).
+    pub stripe_lookback: Duration,
+    /// `SLIPWAY_STRIPE_CATCHUP_OVERLAP_SECS`: how far before the last checkpoint a run looks
+    /// again, default 300.
+    pub stripe_overlap: Duration,
+    /// `SLIPWAY_GITHUB_REDELIVERY_INTERVAL_SECS`, default 3600 (github.com keeps deliveries 3 days).
+    pub github_every: Duration,
+    /// `SLIPWAY_SWEEP_INTERVAL_SECS`, default 3600.
+    pub sweep_every: Duration,
+    /// `SLIPWAY_SWEEP_GRACE_SECS`, default 3600: a resource younger than this is never an orphan.
+    pub sweep_grace: Duration,
+    /// `SLIPWAY_SWEEP_DELETE`, default `false`: delete confirmed orphans (else only report them).
+    pub sweep_delete: bool,
+    /// `SLIPWAY_RECONCILE_SCHEDULES`, default `on`: `off` leaves the schedules alone (e.g. a
+    /// second worker pool on the same task queue).
+    pub enabled: bool,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        Self {
+            stripe_every: Duration::from_secs(600),
+            stripe_lookback: Duration::from_secs(30 * 24 * 3600),
+            stripe_overlap: Duration::from_secs(300),
+            github_every: Duration::from_secs(3600),
+            sweep_every: Duration::from_secs(3600),
+            sweep_grace: Duration::from_secs(3600),
+            sweep_delete: false,
+            enabled: true,
+        }
+    }
+}
+
+impl ReconcileSettings {
+    /// From any lookup; unset variables keep the defaults.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let d = Self::default();
+        let secs = |k: &str, default: Duration, min: u64| -> Result<Duration, ConfigError> {
+            match get(k) {
+                None => Ok(default),
+                Some(v) => {
+                    v.parse::<u64>().ok().filter(|n| *n >= min).map(Duration::from_secs).ok_or_else(|| {
+                        ConfigError::Invalid(format!("{k} must be a whole number of seconds, at least {min}"))
+                    })
+                }
+            }
+        };
+        Ok(Self {
+            stripe_every: secs("SLIPWAY_STRIPE_CATCHUP_INTERVAL_SECS", d.stripe_every, 1)?,
+            stripe_lookback: secs("SLIPWAY_STRIPE_CATCHUP_LOOKBACK_SECS", d.stripe_lookback, 60)?,
+            stripe_overlap: secs("SLIPWAY_STRIPE_CATCHUP_OVERLAP_SECS", d.stripe_overlap, 0)?,
+            github_every: secs("SLIPWAY_GITHUB_REDELIVERY_INTERVAL_SECS", d.github_every, 1)?,
+            sweep_every: secs("SLIPWAY_SWEEP_INTERVAL_SECS", d.sweep_every, 1)?,
+            sweep_grace: secs("SLIPWAY_SWEEP_GRACE_SECS", d.sweep_grace, 0)?,
+            sweep_delete: match get("SLIPWAY_SWEEP_DELETE").as_deref() {
+                None | Some("false") | Some("off") => false,
+                Some("true") | Some("on") => true,
+                Some(v) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "SLIPWAY_SWEEP_DELETE must be true or false, not `{v}`"
+                    )));
+                }
+            },
+            enabled: match get("SLIPWAY_RECONCILE_SCHEDULES").as_deref() {
+                None | Some("on") | Some("true") => true,
+                Some("off") | Some("false") => false,
+                Some(v) => {
+                    return Err(ConfigError::Invalid(format!(
+                        "SLIPWAY_RECONCILE_SCHEDULES must be on or off, not `{v}`"
+                    )));
+                }
+            },
+        })
+    }
 }
 
 /// Concurrency knobs of the worker. Each is optional: unset keeps the SDK's default.
@@ -246,6 +339,8 @@ impl WorkerSettings {
         };
         let job_paths = PathPolicy::from_list(&get("SLIPWAY_JOB_ALLOWED_PATHS").unwrap_or_default());
         let tuning = WorkerTuning::from_lookup(get)?;
+        let reconcile = ReconcileSettings::from_lookup(get)?;
+        let starter = or("SLIPWAY_STARTER_URL", "http://127.0.0.1:8080");
         Ok(Self {
             task_queue: or("SLIPWAY_TASK_QUEUE", "slipway"),
             hetzner_api_url: or("HETZNER_API_URL", "https://api.hetzner.cloud/v1"),
@@ -300,7 +395,32 @@ impl WorkerSettings {
                 })?),
             },
             tuning,
+            stripe_webhook_url: format!("{}/webhooks/stripe", starter.trim_end_matches('/')),
+            stripe_webhook_secret: get("STRIPE_WEBHOOK_SECRET").map(SecretString::from),
+            reconcile,
         })
+    }
+
+    /// The orphan sweep's activities (`temporal`: this worker's client, to ask the owners).
+    pub fn sweep(&self, temporal: temporalio_client::Client) -> Result<SweepActivities, ConfigError> {
+        Ok(SweepActivities::new(&self.provisioning()?, &self.stack()?, temporal))
+    }
+
+    /// The reconcilers' activities.
+    pub fn reconcile(&self) -> Result<ReconcileActivities, ConfigError> {
+        let invalid = |e: ClientError| ConfigError::Invalid(e.to_string());
+        let endpoint = match &self.stripe_webhook_secret {
+            Some(secret) => {
+                Some(WebhookEndpoint::new(&self.stripe_webhook_url, secret.clone()).map_err(invalid)?)
+            }
+            None => None,
+        };
+        Ok(ReconcileActivities::new(
+            StripeEvents::new(&self.stripe_api_url, &self.stripe_secret_key).map_err(invalid)?,
+            endpoint,
+            GitHubApp::new(&self.github_api_url, &self.github_app_id, &self.github_app_private_key)
+                .map_err(invalid)?,
+        ))
     }
 
     /// Configuration of the client-stack activities.

@@ -34,6 +34,8 @@
 //! - [`job`]: `Job`, one GitHub issue's coding job (plan, code, review, PR, metered billing);
 //!   [`job_gate`]: `JobGate`, a customer's concurrency cap; [`github_links`]: `GitHubLinks`,
 //!   which GitHub account bills which customer.
+//! - [`reconcile`]: `StripeCatchUp`, `GitHubRedelivery` and `OrphanSweep`, which Temporal
+//!   Schedules run to recover what webhooks missed and find what no agent or stack owns.
 //! - [`billing`]: the pure, unit-tested billing rules the subscription workflow applies.
 //! - `saga` (crate-private): the kit `ProvisionAgent`, `ClientStack`, `Job` and the `Agent`'s
 //!   destroy share: step tracking with the Web UI's current details, compensations run once each
@@ -49,6 +51,7 @@ pub mod github_links;
 pub mod job;
 pub mod job_gate;
 pub mod provisioning;
+pub mod reconcile;
 pub(crate) mod saga;
 pub use slipway_activities::search_attributes;
 pub mod subscription;
@@ -63,6 +66,7 @@ pub use github_links::GitHubLinksWorkflow;
 pub use job::JobWorkflow;
 pub use job_gate::JobGateWorkflow;
 pub use provisioning::ProvisionAgentWorkflow;
+pub use reconcile::{GitHubRedeliveryWorkflow, OrphanSweepWorkflow, StripeCatchUpWorkflow};
 pub use subscription::SubscriptionWorkflow;
 
 use temporalio_common::WorkflowDefinition;
@@ -111,5 +115,8 @@ pub fn register_all<R: WorkflowRegistry>(registry: R) -> Result<R, WorkflowRegis
         .register::<ClientStackWorkflow>()?
         .register::<JobWorkflow>()?
         .register::<JobGateWorkflow>()?
-        .register::<GitHubLinksWorkflow>()
+        .register::<GitHubLinksWorkflow>()?
+        .register::<StripeCatchUpWorkflow>()?
+        .register::<GitHubRedeliveryWorkflow>()?
+        .register::<OrphanSweepWorkflow>()
 }

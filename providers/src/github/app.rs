@@ -65,6 +65,18 @@ struct CollaboratorPermission {
 /// A pull request (octocrab's model of GitHub's pull request object).
 pub use octocrab::models::pulls::PullRequest;
 
+/// One attempt of a webhook delivery (octocrab's model of GitHub's `hook-delivery-item`).
+pub use octocrab::models::hooks::Delivery as HookDelivery;
+
+/// The `cursor` of a `Link` header's `rel="next"` URL.
+fn next_cursor(link: &str) -> Option<String> {
+    link.split(',').find(|part| part.contains("rel=\"next\"")).and_then(|part| {
+        let url = part.split(';').next()?.trim().trim_start_matches('<').trim_end_matches('>');
+        let query = url.split_once('?')?.1;
+        query.split('&').find_map(|kv| kv.strip_prefix("cursor=")).map(str::to_owned)
+    })
+}
+
 /// The sha a ref points at (a branch points at a commit).
 fn ref_sha(r: &Ref) -> &str {
     match &r.object {
@@ -146,6 +158,48 @@ impl GitHubApp {
             .bearer_auth(token.expose_secret())
             .header("Accept", "application/vnd.github+json")
             .header("X-GitHub-Api-Version", "2022-11-28"))
+    }
+
+    /// A request authenticated as the app itself (its JWT), for the `/app/...` endpoints.
+    fn app_req(&self, method: Method, path: &str) -> Result<reqwest::RequestBuilder, ClientError> {
+        Ok(self
+            .http
+            .request(method, path)
+            .bearer_auth(self.app_jwt()?)
+            .header("Accept", "application/vnd.github+json")
+            .header("X-GitHub-Api-Version", "2022-11-28"))
+    }
+
+    /// One page of the app's webhook deliveries (`GET /app/hook/deliveries`), newest first, one
+    /// item per attempt, and the cursor of the next page (from the `Link` header's `rel="next"`,
+    /// as GitHub paginates this list by cursor rather than by page number).
+    pub async fn hook_deliveries(
+        &self,
+        cursor: Option<&str>,
+        per_page: u8,
+    ) -> Result<(Vec<HookDelivery>, Option<String>), ClientError> {
+        let mut query = vec![("per_page", per_page.to_string())];
+        if let Some(c) = cursor {
+            query.push(("cursor", c.to_owned()));
+        }
+        let req = self.app_req(Method::GET, "/app/hook/deliveries")?.query(&query);
+        let resp = self.http.send(req).await.map_err(rate_limited)?;
+        let next = resp.headers().get("link").and_then(|v| v.to_str().ok()).and_then(next_cursor);
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Transport {
+            provider: self.http.provider(),
+            source: e.without_url(),
+        })?;
+        let page: Vec<HookDelivery> = serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Decode { provider: self.http.provider(), message: e.to_string() })?;
+        Ok((page, next))
+    }
+
+    /// Asks GitHub to deliver an attempt again (`POST /app/hook/deliveries/{id}/attempts`,
+    /// 202): same event, same payload, same `X-GitHub-Delivery` GUID.
+    pub async fn redeliver(&self, delivery_id: u64) -> Result<(), ClientError> {
+        let path = format!("/app/hook/deliveries/{delivery_id}/attempts");
+        self.http.send(self.app_req(Method::POST, &path)?).await.map_err(rate_limited)?;
+        Ok(())
     }
 
     /// Comment on an issue; returns the comment id.
@@ -352,6 +406,13 @@ mod tests {
     fn token(expires_at: Option<&str>) -> InstallationToken {
         serde_json::from_value(json!({"token": "ghs_x", "expires_at": expires_at, "permissions": {}}))
             .expect("GitHub's access token answer")
+    }
+
+    #[test]
+    fn the_next_cursor_comes_from_the_link_header() {
+        let link = "<https://api.github.com/app/hook/deliveries?per_page=2&cursor=v1_17>; rel=\"next\"";
+        assert_eq!(next_cursor(link).as_deref(), Some("v1_17"));
+        assert_eq!(next_cursor("<https://api.github.com/x?cursor=a>; rel=\"prev\""), None);
     }
 
     #[test]

@@ -102,6 +102,26 @@ impl GitHubClient {
         }
     }
 
+    /// Every repository of organization `org` (`GET /orgs/{org}/repos`, all pages).
+    pub async fn org_repositories(&self, org: &str) -> Result<Vec<Repository>, ClientError> {
+        const PER_PAGE: usize = 100;
+        let mut all = Vec::new();
+        for page in 1.. {
+            let query = [("per_page", PER_PAGE.to_string()), ("page", page.to_string())];
+            let repos: Vec<Repository> = self
+                .http
+                .json(self.req(Method::GET, &format!("/orgs/{org}/repos")).query(&query))
+                .await
+                .map_err(rate_limited)?;
+            let last = repos.len() < PER_PAGE;
+            all.extend(repos);
+            if last {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
     /// Create `owner/name` from the template repository `template` (`owner/name`), private.
     pub async fn generate_from_template(
         &self,

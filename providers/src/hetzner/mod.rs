@@ -41,6 +41,9 @@ pub struct Server {
     /// Public network.
     #[serde(default)]
     pub public_net: Option<PublicNet>,
+    /// When it was created (ISO 8601).
+    #[serde(default)]
+    pub created: Option<String>,
 }
 
 impl Server {
@@ -119,6 +122,18 @@ struct CreateServerResponse {
 #[derive(Deserialize)]
 struct ServerList {
     servers: Vec<Server>,
+    #[serde(default)]
+    meta: Option<ListMeta>,
+}
+
+#[derive(Deserialize)]
+struct ListMeta {
+    pagination: Pagination,
+}
+
+#[derive(Deserialize)]
+struct Pagination {
+    next_page: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -172,6 +187,26 @@ impl HetznerClient {
         let list: ServerList =
             self.http.json(self.req(Method::GET, "/servers").query(&[("name", name)])).await?;
         Ok(list.servers.into_iter().find(|s| s.name == name))
+    }
+
+    /// Every server carrying the label `label_selector` selects (Hetzner's label selector
+    /// syntax, e.g. `slipway-agent`), all pages.
+    pub async fn list_servers(&self, label_selector: &str) -> Result<Vec<Server>, ClientError> {
+        let mut servers = Vec::new();
+        let mut page = 1u32;
+        loop {
+            let query = [
+                ("label_selector", label_selector.to_owned()),
+                ("page", page.to_string()),
+                ("per_page", "50".to_owned()),
+            ];
+            let list: ServerList = self.http.json(self.req(Method::GET, "/servers").query(&query)).await?;
+            servers.extend(list.servers);
+            match list.meta.and_then(|m| m.pagination.next_page) {
+                Some(next) if next > page => page = next,
+                _ => return Ok(servers),
+            }
+        }
     }
 
     /// Create a server; returns it with its `create_server` action.

@@ -32,12 +32,17 @@ pub struct N8nWorkflow {
     /// Active (listening).
     #[serde(default)]
     pub active: bool,
+    /// When it was created (ISO 8601).
+    #[serde(default, rename = "createdAt")]
+    pub created_at: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct WorkflowList {
     #[serde(default)]
     data: Vec<N8nWorkflow>,
+    #[serde(default, rename = "nextCursor")]
+    next_cursor: Option<String>,
 }
 
 fn parse_error(v: &Value) -> (Option<String>, Option<String>) {
@@ -61,6 +66,25 @@ impl N8nClient {
         let list: WorkflowList =
             self.http.json(self.req(Method::GET, "/workflows").query(&[("name", name)])).await?;
         Ok(list.data.into_iter().find(|w| w.name == name))
+    }
+
+    /// Every workflow of the instance, all pages (`cursor`, `nextCursor`).
+    pub async fn list_workflows(&self) -> Result<Vec<N8nWorkflow>, ClientError> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut query = vec![("limit", "250".to_owned())];
+            if let Some(c) = &cursor {
+                query.push(("cursor", c.clone()));
+            }
+            let list: WorkflowList =
+                self.http.json(self.req(Method::GET, "/workflows").query(&query)).await?;
+            all.extend(list.data);
+            match list.next_cursor.filter(|c| !c.is_empty()) {
+                Some(c) => cursor = Some(c),
+                None => return Ok(all),
+            }
+        }
     }
 
     /// Create a workflow whose trigger is a webhook at `webhook_path`.

@@ -1,7 +1,8 @@
-//! Stripe: the API client (through `async-stripe`), webhook verification and the Checkout
-//! metadata Slipway writes and reads back.
+//! Stripe: the API client (through `async-stripe`), webhook verification, the Checkout
+//! metadata Slipway writes and reads back, and the event log the catch-up reads ([`events`]).
 
 mod client;
+pub mod events;
 pub mod metadata;
 pub mod webhook;
 

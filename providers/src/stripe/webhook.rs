@@ -25,6 +25,18 @@ use crate::signature::SignatureError;
 /// The header Stripe signs deliveries with.
 pub const SIGNATURE_HEADER: &str = "stripe-signature";
 
+/// The event types Slipway acts on (the webhook endpoint's `enabled_events`, and what the
+/// catch-up asks Stripe for); the starter's mapping has a test that each of them means something.
+pub const HANDLED_TYPES: [&str; 7] = [
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "invoice.paid",
+    "invoice.payment_failed",
+];
+
 /// Stripe's default tolerance between the signature's timestamp and now.
 pub const TOLERANCE_SECS: i64 = 300;
 

@@ -42,6 +42,9 @@ pub struct Project {
     /// `COMING_UP`, `ACTIVE_HEALTHY`, …
     #[serde(default)]
     pub status: String,
+    /// When it was created (ISO 8601).
+    #[serde(default)]
+    pub created_at: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -76,10 +79,16 @@ impl SupabaseClient {
         organization_id: &str,
         name: &str,
     ) -> Result<Option<Project>, ClientError> {
+        Ok(self.list_projects(organization_id).await?.into_iter().find(|p| p.name == name))
+    }
+
+    /// The organization's projects.
+    pub async fn list_projects(&self, organization_id: &str) -> Result<Vec<Project>, ClientError> {
         let projects: Vec<Project> = self.http.json(self.req(Method::GET, "/projects")).await?;
-        Ok(projects.into_iter().find(|p| {
-            p.name == name && (p.organization_slug == organization_id || p.organization_id == organization_id)
-        }))
+        Ok(projects
+            .into_iter()
+            .filter(|p| p.organization_slug == organization_id || p.organization_id == organization_id)
+            .collect())
     }
 
     /// Create a project.

@@ -43,6 +43,9 @@ pub struct KeySummary {
     /// Description given at creation.
     #[serde(default)]
     pub description: String,
+    /// When it was created (RFC 3339).
+    #[serde(default)]
+    pub created: Option<String>,
 }
 
 /// A device in the tailnet.
@@ -56,6 +59,9 @@ pub struct Device {
     /// Machine hostname.
     #[serde(default)]
     pub hostname: String,
+    /// When it was added to the tailnet (RFC 3339).
+    #[serde(default)]
+    pub created: Option<String>,
 }
 
 impl Device {

@@ -201,7 +201,7 @@ impl GithubState {
         doc: &str,
     ) -> Result<String, Failure> {
         let key = repo_key(owner, name);
-        let covered = if credential(headers).is_some_and(|c| c == self.pat) {
+        let covered = if self.is_pat(headers) {
             // A personal access token of an account with access to every sandbox repository.
             true
         } else {
@@ -216,7 +216,19 @@ impl GithubState {
     /// True for a credential GitHub would take on a REST route: the accepted personal access
     /// token or a live installation token.
     pub(crate) fn accepts(&self, headers: &HeaderMap) -> bool {
-        credential(headers).is_some_and(|c| c == self.pat) || self.live_token(headers).is_ok()
+        self.is_pat(headers) || self.live_token(headers).is_ok()
+    }
+
+    /// True when the request carries the accepted personal access token.
+    pub(super) fn is_pat(&self, headers: &HeaderMap) -> bool {
+        credential(headers).is_some_and(|c| c == self.pat)
+    }
+
+    /// True when the request's credential may see the private repository `key` (lowercase
+    /// `owner/name`): the personal access token sees every one, a live installation token those
+    /// its installation covers. Public repositories are visible to either.
+    pub(super) fn sees_private(&self, headers: &HeaderMap, key: &str) -> bool {
+        self.is_pat(headers) || self.live_token(headers).is_ok_and(|t| t.repos.iter().any(|r| r == key))
     }
 
     /// The installed repository `owner/name`, if the request may act on it (see [`Self::authorize`]).

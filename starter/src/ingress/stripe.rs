@@ -331,6 +331,19 @@ mod tests {
     }
 
     #[test]
+    fn every_type_the_catch_up_asks_for_is_acted_on() {
+        let customer = json!({"id": "x_1", "customer": "cus_1", "status": "active"});
+        for kind in slipway_providers::stripe::webhook::HANDLED_TYPES {
+            let object = if kind.starts_with("checkout.") {
+                session(json!({"userId": "u1"}), json!("cus_1"), "paid")
+            } else {
+                customer.clone()
+            };
+            assert!(intent(&event(kind, object)).unwrap().billing.is_some(), "{kind} is not acted on");
+        }
+    }
+
+    #[test]
     fn bad_metadata_is_explained() {
         let missing = json!({"agentId": "a1", "region": "fsn1"});
         assert_eq!(

@@ -1,0 +1,364 @@
+//! The reconcilers recover what webhooks missed, on a real Temporal server with the sandbox
+//! playing Stripe and GitHub, each run triggered the way an operator does it
+//! (`slipway reconcile stripe|github`, through the worker's Temporal Schedules):
+//! - Stripe catch-up: with every delivery of a checkout, a failed invoice and a deleted
+//!   subscription refused by the starter (503) until Stripe stopped retrying, the catch-up alone
+//!   provisions the paid agent exactly once, suspends and destroys it as the events say; a second
+//!   run changes nothing.
+//! - GitHub redelivery: an `issues.opened` delivery the starter answered 503 is redelivered on
+//!   GitHub's side; the job runs exactly once; a second run asks for nothing.
+//! - Orphan sweep: a server and an auth key made by hand under an agent's names, for no agent,
+//!   are suspects at the first sweep, orphans at the second, deleted on `slipway orphans
+//!   --delete` (or by the schedule with deleting on); a live agent's resources and a saga in
+//!   flight are never touched, even by sweeps that delete, with no grace period, while 20
+//!   agents provision and the worker is SIGKILLed.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use reqwest::Method;
+use serde_json::{Value, json};
+use slipway_proto::{
+    jobs::{JobState, job_workflow_id},
+    model::AgentStatus,
+};
+use slipway_sandbox::github_events;
+use slipway_tests::{Options, TestApp, cli::slipway};
+
+mod faults_support;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn servers_created(requests: &[Value]) -> usize {
+    requests.iter().filter(|r| r["method"] == "POST" && r["path"] == "/hetzner/v1/servers").count()
+}
+
+#[tokio::test]
+async fn the_stripe_catch_up_alone_applies_events_stripe_gave_up_on_exactly_once() -> anyhow::Result<()> {
+    const ATTEMPTS: usize = 2;
+    let app =
+        TestApp::spawn_with(Options { stripe_delivery: Some((ATTEMPTS as u32, 50)), ..Options::default() })
+            .await?;
+    app.reconciler_schedules(false).await?;
+    let offline = app.offline_starter().await?;
+    app.sandbox_post(
+        "/_sandbox/stripe/webhook_endpoint",
+        json!({"url": format!("{offline}/webhooks/stripe")}),
+    )
+    .await?;
+
+    // A customer pays for an agent, a renewal fails, the subscription is cancelled: Stripe
+    // tries to tell Slipway each time and the starter answers 503 every time.
+    let (user, agent) = (app.id("user"), app.id("agent"));
+    let token = app.token(&user, None);
+    let (status, created) = app
+        .api(
+            Method::POST,
+            "/api/billing/checkout",
+            Some(&token),
+            Some(json!({"agentId": agent, "region": "fsn1"})),
+        )
+        .await?;
+    assert_eq!(status, 201, "{created}");
+    let session = created["id"].as_str().context("session id")?;
+    let paid = app.sandbox_post(&format!("/_sandbox/stripe/checkout/{session}/complete"), json!({})).await?;
+    let sub = paid["subscription_id"].as_str().context("subscription")?.to_owned();
+    app.sandbox_post(&format!("/_sandbox/stripe/subscriptions/{sub}/payment_failed"), json!({})).await?;
+    let cancelled = app
+        .http
+        .delete(format!("{}/stripe/v1/subscriptions/{sub}", app.sandbox.base_url))
+        .bearer_auth(slipway_tests::STRIPE_API_KEY)
+        .send()
+        .await?;
+    assert!(cancelled.status().is_success());
+
+    // Until Stripe stops retrying.
+    let events: Vec<(String, String, Vec<Value>)> = app
+        .stripe_events_attempted(ATTEMPTS)
+        .await?
+        .iter()
+        .map(|e| {
+            let statuses = e["deliveries"].as_array().into_iter().flatten().map(|a| a["status"].clone());
+            (
+                e["id"].as_str().unwrap_or("").to_owned(),
+                e["type"].as_str().unwrap_or("").to_owned(),
+                statuses.collect(),
+            )
+        })
+        .collect();
+    assert!(events.iter().any(|(_, t, _)| t == "customer.subscription.deleted"), "{events:#?}");
+    for (id, kind, statuses) in &events {
+        assert!(statuses.iter().all(|s| s == 503), "{id} {kind} was delivered: {statuses:?}");
+    }
+    assert_eq!(app.agent(&agent).await?.map(|a| a.status), Some(AgentStatus::Draft), "nothing happened yet");
+    assert_eq!(servers_created(&app.sandbox_requests().await?), 0);
+
+    // The catch-up alone: provisioned once, suspended, destroyed, in the events' order.
+    let (_, report) = app.reconcile("stripe", false).await?;
+    let handled: Vec<&String> = events
+        .iter()
+        .filter(|(_, t, _)| slipway_providers::stripe::webhook::HANDLED_TYPES.contains(&t.as_str()))
+        .map(|(id, _, _)| id)
+        .collect();
+    assert_eq!(report["listed"], handled.len(), "{report:#}");
+    assert_eq!(report["delivered"], handled.len(), "{report:#}");
+    assert_eq!(report["refused"], json!([]), "{report:#}");
+    let record = app.wait_for_status(&agent, &[AgentStatus::Destroyed], WAIT).await?;
+    let reached = |status: AgentStatus| record.audit.iter().any(|e| e.to == status);
+    assert!(reached(AgentStatus::Active), "provisioned: {:#?}", record.audit);
+    assert!(reached(AgentStatus::Suspended), "suspended on the failed invoice: {:#?}", record.audit);
+    let requests = app.sandbox_requests().await?;
+    assert_eq!(servers_created(&requests), 1, "one server, ever");
+    let state = app.sandbox_state().await?;
+    assert_eq!(state["hetzner"]["servers"].as_array().map_or(0, Vec::len), 0, "destroyed: {state:#}");
+
+    // Again: the events it fed are not fed twice, and nothing changes.
+    let (_, again) = app.reconcile("stripe", true).await?;
+    assert_eq!(
+        (again["delivered"].as_u64(), again["skipped"].as_u64()),
+        (Some(0), Some(handled.len() as u64)),
+        "{again:#}"
+    );
+    assert_eq!(servers_created(&app.sandbox_requests().await?), 1);
+    assert_eq!(app.agent(&agent).await?.map(|a| a.status), Some(AgentStatus::Destroyed));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_github_delivery_the_starter_refused_is_redelivered_and_runs_its_job_once() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    app.reconciler_schedules(false).await?;
+    let s = app.github_account(true).await?;
+    let offline = app.offline_starter().await?;
+
+    app.set_hook_url(&format!("{offline}/webhooks/github")).await?;
+    let issue = github_events::issues(
+        "opened",
+        &s.repo,
+        s.installation,
+        1,
+        "Add a buy button",
+        "Please.",
+        &["slipway"],
+        "maintainer",
+    );
+    let sent =
+        app.sandbox_post("/_sandbox/github/webhooks", json!({"event": "issues", "payload": issue})).await?;
+    assert_eq!(sent["status"], 503, "{sent}");
+    app.set_hook_url(&format!("{}/webhooks/github", app.starter_url)).await?;
+    assert!(app.gateway().job_status(&job_workflow_id(&s.repo, 1)).await.is_err(), "no job yet");
+
+    let (_, report) = app.reconcile("github", false).await?;
+    assert_eq!(report["failed"], 1, "{report:#}");
+    let redelivered = report["redelivered"].as_array().context("redelivered")?;
+    assert_eq!(redelivered.len(), 1, "{report:#}");
+    assert_eq!(redelivered[0]["guid"], sent["delivery_id"], "{report:#}");
+    assert_eq!(
+        (redelivered[0]["event"].as_str(), redelivered[0]["action"].as_str()),
+        (Some("issues"), Some("opened"))
+    );
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let job = loop {
+        if let Ok(j) = app.gateway().job_status(&job_workflow_id(&s.repo, 1)).await
+            && j.state == JobState::PrOpened
+        {
+            break j;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the redelivered issue never became a PR");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(job.pr_number.is_some(), "{job:#?}");
+    let runs = app.runs(&job_workflow_id(&s.repo, 1)).await?;
+    assert_eq!(runs.first, runs.current, "the job ran once");
+    let state = app.sandbox_state().await?;
+    let pulls = state["github"]["pulls"]
+        .as_array()
+        .map_or(0, |p| p.iter().filter(|p| p["repo"] == s.repo.as_str()).count());
+    assert_eq!(pulls, 1, "one PR: {state:#}");
+
+    // Nothing is left to redeliver: its redelivery succeeded.
+    let (_, again) = app.reconcile("github", true).await?;
+    assert_eq!(
+        (again["failed"].as_u64(), again["redelivered"].as_array().map(Vec::len)),
+        (Some(0), Some(0)),
+        "{again:#}"
+    );
+    Ok(())
+}
+
+fn keys(report: &Value, field: &str) -> Vec<String> {
+    let mut keys: Vec<String> = report[field]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            v.as_str().map(str::to_owned).or_else(|| {
+                Some(format!("{}/{}/{}", v["provider"].as_str()?, v["kind"].as_str()?, v["id"].as_str()?))
+            })
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+#[tokio::test]
+async fn an_orphan_is_reported_twice_seen_then_deleted_on_request_and_owned_resources_are_kept()
+-> anyhow::Result<()> {
+    // Slow callbacks keep a second agent's saga in flight through the sweeps.
+    let app = TestApp::spawn_with(Options { runner_step_ms: 1_500, ..Options::default() }).await?;
+    app.reconciler_schedules(false).await?;
+    let (live_user, live) = (app.id("user"), app.id("live"));
+    app.subscribe(&live_user, Some((&live, "fsn1"))).await?;
+    let record = app.wait_for_status(&live, &[AgentStatus::Active], WAIT).await?;
+    let live_server = record.server.as_ref().context("server")?.id;
+    let (busy_user, busy) = (app.id("user2"), app.id("busy"));
+    app.subscribe(&busy_user, Some((&busy, "fsn1"))).await?;
+    app.wait_for_status(&busy, &[AgentStatus::Provisioning], WAIT).await?;
+    let ghost = app.id("ghost");
+    let (ghost_server, ghost_key) = app.ghost_resources(&ghost).await?;
+    let orphans = {
+        let mut o = vec![format!("hetzner/server/{ghost_server}"), format!("tailscale/auth_key/{ghost_key}")];
+        o.sort();
+        o
+    };
+
+    // First sighting: suspects, not orphans yet.
+    let (_, first) = app.reconcile("orphans", true).await?;
+    assert_eq!(keys(&first, "suspects"), orphans, "{first:#}");
+    assert_eq!(keys(&first, "orphans"), Vec::<String>::new(), "{first:#}");
+    // Second: orphans, reported, not deleted (deleting is off).
+    let (_, second) = app.reconcile("orphans", false).await?;
+    assert_eq!(keys(&second, "orphans"), orphans, "{second:#}");
+    assert_eq!(keys(&second, "deleted"), Vec::<String>::new());
+    let listed = slipway(Some(&app), &["orphans"]).await?;
+    assert!(listed.code == Some(0) && listed.stdout.contains(&format!("slipway-{ghost}")), "{listed}");
+    eprintln!("$ slipway orphans\n{}", listed.stdout);
+    let state = app.sandbox_state().await?;
+    assert!(
+        state["hetzner"]["servers"].as_array().context("servers")?.iter().any(|s| s["id"] == ghost_server)
+    );
+
+    // Asked once: deleted; the live agent's server and the saga in flight untouched.
+    let deleted = slipway(Some(&app), &["orphans", "--delete"]).await?;
+    assert_eq!(deleted.code, Some(0), "{deleted}");
+    eprintln!("$ slipway orphans --delete\n{}", deleted.stdout);
+    assert_eq!(
+        keys(&app.reconcile("orphans", true).await?.1, "suspects"),
+        Vec::<String>::new(),
+        "nothing left"
+    );
+    let state = app.sandbox_state().await?;
+    let servers: Vec<u64> = state["hetzner"]["servers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["id"].as_u64())
+        .collect();
+    assert!(!servers.contains(&ghost_server) && servers.contains(&live_server), "{servers:?}");
+    let record = app.wait_for_status(&busy, &[AgentStatus::Active, AgentStatus::Failed], WAIT).await?;
+    assert_eq!(record.status, AgentStatus::Active, "{record:#?}");
+    let deletes = app
+        .sandbox_requests()
+        .await?
+        .into_iter()
+        .filter(|r| r["method"] == "DELETE" && r["path"].as_str().is_some_and(|p| p.starts_with("/hetzner/")))
+        .count();
+    assert_eq!(deletes, 1, "only the ghost server was deleted");
+
+    // With deleting on (SLIPWAY_SWEEP_DELETE), the schedule's own runs delete.
+    app.reconciler_schedules(true).await?;
+    let (server2, key2) = app.ghost_resources(&app.id("ghost2")).await?;
+    app.reconcile("orphans", true).await?;
+    let (_, swept) = app.reconcile("orphans", true).await?;
+    let mut expected = vec![format!("hetzner/server/{server2}"), format!("tailscale/auth_key/{key2}")];
+    expected.sort();
+    assert_eq!(keys(&swept, "deleted"), expected, "{swept:#}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweeps_with_deleting_on_never_touch_twenty_provisionings_through_a_worker_sigkill()
+-> anyhow::Result<()> {
+    const AGENTS: usize = 20;
+    let app = TestApp::spawn_with(Options {
+        worker_process: true,
+        policy: slipway_proto::model::ProvisioningPolicy {
+            callback_deadline_secs: 120,
+            dispatch_deadline_secs: 60,
+        },
+        ..Options::default()
+    })
+    .await?;
+    app.reconciler_schedules(true).await?;
+    let agents: Vec<String> = (0..AGENTS).map(|i| app.id(&format!("agent{i}"))).collect();
+    let events: Vec<String> =
+        (0..AGENTS).map(|i| app.checkout_event(&app.id(&format!("user{i}")), &agents[i], "fsn1").0).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(150);
+    let deliveries = futures::future::join_all(events.iter().map(|body| {
+        faults_support::deliver_until_accepted(&app, body, Duration::from_millis(500), deadline)
+    }));
+    // Sweeps (deleting on, no grace period) while the sagas run; the worker is SIGKILLed after
+    // the second and restarted a second later, in the middle of the third.
+    let sweeps = async {
+        let mut reports = Vec::new();
+        for i in 0..5 {
+            if i == 2 {
+                app.kill_worker()?;
+                let restart = async {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    app.start_worker()
+                };
+                let (report, restarted) = tokio::join!(app.reconcile("orphans", true), restart);
+                restarted?;
+                reports.push(report?.1);
+            } else {
+                reports.push(app.reconcile("orphans", true).await?.1);
+            }
+        }
+        anyhow::Ok(reports)
+    };
+    let (answers, reports) = tokio::join!(deliveries, sweeps);
+    for a in answers {
+        a?;
+    }
+    let reports = reports?;
+    faults_support::wait_settled(&app, AGENTS, Duration::from_secs(150)).await?;
+    let records = faults_support::records(&app, &agents).await?;
+    // The SIGKILL may fail a saga (its rollback complete, as `faults.rs` allows); the sweeps
+    // must not have caused anything.
+    let tally = faults_support::outcomes(&records)?;
+    println!("{} active, {} failed and rolled back", tally.active.len(), tally.rolled_back.len());
+    for r in &reports {
+        assert_eq!((keys(r, "orphans"), keys(r, "deleted")), (vec![], vec![]), "{r:#}");
+    }
+    let listed: Vec<u64> = reports.iter().map(|r| r["listed"].as_u64().unwrap_or(0)).collect();
+    println!("sweeps listed {listed:?} Slipway resources; none an orphan, none deleted");
+    assert!(listed.iter().any(|n| *n > 0), "the sweeps saw the sagas' resources");
+    let state = app.sandbox_state().await?;
+    let servers: Vec<u64> = state["hetzner"]["servers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["id"].as_u64())
+        .collect();
+    assert_eq!(servers.len(), tally.active.len(), "one server per active agent: {servers:?}");
+    for agent in &tally.active {
+        let server = records[agent].server.as_ref().map(|s| s.id);
+        assert!(server.is_some_and(|id| servers.contains(&id)), "{agent}'s server is gone");
+    }
+    // No active agent's server was ever asked to be deleted (a failed saga's rollback deletes
+    // its own).
+    let deleted: Vec<String> = app
+        .sandbox_requests()
+        .await?
+        .into_iter()
+        .filter(|r| r["method"] == "DELETE")
+        .filter_map(|r| r["path"].as_str().map(str::to_owned))
+        .collect();
+    for agent in &tally.active {
+        let id = records[agent].server.as_ref().map(|s| s.id).unwrap_or_default();
+        assert!(!deleted.contains(&format!("/hetzner/v1/servers/{id}")), "{agent}'s server was deleted");
+    }
+    Ok(())
+}
