@@ -17,9 +17,9 @@ use std::{
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use slipway_proto::reconcile::{CatchUpReport, Reconciler, RedeliveryReport, SweepInput, SweepReport};
-use slipway_workflows::{GitHubRedeliveryWorkflow, OrphanSweepWorkflow, StripeCatchUpWorkflow};
+use slipway_workflows::OrphanSweepWorkflow;
 use temporalio_client::{
-    Client, WorkflowGetResultOptions, WorkflowStartOptions,
+    Client, UntypedWorkflow, WorkflowGetResultOptions, WorkflowStartOptions,
     schedules::{ScheduleDescriptionAction, ScheduleOverlapPolicy, TriggerScheduleOptions},
 };
 
@@ -103,43 +103,40 @@ pub(crate) async fn run(args: ReconcileArgs) -> anyhow::Result<i32> {
     eprintln!("{schedule_id}: run {workflow_id}");
     match reconciler {
         Reconciler::Stripe => {
-            let handle = client.get_workflow_handle::<StripeCatchUpWorkflow>(workflow_id.clone());
-            let report =
-                tokio::time::timeout_at(deadline, handle.get_result(WorkflowGetResultOptions::default()))
-                    .await
-                    .context("the run did not finish in time")??;
-            if args.json {
-                print_json(&report)?;
-            } else {
-                print_stripe(&report);
-            }
+            show(&result::<CatchUpReport>(&client, &workflow_id, deadline).await?, args.json, print_stripe)
         }
         Reconciler::Github => {
-            let handle = client.get_workflow_handle::<GitHubRedeliveryWorkflow>(workflow_id.clone());
-            let report =
-                tokio::time::timeout_at(deadline, handle.get_result(WorkflowGetResultOptions::default()))
-                    .await
-                    .context("the run did not finish in time")??;
-            if args.json {
-                print_json(&report)?;
-            } else {
-                print_github(&report);
-            }
+            show(&result::<RedeliveryReport>(&client, &workflow_id, deadline).await?, args.json, print_github)
         }
         Reconciler::Orphans => {
-            let handle = client.get_workflow_handle::<OrphanSweepWorkflow>(workflow_id.clone());
-            let report =
-                tokio::time::timeout_at(deadline, handle.get_result(WorkflowGetResultOptions::default()))
-                    .await
-                    .context("the run did not finish in time")??;
-            if args.json {
-                print_json(&report)?;
-            } else {
-                print_sweep(&report);
-            }
+            show(&result::<SweepReport>(&client, &workflow_id, deadline).await?, args.json, print_sweep)
         }
-    }
+    }?;
     Ok(0)
+}
+
+/// A run's report (its result), once it has finished.
+async fn result<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    workflow_id: &str,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<T> {
+    let handle = client.get_workflow_handle::<UntypedWorkflow>(workflow_id.to_owned());
+    let raw = tokio::time::timeout_at(deadline, handle.get_result(WorkflowGetResultOptions::default()))
+        .await
+        .with_context(|| format!("{workflow_id} did not finish in time"))??;
+    let data = raw.payloads.first().map(|p| p.data.as_slice()).unwrap_or_default();
+    serde_json::from_slice(data).with_context(|| format!("the report of {workflow_id}"))
+}
+
+/// Prints a report as JSON or for people.
+fn show<T: serde::Serialize>(report: &T, json: bool, print: fn(&T)) -> anyhow::Result<()> {
+    if json {
+        print_json(report)
+    } else {
+        print(report);
+        Ok(())
+    }
 }
 
 /// `slipway orphans`.
@@ -171,14 +168,7 @@ pub(crate) async fn orphans(args: OrphansArgs) -> anyhow::Result<i32> {
     let latest = schedule.recent_actions().into_iter().max_by_key(|a| a.actual_time).map(|a| a.workflow_id);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
     let last: Option<SweepReport> = match &latest {
-        Some(id) => {
-            let handle = client.get_workflow_handle::<OrphanSweepWorkflow>(id.clone());
-            Some(
-                tokio::time::timeout_at(deadline, handle.get_result(WorkflowGetResultOptions::default()))
-                    .await
-                    .context("the latest sweep did not finish in time")??,
-            )
-        }
+        Some(id) => Some(result(&client, id, deadline).await?),
         None => None,
     };
     let report = if args.delete {
@@ -206,11 +196,7 @@ pub(crate) async fn orphans(args: OrphansArgs) -> anyhow::Result<i32> {
         };
         report
     };
-    if args.json {
-        print_json(&report)?;
-    } else {
-        print_sweep(&report);
-    }
+    show(&report, args.json, print_sweep)?;
     Ok(0)
 }
 

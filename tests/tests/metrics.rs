@@ -72,8 +72,24 @@ async fn starter_and_worker_expose_the_named_series_after_real_traffic() -> anyh
     );
     assert!(starter.contains("# TYPE slipway_temporal_errors_total counter"), "{starter}");
 
+    // An orphan sweep (deleting on) finds a server and a key made by hand for no agent.
+    app.http.delete(format!("{}/_sandbox/faults", app.sandbox.base_url)).send().await?.error_for_status()?;
+    app.ghost_resources(&app.id("ghost")).await?;
+    app.reconciler_schedules(true).await?;
+    app.reconcile("orphans", true).await?;
+    app.reconcile("orphans", true).await?;
+
     let addr = app.worker_metrics.expect("worker metrics requested");
     let worker = scrape(&app.http, &format!("http://{addr}/metrics")).await?;
+    let orphans = r#"reconciler="orphans""#;
+    for (outcome, provider) in [("found", "hetzner"), ("found", "tailscale"), ("deleted", "hetzner")] {
+        let labels = [orphans, &format!(r#"outcome="{outcome}""#), &format!(r#"provider="{provider}""#)];
+        assert_eq!(
+            sample(&worker, "slipway_reconciled_total", &labels),
+            Some(1.0),
+            "{outcome} {provider}: {worker}"
+        );
+    }
     let hetzner = r#"provider="hetzner""#;
     let create = r#"step="create_server""#;
     assert!(

@@ -29,6 +29,17 @@ mod faults_support;
 
 const WAIT: Duration = Duration::from_secs(90);
 
+/// The ids of the servers the sandbox's Hetzner holds.
+async fn server_ids(app: &TestApp) -> anyhow::Result<Vec<u64>> {
+    let state = app.sandbox_state().await?;
+    Ok(state["hetzner"]["servers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["id"].as_u64())
+        .collect())
+}
+
 fn servers_created(requests: &[Value]) -> usize {
     requests.iter().filter(|r| r["method"] == "POST" && r["path"] == "/hetzner/v1/servers").count()
 }
@@ -248,13 +259,7 @@ async fn an_orphan_is_reported_twice_seen_then_deleted_on_request_and_owned_reso
         Vec::<String>::new(),
         "nothing left"
     );
-    let state = app.sandbox_state().await?;
-    let servers: Vec<u64> = state["hetzner"]["servers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s["id"].as_u64())
-        .collect();
+    let servers = server_ids(&app).await?;
     assert!(!servers.contains(&ghost_server) && servers.contains(&live_server), "{servers:?}");
     let record = app.wait_for_status(&busy, &[AgentStatus::Active, AgentStatus::Failed], WAIT).await?;
     assert_eq!(record.status, AgentStatus::Active, "{record:#?}");
@@ -335,13 +340,7 @@ async fn sweeps_with_deleting_on_never_touch_twenty_provisionings_through_a_work
     let listed: Vec<u64> = reports.iter().map(|r| r["listed"].as_u64().unwrap_or(0)).collect();
     println!("sweeps listed {listed:?} Slipway resources; none an orphan, none deleted");
     assert!(listed.iter().any(|n| *n > 0), "the sweeps saw the sagas' resources");
-    let state = app.sandbox_state().await?;
-    let servers: Vec<u64> = state["hetzner"]["servers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s["id"].as_u64())
-        .collect();
+    let servers = server_ids(&app).await?;
     assert_eq!(servers.len(), tally.active.len(), "one server per active agent: {servers:?}");
     for agent in &tally.active {
         let server = records[agent].server.as_ref().map(|s| s.id);
