@@ -91,6 +91,12 @@ pub struct CatchUpProgress {
     pub skip: Vec<String>,
     /// What the run did so far.
     pub report: CatchUpReport,
+    /// Ids this run fed (accepted or refused).
+    #[serde(default)]
+    pub fed: Vec<String>,
+    /// Ids of `skip` that Stripe still listed in this run's window (an earlier run fed them).
+    #[serde(default)]
+    pub relisted: Vec<String>,
 }
 
 /// One activity call of the catch-up: feed the undelivered events created in `[from, until]`,
@@ -115,6 +121,9 @@ pub struct CatchUpBatch {
     /// Listed events left out because they were fed already (`skip`).
     #[serde(default)]
     pub skipped: u32,
+    /// Their ids.
+    #[serde(default)]
+    pub skipped_ids: Vec<String>,
     /// Ids of the events the webhook path accepted (2xx), in the order fed.
     pub delivered: Vec<String>,
     /// Events the webhook path refused for good (4xx other than 409/429), with its answer.
@@ -153,7 +162,9 @@ pub struct CatchUpReport {
     pub skipped: u32,
     /// Events refused for good.
     pub refused: Vec<RefusedEvent>,
-    /// Ids fed inside the overlap of the next run (so it does not feed them again).
+    /// Ids the next run must not feed again: those this run fed, and those it skipped because
+    /// an earlier run had fed them and Stripe still lists them (no older ones, so the list stays
+    /// as short as the window).
     pub recent: Vec<String>,
 }
 

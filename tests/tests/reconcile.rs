@@ -130,6 +130,11 @@ async fn the_stripe_catch_up_alone_applies_events_stripe_gave_up_on_exactly_once
         (Some(0), Some(handled.len() as u64)),
         "{again:#}"
     );
+    assert_eq!(
+        again["recent"].as_array().map(Vec::len),
+        Some(handled.len()),
+        "kept to one window: {again:#}"
+    );
     assert_eq!(servers_created(&app.sandbox_requests().await?), 1);
     assert_eq!(app.agent(&agent).await?.map(|a| a.status), Some(AgentStatus::Destroyed));
     Ok(())

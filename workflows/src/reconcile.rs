@@ -68,6 +68,8 @@ impl StripeCatchUpWorkflow {
                     from,
                     skip: previous.map(|p| p.recent).unwrap_or_default(),
                     report: CatchUpReport { from, checkpoint: until, ..CatchUpReport::default() },
+                    fed: Vec::new(),
+                    relisted: Vec::new(),
                 }
             }
         };
@@ -99,8 +101,19 @@ impl StripeCatchUpWorkflow {
             }
             r.delivered += batch.delivered.len() as u32;
             r.refused.extend(batch.refused.iter().cloned());
-            progress.skip.extend(batch.delivered.iter().cloned());
-            progress.skip.extend(batch.refused.iter().map(|e| e.event_id.clone()));
+            let fed: Vec<String> = batch
+                .delivered
+                .iter()
+                .cloned()
+                .chain(batch.refused.iter().map(|e| e.event_id.clone()))
+                .collect();
+            progress.skip.extend(fed.iter().cloned());
+            progress.fed.extend(fed);
+            for id in batch.skipped_ids {
+                if !progress.relisted.contains(&id) && !progress.fed.contains(&id) {
+                    progress.relisted.push(id);
+                }
+            }
             if !batch.more {
                 break;
             }
@@ -111,8 +124,9 @@ impl StripeCatchUpWorkflow {
             }
         }
         let mut report = progress.report;
-        // What the next run (starting at checkpoint - overlap) must not feed again.
-        report.recent = progress.skip;
+        // What the next run (starting at checkpoint - overlap) must not feed again; ids older
+        // than this run's window are dropped, so the list never grows past one window.
+        report.recent = progress.fed.into_iter().chain(progress.relisted).collect();
         ctx.set_current_details(details(&report, false));
         Ok(report)
     }
