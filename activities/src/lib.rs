@@ -12,7 +12,8 @@
 //! - [`billing`]: the Stripe reads of the subscription workflow.
 //! - [`stack`]: the client-stack saga's activities (Supabase, schema, GitHub, Vercel, n8n).
 //! - [`jobs`]: the coding jobs' activities (model calls, GitHub App calls, Stripe usage).
-//! - [`lookups`]: what a coding job asks of Temporal itself (its entitlement, a gate seat).
+//! - [`lookups`]: what a coding job asks of Temporal itself (its entitlement, a gate seat),
+//!   through `temporal_ask`, which the orphan sweep asks through too.
 //! - [`reconcile`]: the reconcilers' activities (Stripe catch-up, GitHub redelivery);
 //!   [`sweep`]: the orphan sweep's (list Slipway's resources, ask their owners, delete orphans).
 //! - [`search_attributes`]: the keyword search attributes (pinned contract), here because the
@@ -34,6 +35,7 @@ pub mod seal;
 pub mod search_attributes;
 pub mod stack;
 pub mod sweep;
+mod temporal_ask;
 
 pub use billing::BillingActivities;
 pub use jobs::JobActivities;

@@ -21,18 +21,13 @@ use slipway_proto::{
     },
 };
 use temporalio_client::{
-    Client, UntypedQuery, UntypedSignal, UntypedWorkflow, WorkflowQueryOptions, WorkflowStartOptions,
-    errors::{WorkflowQueryError, WorkflowStartError},
+    Client, UntypedSignal, UntypedWorkflow, WorkflowStartOptions, errors::WorkflowStartError,
 };
-use temporalio_common::{
-    data_converters::{PayloadConverter, RawValue},
-    search_attributes::SearchAttributes,
-};
+use temporalio_common::search_attributes::SearchAttributes;
 use temporalio_macros::activities;
-use temporalio_sdk::{
-    ApplicationFailure,
-    activities::{ActivityContext, ActivityError},
-};
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+
+use crate::temporal_ask::{self, permanent, raw, transient};
 
 /// Registered names of the workflows and handlers asked.
 pub mod names {
@@ -63,25 +58,6 @@ impl std::fmt::Debug for LookupActivities {
     }
 }
 
-fn raw<T: Serialize + 'static>(v: &T) -> RawValue {
-    RawValue::from_value(v, &PayloadConverter::serde_json())
-}
-
-/// A JSON answer; `null` travels as an empty `binary/null` payload.
-fn value<T: DeserializeOwned>(raw: &RawValue) -> Result<T, ActivityError> {
-    let data = raw.payloads.first().map(|p| p.data.as_slice()).unwrap_or_default();
-    let data = if data.is_empty() { b"null".as_slice() } else { data };
-    serde_json::from_slice(data).map_err(|e| permanent(format!("unreadable answer: {e}")))
-}
-
-fn permanent(message: String) -> ActivityError {
-    ActivityError::application(ApplicationFailure::builder(message).non_retryable(true).build())
-}
-
-fn transient(message: String) -> ActivityError {
-    ActivityError::application(ApplicationFailure::builder(message).build())
-}
-
 impl LookupActivities {
     /// Over a Temporal client of this deployment (`task_queue` names its singletons).
     pub fn new(client: Client, task_queue: String) -> Self {
@@ -95,13 +71,7 @@ impl LookupActivities {
         query: &str,
         arg: &I,
     ) -> Result<Option<O>, ActivityError> {
-        let handle = self.client.get_workflow_handle::<UntypedWorkflow>(workflow_id.to_owned());
-        match handle.query(UntypedQuery::new(query), raw(arg), WorkflowQueryOptions::default()).await {
-            Ok(answer) => Ok(Some(value(&answer)?)),
-            Err(WorkflowQueryError::NotFound(_)) => Ok(None),
-            // Temporal unreachable, or no worker polling yet: worth another attempt.
-            Err(e) => Err(transient(format!("query {query} of {workflow_id}: {e}"))),
-        }
+        temporal_ask::query(&self.client, workflow_id, query, arg).await
     }
 }
 
@@ -173,18 +143,5 @@ impl LookupActivities {
             Err(WorkflowStartError::PayloadConversion(e)) => Err(permanent(e.to_string())),
             Err(e) => Err(transient(format!("the job gate of {}: {e}", seat.customer_id))),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_null_answer_reads_as_none_and_a_value_as_itself() {
-        let none: RawValue = raw(&Option::<GitHubLink>::None);
-        assert_eq!(value::<Option<Option<GitHubLink>>>(&none).unwrap().flatten(), None);
-        let link = GitHubLink { account: "acme".into(), user_id: "u1".into(), customer_id: "cus_1".into() };
-        assert_eq!(value::<Option<GitHubLink>>(&raw(&Some(link.clone()))).unwrap(), Some(link));
     }
 }

@@ -91,7 +91,6 @@ impl ReconcileActivities {
         let todo: Vec<_> = listed.iter().filter(|e| !window.skip.contains(&e.id)).collect();
         batch.skipped_ids =
             listed.iter().filter(|e| window.skip.contains(&e.id)).map(|e| e.id.clone()).collect();
-        batch.skipped = u32::try_from(batch.skipped_ids.len()).unwrap_or(u32::MAX);
         for (fed, event) in todo.iter().enumerate() {
             if fed as u32 >= window.max_events {
                 batch.more = true;

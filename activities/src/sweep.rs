@@ -29,19 +29,16 @@ use slipway_providers::{
     ClientError, github::GitHubClient, hetzner::HetznerClient, n8n::N8nClient, supabase::SupabaseClient,
     tailscale::TailscaleClient,
 };
-use temporalio_client::{
-    Client, UntypedQuery, UntypedWorkflow, WorkflowDescribeOptions, WorkflowExecutionStatus,
-    WorkflowQueryOptions, errors::WorkflowInteractionError,
-};
-use temporalio_common::data_converters::{PayloadConverter, RawValue};
+use temporalio_client::{Client, WorkflowExecutionStatus};
 use temporalio_macros::activities;
-use temporalio_sdk::{
-    ApplicationFailure,
-    activities::{ActivityContext, ActivityError},
-};
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
 use crate::{
-    error::IntoActivityError, metrics::record_reconciled, provisioning::AGENT_LABEL, stack::REPOSITORY_MARK,
+    error::IntoActivityError,
+    metrics::record_reconciled,
+    provisioning::AGENT_LABEL,
+    stack::REPOSITORY_MARK,
+    temporal_ask::{self, permanent, transient},
 };
 
 /// The prefix of every name Slipway gives a resource.
@@ -72,14 +69,6 @@ fn unix(at: Option<&str>) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(at?).ok().map(|t| t.timestamp())
 }
 
-fn transient(message: String) -> ActivityError {
-    ActivityError::application(ApplicationFailure::builder(message).build())
-}
-
-fn failed(e: ClientError) -> ActivityError {
-    e.into_activity_error()
-}
-
 impl SweepActivities {
     /// Over the worker's clients (the provisioning saga's and the client stack's) and its
     /// Temporal client.
@@ -100,40 +89,20 @@ impl SweepActivities {
         }
     }
 
-    /// A workflow's status, or `None` if it does not exist.
-    async fn status(&self, workflow_id: &str) -> Result<Option<WorkflowExecutionStatus>, ActivityError> {
-        let handle = self.temporal.get_workflow_handle::<UntypedWorkflow>(workflow_id.to_owned());
-        match handle.describe(WorkflowDescribeOptions::default()).await {
-            Ok(d) => Ok(Some(d.status())),
-            Err(WorkflowInteractionError::NotFound(_)) => Ok(None),
-            Err(e) => Err(transient(format!("describe {workflow_id}: {e}"))),
-        }
-    }
-
-    /// `query` of a workflow, decoded.
-    async fn query<T: serde::de::DeserializeOwned>(
-        &self,
-        workflow_id: &str,
-        query: &str,
-    ) -> Result<T, ActivityError> {
-        let handle = self.temporal.get_workflow_handle::<UntypedWorkflow>(workflow_id.to_owned());
-        let arg = RawValue::from_value(&(), &PayloadConverter::serde_json());
-        let answer = handle
-            .query(UntypedQuery::new(query), arg, WorkflowQueryOptions::default())
-            .await
-            .map_err(|e| transient(format!("query {query} of {workflow_id}: {e}")))?;
-        let data = answer.payloads.first().map(|p| p.data.as_slice()).unwrap_or_default();
-        serde_json::from_slice(data).map_err(|e| transient(format!("{query} of {workflow_id}: {e}")))
-    }
-
     async fn agent_state(&self, agent_id: &str) -> Result<OwnerState, ActivityError> {
         let owner = Owner::Agent(agent_id.to_owned());
         let workflow_id = slipway_proto::model::agent_workflow_id(agent_id);
-        if self.status(&workflow_id).await? != Some(WorkflowExecutionStatus::Running) {
-            // An agent's workflow closes only once it is destroyed.
-            return Ok(OwnerState { owner, live: false, busy: false, holds: Vec::new() });
+        let gone = OwnerState { owner: owner.clone(), live: false, busy: false, holds: Vec::new() };
+        // An agent's workflow closes only once it is destroyed.
+        if temporal_ask::status(&self.temporal, &workflow_id).await? != Some(WorkflowExecutionStatus::Running)
+        {
+            return Ok(gone);
         }
-        let record: AgentRecord = self.query(&workflow_id, "describe").await?;
+        let Some(record) =
+            temporal_ask::query::<_, AgentRecord>(&self.temporal, &workflow_id, "describe", &()).await?
+        else {
+            return Ok(gone);
+        };
         let busy = matches!(
             record.status,
             AgentStatus::Draft | AgentStatus::Provisioning | AgentStatus::Destroying | AgentStatus::Stopping
@@ -158,13 +127,19 @@ impl SweepActivities {
     async fn stack_state(&self, client_id: &str) -> Result<OwnerState, ActivityError> {
         let owner = Owner::ClientStack(client_id.to_owned());
         let workflow_id = stack_workflow_id(client_id);
-        match self.status(&workflow_id).await? {
-            None => Ok(OwnerState { owner, live: false, busy: false, holds: Vec::new() }),
+        let gone = OwnerState { owner: owner.clone(), live: false, busy: false, holds: Vec::new() };
+        match temporal_ask::status(&self.temporal, &workflow_id).await? {
+            None => Ok(gone),
             Some(WorkflowExecutionStatus::Running) => {
                 Ok(OwnerState { owner, live: true, busy: true, holds: Vec::new() })
             }
             Some(_) => {
-                let status: ClientStackStatus = self.query(&workflow_id, "status").await?;
+                let Some(status) =
+                    temporal_ask::query::<_, ClientStackStatus>(&self.temporal, &workflow_id, "status", &())
+                        .await?
+                else {
+                    return Ok(gone);
+                };
                 let r = &status.resources;
                 let holds = [&r.supabase_ref, &r.n8n_workflow_id, &r.repository, &r.vercel_project_id]
                     .into_iter()
@@ -186,7 +161,7 @@ impl SweepActivities {
         _ctx: ActivityContext,
     ) -> Result<Vec<Resource>, ActivityError> {
         let mut out = Vec::new();
-        for s in self.hetzner.list_servers(AGENT_LABEL).await.map_err(failed)? {
+        for s in self.hetzner.list_servers(AGENT_LABEL).await.map_err(ClientError::into_activity_error)? {
             let Some(agent) = s.labels.get(AGENT_LABEL).filter(|a| !a.is_empty()).cloned() else {
                 continue;
             };
@@ -199,7 +174,7 @@ impl SweepActivities {
                 created: unix(s.created.as_deref()),
             });
         }
-        for d in self.tailscale.list_devices().await.map_err(failed)? {
+        for d in self.tailscale.list_devices().await.map_err(ClientError::into_activity_error)? {
             let Some(agent) = d.hostname.strip_prefix(PREFIX).filter(|a| !a.is_empty()) else { continue };
             out.push(Resource {
                 provider: "tailscale".into(),
@@ -210,7 +185,7 @@ impl SweepActivities {
                 created: unix(d.created.as_deref()),
             });
         }
-        for k in self.tailscale.list_keys().await.map_err(failed)? {
+        for k in self.tailscale.list_keys().await.map_err(ClientError::into_activity_error)? {
             let Some(agent) = k.description.strip_prefix(KEY_PREFIX).filter(|a| !a.is_empty()) else {
                 continue;
             };
@@ -223,7 +198,9 @@ impl SweepActivities {
                 created: unix(k.created.as_deref()),
             });
         }
-        for p in self.supabase.list_projects(&self.supabase_org).await.map_err(failed)? {
+        for p in
+            self.supabase.list_projects(&self.supabase_org).await.map_err(ClientError::into_activity_error)?
+        {
             let Some(client) = p.name.strip_prefix(PREFIX).filter(|c| !c.is_empty()) else { continue };
             out.push(Resource {
                 provider: "supabase".into(),
@@ -234,7 +211,7 @@ impl SweepActivities {
                 created: unix(p.created_at.as_deref()),
             });
         }
-        for w in self.n8n.list_workflows().await.map_err(failed)? {
+        for w in self.n8n.list_workflows().await.map_err(ClientError::into_activity_error)? {
             let Some(client) = w.name.strip_prefix(PREFIX).filter(|c| !c.is_empty()) else { continue };
             out.push(Resource {
                 provider: "n8n".into(),
@@ -245,7 +222,9 @@ impl SweepActivities {
                 created: unix(w.created_at.as_deref()),
             });
         }
-        for r in self.github.org_repositories(&self.github_org).await.map_err(failed)? {
+        for r in
+            self.github.org_repositories(&self.github_org).await.map_err(ClientError::into_activity_error)?
+        {
             if !r.description.as_deref().is_some_and(|d| d.ends_with(REPOSITORY_MARK)) {
                 continue;
             }
@@ -312,14 +291,10 @@ impl SweepActivities {
             ("n8n", "workflow") => self.n8n.delete_workflow(&r.id).await,
             ("github", "repository") => self.github.delete_repository(&r.id).await,
             (p, k) => {
-                return Err(ActivityError::application(
-                    ApplicationFailure::builder(format!("no way to delete a {p} {k}"))
-                        .non_retryable(true)
-                        .build(),
-                ));
+                return Err(permanent(format!("no way to delete a {p} {k}")));
             }
         }
-        .map_err(failed)?;
+        .map_err(ClientError::into_activity_error)?;
         tracing::warn!(provider = %r.provider, kind = %r.kind, id = %r.id, name = %r.name, "orphan deleted");
         record_reconciled("orphans", "deleted", Some(&r.provider), 1);
         Ok(gone)

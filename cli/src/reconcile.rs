@@ -41,6 +41,13 @@ pub(crate) enum Which {
 pub(crate) struct ReconcileArgs {
     /// The reconciler to run now.
     which: Which,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// What `reconcile` and `orphans` share: which deployment, how to print, how long to wait.
+#[derive(Debug, Args)]
+struct RunArgs {
     /// Print the run's report as JSON.
     #[arg(long)]
     json: bool,
@@ -50,6 +57,16 @@ pub(crate) struct ReconcileArgs {
     /// Give up waiting for the run after this many seconds.
     #[arg(long, default_value_t = 300)]
     timeout: u64,
+}
+
+impl RunArgs {
+    fn task_queue(&self) -> String {
+        self.task_queue.clone().unwrap_or_else(|| env::get("SLIPWAY_TASK_QUEUE"))
+    }
+
+    fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + Duration::from_secs(self.timeout)
+    }
 }
 
 /// The runs a schedule has started (recent and running), by workflow id, and when the newest
@@ -71,7 +88,7 @@ async fn runs(client: &Client, schedule_id: &str) -> anyhow::Result<(BTreeSet<St
 }
 
 pub(crate) async fn run(args: ReconcileArgs) -> anyhow::Result<i32> {
-    let task_queue = args.task_queue.unwrap_or_else(|| env::get("SLIPWAY_TASK_QUEUE"));
+    let task_queue = args.run.task_queue();
     let reconciler = match args.which {
         Which::Stripe => Reconciler::Stripe,
         Which::Github => Reconciler::Github,
@@ -92,7 +109,7 @@ pub(crate) async fn run(args: ReconcileArgs) -> anyhow::Result<i32> {
         .trigger(ScheduleOverlapPolicy::BufferOne, TriggerScheduleOptions::default())
         .await
         .with_context(|| format!("triggering {schedule_id}"))?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    let deadline = args.run.deadline();
     let workflow_id = loop {
         if let Some(id) = runs(&client, &schedule_id).await?.0.difference(&before).next() {
             break id.clone();
@@ -102,14 +119,18 @@ pub(crate) async fn run(args: ReconcileArgs) -> anyhow::Result<i32> {
     };
     eprintln!("{schedule_id}: run {workflow_id}");
     match reconciler {
-        Reconciler::Stripe => {
-            show(&result::<CatchUpReport>(&client, &workflow_id, deadline).await?, args.json, print_stripe)
-        }
-        Reconciler::Github => {
-            show(&result::<RedeliveryReport>(&client, &workflow_id, deadline).await?, args.json, print_github)
-        }
+        Reconciler::Stripe => show(
+            &result::<CatchUpReport>(&client, &workflow_id, deadline).await?,
+            args.run.json,
+            print_stripe,
+        ),
+        Reconciler::Github => show(
+            &result::<RedeliveryReport>(&client, &workflow_id, deadline).await?,
+            args.run.json,
+            print_github,
+        ),
         Reconciler::Orphans => {
-            show(&result::<SweepReport>(&client, &workflow_id, deadline).await?, args.json, print_sweep)
+            show(&result::<SweepReport>(&client, &workflow_id, deadline).await?, args.run.json, print_sweep)
         }
     }?;
     Ok(0)
@@ -145,19 +166,12 @@ pub(crate) struct OrphansArgs {
     /// Delete the orphans (checked once more first), once.
     #[arg(long)]
     delete: bool,
-    /// Print the sweep's report as JSON.
-    #[arg(long)]
-    json: bool,
-    /// Task queue of the deployment (default `SLIPWAY_TASK_QUEUE`).
-    #[arg(long)]
-    task_queue: Option<String>,
-    /// Give up waiting after this many seconds.
-    #[arg(long, default_value_t = 300)]
-    timeout: u64,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 pub(crate) async fn orphans(args: OrphansArgs) -> anyhow::Result<i32> {
-    let task_queue = args.task_queue.unwrap_or_else(|| env::get("SLIPWAY_TASK_QUEUE"));
+    let task_queue = args.run.task_queue();
     let schedule_id = Reconciler::Orphans.schedule_id(&task_queue);
     let client = crate::api::connect_temporal().await?;
     let schedule = client
@@ -166,7 +180,7 @@ pub(crate) async fn orphans(args: OrphansArgs) -> anyhow::Result<i32> {
         .await
         .with_context(|| format!("schedule {schedule_id} (is a worker of this task queue running?)"))?;
     let latest = schedule.recent_actions().into_iter().max_by_key(|a| a.actual_time).map(|a| a.workflow_id);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(args.timeout);
+    let deadline = args.run.deadline();
     let last: Option<SweepReport> = match &latest {
         Some(id) => Some(result(&client, id, deadline).await?),
         None => None,
@@ -196,7 +210,7 @@ pub(crate) async fn orphans(args: OrphansArgs) -> anyhow::Result<i32> {
         };
         report
     };
-    show(&report, args.json, print_sweep)?;
+    show(&report, args.run.json, print_sweep)?;
     Ok(0)
 }
 

@@ -52,11 +52,6 @@ impl Reconciler {
     pub fn schedule_id(self, task_queue: &str) -> String {
         format!("reconcile-{}@{task_queue}", self.name())
     }
-
-    /// From a command-line word.
-    pub fn parse(word: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|r| r.name() == word)
-    }
 }
 
 /// Input of a `StripeCatchUp` run. A schedule starts it with only the policy set; a run that
@@ -119,9 +114,6 @@ pub struct CatchUpBatch {
     /// Undelivered events Stripe listed in the window (types Slipway handles).
     pub listed: u32,
     /// Listed events left out because they were fed already (`skip`).
-    #[serde(default)]
-    pub skipped: u32,
-    /// Their ids.
     #[serde(default)]
     pub skipped_ids: Vec<String>,
     /// Ids of the events the webhook path accepted (2xx), in the order fed.
@@ -309,8 +301,7 @@ mod tests {
     #[test]
     fn schedule_ids_name_the_reconciler_and_the_deployment() {
         assert_eq!(Reconciler::Stripe.schedule_id("slipway"), "reconcile-stripe@slipway");
-        assert_eq!(Reconciler::parse("orphans"), Some(Reconciler::Orphans));
-        assert_eq!(Reconciler::parse("gitlab"), None);
+        assert_eq!(Reconciler::Orphans.workflow_type(), "OrphanSweep");
     }
 
     #[test]

@@ -118,9 +118,12 @@ pub fn build_worker_with(
     settings: &WorkerSettings,
     customize: impl FnOnce(&mut WorkerOptions),
 ) -> anyhow::Result<Worker> {
-    let provisioning = ProvisioningActivities::new(settings.provisioning()?);
+    let (provisioning, stack) = (settings.provisioning()?, settings.stack()?);
+    // The sweep lists and deletes with the very clients the sagas create with.
+    let sweep = slipway_activities::SweepActivities::new(&provisioning, &stack, client.clone());
+    let provisioning = ProvisioningActivities::new(provisioning);
     let billing = BillingActivities::new(settings.stripe()?);
-    let stack = StackActivities::new(settings.stack()?);
+    let stack = StackActivities::new(stack);
     let jobs = settings.jobs()?;
     let lookups = slipway_activities::LookupActivities::new(client.clone(), settings.task_queue.clone());
     let options = WorkerOptions::new(settings.task_queue.clone())
@@ -130,7 +133,7 @@ pub fn build_worker_with(
         .register_activities(jobs)
         .register_activities(lookups)
         .register_activities(settings.reconcile()?)
-        .register_activities(settings.sweep(client.clone())?)
+        .register_activities(sweep)
         // Step durations, retries, compensations and the `activity` span of every attempt.
         .worker_plugin(slipway_activities::metrics::step_plugin());
     let options = slipway_workflows::register_all(options)?

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use slipway_activities::{
-    JobActivities, ProvisioningConfig, ReconcileActivities, Sealer, StackConfig, SweepActivities,
+    JobActivities, ProvisioningConfig, ReconcileActivities, Sealer, StackConfig,
     jobs::{CodingLimits, PathPolicy},
 };
 use slipway_providers::{
@@ -399,11 +399,6 @@ impl WorkerSettings {
             stripe_webhook_secret: get("STRIPE_WEBHOOK_SECRET").map(SecretString::from),
             reconcile,
         })
-    }
-
-    /// The orphan sweep's activities (`temporal`: this worker's client, to ask the owners).
-    pub fn sweep(&self, temporal: temporalio_client::Client) -> Result<SweepActivities, ConfigError> {
-        Ok(SweepActivities::new(&self.provisioning()?, &self.stack()?, temporal))
     }
 
     /// The reconcilers' activities.

@@ -106,6 +106,13 @@ impl<S: workflow_replayer_options_builder::State> WorkflowRegistry for WorkflowR
     }
 }
 
+/// The workflow's clock, in Unix seconds (0 before the first activation).
+pub(crate) fn unix<W>(ctx: &temporalio_sdk::WorkflowContext<W>) -> i64 {
+    ctx.workflow_time()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 /// Register every Slipway workflow type.
 pub fn register_all<R: WorkflowRegistry>(registry: R) -> Result<R, WorkflowRegistrationError> {
     registry

@@ -23,18 +23,12 @@ use slipway_proto::reconcile::{
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{ContinueAsNewOptions, WorkflowContext, WorkflowContextView, WorkflowResult};
 
-use crate::options::retrying;
+use crate::{options::retrying, unix};
 
 /// The previous scheduled run's result, if the schedule handed one over.
 fn last_result<T: DeserializeOwned>(ctx: &WorkflowContextView) -> Option<T> {
     let payload = ctx.raw().last_completion_result.as_ref()?.payloads.first()?;
     serde_json::from_slice(&payload.data).ok()
-}
-
-fn unix<W>(ctx: &WorkflowContext<W>) -> i64 {
-    ctx.workflow_time()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The Stripe catch-up.
@@ -97,7 +91,7 @@ impl StripeCatchUpWorkflow {
             // The first batch's listing is the run's; later ones list what is left.
             if r.listed == 0 {
                 r.listed = batch.listed;
-                r.skipped = batch.skipped;
+                r.skipped = batch.skipped_ids.len() as u32;
             }
             r.delivered += batch.delivered.len() as u32;
             r.refused.extend(batch.refused.iter().cloned());

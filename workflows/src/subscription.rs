@@ -35,7 +35,7 @@ use temporalio_sdk::{
 use crate::{
     AgentWorkflow,
     billing::{self, Effect, legacy},
-    search_attributes,
+    search_attributes, unix,
 };
 
 /// Marker of runs that track billing per subscription (see the module docs).
@@ -62,12 +62,6 @@ pub struct SubscriptionWorkflow {
     upgrade_attempted: bool,
     /// This run applies the per-subscription rules.
     per_subscription: bool,
-}
-
-fn unix(ctx: &WorkflowContext<SubscriptionWorkflow>) -> i64 {
-    ctx.workflow_time()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 #[workflow_methods]

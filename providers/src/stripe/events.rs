@@ -126,7 +126,6 @@ impl StripeEvents {
 #[derive(Debug, Clone)]
 pub struct WebhookEndpoint {
     http: Http,
-    url: String,
     secret: SecretString,
 }
 
@@ -153,7 +152,7 @@ impl WebhookEndpoint {
     /// its `STRIPE_WEBHOOK_SECRET`.
     pub fn new(url: &str, secret: SecretString) -> Result<Self, ClientError> {
         let http = Http::new("slipway-starter", url, std::time::Duration::from_secs(30), endpoint_error)?;
-        Ok(Self { http, url: url.to_owned(), secret })
+        Ok(Self { http, secret })
     }
 
     /// Posts `event_json` signed now, as Stripe posts a delivery. Transient answers (409 while
@@ -176,10 +175,5 @@ impl WebhookEndpoint {
             }
             Err(e) => Err(e),
         }
-    }
-
-    /// The endpoint's URL.
-    pub fn url(&self) -> &str {
-        &self.url
     }
 }
