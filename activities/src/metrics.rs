@@ -14,7 +14,7 @@ use std::{
 };
 
 use temporalio_common::telemetry::metrics::{
-    CoreMeter, Counter, HistogramDuration, MetricKeyValue, MetricParameters, NewAttributes,
+    CoreMeter, Counter, Gauge, HistogramDuration, MetricKeyValue, MetricParameters, NewAttributes,
 };
 use temporalio_sdk::{
     SimplePlugin,
@@ -31,6 +31,7 @@ struct Instruments {
     compensations_failed: Counter,
     usage_unbilled: Counter,
     reconciled: Counter,
+    agents_unconverged: Gauge,
 }
 
 static INSTRUMENTS: OnceLock<Instruments> = OnceLock::new();
@@ -72,9 +73,21 @@ pub fn install(meter: Arc<dyn CoreMeter>) {
                 "What the reconcilers did, by reconciler and outcome: Stripe events recovered or refused, GitHub deliveries redelivered or given up, orphans found or deleted (with their provider).",
                 "",
             )),
+            agents_unconverged: meter.gauge(param(
+                "slipway_agents_unconverged",
+                "Running agents whose billing command failed and waits to be tried again (visibility: SlipwayBilling = 'converging'), on this worker's task queue.",
+                "",
+            )),
             meter,
         }
     });
+}
+
+/// The number of agents not yet where billing wants them (counted through visibility).
+pub fn set_agents_unconverged(n: u64) {
+    let Some(m) = INSTRUMENTS.get() else { return };
+    let attrs = m.meter.new_attributes(NewAttributes::from(Vec::new()));
+    m.agents_unconverged.record(n, &attrs);
 }
 
 /// `n` things a reconciler did: `reconciler` (`stripe`, `github`, `orphans`), `outcome`
@@ -125,7 +138,11 @@ pub fn provider(activity_type: &str) -> &'static str {
         | "delete_supabase_project" => "supabase",
         "create_vercel_project" | "deploy_vercel" | "delete_vercel_project" => "vercel",
         "create_n8n_workflow" | "delete_n8n_workflow" => "n8n",
-        "fetch_subscription_status" | "report_usage" => "stripe",
+        "fetch_subscription_status"
+        | "fetch_subscription"
+        | "list_customer_subscriptions"
+        | "report_usage"
+        | "expire_checkout_session" => "stripe",
         "plan" | "code" | "review" => "llm",
         "stripe_catch_up" => "stripe",
         "github_redeliver" => "github",
@@ -255,6 +272,7 @@ mod tests {
         ] {
             assert_ne!(provider(step), "other", "{step}");
         }
+        assert_eq!(provider("BillingActivities::list_customer_subscriptions"), "stripe");
         assert!(is_compensation("ProvisioningActivities::delete_agent_server"));
         assert!(!is_compensation("ProvisioningActivities::create_server"));
     }

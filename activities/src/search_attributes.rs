@@ -12,5 +12,11 @@ pub const AGENT_ID: SearchAttributeKey<String> = SearchAttributeKey::keyword("Sl
 /// Lifecycle status (`draft`, `provisioning`, `active`, …).
 pub const STATUS: SearchAttributeKey<String> = SearchAttributeKey::keyword("SlipwayStatus");
 
+/// Whether an agent is where billing wants it: `converging` while a billing command that failed
+/// waits to be tried again, `converged` otherwise (agents that ran a billing command since
+/// desired-state billing). Counted for the worker's `slipway_agents_unconverged` gauge.
+pub const BILLING: SearchAttributeKey<String> = SearchAttributeKey::keyword("SlipwayBilling");
+
 /// Names of all Slipway search attributes, for server registration.
-pub const ALL: [&str; 4] = ["SlipwayUserId", "SlipwayCustomerId", "SlipwayAgentId", "SlipwayStatus"];
+pub const ALL: [&str; 5] =
+    ["SlipwayUserId", "SlipwayCustomerId", "SlipwayAgentId", "SlipwayStatus", "SlipwayBilling"];

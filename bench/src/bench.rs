@@ -166,7 +166,11 @@ impl Bench {
 
     async fn create_agent(&self, agent_id: &str) -> Result<(), String> {
         let agent = AgentRecord::draft(agent_id, &format!("bench-user-{}", self.tag), "fsn1");
-        let lifecycle = LifecyclePolicy { shutdown_wait_secs: 60, history_limit: self.plan.history_limit };
+        let lifecycle = LifecyclePolicy {
+            shutdown_wait_secs: 60,
+            history_limit: self.plan.history_limit,
+            ..LifecyclePolicy::default()
+        };
         self.gateway
             .create_agent(agent, ProvisioningPolicy::default(), lifecycle)
             .await

@@ -48,12 +48,30 @@ pub(crate) enum StripeEvent {
     /// A subscription ended (destroys the customer's agents).
     #[value(name = "customer.subscription.deleted")]
     SubscriptionDeleted,
+    /// A subscription's collection was paused (status `paused`).
+    #[value(name = "customer.subscription.paused")]
+    SubscriptionPaused,
+    /// A paused subscription was resumed (status `active`).
+    #[value(name = "customer.subscription.resumed")]
+    SubscriptionResumed,
+    /// The customer was deleted (Stripe cancels all of its subscriptions).
+    #[value(name = "customer.deleted")]
+    CustomerDeleted,
     /// A renewal failed (suspends the customer's agents).
     #[value(name = "invoice.payment_failed")]
     InvoicePaymentFailed,
     /// An invoice was paid (resumes suspended agents).
     #[value(name = "invoice.paid")]
     InvoicePaid,
+    /// A sent invoice is past its due date.
+    #[value(name = "invoice.overdue")]
+    InvoiceOverdue,
+    /// An invoice was voided.
+    #[value(name = "invoice.voided")]
+    InvoiceVoided,
+    /// An invoice was marked uncollectible.
+    #[value(name = "invoice.marked_uncollectible")]
+    InvoiceMarkedUncollectible,
 }
 
 impl StripeEvent {
@@ -64,8 +82,14 @@ impl StripeEvent {
             Self::SubscriptionCreated => "customer.subscription.created",
             Self::SubscriptionUpdated => "customer.subscription.updated",
             Self::SubscriptionDeleted => "customer.subscription.deleted",
+            Self::SubscriptionPaused => "customer.subscription.paused",
+            Self::SubscriptionResumed => "customer.subscription.resumed",
+            Self::CustomerDeleted => "customer.deleted",
             Self::InvoicePaymentFailed => "invoice.payment_failed",
             Self::InvoicePaid => "invoice.paid",
+            Self::InvoiceOverdue => "invoice.overdue",
+            Self::InvoiceVoided => "invoice.voided",
+            Self::InvoiceMarkedUncollectible => "invoice.marked_uncollectible",
         }
     }
 }
@@ -207,14 +231,32 @@ pub(crate) fn stripe_event(args: &StripeArgs) -> Value {
         }
         StripeEvent::SubscriptionCreated
         | StripeEvent::SubscriptionUpdated
-        | StripeEvent::SubscriptionDeleted => {
-            let default = if args.event == StripeEvent::SubscriptionDeleted { "canceled" } else { "active" };
+        | StripeEvent::SubscriptionDeleted
+        | StripeEvent::SubscriptionPaused
+        | StripeEvent::SubscriptionResumed => {
+            let default = match args.event {
+                StripeEvent::SubscriptionDeleted => "canceled",
+                StripeEvent::SubscriptionPaused => "paused",
+                _ => "active",
+            };
             let status = args.status.as_deref().unwrap_or(default);
             let object = stripe::subscription_object(&subscription, &customer, status, now);
             stripe::event(args.event.name(), object, now, None)
         }
-        StripeEvent::InvoicePaid | StripeEvent::InvoicePaymentFailed => {
-            let status = if args.event == StripeEvent::InvoicePaid { "paid" } else { "open" };
+        StripeEvent::CustomerDeleted => {
+            stripe::event(args.event.name(), stripe::customer_object(&customer, now), now, None)
+        }
+        StripeEvent::InvoicePaid
+        | StripeEvent::InvoicePaymentFailed
+        | StripeEvent::InvoiceOverdue
+        | StripeEvent::InvoiceVoided
+        | StripeEvent::InvoiceMarkedUncollectible => {
+            let status = match args.event {
+                StripeEvent::InvoicePaid => "paid",
+                StripeEvent::InvoiceVoided => "void",
+                StripeEvent::InvoiceMarkedUncollectible => "uncollectible",
+                _ => "open",
+            };
             let object = stripe::invoice_object(&invoice, &customer, &subscription, status, now);
             stripe::event(args.event.name(), object, now, None)
         }
@@ -467,6 +509,23 @@ mod tests {
         assert_eq!(e["type"], "invoice.payment_failed");
         assert!(e["data"]["object"]["id"].as_str().is_some_and(|id| id.starts_with("in_")));
         assert_eq!(e["data"]["object"]["status"], "open");
+    }
+
+    /// Every type the starter handles can be sent, and each one sent means something to billing.
+    #[test]
+    fn every_handled_type_can_be_sent_and_is_acted_on() {
+        use slipway_providers::stripe::webhook::{Event, HANDLED_TYPES};
+        let sendable: Vec<&str> = StripeEvent::value_variants().iter().map(|e| e.name()).collect();
+        for kind in HANDLED_TYPES {
+            assert!(sendable.contains(&kind), "`slipway send stripe` cannot send {kind}");
+        }
+        for kind in sendable {
+            let event = stripe_event(&args(&[kind, "--customer", "cus_1", "--user", "u1"]));
+            let read = Event::parse(&event.to_string()).unwrap_or_else(|e| panic!("{kind}: {e}"));
+            let intent = slipway_starter::ingress::stripe::intent(&read).unwrap();
+            let billing = intent.billing.unwrap_or_else(|| panic!("{kind} is not acted on"));
+            assert_eq!(billing.customer_id, "cus_1", "{kind}");
+        }
     }
 
     #[test]

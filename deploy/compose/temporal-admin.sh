@@ -24,7 +24,7 @@ until temporal operator search-attribute list -n "$TEMPORAL_NAMESPACE" >/dev/nul
   sleep 1
 done
 
-for sa in SlipwayUserId SlipwayCustomerId SlipwayAgentId SlipwayStatus; do
+for sa in SlipwayUserId SlipwayCustomerId SlipwayAgentId SlipwayStatus SlipwayBilling; do
   if ! temporal operator search-attribute list -n "$TEMPORAL_NAMESPACE" | grep -qw "$sa"; then
     temporal operator search-attribute create -n "$TEMPORAL_NAMESPACE" --name "$sa" --type Keyword
   fi

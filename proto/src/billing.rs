@@ -22,11 +22,25 @@ pub struct BillingPolicy {
     pub event_retention_secs: u64,
     /// Continue-as-new once the history has this many events.
     pub history_limit: u32,
+    /// How often every agent's billing target is asserted again, whether or not anything
+    /// changed (heals a lost signal or an agent that gave up). Absent in inputs written before
+    /// desired-state billing: one day.
+    #[serde(default = "default_reassert_secs")]
+    pub reassert_secs: u64,
+}
+
+fn default_reassert_secs() -> u64 {
+    24 * 3600
 }
 
 impl Default for BillingPolicy {
     fn default() -> Self {
-        Self { grace_period_secs: 7 * 24 * 3600, event_retention_secs: 35 * 24 * 3600, history_limit: 5_000 }
+        Self {
+            grace_period_secs: 7 * 24 * 3600,
+            event_retention_secs: 35 * 24 * 3600,
+            history_limit: 5_000,
+            reassert_secs: default_reassert_secs(),
+        }
     }
 }
 
@@ -91,6 +105,34 @@ pub enum BillingEventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         subscription_id: Option<String>,
     },
+    /// `invoice.overdue`: an invoice sent for payment (`collection_method: send_invoice`) is past
+    /// its due date. Stripe sends this instead of `invoice.payment_failed` for such invoices.
+    InvoiceOverdue {
+        /// `in_…`.
+        invoice_id: String,
+        /// The subscription the invoice bills.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subscription_id: Option<String>,
+    },
+    /// `invoice.voided`: the invoice was cancelled; nothing is owed on it any more (terminal).
+    InvoiceVoided {
+        /// `in_…`.
+        invoice_id: String,
+        /// The subscription the invoice bills.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subscription_id: Option<String>,
+    },
+    /// `invoice.marked_uncollectible`: the merchant gave up collecting the invoice (it may
+    /// still be paid later); it no longer holds the subscription's agents hostage.
+    InvoiceUncollectible {
+        /// `in_…`.
+        invoice_id: String,
+        /// The subscription the invoice bills.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subscription_id: Option<String>,
+    },
+    /// `customer.deleted`: Stripe cancels every subscription of a deleted customer at once.
+    CustomerDeleted,
 }
 
 /// The subscription as last known, and from which event.
@@ -199,11 +241,46 @@ pub struct SubscriptionState {
 /// An agent holding a seat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeatHolder {
-    /// The agent's claim waits for good standing (its checkout was paid while the subscription
-    /// was not in good standing).
+    /// The agent has no server yet: its seat is reserved by its checkout (`request` 0) or its
+    /// claim waits for the subscription to be in good standing and a seat to be free.
     pub parked: bool,
-    /// The agent's request number, echoed in the answer.
+    /// The agent's request number, echoed in the answer (0: reserved by a checkout, not yet
+    /// claimed).
     pub request: u64,
+    /// Order in which the customer's agents took their seats: when a subscription has fewer
+    /// seats than holders (its quantity was lowered), the newest ones have none. 0 in states
+    /// written before desired-state billing (then the agent id orders).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub since: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What billing wants of an agent that has a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentTarget {
+    /// Provisioned and running (or stopped by its owner): the subscription is in good standing
+    /// and the agent holds one of its seats.
+    Run,
+    /// Powered off, data kept: the subscription is not in good standing, or the agent holds no
+    /// seat since the quantity was lowered.
+    Off,
+    /// Destroyed: the subscription ended or lapsed.
+    Destroy,
+}
+
+impl AgentTarget {
+    /// Lower-case name, as shown in the Web UI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Run => "run",
+            Self::Off => "off",
+            Self::Destroy => "destroy",
+        }
+    }
 }
 
 impl SubscriptionState {
@@ -253,6 +330,20 @@ pub struct CustomerBilling {
     pub subscriptions: BTreeMap<String, SubscriptionState>,
     /// Invoices seen without a subscription (kept so a later event cannot undo a payment).
     pub loose_invoices: BTreeMap<String, String>,
+    /// The target last sent to each agent with a server (desired-state billing: commands are
+    /// the differences between these and what the state now asks for).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub targets: BTreeMap<String, AgentTarget>,
+    /// Seats taken so far (orders [`SeatHolder::since`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seats_taken: u64,
+    /// Stripe deleted the customer (every subscription ended with it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub customer_deleted: bool,
+    /// Agents destroyed (or found gone), with when: a checkout delivered after its agent was
+    /// destroyed reserves nothing for it. Pruned with the applied event ids.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub released: BTreeMap<String, i64>,
 }
 
 impl CustomerBilling {
@@ -293,8 +384,11 @@ impl CustomerBilling {
             sub.lapsed = d.expired;
         }
         if !sub.ended && !sub.lapsed {
-            sub.agents =
-                legacy.agents.iter().map(|a| (a.clone(), SeatHolder { parked: false, request: 0 })).collect();
+            sub.agents = legacy
+                .agents
+                .iter()
+                .map(|a| (a.clone(), SeatHolder { parked: false, request: 0, since: 0 }))
+                .collect();
         }
         // Legacy customers paid one seat per agent they had.
         sub.seats = u32::try_from(legacy.agents.len()).unwrap_or(u32::MAX).max(1);
@@ -375,6 +469,13 @@ pub struct SubscriptionInput {
     /// Seat claims received but not yet answered (carried across continue-as-new).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub claims: Vec<SeatClaim>,
+    /// Destroyed agents whose seats are not yet freed (carried across continue-as-new).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub releases: Vec<String>,
+    /// Agents of runs from before seats that announced themselves, not yet seated (carried
+    /// across continue-as-new).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attaches: Vec<String>,
     /// A run on the legacy rules already continued as new to move to per-subscription billing
     /// and came back on the legacy rules (a worker that holds the change back): it answers
     /// seat claims itself instead of continuing as new again.
@@ -393,4 +494,40 @@ pub struct Entitlement {
     pub status: Option<String>,
     /// In a grace period after a failed payment.
     pub delinquent: bool,
+}
+
+/// A subscription as Stripe answers it now (the re-fetch of a tie).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchedSubscription {
+    /// Stripe's status.
+    pub status: String,
+    /// Summed quantity of its licensed items.
+    pub seats: u32,
+}
+
+/// One of a customer's subscriptions as Stripe lists it now (`GET /v1/subscriptions?customer=…`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedSubscription {
+    /// `sub_…`.
+    pub id: String,
+    /// Status and seats.
+    #[serde(flatten)]
+    pub now: FetchedSubscription,
+}
+
+/// What became of a Checkout Session Slipway asked Stripe to expire (a draft agent destroyed,
+/// or provisioned through the API, while its session was open).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutExpiry {
+    /// `cs_…`.
+    pub session_id: String,
+    /// The session's status after the call: `expired` (now or before), or `complete` (it was
+    /// paid before it could be expired).
+    pub status: String,
+    /// The paying customer, when Stripe knows one (`complete` sessions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+    /// The subscription the session created, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_id: Option<String>,
 }

@@ -81,11 +81,19 @@ pub struct LifecyclePolicy {
     pub shutdown_wait_secs: u64,
     /// Continue-as-new once the history has this many events (Temporal also suggests it).
     pub history_limit: u32,
+    /// Attempts of one lifecycle command's activity (power on/off, teardown) before the command
+    /// counts as failed; a billing command is then retried later, until it holds.
+    #[serde(default = "default_command_attempts")]
+    pub command_attempts: u32,
+}
+
+fn default_command_attempts() -> u32 {
+    10
 }
 
 impl Default for LifecyclePolicy {
     fn default() -> Self {
-        Self { shutdown_wait_secs: 60, history_limit: 5_000 }
+        Self { shutdown_wait_secs: 60, history_limit: 5_000, command_attempts: default_command_attempts() }
     }
 }
 
@@ -211,6 +219,30 @@ pub struct AgentRecord {
     /// The Stripe Checkout Session open to buy this agent's seat (one at a time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_checkout: Option<OpenCheckout>,
+    /// A billing command (suspend, resume, destroy) that failed and is tried again until it
+    /// holds: billing is desired state, and a failed command is never final for money.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_retry: Option<BillingRetry>,
+}
+
+/// A billing command that did not hold, and when it is tried again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BillingRetry {
+    /// The command, as the customer's workflow sent it.
+    pub request: CommandRequest,
+    /// Attempts that failed so far.
+    pub attempt: u32,
+    /// When it runs again (Unix seconds, workflow time).
+    pub next_at: i64,
+    /// Why the last attempt failed.
+    pub last_error: String,
+}
+
+impl BillingRetry {
+    /// Wait before attempt `attempt + 1`: 30 s doubling per failure, at most an hour.
+    pub fn backoff_secs(attempt: u32) -> i64 {
+        (30_i64 << attempt.saturating_sub(1).min(7)).min(3600)
+    }
 }
 
 /// A Checkout Session being opened, or open, for an agent.
@@ -252,6 +284,7 @@ impl AgentRecord {
             customer_id: None,
             suspended_from: None,
             awaiting_payment: None,
+            billing_retry: None,
             open_checkout: None,
         }
     }

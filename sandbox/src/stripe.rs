@@ -1,8 +1,8 @@
 //! Stripe (`/stripe`, real base `https://api.stripe.com`): the API the product calls, the
 //! customer's side of Checkout, and signed webhooks.
 //!
-//! The product calls Stripe (customers, Checkout sessions, subscriptions, usage meter
-//! events) and Stripe calls back with webhooks, so both directions are emulated:
+//! The product calls Stripe (customers, Checkout sessions created and expired, subscriptions,
+//! usage meter events) and Stripe calls back with webhooks, so both directions are emulated:
 //!
 //! - `api` serves `/stripe/v1/...` like Stripe does: form-encoded bodies with bracket
 //!   nesting (`form`), `Authorization` required, Stripe's error shapes (`parameter_missing`,
@@ -136,6 +136,13 @@ pub fn invoice_object(id: &str, customer: &str, subscription: &str, status: &str
     })
 }
 
+/// A Customer (Stripe's example with these fields set), as `customer.*` events carry it: no
+/// email, name or metadata, no currency or balance. `customer.deleted` carries the customer as it
+/// was.
+pub fn customer_object(id: &str, created: i64) -> Value {
+    objects::customer(id, created, objects::NewCustomer::default())
+}
+
 fn default_line_item() -> LineItem {
     LineItem { price: Price::assumed(objects::DEFAULT_PRICE, false), quantity: Some(1) }
 }
@@ -224,6 +231,7 @@ pub(crate) fn control_router() -> Router<Shared> {
         .route("/checkout/{id}/complete", post(flows::complete_session))
         .route("/subscriptions/{id}/status", post(flows::set_subscription_status))
         .route("/subscriptions/{id}/payment_failed", post(flows::payment_failed))
+        .route("/subscriptions/{id}/quantity", post(flows::set_subscription_quantity))
         .route("/invoices/{id}/pay", post(flows::pay_invoice))
         .route("/events/{id}", get(get_event))
         .route("/webhook_endpoint", post(flows::set_webhook_endpoint).get(flows::get_webhook_endpoint))
@@ -368,6 +376,8 @@ mod tests {
         assert_eq!(inv["subscription"], "sub_1");
         assert_eq!(inv["parent"]["subscription_details"]["subscription"], "sub_1");
         assert_eq!((inv["status"].as_str(), inv["amount_paid"].as_i64()), (Some("open"), Some(0)));
+        let customer = customer_object("cus_1", 1_700_000_000);
+        assert_eq!((customer["id"].as_str(), customer["object"].as_str()), (Some("cus_1"), Some("customer")));
         let evt = event("invoice.paid", inv, 5, Some("evt_x".into()));
         assert_eq!((evt["id"].as_str(), evt["created"].as_i64()), (Some("evt_x"), Some(5)));
         assert_eq!(evt["data"]["object"]["id"], "in_1");

@@ -18,7 +18,7 @@ use stripe_billing::subscription::{CancelSubscription, RetrieveSubscription, Upd
 use stripe_billing::{InvoiceStatus, SubscriptionStatus};
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
-    RetrieveCheckoutSession,
+    ExpireCheckoutSession, RetrieveCheckoutSession,
 };
 use stripe_checkout::{CheckoutSessionMode, CheckoutSessionPaymentStatus, CheckoutSessionStatus};
 use stripe_core::customer::{CreateCustomer, RetrieveCustomer, RetrieveCustomerReturned};
@@ -227,6 +227,188 @@ async fn subscription_checkout_through_async_stripe() {
     let first = create().send(&client).await.unwrap();
     let second = create().send(&client).await.unwrap();
     assert_eq!(first.id, second.id);
+    sandbox.shutdown().await;
+}
+
+/// An open subscription Checkout Session for `u1`.
+async fn open_session(client: &Client) -> stripe_checkout::CheckoutSession {
+    let item = CreateCheckoutSessionLineItems {
+        price: Some("price_agent_monthly".into()),
+        quantity: Some(1),
+        ..Default::default()
+    };
+    CreateCheckoutSession::new()
+        .mode(CheckoutSessionMode::Subscription)
+        .line_items(vec![item])
+        .success_url("https://app.example.com/done")
+        .cancel_url("https://app.example.com/cancel")
+        .client_reference_id("u1")
+        .metadata(map(&[("userId", "u1"), ("agentId", "a1"), ("region", "eu")]))
+        .send(client)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_expired_checkout_session_cannot_be_paid() {
+    let (sandbox, client, mut webhooks) = start().await;
+    let session = open_session(&client).await;
+
+    let key = IdempotencyKey::new("expire-1").unwrap();
+    let expire = || {
+        ExpireCheckoutSession::new(session.id.clone())
+            .customize()
+            .request_strategy(RequestStrategy::Idempotent(key.clone()))
+    };
+    let expired = expire().send(&client).await.unwrap();
+    assert_eq!(expired.id, session.id);
+    assert_eq!(expired.status, Some(CheckoutSessionStatus::Expired));
+    assert_eq!(expired.payment_status, CheckoutSessionPaymentStatus::Unpaid);
+    assert_eq!(expired.url, None);
+    let event = next_event(&mut webhooks).await;
+    let EventObject::CheckoutSessionExpired(announced) = event.data.object else {
+        panic!("checkout.session.expired")
+    };
+    assert_eq!(
+        (announced.id.as_str(), announced.status),
+        (session.id.as_str(), Some(CheckoutSessionStatus::Expired))
+    );
+    // The same key replays the answer; a new request is refused: only `open` sessions expire.
+    assert_eq!(expire().send(&client).await.unwrap().id, session.id);
+    let (error, status) = stripe_error(ExpireCheckoutSession::new(session.id.clone()).send(&client).await);
+    assert_eq!((status, error.type_.as_str(), error.code.is_none()), (400, "invalid_request_error", true));
+    assert!(error.message.as_deref().unwrap().contains("has a status of `expired`"), "{error:?}");
+    let (error, status) = stripe_error(ExpireCheckoutSession::new("cs_test_missing").send(&client).await);
+    assert_eq!(
+        (status, error.message.as_deref()),
+        (404, Some("No such checkout.session: 'cs_test_missing'"))
+    );
+
+    // The customer can no longer pay it: refused, nothing changes, nothing is announced.
+    let res = reqwest::Client::new()
+        .post(format!("{}/_sandbox/stripe/checkout/{}/complete", sandbox.base_url, session.id))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+    let page = reqwest::get(format!("{}/_sandbox/stripe/checkout/{}", sandbox.base_url, session.id))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("This checkout session is expired.") && !page.contains("<form"), "{page}");
+    let fetched = RetrieveCheckoutSession::new(session.id.clone()).send(&client).await.unwrap();
+    assert_eq!(fetched.status, Some(CheckoutSessionStatus::Expired));
+    assert!(fetched.subscription.is_none());
+    let state: Value =
+        reqwest::get(format!("{}/_sandbox/state", sandbox.base_url)).await.unwrap().json().await.unwrap();
+    let types: Vec<&str> =
+        state["stripe"]["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["checkout.session.expired"]);
+    assert!(state["stripe"]["subscriptions"].as_array().unwrap().is_empty());
+    sandbox.shutdown().await;
+}
+
+/// The product's client: expiring answers the session's status, whether it expires now, had
+/// expired before or was paid first.
+#[tokio::test]
+async fn the_products_client_reports_what_became_of_the_session() {
+    let (sandbox, client, _webhooks) = start().await;
+    let product = slipway_providers::stripe::StripeClient::new(
+        &format!("{}/stripe", sandbox.base_url),
+        &secrecy::SecretString::from("sk_test_x"),
+    )
+    .unwrap();
+    let open = open_session(&client).await;
+    let expired = product.expire_checkout_session(open.id.as_str()).await.unwrap();
+    assert_eq!((expired.status.as_str(), expired.subscription_id), ("expired", None));
+    let again = product.expire_checkout_session(open.id.as_str()).await.unwrap();
+    assert_eq!(again.status, "expired");
+
+    let paid = open_session(&client).await;
+    let done = control(&sandbox, &format!("/checkout/{}/complete", paid.id), json!({})).await;
+    let outcome = product.expire_checkout_session(paid.id.as_str()).await.unwrap();
+    assert_eq!(outcome.status, "complete");
+    assert_eq!(outcome.customer_id.as_deref(), done["customer_id"].as_str());
+    assert_eq!(outcome.subscription_id.as_deref(), done["subscription_id"].as_str());
+
+    let missing = product.expire_checkout_session("cs_test_missing").await.unwrap_err();
+    assert!(matches!(&missing, slipway_providers::ClientError::Api(f) if f.status == 404), "{missing}");
+    sandbox.shutdown().await;
+}
+
+/// The product's client lists every subscription of a customer, whatever its status, across
+/// pages (100 a page, `starting_after` the last id of the page before), with the seats of its
+/// licensed items only.
+#[tokio::test]
+async fn the_products_client_lists_a_customers_subscriptions_across_pages() {
+    let (sandbox, client, _webhooks) = start().await;
+    let product = slipway_providers::stripe::StripeClient::new(
+        &format!("{}/stripe", sandbox.base_url),
+        &secrecy::SecretString::from("sk_test_x"),
+    )
+    .unwrap();
+    let customer = CreateCustomer::new().email("many@example.com").send(&client).await.unwrap();
+    let customer = customer.id.as_str().to_owned();
+    assert!(product.customer_subscriptions(&customer).await.unwrap().is_empty());
+
+    // Three seats and a metered item (which carries no quantity, so no seat).
+    let items = vec![
+        CreateCheckoutSessionLineItems {
+            price: Some("price_agent_monthly".into()),
+            quantity: Some(3),
+            ..Default::default()
+        },
+        CreateCheckoutSessionLineItems { price: Some("price_usage_metered".into()), ..Default::default() },
+    ];
+    let session = CreateCheckoutSession::new()
+        .mode(CheckoutSessionMode::Subscription)
+        .customer(customer.as_str())
+        .line_items(items)
+        .success_url("https://app.example.com/done")
+        .send(&client)
+        .await
+        .unwrap();
+    let done = control(&sandbox, &format!("/checkout/{}/complete", session.id), json!({})).await;
+    let seated = done["subscription_id"].as_str().unwrap().to_owned();
+    // 101 more (so more than one page of 100), one of them canceled; another customer's.
+    for i in 0..101 {
+        let body = json!({"userId": "u1", "agentId": format!("a{i}"), "region": "eu", "customer": customer});
+        control(&sandbox, "/checkout/complete", body).await;
+    }
+    let other =
+        control(&sandbox, "/checkout/complete", json!({"userId": "u2", "agentId": "b", "region": "eu"}))
+            .await;
+    let state: Value =
+        reqwest::get(format!("{}/_sandbox/state", sandbox.base_url)).await.unwrap().json().await.unwrap();
+    let mine: Vec<String> = state["stripe"]["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["customer"] == customer.as_str())
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(mine.len(), 102);
+    let canceled = mine[50].clone();
+    control(&sandbox, &format!("/subscriptions/{canceled}/status"), json!({"status": "canceled"})).await;
+
+    let listed = product.customer_subscriptions(&customer).await.unwrap();
+    // Newest first (all created within a second or two: the later recorded first), each once.
+    let ids: Vec<&str> = listed.iter().map(|(id, _, _)| id.as_str()).collect();
+    let newest_first: Vec<&str> = mine.iter().rev().map(String::as_str).collect();
+    assert_eq!(ids, newest_first);
+    assert!(!ids.contains(&other["subscription_id"].as_str().unwrap()));
+    let find = |id: &str| listed.iter().find(|(i, _, _)| i == id).cloned().unwrap();
+    assert_eq!(find(&seated), (seated.clone(), "active".to_owned(), 3));
+    assert_eq!(find(&canceled), (canceled.clone(), "canceled".to_owned(), 1));
+    assert!(
+        listed
+            .iter()
+            .filter(|(id, _, _)| *id != seated && *id != canceled)
+            .all(|(_, s, n)| s == "active" && *n == 1)
+    );
     sandbox.shutdown().await;
 }
 

@@ -73,6 +73,7 @@ impl AppState {
         slipway_proto::model::LifecyclePolicy {
             shutdown_wait_secs: self.settings.shutdown_wait_secs,
             history_limit: self.settings.history_limit,
+            command_attempts: self.settings.command_attempts,
         }
     }
 }

@@ -61,6 +61,9 @@ pub struct StarterSettings {
     pub shutdown_wait_secs: u64,
     /// History length at which long-lived workflows continue-as-new (`SLIPWAY_HISTORY_LIMIT`).
     pub history_limit: u32,
+    /// Attempts of one lifecycle command's activity before the command counts as failed
+    /// (`SLIPWAY_COMMAND_ATTEMPTS`, default 10); billing commands are then retried later.
+    pub command_attempts: u32,
     /// Knobs of new subscription workflows (`SLIPWAY_GRACE_PERIOD_SECS`, default 7 days).
     pub billing: BillingPolicy,
     /// Stripe API base URL (`STRIPE_API_URL`, default `https://api.stripe.com`).
@@ -200,12 +203,17 @@ impl StarterSettings {
             },
             shutdown_wait_secs: num("SLIPWAY_SHUTDOWN_WAIT_SECS", 60)?,
             history_limit,
+            command_attempts: u32::try_from(num("SLIPWAY_COMMAND_ATTEMPTS", 10)?)
+                .map_err(|_| ConfigError::Invalid("SLIPWAY_COMMAND_ATTEMPTS is too large".into()))?
+                .max(1),
             billing: BillingPolicy {
                 grace_period_secs: num(
                     "SLIPWAY_GRACE_PERIOD_SECS",
                     BillingPolicy::default().grace_period_secs,
                 )?,
                 history_limit,
+                reassert_secs: num("SLIPWAY_BILLING_REASSERT_SECS", BillingPolicy::default().reassert_secs)?
+                    .max(60),
                 ..BillingPolicy::default()
             },
             stripe_api_url: get("STRIPE_API_URL").unwrap_or_else(|| "https://api.stripe.com".to_owned()),

@@ -86,6 +86,8 @@ impl TestApp {
             "SLIPWAY_SHUTDOWN_WAIT_SECS" => Some(opts.shutdown_wait_secs.to_string()),
             "SLIPWAY_GRACE_PERIOD_SECS" => Some(opts.grace_period_secs.to_string()),
             "SLIPWAY_HISTORY_LIMIT" => Some(opts.history_limit.to_string()),
+            "SLIPWAY_COMMAND_ATTEMPTS" => Some(opts.command_attempts.to_string()),
+            "SLIPWAY_BILLING_REASSERT_SECS" => Some(opts.billing_reassert_secs.to_string()),
             "SLIPWAY_HTTP_ADDR" | "SLIPWAY_GRPC_ADDR" => Some("127.0.0.1:0".to_owned()),
             "SLIPWAY_TASK_QUEUE" => Some(task_queue.clone()),
             "SLIPWAY_TEMPORAL_TIMEOUT_MS" => Some("3000".to_owned()),

@@ -70,17 +70,17 @@ impl TestApp {
         }
     }
 
-    /// Stripe tells the starter that subscription `sub` of `customer` now has `seats` seats: a
-    /// signed `customer.subscription.updated` in Stripe's shape (the seat count is the item's
-    /// `quantity`), as Stripe sends after a quantity change. Waits until the customer's workflow
-    /// applied it.
+    /// The customer changes subscription `sub` (one the sandbox holds) to `seats` seats at Stripe;
+    /// Stripe sends `customer.subscription.updated` (the seat count is the item's `quantity`).
+    /// Waits until the customer's workflow applied it.
     pub async fn set_seats(&self, customer: &str, sub: &str, seats: u32) -> anyhow::Result<()> {
-        let created = now() + 1;
-        let mut object = slipway_sandbox::stripe::subscription_object(sub, customer, "active", created);
-        object["items"]["data"][0]["quantity"] = json!(seats);
-        let event = slipway_sandbox::stripe::event("customer.subscription.updated", object, created, None);
-        let status = self.post_stripe(&event.to_string()).await?.status();
-        anyhow::ensure!(status == 200, "quantity change: {status}");
+        // At Stripe (the sandbox), which then sends `customer.subscription.updated`: later events
+        // about the subscription carry the same quantity, as Stripe's would.
+        self.sandbox_post(
+            &format!("/_sandbox/stripe/subscriptions/{sub}/quantity"),
+            json!({"quantity": seats}),
+        )
+        .await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             let billing = self.billing_state(customer).await?;

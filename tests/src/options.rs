@@ -25,6 +25,10 @@ pub struct Options {
     pub grace_period_secs: u64,
     /// Continue-as-new threshold of long-lived workflows.
     pub history_limit: u32,
+    /// Attempts of one lifecycle command's activity before the command counts as failed.
+    pub command_attempts: u32,
+    /// How often the customer's workflow re-asserts every agent's billing target.
+    pub billing_reassert_secs: u64,
     /// Jobs of one customer running at once.
     pub max_jobs_per_customer: u32,
     /// Worker: serve Prometheus metrics on a free port ([`TestApp::worker_metrics`](crate::TestApp::worker_metrics)).
@@ -67,6 +71,8 @@ impl Default for Options {
             shutdown_wait_secs: 2,
             grace_period_secs: 7 * 24 * 3600,
             history_limit: 5_000,
+            command_attempts: 10,
+            billing_reassert_secs: 24 * 3600,
             max_jobs_per_customer: 2,
             worker_metrics: false,
             worker_process: false,

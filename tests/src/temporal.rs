@@ -9,7 +9,7 @@ use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions, Ur
 use temporalio_sdk::testing::{EphemeralExe, LocalWorkflowEnvironmentOptions, WorkflowEnvironment};
 
 /// Keyword search attributes to register on a dev server the harness starts itself.
-pub const SEARCH_ATTRIBUTES: [&str; 4] = slipway_workflows::search_attributes::ALL;
+pub const SEARCH_ATTRIBUTES: [&str; 5] = slipway_workflows::search_attributes::ALL;
 
 /// A Temporal dev server to use: shared (scripts/test) or owned by this test.
 pub(crate) enum TemporalServer {

@@ -502,3 +502,252 @@ async fn a_user_holds_a_bounded_number_of_drafts_and_so_of_open_checkouts() -> a
     }
     Ok(())
 }
+
+/// Polls `check` until it holds (the workflows apply Stripe's events asynchronously).
+async fn eventually<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await? {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{what}: not within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// A Stripe-signed event about subscription `sub`, created `dt` seconds from now.
+async fn send_subscription_event(
+    app: &TestApp,
+    kind: &str,
+    sub: &str,
+    customer: &str,
+    status: &str,
+    dt: i64,
+) -> anyhow::Result<()> {
+    let created = slipway_tests::now() + dt;
+    let object = subscription_object(sub, customer, status, created);
+    let resp = app.post_stripe(&event(kind, object, created, None).to_string()).await?;
+    anyhow::ensure!(resp.status() == 200, "{kind}: {}", resp.status());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_downgrade_powers_off_the_newest_agent_until_a_seat_is_paid_again() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let (user, first, paid) = paying_user_with_agent(&app).await?;
+    let (sub, customer) = (paid["subscription_id"].as_str().unwrap(), paid["customer_id"].as_str().unwrap());
+    let token = app.token(&user, None);
+    app.set_seats(customer, sub, 2).await?;
+    let second = create_agent(&app, &token, "second").await?;
+    let (status, body) =
+        app.api(Method::POST, &format!("/api/agents/{second}/provision"), Some(&token), None).await?;
+    assert_eq!(status, 202, "{body}");
+    app.wait_for_status(&second, &[AgentStatus::Active], WAIT).await?;
+
+    // Quantity 2 → 1: the newest agent loses its server's power, the first keeps running.
+    app.set_seats(customer, sub, 1).await?;
+    let record = app.wait_for_status(&second, &[AgentStatus::Suspended], WAIT).await?;
+    assert!(record.audit.last().unwrap().reason.contains("seat"), "{:?}", record.audit.last());
+    let state = app.sandbox_state().await?;
+    assert_eq!(server_status(&state, &second).as_deref(), Some("off"));
+    assert_eq!(server_status(&state, &first).as_deref(), Some("running"));
+    assert_eq!(app.agent(&first).await?.unwrap().status, AgentStatus::Active);
+    // Its owner cannot switch it back on while it has no paid seat.
+    let (status, body) =
+        app.api(Method::POST, &format!("/api/agents/{second}/start"), Some(&token), None).await?;
+    assert_eq!((status, body["code"].as_str()), (409, Some("AGENT_SUSPENDED")), "{body}");
+
+    // Quantity back to 2: it runs again.
+    app.set_seats(customer, sub, 2).await?;
+    app.wait_for_status(&second, &[AgentStatus::Active], WAIT).await?;
+    assert_eq!(server_status(&app.sandbox_state().await?, &second).as_deref(), Some("running"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_voided_invoice_ends_the_suspension_it_caused() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let (_, agent, paid) = paying_user_with_agent(&app).await?;
+    let (sub, customer) = (paid["subscription_id"].as_str().unwrap(), paid["customer_id"].as_str().unwrap());
+    let failed =
+        app.sandbox_post(&format!("/_sandbox/stripe/subscriptions/{sub}/payment_failed"), json!({})).await?;
+    app.wait_for_status(&agent, &[AgentStatus::Suspended], WAIT).await?;
+
+    // The subscription is active again (the customer keeps paying), yet the failed invoice is
+    // still unpaid: the agent stays off.
+    send_subscription_event(&app, "customer.subscription.updated", sub, customer, "active", 1).await?;
+    eventually("the subscription active again", || async {
+        Ok(app.billing_state(customer).await?.subscriptions[sub].status == "active")
+    })
+    .await?;
+    assert_eq!(app.agent(&agent).await?.unwrap().status, AgentStatus::Suspended);
+
+    // The merchant voids the failed invoice: nothing is owed, the agent runs again.
+    let invoice = failed["invoice_id"].as_str().expect("invoice id");
+    let created = slipway_tests::now() + 2;
+    let voided =
+        event("invoice.voided", invoice_object(invoice, customer, sub, "void", created), created, None);
+    assert_eq!(app.post_stripe(&voided.to_string()).await?.status(), 200);
+    app.wait_for_status(&agent, &[AgentStatus::Active], WAIT).await?;
+    assert_eq!(server_status(&app.sandbox_state().await?, &agent).as_deref(), Some("running"));
+    let billing = app.billing_state(customer).await?;
+    assert_eq!(billing.subscriptions[sub].grace_deadline, None, "no grace period left running: {billing:#?}");
+    // A late redelivery of the failure changes nothing: the invoice is settled.
+    let late = event(
+        "invoice.payment_failed",
+        invoice_object(invoice, customer, sub, "open", created - 1),
+        created - 1,
+        None,
+    );
+    assert_eq!(app.post_stripe(&late.to_string()).await?.status(), 200);
+    eventually("the late failure applied", || async {
+        Ok(app.billing_state(customer).await?.applied.len() > billing.applied.len())
+    })
+    .await?;
+    assert_eq!(app.agent(&agent).await?.unwrap().status, AgentStatus::Active);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_seat_paid_for_a_destroyed_draft_serves_the_customers_next_agent() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let user = app.id("user");
+    let token = app.token(&user, None);
+    let draft = create_agent(&app, &token, "draft").await?;
+    let (status, session) = app
+        .api(
+            Method::POST,
+            "/api/billing/checkout",
+            Some(&token),
+            Some(json!({"agentId": draft, "region": "fsn1"})),
+        )
+        .await?;
+    assert_eq!(status, 201, "{session}");
+    let session_id = session["id"].as_str().unwrap().to_owned();
+
+    // The user destroys the draft: its open session is expired at Stripe.
+    let (status, body) =
+        app.api(Method::POST, &format!("/api/agents/{draft}/destroy"), Some(&token), None).await?;
+    assert_eq!(status, 202, "{body}");
+    app.wait_for_status(&draft, &[AgentStatus::Destroyed], WAIT).await?;
+    let sessions = |state: &Value| state["stripe"]["checkout_sessions"].clone();
+    eventually("the session expired", || async {
+        let state = app.sandbox_state().await?;
+        Ok(sessions(&state)
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["id"] == session_id.as_str() && s["status"] == "expired"))
+    })
+    .await?;
+
+    // A checkout for the draft that was paid anyway (before it expired) arrives late: its seat is
+    // the customer's, not the closed agent's.
+    let (customer, sub) = (app.id("cus_draft"), app.id("sub_draft"));
+    let t = slipway_tests::now();
+    let mut checkout: Value = serde_json::from_str(&app.checkout_event(&user, &draft, "fsn1").0)?;
+    checkout["data"]["object"]["customer"] = json!(customer);
+    checkout["data"]["object"]["subscription"] = json!(sub);
+    let created =
+        event("customer.subscription.created", subscription_object(&sub, &customer, "active", t), t, None);
+    for e in [created, checkout] {
+        assert_eq!(app.post_stripe(&e.to_string()).await?.status(), 200);
+    }
+    eventually("the checkout applied", || async {
+        Ok(app.billing_state(&customer).await.is_ok_and(|b| b.subscriptions.contains_key(&sub)))
+    })
+    .await?;
+
+    // The customer's next agent gets that seat (it used to answer 402 NO_FREE_SEAT).
+    let next = create_agent(&app, &token, "next").await?;
+    let (status, body) =
+        app.api(Method::POST, &format!("/api/agents/{next}/provision"), Some(&token), None).await?;
+    assert_eq!(status, 202, "{body}");
+    app.wait_for_status(&next, &[AgentStatus::Active], WAIT).await?;
+    let billing = app.billing_state(&customer).await?;
+    assert_eq!((billing.seat_of(&next), billing.seat_of(&draft)), (Some(sub.as_str()), None), "{billing:#?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_paused_subscription_powers_its_agents_off_until_it_resumes() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let (_, agent, paid) = paying_user_with_agent(&app).await?;
+    let (sub, customer) = (paid["subscription_id"].as_str().unwrap(), paid["customer_id"].as_str().unwrap());
+
+    // A trial ended without a payment method and the subscription paused (Stripe sends
+    // customer.subscription.paused with status `paused`).
+    send_subscription_event(&app, "customer.subscription.paused", sub, customer, "paused", 1).await?;
+    app.wait_for_status(&agent, &[AgentStatus::Suspended], WAIT).await?;
+    assert_eq!(server_status(&app.sandbox_state().await?, &agent).as_deref(), Some("off"));
+    let billing = app.billing_state(customer).await?;
+    assert!(
+        billing.subscriptions[sub].grace_deadline.is_some(),
+        "a suspension by status alone ends: {billing:#?}"
+    );
+
+    send_subscription_event(&app, "customer.subscription.resumed", sub, customer, "active", 2).await?;
+    app.wait_for_status(&agent, &[AgentStatus::Active], WAIT).await?;
+    assert_eq!(server_status(&app.sandbox_state().await?, &agent).as_deref(), Some("running"));
+    assert_eq!(app.billing_state(customer).await?.subscriptions[sub].grace_deadline, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_resume_failing_at_hetzner_beyond_its_retry_budget_converges_once_hetzner_recovers()
+-> anyhow::Result<()> {
+    // Two attempts per command: Hetzner failing three times outlasts a whole command.
+    let app =
+        TestApp::spawn_with(Options { command_attempts: 2, worker_metrics: true, ..Options::default() })
+            .await?;
+    let unconverged = || async {
+        let url = format!("http://{}/metrics", app.worker_metrics.expect("metrics"));
+        let body = app.http.get(url).send().await?.text().await?;
+        Ok::<_, anyhow::Error>(
+            body.lines()
+                .find(|l| l.starts_with("slipway_agents_unconverged"))
+                .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok()),
+        )
+    };
+    let (user, agent, paid) = paying_user_with_agent(&app).await?;
+    let sub = paid["subscription_id"].as_str().unwrap();
+    let failed =
+        app.sandbox_post(&format!("/_sandbox/stripe/subscriptions/{sub}/payment_failed"), json!({})).await?;
+    app.wait_for_status(&agent, &[AgentStatus::Suspended], WAIT).await?;
+
+    app.fault(
+        json!({"method": "POST", "path": "/hetzner/v1/servers/*/actions/poweron", "status": 503, "count": 3}),
+    )
+    .await?;
+    let invoice = failed["invoice_id"].as_str().expect("invoice id");
+    app.sandbox_post(&format!("/_sandbox/stripe/invoices/{invoice}/pay"), json!({})).await?;
+
+    // The resume fails for good as a command: the agent records it and tries again later.
+    eventually("the failed resume recorded for another try", || async {
+        Ok(app.agent(&agent).await?.and_then(|a| a.billing_retry).is_some_and(|r| r.attempt >= 1))
+    })
+    .await?;
+    let record = app.agent(&agent).await?.unwrap();
+    assert_eq!(record.status, AgentStatus::Suspended, "{record:#?}");
+    // Operators find it (Web UI filter, and the worker's gauge).
+    let query = format!("WorkflowId = 'agent-{agent}' AND SlipwayBilling = 'converging'");
+    eventually("the agent listed as converging", || async {
+        Ok(app.client.count_workflows(&query, Default::default()).await?.count() == 1)
+    })
+    .await?;
+    eventually("the gauge counts it", || async { Ok(unconverged().await?.is_some_and(|n| n >= 1.0)) })
+        .await?;
+    // Its owner sees why, and is still refused a start (billing decides, not the owner).
+    let token = app.token(&user, None);
+    let (status, body) = app.api(Method::GET, &format!("/api/agents/{agent}"), Some(&token), None).await?;
+    assert_eq!(status, 200, "{body}");
+
+    // Hetzner recovered (the fault ran out): the next attempt powers it on.
+    let record = app.wait_for_status(&agent, &[AgentStatus::Active], Duration::from_secs(120)).await?;
+    assert_eq!(record.billing_retry, None, "{record:#?}");
+    eventually("the gauge back to zero", || async { Ok(unconverged().await? == Some(0.0)) }).await?;
+    assert_eq!(server_status(&app.sandbox_state().await?, &agent).as_deref(), Some("running"));
+    Ok(())
+}

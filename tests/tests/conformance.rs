@@ -1,7 +1,8 @@
 //! The providers' own contracts are the judge: a run of every flow Slipway has (paid checkout →
-//! provisioning, stop / start / destroy, a client stack, a coding job billed to Stripe meters),
-//! with the sandbox recording every exchange, then each request Slipway sent and each answer the
-//! sandbox gave checked against the pinned description of that provider
+//! provisioning, stop / start / destroy, a customer's subscriptions re-read from Stripe on an
+//! operator's `sync`, a destroyed draft's checkout expired, a client stack, a coding job billed
+//! to Stripe meters), with the sandbox recording every exchange, then each request Slipway sent
+//! and each answer the sandbox gave checked against the pinned description of that provider
 //! (`contracts/<provider>/openapi.json`; see `tests/src/conformance.rs`).
 //!
 //! The operations exercised must all be listed in the coverage table of `docs/testing.md`, so a
@@ -11,12 +12,13 @@ use std::{collections::BTreeMap, time::Duration};
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use slipway_proto::model::AgentStatus;
+use slipway_proto::{billing::customer_workflow_id, model::AgentStatus};
 use slipway_sandbox::github_events;
 use slipway_tests::{
     Options, TestApp,
     conformance::{Contract, Violation, check_all, operations_called},
 };
+use slipway_workflows::SubscriptionWorkflow;
 
 /// Every provider Slipway calls (`contracts/README.md` names each description's source).
 const PINNED: [&str; 8] = ["github", "hetzner", "n8n", "openai", "stripe", "supabase", "tailscale", "vercel"];
@@ -99,6 +101,60 @@ async fn run_every_flow(app: &TestApp) -> anyhow::Result<()> {
     while !app.sandbox_requests().await?.iter().any(|r| r["method"] == "GET" && r["path"] == json!(lookup)) {
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "the tie never made the workflow ask Stripe");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // An operator's `sync`: the customer's workflow re-reads all its subscriptions from Stripe
+    // (the subscriptions list, `status=all`).
+    app.client
+        .get_workflow_handle::<SubscriptionWorkflow>(customer_workflow_id(customer))
+        .signal(SubscriptionWorkflow::sync, (), temporalio_client::WorkflowSignalOptions::default())
+        .await?;
+    let listed = |e: &Value| {
+        e["request"]["method"] == "GET"
+            && e["request"]["path"] == "/stripe/v1/subscriptions"
+            && e["request"]["query"].as_str().is_some_and(|q| q.contains(&format!("customer={customer}")))
+            && e["response"]["status"] == 200
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !app.sandbox_exchanges().await?.iter().any(listed) {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "`sync` never made the workflow list {customer}'s subscriptions"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A draft with an open checkout is destroyed: its checkout is expired, so it can no longer
+    // be paid (the Checkout Session expiry).
+    let buyer = app.id("user");
+    let buyer_token = app.token(&buyer, None);
+    let (status, created) = app
+        .api(
+            Method::POST,
+            "/api/agents",
+            Some(&buyer_token),
+            Some(json!({"name": "draft", "region": "fsn1"})),
+        )
+        .await?;
+    anyhow::ensure!(status == 201, "create draft: {status} {created}");
+    let draft = created["agent_id"].as_str().unwrap_or_default().to_owned();
+    let body = json!({"agentId": draft, "region": "fsn1"});
+    let (status, checkout) =
+        app.api(Method::POST, "/api/billing/checkout", Some(&buyer_token), Some(body)).await?;
+    anyhow::ensure!(status == 201, "checkout: {status} {checkout}");
+    let session = checkout["id"].as_str().unwrap_or_default().to_owned();
+    let (status, body) =
+        app.api(Method::POST, &format!("/api/agents/{draft}/destroy"), Some(&buyer_token), None).await?;
+    anyhow::ensure!((200..300).contains(&status), "destroy draft: {status} {body}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = app.sandbox_state().await?;
+        let expired = state["stripe"]["checkout_sessions"]
+            .as_array()
+            .is_some_and(|all| all.iter().any(|s| s["id"] == session.as_str() && s["status"] == "expired"));
+        if expired {
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "destroying {draft} never expired {session}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
     }
     // A client stack (Supabase, GitHub from a template, Vercel, n8n).
     let admin = app.token("ops", Some("admin"));

@@ -229,7 +229,9 @@ async fn webhooks_during_a_temporal_crash_are_refused_then_processed_once() -> a
     wait_settled(&app, EVENTS, overall.saturating_duration_since(tokio::time::Instant::now())).await?;
     let records = records(&app, &agents).await?;
     let tally = outcomes(&records)?;
-    assert_eq!(tally.active.len(), EVENTS, "rolled back: {:?}", tally.rolled_back);
+    let reasons: Vec<(&String, Option<&String>)> =
+        tally.rolled_back.iter().map(|a| (a, records[a].failure_reason.as_ref())).collect();
+    assert_eq!(tally.active.len(), EVENTS, "rolled back: {reasons:?}");
     for (i, agent) in agents.iter().enumerate() {
         let audit = &records[agent].audit;
         let starts: Vec<_> = audit.iter().filter(|a| a.to == AgentStatus::Provisioning).collect();

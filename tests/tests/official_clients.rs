@@ -89,7 +89,9 @@ async fn stripes_official_python_client_parses_every_answer_slipway_relies_on() 
         &[
             "checkout.sessions.create",
             "subscriptions.retrieve",
+            "subscriptions.list",
             "billing.meter_events.create",
+            "checkout.sessions.expire",
             "wrong key: AuthenticationError 401",
         ],
     );

@@ -19,6 +19,7 @@
 //! | `live_client_stack_paths` | success, each of the seven activities failing, a compensation failing |
 //! | `live_jobs` | PR merged, retry (refused to a reader, accepted from a writer), cancel while running, queued and failed, refused (unlinked account, the job asking for its entitlement itself and waiting for a retry), usage Stripe refused kept unbilled then billed on an operator's `bill_again`, the gate at its cap, the links registry |
 //! | `live_seats` | one customer's subscriptions: a checkout parked behind an unpaid invoice then provisioned, one granted at once, one denied (subscription deleted first), a deletion that destroys only its own subscription's agent and frees its seat |
+//! | `live_billing_desired_state` | a customer on the previous per-subscription rules moved by an event those rules never received (`invoice.voided`), then: a resume failing beyond its retry budget and retried until it holds, a downgrade powering the newest agent off, a pause and resume, an upgrade, a draft destroyed with its checkout open (session expired), a late checkout for it whose seat a probe frees for the next agent, the customer deleted |
 //! | `live_legacy_customer_upgrade` | a customer run on the previous release's rules (the worker holds the change back): a seat claim moves it, held back it answers claims itself, an operator's `upgrade` moves it for good, then the new rules apply |
 //! | `live_continue_as_new` | `Agent` and `Subscription` continuing as new past a small history limit |
 //! | `live_reconcilers` | the Stripe catch-up recovering events (one refused for good), then finding them all fed; the GitHub redelivery asking for a failed delivery again, then finding nothing failed; the orphan sweep finding suspects, then orphans (reported), then deleting them |
@@ -102,10 +103,14 @@ async fn replay(replayer: &WorkflowReplayer, name: &str, bytes: &[u8]) -> anyhow
 async fn committed_histories_replay() -> anyhow::Result<()> {
     slipway_tests::init_logging();
     let replayer = replayer()?;
-    // Earlier code's recordings (top level, frozen) and the current code's (`recorded/`):
-    // long-lived runs started on an earlier release must go on running on this one.
+    // Earlier code's recordings (top level and `release-*/`, frozen) and the current code's
+    // (`recorded/`): long-lived runs started on an earlier release must go on running on this one.
+    let mut dirs = vec![histories_dir()];
+    dirs.extend(
+        std::fs::read_dir(histories_dir())?.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()),
+    );
     let mut files = Vec::new();
-    for dir in [histories_dir(), recorded_dir()] {
+    for dir in dirs {
         files.extend(std::fs::read_dir(dir)?.filter_map(Result::ok).map(|e| e.path()));
     }
     files.retain(|p| p.extension().is_some_and(|e| e == "json"));
@@ -803,6 +808,167 @@ async fn live_legacy_customer_upgrade() -> anyhow::Result<()> {
     rec.take(&app, "subscription-legacy-answers-claims-then-upgraded", &workflow, Some(&legacy_runs[1]))
         .await?;
     rec.take(&app, "subscription-upgraded-from-legacy", &workflow, None).await?;
+    rec.finish().await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Billing as desired state, and a customer of the previous release moving to it
+
+#[tokio::test]
+async fn live_billing_desired_state() -> anyhow::Result<()> {
+    use slipway_workflows::subscription::DESIRED_STATE_PATCH;
+    // The worker first holds desired-state billing back, as the previous release did.
+    let gate = slipway_tests::PatchGate::default();
+    gate.hold(&[DESIRED_STATE_PATCH]);
+    let app = TestApp::spawn_with(Options {
+        held_patches: Some(gate.clone()),
+        command_attempts: 2,
+        ..Options::default()
+    })
+    .await?;
+    let mut rec = Recorded::new();
+    let user = app.id("desireduser");
+    let token = app.token(&user, None);
+    let first = app.id("first");
+
+    // A customer on the previous rules, one agent, then two seats and a second agent.
+    let paid = app.subscribe(&user, Some((&first, "fsn1"))).await?;
+    let (customer, sub) = (
+        paid["customer_id"].as_str().context("customer")?.to_owned(),
+        paid["subscription_id"].as_str().context("subscription")?.to_owned(),
+    );
+    app.wait_for_status(&first, &[AgentStatus::Active], WAIT).await?;
+    app.set_seats(&customer, &sub, 2).await?;
+    let (status, body) = app
+        .api(Method::POST, "/api/agents", Some(&token), Some(json!({"name": "second", "region": "hel1"})))
+        .await?;
+    anyhow::ensure!(status == 201, "create: {status} {body}");
+    let second = body["agent_id"].as_str().context("agent id")?.to_owned();
+    let (status, body) =
+        app.api(Method::POST, &format!("/api/agents/{second}/provision"), Some(&token), None).await?;
+    anyhow::ensure!(status == 202, "provision: {status} {body}");
+    app.wait_for_status(&second, &[AgentStatus::Active], WAIT).await?;
+    // Every later event is built here with the subscription's quantity, as Stripe would send it.
+    let sub_event = |kind: &str, status: &str, seats: u32, at: i64| {
+        let mut object = subscription_object(&sub, &customer, status, at);
+        object["items"]["data"][0]["quantity"] = json!(seats);
+        event(kind, object, at, None)
+    };
+    let invoice = format!("in_{}desired", app.unique);
+    let t = slipway_tests::now() + 2;
+    post_event(
+        &app,
+        &event("invoice.payment_failed", invoice_object(&invoice, &customer, &sub, "open", t), t, None),
+    )
+    .await?;
+    app.wait_for_status(&first, &[AgentStatus::Suspended], WAIT).await?;
+    app.wait_for_status(&second, &[AgentStatus::Suspended], WAIT).await?;
+
+    // The new release is out; the merchant voids the failed invoice: an event the previous
+    // rules never received moves the run to the current rules, which apply it. Hetzner fails to
+    // power the second agent on beyond its command's retry budget: it tries again later.
+    gate.release();
+    let workflow = customer_workflow_id(&customer);
+    let v2_runs = run_ids(&app, &workflow).await?;
+    let server = app.agent(&second).await?.and_then(|a| a.server).context("second's server")?.id;
+    app.fault(json!({"method": "POST", "path": format!("/hetzner/v1/servers/{server}/actions/poweron"), "status": 503, "count": 3}))
+        .await?;
+    post_event(
+        &app,
+        &event("invoice.voided", invoice_object(&invoice, &customer, &sub, "void", t + 1), t + 1, None),
+    )
+    .await?;
+    app.wait_for_status(&first, &[AgentStatus::Active], WAIT).await?;
+    app.wait_for_status(&second, &[AgentStatus::Active], Duration::from_secs(120)).await?;
+    anyhow::ensure!(run_ids(&app, &workflow).await?.len() > v2_runs.len(), "the run never moved");
+
+    // Quantity 2 → 1 powers the newest agent off; a pause powers the other off too; resuming
+    // and paying the seat again brings both back.
+    // (Seats carried over from the previous rules are ordered by agent id: either may go.)
+    let t = slipway_tests::now() + 3;
+    post_event(&app, &sub_event("customer.subscription.updated", "active", 1, t)).await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let (on, off) = loop {
+        let status = |a: Option<AgentRecord>| a.map(|a| a.status);
+        let (a, b) = (status(app.agent(&first).await?), status(app.agent(&second).await?));
+        match (a, b) {
+            (Some(AgentStatus::Active), Some(AgentStatus::Suspended)) => {
+                break (first.clone(), second.clone());
+            }
+            (Some(AgentStatus::Suspended), Some(AgentStatus::Active)) => {
+                break (second.clone(), first.clone());
+            }
+            _ => {}
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the downgrade never powered one off: {a:?} {b:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    post_event(&app, &sub_event("customer.subscription.paused", "paused", 1, t + 1)).await?;
+    app.wait_for_status(&on, &[AgentStatus::Suspended], WAIT).await?;
+    post_event(&app, &sub_event("customer.subscription.resumed", "active", 1, t + 2)).await?;
+    app.wait_for_status(&on, &[AgentStatus::Active], WAIT).await?;
+    assert_eq!(app.agent(&off).await?.map(|a| a.status), Some(AgentStatus::Suspended));
+    post_event(&app, &sub_event("customer.subscription.updated", "active", 2, t + 3)).await?;
+    app.wait_for_status(&off, &[AgentStatus::Active], WAIT).await?;
+
+    // A draft with an open checkout is destroyed: its session is expired at Stripe.
+    let draft = app.id("draft");
+    let (status, body) = app
+        .api(
+            Method::POST,
+            "/api/billing/checkout",
+            Some(&token),
+            Some(json!({"agentId": draft, "region": "fsn1"})),
+        )
+        .await?;
+    anyhow::ensure!(status == 201, "checkout: {status} {body}");
+    let (status, body) =
+        app.api(Method::POST, &format!("/api/agents/{draft}/destroy"), Some(&token), None).await?;
+    anyhow::ensure!(status == 202, "destroy: {status} {body}");
+    app.wait_for_status(&draft, &[AgentStatus::Destroyed], WAIT).await?;
+    // A checkout for it paid anyway: the seat is the customer's next agent's (a probe finds the
+    // draft gone). Stripe deletes the customer at the end: every agent is destroyed.
+    let late = format!("sub_{}late", app.unique);
+    let t = slipway_tests::now() + 7;
+    post_event(
+        &app,
+        &event("customer.subscription.created", subscription_object(&late, &customer, "active", t), t, None),
+    )
+    .await?;
+    post_event(&app, &checkout_for(&app, &user, &draft, &customer, &late)?).await?;
+    let (status, body) = app
+        .api(Method::POST, "/api/agents", Some(&token), Some(json!({"name": "third", "region": "hel1"})))
+        .await?;
+    anyhow::ensure!(status == 201, "create: {status} {body}");
+    let third = body["agent_id"].as_str().context("agent id")?.to_owned();
+    let (status, body) =
+        app.api(Method::POST, &format!("/api/agents/{third}/provision"), Some(&token), None).await?;
+    anyhow::ensure!(status == 202, "provision: {status} {body}");
+    app.wait_for_status(&third, &[AgentStatus::Active], WAIT).await?;
+
+    let billing = app.billing_state(&customer).await?;
+    anyhow::ensure!(billing.seat_of(&third) == Some(late.as_str()), "{billing:#?}");
+    let deleted = json!({"id": customer, "object": "customer", "deleted": true});
+    post_event(&app, &event("customer.deleted", deleted, slipway_tests::now() + 8, None)).await?;
+    for agent in [&first, &second, &third] {
+        app.wait_for_status(agent, &[AgentStatus::Destroyed], WAIT).await?;
+    }
+
+    let runs = run_ids(&app, &workflow).await?;
+    rec.take(
+        &app,
+        "subscription-per-subscription-moved-by-new-event",
+        &workflow,
+        Some(&v2_runs[v2_runs.len() - 1]),
+    )
+    .await?;
+    rec.take(&app, "subscription-desired-state", &workflow, Some(&runs[runs.len() - 1])).await?;
+    rec.take(&app, "agent-billing-retried-then-destroyed", &agent_workflow_id(&second), None).await?;
+    rec.take(&app, "agent-billing-resumed-then-destroyed", &agent_workflow_id(&first), None).await?;
+    rec.take(&app, "agent-draft-destroyed-checkout-expired", &agent_workflow_id(&draft), None).await?;
     rec.finish().await
 }
 

@@ -21,7 +21,10 @@ async fn the_worker_registers_missing_search_attributes_once() -> anyhow::Result
     let client = env.client().clone();
 
     let added = slipway_worker::ensure_search_attributes(&client).await?;
-    assert_eq!(added, ["SlipwayAgentId", "SlipwayCustomerId", "SlipwayStatus", "SlipwayUserId"]);
+    assert_eq!(
+        added,
+        ["SlipwayAgentId", "SlipwayBilling", "SlipwayCustomerId", "SlipwayStatus", "SlipwayUserId"]
+    );
     let again = slipway_worker::ensure_search_attributes(&client).await?;
     assert!(again.is_empty(), "idempotent: {again:?}");
     // They are usable in visibility queries at once.

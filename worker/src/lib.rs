@@ -105,6 +105,29 @@ pub fn runtime(settings: &WorkerSettings) -> anyhow::Result<Runtime> {
     Ok(Runtime::from_current_tokio(options)?)
 }
 
+/// How often the worker counts the agents billing has not converged yet.
+const CONVERGENCE_POLL: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Keeps the `slipway_agents_unconverged` gauge current: every [`CONVERGENCE_POLL`], counts
+/// through Temporal's visibility the running agents on `task_queue` whose billing command waits
+/// to be tried again (`SlipwayBilling = 'converging'`). Visibility is the one place that sees
+/// every agent, whichever worker runs it; every worker reports the same count.
+fn spawn_convergence_gauge(client: Client, task_queue: String) {
+    let query = format!(
+        "WorkflowType = 'Agent' AND ExecutionStatus = 'Running' AND TaskQueue = '{task_queue}' \
+         AND SlipwayBilling = 'converging'"
+    );
+    tokio::spawn(async move {
+        loop {
+            match client.count_workflows(&query, Default::default()).await {
+                Ok(count) => slipway_activities::metrics::set_agents_unconverged(count.count() as u64),
+                Err(e) => tracing::debug!(error = %e, "could not count unconverged agents"),
+            }
+            tokio::time::sleep(CONVERGENCE_POLL).await;
+        }
+    });
+}
+
 /// A worker on `settings.task_queue` with every Slipway workflow and activity registered.
 pub fn build_worker(runtime: &Runtime, client: Client, settings: &WorkerSettings) -> anyhow::Result<Worker> {
     build_worker_with(runtime, client, settings, |_| {})
@@ -119,6 +142,9 @@ pub fn build_worker_with(
     customize: impl FnOnce(&mut WorkerOptions),
 ) -> anyhow::Result<Worker> {
     let (provisioning, stack) = (settings.provisioning()?, settings.stack()?);
+    if settings.metrics_addr.is_some() {
+        spawn_convergence_gauge(client.clone(), settings.task_queue.clone());
+    }
     // The sweep lists and deletes with the very clients the sagas create with.
     let sweep = slipway_activities::SweepActivities::new(&provisioning, &stack, client.clone());
     let provisioning = ProvisioningActivities::new(provisioning);

@@ -21,7 +21,7 @@ async fn main() -> anyhow::Result<()> {
         Err(e) => tracing::warn!(
             error = %e,
             "could not register the search attributes SlipwayUserId, SlipwayCustomerId, SlipwayAgentId, \
-             SlipwayStatus (Keyword); register them on the namespace before starting workflows"
+             SlipwayStatus, SlipwayBilling (Keyword); register them on the namespace before starting workflows"
         ),
     }
     if settings.reconcile.enabled {

@@ -21,19 +21,29 @@
 //! Runs recorded before seats existed (no `agent-seat-claims` marker) keep the old path, which
 //! announced the agent with `attach_agent` after the saga started.
 //!
+//! # Billing as desired state
+//! A billing command (suspend, resume, destroy) that fails after its activity's retry budget is
+//! not final: the agent records it as `billing_retry` (shown in the Web UI's current details and
+//! the API's record) and runs it again after a backoff (30 s doubling, at most an hour) until it
+//! holds, or until the customer's workflow sends a newer command. A draft destroyed, or
+//! provisioned through the API, while its Checkout Session is open first expires that session
+//! at Stripe, so it cannot be paid for an agent that no longer wants it; a session that was paid
+//! meanwhile frees its seat at the payer's workflow. Runs recorded before this (no
+//! `agent-billing-desired-state` marker) keep the old behaviour.
+//!
 //! The main loop runs one provisioning or one command at a time, so commands never interleave.
 //! Long histories continue-as-new, carrying the record and the queued commands.
 
 use std::time::Duration;
 
-use slipway_activities::ProvisioningActivities;
+use slipway_activities::{BillingActivities, ProvisioningActivities};
 use slipway_proto::{
     billing::{SeatAnswer, SeatClaim, SeatDecision, customer_workflow_id},
     model::{
-        AgentCommand, AgentRecord, AgentResources, AgentStatus, AgentWorkflowInput, AuditEntry, CheckoutHold,
-        CommandOutcome, CommandRequest, LifecyclePolicy, OpenCheckout, ProvisionCommand, ProvisionOutcome,
-        ProvisionRequest, ProvisionResult, ProvisionSource, ProvisioningPolicy, QueuedCommand,
-        StopServerInput, provisioning_workflow_id,
+        AgentCommand, AgentRecord, AgentResources, AgentStatus, AgentWorkflowInput, AuditEntry, BillingRetry,
+        CheckoutHold, CommandOutcome, CommandRequest, LifecyclePolicy, OpenCheckout, ProvisionCommand,
+        ProvisionOutcome, ProvisionRequest, ProvisionResult, ProvisionSource, ProvisioningPolicy,
+        QueuedCommand, StopServerInput, provisioning_workflow_id,
     },
 };
 use temporalio_common::search_attributes::SearchAttributes;
@@ -82,6 +92,11 @@ pub mod codes {
 /// Marker of runs that claim a seat before provisioning (see the module docs).
 pub const SEAT_PATCH: &str = "agent-seat-claims";
 
+/// Marker of runs that hold billing as desired state (see the module docs): a billing command
+/// that failed is retried until it holds, and a draft's open Checkout Session is expired before
+/// the draft is destroyed or provisioned through the API.
+pub const BILLING_DESIRED_PATCH: &str = "agent-billing-desired-state";
+
 /// How long the agent waits for its customer's answer to a seat claim.
 const SEAT_ANSWER_WAIT: Duration = Duration::from_secs(60);
 
@@ -110,6 +125,23 @@ pub struct AgentWorkflow {
     /// The seat claim waiting for its answer, and the answer once it came.
     seat_claim: Option<u64>,
     seat_answer: Option<SeatAnswer>,
+    /// `SlipwayBilling` was set on this run (it is then kept up to date).
+    billing_attr: bool,
+}
+
+/// `next_at` of a billing retry whose command is already queued.
+const QUEUED: i64 = i64::MAX;
+
+/// Whether an agent in `status` is where billing `command` wants it.
+fn billing_holds(status: AgentStatus, command: AgentCommand) -> bool {
+    use AgentStatus as S;
+    match command {
+        // Nothing runs: powered off, never provisioned, or gone.
+        AgentCommand::Suspend => matches!(status, S::Suspended | S::Draft | S::Failed | S::Destroyed),
+        AgentCommand::Resume => status != S::Suspended,
+        AgentCommand::Destroy => status == S::Destroyed,
+        AgentCommand::Stop | AgentCommand::Start => true,
+    }
 }
 
 /// Updates one run accepts before it continues as new, well below the server's limit of 2,000
@@ -152,8 +184,8 @@ pub fn check_command(status: AgentStatus, command: AgentCommand) -> Result<Agent
 }
 
 /// Options of lifecycle activities: retried with backoff, non-retryable failures end at once.
-fn lifecycle_step(summary: &str, start_to_close: Duration) -> ActivityOptions {
-    crate::options::retrying(summary, start_to_close, Some(Duration::from_secs(60)), 10)
+fn lifecycle_step(summary: &str, start_to_close: Duration, attempts: u32) -> ActivityOptions {
+    crate::options::retrying(summary, start_to_close, Some(Duration::from_secs(60)), attempts)
 }
 
 #[workflow_methods]
@@ -176,6 +208,7 @@ impl AgentWorkflow {
             recheck: false,
             seat_claim: None,
             seat_answer: None,
+            billing_attr: false,
         }
     }
 
@@ -205,8 +238,31 @@ impl AgentWorkflow {
                 });
                 ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
             }
-            ctx.wait_condition(|s: &Self| s.pending_provision.is_some() || !s.queue.is_empty() || s.recheck)
-                .await?;
+            let work = |s: &Self| s.pending_provision.is_some() || !s.queue.is_empty() || s.recheck;
+            let retry_at =
+                ctx.state(|s| s.agent.billing_retry.as_ref().map(|r| r.next_at).filter(|at| *at != QUEUED));
+            match retry_at {
+                // Only runs that recorded the desired-state marker ever schedule a retry.
+                Some(at) => {
+                    let wait = Duration::from_secs(at.saturating_sub(crate::unix(ctx)).max(1) as u64);
+                    let timer =
+                        TimerOptions::builder(wait).summary("retry the billing command".to_owned()).build();
+                    let due = select! {
+                        _ = ctx.wait_condition(work) => false,
+                        _ = ctx.timer(timer) => true,
+                    };
+                    if due {
+                        ctx.state_mut(|s| {
+                            if let Some(retry) = s.agent.billing_retry.as_mut() {
+                                retry.next_at = QUEUED;
+                                let request = retry.request.clone();
+                                s.enqueue(request);
+                            }
+                        });
+                    }
+                }
+                None => ctx.wait_condition(work).await?,
+            }
             if ctx.state_mut(|s| std::mem::take(&mut s.recheck)) {
                 // Only refusals happened: nothing to run, but the history grew.
                 continue;
@@ -215,7 +271,11 @@ impl AgentWorkflow {
             if let Some((seq, cmd)) = ctx.state_mut(|s| s.pending_provision.take()) {
                 Self::provision_once(ctx, seq, cmd).await;
             } else if let Some(q) = ctx.state_mut(|s| (!s.queue.is_empty()).then(|| s.queue.remove(0))) {
+                let billing = q.request.actor.starts_with("billing:").then(|| q.request.clone());
                 Self::run_command(ctx, q).await;
+                if let Some(request) = billing {
+                    Self::after_billing_command(ctx, request).await;
+                }
             }
             ctx.state_mut(|s| s.busy = false);
         }
@@ -284,10 +344,13 @@ impl AgentWorkflow {
         Ok(outcome.unwrap_or_else(|| refused(codes::AGENT_BUSY, "lost answer")))
     }
 
-    /// Billing decisions from the customer's subscription workflow: queued, run in order.
+    /// Billing decisions from the customer's subscription workflow: queued, run in order. The
+    /// newest one replaces a retry of an older one (only a recorded retry is ever replaced, so
+    /// runs from before retries replay unchanged).
     #[signal]
     pub fn billing(&mut self, _ctx: &mut SyncWorkflowContext<Self>, request: CommandRequest) {
         if self.agent.status != AgentStatus::Destroyed {
+            self.agent.billing_retry = None;
             self.enqueue(request);
         }
     }
@@ -393,6 +456,10 @@ impl AgentWorkflow {
             return;
         }
         let seats = ctx.patched(SEAT_PATCH);
+        if seats && matches!(cmd.source, ProvisionSource::Api { .. }) {
+            // Provisioned through the API: the open checkout must not buy it a second seat.
+            Self::expire_open_checkout(ctx, true).await;
+        }
         if seats && let Err(outcome) = Self::claim_seat(ctx, &cmd).await {
             answer(ctx, outcome);
             return;
@@ -490,10 +557,14 @@ impl AgentWorkflow {
             }
         };
         let agent = AgentResources { agent_id: ctx.state(|s| s.agent.agent_id.clone()) };
-        let wait = ctx.state(|s| s.lifecycle.shutdown_wait_secs);
+        let (wait, attempts) =
+            ctx.state(|s| (s.lifecycle.shutdown_wait_secs, s.lifecycle.command_attempts.max(1)));
         let server = slipway_proto::model::server_name(&agent.agent_id);
-        let stop_opts =
-            lifecycle_step(&format!("Hetzner: stop server {server}"), Duration::from_secs(wait + 300));
+        let stop_opts = lifecycle_step(
+            &format!("Hetzner: stop server {server}"),
+            Duration::from_secs(wait + 300),
+            attempts,
+        );
         let actor = request.actor.as_str();
         match (request.command, status) {
             (AgentCommand::Stop, _) | (AgentCommand::Suspend, AgentStatus::Active) => {
@@ -531,8 +602,11 @@ impl AgentWorkflow {
                 };
                 answer(ctx, CommandOutcome::Accepted { status, target: back_to });
                 if back_to == AgentStatus::Active {
-                    let opts =
-                        lifecycle_step(&format!("Hetzner: start server {server}"), Duration::from_secs(600));
+                    let opts = lifecycle_step(
+                        &format!("Hetzner: start server {server}"),
+                        Duration::from_secs(600),
+                        attempts,
+                    );
                     if let Err(e) =
                         ctx.execute_activity(ProvisioningActivities::start_server, agent, opts).await
                     {
@@ -547,8 +621,9 @@ impl AgentWorkflow {
             (AgentCommand::Destroy, _) => {
                 answer(ctx, CommandOutcome::Accepted { status: AgentStatus::Destroying, target });
                 Self::transition(ctx, AgentStatus::Destroying, actor, &request.reason);
+                Self::expire_open_checkout(ctx, false).await;
                 let mut problems = Vec::new();
-                let opts = |what: &str| lifecycle_step(what, Duration::from_secs(120));
+                let opts = |what: &str| lifecycle_step(what, Duration::from_secs(120), attempts);
                 for undo in AgentUndo::TEARDOWN {
                     if let Err(e) = undo.run(ctx, &agent, opts).await {
                         problems.push(format!("{}: {}", undo.resource(), failure::activity(&e)));
@@ -567,6 +642,63 @@ impl AgentWorkflow {
         }
     }
 
+    /// A billing command ran: if the agent is not where it asked, try again later (see the module
+    /// docs); if it is, a pending retry is done.
+    async fn after_billing_command(ctx: &mut WorkflowContext<Self>, request: CommandRequest) {
+        let status = ctx.state(|s| s.agent.status);
+        if billing_holds(status, request.command) {
+            if ctx.state(|s| s.agent.billing_retry.is_some()) {
+                ctx.state_mut(|s| s.agent.billing_retry = None);
+                Self::publish(ctx, status);
+            }
+            return;
+        }
+        if !ctx.patched(BILLING_DESIRED_PATCH) {
+            return;
+        }
+        let now = crate::unix(ctx);
+        ctx.state_mut(|s| {
+            let attempt = s.agent.billing_retry.as_ref().map_or(0, |r| r.attempt) + 1;
+            let last_error = s.agent.audit.last().map(|a| a.reason.clone()).unwrap_or_default();
+            s.agent.billing_retry = Some(BillingRetry {
+                request,
+                attempt,
+                next_at: now + BillingRetry::backoff_secs(attempt),
+                last_error,
+            });
+        });
+        Self::publish(ctx, status);
+    }
+
+    /// Expires the draft's open Checkout Session at Stripe (best effort: the destroy or the API
+    /// provisioning goes on if Stripe cannot be reached); a session paid meanwhile frees the seat
+    /// it reserved at the payer's workflow, unless `keep_seat` (the agent provisions on it).
+    async fn expire_open_checkout(ctx: &mut WorkflowContext<Self>, keep_seat: bool) {
+        let Some(session) = ctx.state(|s| s.agent.open_checkout.as_ref().and_then(|c| c.session_id.clone()))
+        else {
+            return;
+        };
+        if !ctx.patched(BILLING_DESIRED_PATCH) {
+            return;
+        }
+        let opts = crate::options::retrying(
+            &format!("Stripe: expire checkout session {session}"),
+            Duration::from_secs(30),
+            None,
+            5,
+        );
+        let expired = ctx.execute_activity(BillingActivities::expire_checkout_session, session, opts).await;
+        ctx.state_mut(|s| s.agent.open_checkout = None);
+        let Ok(expiry) = expired else { return };
+        if let (false, "complete", Some(customer)) = (keep_seat, expiry.status.as_str(), expiry.customer_id) {
+            let agent_id = ctx.state(|s| s.agent.agent_id.clone());
+            let _ = ctx
+                .external_workflow(customer_workflow_id(&customer), None)
+                .signal(crate::SubscriptionWorkflow::release_seat, agent_id, SignalWorkflowOptions::default())
+                .await;
+        }
+    }
+
     /// Claims a seat from the paying customer's workflow; `Err` is the answer to give instead of
     /// provisioning.
     async fn claim_seat(
@@ -576,9 +708,22 @@ impl AgentWorkflow {
         let (agent_id, user_id) = ctx.state(|s| (s.agent.agent_id.clone(), s.agent.user_id.clone()));
         let refused =
             |code: &str, reason: String| ProvisionOutcome::Refused { code: code.to_owned(), reason };
-        if let ProvisionSource::Checkout { user_id: Some(payer), .. } = &cmd.source
+        if let ProvisionSource::Checkout { user_id: Some(payer), customer_id, .. } = &cmd.source
             && *payer != user_id
         {
+            // The payer's workflow reserved a seat for this agent: it is the payer's to use.
+            if let Some(customer) = customer_id.clone()
+                && ctx.patched(BILLING_DESIRED_PATCH)
+            {
+                let _ = ctx
+                    .external_workflow(customer_workflow_id(&customer), None)
+                    .signal(
+                        crate::SubscriptionWorkflow::release_seat,
+                        agent_id.clone(),
+                        SignalWorkflowOptions::default(),
+                    )
+                    .await;
+            }
             return Err(refused(codes::PAYER_NOT_OWNER, format!("agent {agent_id} is not {payer}'s")));
         }
         let Some(customer) = cmd.source.customer_id().map(str::to_owned) else {
@@ -700,6 +845,17 @@ impl AgentWorkflow {
         ];
         if let Some(c) = customer {
             attrs.push(search_attributes::CUSTOMER_ID.value_set(c));
+        }
+        // `SlipwayBilling`: only once a billing command failed (never in runs from before
+        // retries), so operators and the worker's gauge find the agents billing has not converged.
+        let converging = ctx.state_mut(|s| {
+            let converging = s.agent.billing_retry.is_some();
+            s.billing_attr |= converging;
+            s.billing_attr.then_some(converging)
+        });
+        if let Some(converging) = converging {
+            let value = if converging { "converging" } else { "converged" };
+            attrs.push(search_attributes::BILLING.value_set(value.to_owned()));
         }
         ctx.upsert_search_attributes(attrs);
         let details = ctx.state(|s| crate::details::agent(&s.agent));

@@ -58,6 +58,19 @@ pub(crate) fn agent(a: &AgentRecord) -> String {
             t.device_id.as_deref().unwrap_or("not joined")
         ));
     }
+    if let Some(r) = &a.billing_retry {
+        let when = if r.next_at == i64::MAX {
+            "now".to_owned()
+        } else {
+            crate::agent::format_rfc3339(r.next_at.max(0) as u64)
+        };
+        out.push_str(&format!(
+            "- **Billing not converged**: `{}` failed {} time(s) ({}); next attempt {when}\n",
+            r.request.command.as_str(),
+            r.attempt,
+            r.last_error
+        ));
+    }
     if let Some(p) = &a.provisioning_workflow_id {
         out.push_str(&format!("- Provisioning workflow: {p}\n"));
     }
@@ -140,10 +153,14 @@ pub(crate) fn customer(customer: &str, status: &str, b: &CustomerBilling) -> Str
         let agents: Vec<String> = s
             .agents
             .iter()
-            .map(|(a, h)| if h.parked { format!("{a} (waiting for payment)") } else { a.clone() })
+            .map(|(a, h)| match (h.parked, b.targets.get(a)) {
+                (true, _) => format!("{a} (waiting for a seat in good standing)"),
+                (false, Some(target)) => format!("{a} ({})", target.as_str()),
+                (false, None) => a.clone(),
+            })
             .collect();
         let mut unpaid: Vec<String> = s.failed_invoices.iter().cloned().collect();
-        if let Some(d) = s.grace_deadline.filter(|_| !unpaid.is_empty()) {
+        if let Some(d) = s.grace_deadline.filter(|_| s.standing() != slipway_proto::billing::Standing::Good) {
             let when = crate::agent::format_rfc3339(d.max(0) as u64);
             unpaid.push(if s.lapsed {
                 format!("grace period ended {when}")

@@ -9,7 +9,21 @@
 //! provisions and gets a `seat` signal back (granted, parked until paid, or denied); a destroyed
 //! agent sends `release_seat`. The `entitlement` query is the API's quick pre-check.
 //!
+//! # Desired state
+//! After every change the rules ([`crate::billing`]) derive what every agent should be (running,
+//! powered off, destroyed) and send each agent the difference from what it was last told; every
+//! `reassert_secs` (a day by default) each agent is told again, whatever changed. The `Agent`
+//! retries a billing command that failed until it holds. A signal that cannot reach an agent
+//! (destroyed, closed) frees its seat.
+//!
 //! # Versions
+//! Runs recorded before desired-state billing (a `billing-per-subscription` marker but no
+//! `billing-desired-state` marker) keep the rules of [`crate::billing::v2`] so they replay
+//! unchanged, and continue as new into the current rules at their next continue-as-new, when an
+//! operator signals `upgrade`, or when an event of a type that release never received arrives
+//! (`invoice.voided`, `invoice.marked_uncollectible`, `invoice.overdue`, `customer.deleted`):
+//! none of these can occur in their histories, so the way out cannot change a replay.
+//!
 //! Runs recorded before per-subscription billing (no `billing-per-subscription` marker in their
 //! history) keep the old single-snapshot rules ([`crate::billing::legacy`]) so they replay
 //! unchanged. Such a run continues as new into the new rules, with its state migrated by
@@ -21,8 +35,8 @@ use std::time::Duration;
 use slipway_activities::BillingActivities;
 use slipway_proto::{
     billing::{
-        BillingEvent, BillingPolicy, BillingState, CustomerBilling, Entitlement, SeatAnswer, SeatClaim,
-        SeatDecision, Standing, SubscriptionInput,
+        AgentTarget, BillingEvent, BillingPolicy, BillingState, CustomerBilling, Entitlement, SeatAnswer,
+        SeatClaim, SeatDecision, Standing, SubscriptionInput,
     },
     model::{AgentCommand, CommandRequest, agent_workflow_id},
 };
@@ -34,12 +48,28 @@ use temporalio_sdk::{
 
 use crate::{
     AgentWorkflow,
-    billing::{self, Effect, legacy},
+    billing::{self, Effect, legacy, v2},
     search_attributes, unix,
 };
 
 /// Marker of runs that track billing per subscription (see the module docs).
 pub const PER_SUBSCRIPTION_PATCH: &str = "billing-per-subscription";
+
+/// Marker of runs that enforce billing as desired state (see the module docs).
+pub const DESIRED_STATE_PATCH: &str = "billing-desired-state";
+
+/// Event kinds the rules of [`billing::v2`] and [`legacy`] never received: one arriving moves a
+/// run on those rules to the current ones.
+fn needs_current_rules(event: &BillingEvent) -> bool {
+    use slipway_proto::billing::BillingEventKind as K;
+    matches!(
+        event.kind,
+        K::InvoiceOverdue { .. }
+            | K::InvoiceVoided { .. }
+            | K::InvoiceUncollectible { .. }
+            | K::CustomerDeleted
+    )
+}
 
 /// The subscription workflow.
 #[workflow]
@@ -62,6 +92,8 @@ pub struct SubscriptionWorkflow {
     upgrade_attempted: bool,
     /// This run applies the per-subscription rules.
     per_subscription: bool,
+    /// Someone asked to re-read the customer's subscriptions from Stripe now.
+    sync: bool,
 }
 
 #[workflow_methods]
@@ -77,11 +109,12 @@ impl SubscriptionWorkflow {
             policy: input.policy,
             inbox: input.inbox,
             claims: input.claims,
-            releases: Vec::new(),
-            attaches: Vec::new(),
+            releases: input.releases,
+            attaches: input.attaches,
             upgrade: false,
             upgrade_attempted: input.upgrade_attempted,
             per_subscription: false,
+            sync: false,
         }
     }
 
@@ -91,7 +124,11 @@ impl SubscriptionWorkflow {
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<()> {
         if ctx.patched(PER_SUBSCRIPTION_PATCH) {
             ctx.state_mut(|s| s.per_subscription = true);
-            Self::run_per_subscription(ctx).await
+            if ctx.patched(DESIRED_STATE_PATCH) {
+                Self::run_desired(ctx).await
+            } else {
+                Self::run_v2(ctx).await
+            }
         } else {
             Self::run_legacy(ctx).await
         }
@@ -129,7 +166,14 @@ impl SubscriptionWorkflow {
         self.releases.push(agent_id);
     }
 
-    /// Operator: move a run still on the legacy rules to the per-subscription rules now.
+    /// Re-read the customer's subscriptions (status and seats) from Stripe now, as the daily
+    /// re-assertion does: what webhooks missed is applied (operators, and the conformance suite).
+    #[signal]
+    pub fn sync(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
+        self.sync = true;
+    }
+
+    /// Operator: move a run still on earlier rules to the current rules now.
     #[signal]
     pub fn upgrade(&mut self, _ctx: &mut SyncWorkflowContext<Self>) {
         self.upgrade = true;
@@ -211,8 +255,94 @@ impl SubscriptionWorkflow {
         }
     }
 
-    async fn run_per_subscription(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<()> {
+    async fn run_v2(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<()> {
         Self::publish(ctx);
+        loop {
+            let limit = ctx.state(|s| s.policy.history_limit);
+            // Only signals the previous release never received (`upgrade`, new event kinds) move
+            // a run to the current rules early; the rest is that release's loop, verbatim.
+            let migrate = ctx.state(|s| s.upgrade || s.inbox.iter().any(needs_current_rules));
+            if (migrate || (ctx.continue_as_new_suggested() || ctx.history_length() >= limit))
+                && ctx.all_handlers_finished()
+                && (migrate || ctx.state(|s| !s.has_work()))
+            {
+                let now = unix(ctx);
+                let input = ctx.state_mut(|s| {
+                    v2::prune(&mut s.billing, now, s.policy.event_retention_secs);
+                    SubscriptionInput {
+                        customer_id: s.customer_id.clone(),
+                        state: BillingState { user_id: s.billing.user_id.clone(), ..BillingState::default() },
+                        billing: Some(s.billing.clone()),
+                        policy: s.policy.clone(),
+                        inbox: std::mem::take(&mut s.inbox),
+                        claims: std::mem::take(&mut s.claims),
+                        releases: std::mem::take(&mut s.releases),
+                        attaches: std::mem::take(&mut s.attaches),
+                        upgrade_attempted: false,
+                    }
+                });
+                ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
+            }
+
+            let deadline = ctx.state(|s| v2::next_deadline(&s.billing));
+            let work_ready = match deadline {
+                Some(deadline) => {
+                    let wait = Duration::from_secs(deadline.saturating_sub(unix(ctx)).max(1) as u64);
+                    select! {
+                        _ = ctx.wait_condition(|s: &Self| s.has_work()) => true,
+                        _ = ctx.timer(TimerOptions::builder(wait).summary("payment grace period".to_owned()).build()) => false,
+                    }
+                }
+                None => {
+                    ctx.wait_condition(|s: &Self| s.has_work()).await?;
+                    true
+                }
+            };
+            if ctx.state(|s| s.inbox.iter().any(needs_current_rules)) {
+                continue;
+            }
+            let now = unix(ctx);
+            let effects = if work_ready {
+                let Some(work) = ctx.state_mut(Self::next_work) else { continue };
+                match work {
+                    Work::Event(event) => {
+                        let effects = ctx.state_mut(|s| {
+                            v2::apply(&mut s.billing, &event, now, s.policy.grace_period_secs)
+                        });
+                        Self::refetch_v2(ctx, effects, event.created).await
+                    }
+                    Work::Release(agent) => ctx.state_mut(|s| v2::release(&mut s.billing, &agent)),
+                    Work::Attach(agent) => ctx.state_mut(|s| v2::attach_unclaimed(&mut s.billing, &agent)),
+                    Work::Claim(claim) => ctx.state_mut(|s| v2::claim(&mut s.billing, &claim)),
+                }
+            } else {
+                ctx.state_mut(|s| v2::expire(&mut s.billing, now))
+            };
+            Self::enforce_v2(ctx, effects).await;
+            Self::publish(ctx);
+        }
+    }
+
+    async fn run_desired(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<()> {
+        let now = unix(ctx);
+        // A state carried over from the previous rules: seat order and the targets they sent;
+        // its seats are Stripe's to say (earlier rules gave a legacy customer one per agent).
+        let converted = ctx.state_mut(|s| {
+            let carried =
+                s.billing.seats_taken == 0 && s.billing.subscriptions.values().any(|b| !b.agents.is_empty());
+            if s.billing.seats_taken == 0 {
+                s.billing = billing::from_v2(std::mem::take(&mut s.billing));
+            }
+            carried
+        });
+        if converted {
+            Self::sync_from_stripe(ctx).await;
+        }
+        // Every run starts by converging (a migrated state may ask for more than its rules did).
+        let effects = ctx.state_mut(|s| billing::converge(&mut s.billing, now, s.policy.grace_period_secs));
+        Self::enforce(ctx, effects).await;
+        Self::publish(ctx);
+        let mut reassert_at = now + ctx.state(|s| s.policy.reassert_secs.max(60)) as i64;
         loop {
             let limit = ctx.state(|s| s.policy.history_limit);
             if (ctx.continue_as_new_suggested() || ctx.history_length() >= limit)
@@ -229,55 +359,187 @@ impl SubscriptionWorkflow {
                         policy: s.policy.clone(),
                         inbox: Vec::new(),
                         claims: Vec::new(),
+                        releases: Vec::new(),
+                        attaches: Vec::new(),
                         upgrade_attempted: false,
                     }
                 });
                 ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
             }
 
+            // One timer: the earliest of the next grace period's end and the next re-assertion.
             let deadline = ctx.state(|s| billing::next_deadline(&s.billing));
-            let work_ready = match deadline {
-                Some(deadline) => {
-                    let wait = Duration::from_secs(deadline.saturating_sub(unix(ctx)).max(1) as u64);
-                    select! {
-                        _ = ctx.wait_condition(|s: &Self| s.has_work()) => true,
-                        _ = ctx.timer(TimerOptions::builder(wait).summary("payment grace period".to_owned()).build()) => false,
-                    }
-                }
-                None => {
-                    ctx.wait_condition(|s: &Self| s.has_work()).await?;
-                    true
-                }
-            };
-            let now = unix(ctx);
-            let effects = if work_ready {
-                let Some(work) = ctx.state_mut(Self::next_work) else { continue };
-                match work {
-                    Work::Event(event) => {
-                        let effects = ctx.state_mut(|s| {
-                            billing::apply(&mut s.billing, &event, now, s.policy.grace_period_secs)
-                        });
-                        Self::refetch(ctx, effects, event.created).await
-                    }
-                    Work::Release(agent) => ctx.state_mut(|s| billing::release(&mut s.billing, &agent)),
-                    Work::Attach(agent) => {
-                        ctx.state_mut(|s| billing::attach_unclaimed(&mut s.billing, &agent))
-                    }
-                    Work::Claim(claim) => ctx.state_mut(|s| billing::claim(&mut s.billing, &claim)),
-                }
+            let wake = deadline.map_or(reassert_at, |d| d.min(reassert_at));
+            let wait = Duration::from_secs(wake.saturating_sub(unix(ctx)).max(1) as u64);
+            let summary = if deadline.is_some_and(|d| d <= reassert_at) {
+                "payment grace period"
             } else {
-                ctx.state_mut(|s| billing::expire(&mut s.billing, now))
+                "re-assert every agent's billing target"
+            };
+            let work_ready = select! {
+                _ = ctx.wait_condition(|s: &Self| s.has_work() || s.sync) => true,
+                _ = ctx.timer(TimerOptions::builder(wait).summary(summary.to_owned()).build()) => false,
+            };
+            if ctx.state_mut(|s| std::mem::take(&mut s.sync)) {
+                Self::sync_from_stripe(ctx).await;
+            }
+            let now = unix(ctx);
+            let (grace, reassert_secs) =
+                ctx.state(|s| (s.policy.grace_period_secs, s.policy.reassert_secs.max(60)));
+            let effects = if work_ready {
+                let Some(work) = ctx.state_mut(Self::next_work) else {
+                    Self::publish(ctx);
+                    continue;
+                };
+                ctx.state_mut(|s| {
+                    let b = &mut s.billing;
+                    match work {
+                        Work::Event(event) => billing::apply(b, &event, now, grace),
+                        Work::Release(agent) => billing::release(b, &agent, now, grace),
+                        Work::Attach(agent) => billing::attach_unclaimed(b, &agent, now, grace),
+                        Work::Claim(claim) => billing::claim(b, &claim, now, grace),
+                    }
+                })
+            } else {
+                let mut effects = ctx.state_mut(|s| billing::expire(&mut s.billing, now, grace));
+                if now >= reassert_at {
+                    Self::enforce(ctx, effects).await;
+                    Self::sync_from_stripe(ctx).await;
+                    effects = ctx.state_mut(|s| billing::reassert(&mut s.billing));
+                    reassert_at = now + reassert_secs as i64;
+                }
+                effects
             };
             Self::enforce(ctx, effects).await;
             Self::publish(ctx);
         }
     }
 
+    /// Carries out the effects of the current rules, and what they lead to: a re-fetch's answer,
+    /// a probe's findings, an agent that can no longer be reached (its seat is freed).
+    async fn enforce(ctx: &mut WorkflowContext<Self>, effects: Vec<Effect>) {
+        let customer = ctx.state(|s| s.customer_id.clone());
+        let mut queue: std::collections::VecDeque<Effect> = effects.into();
+        while let Some(effect) = queue.pop_front() {
+            let now = unix(ctx);
+            let grace = ctx.state(|s| s.policy.grace_period_secs);
+            match effect {
+                Effect::Command { agent, target, reason } => {
+                    let command = match target {
+                        AgentTarget::Run => AgentCommand::Resume,
+                        AgentTarget::Off => AgentCommand::Suspend,
+                        AgentTarget::Destroy => AgentCommand::Destroy,
+                    };
+                    let request = CommandRequest { command, actor: format!("billing:{customer}"), reason };
+                    let sent = ctx
+                        .external_workflow(agent_workflow_id(&agent), None)
+                        .signal(AgentWorkflow::billing, request, SignalWorkflowOptions::default())
+                        .await;
+                    if sent.is_err() {
+                        // The agent no longer runs (destroyed): its seat is free.
+                        queue.extend(ctx.state_mut(|s| billing::release(&mut s.billing, &agent, now, grace)));
+                    }
+                }
+                Effect::Answer(agent, mut answer) => {
+                    answer.customer_id.clone_from(&customer);
+                    let sent = ctx
+                        .external_workflow(agent_workflow_id(&agent), None)
+                        .signal(AgentWorkflow::seat, answer, SignalWorkflowOptions::default())
+                        .await;
+                    if sent.is_err() {
+                        queue.extend(ctx.state_mut(|s| billing::release(&mut s.billing, &agent, now, grace)));
+                    }
+                }
+                Effect::Refetch(id) => {
+                    // If Stripe cannot answer, keep the state we have: the next event settles it.
+                    if let Ok(fetched) = ctx
+                        .execute_activity(
+                            BillingActivities::fetch_subscription,
+                            id.clone(),
+                            refetch_options(),
+                        )
+                        .await
+                    {
+                        let now = unix(ctx);
+                        queue.extend(ctx.state_mut(|s| {
+                            billing::apply_refetched(&mut s.billing, &id, &fetched, now, grace)
+                        }));
+                    }
+                }
+                Effect::Verify(agents) => {
+                    for agent in agents {
+                        if !Self::probe(ctx, &customer, &agent).await {
+                            let now = unix(ctx);
+                            queue.extend(
+                                ctx.state_mut(|s| billing::release(&mut s.billing, &agent, now, grace)),
+                            );
+                        }
+                    }
+                }
+                Effect::Probe(agents, claim) => {
+                    let mut gone = Vec::new();
+                    for agent in agents {
+                        if !Self::probe(ctx, &customer, &agent).await {
+                            gone.push(agent);
+                        }
+                    }
+                    let now = unix(ctx);
+                    queue.extend(ctx.state_mut(|s| {
+                        billing::claim_after_probe(&mut s.billing, &claim, &gone, now, grace)
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Re-reads the customer's subscriptions from Stripe and applies them (Stripe unreachable:
+    /// the state stays as it is, the next sync or event settles it).
+    async fn sync_from_stripe(ctx: &mut WorkflowContext<Self>) {
+        let customer = ctx.state(|s| s.customer_id.clone());
+        let opts = crate::options::retrying(
+            &format!("Stripe: list the subscriptions of {customer}"),
+            Duration::from_secs(30),
+            None,
+            5,
+        );
+        let Ok(listed) =
+            ctx.execute_activity(BillingActivities::list_customer_subscriptions, customer, opts).await
+        else {
+            return;
+        };
+        let now = unix(ctx);
+        let effects = ctx
+            .state_mut(|s| billing::apply_listed(&mut s.billing, &listed, now, s.policy.grace_period_secs));
+        Self::enforce(ctx, effects).await;
+    }
+
+    /// Whether `agent`'s workflow still runs: it is sent a harmless answer (unasked, not a grant),
+    /// and only whether that arrives matters.
+    async fn probe(ctx: &mut WorkflowContext<Self>, customer: &str, agent: &str) -> bool {
+        let subscription_id = ctx.state(|s| s.billing.seat_of(agent).map(str::to_owned)).unwrap_or_default();
+        let probe = SeatAnswer {
+            request: 0,
+            customer_id: customer.to_owned(),
+            decision: SeatDecision::Parked {
+                subscription_id,
+                reason: "seat reserved by a checkout".to_owned(),
+            },
+        };
+        ctx.external_workflow(agent_workflow_id(agent), None)
+            .signal(AgentWorkflow::seat, probe, SignalWorkflowOptions::default())
+            .await
+            .is_ok()
+    }
+
     /// Runs re-fetches (I/O, so activities) and folds their answers back in.
-    async fn refetch(ctx: &mut WorkflowContext<Self>, effects: Vec<Effect>, created: i64) -> Vec<Effect> {
+    async fn refetch_v2(
+        ctx: &mut WorkflowContext<Self>,
+        effects: Vec<v2::Effect>,
+        created: i64,
+    ) -> Vec<v2::Effect> {
         let mut out = Vec::new();
         for effect in effects {
-            let Effect::Refetch(id) = effect else {
+            let v2::Effect::Refetch(id) = effect else {
                 out.push(effect);
                 continue;
             };
@@ -286,25 +548,23 @@ impl SubscriptionWorkflow {
                 .execute_activity(BillingActivities::fetch_subscription_status, id.clone(), refetch_options())
                 .await
             {
-                out.extend(
-                    ctx.state_mut(|s| billing::apply_refetched(&mut s.billing, &id, &status, created)),
-                );
+                out.extend(ctx.state_mut(|s| v2::apply_refetched(&mut s.billing, &id, &status, created)));
             }
         }
         out
     }
 
     /// Sends the commands the effects call for to the agents they name.
-    async fn enforce(ctx: &mut WorkflowContext<Self>, effects: Vec<Effect>) {
+    async fn enforce_v2(ctx: &mut WorkflowContext<Self>, effects: Vec<v2::Effect>) {
         let customer = ctx.state(|s| s.customer_id.clone());
         for effect in effects {
             let (command, agents, reason) = match effect {
-                Effect::Suspend(agents) => (AgentCommand::Suspend, agents, "a payment failed".to_owned()),
-                Effect::Resume(agents) => {
+                v2::Effect::Suspend(agents) => (AgentCommand::Suspend, agents, "a payment failed".to_owned()),
+                v2::Effect::Resume(agents) => {
                     (AgentCommand::Resume, agents, "the outstanding invoices were paid".to_owned())
                 }
-                Effect::Destroy(agents, reason) => (AgentCommand::Destroy, agents, reason),
-                Effect::Answer(agent, mut answer) => {
+                v2::Effect::Destroy(agents, reason) => (AgentCommand::Destroy, agents, reason),
+                v2::Effect::Answer(agent, mut answer) => {
                     answer.customer_id.clone_from(&customer);
                     // An agent that no longer runs cannot be answered; its claim is moot then.
                     let _ = ctx
@@ -313,7 +573,7 @@ impl SubscriptionWorkflow {
                         .await;
                     continue;
                 }
-                Effect::Refetch(_) => continue,
+                v2::Effect::Refetch(_) => continue,
             };
             Self::command_agents(ctx, command, &agents, &reason).await;
         }
@@ -374,7 +634,11 @@ impl SubscriptionWorkflow {
         Self::publish_legacy(ctx);
         loop {
             let limit = ctx.state(|s| s.policy.history_limit);
-            let migrate = ctx.state(|s| s.upgrade || (!s.claims.is_empty() && !s.upgrade_attempted));
+            let migrate = ctx.state(|s| {
+                s.upgrade
+                    || (!s.claims.is_empty() && !s.upgrade_attempted)
+                    || s.inbox.iter().any(needs_current_rules)
+            });
             if (migrate || ctx.continue_as_new_suggested() || ctx.history_length() >= limit)
                 && ctx.all_handlers_finished()
                 && ctx.state(|s| s.inbox.is_empty() || migrate)
@@ -389,6 +653,8 @@ impl SubscriptionWorkflow {
                         policy: s.policy.clone(),
                         inbox: if migrate { std::mem::take(&mut s.inbox) } else { Vec::new() },
                         claims: std::mem::take(&mut s.claims),
+                        releases: Vec::new(),
+                        attaches: Vec::new(),
                         upgrade_attempted: migrate || s.upgrade_attempted,
                     }
                 });
@@ -411,6 +677,9 @@ impl SubscriptionWorkflow {
                     true
                 }
             };
+            if ctx.state(|s| s.inbox.iter().any(needs_current_rules)) {
+                continue;
+            }
             let effects = if event_ready {
                 let Some(event) = ctx.state_mut(|s| (!s.inbox.is_empty()).then(|| s.inbox.remove(0))) else {
                     Self::answer_claims_legacy(ctx).await;

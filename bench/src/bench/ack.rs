@@ -82,6 +82,8 @@ impl Bench {
                     policy: BillingPolicy::default(),
                     inbox: Vec::new(),
                     claims: Vec::new(),
+                    releases: Vec::new(),
+                    attaches: Vec::new(),
                     upgrade_attempted: false,
                 };
                 let event = BillingEvent {

@@ -7,15 +7,26 @@
 //! - Errors: 429 (rate limit: 100 req/s live, 25 req/s test) and 5xx are transient; other 4xx
 //!   are permanent. async-stripe reports the status with the decoded error body.
 //! - `api_base` is configuration: `https://api.stripe.com/` in production, the sandbox in dev.
+//! - Only an `open` Checkout Session can be expired (`POST /v1/checkout/sessions/{id}/expire`);
+//!   any other is refused with a 400 `invalid_request_error` whose message is prose, not a code,
+//!   so the session's status is read back rather than the message parsed.
+//! - `GET /v1/subscriptions` lists newest first, at most 100 a page (`limit`), with `has_more`
+//!   when another page follows, read with `starting_after=<last id of this page>`. Without
+//!   `status` it leaves canceled subscriptions out; `status=all` lists every status.
 
 use std::collections::HashMap;
 
 use secrecy::{ExposeSecret, SecretString};
 use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
-use stripe_billing::{billing_meter_event::CreateBillingMeterEvent, subscription::RetrieveSubscription};
+use stripe_billing::{
+    billing_meter_event::CreateBillingMeterEvent,
+    subscription::{ListSubscription, ListSubscriptionStatus, RetrieveSubscription},
+};
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
+    ExpireCheckoutSession, RetrieveCheckoutSession,
 };
+use stripe_shared::{ApiErrorsType, CheckoutSession, Subscription};
 
 use crate::error::{ApiFailure, ClientError};
 
@@ -63,6 +74,28 @@ pub struct CreatedCheckout {
     pub expires_at: i64,
 }
 
+/// A Checkout Session after Slipway asked Stripe to expire it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiredCheckout {
+    /// `expired` (by this call or before it), or `complete` when the customer paid before the
+    /// session could be expired.
+    pub status: String,
+    /// The paying customer, when Stripe knows one.
+    pub customer_id: Option<String>,
+    /// The subscription the session created, if any (subscription mode, once complete).
+    pub subscription_id: Option<String>,
+}
+
+impl ExpiredCheckout {
+    fn from_session(session: &CheckoutSession) -> Self {
+        Self {
+            status: session.status.as_ref().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+            customer_id: session.customer.as_ref().map(|c| c.id().as_str().to_owned()),
+            subscription_id: session.subscription.as_ref().map(|s| s.id().as_str().to_owned()),
+        }
+    }
+}
+
 fn map_err(e: StripeError) -> ClientError {
     match e {
         StripeError::Stripe(body, status) => ClientError::Api(Box::new(ApiFailure {
@@ -79,6 +112,19 @@ fn map_err(e: StripeError) -> ClientError {
         StripeError::ClientError(message) => ClientError::Unreachable { provider: PROVIDER, message },
         StripeError::Timeout => ClientError::Unreachable { provider: PROVIDER, message: "timed out".into() },
     }
+}
+
+/// A subscription's status and seats: the summed `quantity` of its licensed items (metered
+/// items carry none).
+fn status_and_seats(sub: &Subscription) -> (String, u32) {
+    let seats: u64 = sub
+        .items
+        .data
+        .iter()
+        .filter(|i| i.price.recurring.as_ref().is_none_or(|r| r.usage_type.as_str() != "metered"))
+        .filter_map(|i| i.quantity)
+        .sum();
+    (sub.status.as_str().to_owned(), u32::try_from(seats).unwrap_or(u32::MAX))
 }
 
 impl StripeClient {
@@ -98,6 +144,43 @@ impl StripeClient {
     pub async fn subscription_status(&self, subscription_id: &str) -> Result<String, ClientError> {
         let sub = RetrieveSubscription::new(subscription_id).send(&self.client).await.map_err(map_err)?;
         Ok(sub.status.as_str().to_owned())
+    }
+
+    /// Current status and seats of a subscription: the seats are the summed `quantity` of its
+    /// licensed items (metered items carry none), as the webhook reading counts them.
+    pub async fn subscription_snapshot(&self, subscription_id: &str) -> Result<(String, u32), ClientError> {
+        let sub = RetrieveSubscription::new(subscription_id).send(&self.client).await.map_err(map_err)?;
+        Ok(status_and_seats(&sub))
+    }
+
+    /// Every subscription of a customer, whatever its status (`status=all`, so canceled ones
+    /// too), as `(id, status, seats)`, newest first: the pages of `GET /v1/subscriptions`, 100
+    /// at a time, followed until Stripe says there are no more. Seats are counted as
+    /// [`Self::subscription_snapshot`] counts them.
+    pub async fn customer_subscriptions(
+        &self,
+        customer_id: &str,
+    ) -> Result<Vec<(String, String, u32)>, ClientError> {
+        const PAGE: i64 = 100;
+        let mut listed = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut request =
+                ListSubscription::new().customer(customer_id).status(ListSubscriptionStatus::All).limit(PAGE);
+            if let Some(last) = after.take() {
+                request = request.starting_after(last);
+            }
+            let page = request.send(&self.client).await.map_err(map_err)?;
+            for sub in &page.data {
+                let (status, seats) = status_and_seats(sub);
+                listed.push((sub.id.as_str().to_owned(), status, seats));
+            }
+            // `has_more` with an empty page would ask for the same page again: stop instead.
+            match page.data.last() {
+                Some(last) if page.has_more => after = Some(last.id.as_str().to_owned()),
+                _ => return Ok(listed),
+            }
+        }
     }
 
     /// Report usage as a Billing meter event. `identifier` makes Stripe drop a repeat within
@@ -155,5 +238,33 @@ impl StripeClient {
             url: session.url.unwrap_or_default(),
             expires_at: session.expires_at,
         })
+    }
+
+    /// Expire an open Checkout Session, so its customer can no longer pay it. A session that is
+    /// not open any more (already expired, or completed) is not an error: Stripe refuses the call
+    /// (400 `invalid_request_error`) and its actual status is read and returned instead. The
+    /// idempotency key is derived from the session, so a retried call replays Stripe's answer.
+    pub async fn expire_checkout_session(&self, session_id: &str) -> Result<ExpiredCheckout, ClientError> {
+        let key = IdempotencyKey::new(format!("slipway-expire-{session_id}"))
+            .map_err(|e| ClientError::Configuration(e.to_string()))?;
+        let result = ExpireCheckoutSession::new(session_id)
+            .customize()
+            .request_strategy(RequestStrategy::Idempotent(key))
+            .send(&self.client)
+            .await;
+        match result {
+            Ok(session) => Ok(ExpiredCheckout::from_session(&session)),
+            Err(StripeError::Stripe(body, 400)) if body.type_ == ApiErrorsType::InvalidRequestError => {
+                let session =
+                    RetrieveCheckoutSession::new(session_id).send(&self.client).await.map_err(map_err)?;
+                let current = ExpiredCheckout::from_session(&session);
+                // Still open (or unknown): the refusal was about something else; report it.
+                if current.status.is_empty() || current.status == "open" {
+                    return Err(map_err(StripeError::Stripe(body, 400)));
+                }
+                Ok(current)
+            }
+            Err(e) => Err(map_err(e)),
+        }
     }
 }

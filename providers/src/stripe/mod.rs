@@ -6,4 +6,4 @@ pub mod events;
 pub mod metadata;
 pub mod webhook;
 
-pub use client::{CreatedCheckout, NewCheckout, StripeClient};
+pub use client::{CreatedCheckout, ExpiredCheckout, NewCheckout, StripeClient};

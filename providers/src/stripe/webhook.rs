@@ -27,14 +27,20 @@ pub const SIGNATURE_HEADER: &str = "stripe-signature";
 
 /// The event types Slipway acts on (the webhook endpoint's `enabled_events`, and what the
 /// catch-up asks Stripe for); the starter's mapping has a test that each of them means something.
-pub const HANDLED_TYPES: [&str; 7] = [
+pub const HANDLED_TYPES: [&str; 13] = [
     "checkout.session.completed",
     "checkout.session.async_payment_succeeded",
     "customer.subscription.created",
     "customer.subscription.updated",
     "customer.subscription.deleted",
+    "customer.subscription.paused",
+    "customer.subscription.resumed",
+    "customer.deleted",
     "invoice.paid",
     "invoice.payment_failed",
+    "invoice.overdue",
+    "invoice.voided",
+    "invoice.marked_uncollectible",
 ];
 
 /// Stripe's default tolerance between the signature's timestamp and now.
@@ -105,6 +111,8 @@ pub enum EventObject {
     Subscription(Subscription),
     /// `invoice.*`.
     Invoice(Invoice),
+    /// `customer.created|updated|deleted`.
+    Customer(Customer),
     /// Any other type: acknowledged, not read.
     Other,
 }
@@ -306,6 +314,17 @@ impl Invoice {
     }
 }
 
+/// A customer (the fields Slipway reads).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Customer {
+    /// `cus_…`.
+    pub id: String,
+}
+
+/// The event types whose `data.object` is a customer itself (`customer.subscription.*`,
+/// `customer.source.*`, `customer.tax_id.*`, … carry other objects).
+const CUSTOMER_TYPES: [&str; 3] = ["customer.created", "customer.updated", "customer.deleted"];
+
 #[derive(Deserialize)]
 struct Envelope<'a> {
     id: String,
@@ -336,6 +355,8 @@ impl Event {
             EventObject::Subscription(serde_json::from_str(raw).map_err(|_| typed("subscription"))?)
         } else if env.kind.starts_with("invoice.") {
             EventObject::Invoice(serde_json::from_str(raw).map_err(|_| typed("invoice"))?)
+        } else if CUSTOMER_TYPES.contains(&env.kind.as_str()) {
+            EventObject::Customer(serde_json::from_str(raw).map_err(|_| typed("customer"))?)
         } else {
             EventObject::Other
         };
@@ -457,6 +478,13 @@ mod tests {
         assert!(s.is_paid());
         assert_eq!(s.metadata.get("agentId").map(String::as_str), Some("a1"));
         assert_eq!(event("charge.refunded", json!({"id": "ch_1"})).unwrap().object, EventObject::Other);
+        let deleted =
+            event("customer.deleted", json!({"id": "cus_1", "object": "customer", "deleted": true}));
+        assert_eq!(deleted.unwrap().object, EventObject::Customer(Customer { id: "cus_1".into() }));
+        // A customer's tax id, source or discount is not the customer.
+        let tax_id = event("customer.tax_id.created", json!({"id": "txi_1", "customer": "cus_1"})).unwrap();
+        assert_eq!(tax_id.object, EventObject::Other);
+        assert!(event("customer.deleted", json!({"object": "customer"})).is_err(), "a customer needs an id");
         assert!(event("invoice.paid", json!({"customer": "cus_1"})).is_err(), "an invoice needs an id");
         assert!(Event::parse("{").is_err());
     }

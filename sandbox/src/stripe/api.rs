@@ -39,6 +39,7 @@ pub(super) fn router(app: Shared) -> Router<Shared> {
         .route("/v1/customers/{id}", get(get_customer).post(update_customer))
         .route("/v1/checkout/sessions", post(create_session))
         .route("/v1/checkout/sessions/{id}", get(get_session))
+        .route("/v1/checkout/sessions/{id}/expire", post(expire_session))
         .route("/v1/subscriptions", get(list_subscriptions))
         .route(
             "/v1/subscriptions/{id}",
@@ -628,6 +629,60 @@ async fn get_session(State(app): State<Shared>, Path(id): Path<String>) -> ApiRe
     Ok(ok(session.object.clone()))
 }
 
+/// `POST /v1/checkout/sessions/{session}/expire` takes nothing but `expand` (Stripe's
+/// description, operation `PostCheckoutSessionsSessionExpire`).
+const SESSION_EXPIRE_PARAMS: &[&str] = &["expand"];
+
+/// Stripe's refusal to expire a session that is not `open` (a 400 without a `code`; the wording
+/// is Stripe's).
+fn not_open(status: &str) -> ApiError {
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        None,
+        None,
+        &format!(
+            "Only Checkout Sessions with a status in [\"open\"] can be expired. This Checkout Session has a status of `{status}`."
+        ),
+    )
+}
+
+/// `POST /v1/checkout/sessions/{id}/expire`: an `open` session becomes `expired` (its `url`
+/// gone, so the hosted page can no longer be paid) and `checkout.session.expired` is emitted;
+/// the answer is the session. Any other status is refused (400, the session unchanged); an
+/// unknown session is `resource_missing` (404).
+async fn expire_session(
+    State(app): State<Shared>,
+    Path(id): Path<String>,
+    Extension(request): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let form = form::parse(&body);
+    only_known(&form, SESSION_EXPIRE_PARAMS)?;
+    let now = Utc::now().timestamp();
+    let mut state = app.lock();
+    let session = state.stripe.session_mut(&id).ok_or_else(|| no_such("checkout.session", &id, "id"))?;
+    let object = &mut session.object;
+    if object["status"] != "open" {
+        return Err(not_open(object["status"].as_str().unwrap_or_default()));
+    }
+    object["status"] = json!("expired");
+    object["url"] = Value::Null;
+    let expired = object.clone();
+    let event = objects::event(
+        "checkout.session.expired",
+        expired.clone(),
+        None,
+        now,
+        None,
+        origin(&request, &headers),
+    );
+    emit(&app, &mut state, vec![event]);
+    tracing::info!(session = %id, "stripe: checkout session expired");
+    Ok(ok(expired))
+}
+
 // ---------------------------------------------------------------------------------------
 // Subscriptions
 
@@ -660,33 +715,106 @@ fn query_form(query: &[(String, String)]) -> Value {
     form::parse(encoded.as_bytes())
 }
 
-/// `GET /v1/subscriptions?customer=&status=&limit=`: newest first; without `status`,
-/// canceled subscriptions are left out, as Stripe does.
+/// `status` values `GET /v1/subscriptions` takes (Stripe's description, operation
+/// `GetSubscriptions`; `paused` is in Stripe's current reference, newer than the pinned file).
+#[rustfmt::skip]
+const SUBSCRIPTION_LIST_STATUSES: &[&str] = &[
+    "active", "all", "canceled", "ended", "incomplete", "incomplete_expired", "past_due", "paused",
+    "trialing", "unpaid",
+];
+
+/// `GET /v1/subscriptions`: see [`subscription_list`].
 async fn list_subscriptions(
     State(app): State<Shared>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> ApiResult {
     let form = query_form(&query);
-    only_known(&form, SUBSCRIPTION_LIST_PARAMS)?;
-    let limit = integer(form.get("limit"), "limit")?.unwrap_or(10).clamp(1, 100);
-    let customer = text(&form, "customer");
-    let status = text(&form, "status");
     let state = app.lock();
-    let matching: Vec<&Value> = state
-        .stripe
-        .subscriptions
+    Ok(ok(subscription_list(&state.stripe.subscriptions, &form)?))
+}
+
+/// The list answer of `GET /v1/subscriptions` over `subscriptions` (recording order) for the
+/// query `form`, as Stripe's description of `GetSubscriptions` says: newest first (`created`,
+/// then the later recorded first); `customer`, `price` and `created` filter; without `status`
+/// canceled subscriptions are left out, `status=all` keeps every one, `status=ended` the
+/// canceled and `incomplete_expired` ones, any other value that status only; `limit` 1 to 100
+/// (default 10); `starting_after` / `ending_before` (one of them) are ids of subscriptions that
+/// mark a place in the whole list, even when the filters leave them out, and `has_more` says
+/// whether more matching subscriptions lie beyond the page in the direction read. A customer
+/// the sandbox does not know simply has none. Other known parameters are accepted and ignored.
+fn subscription_list(subscriptions: &[Value], form: &Value) -> ApiResult<Value> {
+    only_known(form, SUBSCRIPTION_LIST_PARAMS)?;
+    let limit = integer(form.get("limit"), "limit")?.unwrap_or(10);
+    if !(1..=100).contains(&limit) {
+        let bound = if limit < 1 { "greater than or equal to 1" } else { "less than or equal to 100" };
+        return Err(invalid("limit", &format!("This value must be {bound}.")));
+    }
+    let status = text(form, "status");
+    if let Some(status) = status
+        && !SUBSCRIPTION_LIST_STATUSES.contains(&status)
+    {
+        let (last, rest) = SUBSCRIPTION_LIST_STATUSES.split_last().unwrap_or((&"", &[]));
+        return Err(invalid(
+            "status",
+            &format!("Invalid status: must be one of {}, or {last} (got {status})", rest.join(", ")),
+        ));
+    }
+    let (customer, price) = (text(form, "customer"), text(form, "price"));
+    let created = created_filter(form)?;
+    let (after, before) = (text(form, "starting_after"), text(form, "ending_before"));
+    if after.is_some() && before.is_some() {
+        return Err(invalid(
+            "ending_before",
+            "You may only specify one of these parameters: ending_before, starting_after.",
+        ));
+    }
+    // Newest first: `created` descending, then the later recorded first.
+    let mut order: Vec<&Value> = subscriptions.iter().rev().collect();
+    order.sort_by_key(|s| std::cmp::Reverse(s["created"].as_i64().unwrap_or(0)));
+    let position = |param: &str, id: &str| {
+        order.iter().position(|s| s["id"] == id).ok_or_else(|| no_such("subscription", id, param))
+    };
+    let cursor = match (after, before) {
+        (Some(id), _) => Some((position("starting_after", id)?, true)),
+        (_, Some(id)) => Some((position("ending_before", id)?, false)),
+        _ => None,
+    };
+    let matching: Vec<&Value> = order
         .iter()
-        .rev()
-        .filter(|s| customer.is_none_or(|c| s["customer"] == c))
-        .filter(|s| match status {
-            None => s["status"] != "canceled",
-            Some("all") => true,
-            Some(status) => s["status"] == status,
+        .enumerate()
+        .filter(|(at, _)| match cursor {
+            Some((c, true)) => *at > c,
+            Some((c, false)) => *at < c,
+            None => true,
+        })
+        .map(|(_, s)| *s)
+        .filter(|s| {
+            let t = s["created"].as_i64().unwrap_or(0);
+            let state = s["status"].as_str().unwrap_or_default();
+            customer.is_none_or(|c| s["customer"] == c)
+                && price.is_none_or(|p| {
+                    s["items"]["data"]
+                        .as_array()
+                        .is_some_and(|items| items.iter().any(|i| i["price"]["id"] == p))
+                })
+                && in_range(&created, t)
+                && match status {
+                    None => state != "canceled",
+                    Some("all") => true,
+                    Some("ended") => matches!(state, "canceled" | "incomplete_expired"),
+                    Some(wanted) => state == wanted,
+                }
         })
         .collect();
     let take = usize::try_from(limit).unwrap_or(10);
-    Ok(ok(json!({"object": "list", "url": "/v1/subscriptions", "has_more": matching.len() > take,
-        "data": matching.into_iter().take(take).collect::<Vec<_>>()})))
+    let has_more = matching.len() > take;
+    // `ending_before` pages towards newer subscriptions: the `limit` just before the cursor.
+    let page: Vec<&Value> = if matches!(cursor, Some((_, false))) {
+        matching[matching.len().saturating_sub(take)..].to_vec()
+    } else {
+        matching.into_iter().take(take).collect()
+    };
+    Ok(json!({"object": "list", "url": "/v1/subscriptions", "has_more": has_more, "data": page}))
 }
 
 /// `POST /v1/subscriptions/{id}`: `cancel_at_period_end` and `metadata` take effect; other
@@ -869,6 +997,17 @@ fn created_filter(form: &Value) -> ApiResult<Vec<(&'static str, i64)>> {
     }
 }
 
+/// Whether the time `t` satisfies every bound `created_filter` read.
+fn in_range(bounds: &[(&'static str, i64)], t: i64) -> bool {
+    bounds.iter().all(|&(op, bound)| match op {
+        "gt" => t > bound,
+        "gte" => t >= bound,
+        "lt" => t < bound,
+        "lte" => t <= bound,
+        _ => t == bound,
+    })
+}
+
 /// The list answer of `GET /v1/events` over `events` (recording order, with their delivery
 /// attempts) for the query `form`, at `now`.
 fn event_list(events: &[(Value, Vec<Value>)], form: &Value, now: i64) -> ApiResult<Value> {
@@ -924,13 +1063,7 @@ fn event_list(events: &[(Value, Vec<Value>)], form: &Value, now: i64) -> ApiResu
             let t = event["created"].as_i64().unwrap_or(0);
             let event_name = event["type"].as_str().unwrap_or_default();
             t >= now - EVENT_LIST_WINDOW_SECS
-                && created.iter().all(|&(op, bound)| match op {
-                    "gt" => t > bound,
-                    "gte" => t >= bound,
-                    "lt" => t < bound,
-                    "lte" => t <= bound,
-                    _ => t == bound,
-                })
+                && in_range(&created, t)
                 && event_type.is_none_or(|p| type_matches(p, event_name))
                 && types.as_ref().is_none_or(|list| list.contains(&event_name))
                 && delivery_success.is_none_or(|want| delivered(deliveries) == want)
@@ -1154,6 +1287,143 @@ mod tests {
         assert_eq!(refusal(list(&events, "limit=0")).2.as_deref(), Some("limit"));
         assert_eq!(refusal(list(&events, "limit=101")).2.as_deref(), Some("limit"));
         assert_eq!(refusal(list(&events, "limit=ten")).1, Some("parameter_invalid_integer"));
+    }
+
+    /// A recorded subscription of `customer` (one item of `price`).
+    fn sub(id: &str, customer: &str, status: &str, created: i64, price: &str) -> Value {
+        json!({"id": id, "object": "subscription", "customer": customer, "status": status,
+            "created": created, "items": {"object": "list", "data": [{"price": {"id": price}, "quantity": 1}]}})
+    }
+
+    fn subs(subscriptions: &[Value], query: &str) -> ApiResult<Value> {
+        subscription_list(subscriptions, &form::parse(query.as_bytes()))
+    }
+
+    #[test]
+    fn subscriptions_filter_by_customer_status_and_price() {
+        let all = [
+            sub("sub_1", "cus_a", "active", NOW - 50, "price_seat"),
+            sub("sub_2", "cus_a", "canceled", NOW - 40, "price_seat"),
+            sub("sub_3", "cus_b", "past_due", NOW - 30, "price_seat"),
+            sub("sub_4", "cus_a", "incomplete_expired", NOW - 20, "price_other"),
+            sub("sub_5", "cus_a", "trialing", NOW - 10, "price_other"),
+        ];
+        let listed = subs(&all, "customer=cus_a").unwrap();
+        assert_eq!(
+            (listed["object"].as_str(), listed["url"].as_str()),
+            (Some("list"), Some("/v1/subscriptions"))
+        );
+        // Without `status`, canceled subscriptions are left out.
+        assert_eq!(ids(&listed), ["sub_5", "sub_4", "sub_1"]);
+        assert_eq!(
+            ids(&subs(&all, "customer=cus_a&status=all").unwrap()),
+            ["sub_5", "sub_4", "sub_2", "sub_1"]
+        );
+        assert_eq!(ids(&subs(&all, "customer=cus_a&status=canceled").unwrap()), ["sub_2"]);
+        assert_eq!(ids(&subs(&all, "status=ended").unwrap()), ["sub_4", "sub_2"]);
+        assert_eq!(ids(&subs(&all, "status=past_due").unwrap()), ["sub_3"]);
+        assert_eq!(ids(&subs(&all, "status=all&price=price_other").unwrap()), ["sub_5", "sub_4"]);
+        assert_eq!(ids(&subs(&all, &format!("status=all&created[gte]={}", NOW - 30)).unwrap()).len(), 3);
+        // A customer with no subscriptions (or unknown here) has an empty list.
+        let none = subs(&all, "customer=cus_nobody&status=all").unwrap();
+        assert_eq!((ids(&none), none["has_more"].as_bool()), (Vec::<&str>::new(), Some(false)));
+        assert_eq!(
+            refusal(subs(&all, "status=gone")),
+            (StatusCode::BAD_REQUEST, None, Some("status".to_owned()))
+        );
+        assert_eq!(
+            refusal(subs(&all, "plan=price_seat")),
+            (StatusCode::BAD_REQUEST, Some("parameter_unknown"), Some("plan".to_owned()))
+        );
+    }
+
+    #[test]
+    fn subscriptions_paginate_newest_first() {
+        // sub_2 and sub_3 share a second: the later recorded comes first. sub_x is another
+        // customer's, sub_c canceled.
+        let all = [
+            sub("sub_1", "cus_a", "active", NOW - 30, "price_seat"),
+            sub("sub_2", "cus_a", "active", NOW - 20, "price_seat"),
+            sub("sub_x", "cus_b", "active", NOW - 20, "price_seat"),
+            sub("sub_3", "cus_a", "past_due", NOW - 20, "price_seat"),
+            sub("sub_c", "cus_a", "canceled", NOW - 15, "price_seat"),
+            sub("sub_4", "cus_a", "active", NOW - 10, "price_seat"),
+            sub("sub_5", "cus_a", "unpaid", NOW - 5, "price_seat"),
+        ];
+        let page = |query: &str| {
+            let list = subs(&all, &format!("customer=cus_a&{query}")).unwrap();
+            (
+                ids(&list).into_iter().map(str::to_owned).collect::<Vec<_>>(),
+                list["has_more"].as_bool().unwrap(),
+            )
+        };
+        assert_eq!(page("limit=2"), (vec!["sub_5".into(), "sub_4".into()], true));
+        assert_eq!(page("limit=2&starting_after=sub_4"), (vec!["sub_3".into(), "sub_2".into()], true));
+        assert_eq!(page("limit=2&starting_after=sub_2"), (vec!["sub_1".into()], false));
+        assert_eq!(page("limit=3&starting_after=sub_2"), (vec!["sub_1".into()], false));
+        // Exactly `limit` left: no more.
+        assert_eq!(
+            page("limit=3&starting_after=sub_4"),
+            (vec!["sub_3".into(), "sub_2".into(), "sub_1".into()], false)
+        );
+        assert_eq!(
+            page("status=all&limit=2&starting_after=sub_4"),
+            (vec!["sub_c".into(), "sub_3".into()], true)
+        );
+        assert_eq!(page("status=all&limit=2&ending_before=sub_4"), (vec!["sub_5".into()], false));
+        assert_eq!(
+            page("status=all&limit=2&ending_before=sub_3"),
+            (vec!["sub_4".into(), "sub_c".into()], true)
+        );
+        // Following `has_more` with the last id reads every matching subscription once.
+        let (mut seen, mut after) = (Vec::new(), None::<String>);
+        loop {
+            let query = match &after {
+                Some(last) => format!("status=all&limit=2&starting_after={last}"),
+                None => "status=all&limit=2".to_owned(),
+            };
+            let (ids, more) = page(&query);
+            after = ids.last().cloned();
+            seen.extend(ids);
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(seen, ["sub_5", "sub_4", "sub_c", "sub_3", "sub_2", "sub_1"]);
+        // A cursor the filters leave out still marks its place: another customer's, or a
+        // canceled one without `status`.
+        assert_eq!(page("starting_after=sub_x"), (vec!["sub_2".into(), "sub_1".into()], false));
+        assert_eq!(
+            page("starting_after=sub_c"),
+            (vec!["sub_3".into(), "sub_2".into(), "sub_1".into()], false)
+        );
+        assert_eq!(
+            refusal(subs(&all, "starting_after=sub_nope")),
+            (StatusCode::BAD_REQUEST, Some("resource_missing"), Some("starting_after".to_owned()))
+        );
+        assert_eq!(refusal(subs(&all, "ending_before=sub_nope")).2.as_deref(), Some("ending_before"));
+        assert_eq!(
+            refusal(subs(&all, "starting_after=sub_1&ending_before=sub_5")).0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(refusal(subs(&all, "limit=0")).2.as_deref(), Some("limit"));
+        assert_eq!(refusal(subs(&all, "limit=101")).2.as_deref(), Some("limit"));
+        assert_eq!(refusal(subs(&all, "limit=ten")).1, Some("parameter_invalid_integer"));
+        // Default page size 10, at most 100.
+        let many: Vec<Value> =
+            (0..105).map(|i| sub(&format!("sub_{i:03}"), "cus_m", "active", NOW - 200 + i, "p")).collect();
+        let first = subs(&many, "customer=cus_m").unwrap();
+        assert_eq!((ids(&first).len(), first["has_more"].as_bool()), (10, Some(true)));
+        let full = subs(&many, "customer=cus_m&limit=100").unwrap();
+        assert_eq!(
+            (ids(&full).len(), ids(&full)[0], full["has_more"].as_bool()),
+            (100, "sub_104", Some(true))
+        );
+        let rest = subs(&many, "customer=cus_m&limit=100&starting_after=sub_005").unwrap();
+        assert_eq!(
+            (ids(&rest), rest["has_more"].as_bool()),
+            (vec!["sub_004", "sub_003", "sub_002", "sub_001", "sub_000"], Some(false))
+        );
     }
 
     #[test]

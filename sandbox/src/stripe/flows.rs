@@ -4,7 +4,11 @@
 //!   `POST checkout/{id}/complete` is paying. Checkout then creates the customer (unless the
 //!   session named one), the subscription (`subscription_data[metadata]` becomes its
 //!   metadata) and its paid first invoice, completes the session, and announces
-//!   `customer.subscription.created`, `invoice.paid`, `checkout.session.completed`.
+//!   `customer.subscription.created`, `invoice.paid`, `checkout.session.completed`. Only an
+//!   `open` session can be paid: one expired (`POST /v1/checkout/sessions/{id}/expire`) or
+//!   already complete shows its status on the page, and paying it is refused (409, the page's
+//!   form post gets the page's message) with nothing changed and no event, as on Stripe, where
+//!   an expired session can no longer be completed.
 //! - `POST checkout/complete` (`{userId, agentId, region, customer?}`): the same outcome for a
 //!   session the product never created, announcing only `checkout.session.completed`.
 //! - Billing over time: `subscriptions/{id}/status`, `subscriptions/{id}/payment_failed` (a
@@ -150,6 +154,14 @@ fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
+/// Whether a request is the hosted page's form post (rather than a test's JSON call).
+fn from_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+}
+
 /// `POST /_sandbox/stripe/checkout/{id}/complete`: the customer pays. Answers
 /// `{"checkout_session_id","customer_id","subscription_id","invoice_id","event_ids"}`, or,
 /// for the hosted page's form post, redirects to the session's `success_url`.
@@ -166,6 +178,13 @@ pub(super) async fn complete_session(
     };
     if session.object["status"] != "open" {
         let status = session.object["status"].as_str().unwrap_or_default().to_owned();
+        if from_form(&headers) {
+            let page = format!(
+                "<!doctype html><title>Checkout</title><p>This checkout session is {}.</p>",
+                escape(&status)
+            );
+            return (StatusCode::CONFLICT, Html(page)).into_response();
+        }
         return control_error(StatusCode::CONFLICT, &format!("checkout session {id} is {status}, not open"));
     }
     let (items, sub_metadata) = (session.line_items.clone(), session.subscription_metadata.clone());
@@ -203,11 +222,7 @@ pub(super) async fn complete_session(
     let event_ids = emit(&app, &mut state, events);
     drop(state);
     tracing::info!(session = %id, %customer, "stripe: checkout completed");
-    let from_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if from_form {
+    if from_form(&headers) {
         return match completed["success_url"].as_str() {
             Some(url) => Redirect::to(&url.replace("{CHECKOUT_SESSION_ID}", &id)).into_response(),
             None => Html("<!doctype html><title>Paid</title><p>Payment complete.</p>").into_response(),
@@ -324,6 +339,47 @@ pub(super) async fn set_subscription_status(
     }
     let event_ids = emit(&app, &mut state, events);
     json_response(StatusCode::OK, json!({"event_ids": event_ids, "subscription_id": id, "status": status}))
+}
+
+/// `POST /_sandbox/stripe/subscriptions/{id}/quantity` `{"quantity": n}`: the customer changes
+/// the number of seats (Dashboard, Billing Portal or `POST /v1/subscriptions/{id}` with
+/// `items[0][quantity]`): the first item's quantity changes and Stripe emits
+/// `customer.subscription.updated` with the previous items.
+pub(super) async fn set_subscription_quantity(
+    State(app): State<Shared>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let body = parse_body(&body).unwrap_or(Value::Null);
+    let Some(quantity) = body.get("quantity").and_then(Value::as_u64).filter(|q| *q >= 1) else {
+        return control_error(StatusCode::BAD_REQUEST, "quantity must be a positive integer");
+    };
+    let now = Utc::now().timestamp();
+    let mut state = app.lock();
+    let Some(sub) = state.stripe.subscription_mut(&id) else {
+        return control_error(StatusCode::NOT_FOUND, &format!("no subscription {id}"));
+    };
+    if sub["status"] == "canceled" {
+        return control_error(StatusCode::CONFLICT, &format!("subscription {id} is canceled"));
+    }
+    let previous = json!({"items": sub["items"].clone()});
+    if sub["items"]["data"][0]["quantity"] == json!(quantity) {
+        return json_response(
+            StatusCode::OK,
+            json!({"event_ids": [], "subscription_id": id, "quantity": quantity}),
+        );
+    }
+    sub["items"]["data"][0]["quantity"] = json!(quantity);
+    if sub.get("quantity").is_some_and(|q| !q.is_null()) {
+        sub["quantity"] = json!(quantity);
+    }
+    let event =
+        objects::event("customer.subscription.updated", sub.clone(), Some(previous), now, None, (None, None));
+    let event_ids = emit(&app, &mut state, vec![event]);
+    json_response(
+        StatusCode::OK,
+        json!({"event_ids": event_ids, "subscription_id": id, "quantity": quantity}),
+    )
 }
 
 /// `POST /_sandbox/stripe/subscriptions/{id}/payment_failed`: a renewal invoice is created and

@@ -2,8 +2,10 @@
 //! from an event to what Slipway does about it.
 //!
 //! - billing events (`checkout.session.completed` / `async_payment_succeeded`,
-//!   `customer.subscription.*`, `invoice.paid`, `invoice.payment_failed`) go to the customer's
-//!   `Subscription` workflow ([`CustomerEvent`]);
+//!   `customer.subscription.created|updated|deleted|paused|resumed`, `customer.deleted`,
+//!   `invoice.paid`, `invoice.payment_failed`, `invoice.overdue`, `invoice.voided`,
+//!   `invoice.marked_uncollectible`) go to the customer's `Subscription` workflow
+//!   ([`CustomerEvent`]);
 //! - a paid checkout that names an agent also provisions that agent ([`Checkout::Provision`]),
 //!   keyed by the event id; an unpaid one waits for `async_payment_succeeded`.
 
@@ -163,7 +165,9 @@ fn billing(event: &Event) -> Option<CustomerEvent> {
             EventObject::Subscription(s),
             "customer.subscription.created"
             | "customer.subscription.updated"
-            | "customer.subscription.deleted",
+            | "customer.subscription.deleted"
+            | "customer.subscription.paused"
+            | "customer.subscription.resumed",
         ) => {
             let kind = BillingEventKind::SubscriptionChanged {
                 subscription_id: s.id.clone(),
@@ -187,6 +191,30 @@ fn billing(event: &Event) -> Option<CustomerEvent> {
                 subscription_id: i.subscription_id(),
             };
             (i.customer_id(), None, kind)
+        }
+        (EventObject::Invoice(i), "invoice.overdue") => {
+            let kind = BillingEventKind::InvoiceOverdue {
+                invoice_id: i.id.clone(),
+                subscription_id: i.subscription_id(),
+            };
+            (i.customer_id(), None, kind)
+        }
+        (EventObject::Invoice(i), "invoice.voided") => {
+            let kind = BillingEventKind::InvoiceVoided {
+                invoice_id: i.id.clone(),
+                subscription_id: i.subscription_id(),
+            };
+            (i.customer_id(), None, kind)
+        }
+        (EventObject::Invoice(i), "invoice.marked_uncollectible") => {
+            let kind = BillingEventKind::InvoiceUncollectible {
+                invoice_id: i.id.clone(),
+                subscription_id: i.subscription_id(),
+            };
+            (i.customer_id(), None, kind)
+        }
+        (EventObject::Customer(c), "customer.deleted") => {
+            (Some(c.id.clone()).filter(|id| !id.is_empty()), None, BillingEventKind::CustomerDeleted)
         }
         _ => return None,
     };
@@ -330,17 +358,119 @@ mod tests {
         );
     }
 
+    /// `data.object` of each handled type, in Stripe's shape (API version 2025-03-31 or later:
+    /// an invoice names its subscription under `parent.subscription_details`).
+    fn object_of(kind: &str) -> Value {
+        if kind.starts_with("checkout.session.") {
+            session(json!({"userId": "u1"}), json!("cus_1"), "paid")
+        } else if kind.starts_with("customer.subscription.") {
+            let status = match kind {
+                "customer.subscription.deleted" => "canceled",
+                "customer.subscription.paused" => "paused",
+                _ => "active",
+            };
+            json!({"id": "sub_1", "object": "subscription", "customer": "cus_1", "status": status,
+                   "metadata": {}, "items": {"object": "list", "data": [
+                       {"id": "si_1", "object": "subscription_item", "quantity": 1,
+                        "price": {"id": "price_1", "recurring": {"usage_type": "licensed"}}}]}})
+        } else if kind.starts_with("invoice.") {
+            json!({"id": "in_1", "object": "invoice", "customer": "cus_1",
+                   "parent": {"type": "subscription_details",
+                              "subscription_details": {"subscription": "sub_1"}}})
+        } else if kind.starts_with("customer.") {
+            json!({"id": "cus_1", "object": "customer", "email": "a@example.com", "metadata": {}})
+        } else {
+            panic!("no object shape for {kind}")
+        }
+    }
+
     #[test]
     fn every_type_the_catch_up_asks_for_is_acted_on() {
-        let customer = json!({"id": "x_1", "customer": "cus_1", "status": "active"});
+        let (invoice, subscription) = ("in_1".to_owned(), Some("sub_1".to_owned()));
         for kind in slipway_providers::stripe::webhook::HANDLED_TYPES {
-            let object = if kind.starts_with("checkout.") {
-                session(json!({"userId": "u1"}), json!("cus_1"), "paid")
-            } else {
-                customer.clone()
+            let billing = intent(&event(kind, object_of(kind))).unwrap().billing;
+            let b = billing.unwrap_or_else(|| panic!("{kind} is not acted on"));
+            assert_eq!((b.customer_id.as_str(), b.event.event_id.as_str()), ("cus_1", "evt_1"), "{kind}");
+            let expected = match kind {
+                "checkout.session.completed" | "checkout.session.async_payment_succeeded" => {
+                    assert!(matches!(b.event.kind, BillingEventKind::CheckoutCompleted { paid: true, .. }));
+                    continue;
+                }
+                "customer.subscription.created"
+                | "customer.subscription.updated"
+                | "customer.subscription.deleted"
+                | "customer.subscription.paused"
+                | "customer.subscription.resumed" => BillingEventKind::SubscriptionChanged {
+                    subscription_id: "sub_1".into(),
+                    status: object_of(kind)["status"].as_str().unwrap().into(),
+                    deleted: kind == "customer.subscription.deleted",
+                    agent_id: None,
+                    seats: Some(1),
+                },
+                "customer.deleted" => BillingEventKind::CustomerDeleted,
+                "invoice.paid" => BillingEventKind::InvoicePaid {
+                    invoice_id: invoice.clone(),
+                    subscription_id: subscription.clone(),
+                },
+                "invoice.payment_failed" => BillingEventKind::InvoicePaymentFailed {
+                    invoice_id: invoice.clone(),
+                    subscription_id: subscription.clone(),
+                },
+                "invoice.overdue" => BillingEventKind::InvoiceOverdue {
+                    invoice_id: invoice.clone(),
+                    subscription_id: subscription.clone(),
+                },
+                "invoice.voided" => BillingEventKind::InvoiceVoided {
+                    invoice_id: invoice.clone(),
+                    subscription_id: subscription.clone(),
+                },
+                "invoice.marked_uncollectible" => BillingEventKind::InvoiceUncollectible {
+                    invoice_id: invoice.clone(),
+                    subscription_id: subscription.clone(),
+                },
+                other => panic!("{other}: add its expected billing event here"),
             };
-            assert!(intent(&event(kind, object)).unwrap().billing.is_some(), "{kind} is not acted on");
+            assert_eq!(b.event.kind, expected, "{kind}");
         }
+    }
+
+    #[test]
+    fn paused_and_resumed_subscriptions_change_like_updates() {
+        for (kind, status) in
+            [("customer.subscription.paused", "paused"), ("customer.subscription.resumed", "active")]
+        {
+            let object = json!({"id": "sub_1", "customer": "cus_1", "status": status,
+                                "metadata": {"agentId": "a1"}});
+            let b = intent(&event(kind, object)).unwrap().billing.unwrap();
+            assert_eq!(
+                b.event.kind,
+                BillingEventKind::SubscriptionChanged {
+                    subscription_id: "sub_1".into(),
+                    status: status.into(),
+                    deleted: false,
+                    agent_id: Some("a1".into()),
+                    seats: Some(0),
+                },
+                "{kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_deleted_customer_is_the_customer_the_object_is() {
+        let b =
+            intent(&event("customer.deleted", json!({"id": "cus_7", "object": "customer", "deleted": true})))
+                .unwrap()
+                .billing
+                .unwrap();
+        assert_eq!(
+            (b.customer_id.as_str(), b.user_id, b.event.kind),
+            ("cus_7", None, BillingEventKind::CustomerDeleted)
+        );
+        // Created or updated customers mean nothing to billing.
+        let updated =
+            intent(&event("customer.updated", json!({"id": "cus_7", "object": "customer"}))).unwrap();
+        assert_eq!(updated.billing, None);
     }
 
     #[test]

@@ -43,6 +43,8 @@ impl Gateway {
             policy,
             inbox: Vec::new(),
             claims: Vec::new(),
+            releases: Vec::new(),
+            attaches: Vec::new(),
             upgrade_attempted: false,
         };
         let call = client.signal_with_start_workflow(
