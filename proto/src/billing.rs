@@ -476,6 +476,10 @@ pub struct SubscriptionInput {
     /// across continue-as-new).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attaches: Vec<String>,
+    /// When the next re-assertion is due (Unix seconds), carried across continue-as-new so a
+    /// busy customer is still re-asserted on time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_reassert: Option<i64>,
     /// A run on the legacy rules already continued as new to move to per-subscription billing
     /// and came back on the legacy rules (a worker that holds the change back): it answers
     /// seat claims itself instead of continuing as new again.

@@ -166,7 +166,7 @@ pub fn check_command(status: AgentStatus, command: AgentCommand) -> Result<Agent
         (C::Start, S::Stopped) => Ok(S::Active),
         (C::Start, S::Suspended) => Err(refused(
             codes::AGENT_SUSPENDED,
-            "the agent is suspended until the outstanding invoice is paid",
+            "the agent is powered off by billing until its subscription is in good standing with a seat for it (see its audit trail)",
         )),
         (C::Start, _) => {
             Err(refused(codes::AGENT_NOT_STOPPED, format!("the agent is {status}, not stopped")))

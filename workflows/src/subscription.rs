@@ -94,6 +94,8 @@ pub struct SubscriptionWorkflow {
     per_subscription: bool,
     /// Someone asked to re-read the customer's subscriptions from Stripe now.
     sync: bool,
+    /// When the next re-assertion is due, if carried over from the previous run.
+    next_reassert: Option<i64>,
 }
 
 #[workflow_methods]
@@ -115,6 +117,7 @@ impl SubscriptionWorkflow {
             upgrade_attempted: input.upgrade_attempted,
             per_subscription: false,
             sync: false,
+            next_reassert: input.next_reassert,
         }
     }
 
@@ -278,6 +281,7 @@ impl SubscriptionWorkflow {
                         claims: std::mem::take(&mut s.claims),
                         releases: std::mem::take(&mut s.releases),
                         attaches: std::mem::take(&mut s.attaches),
+                        next_reassert: None,
                         upgrade_attempted: false,
                     }
                 });
@@ -342,7 +346,8 @@ impl SubscriptionWorkflow {
         let effects = ctx.state_mut(|s| billing::converge(&mut s.billing, now, s.policy.grace_period_secs));
         Self::enforce(ctx, effects).await;
         Self::publish(ctx);
-        let mut reassert_at = now + ctx.state(|s| s.policy.reassert_secs.max(60)) as i64;
+        let mut reassert_at =
+            ctx.state(|s| s.next_reassert.unwrap_or(now + s.policy.reassert_secs.max(60) as i64));
         loop {
             let limit = ctx.state(|s| s.policy.history_limit);
             if (ctx.continue_as_new_suggested() || ctx.history_length() >= limit)
@@ -361,6 +366,7 @@ impl SubscriptionWorkflow {
                         claims: Vec::new(),
                         releases: Vec::new(),
                         attaches: Vec::new(),
+                        next_reassert: Some(reassert_at),
                         upgrade_attempted: false,
                     }
                 });
@@ -655,6 +661,7 @@ impl SubscriptionWorkflow {
                         claims: std::mem::take(&mut s.claims),
                         releases: Vec::new(),
                         attaches: Vec::new(),
+                        next_reassert: None,
                         upgrade_attempted: migrate || s.upgrade_attempted,
                     }
                 });

@@ -84,6 +84,7 @@ impl Bench {
                     claims: Vec::new(),
                     releases: Vec::new(),
                     attaches: Vec::new(),
+                    next_reassert: None,
                     upgrade_attempted: false,
                 };
                 let event = BillingEvent {

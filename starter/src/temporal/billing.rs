@@ -45,6 +45,7 @@ impl Gateway {
             claims: Vec::new(),
             releases: Vec::new(),
             attaches: Vec::new(),
+            next_reassert: None,
             upgrade_attempted: false,
         };
         let call = client.signal_with_start_workflow(
