@@ -22,6 +22,8 @@ pub mod failure_types {
     pub const ACTION_FAILED: &str = "ProviderActionFailed";
     /// Worker-side misconfiguration (e.g. a sealed secret that cannot be opened).
     pub const CONFIGURATION: &str = "Configuration";
+    /// A request Slipway would not send (an input that would change the URL's structure).
+    pub const INVALID_REQUEST: &str = "InvalidRequest";
 }
 
 /// Whether a failed call is worth repeating.
@@ -87,6 +89,10 @@ pub enum ClientError {
     /// The worker cannot do this with its configuration.
     #[error("{0}")]
     Configuration(String),
+    /// A request that was not sent: one of its inputs would change the URL's structure (a path
+    /// segment `..`, say). The same input fails the same way.
+    #[error("{0}")]
+    InvalidRequest(String),
 }
 
 /// The worker variable holding each provider's credential: what to fix when a provider
@@ -143,7 +149,9 @@ impl ClientError {
             Self::Transport { .. } | Self::Unreachable { .. } => Retry::Transient(None),
             // A body we cannot read is most often a proxy error page: worth another try.
             Self::Decode { .. } => Retry::Transient(None),
-            Self::Conflict(_) | Self::ActionFailed(_) | Self::Configuration(_) => Retry::Permanent,
+            Self::Conflict(_) | Self::ActionFailed(_) | Self::Configuration(_) | Self::InvalidRequest(_) => {
+                Retry::Permanent
+            }
         }
     }
 
@@ -166,6 +174,7 @@ impl ClientError {
             Self::Conflict(_) => failure_types::RESOURCE_CONFLICT,
             Self::ActionFailed(_) => failure_types::ACTION_FAILED,
             Self::Configuration(_) => failure_types::CONFIGURATION,
+            Self::InvalidRequest(_) => failure_types::INVALID_REQUEST,
             Self::Api(f) if matches!(f.status, 401 | 403) => failure_types::PROVIDER_CREDENTIALS,
             _ => match self.retry() {
                 Retry::Transient(_) => failure_types::PROVIDER_UNAVAILABLE,

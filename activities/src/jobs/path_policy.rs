@@ -71,10 +71,11 @@ impl PathPolicy {
     /// `Ok` if a job may create, edit or delete `path`.
     pub fn check(&self, path: &str) -> Result<(), Refusal> {
         let refuse = |reason| Err(Refusal { path: path.to_owned(), reason });
+        if let Some(reason) = unsafe_spelling(path) {
+            return refuse(reason);
+        }
         if path.is_empty()
             || path.starts_with('/')
-            || path.contains('\\')
-            || path.contains('\0')
             || path.split('/').any(|s| s.is_empty() || s == "." || s == "..")
         {
             return refuse("not a relative path inside the repository");
@@ -111,6 +112,62 @@ impl PathPolicy {
     pub fn refusals<'a>(&self, paths: impl IntoIterator<Item = &'a str>) -> Vec<Refusal> {
         paths.into_iter().filter_map(|p| self.check(p).err()).collect()
     }
+}
+
+/// Characters that look like `.` or `/` (or a run of dots) without being them: a path written
+/// with them reads as an escape to a person, and some tool on the way may fold them into one.
+const LOOKALIKES: &[char] = &[
+    '\u{2024}', // ONE DOT LEADER
+    '\u{2025}', // TWO DOT LEADER
+    '\u{2026}', // HORIZONTAL ELLIPSIS
+    '\u{FE52}', // SMALL FULL STOP
+    '\u{FF0E}', // FULLWIDTH FULL STOP
+    '\u{3002}', // IDEOGRAPHIC FULL STOP
+    '\u{FF61}', // HALFWIDTH IDEOGRAPHIC FULL STOP
+    '\u{2215}', // DIVISION SLASH
+    '\u{2044}', // FRACTION SLASH
+    '\u{FF0F}', // FULLWIDTH SOLIDUS
+    '\u{29F8}', // BIG SOLIDUS
+    '\u{2571}', // BOX DRAWINGS LIGHT DIAGONAL
+    '\u{1735}', // PHILIPPINE SINGLE PUNCTUATION
+    '\u{FE68}', // SMALL REVERSE SOLIDUS
+    '\u{FF3C}', // FULLWIDTH REVERSE SOLIDUS
+    '\u{29F5}', // REVERSE SOLIDUS OPERATOR
+    '\u{29F9}', // BIG REVERSE SOLIDUS
+];
+
+/// Why `path` is spelled in a way that could mean another path once it is decoded, normalised
+/// or put in a URL, or `None`. A planned path becomes a segment of a REST URL
+/// (`/repos/{owner}/{repo}/contents/{path}`): `%2e%2e` is `..` to a URL parser, `?` and `#` end
+/// the path, a backslash is a separator to some. None of these occurs in an ordinary source
+/// path, so they are refused outright rather than interpreted.
+fn unsafe_spelling(path: &str) -> Option<&'static str> {
+    if path.contains('%') {
+        return Some("percent-encoded (`%` can spell `..` or `/` once decoded)");
+    }
+    if path.contains('?') || path.contains('#') {
+        return Some("not a plain path (`?` or `#` would end it in a URL)");
+    }
+    if path.contains('\\') {
+        return Some("not a relative path inside the repository (a backslash is a separator to some tools)");
+    }
+    if path.chars().any(|c| c.is_control() || is_invisible(c)) {
+        return Some("not a plain path (it holds control or invisible characters)");
+    }
+    if path.chars().any(|c| LOOKALIKES.contains(&c)) {
+        return Some("not a plain path (it holds a look-alike of `.`, `/` or `\\`)");
+    }
+    None
+}
+
+/// Characters that print as nothing (or as a space) and are not a plain ASCII space: format
+/// characters, zero-width and bidirectional controls, other spaces and separators.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00A0}' | '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{1680}'
+        | '\u{17B4}' | '\u{17B5}' | '\u{180E}' | '\u{2000}'..='\u{200F}' | '\u{2028}'..='\u{202F}'
+        | '\u{205F}'..='\u{206F}' | '\u{3000}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}'
+        | '\u{FFA0}' | '\u{FFF0}'..='\u{FFFB}' | '\u{E0000}'..='\u{E007F}' | '\u{E0100}'..='\u{E01EF}')
 }
 
 /// `*` matches any run of characters (including `/`); everything else matches itself.
@@ -170,6 +227,52 @@ mod tests {
         ] {
             let refusal = p.check(path).expect_err(path);
             assert!(refusal.to_string().contains(why), "{path}: {refusal}");
+        }
+    }
+
+    #[test]
+    fn spellings_that_could_mean_another_path_are_refused_with_their_reason() {
+        let p = PathPolicy::from_list("*");
+        for (path, why) in [
+            ("x/%2e%2e/%2e%2e/other-repo/contents/secret.yml", "percent-encoded"),
+            ("%2e%2e/x", "percent-encoded"),
+            ("src%2flib.rs", "percent-encoded"),
+            ("src/lib.rs%00", "percent-encoded"),
+            ("src/lib.rs?ref=other", "`?` or `#`"),
+            ("README.md#x", "`?` or `#`"),
+            ("src\\..\\..\\x", "backslash"),
+            ("src\\lib.rs", "backslash"),
+            ("src/lib\0.rs", "control"),
+            ("src/\nlib.rs", "control"),
+            ("src/lib.rs\r", "control"),
+            ("src/\u{7f}lib.rs", "control"),
+            ("src/\u{85}lib.rs", "control"),
+            ("src/\u{200b}lib.rs", "invisible"),
+            ("src/\u{202e}sr.bil", "invisible"),
+            ("src/\u{feff}lib.rs", "invisible"),
+            ("src/lib\u{a0}.rs", "invisible"),
+            ("x/\u{2024}\u{2024}/y", "look-alike"),
+            ("x/\u{2025}/y", "look-alike"),
+            ("x/\u{ff0e}\u{ff0e}/y", "look-alike"),
+            ("x/\u{fe52}\u{fe52}/y", "look-alike"),
+            ("x\u{2215}..\u{2215}y", "look-alike"),
+            ("x\u{2044}y", "look-alike"),
+            ("x\u{ff0f}y", "look-alike"),
+            ("x\u{ff3c}y", "look-alike"),
+            ("/etc/passwd", "inside the repository"),
+            ("a//b", "inside the repository"),
+            ("a/", "inside the repository"),
+            ("./a", "inside the repository"),
+            ("a/./b", "inside the repository"),
+            ("a/..", "inside the repository"),
+            ("..", "inside the repository"),
+        ] {
+            let refusal = p.check(path).expect_err(path);
+            assert!(refusal.to_string().contains(why), "{path:?}: {refusal}");
+        }
+        // Ordinary names with dots, dashes and non-ASCII letters stay allowed.
+        for path in ["docs/v1.2/notes.md", "a/.hidden/b.txt", "i18n/café.md", "src/...rs", "x/..y/z"] {
+            assert_eq!(PathPolicy::default().check(path), Ok(()), "{path}");
         }
     }
 

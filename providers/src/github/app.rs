@@ -4,7 +4,15 @@
 //! authenticates the app; it is exchanged for an installation access token
 //! (`POST /app/installations/{id}/access_tokens`, valid one hour). Tokens are cached in this
 //! process until five minutes before the `expires_at` GitHub gives them; they never enter
-//! workflow state.
+//! workflow state. Each token is asked for one repository and the permissions a job needs
+//! ([`JOB_PERMISSIONS`]), never the whole installation: a token cannot read a repository the
+//! job is not about, whatever URL a bug or a model's plan makes of a path. The cache is keyed
+//! by installation *and* repository for the same reason.
+//!
+//! Every value put into a URL path (repository, file path, branch, sha, login) is
+//! percent-encoded segment by segment ([`url_path`]): a path such as `a/%2e%2e/b` stays a file
+//! name under `contents/`, and a segment a URL parser would resolve (`.`, `..`, empty) is
+//! refused before any request is sent.
 //!
 //! Requests are written over the shared HTTP layer for the same reason as [`super::rest`]: the
 //! Git Data calls below (tree + commit + ref, so several files change in one commit) and the
@@ -37,7 +45,8 @@ pub struct GitHubApp {
     http: Http,
     app_id: String,
     key: EncodingKey,
-    tokens: Mutex<HashMap<u64, (SecretString, SystemTime)>>,
+    /// Installation tokens by installation id and repository (`owner/name`, lowercase).
+    tokens: Mutex<HashMap<(u64, String), (SecretString, SystemTime)>>,
 }
 
 impl std::fmt::Debug for GitHubApp {
@@ -52,6 +61,68 @@ fn parse_error(v: &Value) -> (Option<String>, Option<String>) {
 
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// What a job's installation token may do: edit files and branches, open pull requests,
+/// comment on issues, and read the repository and its collaborators' permissions (`metadata`,
+/// which GitHub grants every token anyway).
+pub const JOB_PERMISSIONS: [(&str, &str); 4] =
+    [("contents", "write"), ("pull_requests", "write"), ("issues", "write"), ("metadata", "read")];
+
+/// The body of `POST /app/installations/{id}/access_tokens` for a token of `repo` (`owner/name`)
+/// only: GitHub takes the repository's name without its owner (the installation fixes the owner).
+fn token_request(repo: &str) -> Value {
+    let name = repo.split_once('/').map_or(repo, |(_, name)| name);
+    let permissions: serde_json::Map<String, Value> =
+        JOB_PERMISSIONS.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+    json!({"repositories": [name], "permissions": permissions})
+}
+
+/// Characters kept as they are in a URL path segment: RFC 3986's unreserved set. Everything
+/// else, `%`, `/`, `?`, `#`, `\` and every non-ASCII byte included, is percent-encoded.
+fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// `value` as one URL path segment, or an error when a URL parser would resolve it (`.`, `..`,
+/// which no encoding hides: WHATWG URL parsers read `%2e` as `.`) or it is empty.
+pub(crate) fn url_segment(what: &str, value: &str) -> Result<String, ClientError> {
+    if value.is_empty() || value == "." || value == ".." {
+        return Err(ClientError::InvalidRequest(format!(
+            "{what} `{value}` would change the request's URL (an empty, `.` or `..` segment)"
+        )));
+    }
+    Ok(value
+        .bytes()
+        .map(|b| if unreserved(b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect())
+}
+
+/// `value` (`/`-separated: a file path, a branch name) as URL path segments: each segment
+/// encoded by [`url_segment`], the `/` between them kept.
+pub(crate) fn url_path(what: &str, value: &str) -> Result<String, ClientError> {
+    let segments: Vec<String> =
+        value.split('/').map(|s| url_segment(what, s)).collect::<Result<_, _>>().map_err(|_| {
+            ClientError::InvalidRequest(format!(
+                "{what} `{value}` would change the request's URL (an empty, `.` or `..` segment)"
+            ))
+        })?;
+    Ok(segments.join("/"))
+}
+
+/// `/repos/{owner}/{repo}` for `repo` (`owner/name`, exactly two segments), encoded.
+pub(crate) fn repo_url(repo: &str) -> Result<String, ClientError> {
+    match repo.split_once('/') {
+        Some((owner, name)) if !name.contains('/') => {
+            Ok(format!("/repos/{}/{}", url_segment("owner", owner)?, url_segment("repository", name)?))
+        }
+        _ => Err(ClientError::InvalidRequest(format!("repository `{repo}` is not owner/name"))),
+    }
+}
+
+/// `/contents/{path}` (under a repository's URL) for a file path, each segment encoded.
+fn contents_url(path: &str) -> Result<String, ClientError> {
+    Ok(format!("/contents/{}", url_path("file path", path)?))
 }
 
 /// `GET /repos/{owner}/{repo}/collaborators/{username}/permission`. Hand-written: octocrab's
@@ -123,10 +194,13 @@ impl GitHubApp {
             .map_err(|e| ClientError::Configuration(format!("signing the app JWT: {e}")))
     }
 
-    /// An installation token, from the cache while it has more than five minutes left.
-    async fn token(&self, installation_id: u64) -> Result<SecretString, ClientError> {
+    /// An installation token for `repo` (`owner/name`) alone, with [`JOB_PERMISSIONS`]; from the
+    /// cache while it has more than five minutes left.
+    async fn token(&self, installation_id: u64, repo: &str) -> Result<SecretString, ClientError> {
         let fresh = |exp: &SystemTime| *exp > SystemTime::now() + Duration::from_secs(300);
-        if let Some((token, exp)) = self.tokens.lock().expect("token cache").get(&installation_id)
+        // GitHub compares repository names without case.
+        let key = (installation_id, repo.to_ascii_lowercase());
+        if let Some((token, exp)) = self.tokens.lock().expect("token cache").get(&key)
             && fresh(exp)
         {
             return Ok(token.clone());
@@ -137,24 +211,29 @@ impl GitHubApp {
             .request(Method::POST, &path)
             .bearer_auth(self.app_jwt()?)
             .header("Accept", "application/vnd.github+json")
-            .header("X-GitHub-Api-Version", "2022-11-28");
+            .header("X-GitHub-Api-Version", "2022-11-28")
+            .json(&token_request(repo));
         let t: InstallationToken = self.http.json(req).await.map_err(rate_limited)?;
         let exp = expiry(&t);
         let token = SecretString::from(t.token);
-        self.tokens.lock().expect("token cache").insert(installation_id, (token.clone(), exp));
+        self.tokens.lock().expect("token cache").insert(key, (token.clone(), exp));
         Ok(token)
     }
 
+    /// A request to `/repos/{owner}/{repo}{rest}` with a token of that repository alone; `rest`
+    /// is empty or starts with `/`, its variable parts already encoded.
     async fn req(
         &self,
         installation_id: u64,
+        repo: &str,
         method: Method,
-        path: &str,
+        rest: &str,
     ) -> Result<reqwest::RequestBuilder, ClientError> {
-        let token = self.token(installation_id).await?;
+        let path = format!("{}{rest}", repo_url(repo)?);
+        let token = self.token(installation_id, repo).await?;
         Ok(self
             .http
-            .request(method, path)
+            .request(method, &path)
             .bearer_auth(token.expose_secret())
             .header("Accept", "application/vnd.github+json")
             .header("X-GitHub-Api-Version", "2022-11-28"))
@@ -210,7 +289,7 @@ impl GitHubApp {
         issue: u64,
         body: &str,
     ) -> Result<u64, ClientError> {
-        let req = self.req(inst, Method::POST, &format!("/repos/{repo}/issues/{issue}/comments")).await?;
+        let req = self.req(inst, repo, Method::POST, &format!("/issues/{issue}/comments")).await?;
         let comment: Comment =
             self.http.json(req.json(&json!({"body": body}))).await.map_err(rate_limited)?;
         Ok(comment.id.into_inner())
@@ -224,16 +303,15 @@ impl GitHubApp {
         comment_id: u64,
         body: &str,
     ) -> Result<(), ClientError> {
-        let req =
-            self.req(inst, Method::PATCH, &format!("/repos/{repo}/issues/comments/{comment_id}")).await?;
+        let req = self.req(inst, repo, Method::PATCH, &format!("/issues/comments/{comment_id}")).await?;
         let _: Comment = self.http.json(req.json(&json!({"body": body}))).await.map_err(rate_limited)?;
         Ok(())
     }
 
     /// A user's permission on the repository (`admin`, `write`, `read`, `none`).
     pub async fn permission(&self, inst: u64, repo: &str, login: &str) -> Result<String, ClientError> {
-        let req =
-            self.req(inst, Method::GET, &format!("/repos/{repo}/collaborators/{login}/permission")).await?;
+        let login = url_segment("login", login)?;
+        let req = self.req(inst, repo, Method::GET, &format!("/collaborators/{login}/permission")).await?;
         let p: CollaboratorPermission = self.http.json(req).await.map_err(rate_limited)?;
         Ok(p.permission)
     }
@@ -247,7 +325,7 @@ impl GitHubApp {
         git_ref: &str,
     ) -> Result<(Vec<String>, bool), ClientError> {
         let req = self
-            .req(inst, Method::GET, &format!("/repos/{repo}/git/trees/{git_ref}"))
+            .req(inst, repo, Method::GET, &format!("/git/trees/{}", url_segment("tree", git_ref)?))
             .await?
             .query(&[("recursive", "1")]);
         let tree: GitTree = self.http.json(req).await.map_err(rate_limited)?;
@@ -263,10 +341,7 @@ impl GitHubApp {
         path: &str,
         git_ref: &str,
     ) -> Result<Option<String>, ClientError> {
-        let req = self
-            .req(inst, Method::GET, &format!("/repos/{repo}/contents/{path}"))
-            .await?
-            .query(&[("ref", git_ref)]);
+        let req = self.req(inst, repo, Method::GET, &contents_url(path)?).await?.query(&[("ref", git_ref)]);
         match self.http.json::<Content>(req).await.map_err(rate_limited) {
             Ok(c) => {
                 let b64: String =
@@ -287,7 +362,7 @@ impl GitHubApp {
     ) -> Result<Option<PullRequest>, ClientError> {
         let owner = repo.split('/').next().unwrap_or_default();
         let req = self
-            .req(inst, Method::GET, &format!("/repos/{repo}/pulls"))
+            .req(inst, repo, Method::GET, "/pulls")
             .await?
             .query(&[("head", format!("{owner}:{branch}")), ("state", "open".to_owned())]);
         let pulls: Vec<PullRequest> = self.http.json(req).await.map_err(rate_limited)?;
@@ -307,13 +382,24 @@ impl GitHubApp {
     ) -> Result<String, ClientError> {
         let head: Ref = self
             .http
-            .json(self.req(inst, Method::GET, &format!("/repos/{repo}/git/ref/heads/{base}")).await?)
+            .json(
+                self.req(inst, repo, Method::GET, &format!("/git/ref/heads/{}", url_path("branch", base)?))
+                    .await?,
+            )
             .await
             .map_err(rate_limited)?;
         let base_sha = ref_sha(&head).to_owned();
         let commit: GitCommitObject = self
             .http
-            .json(self.req(inst, Method::GET, &format!("/repos/{repo}/git/commits/{base_sha}")).await?)
+            .json(
+                self.req(
+                    inst,
+                    repo,
+                    Method::GET,
+                    &format!("/git/commits/{}", url_segment("commit", &base_sha)?),
+                )
+                .await?,
+            )
             .await
             .map_err(rate_limited)?;
         let base_tree = commit.tree.sha;
@@ -327,7 +413,7 @@ impl GitHubApp {
         let tree: GitTree = self
             .http
             .json(
-                self.req(inst, Method::POST, &format!("/repos/{repo}/git/trees"))
+                self.req(inst, repo, Method::POST, "/git/trees")
                     .await?
                     .json(&json!({"base_tree": base_tree, "tree": entries})),
             )
@@ -336,7 +422,7 @@ impl GitHubApp {
         let new: GitCommitObject = self
             .http
             .json(
-                self.req(inst, Method::POST, &format!("/repos/{repo}/git/commits"))
+                self.req(inst, repo, Method::POST, "/git/commits")
                     .await?
                     .json(&json!({"message": message, "tree": tree.sha, "parents": [base_sha]})),
             )
@@ -344,14 +430,19 @@ impl GitHubApp {
             .map_err(rate_limited)?;
         let sha = new.sha;
         let create = self
-            .req(inst, Method::POST, &format!("/repos/{repo}/git/refs"))
+            .req(inst, repo, Method::POST, "/git/refs")
             .await?
             .json(&json!({"ref": format!("refs/heads/{branch}"), "sha": sha}));
         match self.http.json::<Ref>(create).await.map_err(rate_limited) {
             Ok(_) => {}
             Err(ClientError::Api(f)) if f.status == 422 => {
                 let update = self
-                    .req(inst, Method::PATCH, &format!("/repos/{repo}/git/refs/heads/{branch}"))
+                    .req(
+                        inst,
+                        repo,
+                        Method::PATCH,
+                        &format!("/git/refs/heads/{}", url_path("branch", branch)?),
+                    )
                     .await?
                     .json(&json!({"sha": sha, "force": true}));
                 let _: Ref = self.http.json(update).await.map_err(rate_limited)?;
@@ -372,7 +463,7 @@ impl GitHubApp {
         body: &str,
     ) -> Result<PullRequest, ClientError> {
         let req = self
-            .req(inst, Method::POST, &format!("/repos/{repo}/pulls"))
+            .req(inst, repo, Method::POST, "/pulls")
             .await?
             .json(&json!({"title": title, "head": branch, "base": base, "body": body}));
         match self.http.json::<PullRequest>(req).await.map_err(rate_limited) {
@@ -387,11 +478,8 @@ impl GitHubApp {
 
     /// The repository's default branch.
     pub async fn default_branch(&self, inst: u64, repo: &str) -> Result<String, ClientError> {
-        let r: octocrab::models::Repository = self
-            .http
-            .json(self.req(inst, Method::GET, &format!("/repos/{repo}")).await?)
-            .await
-            .map_err(rate_limited)?;
+        let r: octocrab::models::Repository =
+            self.http.json(self.req(inst, repo, Method::GET, "").await?).await.map_err(rate_limited)?;
         r.default_branch.ok_or_else(|| ClientError::Decode {
             provider: "github",
             message: format!("repository {repo} has no default_branch"),
@@ -406,6 +494,54 @@ mod tests {
     fn token(expires_at: Option<&str>) -> InstallationToken {
         serde_json::from_value(json!({"token": "ghs_x", "expires_at": expires_at, "permissions": {}}))
             .expect("GitHub's access token answer")
+    }
+
+    /// The URL a request for `path` in `acme/shop` goes to, as the URL library resolves it.
+    fn contents_request_url(path: &str) -> Result<reqwest::Url, ClientError> {
+        let url = format!("https://api.github.com{}{}", repo_url("acme/shop")?, contents_url(path)?);
+        Ok(reqwest::Url::parse(&url).expect("a URL"))
+    }
+
+    #[test]
+    fn an_encoded_escape_stays_a_file_name_under_the_repositorys_contents() {
+        let url = contents_request_url("a/%2e%2e/b").expect("sent, encoded");
+        assert_eq!(url.path(), "/repos/acme/shop/contents/a/%252e%252e/b");
+        let url = contents_request_url("x/%2e%2e/%2e%2e/other-repo/contents/secret.yml").expect("encoded");
+        assert!(url.path().starts_with("/repos/acme/shop/contents/x/"), "{url}");
+        assert!(!url.path().contains("/repos/acme/other-repo"), "{url}");
+        for (path, encoded) in [
+            ("src/lib.rs?ref=main#x", "/repos/acme/shop/contents/src/lib.rs%3Fref%3Dmain%23x"),
+            ("a\\..\\b", "/repos/acme/shop/contents/a%5C..%5Cb"),
+            (
+                "docs/caf\u{e9} \u{2024}\u{2024}.md",
+                "/repos/acme/shop/contents/docs/caf%C3%A9%20%E2%80%A4%E2%80%A4.md",
+            ),
+        ] {
+            let url = contents_request_url(path).expect("encoded");
+            assert_eq!(url.path(), encoded);
+            assert!(url.query().is_none() && url.fragment().is_none(), "{url}");
+        }
+    }
+
+    #[test]
+    fn a_segment_a_url_parser_would_resolve_is_never_sent() {
+        for path in ["a/../b", "../other-repo/contents/x", "a/./b", "a//b", "/etc/passwd", "a/", "..", ""] {
+            let err = contents_request_url(path).expect_err(path);
+            assert!(matches!(err, ClientError::InvalidRequest(_)), "{path}: {err}");
+            assert_eq!(err.retry(), crate::error::Retry::Permanent);
+        }
+        assert!(repo_url("acme/shop/contents").is_err() && repo_url("acme").is_err());
+        assert!(repo_url("acme/..").is_err());
+        assert_eq!(url_path("branch", "slipway/issue-4").unwrap(), "slipway/issue-4");
+    }
+
+    #[test]
+    fn a_token_is_asked_for_the_one_repository_with_the_jobs_permissions() {
+        assert_eq!(
+            token_request("acme/shop"),
+            json!({"repositories": ["shop"], "permissions": {"contents": "write",
+                "pull_requests": "write", "issues": "write", "metadata": "read"}})
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //!   since 2026-02; older GHES answers 400 to the unknown field, so the client falls back once).
 //! - Rate limits: 429, or 403 with `x-ratelimit-remaining: 0` / "secondary rate limit"; wait for
 //!   `retry-after` or `x-ratelimit-reset`, which the shared classification honours.
+//! - Every name put into a URL path is percent-encoded segment by segment (see
+//!   [`super::app`]); a name that would change the URL's structure is never sent.
 //! - Error bodies are `{"message": "...", "documentation_url": "..."}`.
 
 use std::{collections::BTreeMap, time::Duration};
@@ -18,6 +20,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::app::{repo_url, url_segment};
 use crate::error::ClientError;
 use crate::http::Http;
 
@@ -65,7 +68,11 @@ impl GitHubClient {
         git_ref: &str,
         inputs: &BTreeMap<String, String>,
     ) -> Result<Option<DispatchedRun>, ClientError> {
-        let path = format!("/repos/{repo}/actions/workflows/{workflow}/dispatches");
+        let path = format!(
+            "{}/actions/workflows/{}/dispatches",
+            repo_url(repo)?,
+            url_segment("workflow", workflow)?
+        );
         let body = json!({"ref": git_ref, "inputs": inputs, "return_run_details": true});
         let result = self.http.send(self.req(Method::POST, &path).json(&body)).await.map_err(rate_limited);
         let resp = match result {
@@ -90,12 +97,7 @@ pub use octocrab::models::Repository;
 impl GitHubClient {
     /// A repository, or `None` if absent.
     pub async fn repository(&self, full_name: &str) -> Result<Option<Repository>, ClientError> {
-        match self
-            .http
-            .json(self.req(Method::GET, &format!("/repos/{full_name}")))
-            .await
-            .map_err(rate_limited)
-        {
+        match self.http.json(self.req(Method::GET, &repo_url(full_name)?)).await.map_err(rate_limited) {
             Ok(r) => Ok(Some(r)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -105,14 +107,12 @@ impl GitHubClient {
     /// Every repository of organization `org` (`GET /orgs/{org}/repos`, all pages).
     pub async fn org_repositories(&self, org: &str) -> Result<Vec<Repository>, ClientError> {
         const PER_PAGE: usize = 100;
+        let path = format!("/orgs/{}/repos", url_segment("organization", org)?);
         let mut all = Vec::new();
         for page in 1.. {
             let query = [("per_page", PER_PAGE.to_string()), ("page", page.to_string())];
-            let repos: Vec<Repository> = self
-                .http
-                .json(self.req(Method::GET, &format!("/orgs/{org}/repos")).query(&query))
-                .await
-                .map_err(rate_limited)?;
+            let repos: Vec<Repository> =
+                self.http.json(self.req(Method::GET, &path).query(&query)).await.map_err(rate_limited)?;
             let last = repos.len() < PER_PAGE;
             all.extend(repos);
             if last {
@@ -133,19 +133,14 @@ impl GitHubClient {
         let body = json!({"owner": owner, "name": name, "description": description, "private": true,
                           "include_all_branches": false});
         self.http
-            .json(self.req(Method::POST, &format!("/repos/{template}/generate")).json(&body))
+            .json(self.req(Method::POST, &format!("{}/generate", repo_url(template)?)).json(&body))
             .await
             .map_err(rate_limited)
     }
 
     /// Delete a repository. `Ok(false)` if it was already gone.
     pub async fn delete_repository(&self, full_name: &str) -> Result<bool, ClientError> {
-        match self
-            .http
-            .send(self.req(Method::DELETE, &format!("/repos/{full_name}")))
-            .await
-            .map_err(rate_limited)
-        {
+        match self.http.send(self.req(Method::DELETE, &repo_url(full_name)?)).await.map_err(rate_limited) {
             Ok(_) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e),
