@@ -174,6 +174,76 @@ pub struct JobCommand {
     pub login: String,
 }
 
+/// The `pr_closed` signal: a pull request on the job's branch name was closed.
+///
+/// A branch name proves nothing (a fork's branch may be named like the job's), so the signal
+/// carries which pull request closed and where its head lives, and the job ends only for the
+/// pull request it opened from its own repository ([`PullRequestClosed::ends_job`]). Releases
+/// before this one sent a bare `merged` boolean, which still reads (as [`PullRequestClosed::legacy`])
+/// so recorded histories replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "PullRequestClosedWire")]
+pub struct PullRequestClosed {
+    /// Merged, or just closed.
+    pub merged: bool,
+    /// The pull request's number; `None` only in a previous release's signal.
+    #[serde(default)]
+    pub number: Option<u64>,
+    /// The head repository's `owner/name` (`None`: a deleted fork, or a previous release's signal).
+    #[serde(default)]
+    pub head_repo: Option<String>,
+    /// The base repository's `owner/name`.
+    #[serde(default)]
+    pub base_repo: Option<String>,
+}
+
+/// What a `pr_closed` signal looks like on the wire: a struct, or a previous release's boolean.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PullRequestClosedWire {
+    Legacy(bool),
+    Bound {
+        merged: bool,
+        #[serde(default)]
+        number: Option<u64>,
+        #[serde(default)]
+        head_repo: Option<String>,
+        #[serde(default)]
+        base_repo: Option<String>,
+    },
+}
+
+impl From<PullRequestClosedWire> for PullRequestClosed {
+    fn from(w: PullRequestClosedWire) -> Self {
+        match w {
+            PullRequestClosedWire::Legacy(merged) => Self::legacy(merged),
+            PullRequestClosedWire::Bound { merged, number, head_repo, base_repo } => {
+                Self { merged, number, head_repo, base_repo }
+            }
+        }
+    }
+}
+
+impl PullRequestClosed {
+    /// A previous release's signal (only `merged`): it names no pull request.
+    pub fn legacy(merged: bool) -> Self {
+        Self { merged, number: None, head_repo: None, base_repo: None }
+    }
+
+    /// Whether this close ends a job that opened `opened` (its PR number, `None` before it
+    /// opened one). A previous release's signal ends the job as it always did (only such a
+    /// release's starter sends one, and recorded histories must replay); any other must name
+    /// the job's own pull request, whose head is in the base repository (not a fork).
+    pub fn ends_job(&self, opened: Option<u64>) -> bool {
+        let Some(number) = self.number else { return true };
+        let same_repo = match (&self.head_repo, &self.base_repo) {
+            (Some(head), Some(base)) => head.eq_ignore_ascii_case(base),
+            _ => false,
+        };
+        opened == Some(number) && same_repo
+    }
+}
+
 /// Result of the `status` query.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobStatus {
@@ -375,4 +445,36 @@ pub struct JobGateInput {
     pub running: Vec<String>,
     /// Jobs waiting, in arrival order.
     pub waiting: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_pr_close_ends_only_the_job_that_opened_it() {
+        let read = |v: serde_json::Value| serde_json::from_value::<PullRequestClosed>(v).unwrap();
+        // A previous release's signal (a bare boolean) still reads, and ends the job as before.
+        let legacy = read(json!(true));
+        assert_eq!(legacy, PullRequestClosed::legacy(true));
+        assert!(legacy.ends_job(Some(13)) && legacy.ends_job(None));
+        let own = PullRequestClosed {
+            merged: true,
+            number: Some(13),
+            head_repo: Some("acme/shop".into()),
+            base_repo: Some("acme/shop".into()),
+        };
+        assert_eq!(read(serde_json::to_value(&own).unwrap()), own);
+        assert!(own.ends_job(Some(13)));
+        assert!(!own.ends_job(Some(12)), "another pull request");
+        assert!(!own.ends_job(None), "the job opened none");
+        let fork = PullRequestClosed { head_repo: Some("mallory/shop".into()), ..own.clone() };
+        assert!(!fork.ends_job(Some(13)), "a fork");
+        let deleted_fork = PullRequestClosed { head_repo: None, ..own.clone() };
+        assert!(!deleted_fork.ends_job(Some(13)), "a deleted fork");
+        // Fields a later release adds are optional on the wire.
+        assert_eq!(read(json!({"merged": false})), PullRequestClosed::legacy(false));
+    }
 }

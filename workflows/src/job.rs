@@ -23,8 +23,8 @@ use slipway_activities::{JobActivities, LookupActivities};
 use slipway_proto::{
     jobs::{
         CommentInput, FileChange, GateSeat, JobCommand, JobEntitlement, JobRequest, JobState, JobStatus,
-        LlmTask, MeterEventInput, PermissionInput, PullRequestInput, UnbilledUsage, job_branch,
-        job_gate_workflow_id,
+        LlmTask, MeterEventInput, PermissionInput, PullRequestClosed, PullRequestInput, UnbilledUsage,
+        job_branch, job_gate_workflow_id,
     },
     model::{StepProgress, StepState},
 };
@@ -57,9 +57,14 @@ pub struct JobWorkflow {
     commands: Vec<JobCommand>,
     cancel_requested: bool,
     retry_requested: bool,
-    pr_closed: Option<bool>,
+    /// Closes of pull requests on the job's branch name that may be its own: kept until the job
+    /// knows its PR number ([`PullRequestClosed::ends_job`] decides).
+    pr_closes: Vec<PullRequestClosed>,
     bill_again: bool,
 }
+
+/// How many closes of pull requests the job has not opened (yet) it keeps while it has none.
+const PENDING_CLOSES: usize = 8;
 
 /// Jobs started by a starter that decided their entitlement itself (and opened the customer's
 /// gate) replay without asking; newer jobs ask themselves (`LookupActivities`), on start and
@@ -117,7 +122,7 @@ impl JobWorkflow {
             commands: Vec::new(),
             cancel_requested: false,
             retry_requested: false,
-            pr_closed: None,
+            pr_closes: Vec::new(),
             bill_again: false,
         }
     }
@@ -308,10 +313,27 @@ impl JobWorkflow {
         self.bill_again = true;
     }
 
-    /// The job's pull request was closed (`merged` or not).
+    /// A pull request on the job's branch name was closed (`merged` or not). It ends the job
+    /// only if it is the one the job opened, from the job's own repository: a fork can name its
+    /// branch like the job's. A close that arrives before the job knows its PR number is kept
+    /// for then (a PR closed as soon as it opened); others are dropped. Deterministic without a
+    /// patch: recorded histories only hold a previous release's signals, which end the job as
+    /// they always did.
     #[signal]
-    pub fn pr_closed(&mut self, _ctx: &mut SyncWorkflowContext<Self>, merged: bool) {
-        self.pr_closed = Some(merged);
+    pub fn pr_closed(&mut self, _ctx: &mut SyncWorkflowContext<Self>, closed: PullRequestClosed) {
+        let opened = self.status.pr_number;
+        if opened.is_some() && !closed.ends_job(opened) {
+            return;
+        }
+        if self.pr_closes.len() >= PENDING_CLOSES {
+            self.pr_closes.remove(0);
+        }
+        self.pr_closes.push(closed);
+    }
+
+    /// Merged or not, once the job's own pull request has closed (the latest close that counts).
+    fn pr_outcome(&self) -> Option<bool> {
+        self.pr_closes.iter().rev().find(|c| c.ends_job(self.status.pr_number)).map(|c| c.merged)
     }
 
     /// Where the job stands.
@@ -677,7 +699,7 @@ impl JobWorkflow {
 
     async fn until_pr_closed(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<JobStatus> {
         loop {
-            ctx.wait_condition(|s: &Self| s.pr_closed.is_some() || !s.commands.is_empty() || s.bill_again)
+            ctx.wait_condition(|s: &Self| s.pr_outcome().is_some() || !s.commands.is_empty() || s.bill_again)
                 .await?;
             if ctx.state(|s| !s.commands.is_empty()) {
                 // Retry and cancel do not apply to an opened PR; close the PR instead.
@@ -686,7 +708,7 @@ impl JobWorkflow {
             if ctx.state(|s| s.bill_again) {
                 Self::bill_unbilled(ctx).await;
             }
-            if let Some(merged) = ctx.state(|s| s.pr_closed) {
+            if let Some(merged) = ctx.state(|s| s.pr_outcome()) {
                 let outcome = if merged { "merged" } else { "closed" };
                 ctx.state_mut(|s| s.status.pr_outcome = Some(outcome.to_owned()));
                 Self::comment(ctx, &format!("pull request {outcome}")).await;

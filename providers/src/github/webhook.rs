@@ -159,22 +159,49 @@ pub struct IssueCommentEvent {
     pub installation: Option<Installation>,
 }
 
+/// The repository a pull request's branch lives in.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct BranchRepository {
+    /// `owner/name`.
+    pub full_name: String,
+}
+
 /// A branch reference.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Branch {
     /// The branch name.
     #[serde(rename = "ref")]
     pub name: String,
+    /// Where the branch lives: the base repository, or a fork (`null` once a fork is deleted).
+    #[serde(default)]
+    pub repo: Option<BranchRepository>,
 }
 
 /// A pull request.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct PullRequest {
+    /// Its number in the base repository.
+    pub number: u64,
     /// Merged (only meaningful once closed).
     #[serde(default)]
     pub merged: Option<bool>,
-    /// Its head branch.
+    /// Its head branch. A branch name proves nothing: a fork's branch may be named like any
+    /// other; only the head repository says where the change comes from.
     pub head: Branch,
+    /// The branch it merges into (always in the repository the event is about).
+    pub base: Branch,
+}
+
+impl PullRequest {
+    /// The head repository's `owner/name`, `None` for a deleted fork.
+    pub fn head_repo(&self) -> Option<&str> {
+        self.head.repo.as_ref().map(|r| r.full_name.as_str())
+    }
+
+    /// The base repository's `owner/name`, `None` if the payload leaves it out.
+    pub fn base_repo(&self) -> Option<&str> {
+        self.base.repo.as_ref().map(|r| r.full_name.as_str())
+    }
 }
 
 /// `pull_request` (`closed`, …).
@@ -211,12 +238,27 @@ mod tests {
             panic!("issues")
         };
         assert_eq!((e.issue.number, e.issue.body, e.installation.map(|i| i.id)), (3, None, Some(7)));
-        let body = json!({"action": "closed", "repository": repo,
-            "pull_request": {"merged": true, "head": {"ref": "slipway/issue-3", "sha": "abc"}}});
+        let body = json!({"action": "closed", "number": 13, "repository": repo,
+            "pull_request": {"number": 13, "merged": true,
+                "head": {"ref": "slipway/issue-3", "sha": "abc", "repo": {"full_name": "mallory/shop"}},
+                "base": {"ref": "main", "repo": repo}}});
         let Event::PullRequest(e) = Event::parse("pull_request", body.to_string().as_bytes()).unwrap() else {
             panic!("pull_request")
         };
         assert_eq!(e.pull_request.head.name, "slipway/issue-3");
+        let pr = &e.pull_request;
+        assert_eq!(
+            (pr.number, pr.head_repo(), pr.base_repo()),
+            (13, Some("mallory/shop"), Some("acme/shop"))
+        );
+        // A deleted fork's head repository is `null`.
+        let body = json!({"action": "closed", "repository": repo,
+            "pull_request": {"number": 14, "head": {"ref": "slipway/issue-3", "repo": null},
+                "base": {"ref": "main", "repo": repo}}});
+        let Event::PullRequest(e) = Event::parse("pull_request", body.to_string().as_bytes()).unwrap() else {
+            panic!("pull_request")
+        };
+        assert_eq!(e.pull_request.head_repo(), None);
         assert_eq!(Event::parse("ping", b"{}").unwrap(), Event::Ping);
         assert_eq!(Event::parse("push", b"not json").unwrap(), Event::Other("push".into()));
         let err = Event::parse("issues", b"{\"action\": \"opened\"}").unwrap_err();

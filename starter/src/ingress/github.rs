@@ -4,7 +4,10 @@
 //! - `issues` `opened` / `labeled` carrying the job label → start the issue's job;
 //! - `issue_comment` `created` with `/slipway retry` or `/slipway cancel` → the job's `command`
 //!   (a retry of a job that has ended starts it again, as a new run);
-//! - `pull_request` `closed` on a `slipway/issue-<n>` branch → the job's `pr_closed`;
+//! - `pull_request` `closed` on a `slipway/issue-<n>` branch whose head is in the repository
+//!   itself → the job's `pr_closed`, naming the pull request (the job ends only for the one it
+//!   opened); a fork's pull request is ignored here, whatever its branch is called (a fork can
+//!   name its branch like any job's);
 //! - anything else → acknowledged and logged.
 
 use axum::{
@@ -12,7 +15,7 @@ use axum::{
     extract::{FromRequest, Request},
 };
 use secrecy::ExposeSecret;
-use slipway_proto::jobs::{JobCommand, job_workflow_id};
+use slipway_proto::jobs::{JobCommand, PullRequestClosed, job_workflow_id};
 use slipway_providers::github::webhook::{self, DELIVERY_HEADER, EVENT_HEADER, Event, SIGNATURE_HEADER};
 
 use super::rejected;
@@ -75,12 +78,12 @@ pub enum Intent {
         /// For `retry`: the issue, to start the job again if it has ended.
         restart: Option<IssueTrigger>,
     },
-    /// An issue's job PR closed.
+    /// A pull request on an issue job's branch closed (the job checks it is its own).
     PrClosed {
         /// Job workflow id.
         job: String,
-        /// Merged or just closed.
-        merged: bool,
+        /// Which pull request, from where, merged or not.
+        closed: PullRequestClosed,
     },
 }
 
@@ -149,13 +152,29 @@ pub fn intent(event: &Event, label: &str) -> Result<Intent, String> {
             })
         }
         Event::PullRequest(e) if e.action == "closed" => {
-            let head = &e.pull_request.head.name;
-            let Some(number) = head.strip_prefix("slipway/issue-").and_then(|n| n.parse().ok()) else {
+            let pr = &e.pull_request;
+            let Some(number) = pr.head.name.strip_prefix("slipway/issue-").and_then(|n| n.parse().ok())
+            else {
                 return Ok(Intent::Ignore("pull request not opened by Slipway".into()));
             };
+            // Slipway pushes its branches to the repository itself: a head anywhere else (a fork,
+            // or a deleted one) is someone else's pull request, named like the job's branch.
+            let base = pr.base_repo().unwrap_or(&e.repository.full_name);
+            if !pr.head_repo().is_some_and(|h| h.eq_ignore_ascii_case(base)) {
+                return Ok(Intent::Ignore(format!(
+                    "pull request #{} from {} is not from {base}",
+                    pr.number,
+                    pr.head_repo().unwrap_or("a deleted fork")
+                )));
+            }
             Ok(Intent::PrClosed {
                 job: job_workflow_id(&e.repository.full_name, number),
-                merged: e.pull_request.merged.unwrap_or(false),
+                closed: PullRequestClosed {
+                    merged: pr.merged.unwrap_or(false),
+                    number: Some(pr.number),
+                    head_repo: pr.head_repo().map(str::to_owned),
+                    base_repo: Some(base.to_owned()),
+                },
             })
         }
         Event::IssueComment(e) => Ok(Intent::Ignore(format!("issue_comment.{} not handled", e.action))),
@@ -234,15 +253,31 @@ mod tests {
             (t.repo.as_str(), t.number, t.installation_id, t.sender.as_str()),
             ("acme/shop", 3, 7, "dev")
         );
-        let pr = parse(
-            "pull_request",
-            json!({"action": "closed", "repository": repo(),
-                   "pull_request": {"merged": true, "head": {"ref": "slipway/issue-3"}}}),
-        );
+        let pr = |number: u64, head: Value| {
+            parse(
+                "pull_request",
+                json!({"action": "closed", "repository": repo(),
+                       "pull_request": {"number": number, "merged": true,
+                           "head": {"ref": "slipway/issue-3", "repo": head},
+                           "base": {"ref": "main", "repo": repo()}}}),
+            )
+        };
         assert_eq!(
-            intent(&pr, "slipway").unwrap(),
-            Intent::PrClosed { job: "job-acme/shop#3".into(), merged: true }
+            intent(&pr(13, repo()), "slipway").unwrap(),
+            Intent::PrClosed {
+                job: "job-acme/shop#3".into(),
+                closed: PullRequestClosed {
+                    merged: true,
+                    number: Some(13),
+                    head_repo: Some("acme/shop".into()),
+                    base_repo: Some("acme/shop".into()),
+                },
+            }
         );
+        // A fork's branch named like the job's (or a deleted fork's) reaches no job.
+        let fork = json!({"full_name": "mallory/shop", "owner": {"login": "mallory"}});
+        assert!(matches!(intent(&pr(14, fork), "slipway").unwrap(), Intent::Ignore(_)));
+        assert!(matches!(intent(&pr(14, Value::Null), "slipway").unwrap(), Intent::Ignore(_)));
         assert_eq!(intent(&Event::Ping, "slipway").unwrap(), Intent::Pong);
         assert!(matches!(intent(&Event::Other("push".into()), "slipway").unwrap(), Intent::Ignore(_)));
     }

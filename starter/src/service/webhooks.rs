@@ -142,8 +142,8 @@ impl WebhookService {
                     (other, _) => other.map(|()| job),
                 }
             }
-            Intent::PrClosed { job, merged } => {
-                app.gateway.job_pr_closed(&job, merged, request_id).await.map(|()| job)
+            Intent::PrClosed { job, closed } => {
+                app.gateway.job_pr_closed(&job, closed, request_id).await.map(|()| job)
             }
         };
         match signalled {

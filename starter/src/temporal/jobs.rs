@@ -2,7 +2,8 @@
 //! `GitHubLinks` singleton mapping GitHub accounts to paying customers.
 
 use slipway_proto::jobs::{
-    GitHubLink, GitHubLinks, JobCommand, JobRequest, JobStatus, github_links_workflow_id, job_workflow_id,
+    GitHubLink, GitHubLinks, JobCommand, JobRequest, JobStatus, PullRequestClosed, github_links_workflow_id,
+    job_workflow_id,
 };
 use slipway_workflows::{GitHubLinksWorkflow, JobWorkflow, search_attributes};
 use temporalio_client::{
@@ -177,17 +178,17 @@ impl Gateway {
         self.call(handle.signal(JobWorkflow::bill_again, (), opts)).await
     }
 
-    /// Tell an issue's job its pull request was closed.
+    /// Tell an issue's job a pull request on its branch was closed (it ends only for its own).
     pub async fn job_pr_closed(
         &self,
         workflow_id: &str,
-        merged: bool,
+        closed: PullRequestClosed,
         request_id: String,
     ) -> Result<(), GatewayError> {
         let client = self.client().await?;
         let handle = client.get_workflow_handle::<JobWorkflow>(workflow_id);
         let opts = WorkflowSignalOptions::builder().request_id(request_id).build();
-        self.call(handle.signal(JobWorkflow::pr_closed, merged, opts)).await
+        self.call(handle.signal(JobWorkflow::pr_closed, closed, opts)).await
     }
 
     /// A job's status.
