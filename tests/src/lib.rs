@@ -39,6 +39,7 @@ mod options;
 mod sandbox;
 mod secrets;
 mod temporal;
+mod wait;
 mod worker;
 mod workflows;
 
@@ -58,6 +59,7 @@ pub use secrets::{
     VERCEL_TOKEN, configured_secrets,
 };
 pub use temporal::{SEARCH_ATTRIBUTES, connect};
+pub use wait::{wait_for, wait_until};
 pub use worker::{PatchGate, worker_env, worker_settings, workspace_binary};
 pub use workflows::Runs;
 

@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use slipway_proto::{billing::CustomerBilling, model::AgentStatus};
 use slipway_sandbox::stripe::{event, invoice_object, subscription_object};
-use slipway_tests::{Options, TestApp, server_status};
+use slipway_tests::{Options, TestApp, server_status, wait_until};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -503,20 +503,6 @@ async fn a_user_holds_a_bounded_number_of_drafts_and_so_of_open_checkouts() -> a
     Ok(())
 }
 
-/// Polls `check` until it holds (the workflows apply Stripe's events asynchronously).
-async fn eventually<F, Fut>(what: &str, mut check: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<bool>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check().await? {
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{what}: not within {WAIT:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Ok(())
-}
-
 /// A Stripe-signed event about subscription `sub`, created `dt` seconds from now.
 async fn send_subscription_event(
     app: &TestApp,
@@ -578,7 +564,7 @@ async fn a_voided_invoice_ends_the_suspension_it_caused() -> anyhow::Result<()> 
     // The subscription is active again (the customer keeps paying), yet the failed invoice is
     // still unpaid: the agent stays off.
     send_subscription_event(&app, "customer.subscription.updated", sub, customer, "active", 1).await?;
-    eventually("the subscription active again", || async {
+    wait_until("the subscription active again", WAIT, || async {
         Ok(app.billing_state(customer).await?.subscriptions[sub].status == "active")
     })
     .await?;
@@ -602,7 +588,7 @@ async fn a_voided_invoice_ends_the_suspension_it_caused() -> anyhow::Result<()> 
         None,
     );
     assert_eq!(app.post_stripe(&late.to_string()).await?.status(), 200);
-    eventually("the late failure applied", || async {
+    wait_until("the late failure applied", WAIT, || async {
         Ok(app.billing_state(customer).await?.applied.len() > billing.applied.len())
     })
     .await?;
@@ -633,7 +619,7 @@ async fn a_seat_paid_for_a_destroyed_draft_serves_the_customers_next_agent() -> 
     assert_eq!(status, 202, "{body}");
     app.wait_for_status(&draft, &[AgentStatus::Destroyed], WAIT).await?;
     let sessions = |state: &Value| state["stripe"]["checkout_sessions"].clone();
-    eventually("the session expired", || async {
+    wait_until("the session expired", WAIT, || async {
         let state = app.sandbox_state().await?;
         Ok(sessions(&state)
             .as_array()
@@ -655,7 +641,7 @@ async fn a_seat_paid_for_a_destroyed_draft_serves_the_customers_next_agent() -> 
     for e in [created, checkout] {
         assert_eq!(app.post_stripe(&e.to_string()).await?.status(), 200);
     }
-    eventually("the checkout applied", || async {
+    wait_until("the checkout applied", WAIT, || async {
         Ok(app.billing_state(&customer).await.is_ok_and(|b| b.subscriptions.contains_key(&sub)))
     })
     .await?;
@@ -725,7 +711,7 @@ async fn a_resume_failing_at_hetzner_beyond_its_retry_budget_converges_once_hetz
     app.sandbox_post(&format!("/_sandbox/stripe/invoices/{invoice}/pay"), json!({})).await?;
 
     // The resume fails for good as a command: the agent records it and tries again later.
-    eventually("the failed resume recorded for another try", || async {
+    wait_until("the failed resume recorded for another try", WAIT, || async {
         Ok(app.agent(&agent).await?.and_then(|a| a.billing_retry).is_some_and(|r| r.attempt >= 1))
     })
     .await?;
@@ -733,11 +719,11 @@ async fn a_resume_failing_at_hetzner_beyond_its_retry_budget_converges_once_hetz
     assert_eq!(record.status, AgentStatus::Suspended, "{record:#?}");
     // Operators find it (Web UI filter, and the worker's gauge).
     let query = format!("WorkflowId = 'agent-{agent}' AND SlipwayBilling = 'converging'");
-    eventually("the agent listed as converging", || async {
+    wait_until("the agent listed as converging", WAIT, || async {
         Ok(app.client.count_workflows(&query, Default::default()).await?.count() == 1)
     })
     .await?;
-    eventually("the gauge counts it", || async { Ok(unconverged().await?.is_some_and(|n| n >= 1.0)) })
+    wait_until("the gauge counts it", WAIT, || async { Ok(unconverged().await?.is_some_and(|n| n >= 1.0)) })
         .await?;
     // Its owner sees why, and is still refused a start (billing decides, not the owner).
     let token = app.token(&user, None);
@@ -747,7 +733,7 @@ async fn a_resume_failing_at_hetzner_beyond_its_retry_budget_converges_once_hetz
     // Hetzner recovered (the fault ran out): the next attempt powers it on.
     let record = app.wait_for_status(&agent, &[AgentStatus::Active], Duration::from_secs(120)).await?;
     assert_eq!(record.billing_retry, None, "{record:#?}");
-    eventually("the gauge back to zero", || async { Ok(unconverged().await? == Some(0.0)) }).await?;
+    wait_until("the gauge back to zero", WAIT, || async { Ok(unconverged().await? == Some(0.0)) }).await?;
     assert_eq!(server_status(&app.sandbox_state().await?, &agent).as_deref(), Some("running"));
     Ok(())
 }

@@ -114,14 +114,12 @@ async fn run_every_flow(app: &TestApp) -> anyhow::Result<()> {
             && e["request"]["query"].as_str().is_some_and(|q| q.contains(&format!("customer={customer}")))
             && e["response"]["status"] == 200
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !app.sandbox_exchanges().await?.iter().any(listed) {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "`sync` never made the workflow list {customer}'s subscriptions"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    slipway_tests::wait_until(
+        "`sync` listing the customer's subscriptions",
+        Duration::from_secs(30),
+        || async { Ok(app.sandbox_exchanges().await?.iter().any(listed)) },
+    )
+    .await?;
     // A draft with an open checkout is destroyed: its checkout is expired, so it can no longer
     // be paid (the Checkout Session expiry).
     let buyer = app.id("user");
@@ -144,18 +142,17 @@ async fn run_every_flow(app: &TestApp) -> anyhow::Result<()> {
     let (status, body) =
         app.api(Method::POST, &format!("/api/agents/{draft}/destroy"), Some(&buyer_token), None).await?;
     anyhow::ensure!((200..300).contains(&status), "destroy draft: {status} {body}");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let state = app.sandbox_state().await?;
-        let expired = state["stripe"]["checkout_sessions"]
-            .as_array()
-            .is_some_and(|all| all.iter().any(|s| s["id"] == session.as_str() && s["status"] == "expired"));
-        if expired {
-            break;
-        }
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "destroying {draft} never expired {session}");
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
+    slipway_tests::wait_until(
+        "destroying the draft expiring its checkout",
+        Duration::from_secs(30),
+        || async {
+            let state = app.sandbox_state().await?;
+            Ok(state["stripe"]["checkout_sessions"].as_array().is_some_and(|all| {
+                all.iter().any(|s| s["id"] == session.as_str() && s["status"] == "expired")
+            }))
+        },
+    )
+    .await?;
     // A client stack (Supabase, GitHub from a template, Vercel, n8n).
     let admin = app.token("ops", Some("admin"));
     let client = app.id("client");

@@ -178,8 +178,7 @@ async fn only_the_jobs_own_pull_request_ends_it_never_a_fork_named_like_its_bran
     // completed (the job has applied it): read from the job's history, not guessed by a sleep.
     let applied_pr_closes = || async {
         let id = job_workflow_id(&s.repo, 4);
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        slipway_tests::wait_for(&format!("{id} applying its pr_closed signals"), WAIT, || async {
             let handle = app.client.get_workflow_handle::<slipway_workflows::JobWorkflow>(id.clone());
             let json = handle
                 .fetch_history(temporalio_client::WorkflowFetchHistoryOptions::default())
@@ -192,12 +191,9 @@ async fn only_the_jobs_own_pull_request_ends_it_never_a_fork_named_like_its_bran
                 .filter(|i| events[*i]["event_type"] == 26 && events[*i].to_string().contains("pr_closed"))
                 .collect();
             let after = signals.last().map_or(0, |last| last + 1);
-            if events[after..].iter().any(|e| e["event_type"] == 7) {
-                return anyhow::Ok(signals.len());
-            }
-            anyhow::ensure!(tokio::time::Instant::now() < deadline, "{id}: signal never applied");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            Ok(events[after..].iter().any(|e| e["event_type"] == 7).then_some(signals.len()))
+        })
+        .await
     };
     assert_eq!(applied_pr_closes().await?, 0);
 
@@ -658,22 +654,9 @@ async fn a_plan_with_an_encoded_escape_is_refused_and_no_other_repository_is_tou
     assert!(why.contains("path policy") && why.contains(escape) && why.contains("percent-encoded"), "{why}");
     assert!(failed.pr_number.is_none());
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let state = loop {
-        let state = app.sandbox_state().await?;
-        let said = state["github"]["comments"].as_array().unwrap().iter().any(|c| {
-            c["repo"] == json!(s.repo)
-                && c["number"] == 9
-                && c["body"]
-                    .as_str()
-                    .is_some_and(|b| b.contains("path policy") && b.contains("percent-encoded"))
-        });
-        if said {
-            break state;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the refusal was never commented: {state:#}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let state =
+        refusal_commented(&app, &s.repo, 9, |b| b.contains("path policy") && b.contains("percent-encoded"))
+            .await?;
     assert!(!state["github"]["pulls"].as_array().unwrap().iter().any(|p| p["repo"] == json!(s.repo)));
     assert!(!state["github"]["commits"].to_string().contains("hunter2"), "nothing copied");
 
@@ -738,22 +721,10 @@ async fn a_plan_touching_a_script_ci_runs_is_refused_unless_an_operator_allows_i
     );
     assert!(why.contains("SLIPWAY_JOB_ALLOWED_PATHS"), "the operator's way out is named: {why}");
     assert!(failed.pr_number.is_none());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let state = loop {
-        let state = app.sandbox_state().await?;
-        let said = state["github"]["comments"].as_array().unwrap().iter().any(|c| {
-            c["repo"] == json!(s.repo)
-                && c["number"] == 12
-                && c["body"]
-                    .as_str()
-                    .is_some_and(|b| b.contains("executed by CI or builds") && b.contains(script))
-        });
-        if said {
-            break state;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the refusal was never commented: {state:#}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let state = refusal_commented(&app, &s.repo, 12, |b| {
+        b.contains("executed by CI or builds") && b.contains(script)
+    })
+    .await?;
     assert!(!state["github"]["pulls"].as_array().unwrap().iter().any(|p| p["repo"] == json!(s.repo)));
     assert!(!state["github"]["commits"].to_string().contains("deploy.sh"), "nothing committed");
     assert_eq!(file_at(&app, &s.repo, script, "slipway/issue-12").await?, None, "no branch carries it");
@@ -780,4 +751,22 @@ async fn a_plan_touching_a_script_ci_runs_is_refused_unless_an_operator_allows_i
     let committed = file_at(&app, &s.repo, script, "slipway/issue-12").await?.unwrap_or_default();
     assert!(committed.contains("Slipway: Speed up the deploy"), "{committed}");
     Ok(())
+}
+
+/// The sandbox's state once a comment on issue `number` of `repo` says what `says` looks for
+/// (the job's refusal, told to the issue).
+async fn refusal_commented(
+    app: &TestApp,
+    repo: &str,
+    number: u64,
+    says: impl Fn(&str) -> bool,
+) -> anyhow::Result<Value> {
+    slipway_tests::wait_for("the refusal commented on the issue", Duration::from_secs(30), || async {
+        let state = app.sandbox_state().await?;
+        let said = state["github"]["comments"].as_array().into_iter().flatten().any(|c| {
+            c["repo"] == json!(repo) && c["number"] == number && c["body"].as_str().is_some_and(&says)
+        });
+        Ok(said.then_some(state))
+    })
+    .await
 }

@@ -103,14 +103,10 @@ async fn replay(replayer: &WorkflowReplayer, name: &str, bytes: &[u8]) -> anyhow
 async fn committed_histories_replay() -> anyhow::Result<()> {
     slipway_tests::init_logging();
     let replayer = replayer()?;
-    // Earlier code's recordings (top level and `release-*/`, frozen) and the current code's
-    // (`recorded/`): long-lived runs started on an earlier release must go on running on this one.
-    let mut dirs = vec![histories_dir()];
-    dirs.extend(
-        std::fs::read_dir(histories_dir())?.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()),
-    );
+    // Earlier code's recordings (top level, frozen) and the current code's (`recorded/`):
+    // long-lived runs started on an earlier release must go on running on this one.
     let mut files = Vec::new();
-    for dir in dirs {
+    for dir in [histories_dir(), recorded_dir()] {
         files.extend(std::fs::read_dir(dir)?.filter_map(Result::ok).map(|e| e.path()));
     }
     files.retain(|p| p.extension().is_some_and(|e| e == "json"));
@@ -344,7 +340,7 @@ async fn live_provisioning_paths() -> anyhow::Result<()> {
     let resp = app.post_stripe(&late).await?;
     let body: Value = resp.json().await?;
     assert_eq!(body["result"]["outcome"], "already_active", "{body}");
-    rec.take(&app, "agent-active", &agent_workflow_id(&ok.agent_id), None).await?;
+    rec.take(&app, "agent-active-desired-state", &agent_workflow_id(&ok.agent_id), None).await?;
     take_saga(&mut rec, &app, "provisioning-success", &ok).await?;
 
     // One provisioning per user: a second paid agent while the first is still provisioning is
@@ -361,7 +357,8 @@ async fn live_provisioning_paths() -> anyhow::Result<()> {
     let done = app.wait_for_status(&first, &[AgentStatus::Active, AgentStatus::Failed], WAIT).await?;
     assert_eq!(done.status, AgentStatus::Active, "{done:#?}");
     assert_eq!(app.agent(&second).await?.map(|a| a.status), Some(AgentStatus::Draft));
-    rec.take(&app, "agent-refused-provisioning-in-progress", &agent_workflow_id(&second), None).await?;
+    rec.take(&app, "agent-refused-provisioning-in-progress-desired-state", &agent_workflow_id(&second), None)
+        .await?;
     clear_faults(&app).await?;
 
     // Each step failing, and a compensation failing: (history, faults, runner, reason).
@@ -419,7 +416,7 @@ async fn live_provisioning_paths() -> anyhow::Result<()> {
         };
         take_saga(&mut rec, &app, &history, &agent).await?;
         if name == "actions-dispatch" {
-            rec.take(&app, "agent-failed", &agent_workflow_id(&agent.agent_id), None).await?;
+            rec.take(&app, "agent-failed-desired-state", &agent_workflow_id(&agent.agent_id), None).await?;
         }
         clear_faults(&app).await?;
     }
@@ -455,8 +452,9 @@ async fn live_deadline_and_grace_period() -> anyhow::Result<()> {
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "grace period not recorded as expired");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    rec.take(&app, "subscription-grace-period-expired", &customer_workflow_id(&customer), None).await?;
-    rec.take(&app, "agent-destroyed-by-billing", &agent_workflow_id(&agent), None).await?;
+    rec.take(&app, "subscription-grace-period-expired-desired-state", &customer_workflow_id(&customer), None)
+        .await?;
+    rec.take(&app, "agent-destroyed-by-billing-desired-state", &agent_workflow_id(&agent), None).await?;
 
     // The Actions job never calls back: the deadline timer fires and the saga rolls back.
     app.runner("silent").await?;
@@ -524,9 +522,16 @@ async fn live_agent_lifecycle() -> anyhow::Result<()> {
     // Checkout, subscription created, invoice paid, two seats, payment failed, past due, paid,
     // active.
     wait_applied(&app, &customer, 8).await?;
-    rec.take(&app, "agent-lifecycle", &agent_workflow_id(&a), None).await?;
-    rec.take(&app, "agent-suspended-while-stopped-destroy-retried", &agent_workflow_id(&b), None).await?;
-    rec.take(&app, "subscription-suspend-resume", &customer_workflow_id(&customer), None).await?;
+    rec.take(&app, "agent-lifecycle-desired-state", &agent_workflow_id(&a), None).await?;
+    rec.take(
+        &app,
+        "agent-suspended-while-stopped-destroy-retried-desired-state",
+        &agent_workflow_id(&b),
+        None,
+    )
+    .await?;
+    rec.take(&app, "subscription-suspend-resume-desired-state", &customer_workflow_id(&customer), None)
+        .await?;
     rec.finish().await
 }
 
@@ -589,7 +594,7 @@ async fn live_subscription_orderings() -> anyhow::Result<()> {
         post_event(&app, e).await?;
         wait_applied(&app, &customer, n + 1).await?;
     }
-    rec.take(&app, "subscription-in-order", &customer_workflow_id(&customer), None).await?;
+    rec.take(&app, "subscription-in-order-desired-state", &customer_workflow_id(&customer), None).await?;
 
     // Newest first, with duplicates (Stripe retries): the same outcome.
     let shuffled = format!("cus_{}", tag("shuffled"));
@@ -604,7 +609,8 @@ async fn live_subscription_orderings() -> anyhow::Result<()> {
         (b.entitled(), b.subscriptions.values().map(|s| s.status.clone()).collect::<Vec<_>>()),
         "delivery order changed the outcome"
     );
-    rec.take(&app, "subscription-reversed-duplicated", &customer_workflow_id(&shuffled), None).await?;
+    rec.take(&app, "subscription-reversed-duplicated-desired-state", &customer_workflow_id(&shuffled), None)
+        .await?;
 
     // Cancelled: deletion is terminal.
     let deleted = format!("cus_{}", tag("deleted"));
@@ -616,7 +622,7 @@ async fn live_subscription_orderings() -> anyhow::Result<()> {
         app.billing_state(&deleted).await?.subscriptions.values().all(|s| s.ended),
         "deletion ends the subscription"
     );
-    rec.take(&app, "subscription-deleted", &customer_workflow_id(&deleted), None).await?;
+    rec.take(&app, "subscription-deleted-desired-state", &customer_workflow_id(&deleted), None).await?;
 
     // Two updates with the same `created` that disagree: the workflow asks Stripe.
     let user = app.id("tieuser");
@@ -644,7 +650,7 @@ async fn live_subscription_orderings() -> anyhow::Result<()> {
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "no re-fetch: {s:#?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    rec.take(&app, "subscription-refetch-on-tie", &customer_workflow_id(&real), None).await?;
+    rec.take(&app, "subscription-refetch-on-tie-desired-state", &customer_workflow_id(&real), None).await?;
     rec.finish().await
 }
 
@@ -731,11 +737,23 @@ async fn live_seats() -> anyhow::Result<()> {
     }
     assert_eq!(app.sandbox_state().await?["hetzner"]["servers"].as_array().map_or(0, Vec::len), 1);
 
-    rec.take(&app, "subscription-seats-parked-granted-denied", &customer_workflow_id(&customer), None)
+    rec.take(
+        &app,
+        "subscription-seats-parked-granted-denied-desired-state",
+        &customer_workflow_id(&customer),
+        None,
+    )
+    .await?;
+    rec.take(
+        &app,
+        "agent-seat-parked-then-granted-destroyed-desired-state",
+        &agent_workflow_id(&parked),
+        None,
+    )
+    .await?;
+    rec.take(&app, "agent-seat-granted-desired-state", &agent_workflow_id(&granted), None).await?;
+    rec.take(&app, "agent-seat-denied-subscription-ended-desired-state", &agent_workflow_id(&late), None)
         .await?;
-    rec.take(&app, "agent-seat-parked-then-granted-destroyed", &agent_workflow_id(&parked), None).await?;
-    rec.take(&app, "agent-seat-granted", &agent_workflow_id(&granted), None).await?;
-    rec.take(&app, "agent-seat-denied-subscription-ended", &agent_workflow_id(&late), None).await?;
     rec.finish().await
 }
 
@@ -804,10 +822,16 @@ async fn live_legacy_customer_upgrade() -> anyhow::Result<()> {
     app.wait_for_status(&agent, &[AgentStatus::Active], WAIT).await?;
     assert!(app.billing_state(&customer).await?.entitled());
 
-    rec.take(&app, "subscription-legacy-claim-held-back", &workflow, Some(&legacy_runs[0])).await?;
-    rec.take(&app, "subscription-legacy-answers-claims-then-upgraded", &workflow, Some(&legacy_runs[1]))
+    rec.take(&app, "subscription-legacy-claim-held-back-desired-state", &workflow, Some(&legacy_runs[0]))
         .await?;
-    rec.take(&app, "subscription-upgraded-from-legacy", &workflow, None).await?;
+    rec.take(
+        &app,
+        "subscription-legacy-answers-claims-then-upgraded-desired-state",
+        &workflow,
+        Some(&legacy_runs[1]),
+    )
+    .await?;
+    rec.take(&app, "subscription-upgraded-from-legacy-desired-state", &workflow, None).await?;
     rec.finish().await
 }
 
@@ -839,15 +863,8 @@ async fn live_billing_desired_state() -> anyhow::Result<()> {
     );
     app.wait_for_status(&first, &[AgentStatus::Active], WAIT).await?;
     app.set_seats(&customer, &sub, 2).await?;
-    let (status, body) = app
-        .api(Method::POST, "/api/agents", Some(&token), Some(json!({"name": "second", "region": "hel1"})))
-        .await?;
-    anyhow::ensure!(status == 201, "create: {status} {body}");
-    let second = body["agent_id"].as_str().context("agent id")?.to_owned();
-    let (status, body) =
-        app.api(Method::POST, &format!("/api/agents/{second}/provision"), Some(&token), None).await?;
-    anyhow::ensure!(status == 202, "provision: {status} {body}");
-    app.wait_for_status(&second, &[AgentStatus::Active], WAIT).await?;
+    let second = create_agent(&app, &token, "second").await?;
+    lifecycle(&app, &token, &second, "provision", AgentStatus::Active).await?;
     // Every later event is built here with the subscription's quantity, as Stripe would send it.
     let sub_event = |kind: &str, status: &str, seats: u32, at: i64| {
         let mut object = subscription_object(&sub, &customer, status, at);
@@ -887,25 +904,20 @@ async fn live_billing_desired_state() -> anyhow::Result<()> {
     // (Seats carried over from the previous rules are ordered by agent id: either may go.)
     let t = slipway_tests::now() + 3;
     post_event(&app, &sub_event("customer.subscription.updated", "active", 1, t)).await?;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let (on, off) = loop {
+    let (on, off) = slipway_tests::wait_for("the downgrade powering one agent off", WAIT, || async {
         let status = |a: Option<AgentRecord>| a.map(|a| a.status);
         let (a, b) = (status(app.agent(&first).await?), status(app.agent(&second).await?));
-        match (a, b) {
+        Ok(match (a, b) {
             (Some(AgentStatus::Active), Some(AgentStatus::Suspended)) => {
-                break (first.clone(), second.clone());
+                Some((first.clone(), second.clone()))
             }
             (Some(AgentStatus::Suspended), Some(AgentStatus::Active)) => {
-                break (second.clone(), first.clone());
+                Some((second.clone(), first.clone()))
             }
-            _ => {}
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the downgrade never powered one off: {a:?} {b:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+            _ => None,
+        })
+    })
+    .await?;
     post_event(&app, &sub_event("customer.subscription.paused", "paused", 1, t + 1)).await?;
     app.wait_for_status(&on, &[AgentStatus::Suspended], WAIT).await?;
     post_event(&app, &sub_event("customer.subscription.resumed", "active", 1, t + 2)).await?;
@@ -939,15 +951,8 @@ async fn live_billing_desired_state() -> anyhow::Result<()> {
     )
     .await?;
     post_event(&app, &checkout_for(&app, &user, &draft, &customer, &late)?).await?;
-    let (status, body) = app
-        .api(Method::POST, "/api/agents", Some(&token), Some(json!({"name": "third", "region": "hel1"})))
-        .await?;
-    anyhow::ensure!(status == 201, "create: {status} {body}");
-    let third = body["agent_id"].as_str().context("agent id")?.to_owned();
-    let (status, body) =
-        app.api(Method::POST, &format!("/api/agents/{third}/provision"), Some(&token), None).await?;
-    anyhow::ensure!(status == 202, "provision: {status} {body}");
-    app.wait_for_status(&third, &[AgentStatus::Active], WAIT).await?;
+    let third = create_agent(&app, &token, "third").await?;
+    lifecycle(&app, &token, &third, "provision", AgentStatus::Active).await?;
 
     let billing = app.billing_state(&customer).await?;
     anyhow::ensure!(billing.seat_of(&third) == Some(late.as_str()), "{billing:#?}");
@@ -1247,8 +1252,8 @@ async fn live_continue_as_new() -> anyhow::Result<()> {
     let runs = app.runs(&agent_wf).await?;
     let (first, last) = (runs.first, runs.current);
     assert_ne!(first, last, "the agent continued as new");
-    rec.take(&app, "agent-continued-as-new-first-run", &agent_wf, Some(&first)).await?;
-    rec.take(&app, "agent-continued-as-new-last-run", &agent_wf, None).await?;
+    rec.take(&app, "agent-continued-as-new-first-run-desired-state", &agent_wf, Some(&first)).await?;
+    rec.take(&app, "agent-continued-as-new-last-run-desired-state", &agent_wf, None).await?;
 
     // Subscription: renewals until it has continued as new (each applied before the next).
     let customer = format!("cus_{}", app.id("renewals"));
@@ -1272,8 +1277,8 @@ async fn live_continue_as_new() -> anyhow::Result<()> {
         wait_applied(&app, &customer, n as usize).await?;
     }
     let first = app.runs(&workflow).await?.first;
-    rec.take(&app, "subscription-continued-as-new-first-run", &workflow, Some(&first)).await?;
-    rec.take(&app, "subscription-continued-as-new-last-run", &workflow, None).await?;
+    rec.take(&app, "subscription-continued-as-new-first-run-desired-state", &workflow, Some(&first)).await?;
+    rec.take(&app, "subscription-continued-as-new-last-run-desired-state", &workflow, None).await?;
     rec.finish().await
 }
 

@@ -525,45 +525,38 @@ pub fn attach_unclaimed(
     }
 }
 
+/// A subscription's seat holders in the order they took their seats (oldest first): those with
+/// a server, then those waiting for one.
+fn by_seat_order(sub: &SubscriptionState) -> (Vec<&String>, Vec<&String>) {
+    let mut holders: Vec<(&String, &SeatHolder)> = sub.agents.iter().collect();
+    holders.sort_by(|a, b| (a.1.since, a.0).cmp(&(b.1.since, b.0)));
+    let (with_server, waiting): (Vec<_>, Vec<_>) = holders.into_iter().partition(|(_, h)| !h.parked);
+    (with_server.into_iter().map(|(a, _)| a).collect(), waiting.into_iter().map(|(a, _)| a).collect())
+}
+
 /// What billing wants of each seat holder, by agent.
 pub fn desired(state: &CustomerBilling) -> BTreeMap<String, Desired> {
     let mut out = BTreeMap::new();
     for (id, sub) in &state.subscriptions {
-        let mut holders: Vec<(&String, &SeatHolder)> = sub.agents.iter().collect();
-        holders.sort_by(|a, b| (a.1.since, a.0).cmp(&(b.1.since, b.0)));
         let standing = sub.standing();
         // Agents with a server keep their seats before claims waiting for one.
-        let mut with_server: Vec<&String> =
-            holders.iter().filter(|(_, h)| !h.parked).map(|(a, _)| *a).collect();
-        let waiting: Vec<&String> = holders.iter().filter(|(_, h)| h.parked).map(|(a, _)| *a).collect();
+        let (with_server, waiting) = by_seat_order(sub);
         let seats = sub.seats as usize;
-        let excess: Vec<&String> = with_server.split_off(with_server.len().min(seats));
         let free = seats.saturating_sub(with_server.len());
-        for agent in with_server {
+        for (n, agent) in with_server.into_iter().enumerate() {
+            let beyond = n >= seats;
             let d = match standing {
-                Standing::Good => {
-                    Desired::Server(AgentTarget::Run, format!("subscription {id} is in good standing"))
-                }
-                Standing::Suspended => Desired::Server(AgentTarget::Off, trouble_reason(id, sub)),
-                Standing::Lapsed => Desired::Server(
-                    AgentTarget::Destroy,
-                    "payment not received within the grace period".to_owned(),
-                ),
-                Standing::Ended => {
-                    Desired::Server(AgentTarget::Destroy, "the subscription was cancelled".to_owned())
-                }
-            };
-            out.insert(agent.clone(), d);
-        }
-        for agent in excess {
-            let d = match standing {
-                Standing::Good | Standing::Suspended => Desired::Server(
+                Standing::Good | Standing::Suspended if beyond => Desired::Server(
                     AgentTarget::Off,
                     format!(
                         "subscription {id} has {} seat(s) and this agent is beyond them: powered off until a seat frees",
                         sub.seats
                     ),
                 ),
+                Standing::Good => {
+                    Desired::Server(AgentTarget::Run, format!("subscription {id} is in good standing"))
+                }
+                Standing::Suspended => Desired::Server(AgentTarget::Off, trouble_reason(id, sub)),
                 Standing::Lapsed => Desired::Server(
                     AgentTarget::Destroy,
                     "payment not received within the grace period".to_owned(),
@@ -636,10 +629,7 @@ fn rebalance(state: &mut CustomerBilling) {
             if sub.standing() != Standing::Good {
                 return None;
             }
-            let mut with_server: Vec<(&String, &SeatHolder)> =
-                sub.agents.iter().filter(|(_, h)| !h.parked).collect();
-            with_server.sort_by(|a, b| (a.1.since, a.0).cmp(&(b.1.since, b.0)));
-            with_server.get(sub.seats as usize).map(|(a, _)| ((*a).clone(), id.clone()))
+            by_seat_order(sub).0.get(sub.seats as usize).map(|a| ((*a).clone(), id.clone()))
         });
         let Some((agent, from)) = excess else { return };
         let to = state
