@@ -1,6 +1,8 @@
 //! What a coding job needs to know about Slipway itself, asked of Temporal: whether its GitHub
 //! account is linked to a customer in good standing (the `GitHubLinks` and `Subscription`
 //! workflows' queries), and a seat at that customer's `JobGate` (started if it is not running).
+//! The gate asks here too, which of its slot holders have closed ([`GateCheck`]): a job that is
+//! terminated never sends `release`, and without the check its slot would stay taken for good.
 //!
 //! These used to be asked by the starter before it answered GitHub, which made a webhook wait on
 //! two queries and two starts, each needing a worker, against GitHub's 10 s limit. Asked here, by
@@ -11,9 +13,9 @@
 //! registered names (`GitHubLinks.get`, `Subscription.entitlement`, `JobGate.enqueue`); the
 //! `lookups_use_the_registered_names` test in `slipway-workflows` (`job.rs`) keeps them in step.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use serde::{Serialize, de::DeserializeOwned};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use slipway_proto::{
     billing::{Entitlement, customer_workflow_id},
     jobs::{
@@ -21,7 +23,8 @@ use slipway_proto::{
     },
 };
 use temporalio_client::{
-    Client, UntypedSignal, UntypedWorkflow, WorkflowStartOptions, errors::WorkflowStartError,
+    Client, UntypedSignal, UntypedWorkflow, WorkflowExecutionStatus, WorkflowStartOptions,
+    errors::WorkflowStartError,
 };
 use temporalio_common::search_attributes::SearchAttributes;
 use temporalio_macros::activities;
@@ -45,23 +48,38 @@ pub mod names {
     pub const ENQUEUE: &str = "enqueue";
 }
 
+/// What a job gate learns from checking its slot holders ([`LookupActivities::closed_holders`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateCheck {
+    /// Holders whose workflow no longer runs (closed any way, or gone): their slots are free.
+    pub closed: Vec<String>,
+    /// When the gate should check again, while it has holders (the worker's
+    /// `SLIPWAY_JOB_GATE_CHECK_SECS`, so an operator changes it without touching histories).
+    pub next_check_secs: u64,
+}
+
 /// The lookups.
 #[derive(Clone)]
 pub struct LookupActivities {
     client: Client,
     task_queue: String,
+    gate_check: Duration,
 }
 
 impl std::fmt::Debug for LookupActivities {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LookupActivities").field("task_queue", &self.task_queue).finish_non_exhaustive()
+        f.debug_struct("LookupActivities")
+            .field("task_queue", &self.task_queue)
+            .field("gate_check", &self.gate_check)
+            .finish_non_exhaustive()
     }
 }
 
 impl LookupActivities {
-    /// Over a Temporal client of this deployment (`task_queue` names its singletons).
-    pub fn new(client: Client, task_queue: String) -> Self {
-        Self { client, task_queue }
+    /// Over a Temporal client of this deployment (`task_queue` names its singletons); job gates
+    /// check their slot holders every `gate_check` while they have any.
+    pub fn new(client: Client, task_queue: String, gate_check: Duration) -> Self {
+        Self { client, task_queue, gate_check }
     }
 
     /// `workflow.query(arg)`, or `None` if the workflow does not exist.
@@ -142,6 +160,53 @@ impl LookupActivities {
             Ok(_) => Ok(()),
             Err(WorkflowStartError::PayloadConversion(e)) => Err(permanent(e.to_string())),
             Err(e) => Err(transient(format!("the job gate of {}: {e}", seat.customer_id))),
+        }
+    }
+
+    /// Which of `holders` (workflow ids of jobs holding a slot) have closed: terminated, timed
+    /// out, or ended any other way without sending `release`, or not found at all. A holder
+    /// that cannot be asked fails the attempt (retried): a slot is only freed on an answer.
+    #[activity]
+    pub async fn closed_holders(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        holders: Vec<String>,
+    ) -> Result<GateCheck, ActivityError> {
+        let asks = holders.iter().map(|id| temporal_ask::status(&self.client, id));
+        let statuses = futures::future::try_join_all(asks).await?;
+        let closed = holders
+            .into_iter()
+            .zip(statuses)
+            .filter(|(_, status)| has_closed(*status))
+            .map(|(id, _)| id)
+            .collect();
+        Ok(GateCheck { closed, next_check_secs: self.gate_check.as_secs().max(1) })
+    }
+}
+
+/// Whether a holder with this status (`None`: not found) has closed and so left its slot. A paused
+/// holder will resume and an unknown status is not guessed at: both keep their slot, as a
+/// running one does (freeing a live job's slot would let the customer exceed its cap).
+fn has_closed(status: Option<WorkflowExecutionStatus>) -> bool {
+    use WorkflowExecutionStatus as S;
+    status.is_none_or(|s| {
+        matches!(s, S::Completed | S::Failed | S::Canceled | S::Terminated | S::ContinuedAsNew | S::TimedOut)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_holder_has_closed_once_it_ended_or_is_gone_not_while_it_runs_or_pauses() {
+        use WorkflowExecutionStatus as S;
+        assert!(has_closed(None));
+        for s in [S::Completed, S::Failed, S::Canceled, S::Terminated, S::ContinuedAsNew, S::TimedOut] {
+            assert!(has_closed(Some(s)), "{s:?}");
+        }
+        for s in [S::Running, S::Paused, S::Unspecified, S::Unknown] {
+            assert!(!has_closed(Some(s)), "{s:?}");
         }
     }
 }

@@ -55,6 +55,14 @@ pub struct JobPolicy {
     pub pr_meter_event: String,
     /// Stripe meter event for LLM tokens.
     pub tokens_meter_event: String,
+    /// History length at which a waiting job continues as new (carrying its ledger): well
+    /// before Temporal's event limit, however many comments its issue gets.
+    #[serde(default = "default_history_limit")]
+    pub history_limit: u32,
+}
+
+fn default_history_limit() -> u32 {
+    5_000
 }
 
 impl Default for JobPolicy {
@@ -63,6 +71,7 @@ impl Default for JobPolicy {
             max_review_rounds: 2,
             pr_meter_event: "slipway_pull_requests".to_owned(),
             tokens_meter_event: "slipway_llm_tokens".to_owned(),
+            history_limit: default_history_limit(),
         }
     }
 }
@@ -103,6 +112,45 @@ pub struct JobRequest {
     /// again as run 2, 3, ..., billed under identifiers of its own.
     #[serde(default)]
     pub run: u32,
+    /// The GitHub delivery that started this run (its redelivery is no relabel).
+    #[serde(default)]
+    pub trigger: Option<String>,
+    /// Where a job that continued as new stands (`None` for a fresh start).
+    #[serde(default)]
+    pub resume: Option<Box<JobResume>>,
+}
+
+/// What a job carries across continue-as-new: everything it has said and owes, and where it
+/// waits. A job continues as new only while it waits (for a PR to close, for a retry, for its
+/// slot), never mid-step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResume {
+    /// The status, ledger (`billed`, `unbilled`) included.
+    pub status: JobStatus,
+    /// The job's progress comment.
+    pub comment_id: Option<u64>,
+    /// Closes of pull requests kept until the job knows its own.
+    pub pr_closes: Vec<PullRequestClosed>,
+    /// Commands not yet applied.
+    pub commands: Vec<JobCommand>,
+    /// An operator asked for the unbilled usage to be reported again.
+    pub bill_again: bool,
+    /// Where the job waits.
+    pub phase: JobPhase,
+}
+
+/// Where a waiting job waits (see [`JobResume`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobPhase {
+    /// Queued for a slot at its customer's gate (its seat there is kept).
+    Queued,
+    /// Refused (not a writer, no link, no subscription): waits for a writer's retry or relabel.
+    Refused,
+    /// An attempt failed: waits for a writer's retry or cancel.
+    Failed,
+    /// The pull request is open: waits for it to close.
+    PrOpen,
 }
 
 /// What a job may do: its account's link and that customer's standing, decided.
@@ -165,13 +213,22 @@ impl JobState {
     }
 }
 
-/// A `/slipway …` command from an issue comment.
+/// A `/slipway …` command from an issue comment, or the job's label applied again
+/// ([`JobCommand::RELABEL`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobCommand {
-    /// `retry` or `cancel`.
+    /// `retry`, `cancel`, or `relabel`.
     pub command: String,
     /// Commenter's login (must have write access).
     pub login: String,
+    /// The GitHub delivery that carried it.
+    #[serde(default)]
+    pub delivery: Option<String>,
+}
+
+impl JobCommand {
+    /// The job's label applied again: a retry for a job that waits for one, nothing otherwise.
+    pub const RELABEL: &'static str = "relabel";
 }
 
 /// The `pr_closed` signal: a pull request on the job's branch name was closed.
@@ -293,6 +350,9 @@ pub struct LlmOut {
     /// `tokens` is an estimate (the answer carried no `usage`).
     #[serde(default)]
     pub estimated: bool,
+    /// The answer cannot be used (only with [`LlmTask::account_failures`]); `tokens` still counts.
+    #[serde(default)]
+    pub unusable: Option<Unusable>,
 }
 
 /// A file the change writes (`content: None` deletes it).
@@ -324,6 +384,21 @@ pub struct LlmTask {
     pub feedback: Option<String>,
     /// The proposed change (review).
     pub files: Vec<FileChange>,
+    /// Answer an unusable or refused model answer as [`Unusable`] with its tokens, instead of
+    /// failing the activity (which loses what the model was paid for). Runs recorded before
+    /// leave it unset.
+    #[serde(default)]
+    pub account_failures: bool,
+}
+
+/// A model answer the job cannot use, with the tokens it cost (see [`LlmTask::account_failures`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unusable {
+    /// Why.
+    pub reason: String,
+    /// Asking again may help (a malformed answer); `false`: the same plan fails the same way
+    /// (a refused path, an edit that does not apply).
+    pub retry: bool,
 }
 
 /// Output of the coding activity.
@@ -336,6 +411,9 @@ pub struct CodeOut {
     /// `tokens` is an estimate (the answer carried no `usage`).
     #[serde(default)]
     pub estimated: bool,
+    /// The answer cannot be used (only with [`LlmTask::account_failures`]); `tokens` still counts.
+    #[serde(default)]
+    pub unusable: Option<Unusable>,
 }
 
 /// Output of the review activity.
@@ -350,6 +428,9 @@ pub struct ReviewOut {
     /// `tokens` is an estimate (the answer carried no `usage`).
     #[serde(default)]
     pub estimated: bool,
+    /// The answer cannot be used (only with [`LlmTask::account_failures`]); `tokens` still counts.
+    #[serde(default)]
+    pub unusable: Option<Unusable>,
 }
 
 /// Input of the pull-request activity.

@@ -231,6 +231,7 @@ impl StarterSettings {
                     .unwrap_or_else(|| JobPolicy::default().pr_meter_event),
                 tokens_meter_event: get("STRIPE_METER_TOKENS_EVENT")
                     .unwrap_or_else(|| JobPolicy::default().tokens_meter_event),
+                history_limit,
             },
         };
         if !settings.callback_hmac && settings.actions_oidc.is_none() {

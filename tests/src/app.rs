@@ -154,6 +154,9 @@ impl TestApp {
             &task_queue,
             &format!("{starter_url}/callbacks/github-actions"),
         );
+        if let Some(secs) = opts.job_gate_check_secs {
+            worker_settings.job_gate_check = std::time::Duration::from_secs(secs);
+        }
         let worker_metrics = if opts.worker_metrics {
             let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
             worker_settings.metrics_addr = Some(addr);
@@ -169,6 +172,9 @@ impl TestApp {
             );
             if let Some(addr) = worker_metrics {
                 env.insert("SLIPWAY_METRICS_ADDR", addr.to_string());
+            }
+            if let Some(secs) = opts.job_gate_check_secs {
+                env.insert("SLIPWAY_JOB_GATE_CHECK_SECS", secs.to_string());
             }
             env.extend(opts.worker_env.iter().cloned());
             (None, None, Some(WorkerProcess::start(&address, env)?))

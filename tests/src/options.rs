@@ -31,6 +31,9 @@ pub struct Options {
     pub billing_reassert_secs: u64,
     /// Jobs of one customer running at once.
     pub max_jobs_per_customer: u32,
+    /// Worker: how often a job gate checks that its slot holders still run
+    /// (`SLIPWAY_JOB_GATE_CHECK_SECS`); `None` keeps the worker's default (300 s).
+    pub job_gate_check_secs: Option<u64>,
     /// Worker: serve Prometheus metrics on a free port ([`TestApp::worker_metrics`](crate::TestApp::worker_metrics)).
     pub worker_metrics: bool,
     /// Run the worker as a separate OS process (the `slipway-worker` binary) instead of on a
@@ -74,6 +77,7 @@ impl Default for Options {
             command_attempts: 10,
             billing_reassert_secs: 24 * 3600,
             max_jobs_per_customer: 2,
+            job_gate_check_secs: None,
             worker_metrics: false,
             worker_process: false,
             worker_env: Vec::new(),

@@ -309,7 +309,7 @@ async fn retry_and_cancel_need_write_access() -> anyhow::Result<()> {
     let reader =
         github_events::issue_comment_created(&s.repo, s.installation, 2, "/slipway retry", "drive-by");
     deliver(&app, "issue_comment", reader, "d-c1").await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    refusal_commented(&app, &s.repo, 2, |b| b.contains("@drive-by needs write access")).await?;
     assert_eq!(job(&app, &s.repo, 2).await?.unwrap().attempt, 1);
     app.http.delete(format!("{}/_sandbox/faults", app.sandbox.base_url)).send().await?;
     let writer =
@@ -327,6 +327,11 @@ async fn retry_and_cancel_need_write_access() -> anyhow::Result<()> {
     deliver(&app, "issue_comment", cancel, "d-c3").await?;
     let j = wait_job(&app, &s.repo, 3, |j| j.state == JobState::Cancelled).await?;
     assert!(j.pr_number.is_none());
+    // The plan the model wrote before the cancel was paid for: its tokens are billed once, as
+    // attempt 1 of #3 (#2's first attempt got no answer, so spent nothing).
+    let events = token_events(&app.sandbox_state().await?, &s.customer, "-tokens-1");
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert!(j.tokens > 0 && meter_value(&events[0]) == j.tokens, "{j:#?} {events:#?}");
     Ok(())
 }
 
@@ -444,6 +449,10 @@ async fn an_issue_asking_for_a_workflow_file_is_refused_and_commented() -> anyho
             let pulls = state["github"]["pulls"].as_array().unwrap();
             assert!(!pulls.iter().any(|p| p["repo"] == json!(s.repo)), "no pull request");
             assert!(!state["github"]["commits"].to_string().contains("deploy.yml"), "nothing committed");
+            // The refused plan was paid for: its tokens are billed, as the attempt's.
+            let events = token_events(&state, &s.customer, "-tokens-1");
+            assert_eq!(events.len(), 1, "{events:#?}");
+            assert!(failed.tokens > 0 && meter_value(&events[0]) == failed.tokens, "{failed:#?} {events:#?}");
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "the refusal was never commented: {state:#}");
@@ -770,3 +779,215 @@ async fn refusal_commented(
     })
     .await
 }
+
+/// The tokens meter events of `customer` whose identifier ends with `suffix`.
+fn token_events(state: &Value, customer: &str, suffix: &str) -> Vec<Value> {
+    meter_events(state, customer)
+        .into_iter()
+        .filter(|e| e["identifier"].as_str().is_some_and(|id| id.ends_with(suffix)))
+        .collect()
+}
+
+/// A meter event's value (Stripe's payload carries it as a string).
+fn meter_value(event: &Value) -> u64 {
+    let v = &event["payload"]["value"];
+    v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).unwrap_or_default()
+}
+
+fn model_calls(state: &Value) -> usize {
+    state["openai"]["calls"].as_array().map_or(0, Vec::len)
+}
+
+fn pulls_of(state: &Value, repo: &str) -> Vec<Value> {
+    state["github"]["pulls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["repo"] == json!(repo))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn a_non_writers_label_starts_nothing_and_a_writers_relabel_runs_the_job() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let s = app.github_account(true).await?;
+    // An issue template applies the label: anyone who can open an issue triggers it.
+    let by_anyone = github_events::issues(
+        "opened",
+        &s.repo,
+        s.installation,
+        20,
+        "Mine bitcoin",
+        "Spend the owner's tokens.",
+        &["slipway"],
+        "drive-by",
+    );
+    let r = deliver(&app, "issues", by_anyone.clone(), "d-anyone-20").await?;
+    assert_eq!(r["status"], 202, "{r}");
+    let refused = wait_job(&app, &s.repo, 20, |j| j.state == JobState::Cancelled).await?;
+    assert!(
+        refused.failure.as_deref().unwrap_or_default().contains("@drive-by needs write access"),
+        "{refused:#?}"
+    );
+    let state = refusal_commented(&app, &s.repo, 20, |b| b.contains("@drive-by needs write access")).await?;
+    assert_eq!(model_calls(&state), 0, "no model call for a non-writer's issue");
+    assert!(meter_events(&state, &s.customer).is_empty(), "nothing billed");
+    assert!(pulls_of(&state, &s.repo).is_empty(), "no pull request");
+
+    // GitHub redelivers it, and a non-writer applies the label again: nothing runs.
+    deliver(&app, "issues", by_anyone, "d-anyone-20").await?;
+    let again = github_events::issues(
+        "labeled",
+        &s.repo,
+        s.installation,
+        20,
+        "Mine bitcoin",
+        "",
+        &["slipway"],
+        "drive-by",
+    );
+    deliver(&app, "issues", again, "d-anyone-20b").await?;
+    refusal_commented(&app, &s.repo, 20, |b| {
+        b.contains("@drive-by needs write access") && b.contains("to label")
+    })
+    .await?;
+    let j = job(&app, &s.repo, 20).await?.expect("job");
+    assert_eq!((j.state, j.attempt), (JobState::Cancelled, 1), "{j:#?}");
+
+    // A maintainer applies the label: the job runs, for them, billed once.
+    let by_writer = github_events::issues(
+        "labeled",
+        &s.repo,
+        s.installation,
+        20,
+        "Mine bitcoin",
+        "",
+        &["slipway"],
+        "maintainer",
+    );
+    deliver(&app, "issues", by_writer, "d-writer-20").await?;
+    let done = wait_job(&app, &s.repo, 20, |j| j.state == JobState::PrOpened && j.billed.len() == 2).await?;
+    let state = app.sandbox_state().await?;
+    let pulls = pulls_of(&state, &s.repo);
+    assert_eq!(pulls.len(), 1, "{pulls:#?}");
+    assert_eq!(pulls[0]["number"], json!(done.pr_number));
+    assert!(pulls[0]["body"].as_str().unwrap_or_default().contains("for @maintainer"), "{pulls:#?}");
+    assert_eq!(meter_events(&state, &s.customer).len(), 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_non_writers_retry_of_an_ended_job_runs_and_bills_nothing() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let s = app.github_account(true).await?;
+    deliver(&app, "issues", opened(&s, 21, "Add a badge"), "d-21").await?;
+    let done = wait_job(&app, &s.repo, 21, |j| j.state == JobState::PrOpened && j.billed.len() == 2).await?;
+    let pr = done.pr_number.unwrap_or_default();
+    app.sandbox_post(&format!("/_sandbox/github/repos/{}/pulls/{pr}/close", s.repo), json!({"merged": true}))
+        .await?;
+    wait_closed(&app, &job_workflow_id(&s.repo, 21)).await?;
+    let before = app.sandbox_state().await?;
+
+    // Anyone who can comment asks for the ended job again.
+    let retry =
+        github_events::issue_comment_created(&s.repo, s.installation, 21, "/slipway retry", "drive-by");
+    let r = deliver(&app, "issue_comment", retry, "d-21-retry").await?;
+    assert_eq!(r["status"], 202, "{r}");
+    let state = refusal_commented(&app, &s.repo, 21, |b| b.contains("@drive-by needs write access")).await?;
+    let j = wait_job(&app, &s.repo, 21, |j| j.state == JobState::Cancelled).await?;
+    assert!(j.pr_number.is_none() && j.billed.is_empty(), "{j:#?}");
+    assert_eq!(model_calls(&state), model_calls(&before), "no model call");
+    assert_eq!(meter_events(&state, &s.customer).len(), 2, "nothing billed again");
+    assert_eq!(pulls_of(&state, &s.repo).len(), 1, "no new pull request");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refused_issue_runs_when_labelled_again_once_its_account_is_linked() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let s = app.github_account(false).await?;
+    deliver(&app, "issues", opened(&s, 22, "Add a banner"), "d-22").await?;
+    let refused = wait_job(&app, &s.repo, 22, |j| j.state == JobState::Cancelled).await?;
+    assert!(refused.failure.as_deref().unwrap_or_default().contains("not linked"), "{refused:#?}");
+    app.link_github(&s).await?;
+    // The user removes and applies the label again (no `/slipway retry` comment).
+    let relabel = github_events::issues(
+        "labeled",
+        &s.repo,
+        s.installation,
+        22,
+        "Add a banner",
+        "",
+        &["slipway"],
+        "maintainer",
+    );
+    deliver(&app, "issues", relabel, "d-22-relabel").await?;
+    let done = wait_job(&app, &s.repo, 22, |j| j.state == JobState::PrOpened && j.billed.len() == 2).await?;
+    assert!(done.failure.is_none(), "{done:#?}");
+    assert_eq!(
+        meter_events(&app.sandbox_state().await?, &s.customer).len(),
+        2,
+        "billed once, to the customer"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_job_past_its_history_limit_continues_as_new_with_its_ledger() -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(Options { history_limit: 40, ..Options::default() }).await?;
+    let s = app.github_account(true).await?;
+    deliver(&app, "issues", opened(&s, 23, "Add a changelog"), "d-23").await?;
+    let opened_pr =
+        wait_job(&app, &s.repo, 23, |j| j.state == JobState::PrOpened && j.billed.len() == 2).await?;
+    let id = job_workflow_id(&s.repo, 23);
+    // Comments by people without write access, each a few more events, until the job has
+    // continued as new at least twice.
+    let mut n = 0;
+    loop {
+        let before = app.runs(&id).await?;
+        let count =
+            app.client.count_workflows(&format!("WorkflowId = '{id}'"), Default::default()).await?.count();
+        if count >= 3 {
+            assert!(before.history_length <= 60, "history stays bounded: {}", before.history_length);
+            break;
+        }
+        anyhow::ensure!(n < 60, "the job never continued as new twice: {count} run(s)");
+        let spam =
+            github_events::issue_comment_created(&s.repo, s.installation, 23, "/slipway retry", "drive-by");
+        deliver(&app, "issue_comment", spam, &format!("d-23-spam-{n}")).await?;
+        n += 1;
+        slipway_tests::wait_until("the comment reached the job", WAIT, || async {
+            let now = app.runs(&id).await?;
+            Ok(now.current != before.current || now.history_length > before.history_length)
+        })
+        .await?;
+    }
+    // The continued job still knows its PR and what it billed.
+    let carried = job(&app, &s.repo, 23).await?.expect("job");
+    assert_eq!((carried.pr_number, carried.billed.clone()), (opened_pr.pr_number, opened_pr.billed.clone()));
+    let pr = opened_pr.pr_number.unwrap_or_default();
+    app.sandbox_post(&format!("/_sandbox/github/repos/{}/pulls/{pr}/close", s.repo), json!({"merged": true}))
+        .await?;
+    let done = wait_job(&app, &s.repo, 23, |j| j.pr_outcome.as_deref() == Some("merged")).await?;
+    assert_eq!(done.billed, opened_pr.billed);
+    wait_closed(&app, &id).await?;
+    let state = app.sandbox_state().await?;
+    assert_eq!(meter_events(&state, &s.customer).len(), 2, "billed once across runs");
+    let comments: Vec<Value> = state["github"]["comments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["repo"] == json!(s.repo) && c["number"] == 23)
+        .cloned()
+        .collect();
+    assert!(
+        comments.len() == 1
+            && comments[0]["body"].as_str().is_some_and(|b| b.contains("pull request merged")),
+        "one progress comment, carried across runs: {comments:#?}"
+    );
+    Ok(())
+}
+
+#[path = "jobs_support/gate.rs"]
+mod gate;

@@ -17,11 +17,11 @@
 //! | `live_agent_lifecycle` | provision, stop, start, suspend and resume (from active and from stopped), destroy, a destroy that fails and is retried, each wrong-state refusal |
 //! | `live_subscription_orderings` | events in order, reversed and duplicated, a subscription deleted, a tie that makes it re-fetch from Stripe |
 //! | `live_client_stack_paths` | success, each of the seven activities failing, a compensation failing |
-//! | `live_jobs` | PR merged, retry (refused to a reader, accepted from a writer), cancel while running, queued and failed, refused (unlinked account, the job asking for its entitlement itself and waiting for a retry), usage Stripe refused kept unbilled then billed on an operator's `bill_again`, the gate at its cap, the links registry |
+//! | `live_jobs` | PR merged, retry (refused to a reader, accepted from a writer), cancel while running, queued and failed, refused (unlinked account, the job asking for its entitlement itself and waiting for a retry), usage Stripe refused kept unbilled then billed on an operator's `bill_again`, a non-writer's labelled issue refused then run on a writer's relabel, a plan the path policy refuses (its tokens billed) then cancelled, the gate at its cap, the links registry |
 //! | `live_seats` | one customer's subscriptions: a checkout parked behind an unpaid invoice then provisioned, one granted at once, one denied (subscription deleted first), a deletion that destroys only its own subscription's agent and frees its seat |
 //! | `live_billing_desired_state` | a customer on the previous per-subscription rules moved by an event those rules never received (`invoice.voided`), then: a resume failing beyond its retry budget and retried until it holds, a downgrade powering the newest agent off, a pause and resume, an upgrade, a draft destroyed with its checkout open (session expired), a late checkout for it whose seat a probe frees for the next agent, the customer deleted |
 //! | `live_legacy_customer_upgrade` | a customer run on the previous release's rules (the worker holds the change back): a seat claim moves it, held back it answers claims itself, an operator's `upgrade` moves it for good, then the new rules apply |
-//! | `live_continue_as_new` | `Agent` and `Subscription` continuing as new past a small history limit |
+//! | `live_continue_as_new` | `Agent`, `Subscription` and `Job` (its pull request open) continuing as new past a small history limit |
 //! | `live_reconcilers` | the Stripe catch-up recovering events (one refused for good), then finding them all fed; the GitHub redelivery asking for a failed delivery again, then finding nothing failed; the orphan sweep finding suspects, then orphans (reported), then deleting them |
 //!
 //! Files are written one event per line: compact, and still reviewable in a diff.
@@ -1198,6 +1198,11 @@ async fn live_jobs() -> anyhow::Result<()> {
     let stranger = app.id("strangers");
     let other = format!("{stranger}/app");
     let other_inst = app.install_github_app(&stranger, &other).await?;
+    app.sandbox_post(
+        &format!("/_sandbox/github/repos/{other}/collaborators/dev"),
+        json!({"permission": "write"}),
+    )
+    .await?;
     let issue = github_events::issues("opened", &other, other_inst, 1, "Hi", "", &["slipway"], "dev");
     deliver(&app, "issues", issue, "r-s1").await?;
     let refused = wait_job(&app, &other, 1, "refused", |s| s.state == JobState::Cancelled).await?;
@@ -1213,16 +1218,49 @@ async fn live_jobs() -> anyhow::Result<()> {
     close_pr(j.pr_number.context("pr")?, true).await?;
     wait_job(&app, &repo, 13, "merged", |s| s.pr_outcome.as_deref() == Some("merged")).await?;
 
+    // 8. A non-writer's labelled issue: refused, nothing spent; a writer's relabel runs it.
+    let by_anyone =
+        github_events::issues("opened", &repo, installation, 14, "Anyone", "", &["slipway"], "drive-by");
+    deliver(&app, "issues", by_anyone, "r-14").await?;
+    wait_job(&app, &repo, 14, "refused", |s| s.state == JobState::Cancelled).await?;
+    wait_comment(&app, "@drive-by needs write access").await?;
+    let by_writer =
+        github_events::issues("labeled", &repo, installation, 14, "Anyone", "", &["slipway"], "maintainer");
+    deliver(&app, "issues", by_writer, "r-14a").await?;
+    let j = wait_job(&app, &repo, 14, "relabelled", |s| s.state == JobState::PrOpened && s.billed.len() == 2)
+        .await?;
+    close_pr(j.pr_number.context("pr")?, true).await?;
+    wait_job(&app, &repo, 14, "merged", |s| s.pr_outcome.as_deref() == Some("merged")).await?;
+
+    // 9. A plan the path policy refuses: failed, its tokens billed; then cancelled.
+    let refused_plan = github_events::issues(
+        "opened",
+        &repo,
+        installation,
+        15,
+        "Deploy on push",
+        "Add .github/workflows/deploy.yml",
+        &["slipway"],
+        "maintainer",
+    );
+    deliver(&app, "issues", refused_plan, "r-15").await?;
+    wait_job(&app, &repo, 15, "failed, billed", |s| s.state == JobState::Failed && s.billed.len() == 1)
+        .await?;
+    deliver(&app, "issue_comment", say(15, "/slipway cancel", "maintainer"), "r-15a").await?;
+    wait_job(&app, &repo, 15, "cancelled", |s| s.state == JobState::Cancelled).await?;
+
     for (name, id) in [
-        ("job-unbilled-then-billed", job_workflow_id(&repo, 13)),
-        ("job-merged-entitlement-in-workflow", job_workflow_id(&repo, 1)),
-        ("job-retried-pr-closed-entitlement-in-workflow", job_workflow_id(&repo, 2)),
-        ("job-cancelled-while-running-entitlement-in-workflow", job_workflow_id(&repo, 3)),
-        ("job-cancelled-after-failure-entitlement-in-workflow", job_workflow_id(&repo, 4)),
-        ("job-waited-for-slot-entitlement-in-workflow", job_workflow_id(&repo, 11)),
-        ("job-cancelled-while-queued-entitlement-in-workflow", job_workflow_id(&repo, 12)),
-        ("job-refused-unlinked-entitlement-in-workflow", job_workflow_id(&other, 1)),
-        ("job-gate-at-cap", job_gate_workflow_id(&customer)),
+        ("job-unbilled-then-billed-writers", job_workflow_id(&repo, 13)),
+        ("job-merged-writers", job_workflow_id(&repo, 1)),
+        ("job-retried-pr-closed-writers", job_workflow_id(&repo, 2)),
+        ("job-cancelled-while-running-tokens-billed", job_workflow_id(&repo, 3)),
+        ("job-cancelled-after-failure-writers", job_workflow_id(&repo, 4)),
+        ("job-waited-for-slot-writers", job_workflow_id(&repo, 11)),
+        ("job-cancelled-while-queued-writers", job_workflow_id(&repo, 12)),
+        ("job-refused-unlinked-writers", job_workflow_id(&other, 1)),
+        ("job-refused-non-writer-then-relabelled", job_workflow_id(&repo, 14)),
+        ("job-refused-plan-tokens-billed-cancelled", job_workflow_id(&repo, 15)),
+        ("job-gate-checks-holders", job_gate_workflow_id(&customer)),
         ("github-links", github_links_workflow_id(&app.task_queue)),
     ] {
         rec.take(&app, name, &id, None).await?;
@@ -1279,6 +1317,33 @@ async fn live_continue_as_new() -> anyhow::Result<()> {
     let first = app.runs(&workflow).await?.first;
     rec.take(&app, "subscription-continued-as-new-first-run-desired-state", &workflow, Some(&first)).await?;
     rec.take(&app, "subscription-continued-as-new-last-run-desired-state", &workflow, None).await?;
+
+    // Job: its pull request open, it continues as new at once (the limit is small), then
+    // again on comments; the PR merged ends the last run.
+    let GitHubAccount { repo, installation, .. } = app.github_account(true).await?;
+    let issue =
+        github_events::issues("opened", &repo, installation, 1, "Long", "", &["slipway"], "maintainer");
+    deliver(&app, "issues", issue, "can-1").await?;
+    let j =
+        wait_job(&app, &repo, 1, "billed", |s| s.state == JobState::PrOpened && s.billed.len() == 2).await?;
+    let job = job_workflow_id(&repo, 1);
+    let mut n = 0;
+    while app.runs(&job).await?.first == app.runs(&job).await?.current {
+        anyhow::ensure!(n < 40, "the job never continued as new");
+        let comment =
+            github_events::issue_comment_created(&repo, installation, 1, "/slipway retry", "drive-by");
+        deliver(&app, "issue_comment", comment, &format!("can-1-{n}")).await?;
+        n += 1;
+    }
+    let first = app.runs(&job).await?.first;
+    app.sandbox_post(
+        &format!("/_sandbox/github/repos/{repo}/pulls/{}/close", j.pr_number.context("pr")?),
+        json!({"merged": true}),
+    )
+    .await?;
+    wait_job(&app, &repo, 1, "merged", |s| s.pr_outcome.as_deref() == Some("merged")).await?;
+    rec.take(&app, "job-continued-as-new-first-run", &job, Some(&first)).await?;
+    rec.take(&app, "job-continued-as-new-last-run", &job, None).await?;
     rec.finish().await
 }
 

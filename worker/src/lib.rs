@@ -151,7 +151,11 @@ pub fn build_worker_with(
     let billing = BillingActivities::new(settings.stripe()?);
     let stack = StackActivities::new(stack);
     let jobs = settings.jobs()?;
-    let lookups = slipway_activities::LookupActivities::new(client.clone(), settings.task_queue.clone());
+    let lookups = slipway_activities::LookupActivities::new(
+        client.clone(),
+        settings.task_queue.clone(),
+        settings.job_gate_check,
+    );
     let options = WorkerOptions::new(settings.task_queue.clone())
         .register_activities(provisioning)
         .register_activities(billing)

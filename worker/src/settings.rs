@@ -121,6 +121,9 @@ pub struct WorkerSettings {
     /// How much of a repository a coding job may show the model (`SLIPWAY_JOB_MAX_FILES`,
     /// `SLIPWAY_JOB_MAX_BYTES`, `SLIPWAY_JOB_MAX_TREE_PATHS`).
     pub job_limits: CodingLimits,
+    /// How often a customer's job gate checks, while jobs hold its slots, that they still run
+    /// (`SLIPWAY_JOB_GATE_CHECK_SECS`, default 300): a terminated job never gives its slot back.
+    pub job_gate_check: Duration,
     /// How long in-flight activities may finish on shutdown (`SLIPWAY_WORKER_SHUTDOWN_SECS`, 30).
     pub shutdown_grace: Duration,
     /// Where the Prometheus endpoint (SDK and Slipway metrics) listens
@@ -338,6 +341,7 @@ impl WorkerSettings {
             max_tree_paths: count("SLIPWAY_JOB_MAX_TREE_PATHS", defaults.max_tree_paths)?,
         };
         let job_paths = PathPolicy::from_list(&get("SLIPWAY_JOB_ALLOWED_PATHS").unwrap_or_default());
+        let job_gate_check = Duration::from_secs(count("SLIPWAY_JOB_GATE_CHECK_SECS", 300)? as u64);
         let tuning = WorkerTuning::from_lookup(get)?;
         let reconcile = ReconcileSettings::from_lookup(get)?;
         let starter = or("SLIPWAY_STARTER_URL", "http://127.0.0.1:8080");
@@ -381,6 +385,7 @@ impl WorkerSettings {
             llm_model: or("LLM_MODEL", "gpt-4o-mini"),
             job_paths,
             job_limits,
+            job_gate_check,
             shutdown_grace: Duration::from_secs(
                 or("SLIPWAY_WORKER_SHUTDOWN_SECS", "30").parse().map_err(|_| {
                     ConfigError::Invalid("SLIPWAY_WORKER_SHUTDOWN_SECS must be a number".into())
@@ -545,6 +550,22 @@ mod tests {
         assert_eq!(s.vercel_api_url, "https://api.vercel.com");
         assert!(!format!("{s:?}").contains("acme/agents") || !format!("{s:?}").contains("abab"));
         assert_eq!(s.tuning, WorkerTuning::default());
+        assert_eq!(s.job_gate_check, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn the_job_gate_check_interval_is_read_and_checked() {
+        let with = |v: &str| {
+            // Every required variable set to something valid (owner/repo where one is asked).
+            let mut pairs: Vec<(&str, &str)> = REQUIRED.iter().map(|k| (*k, "acme/agents")).collect();
+            pairs.push(("SLIPWAY_JOB_GATE_CHECK_SECS", v));
+            WorkerSettings::from_lookup(lookup(&pairs))
+        };
+        assert_eq!(with("2").unwrap().job_gate_check, Duration::from_secs(2));
+        for bad in ["0", "soon"] {
+            let err = with(bad).unwrap_err();
+            assert!(err.to_string().contains("SLIPWAY_JOB_GATE_CHECK_SECS"), "{err}");
+        }
     }
 
     #[test]

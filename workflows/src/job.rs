@@ -6,8 +6,16 @@
 //!
 //! - At most N jobs of a customer run at once: the job waits for its customer's `JobGate`
 //!   (`slot_granted`) and gives the slot back when it leaves the running states.
-//! - `/slipway retry` and `/slipway cancel` arrive as the `command` signal; the commenter's write
-//!   access is checked (an activity) before either takes effect.
+//! - Only people who can write to the repository spend its owner's subscription: the sender of
+//!   the label that starts the job is checked before anything is looked up or asked of the model
+//!   (anyone can open an issue, and an issue template can apply the label). `/slipway retry`,
+//!   `/slipway cancel` and the label applied again arrive as the `command` signal, each sender
+//!   checked (an activity) before it takes effect; a relabel is a retry for a job that waits
+//!   for one (refused, failed) and nothing otherwise.
+//! - Every model answer was paid for, so its tokens are counted as it arrives and billed however
+//!   the attempt ends (PR opened, failed, refused midway, cancelled).
+//! - While it waits, a job whose history is long continues as new, carrying its ledger and
+//!   comment ([`JobResume`]): comments by anyone cannot drive it into Temporal's event limit.
 //! - Billing: once the PR is open, one meter event for the PR and one for the tokens of the
 //!   attempt are reported with deterministic identifiers, and recorded in a ledger in the
 //!   workflow's state first checked before every report. Stripe forgets identifiers after 24 h;
@@ -22,17 +30,17 @@ use std::time::Duration;
 use slipway_activities::{JobActivities, LookupActivities};
 use slipway_proto::{
     jobs::{
-        CommentInput, FileChange, GateSeat, JobCommand, JobEntitlement, JobRequest, JobState, JobStatus,
-        LlmTask, MeterEventInput, PermissionInput, PullRequestClosed, PullRequestInput, UnbilledUsage,
-        job_branch, job_gate_workflow_id,
+        CodeOut, CommentInput, FileChange, GateSeat, JobCommand, JobEntitlement, JobPhase, JobRequest,
+        JobResume, JobState, JobStatus, LlmOut, LlmTask, MeterEventInput, PermissionInput, PullRequestClosed,
+        PullRequestInput, ReviewOut, UnbilledUsage, Unusable, job_branch, job_gate_workflow_id,
     },
     model::{StepProgress, StepState},
 };
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, SignalWorkflowOptions, SyncWorkflowContext, TimerOptions, WorkflowContext,
-    WorkflowContextView, WorkflowResult, workflows::select,
+    ActivityOptions, ContinueAsNewOptions, SignalWorkflowOptions, SyncWorkflowContext, TimerOptions,
+    WorkflowContext, WorkflowContextView, WorkflowResult, WorkflowTermination, workflows::select,
 };
 
 use crate::{
@@ -45,6 +53,43 @@ use crate::{
 enum Stop {
     Cancelled,
     Failed(String),
+    /// A queued job's history is long: it continues as new, still queued.
+    Continue,
+}
+
+/// Where the job is, between waits (a continued job starts where its previous run stopped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Takes a slot and runs an attempt.
+    Queued,
+    /// Refused: waits for a writer's retry or relabel.
+    Refused,
+    /// An attempt failed: waits for a writer's retry or cancel.
+    Failed,
+    /// The pull request is open: waits for it to close.
+    PrOpen,
+}
+
+impl From<JobPhase> for Phase {
+    fn from(p: JobPhase) -> Self {
+        match p {
+            JobPhase::Queued => Self::Queued,
+            JobPhase::Refused => Self::Refused,
+            JobPhase::Failed => Self::Failed,
+            JobPhase::PrOpen => Self::PrOpen,
+        }
+    }
+}
+
+impl From<Phase> for JobPhase {
+    fn from(p: Phase) -> Self {
+        match p {
+            Phase::Queued => Self::Queued,
+            Phase::Refused => Self::Refused,
+            Phase::Failed => Self::Failed,
+            Phase::PrOpen => Self::PrOpen,
+        }
+    }
 }
 
 /// The job workflow.
@@ -61,6 +106,16 @@ pub struct JobWorkflow {
     /// knows its PR number ([`PullRequestClosed::ends_job`] decides).
     pr_closes: Vec<PullRequestClosed>,
     bill_again: bool,
+    /// The run recorded [`WRITERS_PATCH`]: writers only, every token accounted, bounded history.
+    hardened: bool,
+    /// The job waits for a retry: only then does a relabel count as one.
+    awaiting_retry: bool,
+    /// The writer whose retry was accepted last (the next attempt is theirs).
+    retried_by: Option<String>,
+    /// Tokens the current attempt has spent so far (billed however the attempt ends).
+    attempt_tokens: u64,
+    /// Where a continued run resumes (`None`: a fresh start).
+    resume: Option<Phase>,
 }
 
 /// How many closes of pull requests the job has not opened (yet) it keeps while it has none.
@@ -81,6 +136,15 @@ const UNBILLED_PATCH: &str = "job-unbilled-ledger";
 /// arrives while it asks (the gate answers at once when a slot is free) is kept. Runs recorded
 /// before reset the slot after asking, which could erase that grant and leave the job queued.
 const SLOT_PATCH: &str = "job-retry-keeps-new-grant";
+/// Runs from this release on: the requester must be able to write to the repository before
+/// anything is looked up or spent; a relabel retries a waiting job; every model answer's tokens
+/// are counted and billed whichever way the attempt ends (unusable answers are asked again by
+/// the job, not by Temporal, so none is lost); the job continues as new while it waits once its
+/// history is long. Runs recorded before keep their old path.
+const WRITERS_PATCH: &str = "job-writers-every-token";
+
+/// How many answers one step asks the model for when an answer is malformed.
+const MODEL_ASKS: u32 = 3;
 
 fn step_opts(summary: &str, timeout: Duration) -> ActivityOptions {
     crate::options::retrying(summary, timeout, None, 6)
@@ -95,35 +159,46 @@ const STEPS: [&str; 4] = ["planning", "coding", "reviewing", "pr_creating"];
 
 #[workflow_methods]
 impl JobWorkflow {
-    /// Initial state.
+    /// Initial state (a continued run's comes with its input).
     #[init]
-    pub fn new(_ctx: &WorkflowContextView, req: JobRequest) -> Self {
-        let status = JobStatus {
-            repo: req.repo.clone(),
-            issue_number: req.issue_number,
-            state: JobState::Queued,
-            history: vec![JobState::Queued],
-            steps: saga::fresh_steps(&STEPS),
-            pr_number: None,
-            pr_url: None,
-            pr_outcome: None,
-            tokens: 0,
-            tokens_estimated: false,
-            billed: Vec::new(),
-            unbilled: Vec::new(),
-            failure: None,
-            attempt: 1,
+    pub fn new(_ctx: &WorkflowContextView, mut req: JobRequest) -> Self {
+        let resumed = req.resume.take();
+        let status = match &resumed {
+            Some(r) => r.status.clone(),
+            None => JobStatus {
+                repo: req.repo.clone(),
+                issue_number: req.issue_number,
+                state: JobState::Queued,
+                history: vec![JobState::Queued],
+                steps: saga::fresh_steps(&STEPS),
+                pr_number: None,
+                pr_url: None,
+                pr_outcome: None,
+                tokens: 0,
+                tokens_estimated: false,
+                billed: Vec::new(),
+                unbilled: Vec::new(),
+                failure: None,
+                attempt: 1,
+            },
         };
         Self {
             req,
             status,
-            comment_id: None,
+            comment_id: resumed.as_ref().and_then(|r| r.comment_id),
             slot: false,
-            commands: Vec::new(),
+            commands: resumed.as_ref().map(|r| r.commands.clone()).unwrap_or_default(),
             cancel_requested: false,
             retry_requested: false,
-            pr_closes: Vec::new(),
-            bill_again: false,
+            pr_closes: resumed.as_ref().map(|r| r.pr_closes.clone()).unwrap_or_default(),
+            bill_again: resumed.as_ref().is_some_and(|r| r.bill_again),
+            hardened: false,
+            awaiting_retry: resumed
+                .as_ref()
+                .is_some_and(|r| matches!(r.phase, JobPhase::Refused | JobPhase::Failed)),
+            retried_by: None,
+            attempt_tokens: 0,
+            resume: resumed.map(|r| r.phase.into()),
         }
     }
 
@@ -131,58 +206,50 @@ impl JobWorkflow {
     #[run(name = "Job")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<JobStatus> {
         let asks = ctx.state(|s| s.req.account.is_some()) && ctx.patched(LOOKUP_PATCH);
-        if asks {
-            Self::look_up(ctx).await;
-        }
-        Self::publish(ctx);
-        if let Some(refusal) = ctx.state(|s| s.req.refusal.clone()) {
-            Self::refuse(ctx, &refusal).await;
-            Self::set_state(ctx, JobState::Cancelled);
-            if !asks {
-                return Ok(ctx.state(|s| s.status.clone()));
+        let hardened = asks && ctx.patched(WRITERS_PATCH);
+        ctx.state_mut(|s| s.hardened = hardened);
+        let mut phase = match ctx.state(|s| s.resume) {
+            Some(phase) => {
+                Self::publish(ctx);
+                phase
             }
-            // A job that decides for itself waits for the account to be linked or paid for:
-            // a writer's `/slipway retry` asks again.
-            if !Self::until_entitled(ctx).await? {
-                return Ok(ctx.state(|s| s.status.clone()));
-            }
-        }
-        loop {
-            Self::comment(ctx, "queued: waiting for a free slot").await;
-            Self::request_slot(ctx).await;
-            let outcome = Self::wait_for_slot(ctx).await;
-            let outcome = match outcome {
-                Ok(()) => Self::attempt(ctx).await,
-                Err(stop) => Err(stop),
-            };
-            Self::release_slot(ctx).await;
-            match outcome {
-                Ok(()) => return Self::until_pr_closed(ctx).await,
-                Err(Stop::Cancelled) => {
-                    Self::set_state(ctx, JobState::Cancelled);
-                    Self::comment(ctx, "cancelled").await;
-                    return Ok(ctx.state(|s| s.status.clone()));
+            None => {
+                if asks {
+                    Self::entitle(ctx).await;
                 }
-                Err(Stop::Failed(reason)) => {
-                    ctx.state_mut(|s| s.status.failure = Some(reason.clone()));
-                    Self::set_state(ctx, JobState::Failed);
-                    Self::comment(
-                        ctx,
-                        &format!("failed: {reason}\n\nComment `/slipway retry` to try again."),
-                    )
-                    .await;
-                    // Wait for a retry or a cancel from someone with write access.
-                    loop {
-                        ctx.wait_condition(|s: &Self| !s.commands.is_empty()).await?;
-                        Self::handle_commands(ctx).await;
-                        if ctx.state(|s| s.cancel_requested) {
-                            Self::set_state(ctx, JobState::Cancelled);
-                            Self::comment(ctx, "cancelled").await;
+                Self::publish(ctx);
+                match ctx.state(|s| s.req.refusal.clone()) {
+                    None => Phase::Queued,
+                    Some(refusal) => {
+                        Self::refuse(ctx, &refusal).await;
+                        Self::set_state(ctx, JobState::Cancelled);
+                        if !asks {
                             return Ok(ctx.state(|s| s.status.clone()));
                         }
-                        if ctx.state_mut(|s| std::mem::take(&mut s.retry_requested)) {
-                            break;
-                        }
+                        // A job that decides for itself waits for the account to be linked or
+                        // paid for: a writer's `/slipway retry` (or relabel) asks again.
+                        Phase::Refused
+                    }
+                }
+            }
+        };
+        loop {
+            phase = match phase {
+                Phase::Refused => {
+                    if !Self::until_entitled(ctx).await? {
+                        return Self::finish(ctx).await;
+                    }
+                    Phase::Queued
+                }
+                Phase::Queued => match Self::run_attempt(ctx).await? {
+                    Some(next) => next,
+                    None => return Self::finish(ctx).await,
+                },
+                Phase::Failed => {
+                    if !Self::until_retried(ctx).await? {
+                        Self::set_state(ctx, JobState::Cancelled);
+                        Self::comment(ctx, "cancelled").await;
+                        return Self::finish(ctx).await;
                     }
                     // Every attempt re-checks what the job may do (and takes a seat at the gate,
                     // which may grant it at once: the old slot is forgotten first).
@@ -190,14 +257,16 @@ impl JobWorkflow {
                     if keeps_grant {
                         ctx.state_mut(|s| s.slot = false);
                     }
+                    let mut next = Phase::Queued;
                     if asks {
                         Self::look_up(ctx).await;
                         if let Some(refusal) = ctx.state(|s| s.req.refusal.clone()) {
                             Self::refuse(ctx, &refusal).await;
                             Self::set_state(ctx, JobState::Cancelled);
                             if !Self::until_entitled(ctx).await? {
-                                return Ok(ctx.state(|s| s.status.clone()));
+                                return Self::finish(ctx).await;
                             }
+                            next = Phase::Queued;
                         }
                     }
                     ctx.state_mut(|s| {
@@ -209,9 +278,158 @@ impl JobWorkflow {
                         }
                     });
                     Self::set_state(ctx, JobState::Queued);
+                    next
+                }
+                Phase::PrOpen => return Self::until_pr_closed(ctx).await,
+            };
+        }
+    }
+
+    /// One attempt, from taking a slot to the PR opened; the next phase, or `None` once the
+    /// job has ended (cancelled).
+    async fn run_attempt(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<Option<Phase>> {
+        Self::comment(ctx, "queued: waiting for a free slot").await;
+        Self::request_slot(ctx).await;
+        let outcome = match Self::wait_for_slot(ctx).await {
+            Ok(()) => Self::attempt(ctx).await,
+            Err(Stop::Continue) => return Err(Self::continue_as_new(ctx, Phase::Queued)),
+            Err(stop) => Err(stop),
+        };
+        Self::release_slot(ctx).await;
+        if ctx.state(|s| s.hardened) && outcome.is_err() {
+            // The model was paid for whatever the attempt asked: the customer's meter hears it.
+            Self::bill_attempt_tokens(ctx).await;
+        }
+        match outcome {
+            Ok(()) => Ok(Some(Phase::PrOpen)),
+            Err(Stop::Cancelled | Stop::Continue) => {
+                Self::set_state(ctx, JobState::Cancelled);
+                Self::comment(ctx, "cancelled").await;
+                Ok(None)
+            }
+            Err(Stop::Failed(reason)) => {
+                ctx.state_mut(|s| s.status.failure = Some(reason.clone()));
+                Self::set_state(ctx, JobState::Failed);
+                Self::comment(ctx, &format!("failed: {reason}\n\nComment `/slipway retry` to try again."))
+                    .await;
+                Ok(Some(Phase::Failed))
+            }
+        }
+    }
+
+    /// A failed job waits for a retry or a cancel from someone with write access: `true` for
+    /// a retry, `false` for a cancel.
+    async fn until_retried(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<bool> {
+        ctx.state_mut(|s| s.awaiting_retry = true);
+        loop {
+            Self::continue_if_long(ctx, Phase::Failed)?;
+            ctx.wait_condition(|s: &Self| !s.commands.is_empty()).await?;
+            Self::handle_commands(ctx).await;
+            if ctx.state(|s| s.cancel_requested) {
+                ctx.state_mut(|s| s.awaiting_retry = false);
+                return Ok(false);
+            }
+            if ctx.state_mut(|s| std::mem::take(&mut s.retry_requested)) {
+                Self::take_over(ctx);
+                return Ok(true);
+            }
+        }
+    }
+
+    /// A hardened job's next attempt belongs to the writer who retried it.
+    fn take_over(ctx: &mut WorkflowContext<Self>) {
+        ctx.state_mut(|s| {
+            s.awaiting_retry = false;
+            if let Some(login) = s.retried_by.take()
+                && s.hardened
+            {
+                s.req.requested_by = login;
+            }
+        });
+    }
+
+    /// The requester's write access, then the job's entitlement ([`Self::look_up`]). Anyone
+    /// can open an issue or trigger a label (an issue template applies it), but only people who
+    /// can push to the repository may spend its owner's subscription.
+    async fn entitle(ctx: &mut WorkflowContext<Self>) {
+        let (hardened, login, repo) =
+            ctx.state(|s| (s.hardened, s.req.requested_by.clone(), s.req.repo.clone()));
+        if hardened {
+            match Self::can_write(ctx, &login).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let why = format!(
+                        "@{login} needs write access to `{repo}` to start a job; someone who has it can \
+                         comment `/slipway retry` or apply the label again"
+                    );
+                    ctx.state_mut(|s| s.req.refusal = Some(why));
+                    return;
+                }
+                Err(why) => {
+                    ctx.state_mut(|s| s.req.refusal = Some(why));
+                    return;
                 }
             }
         }
+        Self::look_up(ctx).await;
+    }
+
+    /// Whether `login` can write to the job's repository (GitHub's collaborator permission:
+    /// `write`, `maintain` or `admin`); `Err` with the reason when GitHub did not answer.
+    async fn can_write(ctx: &mut WorkflowContext<Self>, login: &str) -> Result<bool, String> {
+        let req = ctx.state(|s| s.req.clone());
+        let input = PermissionInput {
+            repo: req.repo.clone(),
+            installation_id: req.installation_id,
+            login: login.to_owned(),
+        };
+        let opts = step_opts(
+            &format!("GitHub: check write access of {login} to {}", req.repo),
+            Duration::from_secs(60),
+        );
+        ctx.execute_activity(JobActivities::can_write, input, opts)
+            .await
+            .map_err(|e| format!("could not check @{login}'s access: {}", crate::failure::activity(&e)))
+    }
+
+    /// Continues as new in `phase` once the history is long (a hardened job, while it waits).
+    fn continue_if_long(ctx: &mut WorkflowContext<Self>, phase: Phase) -> WorkflowResult<()> {
+        let limit = ctx.state(|s| s.req.policy.history_limit);
+        let long = ctx.continue_as_new_suggested() || ctx.history_length() >= limit;
+        if ctx.state(|s| s.hardened) && long && ctx.all_handlers_finished() {
+            return Err(Self::continue_as_new(ctx, phase));
+        }
+        Ok(())
+    }
+
+    /// The next run of this job, carrying everything it said and owes (the run ends with it).
+    fn continue_as_new(ctx: &mut WorkflowContext<Self>, phase: Phase) -> WorkflowTermination {
+        let input = ctx.state(|s| {
+            let mut req = s.req.clone();
+            req.resume = Some(Box::new(JobResume {
+                status: s.status.clone(),
+                comment_id: s.comment_id,
+                pr_closes: s.pr_closes.clone(),
+                commands: s.commands.clone(),
+                bill_again: s.bill_again,
+                phase: phase.into(),
+            }));
+            req
+        });
+        match ctx.continue_as_new(input, ContinueAsNewOptions::default()) {
+            Ok(never) => match never {},
+            Err(end) => end,
+        }
+    }
+
+    /// The job ends: a hardened job owes nothing when it does (an operator's `bill_again`
+    /// reports what Stripe refused).
+    async fn finish(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<JobStatus> {
+        while ctx.state(|s| s.hardened && !s.status.unbilled.is_empty()) {
+            ctx.wait_condition(|s: &Self| s.bill_again).await?;
+            Self::bill_unbilled(ctx).await;
+        }
+        Ok(ctx.state(|s| s.status.clone()))
     }
 
     /// Decides the job's entitlement (its account's link, that customer's standing) and, when
@@ -249,10 +467,13 @@ impl JobWorkflow {
         }
     }
 
-    /// A refused job waits (up to 30 days) for a writer's `/slipway retry`, then asks again:
-    /// `true` once it may run, `false` if it was cancelled or nobody asked in time.
+    /// A refused job waits (up to 30 days) for a writer's `/slipway retry` (or, hardened, for
+    /// the label applied again), then asks again: `true` once it may run, `false` if it was
+    /// cancelled or nobody asked in time.
     async fn until_entitled(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<bool> {
+        ctx.state_mut(|s| s.awaiting_retry = true);
         loop {
+            Self::continue_if_long(ctx, Phase::Refused)?;
             let timer =
                 TimerOptions::builder(REFUSED_WAIT).summary("wait for `/slipway retry`".to_owned()).build();
             let mut asked = false;
@@ -261,16 +482,19 @@ impl JobWorkflow {
                 _ = ctx.timer(timer) => {},
             };
             if !asked {
+                ctx.state_mut(|s| s.awaiting_retry = false);
                 return Ok(false);
             }
             Self::handle_commands(ctx).await;
             if ctx.state(|s| s.cancel_requested) {
+                ctx.state_mut(|s| s.awaiting_retry = false);
                 Self::comment(ctx, "cancelled").await;
                 return Ok(false);
             }
             if !ctx.state_mut(|s| std::mem::take(&mut s.retry_requested)) {
                 continue;
             }
+            Self::take_over(ctx);
             Self::look_up(ctx).await;
             Self::publish(ctx);
             match ctx.state(|s| s.req.refusal.clone()) {
@@ -283,7 +507,10 @@ impl JobWorkflow {
                     Self::set_state(ctx, JobState::Queued);
                     return Ok(true);
                 }
-                Some(refusal) => Self::refuse(ctx, &refusal).await,
+                Some(refusal) => {
+                    ctx.state_mut(|s| s.awaiting_retry = true);
+                    Self::refuse(ctx, &refusal).await;
+                }
             }
         }
     }
@@ -301,9 +528,16 @@ impl JobWorkflow {
         self.slot = true;
     }
 
-    /// `/slipway retry` or `/slipway cancel` from an issue comment (checked before acting).
+    /// `/slipway retry` or `/slipway cancel` from an issue comment, or the job's label applied
+    /// again (checked before acting). A relabel only means something to a job waiting for a
+    /// retry; the label that started a job, or one applied while it runs, is dropped here.
     #[signal]
     pub fn command(&mut self, _ctx: &mut SyncWorkflowContext<Self>, command: JobCommand) {
+        if command.command == JobCommand::RELABEL
+            && (!self.awaiting_retry || command.delivery.is_some() && command.delivery == self.req.trigger)
+        {
+            return;
+        }
         self.commands.push(command);
     }
 
@@ -426,6 +660,11 @@ impl JobWorkflow {
 
     async fn wait_for_slot(ctx: &mut WorkflowContext<Self>) -> Result<(), Stop> {
         loop {
+            let limit = ctx.state(|s| s.req.policy.history_limit);
+            let long = ctx.continue_as_new_suggested() || ctx.history_length() >= limit;
+            if ctx.state(|s| s.hardened && !s.slot) && long && ctx.all_handlers_finished() {
+                return Err(Stop::Continue);
+            }
             if ctx.wait_condition(|s: &Self| s.slot || !s.commands.is_empty()).await.is_err() {
                 return Err(Stop::Cancelled);
             }
@@ -439,35 +678,34 @@ impl JobWorkflow {
         }
     }
 
-    /// Applies queued commands from people with write access; others get a reply.
+    /// Applies queued commands from people with write access; others get a reply. A relabel
+    /// is a retry (only a job waiting for one keeps it, see [`Self::command`]).
     async fn handle_commands(ctx: &mut WorkflowContext<Self>) {
         let commands = ctx.state_mut(|s| std::mem::take(&mut s.commands));
-        let req = ctx.state(|s| s.req.clone());
+        let repo = ctx.state(|s| s.req.repo.clone());
         for c in commands {
-            let input = PermissionInput {
-                repo: req.repo.clone(),
-                installation_id: req.installation_id,
-                login: c.login.clone(),
-            };
-            let allowed = ctx
-                .execute_activity(
-                    JobActivities::can_write,
-                    input,
-                    step_opts(
-                        &format!("GitHub: check write access of {} to {}", c.login, req.repo),
-                        Duration::from_secs(60),
-                    ),
-                )
-                .await
-                .unwrap_or(false);
-            if !allowed {
-                Self::comment(ctx, &format!("@{} needs write access to `{}` the job", c.login, c.command))
-                    .await;
+            // A retry means nothing to a hardened job that is not waiting for one (it would
+            // linger and let a later refused command retry the job).
+            let retry = matches!(c.command.as_str(), "retry" | JobCommand::RELABEL);
+            if retry && ctx.state(|s| s.hardened && !s.awaiting_retry) {
+                continue;
+            }
+            if !Self::can_write(ctx, &c.login).await.unwrap_or(false) {
+                let verb = if c.command == JobCommand::RELABEL { "label" } else { c.command.as_str() };
+                let line = if ctx.state(|s| s.hardened) {
+                    format!("@{} needs write access to `{repo}` to {verb} the job", c.login)
+                } else {
+                    format!("@{} needs write access to `{}` the job", c.login, c.command)
+                };
+                Self::comment(ctx, &line).await;
                 continue;
             }
             ctx.state_mut(|s| match c.command.as_str() {
                 "cancel" => s.cancel_requested = true,
-                "retry" => s.retry_requested = true,
+                "retry" | JobCommand::RELABEL => {
+                    s.retry_requested = true;
+                    s.retried_by = Some(c.login.clone());
+                }
                 _ => {}
             });
         }
@@ -496,22 +734,27 @@ impl JobWorkflow {
             plan_files: Vec::new(),
             feedback: None,
             files: Vec::new(),
+            account_failures: ctx.state(|s| s.hardened),
         };
-        let mut attempt_tokens = 0u64;
+        ctx.state_mut(|s| s.attempt_tokens = 0);
 
         Self::set_state(ctx, JobState::Planning);
         Self::mark(ctx, "planning", StepState::Running, "");
         Self::comment(ctx, "planning").await;
-        let plan = ctx
-            .execute_activity(
-                JobActivities::plan,
-                task.clone(),
-                step_opts(&format!("LLM: plan {}#{}", req.repo, req.issue_number), llm),
-            )
-            .await
-            .map_err(|e| fail(ctx, "planning", &e))?;
-        attempt_tokens += plan.tokens;
-        Self::note_estimate(ctx, plan.estimated);
+        let mut asked = 0;
+        let plan = loop {
+            let out = ctx
+                .execute_activity(
+                    JobActivities::plan,
+                    task.clone(),
+                    step_opts(&format!("LLM: plan {}#{}", req.repo, req.issue_number), llm),
+                )
+                .await
+                .map_err(|e| fail(ctx, "planning", &e))?;
+            if let Some(plan) = Self::usable(ctx, "planning", out, &mut asked)? {
+                break plan;
+            }
+        };
         Self::mark(ctx, "planning", StepState::Done, format!("{} tokens", plan.tokens));
         task.plan = Some(plan.content);
         task.plan_files = plan.files;
@@ -523,19 +766,23 @@ impl JobWorkflow {
             Self::set_state(ctx, JobState::Coding);
             Self::mark(ctx, "coding", StepState::Running, format!("round {}", round + 1));
             Self::comment(ctx, "coding").await;
-            let code = ctx
-                .execute_activity(
-                    JobActivities::code,
-                    task.clone(),
-                    step_opts(
-                        &format!("LLM: code {}#{} (round {})", req.repo, req.issue_number, round + 1),
-                        llm,
-                    ),
-                )
-                .await
-                .map_err(|e| fail(ctx, "coding", &e))?;
-            attempt_tokens += code.tokens;
-            Self::note_estimate(ctx, code.estimated);
+            let mut asked = 0;
+            let code = loop {
+                let out = ctx
+                    .execute_activity(
+                        JobActivities::code,
+                        task.clone(),
+                        step_opts(
+                            &format!("LLM: code {}#{} (round {})", req.repo, req.issue_number, round + 1),
+                            llm,
+                        ),
+                    )
+                    .await
+                    .map_err(|e| fail(ctx, "coding", &e))?;
+                if let Some(code) = Self::usable(ctx, "coding", out, &mut asked)? {
+                    break code;
+                }
+            };
             Self::mark(
                 ctx,
                 "coding",
@@ -548,19 +795,23 @@ impl JobWorkflow {
             Self::mark(ctx, "reviewing", StepState::Running, "");
             Self::comment(ctx, "reviewing").await;
             task.files = code.files.clone();
-            let review = ctx
-                .execute_activity(
-                    JobActivities::review,
-                    task.clone(),
-                    step_opts(
-                        &format!("LLM: review {}#{} (round {})", req.repo, req.issue_number, round + 1),
-                        llm,
-                    ),
-                )
-                .await
-                .map_err(|e| fail(ctx, "reviewing", &e))?;
-            attempt_tokens += review.tokens;
-            Self::note_estimate(ctx, review.estimated);
+            let mut asked = 0;
+            let review = loop {
+                let out = ctx
+                    .execute_activity(
+                        JobActivities::review,
+                        task.clone(),
+                        step_opts(
+                            &format!("LLM: review {}#{} (round {})", req.repo, req.issue_number, round + 1),
+                            llm,
+                        ),
+                    )
+                    .await
+                    .map_err(|e| fail(ctx, "reviewing", &e))?;
+                if let Some(review) = Self::usable(ctx, "reviewing", out, &mut asked)? {
+                    break review;
+                }
+            };
             Self::checkpoint(ctx).await?;
             if review.approved || round >= max_rounds {
                 let verdict =
@@ -572,7 +823,6 @@ impl JobWorkflow {
             Self::mark(ctx, "reviewing", StepState::Done, format!("changes requested: {}", review.comments));
             task.feedback = Some(review.comments);
         };
-        ctx.state_mut(|s| s.status.tokens += attempt_tokens);
 
         Self::set_state(ctx, JobState::PrCreating);
         Self::mark(ctx, "pr_creating", StepState::Running, "");
@@ -609,31 +859,71 @@ impl JobWorkflow {
         });
         Self::mark(ctx, "pr_creating", StepState::Done, pr.url.clone());
         Self::set_state(ctx, JobState::PrOpened);
-        Self::bill(ctx, pr.number, attempt_tokens).await;
+        Self::bill(ctx, pr.number).await;
         Self::comment(ctx, &format!("pull request opened: {}", pr.url)).await;
         Ok(())
     }
 
-    /// Flags the job's token count as partly estimated (a model answer without `usage`).
-    fn note_estimate(ctx: &mut WorkflowContext<Self>, estimated: bool) {
-        if estimated {
-            ctx.state_mut(|s| s.status.tokens_estimated = true);
+    /// Counts a model answer's tokens (the attempt's and the job's), then decides: the answer,
+    /// `None` to ask the model again (a malformed answer, at most [`MODEL_ASKS`] times), or the
+    /// step failed (a refused change, or malformed answers every time).
+    fn usable<A: ModelAnswer>(
+        ctx: &mut WorkflowContext<Self>,
+        step: &str,
+        answer: A,
+        asked: &mut u32,
+    ) -> Result<Option<A>, Stop> {
+        let (tokens, estimated) = answer.spent();
+        ctx.state_mut(|s| {
+            s.attempt_tokens += tokens;
+            s.status.tokens += tokens;
+            s.status.tokens_estimated |= estimated;
+        });
+        let Some(unusable) = answer.unusable() else { return Ok(Some(answer)) };
+        *asked += 1;
+        if unusable.retry && *asked < MODEL_ASKS {
+            return Ok(None);
         }
+        let reason = format!("{step}: {}", unusable.reason);
+        Self::mark(ctx, step, StepState::Failed, reason.clone());
+        Err(Stop::Failed(reason))
     }
 
-    /// Reports the PR and the attempt's tokens once each (ledger first, then Stripe).
-    async fn bill(ctx: &mut WorkflowContext<Self>, pr_number: u64, tokens: u64) {
-        let (req, attempt) = ctx.state(|s| (s.req.clone(), s.status.attempt));
-        let Some(customer) = req.customer_id.clone() else { return };
+    /// The prefix of the job's meter identifiers: the issue, and its run when not the first
+    /// (a later run of the issue's job bills under identifiers of its own).
+    fn meter_base(req: &JobRequest) -> String {
         let mut base = format!("slw-{:016x}", fnv64(&format!("{}#{}", req.repo, req.issue_number)));
-        // A later run of the issue's job bills under identifiers of its own.
         if req.run > 1 {
             base.push_str(&format!("-r{}", req.run));
         }
+        base
+    }
+
+    /// Reports the PR and the attempt's tokens once each (ledger first, then Stripe).
+    async fn bill(ctx: &mut WorkflowContext<Self>, pr_number: u64) {
+        let (req, attempt, tokens) = ctx.state(|s| (s.req.clone(), s.status.attempt, s.attempt_tokens));
+        let base = Self::meter_base(&req);
         let usages = [
             (format!("{base}-pr-{pr_number}"), req.policy.pr_meter_event.clone(), 1),
             (format!("{base}-tokens-{attempt}"), req.policy.tokens_meter_event.clone(), tokens),
         ];
+        Self::report_all(ctx, usages).await;
+    }
+
+    /// Reports the tokens of an attempt that ended without a PR (failed, refused midway,
+    /// cancelled) under the identifier a successful attempt would have used.
+    async fn bill_attempt_tokens(ctx: &mut WorkflowContext<Self>) {
+        let (req, attempt, tokens) = ctx.state(|s| (s.req.clone(), s.status.attempt, s.attempt_tokens));
+        let identifier = format!("{}-tokens-{attempt}", Self::meter_base(&req));
+        Self::report_all(ctx, [(identifier, req.policy.tokens_meter_event.clone(), tokens)]).await;
+    }
+
+    /// Reports each usage not yet in the ledger (and not zero).
+    async fn report_all(
+        ctx: &mut WorkflowContext<Self>,
+        usages: impl IntoIterator<Item = (String, String, u64)>,
+    ) {
+        let Some(customer) = ctx.state(|s| s.req.customer_id.clone()) else { return };
         for (identifier, event_name, value) in usages {
             if value == 0 || ctx.state(|s| s.status.billed.contains(&identifier)) {
                 continue;
@@ -699,6 +989,7 @@ impl JobWorkflow {
 
     async fn until_pr_closed(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<JobStatus> {
         loop {
+            Self::continue_if_long(ctx, Phase::PrOpen)?;
             ctx.wait_condition(|s: &Self| s.pr_outcome().is_some() || !s.commands.is_empty() || s.bill_again)
                 .await?;
             if ctx.state(|s| !s.commands.is_empty()) {
@@ -722,6 +1013,28 @@ impl JobWorkflow {
         }
     }
 }
+
+/// A model step's answer: what it cost, and whether it can be used.
+trait ModelAnswer {
+    /// Tokens, and whether they are an estimate.
+    fn spent(&self) -> (u64, bool);
+    /// Why the answer cannot be used, if it cannot.
+    fn unusable(&self) -> Option<&Unusable>;
+}
+
+macro_rules! model_answer {
+    ($($t:ty),*) => {$(
+        impl ModelAnswer for $t {
+            fn spent(&self) -> (u64, bool) {
+                (self.tokens, self.estimated)
+            }
+            fn unusable(&self) -> Option<&Unusable> {
+                self.unusable.as_ref()
+            }
+        }
+    )*};
+}
+model_answer!(LlmOut, CodeOut, ReviewOut);
 
 /// A job tracks steps but creates nothing to undo: it has no compensations.
 impl Saga for JobWorkflow {

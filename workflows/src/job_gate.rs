@@ -1,15 +1,34 @@
 //! `JobGate`: one per customer (`job-gate-<customer>`), lets at most `max_running` of the
 //! customer's jobs run at once. Jobs ask with `enqueue`, give back with `release`; the gate
 //! answers with the job's `slot_granted` signal, in arrival order. Waiting jobs show as `queued`.
+//!
+//! A job that closes without sending `release` (an operator terminates it, a run timeout ends
+//! it) would hold its slot for ever, and once the customer's cap is reached every other job of
+//! theirs would wait for good. So while the gate has holders it checks them: at once when it
+//! first has some (this tells it how often to check: the worker's `SLIPWAY_JOB_GATE_CHECK_SECS`,
+//! default 300 s), then on a timer, asking Temporal which of them have closed
+//! (`LookupActivities::closed_holders`) and freeing their slots. The timer runs across changes
+//! (a busy gate still checks on time) and is cancelled when the last holder leaves: an idle gate
+//! adds nothing to its history. Runs recorded before the check (without [`CHECK_PATCH`]) replay
+//! without it.
 
+use std::time::Duration;
+
+use slipway_activities::LookupActivities;
 use slipway_proto::jobs::JobGateInput;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ContinueAsNewOptions, SignalWorkflowOptions, SyncWorkflowContext, WorkflowContext, WorkflowContextView,
-    WorkflowResult,
+    CancellableFuture, ContinueAsNewOptions, SignalWorkflowOptions, SyncWorkflowContext, TimerOptions,
+    WorkflowContext, WorkflowContextView, WorkflowResult, workflows::select,
 };
 
 use crate::JobWorkflow;
+
+/// Gates started before they checked their holders replay without checking.
+pub const CHECK_PATCH: &str = "job-gate-checks-holders";
+
+/// How often holders are checked when the worker could not be asked (the setting's default).
+const FALLBACK_CHECK: Duration = Duration::from_secs(300);
 
 /// The gate workflow.
 #[workflow]
@@ -26,12 +45,44 @@ impl JobGateWorkflow {
         Self { input, changes: 1 }
     }
 
-    /// Grants slots as they free up.
+    /// Grants slots as they free up (and, while jobs hold slots, checks that they still run).
     #[run(name = "JobGate")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<()> {
+        let checks = ctx.patched(CHECK_PATCH);
         let mut seen = 0;
+        // How often to check the holders: unknown until the first check answers.
+        let mut every: Option<Duration> = None;
+        // The check timer outlives loop iterations, so it is made through a context of its own
+        // (a timer borrows the context that made it).
+        let timers = ctx.clone();
+        let mut check_timer = None;
         loop {
-            ctx.wait_condition(|s: &Self| s.changes != seen).await?;
+            let holders = checks && ctx.state(|s| !s.input.running.is_empty());
+            if !holders && let Some(timer) = check_timer.take() {
+                // An idle gate keeps no timer: its firing would only add history.
+                CancellableFuture::cancel(&timer);
+            }
+            let due = if !holders {
+                ctx.wait_condition(|s: &Self| s.changes != seen).await?;
+                false
+            } else if let Some(every) = every {
+                let timer = check_timer.get_or_insert_with(|| {
+                    timers.timer(
+                        TimerOptions::builder(every).summary("check the slot holders".to_owned()).build(),
+                    )
+                });
+                select! {
+                    r = ctx.wait_condition(|s: &Self| s.changes != seen) => { r?; false },
+                    _ = &mut *timer => true,
+                }
+            } else {
+                // The first holders of this run: check them now, which says how often to.
+                true
+            };
+            if due {
+                check_timer = None;
+                every = Some(Self::free_closed_slots(ctx).await.unwrap_or(every.unwrap_or(FALLBACK_CHECK)));
+            }
             seen = ctx.state(|s| s.changes);
             let granted = ctx.state_mut(|s| {
                 let mut granted = Vec::new();
@@ -60,6 +111,28 @@ impl JobGateWorkflow {
                 ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
             }
         }
+    }
+
+    /// Asks which holders have closed and frees their slots (and any place they still hold in
+    /// the queue); `Some(next check interval)`, or `None` if the worker could not answer (the
+    /// holders are then checked again at the next interval).
+    async fn free_closed_slots(ctx: &mut WorkflowContext<Self>) -> Option<Duration> {
+        let (customer, holders) = ctx.state(|s| (s.input.customer_id.clone(), s.input.running.clone()));
+        let opts = crate::options::retrying(
+            &format!("Slipway: job slots of {customer} still held"),
+            Duration::from_secs(60),
+            None,
+            5,
+        );
+        let check = ctx.execute_activity(LookupActivities::closed_holders, holders, opts).await.ok()?;
+        if !check.closed.is_empty() {
+            ctx.state_mut(|s| {
+                s.input.running.retain(|j| !check.closed.contains(j));
+                s.input.waiting.retain(|j| !check.closed.contains(j));
+                s.changes += 1;
+            });
+        }
+        Some(Duration::from_secs(check.next_check_secs.max(1)))
     }
 
     /// A job asks for a slot (idempotent).

@@ -10,9 +10,12 @@
 //!   misfit fails the step visibly, it never rewrites a file;
 //! - the review step sees the unified diff, checked against the policy again first.
 //!
-//! The model's answers are parsed here, at the edge: a malformed answer is a retryable failure
-//! (a new completion may be well-formed); a refused path or an edit that does not apply is not
-//! (the same plan fails the same way), and workflows only ever see typed values.
+//! The model's answers are parsed here, at the edge: a malformed answer is worth another
+//! completion; a refused path or an edit that does not apply is not (the same plan fails the
+//! same way), and workflows only ever see typed values. Every answer was paid for, so a job
+//! that accounts failures ([`LlmTask::account_failures`]) is told of an unusable one as an
+//! answer carrying its tokens ([`Unusable`]), and decides itself whether to ask again; jobs
+//! recorded before get an activity failure, retried by Temporal when a new completion may help.
 
 pub mod code_edits;
 pub mod path_policy;
@@ -24,7 +27,7 @@ use std::sync::Arc;
 use serde_json::json;
 use slipway_proto::jobs::{
     CodeOut, CommentInput, LlmOut, LlmTask, MeterEventInput, PermissionInput, PullRequestInput,
-    PullRequestOut, ReviewOut,
+    PullRequestOut, ReviewOut, Unusable,
 };
 use temporalio_macros::activities;
 use temporalio_sdk::{
@@ -86,13 +89,42 @@ impl JobActivities {
     }
 }
 
-/// A model answer that does not parse (worth another completion).
-fn bad_output(step: &str, e: impl std::fmt::Display) -> ActivityError {
-    ActivityError::application(
-        ApplicationFailure::builder(format!("the model's {step} answer is not usable: {e}"))
-            .type_name("InvalidModelOutput".to_owned())
-            .build(),
-    )
+/// A model answer the job cannot use, after the model was paid for it.
+#[derive(Debug)]
+struct Spoiled {
+    reason: String,
+    /// Another completion may be usable (a malformed answer); a refused path or an edit that
+    /// does not apply fails the same way again.
+    retry: bool,
+}
+
+impl Spoiled {
+    /// A model answer that does not parse (worth another completion).
+    fn malformed(step: &str, e: impl std::fmt::Display) -> Self {
+        Self { reason: format!("the model's {step} answer is not usable: {e}"), retry: true }
+    }
+
+    /// A change the job will not make.
+    fn refused(reason: String) -> Self {
+        Self { reason, retry: false }
+    }
+
+    /// As an activity failure (runs recorded before failures were accounted).
+    fn into_error(self) -> ActivityError {
+        if self.retry {
+            ActivityError::application(
+                ApplicationFailure::builder(self.reason).type_name("InvalidModelOutput".to_owned()).build(),
+            )
+        } else {
+            refused(self.reason)
+        }
+    }
+
+    /// As the step's answer: the job sees why, and counts the tokens (see
+    /// [`LlmTask::account_failures`]).
+    fn into_unusable(self) -> Unusable {
+        Unusable { reason: self.reason, retry: self.retry }
+    }
 }
 
 /// A change the job will not make (the same plan would fail the same way: not retried).
@@ -103,6 +135,21 @@ fn refused(message: String) -> ActivityError {
             .non_retryable(true)
             .build(),
     )
+}
+
+/// What the job is told of a model answer it cannot use: an answer carrying the tokens the
+/// answer cost (`spoiled_answer`), when the job accounts failures, or an activity failure as
+/// before (the tokens are lost to the meter).
+fn settle<T>(
+    task: &LlmTask,
+    result: Result<T, Spoiled>,
+    spoiled_answer: impl FnOnce(Unusable) -> T,
+) -> Result<T, ActivityError> {
+    match result {
+        Ok(out) => Ok(out),
+        Err(spoiled) if task.account_failures => Ok(spoiled_answer(spoiled.into_unusable())),
+        Err(spoiled) => Err(spoiled.into_error()),
+    }
 }
 
 /// Parses the planning answer.
@@ -138,23 +185,23 @@ fn issue(task: &LlmTask) -> serde_json::Value {
 }
 
 impl JobActivities {
-    /// Refuses paths the policy protects, and changes larger than the bounds.
-    fn check_paths<'a>(&self, paths: impl IntoIterator<Item = &'a str>) -> Result<(), ActivityError> {
+    /// Refuses paths the policy protects, and changes larger than the bounds (the reason).
+    fn check_paths<'a>(&self, paths: impl IntoIterator<Item = &'a str>) -> Result<(), String> {
         let paths: Vec<&str> = paths.into_iter().collect();
         let refusals = self.policy.refusals(paths.iter().copied());
         if !refusals.is_empty() {
             let list: Vec<String> = refusals.iter().map(ToString::to_string).collect();
-            return Err(refused(format!(
+            return Err(format!(
                 "refused by Slipway's path policy: {} (an operator can allow a path with SLIPWAY_JOB_ALLOWED_PATHS)",
                 list.join("; ")
-            )));
+            ));
         }
         if paths.len() > self.limits.max_files {
-            return Err(refused(format!(
+            return Err(format!(
                 "the change touches {} files; a job may touch at most {} (SLIPWAY_JOB_MAX_FILES)",
                 paths.len(),
                 self.limits.max_files
-            )));
+            ));
         }
         Ok(())
     }
@@ -227,13 +274,25 @@ impl JobActivities {
         }
         let data = json!({"issue": issue(&task), "tree": tree, "tree_truncated": truncated});
         let completion = self.ask(prompts::PLAN, &data, prompts::plan_schema()).await?;
-        let plan = parse_plan(&completion.content).map_err(|e| bad_output("plan", e))?;
-        self.check_paths(plan.files.iter().map(String::as_str))?;
-        Ok(LlmOut {
+        let (tokens, estimated) = (completion.tokens, completion.estimated);
+        let plan =
+            parse_plan(&completion.content).map_err(|e| Spoiled::malformed("plan", e)).and_then(|plan| {
+                self.check_paths(plan.files.iter().map(String::as_str)).map_err(Spoiled::refused)?;
+                Ok(plan)
+            });
+        let plan = plan.map(|plan| LlmOut {
             content: plan.markdown(),
-            tokens: completion.tokens,
+            tokens,
             files: plan.files,
-            estimated: completion.estimated,
+            estimated,
+            unusable: None,
+        });
+        settle(&task, plan, |unusable| LlmOut {
+            content: String::new(),
+            tokens,
+            files: Vec::new(),
+            estimated,
+            unusable: Some(unusable),
         })
     }
 
@@ -244,7 +303,7 @@ impl JobActivities {
         _ctx: ActivityContext,
         task: LlmTask,
     ) -> Result<CodeOut, ActivityError> {
-        self.check_paths(task.plan_files.iter().map(String::as_str))?;
+        self.check_paths(task.plan_files.iter().map(String::as_str)).map_err(refused)?;
         let originals = self.read_files(&task, &task.plan_files).await?;
         let files: Vec<serde_json::Value> =
             originals.iter().map(|(path, content)| json!({"path": path, "content": content})).collect();
@@ -253,13 +312,27 @@ impl JobActivities {
         let data = json!({"issue": issue(&task), "plan": task.plan, "files": files, "new_files": new_files,
             "review_feedback": task.feedback});
         let completion = self.ask(prompts::CODE, &data, prompts::edits_schema()).await?;
-        let answer = parse_edits(&completion.content).map_err(|e| bad_output("code", e))?;
-        self.check_paths(
-            answer.edits.iter().map(|e| e.path.as_str()).chain(answer.delete.iter().map(String::as_str)),
-        )?;
-        let files = code_edits::apply(&originals, &task.plan_files, &answer)
-            .map_err(|e| refused(format!("the model's edits do not apply: {e}")))?;
-        Ok(CodeOut { files, tokens: completion.tokens, estimated: completion.estimated })
+        let (tokens, estimated) = (completion.tokens, completion.estimated);
+        let files =
+            parse_edits(&completion.content).map_err(|e| Spoiled::malformed("code", e)).and_then(|answer| {
+                self.check_paths(
+                    answer
+                        .edits
+                        .iter()
+                        .map(|e| e.path.as_str())
+                        .chain(answer.delete.iter().map(String::as_str)),
+                )
+                .map_err(Spoiled::refused)?;
+                code_edits::apply(&originals, &task.plan_files, &answer)
+                    .map_err(|e| Spoiled::refused(format!("the model's edits do not apply: {e}")))
+            });
+        let out = files.map(|files| CodeOut { files, tokens, estimated, unusable: None });
+        settle(&task, out, |unusable| CodeOut {
+            files: Vec::new(),
+            tokens,
+            estimated,
+            unusable: Some(unusable),
+        })
     }
 
     /// Review: the diff, checked against the policy, then approved or sent back with comments.
@@ -269,14 +342,23 @@ impl JobActivities {
         _ctx: ActivityContext,
         task: LlmTask,
     ) -> Result<ReviewOut, ActivityError> {
-        self.check_paths(task.files.iter().map(|f| f.path.as_str()))?;
+        self.check_paths(task.files.iter().map(|f| f.path.as_str())).map_err(refused)?;
         let paths: Vec<String> = task.files.iter().map(|f| f.path.clone()).collect();
         let originals = self.read_files(&task, &paths).await?;
         let diff = code_edits::unified_diff(&originals, &task.files);
         let data = json!({"issue": issue(&task), "plan": task.plan, "diff": diff});
         let completion = self.ask(prompts::REVIEW, &data, prompts::review_schema()).await?;
-        let (approved, comments) = parse_review(&completion.content).map_err(|e| bad_output("review", e))?;
-        Ok(ReviewOut { approved, comments, tokens: completion.tokens, estimated: completion.estimated })
+        let (tokens, estimated) = (completion.tokens, completion.estimated);
+        let out = parse_review(&completion.content)
+            .map(|(approved, comments)| ReviewOut { approved, comments, tokens, estimated, unusable: None })
+            .map_err(|e| Spoiled::malformed("review", e));
+        settle(&task, out, |unusable| ReviewOut {
+            approved: false,
+            comments: String::new(),
+            tokens,
+            estimated,
+            unusable: Some(unusable),
+        })
     }
 
     /// Commit the change on the job's branch and open (or find) the pull request.
@@ -366,6 +448,35 @@ impl JobActivities {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn task(account_failures: bool) -> LlmTask {
+        LlmTask {
+            repo: "acme/shop".into(),
+            installation_id: 1,
+            title: "t".into(),
+            body: String::new(),
+            plan: None,
+            plan_files: Vec::new(),
+            feedback: None,
+            files: Vec::new(),
+            account_failures,
+        }
+    }
+
+    /// An unusable answer reaches a job that accounts failures as a value (its tokens with it);
+    /// a job recorded before gets the failure it always got.
+    #[test]
+    fn unusable_answers_are_values_for_jobs_that_account_them() {
+        let spent = |u: Unusable| (u.reason, u.retry);
+        let refused = || Err::<(String, bool), _>(Spoiled::refused("no".into()));
+        let malformed = || Err::<(String, bool), _>(Spoiled::malformed("plan", "no JSON object"));
+        assert_eq!(settle(&task(true), refused(), spent).unwrap(), ("no".to_owned(), false));
+        let (reason, retry) = settle(&task(true), malformed(), spent).unwrap();
+        assert!(retry && reason.contains("plan answer is not usable"), "{reason}");
+        assert!(settle(&task(false), refused(), spent).is_err());
+        assert!(settle(&task(false), malformed(), spent).is_err());
+        assert_eq!(settle(&task(false), Ok(("ok".to_owned(), true)), spent).unwrap().0, "ok");
+    }
 
     #[test]
     fn plans_name_their_files_and_fenced_answers_parse() {

@@ -147,7 +147,11 @@ pub fn intent(event: &Event, label: &str) -> Result<Intent, String> {
                 });
             Ok(Intent::Command {
                 job: job_workflow_id(&e.repository.full_name, e.issue.number),
-                command: JobCommand { command: command.to_owned(), login: e.comment.user.login.clone() },
+                command: JobCommand {
+                    command: command.to_owned(),
+                    login: e.comment.user.login.clone(),
+                    delivery: None,
+                },
                 restart,
             })
         }
@@ -236,7 +240,7 @@ mod tests {
             intent(&c, "slipway").unwrap(),
             Intent::Command {
                 job: "job-acme/shop#3".into(),
-                command: JobCommand { command: "cancel".into(), login: "dev".into() },
+                command: JobCommand { command: "cancel".into(), login: "dev".into(), delivery: None },
                 restart: None,
             }
         );

@@ -127,7 +127,7 @@ impl WebhookService {
                 return answer(false, json!({"received": true, "handled": false}));
             }
             Intent::StartJob(trigger) => {
-                let req = self.job_request(trigger);
+                let req = self.job_request(trigger, delivery);
                 let job = app.gateway.start_job(req, delivery).await.map_err(ServiceError::from)?;
                 tracing::info!(%delivery, %job, "github job accepted");
                 Ok(job)
@@ -136,7 +136,7 @@ impl WebhookService {
                 match (app.gateway.job_command(&job, command, request_id).await, restart) {
                     // A retry of a job that has ended starts it again, as a new run.
                     (Err(GatewayError::NotFound), Some(trigger)) => {
-                        let req = self.job_request(trigger);
+                        let req = self.job_request(trigger, delivery);
                         app.gateway.restart_job(req, delivery).await
                     }
                     (other, _) => other.map(|()| job),
@@ -161,7 +161,7 @@ impl WebhookService {
     /// The job an issue asks for. Its entitlement (the account's link, that customer's
     /// standing) is decided by the job itself, so answering GitHub takes one durable call that
     /// needs no worker.
-    fn job_request(&self, t: IssueTrigger) -> JobRequest {
+    fn job_request(&self, t: IssueTrigger, delivery: &str) -> JobRequest {
         JobRequest {
             repo: t.repo,
             installation_id: t.installation_id,
@@ -176,6 +176,8 @@ impl WebhookService {
             account: Some(t.account),
             max_running: self.app.settings.max_jobs_per_customer,
             run: 1,
+            trigger: Some(delivery.to_owned()),
+            resume: None,
         }
     }
 }

@@ -8,7 +8,7 @@ use slipway_proto::jobs::{
 use slipway_workflows::{GitHubLinksWorkflow, JobWorkflow, search_attributes};
 use temporalio_client::{
     WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions, WorkflowSignalOptions,
-    WorkflowStartOptions, WorkflowUpdateWithStartOptions,
+    WorkflowStartOptions, WorkflowUpdateWithStartOptions, errors::WorkflowStartError,
 };
 use temporalio_common::{MemoValues, search_attributes::SearchAttributes};
 
@@ -100,13 +100,29 @@ impl Gateway {
         let client = self.client().await?;
         let workflow_id = job_workflow_id(&req.repo, req.issue_number);
         let options = self.job_options(&req, delivery, WorkflowIdReusePolicy::RejectDuplicate);
-        match self.call(client.start_workflow(JobWorkflow::run, req.clone(), options)).await {
+        // The label again on a job that waits (refused, failed) retries it, once its sender's
+        // write access is checked; a job that starts now, or runs, drops it.
+        let relabel = JobCommand {
+            command: JobCommand::RELABEL.to_owned(),
+            login: req.requested_by.clone(),
+            delivery: Some(delivery.to_owned()),
+        };
+        let call = client.signal_with_start_workflow(
+            JobWorkflow::run,
+            req.clone(),
+            JobWorkflow::command,
+            relabel,
+            options,
+        );
+        match self.bounded(call).await? {
             Ok(_) => Ok(workflow_id),
-            Err(GatewayError::Closed) => match self.ended_run(&workflow_id).await? {
-                Some(ended) => self.start_again(req, delivery, ended).await,
-                None => Ok(workflow_id),
-            },
-            Err(e) => Err(e),
+            Err(WorkflowStartError::Rpc(status)) if status.code() == tonic::Code::AlreadyExists => {
+                match self.ended_run(&workflow_id).await? {
+                    Some(ended) => self.start_again(req, delivery, ended).await,
+                    None => Ok(workflow_id),
+                }
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
