@@ -137,6 +137,9 @@ pub struct JobResume {
     pub bill_again: bool,
     /// Where the job waits.
     pub phase: JobPhase,
+    /// The deliveries of the relabels it has heard (a redelivery retries nothing).
+    #[serde(default)]
+    pub relabels: Vec<String>,
 }
 
 /// Where a waiting job waits (see [`JobResume`]).
@@ -151,6 +154,8 @@ pub enum JobPhase {
     Failed,
     /// The pull request is open: waits for it to close.
     PrOpen,
+    /// Ended, but owes usage Stripe refused: waits for an operator's `bill_again`.
+    Owing,
 }
 
 /// What a job may do: its account's link and that customer's standing, decided.
@@ -224,6 +229,13 @@ pub struct JobCommand {
     /// The GitHub delivery that carried it.
     #[serde(default)]
     pub delivery: Option<String>,
+    /// The issue's title as the delivery shows it: a retry works on the issue as it reads now,
+    /// not as it read when someone without write access opened it.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// The issue's body, likewise.
+    #[serde(default)]
+    pub body: Option<String>,
 }
 
 impl JobCommand {

@@ -105,6 +105,9 @@ async fn send_github_starts_a_job_that_jobs_commands_show() -> anyhow::Result<()
             "1",
             "--installation",
             &installation,
+            // Jobs run for people with write access to the repository.
+            "--sender",
+            "maintainer",
             "--wait",
             "pr_opened",
             "--timeout",

@@ -835,8 +835,17 @@ async fn a_non_writers_label_starts_nothing_and_a_writers_relabel_runs_the_job()
     assert!(meter_events(&state, &s.customer).is_empty(), "nothing billed");
     assert!(pulls_of(&state, &s.repo).is_empty(), "no pull request");
 
-    // GitHub redelivers it, and a non-writer applies the label again: nothing runs.
+    // GitHub redelivers it: the job hears it and does nothing (no "to label" reply, which a
+    // relabel by the same non-writer gets next).
+    let id = job_workflow_id(&s.repo, 20);
+    let before = app.runs(&id).await?.history_length;
     deliver(&app, "issues", by_anyone, "d-anyone-20").await?;
+    slipway_tests::wait_until("the redelivery reached the job", WAIT, || async {
+        Ok(app.runs(&id).await?.history_length >= before + 4)
+    })
+    .await?;
+    let comments = app.sandbox_state().await?["github"]["comments"].to_string();
+    assert!(!comments.contains("to label the job"), "{comments}");
     let again = github_events::issues(
         "labeled",
         &s.repo,
@@ -942,27 +951,26 @@ async fn a_job_past_its_history_limit_continues_as_new_with_its_ledger() -> anyh
         wait_job(&app, &s.repo, 23, |j| j.state == JobState::PrOpened && j.billed.len() == 2).await?;
     let id = job_workflow_id(&s.repo, 23);
     // Comments by people without write access, each a few more events, until the job has
-    // continued as new at least twice.
-    let mut n = 0;
-    loop {
-        let before = app.runs(&id).await?;
-        let count =
-            app.client.count_workflows(&format!("WorkflowId = '{id}'"), Default::default()).await?.count();
-        if count >= 3 {
-            assert!(before.history_length <= 60, "history stays bounded: {}", before.history_length);
-            break;
-        }
-        anyhow::ensure!(n < 60, "the job never continued as new twice: {count} run(s)");
+    // continued as new at least twice (its current run changed twice).
+    let mut runs = app.runs(&id).await?;
+    let (mut continued, mut n) = (usize::from(runs.first != runs.current), 0);
+    while continued < 2 {
+        anyhow::ensure!(n < 80, "the job continued as new {continued} time(s) after {n} comments");
         let spam =
             github_events::issue_comment_created(&s.repo, s.installation, 23, "/slipway retry", "drive-by");
         deliver(&app, "issue_comment", spam, &format!("d-23-spam-{n}")).await?;
         n += 1;
-        slipway_tests::wait_until("the comment reached the job", WAIT, || async {
+        let now = slipway_tests::wait_for("the comment reached the job", WAIT, || async {
             let now = app.runs(&id).await?;
-            Ok(now.current != before.current || now.history_length > before.history_length)
+            Ok((now.current != runs.current || now.history_length > runs.history_length).then_some(now))
         })
         .await?;
+        if now.current != runs.current {
+            continued += 1;
+        }
+        runs = now;
     }
+    assert!(runs.history_length <= 60, "a continued run's history stays short: {}", runs.history_length);
     // The continued job still knows its PR and what it billed.
     let carried = job(&app, &s.repo, 23).await?.expect("job");
     assert_eq!((carried.pr_number, carried.billed.clone()), (opened_pr.pr_number, opened_pr.billed.clone()));
@@ -986,6 +994,47 @@ async fn a_job_past_its_history_limit_continues_as_new_with_its_ledger() -> anyh
             && comments[0]["body"].as_str().is_some_and(|b| b.contains("pull request merged")),
         "one progress comment, carried across runs: {comments:#?}"
     );
+    Ok(())
+}
+
+/// A chat completion answer as the model API sends it, with `usage`.
+fn completion(message: Value, total_tokens: u64) -> Value {
+    json!({"id": "chatcmpl-fault", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": total_tokens - 1, "completion_tokens": 1, "total_tokens": total_tokens}})
+}
+
+#[tokio::test]
+async fn malformed_and_refused_model_answers_are_paid_for_and_billed() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let s = app.github_account(true).await?;
+    let chat = "/openai/v1/chat/completions";
+
+    // One malformed answer: the job asks again and goes on; the wasted answer's tokens count.
+    let malformed =
+        completion(json!({"role": "assistant", "content": "no JSON here", "refusal": null}), 1_000);
+    app.fault(json!({"method": "POST", "path": chat, "status": 200, "body": malformed, "count": 1})).await?;
+    deliver(&app, "issues", opened(&s, 24, "Add a favicon"), "d-24").await?;
+    let done = wait_job(&app, &s.repo, 24, |j| j.state == JobState::PrOpened && j.billed.len() == 2).await?;
+    assert_eq!(done.attempt, 1, "{done:#?}");
+    assert!(done.tokens > 1_000, "the malformed answer's tokens are counted: {done:#?}");
+    let events = token_events(&app.sandbox_state().await?, &s.customer, "-tokens-1");
+    assert_eq!(events.iter().map(meter_value).collect::<Vec<_>>(), [done.tokens], "{events:#?}");
+
+    // The model refuses to plan: the attempt fails, and the refusal's tokens are billed.
+    let refused = completion(json!({"role": "assistant", "content": null, "refusal": "I can't help."}), 500);
+    app.fault(json!({"method": "POST", "path": chat, "status": 200, "body": refused, "count": 1})).await?;
+    deliver(&app, "issues", opened(&s, 25, "Do something odd"), "d-25").await?;
+    let failed = wait_job(&app, &s.repo, 25, |j| j.state == JobState::Failed && j.billed.len() == 1).await?;
+    assert!(failed.failure.as_deref().unwrap_or_default().contains("the model refused"), "{failed:#?}");
+    assert_eq!(failed.tokens, 500, "{failed:#?}");
+    let state = app.sandbox_state().await?;
+    let billed: Vec<u64> = meter_events(&state, &s.customer)
+        .iter()
+        .filter(|e| failed.billed.contains(&e["identifier"].as_str().unwrap_or_default().to_owned()))
+        .map(meter_value)
+        .collect();
+    assert_eq!(billed, [500], "{state:#}");
     Ok(())
 }
 

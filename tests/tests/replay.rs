@@ -1328,12 +1328,21 @@ async fn live_continue_as_new() -> anyhow::Result<()> {
         wait_job(&app, &repo, 1, "billed", |s| s.state == JobState::PrOpened && s.billed.len() == 2).await?;
     let job = job_workflow_id(&repo, 1);
     let mut n = 0;
-    while app.runs(&job).await?.first == app.runs(&job).await?.current {
+    loop {
+        let runs = app.runs(&job).await?;
+        if runs.first != runs.current {
+            break;
+        }
         anyhow::ensure!(n < 40, "the job never continued as new");
         let comment =
             github_events::issue_comment_created(&repo, installation, 1, "/slipway retry", "drive-by");
         deliver(&app, "issue_comment", comment, &format!("can-1-{n}")).await?;
         n += 1;
+        slipway_tests::wait_until("the comment reached the job", WAIT, || async {
+            let now = app.runs(&job).await?;
+            Ok(now.current != runs.current || now.history_length > runs.history_length)
+        })
+        .await?;
     }
     let first = app.runs(&job).await?.first;
     app.sandbox_post(

@@ -36,7 +36,7 @@ use slipway_proto::{
     },
     model::{StepProgress, StepState},
 };
-use temporalio_common::RetryPolicy;
+use temporalio_common::{ActivityDefinition, RetryPolicy, data_converters::TemporalDeserializable};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityOptions, ContinueAsNewOptions, SignalWorkflowOptions, SyncWorkflowContext, TimerOptions,
@@ -53,44 +53,17 @@ use crate::{
 enum Stop {
     Cancelled,
     Failed(String),
-    /// A queued job's history is long: it continues as new, still queued.
-    Continue,
 }
 
-/// Where the job is, between waits (a continued job starts where its previous run stopped).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Takes a slot and runs an attempt.
-    Queued,
-    /// Refused: waits for a writer's retry or relabel.
-    Refused,
-    /// An attempt failed: waits for a writer's retry or cancel.
-    Failed,
-    /// The pull request is open: waits for it to close.
-    PrOpen,
+/// How a queued job's wait for its slot ended.
+enum SlotWait {
+    Granted,
+    /// Its history is long: it continues as new, still queued.
+    Long,
 }
 
-impl From<JobPhase> for Phase {
-    fn from(p: JobPhase) -> Self {
-        match p {
-            JobPhase::Queued => Self::Queued,
-            JobPhase::Refused => Self::Refused,
-            JobPhase::Failed => Self::Failed,
-            JobPhase::PrOpen => Self::PrOpen,
-        }
-    }
-}
-
-impl From<Phase> for JobPhase {
-    fn from(p: Phase) -> Self {
-        match p {
-            Phase::Queued => Self::Queued,
-            Phase::Refused => Self::Refused,
-            Phase::Failed => Self::Failed,
-            Phase::PrOpen => Self::PrOpen,
-        }
-    }
-}
+/// How many relabel deliveries a job remembers (to hear a redelivery as one).
+const RELABELS: usize = 16;
 
 /// The job workflow.
 #[workflow]
@@ -110,12 +83,15 @@ pub struct JobWorkflow {
     hardened: bool,
     /// The job waits for a retry: only then does a relabel count as one.
     awaiting_retry: bool,
-    /// The writer whose retry was accepted last (the next attempt is theirs).
-    retried_by: Option<String>,
+    /// The writer's command accepted last (the next attempt is theirs, on the issue as it
+    /// read then).
+    retried_by: Option<JobCommand>,
+    /// Deliveries of the relabels heard (see [`RELABELS`]).
+    relabels: Vec<String>,
     /// Tokens the current attempt has spent so far (billed however the attempt ends).
     attempt_tokens: u64,
     /// Where a continued run resumes (`None`: a fresh start).
-    resume: Option<Phase>,
+    resume: Option<JobPhase>,
 }
 
 /// How many closes of pull requests the job has not opened (yet) it keeps while it has none.
@@ -145,6 +121,9 @@ const WRITERS_PATCH: &str = "job-writers-every-token";
 
 /// How many answers one step asks the model for when an answer is malformed.
 const MODEL_ASKS: u32 = 3;
+
+/// How long one model call may take.
+const MODEL_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn step_opts(summary: &str, timeout: Duration) -> ActivityOptions {
     crate::options::retrying(summary, timeout, None, 6)
@@ -197,8 +176,9 @@ impl JobWorkflow {
                 .as_ref()
                 .is_some_and(|r| matches!(r.phase, JobPhase::Refused | JobPhase::Failed)),
             retried_by: None,
+            relabels: resumed.as_ref().map(|r| r.relabels.clone()).unwrap_or_default(),
             attempt_tokens: 0,
-            resume: resumed.map(|r| r.phase.into()),
+            resume: resumed.map(|r| r.phase),
         }
     }
 
@@ -219,7 +199,7 @@ impl JobWorkflow {
                 }
                 Self::publish(ctx);
                 match ctx.state(|s| s.req.refusal.clone()) {
-                    None => Phase::Queued,
+                    None => JobPhase::Queued,
                     Some(refusal) => {
                         Self::refuse(ctx, &refusal).await;
                         Self::set_state(ctx, JobState::Cancelled);
@@ -228,24 +208,24 @@ impl JobWorkflow {
                         }
                         // A job that decides for itself waits for the account to be linked or
                         // paid for: a writer's `/slipway retry` (or relabel) asks again.
-                        Phase::Refused
+                        JobPhase::Refused
                     }
                 }
             }
         };
         loop {
             phase = match phase {
-                Phase::Refused => {
+                JobPhase::Refused => {
                     if !Self::until_entitled(ctx).await? {
                         return Self::finish(ctx).await;
                     }
-                    Phase::Queued
+                    JobPhase::Queued
                 }
-                Phase::Queued => match Self::run_attempt(ctx).await? {
+                JobPhase::Queued => match Self::run_attempt(ctx).await? {
                     Some(next) => next,
                     None => return Self::finish(ctx).await,
                 },
-                Phase::Failed => {
+                JobPhase::Failed => {
                     if !Self::until_retried(ctx).await? {
                         Self::set_state(ctx, JobState::Cancelled);
                         Self::comment(ctx, "cancelled").await;
@@ -257,7 +237,6 @@ impl JobWorkflow {
                     if keeps_grant {
                         ctx.state_mut(|s| s.slot = false);
                     }
-                    let mut next = Phase::Queued;
                     if asks {
                         Self::look_up(ctx).await;
                         if let Some(refusal) = ctx.state(|s| s.req.refusal.clone()) {
@@ -266,7 +245,6 @@ impl JobWorkflow {
                             if !Self::until_entitled(ctx).await? {
                                 return Self::finish(ctx).await;
                             }
-                            next = Phase::Queued;
                         }
                     }
                     ctx.state_mut(|s| {
@@ -278,21 +256,22 @@ impl JobWorkflow {
                         }
                     });
                     Self::set_state(ctx, JobState::Queued);
-                    next
+                    JobPhase::Queued
                 }
-                Phase::PrOpen => return Self::until_pr_closed(ctx).await,
+                JobPhase::PrOpen => return Self::until_pr_closed(ctx).await,
+                JobPhase::Owing => return Self::finish(ctx).await,
             };
         }
     }
 
     /// One attempt, from taking a slot to the PR opened; the next phase, or `None` once the
     /// job has ended (cancelled).
-    async fn run_attempt(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<Option<Phase>> {
+    async fn run_attempt(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<Option<JobPhase>> {
         Self::comment(ctx, "queued: waiting for a free slot").await;
         Self::request_slot(ctx).await;
         let outcome = match Self::wait_for_slot(ctx).await {
-            Ok(()) => Self::attempt(ctx).await,
-            Err(Stop::Continue) => return Err(Self::continue_as_new(ctx, Phase::Queued)),
+            Ok(SlotWait::Granted) => Self::attempt(ctx).await,
+            Ok(SlotWait::Long) => return Err(Self::continue_as_new(ctx, JobPhase::Queued)),
             Err(stop) => Err(stop),
         };
         Self::release_slot(ctx).await;
@@ -301,8 +280,8 @@ impl JobWorkflow {
             Self::bill_attempt_tokens(ctx).await;
         }
         match outcome {
-            Ok(()) => Ok(Some(Phase::PrOpen)),
-            Err(Stop::Cancelled | Stop::Continue) => {
+            Ok(()) => Ok(Some(JobPhase::PrOpen)),
+            Err(Stop::Cancelled) => {
                 Self::set_state(ctx, JobState::Cancelled);
                 Self::comment(ctx, "cancelled").await;
                 Ok(None)
@@ -312,7 +291,7 @@ impl JobWorkflow {
                 Self::set_state(ctx, JobState::Failed);
                 Self::comment(ctx, &format!("failed: {reason}\n\nComment `/slipway retry` to try again."))
                     .await;
-                Ok(Some(Phase::Failed))
+                Ok(Some(JobPhase::Failed))
             }
         }
     }
@@ -322,7 +301,7 @@ impl JobWorkflow {
     async fn until_retried(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<bool> {
         ctx.state_mut(|s| s.awaiting_retry = true);
         loop {
-            Self::continue_if_long(ctx, Phase::Failed)?;
+            Self::continue_if_long(ctx, JobPhase::Failed)?;
             ctx.wait_condition(|s: &Self| !s.commands.is_empty()).await?;
             Self::handle_commands(ctx).await;
             if ctx.state(|s| s.cancel_requested) {
@@ -340,10 +319,16 @@ impl JobWorkflow {
     fn take_over(ctx: &mut WorkflowContext<Self>) {
         ctx.state_mut(|s| {
             s.awaiting_retry = false;
-            if let Some(login) = s.retried_by.take()
+            if let Some(c) = s.retried_by.take()
                 && s.hardened
             {
-                s.req.requested_by = login;
+                s.req.requested_by = c.login;
+                if let Some(title) = c.title {
+                    s.req.title = title;
+                }
+                if let Some(body) = c.body {
+                    s.req.body = body;
+                }
             }
         });
     }
@@ -393,17 +378,23 @@ impl JobWorkflow {
     }
 
     /// Continues as new in `phase` once the history is long (a hardened job, while it waits).
-    fn continue_if_long(ctx: &mut WorkflowContext<Self>, phase: Phase) -> WorkflowResult<()> {
-        let limit = ctx.state(|s| s.req.policy.history_limit);
-        let long = ctx.continue_as_new_suggested() || ctx.history_length() >= limit;
-        if ctx.state(|s| s.hardened) && long && ctx.all_handlers_finished() {
+    fn continue_if_long(ctx: &mut WorkflowContext<Self>, phase: JobPhase) -> WorkflowResult<()> {
+        if Self::is_long(ctx) {
             return Err(Self::continue_as_new(ctx, phase));
         }
         Ok(())
     }
 
+    /// A hardened job's history is long enough to continue as new (and nothing is mid-answer).
+    fn is_long(ctx: &WorkflowContext<Self>) -> bool {
+        let (hardened, limit) = ctx.state(|s| (s.hardened, s.req.policy.history_limit));
+        hardened
+            && (ctx.continue_as_new_suggested() || ctx.history_length() >= limit)
+            && ctx.all_handlers_finished()
+    }
+
     /// The next run of this job, carrying everything it said and owes (the run ends with it).
-    fn continue_as_new(ctx: &mut WorkflowContext<Self>, phase: Phase) -> WorkflowTermination {
+    fn continue_as_new(ctx: &mut WorkflowContext<Self>, phase: JobPhase) -> WorkflowTermination {
         let input = ctx.state(|s| {
             let mut req = s.req.clone();
             req.resume = Some(Box::new(JobResume {
@@ -412,7 +403,8 @@ impl JobWorkflow {
                 pr_closes: s.pr_closes.clone(),
                 commands: s.commands.clone(),
                 bill_again: s.bill_again,
-                phase: phase.into(),
+                phase,
+                relabels: s.relabels.clone(),
             }));
             req
         });
@@ -425,11 +417,25 @@ impl JobWorkflow {
     /// The job ends: a hardened job owes nothing when it does (an operator's `bill_again`
     /// reports what Stripe refused).
     async fn finish(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<JobStatus> {
-        while ctx.state(|s| s.hardened && !s.status.unbilled.is_empty()) {
-            ctx.wait_condition(|s: &Self| s.bill_again).await?;
-            Self::bill_unbilled(ctx).await;
+        if ctx.state(|s| s.hardened) {
+            Self::until_billed(ctx, JobPhase::Owing).await?;
         }
         Ok(ctx.state(|s| s.status.clone()))
+    }
+
+    /// Waits until nothing is owed, reporting it again on each `bill_again` (continuing as new
+    /// in `phase` if comments make the wait long).
+    async fn until_billed(ctx: &mut WorkflowContext<Self>, phase: JobPhase) -> WorkflowResult<()> {
+        while ctx.state(|s| !s.status.unbilled.is_empty()) {
+            Self::continue_if_long(ctx, phase)?;
+            ctx.wait_condition(|s: &Self| s.bill_again || !s.commands.is_empty()).await?;
+            // Commands mean nothing to a job that has ended.
+            ctx.state_mut(|s| s.commands.clear());
+            if ctx.state(|s| s.bill_again) {
+                Self::bill_unbilled(ctx).await;
+            }
+        }
+        Ok(())
     }
 
     /// Decides the job's entitlement (its account's link, that customer's standing) and, when
@@ -473,7 +479,7 @@ impl JobWorkflow {
     async fn until_entitled(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<bool> {
         ctx.state_mut(|s| s.awaiting_retry = true);
         loop {
-            Self::continue_if_long(ctx, Phase::Refused)?;
+            Self::continue_if_long(ctx, JobPhase::Refused)?;
             let timer =
                 TimerOptions::builder(REFUSED_WAIT).summary("wait for `/slipway retry`".to_owned()).build();
             let mut asked = false;
@@ -533,10 +539,20 @@ impl JobWorkflow {
     /// retry; the label that started a job, or one applied while it runs, is dropped here.
     #[signal]
     pub fn command(&mut self, _ctx: &mut SyncWorkflowContext<Self>, command: JobCommand) {
-        if command.command == JobCommand::RELABEL
-            && (!self.awaiting_retry || command.delivery.is_some() && command.delivery == self.req.trigger)
-        {
-            return;
+        if command.command == JobCommand::RELABEL {
+            let heard = command
+                .delivery
+                .as_ref()
+                .is_some_and(|d| self.req.trigger.as_ref() == Some(d) || self.relabels.contains(d));
+            if !self.hardened || !self.awaiting_retry || heard {
+                return;
+            }
+            if let Some(d) = &command.delivery {
+                if self.relabels.len() >= RELABELS {
+                    self.relabels.remove(0);
+                }
+                self.relabels.push(d.clone());
+            }
         }
         self.commands.push(command);
     }
@@ -658,12 +674,10 @@ impl JobWorkflow {
             .await;
     }
 
-    async fn wait_for_slot(ctx: &mut WorkflowContext<Self>) -> Result<(), Stop> {
+    async fn wait_for_slot(ctx: &mut WorkflowContext<Self>) -> Result<SlotWait, Stop> {
         loop {
-            let limit = ctx.state(|s| s.req.policy.history_limit);
-            let long = ctx.continue_as_new_suggested() || ctx.history_length() >= limit;
-            if ctx.state(|s| s.hardened && !s.slot) && long && ctx.all_handlers_finished() {
-                return Err(Stop::Continue);
+            if ctx.state(|s| !s.slot) && Self::is_long(ctx) {
+                return Ok(SlotWait::Long);
             }
             if ctx.wait_condition(|s: &Self| s.slot || !s.commands.is_empty()).await.is_err() {
                 return Err(Stop::Cancelled);
@@ -673,7 +687,7 @@ impl JobWorkflow {
                 return Err(Stop::Cancelled);
             }
             if ctx.state(|s| s.slot) {
-                return Ok(());
+                return Ok(SlotWait::Granted);
             }
         }
     }
@@ -704,7 +718,7 @@ impl JobWorkflow {
                 "cancel" => s.cancel_requested = true,
                 "retry" | JobCommand::RELABEL => {
                     s.retry_requested = true;
-                    s.retried_by = Some(c.login.clone());
+                    s.retried_by = Some(c.clone());
                 }
                 _ => {}
             });
@@ -721,7 +735,6 @@ impl JobWorkflow {
 
     async fn attempt(ctx: &mut WorkflowContext<Self>) -> Result<(), Stop> {
         let req = ctx.state(|s| s.req.clone());
-        let llm = Duration::from_secs(300);
         let fail = |ctx: &WorkflowContext<Self>, step: &str, e: &temporalio_sdk::ActivityExecutionError| {
             Stop::Failed(Self::fail(ctx, step, e))
         };
@@ -741,20 +754,8 @@ impl JobWorkflow {
         Self::set_state(ctx, JobState::Planning);
         Self::mark(ctx, "planning", StepState::Running, "");
         Self::comment(ctx, "planning").await;
-        let mut asked = 0;
-        let plan = loop {
-            let out = ctx
-                .execute_activity(
-                    JobActivities::plan,
-                    task.clone(),
-                    step_opts(&format!("LLM: plan {}#{}", req.repo, req.issue_number), llm),
-                )
-                .await
-                .map_err(|e| fail(ctx, "planning", &e))?;
-            if let Some(plan) = Self::usable(ctx, "planning", out, &mut asked)? {
-                break plan;
-            }
-        };
+        let summary = format!("LLM: plan {}#{}", req.repo, req.issue_number);
+        let plan = Self::ask_model(ctx, || JobActivities::plan, &task, "planning", &summary).await?;
         Self::mark(ctx, "planning", StepState::Done, format!("{} tokens", plan.tokens));
         task.plan = Some(plan.content);
         task.plan_files = plan.files;
@@ -766,23 +767,8 @@ impl JobWorkflow {
             Self::set_state(ctx, JobState::Coding);
             Self::mark(ctx, "coding", StepState::Running, format!("round {}", round + 1));
             Self::comment(ctx, "coding").await;
-            let mut asked = 0;
-            let code = loop {
-                let out = ctx
-                    .execute_activity(
-                        JobActivities::code,
-                        task.clone(),
-                        step_opts(
-                            &format!("LLM: code {}#{} (round {})", req.repo, req.issue_number, round + 1),
-                            llm,
-                        ),
-                    )
-                    .await
-                    .map_err(|e| fail(ctx, "coding", &e))?;
-                if let Some(code) = Self::usable(ctx, "coding", out, &mut asked)? {
-                    break code;
-                }
-            };
+            let summary = format!("LLM: code {}#{} (round {})", req.repo, req.issue_number, round + 1);
+            let code = Self::ask_model(ctx, || JobActivities::code, &task, "coding", &summary).await?;
             Self::mark(
                 ctx,
                 "coding",
@@ -795,23 +781,8 @@ impl JobWorkflow {
             Self::mark(ctx, "reviewing", StepState::Running, "");
             Self::comment(ctx, "reviewing").await;
             task.files = code.files.clone();
-            let mut asked = 0;
-            let review = loop {
-                let out = ctx
-                    .execute_activity(
-                        JobActivities::review,
-                        task.clone(),
-                        step_opts(
-                            &format!("LLM: review {}#{} (round {})", req.repo, req.issue_number, round + 1),
-                            llm,
-                        ),
-                    )
-                    .await
-                    .map_err(|e| fail(ctx, "reviewing", &e))?;
-                if let Some(review) = Self::usable(ctx, "reviewing", out, &mut asked)? {
-                    break review;
-                }
-            };
+            let summary = format!("LLM: review {}#{} (round {})", req.repo, req.issue_number, round + 1);
+            let review = Self::ask_model(ctx, || JobActivities::review, &task, "reviewing", &summary).await?;
             Self::checkpoint(ctx).await?;
             if review.approved || round >= max_rounds {
                 let verdict =
@@ -864,6 +835,31 @@ impl JobWorkflow {
         Ok(())
     }
 
+    /// One model step: asks until an answer can be used (see [`Self::usable`]); a failing call
+    /// fails the step.
+    async fn ask_model<AD>(
+        ctx: &mut WorkflowContext<Self>,
+        activity: impl Fn() -> AD,
+        task: &LlmTask,
+        step: &str,
+        summary: &str,
+    ) -> Result<AD::Output, Stop>
+    where
+        AD: ActivityDefinition<Input = LlmTask>,
+        AD::Output: ModelAnswer + TemporalDeserializable,
+    {
+        let mut asked = 0;
+        loop {
+            let answer = ctx
+                .execute_activity(activity(), task.clone(), step_opts(summary, MODEL_TIMEOUT))
+                .await
+                .map_err(|e| Stop::Failed(Self::fail(ctx, step, &e)))?;
+            if let Some(answer) = Self::usable(ctx, step, answer, &mut asked)? {
+                return Ok(answer);
+            }
+        }
+    }
+
     /// Counts a model answer's tokens (the attempt's and the job's), then decides: the answer,
     /// `None` to ask the model again (a malformed answer, at most [`MODEL_ASKS`] times), or the
     /// step failed (a refused change, or malformed answers every time).
@@ -901,21 +897,28 @@ impl JobWorkflow {
 
     /// Reports the PR and the attempt's tokens once each (ledger first, then Stripe).
     async fn bill(ctx: &mut WorkflowContext<Self>, pr_number: u64) {
-        let (req, attempt, tokens) = ctx.state(|s| (s.req.clone(), s.status.attempt, s.attempt_tokens));
-        let base = Self::meter_base(&req);
-        let usages = [
-            (format!("{base}-pr-{pr_number}"), req.policy.pr_meter_event.clone(), 1),
-            (format!("{base}-tokens-{attempt}"), req.policy.tokens_meter_event.clone(), tokens),
-        ];
-        Self::report_all(ctx, usages).await;
+        let req = ctx.state(|s| s.req.clone());
+        let pr = (format!("{}-pr-{pr_number}", Self::meter_base(&req)), req.policy.pr_meter_event.clone(), 1);
+        let tokens = Self::attempt_tokens_usage(ctx);
+        Self::report_all(ctx, [pr, tokens]).await;
     }
 
     /// Reports the tokens of an attempt that ended without a PR (failed, refused midway,
     /// cancelled) under the identifier a successful attempt would have used.
     async fn bill_attempt_tokens(ctx: &mut WorkflowContext<Self>) {
-        let (req, attempt, tokens) = ctx.state(|s| (s.req.clone(), s.status.attempt, s.attempt_tokens));
-        let identifier = format!("{}-tokens-{attempt}", Self::meter_base(&req));
-        Self::report_all(ctx, [(identifier, req.policy.tokens_meter_event.clone(), tokens)]).await;
+        let tokens = Self::attempt_tokens_usage(ctx);
+        Self::report_all(ctx, [tokens]).await;
+    }
+
+    /// The attempt's tokens as a usage (`…-tokens-<attempt>`), handed over once: the attempt's
+    /// count starts again from zero, so a later ending of the same attempt number (cancelled
+    /// while queued for the next) reports nothing twice.
+    fn attempt_tokens_usage(ctx: &mut WorkflowContext<Self>) -> (String, String, u64) {
+        ctx.state_mut(|s| {
+            let tokens = std::mem::take(&mut s.attempt_tokens);
+            let identifier = format!("{}-tokens-{}", Self::meter_base(&s.req), s.status.attempt);
+            (identifier, s.req.policy.tokens_meter_event.clone(), tokens)
+        })
     }
 
     /// Reports each usage not yet in the ledger (and not zero).
@@ -989,7 +992,7 @@ impl JobWorkflow {
 
     async fn until_pr_closed(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<JobStatus> {
         loop {
-            Self::continue_if_long(ctx, Phase::PrOpen)?;
+            Self::continue_if_long(ctx, JobPhase::PrOpen)?;
             ctx.wait_condition(|s: &Self| s.pr_outcome().is_some() || !s.commands.is_empty() || s.bill_again)
                 .await?;
             if ctx.state(|s| !s.commands.is_empty()) {
@@ -1004,6 +1007,9 @@ impl JobWorkflow {
                 ctx.state_mut(|s| s.status.pr_outcome = Some(outcome.to_owned()));
                 Self::comment(ctx, &format!("pull request {outcome}")).await;
                 // A job that owes usage stays until an operator has it billed.
+                if ctx.state(|s| s.hardened) {
+                    Self::until_billed(ctx, JobPhase::PrOpen).await?;
+                }
                 while ctx.state(|s| !s.status.unbilled.is_empty()) {
                     ctx.wait_condition(|s: &Self| s.bill_again).await?;
                     Self::bill_unbilled(ctx).await;

@@ -35,6 +35,12 @@ const FALLBACK_CHECK: Duration = Duration::from_secs(300);
 pub struct JobGateWorkflow {
     input: JobGateInput,
     changes: u64,
+    /// The run checks its holders ([`CHECK_PATCH`]).
+    checks: bool,
+    /// Holders that asked again: a new run of a job whose previous run closed holding the slot
+    /// (terminated, then retried before a check noticed). Granted again, or it would wait for a
+    /// slot it already holds.
+    regrant: Vec<String>,
 }
 
 #[workflow_methods]
@@ -42,13 +48,14 @@ impl JobGateWorkflow {
     /// Restores the gate.
     #[init]
     pub fn new(_ctx: &WorkflowContextView, input: JobGateInput) -> Self {
-        Self { input, changes: 1 }
+        Self { input, changes: 1, checks: false, regrant: Vec::new() }
     }
 
     /// Grants slots as they free up (and, while jobs hold slots, checks that they still run).
     #[run(name = "JobGate")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<()> {
         let checks = ctx.patched(CHECK_PATCH);
+        ctx.state_mut(|s| s.checks = checks);
         let mut seen = 0;
         // How often to check the holders: unknown until the first check answers.
         let mut every: Option<Duration> = None;
@@ -85,7 +92,7 @@ impl JobGateWorkflow {
             }
             seen = ctx.state(|s| s.changes);
             let granted = ctx.state_mut(|s| {
-                let mut granted = Vec::new();
+                let mut granted = std::mem::take(&mut s.regrant);
                 while (s.input.running.len() as u32) < s.input.max_running && !s.input.waiting.is_empty() {
                     let job = s.input.waiting.remove(0);
                     s.input.running.push(job.clone());
@@ -138,7 +145,10 @@ impl JobGateWorkflow {
     /// A job asks for a slot (idempotent).
     #[signal]
     pub fn enqueue(&mut self, _ctx: &mut SyncWorkflowContext<Self>, job_id: String) {
-        if !self.input.running.contains(&job_id) && !self.input.waiting.contains(&job_id) {
+        if self.checks && self.input.running.contains(&job_id) && !self.regrant.contains(&job_id) {
+            self.regrant.push(job_id);
+            self.changes += 1;
+        } else if !self.input.running.contains(&job_id) && !self.input.waiting.contains(&job_id) {
             self.input.waiting.push(job_id);
             self.changes += 1;
         }

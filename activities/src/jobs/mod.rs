@@ -127,6 +127,14 @@ impl Spoiled {
     }
 }
 
+/// The text of a model answer, unless the model declined to answer (its tokens still count).
+fn said(completion: &Completion) -> Result<&str, Spoiled> {
+    match &completion.refusal {
+        Some(refusal) => Err(Spoiled::refused(format!("the model refused: {refusal}"))),
+        None => Ok(&completion.content),
+    }
+}
+
 /// A change the job will not make (the same plan would fail the same way: not retried).
 fn refused(message: String) -> ActivityError {
     ActivityError::application(
@@ -275,8 +283,9 @@ impl JobActivities {
         let data = json!({"issue": issue(&task), "tree": tree, "tree_truncated": truncated});
         let completion = self.ask(prompts::PLAN, &data, prompts::plan_schema()).await?;
         let (tokens, estimated) = (completion.tokens, completion.estimated);
-        let plan =
-            parse_plan(&completion.content).map_err(|e| Spoiled::malformed("plan", e)).and_then(|plan| {
+        let plan = said(&completion)
+            .and_then(|c| parse_plan(c).map_err(|e| Spoiled::malformed("plan", e)))
+            .and_then(|plan| {
                 self.check_paths(plan.files.iter().map(String::as_str)).map_err(Spoiled::refused)?;
                 Ok(plan)
             });
@@ -313,8 +322,9 @@ impl JobActivities {
             "review_feedback": task.feedback});
         let completion = self.ask(prompts::CODE, &data, prompts::edits_schema()).await?;
         let (tokens, estimated) = (completion.tokens, completion.estimated);
-        let files =
-            parse_edits(&completion.content).map_err(|e| Spoiled::malformed("code", e)).and_then(|answer| {
+        let files = said(&completion)
+            .and_then(|c| parse_edits(c).map_err(|e| Spoiled::malformed("code", e)))
+            .and_then(|answer| {
                 self.check_paths(
                     answer
                         .edits
@@ -349,9 +359,9 @@ impl JobActivities {
         let data = json!({"issue": issue(&task), "plan": task.plan, "diff": diff});
         let completion = self.ask(prompts::REVIEW, &data, prompts::review_schema()).await?;
         let (tokens, estimated) = (completion.tokens, completion.estimated);
-        let out = parse_review(&completion.content)
-            .map(|(approved, comments)| ReviewOut { approved, comments, tokens, estimated, unusable: None })
-            .map_err(|e| Spoiled::malformed("review", e));
+        let out = said(&completion)
+            .and_then(|c| parse_review(c).map_err(|e| Spoiled::malformed("review", e)))
+            .map(|(approved, comments)| ReviewOut { approved, comments, tokens, estimated, unusable: None });
         settle(&task, out, |unusable| ReviewOut {
             approved: false,
             comments: String::new(),

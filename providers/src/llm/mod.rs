@@ -34,6 +34,8 @@ pub struct Completion {
     pub tokens: u64,
     /// True when the provider sent no `usage` and `tokens` is [`estimate_tokens`]'s.
     pub estimated: bool,
+    /// The model declined to answer (`message.refusal`): no content, but its tokens were spent.
+    pub refusal: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -107,17 +109,14 @@ impl LlmClient {
             .json(&body);
         let a: Answer = self.http.json(req).await?;
         let message = a.choices.into_iter().next().map(|c| c.message);
-        if let Some(refusal) = message.as_ref().and_then(|m| m.refusal.clone()) {
-            return Err(ClientError::ActionFailed(format!("the model refused: {refusal}")));
-        }
+        let refusal = message.as_ref().and_then(|m| m.refusal.clone());
         let content = message.and_then(|m| m.content).unwrap_or_default();
-        Ok(match a.usage {
-            Some(u) => Completion { content, tokens: u.total_tokens, estimated: false },
-            None => {
-                let tokens = estimate_tokens(&[system, user], &content);
-                Completion { content, tokens, estimated: true }
-            }
-        })
+        let said = refusal.as_deref().unwrap_or(&content);
+        let (tokens, estimated) = match a.usage {
+            Some(u) => (u.total_tokens, false),
+            None => (estimate_tokens(&[system, user], said), true),
+        };
+        Ok(Completion { content, tokens, estimated, refusal })
     }
 }
 

@@ -151,6 +151,8 @@ pub fn intent(event: &Event, label: &str) -> Result<Intent, String> {
                     command: command.to_owned(),
                     login: e.comment.user.login.clone(),
                     delivery: None,
+                    title: Some(e.issue.title.clone()),
+                    body: Some(e.issue.body.clone().unwrap_or_default()),
                 },
                 restart,
             })
@@ -240,7 +242,13 @@ mod tests {
             intent(&c, "slipway").unwrap(),
             Intent::Command {
                 job: "job-acme/shop#3".into(),
-                command: JobCommand { command: "cancel".into(), login: "dev".into(), delivery: None },
+                command: JobCommand {
+                    command: "cancel".into(),
+                    login: "dev".into(),
+                    delivery: None,
+                    title: Some(String::new()),
+                    body: Some(String::new()),
+                },
                 restart: None,
             }
         );

@@ -106,6 +106,8 @@ impl Gateway {
             command: JobCommand::RELABEL.to_owned(),
             login: req.requested_by.clone(),
             delivery: Some(delivery.to_owned()),
+            title: Some(req.title.clone()),
+            body: Some(req.body.clone()),
         };
         let call = client.signal_with_start_workflow(
             JobWorkflow::run,
