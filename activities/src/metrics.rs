@@ -127,6 +127,7 @@ pub fn provider(activity_type: &str) -> &'static str {
         | "remove_tailscale_devices"
         | "revoke_tailscale_keys" => "tailscale",
         "dispatch_provision_job"
+        | "find_provision_run"
         | "create_repository"
         | "delete_repository"
         | "open_pull_request"

@@ -7,17 +7,31 @@
 //!   attempt created;
 //! - the server is adopted when it already exists with our labels, never duplicated;
 //! - compensations look resources up by those names, so they also remove what a failed attempt
-//!   created without telling the workflow, and treat "already gone" (404) as success.
+//!   created without telling the workflow, and treat "already gone" (404) as success;
+//! - the bootstrap job's `workflow_dispatch` carries a correlation id (from the saga run, see
+//!   [`correlation_id`]) that the shipped workflow puts in its `run-name`: a retried dispatch
+//!   first looks for a run whose title carries it and adopts that run instead of starting a
+//!   second one, and [`ProvisioningActivities::find_provision_run`] finds the run when the
+//!   dispatch's answer did not name it.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use chrono::{DateTime, Utc};
 
 use secrecy::{ExposeSecret, SecretString};
 use slipway_proto::model::{
     AgentResources, CreateServerInput, DispatchInput, ServerRef, StopServerInput, TailscaleKeyCreated,
-    TailscaleKeyInput, server_name,
+    TailscaleKeyInput, parse_job_id, server_name,
 };
 use temporalio_macros::activities;
-use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use temporalio_sdk::{
+    ApplicationFailure,
+    activities::{ActivityContext, ActivityError},
+};
 
 use slipway_providers::{
     ClientError,
@@ -74,6 +88,27 @@ impl ProvisioningActivities {
         Self { cfg }
     }
 }
+
+/// The correlation id of a bootstrap job's dispatch: `slipway-<saga run id>`, deterministic (the
+/// same for every attempt of the dispatch activity), unique per saga run, and no secret. It is
+/// sent as the `correlation_id` input, which the shipped workflow's `run-name` shows, so the run
+/// can be found again in the runs list (`display_title`).
+pub fn correlation_id(job_id: &str) -> String {
+    let run = parse_job_id(job_id).map_or(job_id, |(_, run)| run);
+    format!("slipway-{run}")
+}
+
+/// How far before the dispatch activity was first scheduled a retry looks for runs (clock skew
+/// between GitHub and the worker).
+const DISPATCH_LOOKBACK: Duration = Duration::from_secs(10 * 60);
+/// How far back [`ProvisioningActivities::find_provision_run`] looks: the dispatch it follows
+/// may have been retried for up to the dispatch deadline.
+const FIND_LOOKBACK: Duration = Duration::from_secs(24 * 60 * 60);
+/// The runs list may lag a dispatch by a moment: a retry that sees no run looks once more after
+/// this pause before dispatching again.
+const RUN_LISTING_LAG: Duration = Duration::from_secs(3);
+/// Failure type of "the dispatched run is not listed yet" (retried by the saga's policy).
+pub const RUN_NOT_LISTED: &str = "ActionsRunNotListed";
 
 fn key_description(agent_id: &str) -> String {
     format!("slipway agent {agent_id}")
@@ -152,13 +187,63 @@ impl ProvisioningActivities {
     }
 
     /// Step 3: `workflow_dispatch` of the bootstrap job; returns the run id if GitHub gave one.
+    ///
+    /// `workflow_dispatch` is not idempotent, and an attempt may have started a run whose answer
+    /// was lost (dropped connection, the client's timeout). So every retry first looks for the
+    /// run by its correlation id (in the run's title) and adopts it; only when none is listed,
+    /// after a second look, does it dispatch again.
     #[activity]
     pub async fn dispatch_provision_job(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: DispatchInput,
     ) -> Result<Option<String>, ActivityError> {
+        let info = ctx.info();
+        if info.attempt > 1 {
+            let since = info.scheduled_time.unwrap_or_else(SystemTime::now) - DISPATCH_LOOKBACK;
+            for look in 0..2 {
+                if look > 0 {
+                    tokio::select! {
+                        _ = tokio::time::sleep(RUN_LISTING_LAG) => {}
+                        _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
+                    }
+                }
+                if let Some(run) =
+                    self.find_run(&input, since).await.map_err(ClientError::into_activity_error)?
+                {
+                    tracing::info!(agent_id = %input.agent_id, job_id = %input.job_id, run_id = %run,
+                        attempt = info.attempt, "adopting the run an earlier dispatch attempt started");
+                    return Ok(Some(run));
+                }
+            }
+        }
         self.dispatch(&input).await.map_err(ClientError::into_activity_error)
+    }
+
+    /// Step 3b: the run of a dispatch whose answer did not name it (GitHub Enterprise Server
+    /// without `return_run_details`): the `workflow_dispatch` run whose title carries the
+    /// job's correlation id. Not listed yet is a retryable failure (`ActionsRunNotListed`).
+    #[activity]
+    pub async fn find_provision_run(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        input: DispatchInput,
+    ) -> Result<String, ActivityError> {
+        let since = ctx.info().scheduled_time.unwrap_or_else(SystemTime::now) - FIND_LOOKBACK;
+        match self.find_run(&input, since).await.map_err(ClientError::into_activity_error)? {
+            Some(run) => Ok(run),
+            None => Err(ActivityError::application(
+                ApplicationFailure::builder(format!(
+                    "no workflow_dispatch run of {} in {} has `{}` in its title yet (its run-name must \
+                     show inputs.correlation_id, as deploy/actions/provision-agent.yml does)",
+                    self.cfg.actions_workflow,
+                    self.cfg.actions_repo,
+                    correlation_id(&input.job_id)
+                ))
+                .type_name(RUN_NOT_LISTED.to_owned())
+                .build(),
+            )),
+        }
     }
 
     /// Step 4: the Tailscale device the VM registered as, if it has joined.
@@ -352,9 +437,35 @@ impl ProvisioningActivities {
         Ok(ServerProgress { ready: Some(server_ref(&current, server.create_action_id)), percent })
     }
 
+    /// The `workflow_dispatch` run created since `since` whose title carries the job's
+    /// correlation id (the first one, should there be several).
+    async fn find_run(
+        &self,
+        input: &DispatchInput,
+        since: SystemTime,
+    ) -> Result<Option<String>, ClientError> {
+        let cfg = &self.cfg;
+        let correlation = correlation_id(&input.job_id);
+        let runs = cfg
+            .github
+            .workflow_runs(
+                &cfg.actions_repo,
+                &cfg.actions_workflow,
+                "workflow_dispatch",
+                DateTime::<Utc>::from(since),
+            )
+            .await?;
+        Ok(runs
+            .iter()
+            .filter(|r| r.event == "workflow_dispatch" && r.display_title.contains(&correlation))
+            .min_by_key(|r| r.id)
+            .map(|r| r.id.to_string()))
+    }
+
     async fn dispatch(&self, input: &DispatchInput) -> Result<Option<String>, ClientError> {
         let inputs = BTreeMap::from([
             ("job_id".to_owned(), input.job_id.clone()),
+            ("correlation_id".to_owned(), correlation_id(&input.job_id)),
             ("agent_id".to_owned(), input.agent_id.clone()),
             ("region".to_owned(), input.region.clone()),
             ("callback_url".to_owned(), self.cfg.callback_url.clone()),
@@ -364,7 +475,8 @@ impl ProvisioningActivities {
             .github
             .dispatch_workflow(&cfg.actions_repo, &cfg.actions_workflow, &cfg.actions_ref, &inputs)
             .await?;
-        tracing::info!(agent_id = %input.agent_id, job_id = %input.job_id, "provision job dispatched");
+        tracing::info!(agent_id = %input.agent_id, job_id = %input.job_id,
+            run_id = run.as_ref().map(|r| r.workflow_run_id), "provision job dispatched");
         Ok(run.map(|r| r.workflow_run_id.to_string()))
     }
 
@@ -465,6 +577,13 @@ mod tests {
         assert_eq!(label_value("user@example.com"), "user_example.com");
         assert_eq!(label_value("-abc-"), "abc");
         assert_eq!(label_value(&"x".repeat(80)).len(), 63);
+    }
+
+    #[test]
+    fn the_correlation_id_names_the_saga_run_only() {
+        assert_eq!(correlation_id("provisioning-u@example.com/0f1e-22"), "slipway-0f1e-22");
+        assert_eq!(correlation_id("provisioning-u/0f1e-22"), correlation_id("provisioning-u/0f1e-22"));
+        assert_ne!(correlation_id("provisioning-u/run-1"), correlation_id("provisioning-u/run-2"));
     }
 
     #[test]

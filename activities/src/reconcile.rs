@@ -3,7 +3,10 @@
 //! - [`ReconcileActivities::stripe_catch_up`] lists Stripe's undelivered events of one window
 //!   and hands each, oldest first, to Slipway's own Stripe webhook endpoint (see
 //!   `slipway_providers::stripe::events` for why through the endpoint): the same verification,
-//!   mapping, durable signal or update and dedupe by event id as a live delivery.
+//!   mapping, durable signal or update and dedupe by event id as a live delivery. An event the
+//!   endpoint answers 409 (its owner busy: a provisioning in flight) is, when the window asks
+//!   (`defer_conflicts`), deferred alone and the batch goes on; 429, 5xx or no answer (the
+//!   starter or Temporal down, for everyone) still fail the batch, to be retried in order.
 //! - [`ReconcileActivities::github_redeliver`] reads the App's webhook deliveries and asks
 //!   GitHub to redeliver each delivery (GUID) that has no successful attempt; the starter
 //!   dedupes by `X-GitHub-Delivery`, so a redelivery of something that did arrive is harmless.
@@ -15,9 +18,11 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use chrono::Utc;
 use slipway_proto::reconcile::{
-    CatchUpBatch, CatchUpWindow, FailedDelivery, RedeliveryPolicy, RedeliveryReport, RefusedEvent,
+    CatchUpBatch, CatchUpWindow, DeferredEvent, FailedDelivery, RedeliveryPolicy, RedeliveryReport,
+    RefusedEvent,
 };
 use slipway_providers::{
+    error::ClientError,
     github::{GitHubApp, app::HookDelivery},
     stripe::{
         events::{Redelivered, StripeEvents, WebhookEndpoint},
@@ -111,7 +116,19 @@ impl ReconcileActivities {
                         code,
                     });
                 }
-                // 409 (an owner's provisioning in flight), 429, 5xx, unreachable: later, in order.
+                // 409: this event's owner is busy (a provisioning in flight); the others are not.
+                Err(ClientError::Api(f)) if f.status == 409 && window.defer_conflicts => {
+                    tracing::warn!(event_id = %event.id, event_type = %event.kind, code = ?f.code, "stripe catch-up: event deferred, the webhook endpoint answered 409");
+                    batch.deferred.push(DeferredEvent {
+                        event_id: event.id.clone(),
+                        kind: event.kind.clone(),
+                        created: event.created,
+                        status: f.status,
+                        code: f.code.clone(),
+                        attempts: 1,
+                    });
+                }
+                // 409 for a run that does not defer, 429, 5xx, unreachable: later, in order.
                 Err(e) => {
                     record_reconciled("stripe", "recovered", None, batch.delivered.len() as u64);
                     let message = format!("feeding {} ({}): {e}", event.id, event.kind);
@@ -126,6 +143,7 @@ impl ReconcileActivities {
         }
         record_reconciled("stripe", "recovered", None, batch.delivered.len() as u64);
         record_reconciled("stripe", "refused", None, batch.refused.len() as u64);
+        record_reconciled("stripe", "deferred", None, batch.deferred.len() as u64);
         Ok(batch)
     }
 

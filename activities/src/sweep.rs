@@ -92,16 +92,18 @@ impl SweepActivities {
     async fn agent_state(&self, agent_id: &str) -> Result<OwnerState, ActivityError> {
         let owner = Owner::Agent(agent_id.to_owned());
         let workflow_id = slipway_proto::model::agent_workflow_id(agent_id);
-        let gone = OwnerState { owner: owner.clone(), live: false, busy: false, holds: Vec::new() };
-        // An agent's workflow closes only once it is destroyed.
-        if temporal_ask::status(&self.temporal, &workflow_id).await? != Some(WorkflowExecutionStatus::Running)
-        {
-            return Ok(gone);
+        let gone = OwnerState::gone(owner.clone());
+        // An agent's workflow closes only once it is destroyed; one Temporal does not know is
+        // nobody's to delete.
+        match temporal_ask::status(&self.temporal, &workflow_id).await? {
+            None => return Ok(OwnerState::unknown(owner)),
+            Some(WorkflowExecutionStatus::Running) => {}
+            Some(_) => return Ok(gone),
         }
         let Some(record) =
             temporal_ask::query::<_, AgentRecord>(&self.temporal, &workflow_id, "describe", &()).await?
         else {
-            return Ok(gone);
+            return Ok(OwnerState::unknown(owner));
         };
         let busy = matches!(
             record.status,
@@ -121,24 +123,25 @@ impl SweepActivities {
         if keeps_devices {
             holds.push(format!("hostname:{}", slipway_proto::model::server_name(agent_id)));
         }
-        Ok(OwnerState { owner, live, busy: busy && live, holds })
+        Ok(OwnerState { owner, live, busy: busy && live, holds, unknown: false })
     }
 
     async fn stack_state(&self, client_id: &str) -> Result<OwnerState, ActivityError> {
         let owner = Owner::ClientStack(client_id.to_owned());
         let workflow_id = stack_workflow_id(client_id);
-        let gone = OwnerState { owner: owner.clone(), live: false, busy: false, holds: Vec::new() };
+        // A stack that succeeded closes its workflow, which retention removes later: an owner
+        // Temporal does not know is kept, never read as gone.
         match temporal_ask::status(&self.temporal, &workflow_id).await? {
-            None => Ok(gone),
+            None => Ok(OwnerState::unknown(owner)),
             Some(WorkflowExecutionStatus::Running) => {
-                Ok(OwnerState { owner, live: true, busy: true, holds: Vec::new() })
+                Ok(OwnerState { owner, live: true, busy: true, holds: Vec::new(), unknown: false })
             }
             Some(_) => {
                 let Some(status) =
                     temporal_ask::query::<_, ClientStackStatus>(&self.temporal, &workflow_id, "status", &())
                         .await?
                 else {
-                    return Ok(gone);
+                    return Ok(OwnerState::unknown(owner));
                 };
                 let r = &status.resources;
                 let holds = [&r.supabase_ref, &r.n8n_workflow_id, &r.repository, &r.vercel_project_id]
@@ -146,7 +149,13 @@ impl SweepActivities {
                     .flatten()
                     .cloned()
                     .collect();
-                Ok(OwnerState { owner, live: status.state == StackState::Succeeded, busy: false, holds })
+                Ok(OwnerState {
+                    owner,
+                    live: status.state == StackState::Succeeded,
+                    busy: false,
+                    holds,
+                    unknown: false,
+                })
             }
         }
     }

@@ -224,16 +224,27 @@ fn print_sweep(r: &SweepReport) {
         r.deleted.len(),
         if r.delete { "" } else { " (deleting is off)" }
     );
+    println!("  kept, owner unknown         {}", r.unowned.len());
+    let owner = |o: &slipway_proto::reconcile::Resource| match &o.owner {
+        slipway_proto::reconcile::Owner::Agent(a) => format!("agent {a}"),
+        slipway_proto::reconcile::Owner::ClientStack(c) => format!("client stack {c}"),
+    };
     for o in &r.orphans {
-        let owner = match &o.owner {
-            slipway_proto::reconcile::Owner::Agent(a) => format!("agent {a}"),
-            slipway_proto::reconcile::Owner::ClientStack(c) => format!("client stack {c}"),
-        };
         let done = if r.deleted.contains(&o.key()) { "deleted" } else { "orphan" };
-        println!("    {done:<8} {} {} {} ({}), {owner}", o.provider, o.kind, o.name, o.id);
+        println!("    {done:<8} {} {} {} ({}), {}", o.provider, o.kind, o.name, o.id, owner(o));
     }
     for (key, why) in &r.failed {
         println!("    failed   {key}: {why}");
+    }
+    for o in &r.unowned {
+        println!(
+            "    kept     {} {} {} ({}), {} unknown to Temporal",
+            o.provider,
+            o.kind,
+            o.name,
+            o.id,
+            owner(o)
+        );
     }
 }
 
@@ -245,6 +256,17 @@ fn print_stripe(r: &CatchUpReport) {
     println!("  refused                     {}", r.refused.len());
     for e in &r.refused {
         println!("    {} {} HTTP {} {}", e.event_id, e.kind, e.status, e.code.as_deref().unwrap_or(""));
+    }
+    println!("  deferred to the next run    {}", r.deferred.len());
+    for e in &r.deferred {
+        println!(
+            "    {} {} HTTP {} {} ({} run(s) in a row)",
+            e.event_id,
+            e.kind,
+            e.status,
+            e.code.as_deref().unwrap_or(""),
+            e.attempts
+        );
     }
 }
 

@@ -92,6 +92,10 @@ pub struct CatchUpProgress {
     /// Ids of `skip` that Stripe still listed in this run's window (an earlier run fed them).
     #[serde(default)]
     pub relisted: Vec<String>,
+    /// The events the previous run deferred (its report's `deferred`), to count the runs in a
+    /// row that defer one.
+    #[serde(default)]
+    pub carried: Vec<DeferredEvent>,
 }
 
 /// One activity call of the catch-up: feed the undelivered events created in `[from, until]`,
@@ -106,6 +110,10 @@ pub struct CatchUpWindow {
     pub max_events: u32,
     /// Already fed.
     pub skip: Vec<String>,
+    /// Defer an event the webhook path answers 409 ([`CatchUpBatch::deferred`]) and go on with
+    /// the batch, instead of failing the batch (as runs started before deferring do).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub defer_conflicts: bool,
 }
 
 /// What one batch did.
@@ -120,6 +128,9 @@ pub struct CatchUpBatch {
     pub delivered: Vec<String>,
     /// Events the webhook path refused for good (4xx other than 409/429), with its answer.
     pub refused: Vec<RefusedEvent>,
+    /// Events the webhook path answered 409 (with `defer_conflicts`), in the order fed.
+    #[serde(default)]
+    pub deferred: Vec<DeferredEvent>,
     /// More events remain in the window after this batch.
     pub more: bool,
     /// Where the next batch starts (the `created` of the last event fed).
@@ -139,6 +150,26 @@ pub struct RefusedEvent {
     pub code: Option<String>,
 }
 
+/// An event the webhook path answered 409: its owner is busy (`PROVISIONING_IN_PROGRESS`: the
+/// user's provisioning in flight), which will change. It is left out of the ids fed, so the next
+/// run lists it again (its window reaches back to `created`) and feeds it, alone; the other
+/// events of the batch go on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeferredEvent {
+    /// `evt_…`.
+    pub event_id: String,
+    /// Its type.
+    pub kind: String,
+    /// When Stripe created it (Unix seconds).
+    pub created: i64,
+    /// HTTP status of the starter's answer (409).
+    pub status: u16,
+    /// The stable `code` of its error body, if any.
+    pub code: Option<String>,
+    /// Runs in a row that deferred it, this one included.
+    pub attempts: u32,
+}
+
 /// What a `StripeCatchUp` run did; its result, and the next run's checkpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct CatchUpReport {
@@ -154,6 +185,9 @@ pub struct CatchUpReport {
     pub skipped: u32,
     /// Events refused for good.
     pub refused: Vec<RefusedEvent>,
+    /// Events answered 409, for the next run to feed again (not in `recent`).
+    #[serde(default)]
+    pub deferred: Vec<DeferredEvent>,
     /// Ids the next run must not feed again: those this run fed, and those it skipped because
     /// an earlier run had fed them and Stripe still lists them (no older ones, so the list stays
     /// as short as the window).
@@ -275,6 +309,24 @@ pub struct OwnerState {
     pub busy: bool,
     /// The resource ids its state names.
     pub holds: Vec<String>,
+    /// Temporal has no workflow of this owner: it never existed in this deployment (another
+    /// deployment's resource, an operator's own `slipway-prod`), or retention removed its
+    /// closed workflow (a client stack that succeeded long ago). Nothing proves the resource is
+    /// an orphan, so it is kept and reported, never deleted.
+    #[serde(default)]
+    pub unknown: bool,
+}
+
+impl OwnerState {
+    /// An owner whose workflow has ended for good and holds nothing.
+    pub fn gone(owner: Owner) -> Self {
+        Self { owner, live: false, busy: false, holds: Vec::new(), unknown: false }
+    }
+
+    /// An owner Temporal has no workflow of (see [`OwnerState::unknown`]).
+    pub fn unknown(owner: Owner) -> Self {
+        Self { owner, live: false, busy: false, holds: Vec::new(), unknown: true }
+    }
 }
 
 /// What an `OrphanSweep` run found; its result, and the next sweep's memory.
@@ -290,6 +342,10 @@ pub struct SweepReport {
     pub deleted: Vec<String>,
     /// Orphans whose deletion failed, with why.
     pub failed: Vec<(String, String)>,
+    /// Resources whose owner Temporal does not know ([`OwnerState::unknown`]): kept, reported
+    /// for an operator to look at.
+    #[serde(default)]
+    pub unowned: Vec<Resource>,
     /// Whether this run was allowed to delete.
     pub delete: bool,
 }

@@ -2,11 +2,16 @@
 //! and repositories.
 //!
 //! Workflow dispatch is validated like GitHub does (unknown workflow → 404, missing or
-//! unexpected inputs → 422, 204 or run details on success). A dispatched
-//! `provision-agent.yml` then "runs": a background task plays the job, posting HMAC-signed
-//! callbacks to the product (`running`, then `succeeded` or `failed`) and making the VM
-//! join the tailnet, so the whole provisioning loop can run without the internet.
-//! `POST /_sandbox/github/runner` chooses the outcome of later dispatches.
+//! unexpected inputs → 422, 204 or run details on success). Each run records its dispatch's
+//! inputs and gets its `display_title` from the workflow's `run-name` evaluated over them (the
+//! workflow's name without one), as GitHub does; the runs lists
+//! (`GET …/actions/workflows/{workflow}/runs`, `GET …/actions/runs`) take the documented
+//! filters (`event`, `created` in search syntax, `branch`, `status`, `head_sha`, `actor`,
+//! `check_suite_id`) and pages, newest first. A dispatched `provision-agent.yml` then "runs": a
+//! background task plays the job, posting signed callbacks to the product (`running`, then
+//! `succeeded` or `failed`) and making the VM join the tailnet, so the whole provisioning loop
+//! can run without the internet. `POST /_sandbox/github/runner` chooses the outcome of later
+//! dispatches.
 //!
 //! `repos` adds repositories generated from templates, which the product creates per
 //! customer and Vercel projects link to, and lists an organization's repositories.
@@ -36,7 +41,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
@@ -54,14 +59,52 @@ struct Workflow {
     name: &'static str,
     /// Declared `workflow_dispatch` inputs: (name, required).
     inputs: &'static [(&'static str, bool)],
+    /// The workflow's `run-name`, if it has one (`${{ inputs.<name> }}` expressions only).
+    run_name: Option<&'static str>,
 }
 
+/// As `deploy/actions/provision-agent.yml` declares it.
 const WORKFLOWS: &[Workflow] = &[Workflow {
     id: 104_215_001,
     file: "provision-agent.yml",
-    name: "Provision agent",
-    inputs: &[("job_id", true), ("agent_id", true), ("region", true), ("callback_url", true)],
+    name: "provision-agent",
+    inputs: &[
+        ("job_id", true),
+        ("agent_id", true),
+        ("region", true),
+        ("callback_url", true),
+        ("correlation_id", false),
+    ],
+    run_name: Some("provision ${{ inputs.agent_id }} [${{ inputs.correlation_id }}]"),
 }];
+
+/// The login every sandbox run is started by (`actor`, `triggering_actor`).
+const ACTOR: &str = "slipway-sandbox";
+
+/// `run-name` evaluated for one dispatch: each `${{ inputs.<name> }}` becomes the input's value
+/// (empty when not given), as GitHub evaluates expressions in `run-name`.
+fn evaluate_run_name(template: &str, inputs: &Map<String, Value>) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("${{") {
+        out.push_str(&rest[..start]);
+        let Some(len) = rest[start..].find("}}") else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let expr = rest[start + 3..start + len].trim();
+        if let Some(name) = expr.strip_prefix("inputs.") {
+            match inputs.get(name.trim()) {
+                Some(Value::String(v)) => out.push_str(v),
+                Some(Value::Null) | None => {}
+                Some(other) => out.push_str(&other.to_string()),
+            }
+        }
+        rest = &rest[start + len + 2..];
+    }
+    out.push_str(rest);
+    out
+}
 
 #[derive(Clone, Copy, Default, PartialEq)]
 enum Outcome {
@@ -99,6 +142,8 @@ struct Run {
     workflow: &'static Workflow,
     git_ref: String,
     head_sha: String,
+    /// `run-name` evaluated over the inputs, or the workflow's name.
+    display_title: String,
     created: DateTime<Utc>,
     updated: DateTime<Utc>,
     status: &'static str,
@@ -112,18 +157,98 @@ impl Run {
             "id": self.id, "name": self.workflow.name, "node_id": format!("WFR_kwLO{}", self.id),
             "head_branch": self.git_ref.trim_start_matches("refs/heads/"), "head_sha": self.head_sha,
             "path": format!(".github/workflows/{}", self.workflow.file),
-            "display_title": self.workflow.name, "run_number": self.number, "run_attempt": 1,
-            "event": "workflow_dispatch", "status": self.status, "conclusion": self.conclusion,
+            "display_title": self.display_title, "run_number": self.number, "run_attempt": 1,
+            "event": self.event(), "status": self.status, "conclusion": self.conclusion,
             "workflow_id": self.workflow.id, "url": api,
             "html_url": format!("https://github.com/{}/actions/runs/{}", self.repo, self.id),
             "jobs_url": format!("{api}/jobs"), "logs_url": format!("{api}/logs"),
             "cancel_url": format!("{api}/cancel"), "rerun_url": format!("{api}/rerun"),
+            "artifacts_url": format!("{api}/artifacts"), "check_suite_id": self.check_suite_id(),
+            "check_suite_url": format!("{base_url}/github/repos/{}/check-suites/{}", self.repo, self.check_suite_id()),
+            "pull_requests": [], "head_commit": null,
+            "actor": {"login": self.actor(), "type": "User"},
+            "triggering_actor": {"login": self.actor(), "type": "User"},
             "workflow_url": format!("{base_url}/github/repos/{}/actions/workflows/{}", self.repo, self.workflow.id),
             "created_at": zulu(self.created), "updated_at": zulu(self.updated),
             "run_started_at": zulu(self.created),
             "repository": {"name": self.repo.split('/').nth(1), "full_name": self.repo},
         })
     }
+}
+
+impl Run {
+    fn check_suite_id(&self) -> u64 {
+        self.id + 1_000_000
+    }
+
+    /// Sandbox runs are all dispatched.
+    fn event(&self) -> &'static str {
+        "workflow_dispatch"
+    }
+
+    fn actor(&self) -> &'static str {
+        ACTOR
+    }
+
+    fn branch(&self) -> &str {
+        self.git_ref.trim_start_matches("refs/heads/")
+    }
+}
+
+/// A `created` qualifier in GitHub's search syntax: `>=T`, `>T`, `<=T`, `<T`, `A..B` (either
+/// side `*`), or a bare date or time. Dates (`YYYY-MM-DD`) cover their whole day (UTC).
+#[derive(Debug, PartialEq)]
+struct CreatedRange {
+    from: Option<(DateTime<Utc>, bool)>,
+    to: Option<(DateTime<Utc>, bool)>,
+}
+
+impl CreatedRange {
+    /// `None` for a qualifier GitHub's search would not read (it then matches nothing).
+    fn parse(q: &str) -> Option<CreatedRange> {
+        let q = q.trim();
+        let start = |v: &str| bound(v, false);
+        let end = |v: &str| bound(v, true);
+        if let Some(v) = q.strip_prefix(">=") {
+            return Some(CreatedRange { from: Some((start(v)?, true)), to: None });
+        }
+        if let Some(v) = q.strip_prefix('>') {
+            return Some(CreatedRange { from: Some((end(v)?, false)), to: None });
+        }
+        if let Some(v) = q.strip_prefix("<=") {
+            return Some(CreatedRange { from: None, to: Some((end(v)?, true)) });
+        }
+        if let Some(v) = q.strip_prefix('<') {
+            return Some(CreatedRange { from: None, to: Some((start(v)?, false)) });
+        }
+        if let Some((a, b)) = q.split_once("..") {
+            let from = if a == "*" { None } else { Some((start(a)?, true)) };
+            let to = if b == "*" { None } else { Some((end(b)?, true)) };
+            return Some(CreatedRange { from, to });
+        }
+        Some(CreatedRange { from: Some((start(q)?, true)), to: Some((end(q)?, true)) })
+    }
+
+    fn contains(&self, t: DateTime<Utc>) -> bool {
+        let after = self.from.is_none_or(|(f, inclusive)| if inclusive { t >= f } else { t > f });
+        let before = self.to.is_none_or(|(e, inclusive)| if inclusive { t <= e } else { t < e });
+        after && before
+    }
+}
+
+/// A date or time of a `created` qualifier; a bare date is its first (`end: false`) or last
+/// (`end: true`) instant.
+fn bound(v: &str, end: bool) -> Option<DateTime<Utc>> {
+    let v = v.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(v) {
+        return Some(t.with_timezone(&Utc));
+    }
+    if let Ok(t) = chrono::NaiveDateTime::parse_from_str(v, "%Y-%m-%dT%H:%M:%S") {
+        return Some(t.and_utc());
+    }
+    let day = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").ok()?;
+    let t = if end { day.and_hms_milli_opt(23, 59, 59, 999)? } else { day.and_hms_opt(0, 0, 0)? };
+    Some(t.and_utc())
 }
 
 impl GithubState {
@@ -153,6 +278,8 @@ pub(crate) fn router(app: Shared) -> Router<Shared> {
     Router::new()
         .route("/repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches", post(dispatch))
         .route("/repos/{owner}/{repo}/actions/runs/{run_id}", get(get_run))
+        .route("/repos/{owner}/{repo}/actions/runs", get(list_repo_runs))
+        .route("/repos/{owner}/{repo}/actions/workflows/{workflow}/runs", get(list_workflow_runs))
         .route("/repos/{owner}/{repo}", get(repos::get_repo).delete(repos::delete_repo))
         .route("/repos/{owner}/{repo}/generate", post(repos::generate))
         .route("/orgs/{org}/repos", get(repos::list_for_org).post(repos::create_in_org))
@@ -330,6 +457,7 @@ async fn dispatch(
     };
     let full_repo = format!("{owner}/{repo}");
     let now = Utc::now();
+    let display_title = wf.run_name.map_or_else(|| wf.name.to_owned(), |t| evaluate_run_name(t, &inputs));
     let (run_id, generation, outcome, reason) = {
         let mut state = app.lock();
         let generation = state.generation;
@@ -345,6 +473,7 @@ async fn dispatch(
                 workflow: wf,
                 git_ref: git_ref.to_owned(),
                 head_sha: random_hex(40),
+                display_title,
                 created: now,
                 updated: now,
                 status: "queued",
@@ -390,6 +519,105 @@ async fn get_run(
         Some(run) => json_response(StatusCode::OK, run.to_json(&app.base_url)),
         None => error(StatusCode::NOT_FOUND, "Not Found", "/workflow-runs#get-a-workflow-run"),
     }
+}
+
+/// `GET /repos/{owner}/{repo}/actions/workflows/{workflow}/runs`: the workflow's runs (by file
+/// name or id; an unknown workflow is 404).
+async fn list_workflow_runs(
+    State(app): State<Shared>,
+    Path((owner, repo, workflow)): Path<(String, String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    let Some(wf) = WORKFLOWS.iter().find(|w| w.file == workflow || w.id.to_string() == workflow) else {
+        return error(StatusCode::NOT_FOUND, "Not Found", "/workflow-runs#list-workflow-runs-for-a-workflow");
+    };
+    let url = format!("{}/github/repos/{owner}/{repo}/actions/workflows/{workflow}/runs", app.base_url);
+    list_runs(&app, &format!("{owner}/{repo}"), Some(wf.id), &query, &url)
+}
+
+/// `GET /repos/{owner}/{repo}/actions/runs`: every run of the repository.
+async fn list_repo_runs(
+    State(app): State<Shared>,
+    Path((owner, repo)): Path<(String, String)>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    let url = format!("{}/github/repos/{owner}/{repo}/actions/runs", app.base_url);
+    list_runs(&app, &format!("{owner}/{repo}"), None, &query, &url)
+}
+
+/// One page of runs, newest first, filtered as GitHub documents: `actor`, `branch`, `event`,
+/// `status` (a status or a conclusion), `created` (search syntax), `head_sha`,
+/// `check_suite_id`; `per_page` (1..=100, default 30) and `page`, with a `Link` header while
+/// other pages exist. A filter value no run can have lists nothing (GitHub does not refuse it).
+fn list_runs(
+    app: &Shared,
+    full_repo: &str,
+    workflow_id: Option<u64>,
+    query: &[(String, String)],
+    url: &str,
+) -> Response {
+    let param = |k: &str| query.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+    let created = param("created").map(CreatedRange::parse);
+    let number =
+        |k: &str, default: i64| param(k).and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(default);
+    let per_page = number("per_page", 30).clamp(1, 100) as usize;
+    let page = number("page", 1).max(1) as usize;
+    let state = app.lock();
+    let mut runs: Vec<&Run> = state
+        .github
+        .runs
+        .values()
+        .filter(|r| r.repo.eq_ignore_ascii_case(full_repo))
+        .filter(|r| workflow_id.is_none_or(|id| r.workflow.id == id))
+        .filter(|r| param("actor").is_none_or(|a| a.eq_ignore_ascii_case(r.actor())))
+        .filter(|r| param("branch").is_none_or(|b| r.branch() == b))
+        .filter(|r| param("event").is_none_or(|e| e == r.event()))
+        .filter(|r| param("status").is_none_or(|s| r.status == s || r.conclusion == Some(s)))
+        .filter(|r| param("head_sha").is_none_or(|sha| r.head_sha == sha))
+        .filter(|r| param("check_suite_id").is_none_or(|id| r.check_suite_id().to_string() == id))
+        .filter(|r| match &created {
+            None => true,
+            Some(Some(range)) => range.contains(r.created),
+            Some(None) => false,
+        })
+        .collect();
+    runs.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
+    let total = runs.len();
+    let body: Vec<Value> =
+        runs.iter().skip((page - 1) * per_page).take(per_page).map(|r| r.to_json(&app.base_url)).collect();
+    drop(state);
+    let mut response = json_response(StatusCode::OK, json!({"total_count": total, "workflow_runs": body}));
+    if let Some(link) = page_links(url, query, page, total.div_ceil(per_page).max(1))
+        && let Ok(value) = axum::http::HeaderValue::from_str(&link)
+    {
+        response.headers_mut().insert(axum::http::header::LINK, value);
+    }
+    response
+}
+
+/// GitHub's `Link` header for page `page` of `last` (`prev`, `next`, `last`, `first`), the
+/// other query parameters kept.
+fn page_links(url: &str, query: &[(String, String)], page: usize, last: usize) -> Option<String> {
+    let to = |n: usize| {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in query.iter().filter(|(k, _)| k != "page") {
+            q.append_pair(k, v);
+        }
+        q.append_pair("page", &n.to_string());
+        format!("{url}?{}", q.finish())
+    };
+    let mut links = Vec::new();
+    if page > 1 {
+        links.push(format!("<{}>; rel=\"prev\"", to(page - 1)));
+    }
+    if page < last {
+        links.push(format!("<{}>; rel=\"next\"", to(page + 1)));
+        links.push(format!("<{}>; rel=\"last\"", to(last)));
+    }
+    if page > 1 {
+        links.push(format!("<{}>; rel=\"first\"", to(1)));
+    }
+    (!links.is_empty()).then(|| links.join(", "))
 }
 
 /// `POST /_sandbox/github/runner` `{"outcome": "succeed"|"fail"|"silent", "reason"?}`.
@@ -516,4 +744,33 @@ async fn post_callback(app: &Shared, job: &Job, payload: &Value) {
         s.github.callbacks.push(json!({"run_id": job.run_id, "url": job.callback_url,
             "status": payload["status"], "attempts": attempts}));
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_names_show_the_dispatch_inputs() {
+        let inputs = json!({"agent_id": "a1", "correlation_id": "slipway-r1"});
+        let inputs = inputs.as_object().unwrap();
+        assert_eq!(evaluate_run_name(WORKFLOWS[0].run_name.unwrap(), inputs), "provision a1 [slipway-r1]");
+        assert_eq!(evaluate_run_name("x ${{inputs.missing}} y", inputs), "x  y");
+    }
+
+    #[test]
+    fn created_qualifiers_read_as_github_search_does() {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let at = t("2026-03-01T10:00:00Z");
+        let range = |q: &str| CreatedRange::parse(q).unwrap();
+        assert!(range(">=2026-03-01T10:00:00Z").contains(at));
+        assert!(!range(">2026-03-01T10:00:00Z").contains(at));
+        assert!(range("<2026-03-02").contains(at));
+        assert!(!range("<=2026-02-28").contains(at));
+        assert!(range("2026-03-01").contains(at));
+        assert!(range("2026-02-01..2026-03-01").contains(at));
+        assert!(range("2026-03-01T09:00:00Z..*").contains(at));
+        assert!(!range("*..2026-03-01T09:59:59Z").contains(at));
+        assert_eq!(CreatedRange::parse(">=yesterday"), None);
+    }
 }

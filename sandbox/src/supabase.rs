@@ -71,8 +71,10 @@ const REGIONS: &[&str] = &[
     "ap-south-1",
     "sa-east-1",
 ];
-/// Services `GET /v1/projects/{ref}/health` knows.
-const SERVICES: &[&str] = &["auth", "db", "pooler", "realtime", "rest", "storage"];
+/// Services `GET /v1/projects/{ref}/health` knows (the `services` enum of Supabase's
+/// description).
+const SERVICES: &[&str] =
+    &["auth", "db", "db_postgres_user", "pooler", "realtime", "rest", "storage", "pg_bouncer"];
 const POSTGRES_VERSION: &str = "15.8.1.085";
 
 const FAIL_MARKER: &str = "-- slipway:fail";
@@ -395,24 +397,13 @@ async fn delete_project(State(app): State<Shared>, Path(reference): Path<String>
     json_response(StatusCode::OK, json!({"id": p.id, "ref": p.reference, "name": p.name}))
 }
 
-/// `?services=db,rest` or `?services=db&services=rest` (required).
+/// `?services=db&services=rest`: one health entry per service asked for, in that order.
 async fn health(
     State(app): State<Shared>,
     Path(reference): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Response {
-    let services: Vec<&str> = query
-        .iter()
-        .filter(|(k, _)| k == "services" || k == "services[]")
-        .flat_map(|(_, v)| v.split(','))
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    if services.is_empty() || services.iter().any(|s| !SERVICES.contains(s)) {
-        let allowed = SERVICES.join(", ");
-        let text = format!("each value in services must be one of the following values: {allowed}");
-        return message(StatusCode::BAD_REQUEST, &text);
-    }
+    let services = requested_services(&query);
     let mut state = app.lock();
     let Some(p) = state.supabase.project(&reference) else {
         return project_not_found();
@@ -422,6 +413,20 @@ async fn health(
     let body: Vec<Value> =
         services.iter().map(|name| json!({"name": name, "healthy": healthy, "status": status})).collect();
     json_response(StatusCode::OK, Value::from(body))
+}
+
+/// The services a health request asks for. Supabase's description declares `services` an
+/// array of its service names with the default serialization of a query parameter (style form,
+/// explode true), so each is its own `services=` pair; `services=db,rest` is one value, and not
+/// a service name. The description declares no 400 for this operation, so a value that is not
+/// a service name is left out of the answer rather than refused: a client sending the comma
+/// form hears of no service at all, and never sees its project healthy.
+fn requested_services(query: &[(String, String)]) -> Vec<&str> {
+    query
+        .iter()
+        .filter(|(k, v)| k == "services" && SERVICES.contains(&v.as_str()))
+        .map(|(_, v)| v.as_str())
+        .collect()
 }
 
 async fn api_keys(State(app): State<Shared>, Path(reference): Path<String>) -> Response {
@@ -514,6 +519,22 @@ mod tests {
             "INSERT INTO public.slipway_schema_migrations (version) VALUES ('003_o''brien'); SELECT 1;";
         assert_eq!(p.execute(quoted), Ok(vec![]));
         assert_eq!((p.migrations[2].as_str(), p.executed[2].as_str()), ("003_o'brien", "SELECT 1;"));
+    }
+
+    #[test]
+    fn health_reads_services_as_repeated_parameters() {
+        let pairs = |q: &[(&str, &str)]| -> Vec<(String, String)> {
+            q.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        };
+        let repeated =
+            pairs(&[("services", "db"), ("services", "rest"), ("timeout_ms", "10"), ("services", "auth")]);
+        assert_eq!(requested_services(&repeated), ["db", "rest", "auth"]);
+        assert!(requested_services(&pairs(&[("services", "db,rest,auth")])).is_empty());
+        assert!(requested_services(&pairs(&[("services[]", "db")])).is_empty());
+        assert_eq!(
+            requested_services(&pairs(&[("services", "kitchen"), ("services", "pg_bouncer")])),
+            ["pg_bouncer"]
+        );
     }
 
     #[test]

@@ -15,12 +15,14 @@
 //! - [`temporal`]: the [`temporal::Gateway`], one module per workflow type, the only code that
 //!   talks to Temporal.
 //!
-//! Beside them: [`auth`] (JWT bearer tokens), [`limits`] (per-user and per-IP rate limits, 429),
+//! Beside them: [`auth`] (JWT bearer tokens), [`limits`] (per-user and per-IP rate limits, 429,
+//! in bounded memory), [`client_ip`] (the client behind trusted proxies),
 //! [`metrics`], [`error`] (the one HTTP error type), [`settings`], [`validate`]. Webhook
 //! verification, event types, the Actions OIDC verifier and the Stripe client come from each
 //! provider's home in `slipway-providers`; the starter calls no provider any other way.
 
 pub mod auth;
+pub mod client_ip;
 pub mod error;
 pub mod grpc;
 pub mod ingress;

@@ -33,8 +33,9 @@ pub struct StarterSettings {
     pub stripe_webhook_secret: SecretString,
     /// HMAC secret of the GitHub Actions callbacks (the fallback credential).
     pub callback_secret: SecretString,
-    /// Accept HMAC-signed callbacks (`SLIPWAY_CALLBACK_HMAC`, default `true`); `false` accepts
-    /// only Actions OIDC tokens.
+    /// Accept HMAC-signed callbacks (`SLIPWAY_CALLBACK_HMAC`). Default: only while Actions OIDC
+    /// is not configured (the shared secret proves no run); `true` keeps them as a fallback next
+    /// to OIDC, `false` accepts only Actions OIDC tokens.
     pub callback_hmac: bool,
     /// Actions OIDC callbacks, enabled by `GITHUB_ACTIONS_REPO`.
     pub actions_oidc: Option<ActionsOidc>,
@@ -53,6 +54,10 @@ pub struct StarterSettings {
     /// Failed authentications per client IP and minute before 429
     /// (`SLIPWAY_AUTH_FAILURES_PER_MIN`, default 60; 0 = no limit).
     pub auth_failures_per_min: u32,
+    /// Reverse proxies whose `X-Forwarded-For` names the client of the per-IP budget
+    /// (`SLIPWAY_TRUSTED_PROXIES`: addresses and CIDR blocks, comma-separated; default none: the
+    /// header is ignored and the peer address is the client).
+    pub trusted_proxies: crate::client_ip::TrustedProxies,
     /// Longest a request waits on Temporal before answering 503.
     pub temporal_timeout: Duration,
     /// Saga knobs given to new agents.
@@ -95,6 +100,9 @@ pub struct ActionsOidc {
     pub repository: String,
     /// The workflow file it dispatches (`GITHUB_ACTIONS_WORKFLOW`, default `provision-agent.yml`).
     pub workflow: String,
+    /// The ref it dispatches at (`GITHUB_ACTIONS_REF`, the worker's setting, default `main`), as
+    /// the token's `ref` claim spells it: `refs/heads/main`.
+    pub git_ref: String,
 }
 
 /// Required variables, in the order they are reported.
@@ -141,37 +149,41 @@ impl StarterSettings {
         let defaults = ProvisioningPolicy::default();
         let history_limit = u32::try_from(num("SLIPWAY_HISTORY_LIMIT", 5_000)?)
             .map_err(|_| ConfigError::Invalid("SLIPWAY_HISTORY_LIMIT is too large".into()))?;
+        let actions_oidc = match get("GITHUB_ACTIONS_REPO") {
+            Some(repo) if repo.split('/').count() == 2 && !repo.starts_with('/') && !repo.ends_with('/') => {
+                Some(ActionsOidc {
+                    issuer: get("SLIPWAY_ACTIONS_OIDC_ISSUER")
+                        .unwrap_or_else(|| slipway_providers::github::actions_oidc::GITHUB_ISSUER.to_owned()),
+                    audience: get("SLIPWAY_ACTIONS_OIDC_AUDIENCE").unwrap_or_else(|| "slipway".to_owned()),
+                    repository: repo,
+                    workflow: get("GITHUB_ACTIONS_WORKFLOW")
+                        .unwrap_or_else(|| "provision-agent.yml".to_owned()),
+                    git_ref: slipway_providers::github::actions_oidc::qualified_ref(
+                        &get("GITHUB_ACTIONS_REF").unwrap_or_else(|| "main".to_owned()),
+                    ),
+                })
+            }
+            Some(_) => return Err(ConfigError::Invalid("GITHUB_ACTIONS_REPO must be owner/repo".into())),
+            None => None,
+        };
+        // The shared secret proves no run: with Actions OIDC configured, HMAC-signed callbacks are
+        // accepted only when asked for.
+        let callback_hmac = match get("SLIPWAY_CALLBACK_HMAC").as_deref() {
+            None => actions_oidc.is_none(),
+            Some("true") => true,
+            Some("false") => false,
+            Some(_) => {
+                return Err(ConfigError::Invalid("SLIPWAY_CALLBACK_HMAC must be true or false".into()));
+            }
+        };
         let settings = Self {
             http_addr: addr("SLIPWAY_HTTP_ADDR", "127.0.0.1:8080")?,
             grpc_addr: addr("SLIPWAY_GRPC_ADDR", "127.0.0.1:50051")?,
             task_queue: get("SLIPWAY_TASK_QUEUE").unwrap_or_else(|| "slipway".to_owned()),
             stripe_webhook_secret: secret("STRIPE_WEBHOOK_SECRET"),
             callback_secret: secret("GITHUB_CALLBACK_SECRET"),
-            callback_hmac: match get("SLIPWAY_CALLBACK_HMAC").as_deref() {
-                None | Some("true") => true,
-                Some("false") => false,
-                Some(_) => {
-                    return Err(ConfigError::Invalid("SLIPWAY_CALLBACK_HMAC must be true or false".into()));
-                }
-            },
-            actions_oidc: match get("GITHUB_ACTIONS_REPO") {
-                Some(repo)
-                    if repo.split('/').count() == 2 && !repo.starts_with('/') && !repo.ends_with('/') =>
-                {
-                    Some(ActionsOidc {
-                        issuer: get("SLIPWAY_ACTIONS_OIDC_ISSUER").unwrap_or_else(|| {
-                            slipway_providers::github::actions_oidc::GITHUB_ISSUER.to_owned()
-                        }),
-                        audience: get("SLIPWAY_ACTIONS_OIDC_AUDIENCE")
-                            .unwrap_or_else(|| "slipway".to_owned()),
-                        repository: repo,
-                        workflow: get("GITHUB_ACTIONS_WORKFLOW")
-                            .unwrap_or_else(|| "provision-agent.yml".to_owned()),
-                    })
-                }
-                Some(_) => return Err(ConfigError::Invalid("GITHUB_ACTIONS_REPO must be owner/repo".into())),
-                None => None,
-            },
+            callback_hmac,
+            actions_oidc,
             jwt_secret: secret("SLIPWAY_JWT_SECRET"),
             jwt_pins: crate::auth::Pins {
                 issuer: get("SLIPWAY_JWT_ISSUER"),
@@ -190,6 +202,16 @@ impl StarterSettings {
                 .map_err(|_| ConfigError::Invalid("SLIPWAY_API_RATE_PER_MIN is too large".into()))?,
             auth_failures_per_min: u32::try_from(num("SLIPWAY_AUTH_FAILURES_PER_MIN", 60)?)
                 .map_err(|_| ConfigError::Invalid("SLIPWAY_AUTH_FAILURES_PER_MIN is too large".into()))?,
+            trusted_proxies: get("SLIPWAY_TRUSTED_PROXIES")
+                .map(|v| {
+                    v.parse().map_err(|e| {
+                        ConfigError::Invalid(format!(
+                            "SLIPWAY_TRUSTED_PROXIES must list IP addresses or CIDR blocks: {e}"
+                        ))
+                    })
+                })
+                .transpose()?
+                .unwrap_or_default(),
             temporal_timeout: Duration::from_millis(num("SLIPWAY_TEMPORAL_TIMEOUT_MS", 5000)?),
             policy: ProvisioningPolicy {
                 callback_deadline_secs: num(
@@ -263,6 +285,30 @@ mod tests {
         assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(s.task_queue, "slipway");
         assert_eq!(s.jwt_pins, crate::auth::Pins::default());
+    }
+
+    #[test]
+    fn hmac_callbacks_are_off_by_default_once_actions_oidc_is_configured() {
+        let with = |extra: &'static [(&'static str, &'static str)]| {
+            StarterSettings::from_lookup(move |k| {
+                extra
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+                    .or_else(|| REQUIRED.contains(&k).then(|| "x".repeat(32)))
+            })
+        };
+        let s = with(&[]).unwrap();
+        assert!(s.callback_hmac && s.actions_oidc.is_none(), "without OIDC, HMAC proves callbacks");
+        let s = with(&[("GITHUB_ACTIONS_REPO", "acme/agents")]).unwrap();
+        assert!(!s.callback_hmac, "with OIDC, HMAC is off unless asked for");
+        assert_eq!(s.actions_oidc.unwrap().git_ref, "refs/heads/main");
+        let s = with(&[("GITHUB_ACTIONS_REPO", "acme/agents"), ("SLIPWAY_CALLBACK_HMAC", "true")]).unwrap();
+        assert!(s.callback_hmac);
+        let s =
+            with(&[("GITHUB_ACTIONS_REPO", "acme/agents"), ("GITHUB_ACTIONS_REF", "refs/tags/v1")]).unwrap();
+        assert_eq!(s.actions_oidc.unwrap().git_ref, "refs/tags/v1");
+        assert!(with(&[("SLIPWAY_CALLBACK_HMAC", "false")]).is_err(), "no proof at all");
     }
 
     #[test]

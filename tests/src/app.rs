@@ -100,7 +100,7 @@ impl TestApp {
             // Callbacks prove their run with the sandbox issuer's Actions OIDC tokens.
             "GITHUB_ACTIONS_REPO" => Some(ACTIONS_REPO.to_owned()),
             "SLIPWAY_ACTIONS_OIDC_ISSUER" => Some(format!("{sandbox_url}/github-oidc")),
-            "SLIPWAY_CALLBACK_HMAC" => Some(opts.callback_hmac.to_string()),
+            "SLIPWAY_CALLBACK_HMAC" => opts.callback_hmac.map(|on| on.to_string()),
             _ => None,
         })?;
         let gateway = Gateway::for_address(

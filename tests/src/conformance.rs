@@ -3,7 +3,9 @@
 //!
 //! An exchange (as the sandbox records it, `GET /_sandbox/exchanges`) is checked on both sides:
 //! - **request**: a known operation (method + path template of the provider's description), its
-//!   required path, query and header parameters present and no undeclared query parameter, the
+//!   required path, query and header parameters present and no undeclared query parameter, each
+//!   query value read the way its `style` and `explode` say and checked against its schema (see
+//!   [`Contract::check_query_values`]), the
 //!   credential the operation's security scheme asks for (scheme only: the log never holds
 //!   secrets), a body where one is required, and a JSON body valid against the operation's
 //!   schema (form bodies, Stripe's, are checked for undeclared top-level fields);
@@ -179,8 +181,10 @@ impl Contract {
             ));
             return out;
         };
+        let template = name.split_once(' ').map_or("", |(_, t)| t);
+        let item = &self.spec["paths"][template];
         let mut v = |side: &'static str, message: String| out.push(self.violation(&name, side, message));
-        for m in self.check_request(op, req) {
+        for m in self.check_request(op, Some(item), req) {
             v("request", m);
         }
         // An answer a test injected (`x-sandbox-fault`) is the test's choice, not the emulation's.
@@ -196,22 +200,32 @@ impl Contract {
         Violation { provider: self.provider.clone(), operation: operation.to_owned(), side, message }
     }
 
+    /// The operation's parameters, then those of its path item the operation does not redefine
+    /// (same `name` and `in`), as OpenAPI reads them.
     fn parameters<'a>(&'a self, op: &'a Value, template_item: Option<&'a Value>) -> Vec<&'a Value> {
         let mut params: Vec<&Value> = op["parameters"].as_array().into_iter().flatten().collect();
         if let Some(item) = template_item {
-            params.extend(item["parameters"].as_array().into_iter().flatten());
+            let inherited: Vec<&Value> = item["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| !params.iter().any(|o| o["name"] == p["name"] && o["in"] == p["in"]))
+                .collect();
+            params.extend(inherited);
         }
         params
     }
 
-    fn check_request(&self, op: &Value, req: &Value) -> Vec<String> {
+    fn check_request(&self, op: &Value, template_item: Option<&Value>, req: &Value) -> Vec<String> {
         let mut problems = Vec::new();
         let headers = req["headers"].as_object().cloned().unwrap_or_default();
-        let query: BTreeMap<String, String> = req["query"]
+        // Every pair, in order: a repeated key is how an exploded array travels.
+        let pairs: Vec<(String, String)> = req["query"]
             .as_str()
             .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
             .unwrap_or_default();
-        let params = self.parameters(op, None);
+        let query: BTreeMap<&str, &str> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let params = self.parameters(op, template_item);
         for p in &params {
             let name = p["name"].as_str().unwrap_or_default();
             let required = p["required"] == json!(true);
@@ -231,6 +245,9 @@ impl Contract {
             if !declared {
                 problems.push(format!("query parameter `{k}` is not declared"));
             }
+        }
+        for p in params.iter().filter(|p| p["in"] == "query") {
+            problems.extend(self.check_query_values(p, &pairs));
         }
         if let Some(m) = self.check_security(op, &headers) {
             problems.push(m);
@@ -323,20 +340,144 @@ impl Contract {
         }
     }
 
-    /// Errors of `instance` against an OpenAPI schema (first 5, deepest paths).
-    pub fn validate(&self, schema: &Value, instance: &Value) -> Vec<String> {
+    /// Problems of one query parameter's values. The values are read the way the parameter's
+    /// serialization says: `style` (default `form`) and `explode` (default true for `form`). An
+    /// array with `explode: true` travels as repeated parameters (`services=db&services=rest`),
+    /// with `explode: false` as one value split on `,` (`|` for `pipeDelimited`, a space for
+    /// `spaceDelimited`). Each item of an array, or the one value of a scalar, must read as an
+    /// instance of its schema (type, enum, bounds, pattern); a scalar sent more than once, or an
+    /// unexploded array sent more than once, is wrong too. `deepObject` parameters (Stripe's
+    /// `expand[]`, `created[gte]`) and objects are judged by their names alone, as before.
+    pub fn check_query_values(&self, param: &Value, pairs: &[(String, String)]) -> Vec<String> {
+        let mut problems = Vec::new();
+        let name = param["name"].as_str().unwrap_or_default();
+        let style = param["style"].as_str().unwrap_or("form");
+        let explode = param["explode"].as_bool().unwrap_or(style == "form");
+        let schema = self.resolve(&param["schema"]);
+        if style == "deepObject" || schema.is_null() {
+            return problems;
+        }
+        for (k, _) in pairs.iter().filter(|(k, _)| k != name && base_name(k) == name) {
+            problems.push(format!("query parameter `{k}`: style {style} sends it as `{name}=…`"));
+        }
+        let values: Vec<&str> = pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect();
+        let types = schema_types(schema);
+        if values.is_empty() || types.contains(&"object") {
+            return problems;
+        }
+        if !(types.contains(&"array") || types.is_empty() && schema.get("items").is_some()) {
+            if values.len() > 1 {
+                problems
+                    .push(format!("query parameter `{name}` sent {} times; it is one value", values.len()));
+            }
+            for v in values {
+                if let Some(m) = self.judge_text(schema, v) {
+                    problems.push(format!("query parameter `{name}` = `{v}`: {m}"));
+                }
+            }
+            return problems;
+        }
+        let items: Vec<&str> = if explode {
+            values
+        } else {
+            let separator = match style {
+                "pipeDelimited" => '|',
+                "spaceDelimited" => ' ',
+                _ => ',',
+            };
+            if values.len() > 1 {
+                problems.push(format!(
+                    "query parameter `{name}` sent {} times; it is declared one `{separator}`-separated \
+                     value (style {style}, explode false)",
+                    values.len()
+                ));
+            }
+            values.iter().flat_map(|v| v.split(separator)).collect()
+        };
+        for item in items {
+            if let Some(m) = self.judge_text(&schema["items"], item) {
+                let hint = if explode && item.contains(',') {
+                    format!(
+                        "; an array is sent as repeated parameters (`{name}=a&{name}=b`: style {style}, \
+                         explode true)"
+                    )
+                } else {
+                    String::new()
+                };
+                problems.push(format!("query parameter `{name}`, item `{item}`: {m}{hint}"));
+            }
+        }
+        problems
+    }
+
+    /// `schema`, its `$ref` followed (a few levels at most) within the description.
+    fn resolve<'a>(&'a self, mut schema: &'a Value) -> &'a Value {
+        for _ in 0..8 {
+            match schema["$ref"].as_str().and_then(|r| r.strip_prefix('#')).and_then(|p| self.spec.pointer(p))
+            {
+                Some(target) => schema = target,
+                None => break,
+            }
+        }
+        schema
+    }
+
+    /// `None` if the text of a query value reads as an instance of `schema`, else the first
+    /// error. A query value is text, so `42` may be the integer or the string, `true` the
+    /// boolean or the string; the error reported is that of the most specific reading.
+    fn judge_text(&self, schema: &Value, text: &str) -> Option<String> {
+        let mut readings = Vec::new();
+        if let Ok(n) = text.parse::<i64>() {
+            readings.push(json!(n));
+        } else if let Some(f) = text.parse::<f64>().ok().filter(|f| f.is_finite()) {
+            readings.push(json!(f));
+        }
+        if let Ok(b) = text.parse::<bool>() {
+            readings.push(json!(b));
+        }
+        readings.push(json!(text));
+        // Small parameter schemas compile alone; the component schemas only when referenced.
+        let with_components = schema.to_string().contains("\"$ref\"");
+        let mut first = None;
+        for reading in &readings {
+            let errors = match self.validator(schema, with_components) {
+                Ok(validator) => validator.iter_errors(reading).map(|e| e.to_string()).collect(),
+                Err(e) => vec![e],
+            };
+            if errors.is_empty() {
+                return None;
+            }
+            if first.is_none() {
+                first = errors.into_iter().next();
+            }
+        }
+        first.map(|m| truncate(&m, 200))
+    }
+
+    fn validator(&self, schema: &Value, with_components: bool) -> Result<jsonschema::Validator, String> {
         // The schema, with the description's component schemas beside it so its `$ref`s
         // (`#/components/schemas/…`) resolve within the one document.
-        let document =
-            json!({"allOf": [schema], "components": {"schemas": self.spec["components"]["schemas"]}});
+        let document = if with_components {
+            json!({"allOf": [schema], "components": {"schemas": self.spec["components"]["schemas"]}})
+        } else {
+            json!({"allOf": [schema]})
+        };
         let mut schema = if self.draft4 { openapi30_to_draft4(&document) } else { document };
         if self.oneof_as_anyof {
             schema = rename_key(&schema, "oneOf", "anyOf");
         }
         let draft = if self.draft4 { jsonschema::Draft::Draft4 } else { jsonschema::Draft::Draft202012 };
-        let validator = match jsonschema::options().with_draft(draft).build(&schema) {
+        jsonschema::options()
+            .with_draft(draft)
+            .build(&schema)
+            .map_err(|e| format!("schema does not compile: {e}"))
+    }
+
+    /// Errors of `instance` against an OpenAPI schema (first 5, deepest paths).
+    pub fn validate(&self, schema: &Value, instance: &Value) -> Vec<String> {
+        let validator = match self.validator(schema, true) {
             Ok(v) => v,
-            Err(e) => return vec![format!("schema does not compile: {e}")],
+            Err(e) => return vec![e],
         };
         validator
             .iter_errors(instance)
@@ -361,6 +502,15 @@ fn rename_key(schema: &Value, from: &str, to: &str) -> Value {
         ),
         Value::Array(items) => Value::Array(items.iter().map(|v| rename_key(v, from, to)).collect()),
         other => other.clone(),
+    }
+}
+
+/// The types a schema declares: `type` as one name (3.0) or a list (3.1); none if it has none.
+fn schema_types(schema: &Value) -> Vec<&str> {
+    match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -457,4 +607,113 @@ pub fn operations_called(
         ops.sort();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A description of one `GET /things` taking `params`.
+    fn contract(openapi: &str, params: Value) -> Contract {
+        let spec = json!({
+            "openapi": openapi,
+            "paths": {"/things": {"get": {"parameters": params, "responses": {"200": {"description": ""}}}}},
+            "components": {"schemas": {"Colour": {"type": "string", "enum": ["red", "blue"]}}},
+        });
+        Contract::from_spec("test", spec).expect("a description")
+    }
+
+    /// The request problems of `GET /things?<query>`.
+    fn problems(contract: &Contract, query: &str) -> Vec<String> {
+        let exchange = json!({
+            "request": {"method": "GET", "path": "/things", "query": query, "headers": {}},
+            "response": {"status": 200},
+        });
+        contract.check(&exchange).into_iter().map(|v| v.message).collect()
+    }
+
+    #[test]
+    fn supabase_health_services_travel_as_repeated_parameters() {
+        let supabase = Contract::load("supabase").expect("the pinned Supabase description");
+        let check = |query: &str| {
+            let exchange = json!({
+                "request": {"method": "GET", "path": "/supabase/v1/projects/abcdefghijklmnopqrst/health",
+                            "query": query, "headers": {"authorization": "Bearer"}},
+                "response": {"status": 401},
+            });
+            supabase.check(&exchange).into_iter().map(|v| v.message).collect::<Vec<_>>()
+        };
+        assert_eq!(check("services=db&services=rest&services=auth"), Vec::<String>::new());
+        let found = check("services=db,rest,auth");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("query parameter `services`, item `db,rest,auth`"), "{found:?}");
+        assert!(found[0].contains("is not one of") && found[0].contains("repeated parameters"), "{found:?}");
+        let found = check("services=db&services=kitchen&timeout_ms=20000");
+        assert!(found.iter().any(|m| m.contains("item `kitchen`")), "{found:?}");
+        assert!(
+            found.iter().any(|m| m.contains("`timeout_ms` = `20000`") && m.contains("maximum")),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn an_exploded_array_is_repeated_an_unexploded_one_comma_separated() {
+        let items = json!({"type": "array", "items": {"type": "string", "enum": ["a", "b"]}});
+        let exploded = contract("3.0.3", json!([{"name": "x", "in": "query", "schema": items}]));
+        assert!(problems(&exploded, "x=a&x=b").is_empty());
+        assert_eq!(problems(&exploded, "x=a,b").len(), 1);
+        let form = json!([{"name": "x", "in": "query", "style": "form", "explode": false, "schema": items}]);
+        let unexploded = contract("3.0.3", form);
+        assert!(problems(&unexploded, "x=a,b").is_empty());
+        let repeated = problems(&unexploded, "x=a&x=b");
+        assert!(repeated.len() == 1 && repeated[0].contains("sent 2 times"), "{repeated:?}");
+        let wrong = problems(&unexploded, "x=a,c");
+        assert!(wrong.len() == 1 && wrong[0].contains("item `c`"), "{wrong:?}");
+        let pipes = json!([{"name": "x", "in": "query", "style": "pipeDelimited", "explode": false, "schema": items}]);
+        assert!(problems(&contract("3.0.3", pipes), "x=a|b").is_empty());
+        // A bracketed name is not how style form sends an array.
+        let bracketed = problems(&exploded, "x[]=a");
+        assert!(bracketed.len() == 1 && bracketed[0].contains("`x[]`"), "{bracketed:?}");
+    }
+
+    #[test]
+    fn scalars_are_judged_by_type_enum_and_bounds() {
+        let params = json!([
+            {"name": "n", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 10}},
+            {"name": "b", "in": "query", "schema": {"type": "boolean"}},
+            {"name": "s", "in": "query", "schema": {"type": "string", "enum": ["1", "0"]}},
+            {"name": "c", "in": "query", "schema": {"$ref": "#/components/schemas/Colour"}},
+            {"name": "free", "in": "query", "schema": {"type": "string"}},
+        ]);
+        for version in ["3.0.3", "3.1.0"] {
+            let c = contract(version, params.clone());
+            assert!(problems(&c, "n=3&b=true&s=1&c=red&free=42").is_empty(), "{version}");
+            for (query, expected) in [
+                ("n=three", "`n` = `three`"),
+                ("n=1.5", "`n` = `1.5`"),
+                ("n=11", "maximum"),
+                ("b=yes", "`b` = `yes`"),
+                ("s=2", "`s` = `2`"),
+                ("c=green", "`c` = `green`"),
+                ("n=1&n=2", "sent 2 times"),
+            ] {
+                let found = problems(&c, query);
+                assert!(found.len() == 1 && found[0].contains(expected), "{version} {query}: {found:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn deep_objects_and_path_item_parameters() {
+        let params = json!([{"name": "expand", "in": "query", "style": "deepObject", "explode": true,
+                             "schema": {"type": "array", "items": {"type": "string", "maxLength": 3}}}]);
+        assert!(problems(&contract("3.0.3", params), "expand[]=customer&expand[]=x").is_empty());
+        // A parameter declared on the path item is the operation's too.
+        let mut c = contract("3.0.3", json!([]));
+        c.spec["paths"]["/things"]["parameters"] =
+            json!([{"name": "n", "in": "query", "required": true, "schema": {"type": "integer"}}]);
+        assert!(problems(&c, "n=1").is_empty());
+        assert_eq!(problems(&c, "n=x").len(), 1);
+        assert_eq!(problems(&c, ""), ["required query parameter `n` missing"]);
+    }
 }

@@ -51,9 +51,10 @@ pub struct Options {
     pub max_draft_agents: u32,
     /// Starter: serve `/metrics` on its own (internal) listener, not the public one.
     pub internal_metrics: bool,
-    /// Starter: accept HMAC-signed Actions callbacks (`SLIPWAY_CALLBACK_HMAC`); OIDC tokens
-    /// from the sandbox's issuer are always accepted.
-    pub callback_hmac: bool,
+    /// Starter: accept HMAC-signed Actions callbacks (`SLIPWAY_CALLBACK_HMAC`); `None` leaves it
+    /// unset, the starter's default: off, since the test starter has Actions OIDC configured.
+    /// OIDC tokens from the sandbox's issuer are always accepted.
+    pub callback_hmac: Option<bool>,
     /// Sandbox: record whole exchanges for the conformance suite (`GET /_sandbox/exchanges`).
     pub record_exchanges: bool,
     /// Sandbox: accept this Hetzner token instead of the worker's (to see a refused credential).
@@ -85,7 +86,7 @@ impl Default for Options {
             rate_limits: (0, 0),
             max_draft_agents: 20,
             internal_metrics: false,
-            callback_hmac: true,
+            callback_hmac: None,
             record_exchanges: false,
             sandbox_hetzner_token: None,
             stripe_delivery: None,

@@ -1,6 +1,7 @@
-//! Actions callbacks must prove which run sent them: an Actions OIDC token of a run of the
-//! dispatched workflow (the sandbox plays GitHub's issuer), or the HMAC fallback over a body
-//! signed with a recent `sent_at`. And the saga takes callbacks only from the run it dispatched.
+//! Actions callbacks must prove which run sent them: an Actions OIDC token of a dispatched run of
+//! the workflow at the dispatched ref (the sandbox plays GitHub's issuer), or (only when enabled
+//! next to OIDC) the HMAC fallback over a body signed with a recent `sent_at`. Every body names
+//! its run, and the saga takes callbacks only from the run it dispatched.
 
 use std::time::Duration;
 
@@ -16,7 +17,8 @@ async fn error_code(resp: reqwest::Response) -> (u16, String) {
 }
 
 /// A token from the sandbox's issuer, as GitHub would issue it to `run_id` of `workflow` in
-/// `repository` (`extra` overrides: `audience`, `expires_in`).
+/// `repository`, dispatched at `main` (`extra` overrides: `audience`, `expires_in`, `ref`,
+/// `event_name`).
 async fn token(
     app: &TestApp,
     repository: &str,
@@ -48,11 +50,29 @@ async fn post(
     Ok(req.send().await?)
 }
 
+/// With OIDC configured and `SLIPWAY_CALLBACK_HMAC` unset, the shared secret proves nothing: a
+/// well-signed, recent callback without a token is refused.
+#[tokio::test]
+async fn hmac_signed_callbacks_are_refused_while_oidc_is_configured() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let body = json!({"job_id": "provisioning-nobody/run-x", "agent_id": "a1", "status": "succeeded",
+        "run_id": "77", "sent_at": now()});
+    let signature = Some(sign_hmac_sha256(body.to_string().as_bytes(), CALLBACK_SECRET.as_bytes()));
+    assert_eq!(
+        error_code(post(&app, None, signature, &body).await?).await,
+        (401, "MISSING_SIGNATURE".into())
+    );
+    assert_eq!(error_code(post(&app, None, None, &body).await?).await, (401, "MISSING_SIGNATURE".into()));
+    Ok(())
+}
+
+/// `SLIPWAY_CALLBACK_HMAC=true` keeps the HMAC fallback next to OIDC.
 #[tokio::test]
 async fn the_hmac_fallback_needs_a_valid_signature_over_a_recent_body() -> anyhow::Result<()> {
-    let app = TestApp::spawn().await?;
+    let app = TestApp::spawn_with(Options { callback_hmac: Some(true), ..Options::default() }).await?;
     let sign = |b: &Value| Some(sign_hmac_sha256(b.to_string().as_bytes(), CALLBACK_SECRET.as_bytes()));
-    let unknown_job = json!({"job_id": "provisioning-nobody/run-x", "agent_id": "a1", "status": "succeeded", "sent_at": now()});
+    let unknown_job = json!({"job_id": "provisioning-nobody/run-x", "agent_id": "a1", "status": "succeeded",
+        "run_id": "77", "sent_at": now()});
 
     let forged = Some(sign_hmac_sha256(unknown_job.to_string().as_bytes(), b"wrong"));
     assert_eq!(
@@ -63,12 +83,13 @@ async fn the_hmac_fallback_needs_a_valid_signature_over_a_recent_body() -> anyho
         error_code(post(&app, None, None, &unknown_job).await?).await,
         (401, "MISSING_SIGNATURE".into())
     );
-    let undated = json!({"job_id": "provisioning-nobody/run-x", "agent_id": "a1", "status": "succeeded"});
+    let undated = json!({"job_id": "provisioning-nobody/run-x", "agent_id": "a1", "status": "succeeded", "run_id": "77"});
     assert_eq!(
         error_code(post(&app, None, sign(&undated), &undated).await?).await,
         (401, "STALE_TIMESTAMP".into())
     );
-    let replayed = json!({"job_id": "provisioning-nobody/run-x", "agent_id": "a1", "status": "succeeded", "sent_at": now() - 301});
+    let replayed = json!({"job_id": "provisioning-nobody/run-x", "agent_id": "a1", "status": "succeeded",
+        "run_id": "77", "sent_at": now() - 301});
     assert_eq!(
         error_code(post(&app, None, sign(&replayed), &replayed).await?).await,
         (401, "STALE_TIMESTAMP".into())
@@ -78,12 +99,16 @@ async fn the_hmac_fallback_needs_a_valid_signature_over_a_recent_body() -> anyho
         error_code(post(&app, None, sign(&unknown_job), &unknown_job).await?).await,
         (404, "JOB_NOT_FOUND".into())
     );
-    let running_without_run =
-        json!({"job_id": "provisioning-u/r", "agent_id": "a1", "status": "running", "sent_at": now()});
-    assert_eq!(
-        error_code(post(&app, None, sign(&running_without_run), &running_without_run).await?).await,
-        (400, "INVALID_CALLBACK".into())
-    );
+    // Every status names its run: the saga matches it against the run it dispatched.
+    for status in ["running", "succeeded", "failed"] {
+        let without_run =
+            json!({"job_id": "provisioning-u/r", "agent_id": "a1", "status": status, "sent_at": now()});
+        assert_eq!(
+            error_code(post(&app, None, sign(&without_run), &without_run).await?).await,
+            (400, "INVALID_CALLBACK".into()),
+            "{status} without run_id"
+        );
+    }
     Ok(())
 }
 
@@ -102,6 +127,21 @@ async fn an_oidc_token_must_come_from_a_run_of_the_dispatched_workflow() -> anyh
 
     for (why, t, expected) in [
         ("another repository", token(&app, "evil/agents", wf, 77, json!({})).await?, (403, "WRONG_RUN")),
+        (
+            "a pushed branch (a modified copy of the workflow)",
+            token(&app, ACTIONS_REPO, wf, 77, json!({"ref": "refs/heads/evil"})).await?,
+            (403, "WRONG_RUN"),
+        ),
+        (
+            "a tag, not the dispatched branch",
+            token(&app, ACTIONS_REPO, wf, 77, json!({"ref": "refs/tags/main"})).await?,
+            (403, "WRONG_RUN"),
+        ),
+        (
+            "a run started by a push, not workflow_dispatch",
+            token(&app, ACTIONS_REPO, wf, 77, json!({"event_name": "push"})).await?,
+            (403, "WRONG_RUN"),
+        ),
         (
             "another workflow",
             token(&app, ACTIONS_REPO, "debug.yml", 77, json!({})).await?,
@@ -139,6 +179,13 @@ async fn an_oidc_token_must_come_from_a_run_of_the_dispatched_workflow() -> anyh
         error_code(post(&app, Some(&tampered), None, &body).await?).await,
         (401, "INVALID_CALLBACK_TOKEN".into())
     );
+
+    // The token's run is not taken for the body's: a body must name its run.
+    let unnamed = json!({"job_id": "provisioning-nobody/run-x", "agent_id": "a1", "status": "succeeded"});
+    assert_eq!(
+        error_code(post(&app, Some(&good), None, &unnamed).await?).await,
+        (400, "INVALID_CALLBACK".into())
+    );
     Ok(())
 }
 
@@ -146,7 +193,7 @@ async fn an_oidc_token_must_come_from_a_run_of_the_dispatched_workflow() -> anyh
 /// proven callback of another run than the dispatched one is ignored by the saga.
 #[tokio::test]
 async fn the_saga_takes_callbacks_of_its_dispatched_run_only() -> anyhow::Result<()> {
-    let app = TestApp::spawn_with(Options { callback_hmac: false, ..Options::default() }).await?;
+    let app = TestApp::spawn_with(Options { callback_hmac: Some(false), ..Options::default() }).await?;
     let (user, agent) = (app.id("user"), app.id("agent"));
     let (event, _) = app.checkout_event(&user, &agent, "fsn1");
     assert_eq!(app.post_stripe(&event).await?.status(), 200);
@@ -177,7 +224,8 @@ async fn the_saga_takes_callbacks_of_its_dispatched_run_only() -> anyhow::Result
     // Proven, but by another run of the same workflow: accepted by the door, ignored by the saga.
     let stranger = run_id + 1;
     let t = token(&app, ACTIONS_REPO, "provision-agent.yml", stranger, json!({})).await?;
-    let body = json!({"job_id": job_id, "agent_id": other, "status": "succeeded"});
+    let body =
+        json!({"job_id": job_id, "agent_id": other, "status": "succeeded", "run_id": stranger.to_string()});
     assert_eq!(post(&app, Some(&t), None, &body).await?.status(), 202);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let status = app.agent(&other).await?.map(|a| a.status);
@@ -185,23 +233,37 @@ async fn the_saga_takes_callbacks_of_its_dispatched_run_only() -> anyhow::Result
 
     // The dispatched run's own callback completes it.
     let t = token(&app, ACTIONS_REPO, "provision-agent.yml", run_id, json!({})).await?;
+    let body =
+        json!({"job_id": job_id, "agent_id": other, "status": "succeeded", "run_id": run_id.to_string()});
     assert_eq!(post(&app, Some(&t), None, &body).await?.status(), 202);
     app.wait_for_status(&other, &[AgentStatus::Active], Duration::from_secs(30)).await?;
     Ok(())
 }
 
-/// The shipped bootstrap workflow takes exactly the inputs the saga dispatches, may request the
-/// OIDC token, and sends both credentials with a signed `sent_at`.
+/// The shipped bootstrap workflow runs only when dispatched (so its tokens say
+/// `workflow_dispatch`), takes exactly the inputs the saga dispatches, may request the OIDC token,
+/// and sends both credentials with a signed `sent_at` and its run id in every body.
 #[test]
 fn the_shipped_provision_agent_workflow_matches_what_slipway_dispatches_and_accepts() -> anyhow::Result<()> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/actions/provision-agent.yml");
     let text = std::fs::read_to_string(path)?;
     let doc: serde_yaml::Value = serde_yaml::from_str(&text)?;
+    let triggers: Vec<&str> =
+        doc["on"].as_mapping().expect("on: a mapping").keys().filter_map(serde_yaml::Value::as_str).collect();
+    assert_eq!(triggers, ["workflow_dispatch"], "Slipway accepts tokens of dispatched runs only");
     let inputs = doc["on"]["workflow_dispatch"]["inputs"].as_mapping().expect("workflow_dispatch inputs");
     let mut names: Vec<&str> = inputs.keys().filter_map(serde_yaml::Value::as_str).collect();
     names.sort_unstable();
-    assert_eq!(names, ["agent_id", "callback_url", "job_id", "region"]);
-    assert!(inputs.values().all(|i| i["required"].as_bool() == Some(true)));
+    assert_eq!(names, ["agent_id", "callback_url", "correlation_id", "job_id", "region"]);
+    for (name, input) in inputs {
+        // The correlation id is optional, so a Slipway from before it can dispatch this file.
+        let required = name.as_str() != Some("correlation_id");
+        assert_eq!(input["required"].as_bool(), Some(required), "{name:?}");
+    }
+    // The run's title carries the correlation id: a retried dispatch finds its run by it.
+    let run_name = doc["run-name"].as_str().expect("a run-name");
+    let compact: String = run_name.chars().filter(|c| !c.is_whitespace()).collect();
+    assert!(compact.contains("${{inputs.correlation_id}}"), "run-name `{run_name}` lacks the correlation id");
     assert_eq!(doc["permissions"]["id-token"].as_str(), Some("write"));
     for needle in [
         "ACTIONS_ID_TOKEN_REQUEST_URL&audience=",

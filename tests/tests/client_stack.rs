@@ -221,3 +221,66 @@ async fn only_admins_with_valid_input_can_provision() -> anyhow::Result<()> {
     assert_eq!(inventory(&app.sandbox_state().await?), [0, 0, 0, 0], "nothing started");
     Ok(())
 }
+
+/// Removes a closed workflow the way Temporal's retention does (`DeleteWorkflowExecution`), and
+/// waits until Temporal no longer knows it.
+async fn as_if_retention_removed(app: &TestApp, workflow_id: &str) -> anyhow::Result<()> {
+    use temporalio_client::{NamespacedClient, grpc::WorkflowService, tonic::IntoRequest};
+    use temporalio_common::protos::temporal::api::{
+        common::v1::WorkflowExecution, workflowservice::v1::DeleteWorkflowExecutionRequest,
+    };
+    let request = DeleteWorkflowExecutionRequest {
+        namespace: app.client.namespace(),
+        workflow_execution: Some(WorkflowExecution {
+            workflow_id: workflow_id.to_owned(),
+            run_id: String::new(),
+        }),
+    };
+    WorkflowService::delete_workflow_execution(&mut app.client.clone(), request.into_request()).await?;
+    let handle =
+        app.client.get_workflow_handle::<slipway_workflows::ClientStackWorkflow>(workflow_id.to_owned());
+    slipway_tests::wait_until("Temporal forgets the stack's workflow", WAIT, || async {
+        Ok(handle.describe(Default::default()).await.is_err())
+    })
+    .await
+}
+
+/// A stack that succeeded closes its workflow, and retention removes it later: the orphan sweep
+/// must then keep the client's project, repository and n8n workflow (and report them), even
+/// with deleting on; so must it an operator's own project named like Slipway's (`slipway-prod`).
+#[tokio::test]
+async fn a_stack_older_than_retention_and_an_operators_project_survive_deleting_sweeps() -> anyhow::Result<()>
+{
+    let app = TestApp::spawn().await?;
+    app.reconciler_schedules(true).await?;
+    let client = app.id("acme");
+    let status = provision(&app, &client).await?;
+    assert_eq!(status["state"], "ready", "{status:#}");
+    as_if_retention_removed(&app, &format!("client-stack-{client}")).await?;
+    // The operator's production project, in the same organization, named like a client's.
+    app.http
+        .post(format!("{}/supabase/v1/projects", app.sandbox.base_url))
+        .bearer_auth(slipway_tests::SUPABASE_TOKEN)
+        .json(
+            &json!({"name": "slipway-prod", "organization_slug": "org-slipway-test", "region": "eu-central-1",
+                      "db_pass": "an-operators-password"}),
+        )
+        .send()
+        .await?
+        .error_for_status()?;
+    let before = app.sandbox_state().await?;
+    assert_eq!(inventory(&before)[..2], [2, 1], "{before:#}");
+
+    // Two sweeps, the second one deleting what it found twice.
+    app.reconcile("orphans", true).await?;
+    let (_, swept) = app.reconcile("orphans", true).await?;
+    assert_eq!(swept["orphans"], json!([]), "{swept:#}");
+    assert_eq!(swept["deleted"], json!([]), "{swept:#}");
+    let kept: Vec<&str> =
+        swept["unowned"].as_array().into_iter().flatten().filter_map(|r| r["name"].as_str()).collect();
+    for name in [format!("slipway-{client}"), "slipway-prod".to_owned()] {
+        assert!(kept.contains(&name.as_str()), "{name} reported as kept: {swept:#}");
+    }
+    assert_eq!(inventory(&app.sandbox_state().await?), inventory(&before), "nothing deleted");
+    Ok(())
+}

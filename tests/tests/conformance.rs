@@ -221,8 +221,11 @@ async fn run_every_flow(app: &TestApp) -> anyhow::Result<()> {
     anyhow::ensure!(report["redelivered"].as_array().is_some_and(|r| r.len() == 1), "{report:#}");
     app.reconcile("stripe", true).await?;
     // The orphan sweep lists every provider's resources with Slipway's names, twice (an orphan
-    // must be seen twice), with a hand-made server and key to report and delete.
-    app.ghost_resources(&app.id("ghost")).await?;
+    // must be seen twice), with a hand-made server and key to report and delete: made under the
+    // names of the agent destroyed above, an owner known to be gone (one Temporal does not know
+    // is never swept).
+    app.wait_for_status(&agent, &[AgentStatus::Destroyed], Duration::from_secs(90)).await?;
+    app.ghost_resources(&agent).await?;
     app.reconciler_schedules(true).await?;
     app.reconcile("orphans", true).await?;
     let (_, swept) = app.reconcile("orphans", true).await?;
@@ -281,6 +284,16 @@ async fn what_slipway_sends_and_what_the_sandbox_answers_follow_the_providers_co
     request["request"]["body"].as_object_mut().expect("a JSON body").remove("ref");
     let caught = check_all(&contracts, &[request]);
     assert!(caught.iter().any(|v| v.side == "request" && v.message.contains("ref")), "{caught:?}");
+    // Nor blind to query values: Supabase's `services` array, sent as one comma-separated value
+    // instead of the repeated parameters its description's style form, explode true means.
+    let mut health = find("GET", "/health").expect("a Supabase health call");
+    assert_eq!(health["request"]["query"], "services=db&services=rest&services=auth");
+    health["request"]["query"] = json!("services=db,rest,auth");
+    let caught = check_all(&contracts, &[health]);
+    assert!(
+        caught.len() == 1 && caught[0].message.contains("item `db,rest,auth`") && caught[0].side == "request",
+        "{caught:?}"
+    );
     Ok(())
 }
 

@@ -148,3 +148,89 @@ async fn a_second_provisioning_for_the_same_user_is_refused_while_one_runs() -> 
     assert_eq!(count(&state, "hetzner", "servers"), 1, "only the first agent's server");
     Ok(())
 }
+
+const DISPATCHES: &str = "/github/repos/*/*/actions/workflows/*/dispatches";
+
+/// The saga's result (`ProvisionResult`) as JSON, once it completed.
+async fn saga_result(app: &TestApp, user: &str) -> anyhow::Result<Value> {
+    let handle =
+        app.client.get_workflow_handle::<temporalio_client::UntypedWorkflow>(format!("provisioning-{user}"));
+    let raw = handle.get_result(Default::default()).await?;
+    let data = raw.payloads.first().map(|p| p.data.clone()).unwrap_or_default();
+    Ok(serde_json::from_slice(&data)?)
+}
+
+/// The sandbox's one Actions run, after checking that the saga dispatched once and that the run's
+/// title carries the dispatch's correlation id.
+fn the_one_run(state: &Value) -> anyhow::Result<&Value> {
+    assert_eq!(count(state, "github", "dispatches"), 1, "{:#}", state["github"]["dispatches"]);
+    assert_eq!(count(state, "github", "runs"), 1, "{:#}", state["github"]["runs"]);
+    let correlation =
+        state["github"]["dispatches"][0]["inputs"]["correlation_id"].as_str().unwrap_or_default();
+    anyhow::ensure!(correlation.starts_with("slipway-"), "correlation id {correlation:?}");
+    let run = &state["github"]["runs"][0];
+    let title = run["display_title"].as_str().unwrap_or_default();
+    anyhow::ensure!(title.contains(correlation), "run title {title:?} lacks {correlation}");
+    Ok(run)
+}
+
+/// `workflow_dispatch` is not idempotent: when its answer is lost after GitHub started the run,
+/// the retried activity finds that run in the runs list (by the correlation id in its title) and
+/// adopts it instead of starting a second bootstrap of the same server.
+#[tokio::test]
+async fn a_lost_dispatch_answer_adopts_the_run_instead_of_dispatching_again() -> anyhow::Result<()> {
+    // Arrange: GitHub handles the first dispatch, and the worker never hears back.
+    let app = TestApp::spawn().await?;
+    let (user, agent) = (app.id("user"), app.id("agent"));
+    app.fault(json!({"method": "POST", "path": DISPATCHES, "drop": "response", "count": 1})).await?;
+    let (event, _) = app.checkout_event(&user, &agent, "fsn1");
+
+    // Act
+    assert_eq!(app.post_stripe(&event).await?.status(), 200);
+
+    // Assert: one Actions run, adopted by the retry, whose callbacks completed the saga.
+    let record = app.wait_for_status(&agent, &[AgentStatus::Active, AgentStatus::Failed], WAIT).await?;
+    assert_eq!(record.status, AgentStatus::Active, "{record:#?}");
+    let state = app.sandbox_state().await?;
+    let run = the_one_run(&state)?;
+    let requests = app.sandbox_requests().await?;
+    let listed = requests
+        .iter()
+        .filter(|r| r["method"] == "GET" && r["path"].as_str().is_some_and(|p| p.ends_with("/runs")))
+        .count();
+    assert!(listed >= 1, "the retry looked for the run first");
+    assert_eq!(saga_result(&app, &user).await?["actions_run_id"], json!(run["id"].to_string()));
+    assert_eq!(count(&state, "hetzner", "servers"), 1);
+    assert_eq!(count(&state, "tailscale", "devices"), 1);
+    Ok(())
+}
+
+/// When the dispatch's answer names no run (GitHub Enterprise Server refuses
+/// `return_run_details`, and the client dispatches without it), the saga looks its run up in the
+/// runs list before it takes callbacks, rather than binding whichever proven run calls first.
+#[tokio::test]
+async fn a_dispatch_answered_without_its_run_is_found_through_the_runs_list() -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    let (user, agent) = (app.id("user"), app.id("agent"));
+    let refusal = json!({"message": "Invalid request.\n\n\"return_run_details\" is not a permitted key.",
+        "documentation_url": "https://docs.github.com/rest/actions/workflows#create-a-workflow-dispatch-event"});
+    app.fault(json!({"method": "POST", "path": DISPATCHES, "status": 400, "body": refusal, "count": 1}))
+        .await?;
+    let (event, _) = app.checkout_event(&user, &agent, "hel1");
+
+    assert_eq!(app.post_stripe(&event).await?.status(), 200);
+
+    let record = app.wait_for_status(&agent, &[AgentStatus::Active, AgentStatus::Failed], WAIT).await?;
+    assert_eq!(record.status, AgentStatus::Active, "{record:#?}");
+    let state = app.sandbox_state().await?;
+    let run = the_one_run(&state)?;
+    let requests = app.sandbox_requests().await?;
+    assert!(
+        requests
+            .iter()
+            .any(|r| r["method"] == "GET" && r["path"].as_str().is_some_and(|p| p.ends_with("/runs"))),
+        "the saga looked the run up"
+    );
+    assert_eq!(saga_result(&app, &user).await?["actions_run_id"], json!(run["id"].to_string()));
+    Ok(())
+}

@@ -5,11 +5,16 @@
 //!   subscription refused by the starter (503) until Stripe stopped retrying, the catch-up alone
 //!   provisions the paid agent exactly once, suspends and destroys it as the events say; a second
 //!   run changes nothing.
+//! - Stripe catch-up, one customer busy: of two customers' missed checkouts, the one whose user
+//!   has a provisioning in flight is answered 409; the run feeds the other customer's (its agent
+//!   provisions at once) and names the refused one as deferred; the next run feeds that one
+//!   again, alone.
 //! - GitHub redelivery: an `issues.opened` delivery the starter answered 503 is redelivered on
 //!   GitHub's side; the job runs exactly once; a second run asks for nothing.
-//! - Orphan sweep: a server and an auth key made by hand under an agent's names, for no agent,
-//!   are suspects at the first sweep, orphans at the second, deleted on `slipway orphans
-//!   --delete` (or by the schedule with deleting on); a live agent's resources and a saga in
+//! - Orphan sweep: a server and an auth key made by hand under a destroyed agent's names are
+//!   suspects at the first sweep, orphans at the second, deleted on `slipway orphans
+//!   --delete` (or by the schedule with deleting on); those under the names of an agent
+//!   Temporal never knew are kept and reported, never deleted; a live agent's resources and a saga in
 //!   flight are never touched, even by sweeps that delete, with no grace period, while 20
 //!   agents provision and the worker is SIGKILLed.
 
@@ -23,7 +28,7 @@ use slipway_proto::{
     model::AgentStatus,
 };
 use slipway_sandbox::github_events;
-use slipway_tests::{Options, TestApp, cli::slipway};
+use slipway_tests::{Options, TestApp, cli::slipway, server_status, wait_until};
 
 mod faults_support;
 
@@ -140,6 +145,112 @@ async fn the_stripe_catch_up_alone_applies_events_stripe_gave_up_on_exactly_once
     Ok(())
 }
 
+/// Two customers' checkouts Stripe could not deliver (the starter answered 503), while the
+/// first customer's user has a provisioning in flight (its job dispatched to a runner that never
+/// calls back, until `callback_deadline_secs` fails it): that user's checkout is answered 409
+/// when fed. It is created first, so feeding in order reaches it before the other customer's.
+struct BusyCustomer {
+    first: String,
+    second: String,
+    other: String,
+    /// The busy user's missed event, then the other customer's.
+    missed: [String; 2],
+}
+
+async fn busy_customer_and_two_missed_checkouts(app: &TestApp) -> anyhow::Result<BusyCustomer> {
+    app.reconciler_schedules(false).await?;
+    let (busy_user, first, second) = (app.id("user"), app.id("first"), app.id("second"));
+    let (other_user, other) = (app.id("other"), app.id("agent"));
+    app.runner("silent").await?;
+    let (event, _) = app.checkout_event(&busy_user, &first, "fsn1");
+    assert_eq!(app.post_stripe(&event).await?.status(), 200);
+    let dispatched = first.as_str();
+    wait_until("the first provisioning's job is dispatched", WAIT, || async move {
+        let state = app.sandbox_state().await?;
+        let dispatches = state["github"]["dispatches"].as_array().cloned().unwrap_or_default();
+        Ok(dispatches.iter().any(|d| d["inputs"]["agent_id"] == dispatched))
+    })
+    .await?;
+    app.runner("succeed").await?;
+
+    let offline = app.offline_starter().await?;
+    app.sandbox_post(
+        "/_sandbox/stripe/webhook_endpoint",
+        json!({"url": format!("{offline}/webhooks/stripe")}),
+    )
+    .await?;
+    let mut missed = Vec::new();
+    for (user, agent) in [(&busy_user, &second), (&other_user, &other)] {
+        let body = json!({"userId": user, "agentId": agent, "region": "fsn1"});
+        let sent = app.sandbox_post("/_sandbox/stripe/checkout/complete", body).await?;
+        missed.push(sent["event_id"].as_str().context("event id")?.to_owned());
+    }
+    app.stripe_events_attempted(2).await?;
+    let missed = [missed[0].clone(), missed[1].clone()];
+    Ok(BusyCustomer { first, second, other, missed })
+}
+
+/// The catch-up's first run over [`busy_customer_and_two_missed_checkouts`]: the other
+/// customer's event fed (its agent provisions while the first provisioning still runs), the
+/// busy user's deferred alone and named in the report.
+async fn first_run_defers_the_busy_one(app: &TestApp, c: &BusyCustomer) -> anyhow::Result<()> {
+    let (_, report) = app.reconcile("stripe", true).await?;
+    assert_eq!((report["listed"].as_u64(), report["delivered"].as_u64()), (Some(2), Some(1)), "{report:#}");
+    assert_eq!(report["refused"], json!([]), "a conflict is not refused for good: {report:#}");
+    let deferred = report["deferred"].as_array().context("deferred")?;
+    assert_eq!(deferred.len(), 1, "{report:#}");
+    let d = &deferred[0];
+    assert_eq!(
+        (d["event_id"].as_str(), d["status"].as_u64(), d["code"].as_str(), d["attempts"].as_u64()),
+        (Some(c.missed[0].as_str()), Some(409), Some("PROVISIONING_IN_PROGRESS"), Some(1)),
+        "{report:#}"
+    );
+    assert_eq!(report["recent"], json!([c.missed[1]]), "the deferred event is to be fed again: {report:#}");
+    let record = app.wait_for_status(&c.other, &[AgentStatus::Active, AgentStatus::Failed], WAIT).await?;
+    assert_eq!(record.status, AgentStatus::Active, "{record:#?}");
+    assert_eq!(server_status(&app.sandbox_state().await?, &c.other).as_deref(), Some("running"));
+    assert_eq!(
+        app.agent(&c.first).await?.map(|a| a.status),
+        Some(AgentStatus::Provisioning),
+        "the other customer did not wait for the conflict to clear"
+    );
+    assert_eq!(app.agent(&c.second).await?.map(|a| a.status), Some(AgentStatus::Draft));
+    Ok(())
+}
+
+/// Servers the sandbox's Hetzner holds named for `agent`.
+fn servers_named(state: &Value, agent: &str) -> usize {
+    state["hetzner"]["servers"]
+        .as_array()
+        .map_or(0, |s| s.iter().filter(|s| s["name"] == format!("slipway-{agent}")).count())
+}
+
+#[tokio::test]
+async fn a_stripe_event_answered_409_waits_alone_for_the_next_catch_up() -> anyhow::Result<()> {
+    let app = TestApp::spawn_with(Options { stripe_delivery: Some((2, 50)), ..Options::default() }).await?;
+    let c = busy_customer_and_two_missed_checkouts(&app).await?;
+    first_run_defers_the_busy_one(&app, &c).await?;
+
+    // The conflict still holds: the next run feeds the deferred event again, alone (the other
+    // customer's is not fed twice), and carries it on.
+    let (_, next) = app.reconcile("stripe", true).await?;
+    assert_eq!(
+        (next["listed"].as_u64(), next["skipped"].as_u64(), next["delivered"].as_u64()),
+        (Some(2), Some(1), Some(0)),
+        "{next:#}"
+    );
+    let deferred = next["deferred"].as_array().context("deferred")?;
+    assert_eq!(
+        deferred.iter().map(|d| (d["event_id"].as_str(), d["attempts"].as_u64())).collect::<Vec<_>>(),
+        [(Some(c.missed[0].as_str()), Some(2))],
+        "{next:#}"
+    );
+    assert_eq!(next["recent"], json!([c.missed[1]]), "{next:#}");
+    assert_eq!(app.agent(&c.first).await?.map(|a| a.status), Some(AgentStatus::Provisioning));
+    assert_eq!(servers_named(&app.sandbox_state().await?, &c.other), 1, "the other customer's, once");
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_github_delivery_the_starter_refused_is_redelivered_and_runs_its_job_once() -> anyhow::Result<()> {
     let app = TestApp::spawn().await?;
@@ -231,8 +342,19 @@ async fn an_orphan_is_reported_twice_seen_then_deleted_on_request_and_owned_reso
     let (busy_user, busy) = (app.id("user2"), app.id("busy"));
     app.subscribe(&busy_user, Some((&busy, "fsn1"))).await?;
     app.wait_for_status(&busy, &[AgentStatus::Provisioning], WAIT).await?;
-    let ghost = app.id("ghost");
+    // Resources under the names of an agent that existed and was destroyed (Temporal knows it
+    // is gone), and under the names of one Temporal never knew (another deployment's, an
+    // operator's own): only the first are orphans.
+    let ghost = destroyed_agent(&app, "gone").await?;
     let (ghost_server, ghost_key) = app.ghost_resources(&ghost).await?;
+    let stranger = app.id("stranger");
+    let (stranger_server, stranger_key) = app.ghost_resources(&stranger).await?;
+    let unowned = {
+        let mut u =
+            vec![format!("hetzner/server/{stranger_server}"), format!("tailscale/auth_key/{stranger_key}")];
+        u.sort();
+        u
+    };
     let orphans = {
         let mut o = vec![format!("hetzner/server/{ghost_server}"), format!("tailscale/auth_key/{ghost_key}")];
         o.sort();
@@ -243,12 +365,18 @@ async fn an_orphan_is_reported_twice_seen_then_deleted_on_request_and_owned_reso
     let (_, first) = app.reconcile("orphans", true).await?;
     assert_eq!(keys(&first, "suspects"), orphans, "{first:#}");
     assert_eq!(keys(&first, "orphans"), Vec::<String>::new(), "{first:#}");
+    assert_eq!(keys(&first, "unowned"), unowned, "kept and reported: {first:#}");
     // Second: orphans, reported, not deleted (deleting is off).
     let (_, second) = app.reconcile("orphans", false).await?;
     assert_eq!(keys(&second, "orphans"), orphans, "{second:#}");
     assert_eq!(keys(&second, "deleted"), Vec::<String>::new());
+    assert_eq!(keys(&second, "unowned"), unowned, "{second:#}");
     let listed = slipway(Some(&app), &["orphans"]).await?;
     assert!(listed.code == Some(0) && listed.stdout.contains(&format!("slipway-{ghost}")), "{listed}");
+    assert!(
+        listed.stdout.contains(&format!("slipway-{stranger}")) && listed.stdout.contains("unknown"),
+        "{listed}"
+    );
     eprintln!("$ slipway orphans\n{}", listed.stdout);
     let state = app.sandbox_state().await?;
     assert!(
@@ -266,6 +394,7 @@ async fn an_orphan_is_reported_twice_seen_then_deleted_on_request_and_owned_reso
     );
     let servers = server_ids(&app).await?;
     assert!(!servers.contains(&ghost_server) && servers.contains(&live_server), "{servers:?}");
+    assert!(servers.contains(&stranger_server), "an unknown owner's server is never deleted: {servers:?}");
     let record = app.wait_for_status(&busy, &[AgentStatus::Active, AgentStatus::Failed], WAIT).await?;
     assert_eq!(record.status, AgentStatus::Active, "{record:#?}");
     let deletes = app
@@ -278,13 +407,33 @@ async fn an_orphan_is_reported_twice_seen_then_deleted_on_request_and_owned_reso
 
     // With deleting on (SLIPWAY_SWEEP_DELETE), the schedule's own runs delete.
     app.reconciler_schedules(true).await?;
-    let (server2, key2) = app.ghost_resources(&app.id("ghost2")).await?;
+    let (server2, key2) = app.ghost_resources(&destroyed_agent(&app, "gone2").await?).await?;
     app.reconcile("orphans", true).await?;
     let (_, swept) = app.reconcile("orphans", true).await?;
     let mut expected = vec![format!("hetzner/server/{server2}"), format!("tailscale/auth_key/{key2}")];
     expected.sort();
     assert_eq!(keys(&swept, "deleted"), expected, "{swept:#}");
+    assert_eq!(keys(&swept, "unowned"), unowned, "{swept:#}");
+    assert!(server_ids(&app).await?.contains(&stranger_server));
     Ok(())
+}
+
+/// An agent created and destroyed through the API: its workflow has closed, so Temporal knows
+/// it is gone (unlike a name it never saw).
+async fn destroyed_agent(app: &TestApp, name: &str) -> anyhow::Result<String> {
+    let user = app.id(name);
+    app.subscribe(&user, None).await?;
+    let token = app.token(&user, None);
+    let (code, body) = app
+        .api(Method::POST, "/api/agents", Some(&token), Some(json!({"name": name, "region": "fsn1"})))
+        .await?;
+    anyhow::ensure!(code == 201, "create agent: {code} {body}");
+    let agent = body["agent_id"].as_str().context("agent_id")?.to_owned();
+    let (code, body) =
+        app.api(Method::POST, &format!("/api/agents/{agent}/destroy"), Some(&token), None).await?;
+    anyhow::ensure!(code == 202, "destroy agent: {code} {body}");
+    app.wait_for_status(&agent, &[AgentStatus::Destroyed], WAIT).await?;
+    Ok(agent)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -341,7 +341,7 @@ async fn live_provisioning_paths() -> anyhow::Result<()> {
     let body: Value = resp.json().await?;
     assert_eq!(body["result"]["outcome"], "already_active", "{body}");
     rec.take(&app, "agent-active-desired-state", &agent_workflow_id(&ok.agent_id), None).await?;
-    take_saga(&mut rec, &app, "provisioning-success", &ok).await?;
+    take_saga(&mut rec, &app, "provisioning-success-finds-run", &ok).await?;
 
     // One provisioning per user: a second paid agent while the first is still provisioning is
     // refused (the saga's workflow id is taken), and Stripe is told to retry later.
@@ -410,9 +410,9 @@ async fn live_provisioning_paths() -> anyhow::Result<()> {
         assert_eq!(agent.status, AgentStatus::Failed, "{name}: {agent:#?}");
         assert!(why.contains(reason), "{name}: {why}");
         let history = if name == "compensation" {
-            "provisioning-rollback-incomplete".to_owned()
+            "provisioning-rollback-incomplete-finds-run".to_owned()
         } else {
-            format!("provisioning-fail-{name}")
+            format!("provisioning-fail-{name}-finds-run")
         };
         take_saga(&mut rec, &app, &history, &agent).await?;
         if name == "actions-dispatch" {
@@ -461,7 +461,7 @@ async fn live_deadline_and_grace_period() -> anyhow::Result<()> {
     let late = checkout(&app, &app.id("silentuser"), &app.id("silentagent")).await?;
     assert_eq!(late.status, AgentStatus::Failed, "{late:#?}");
     assert!(late.failure_reason.as_deref().unwrap_or_default().contains("no final callback"), "{late:#?}");
-    take_saga(&mut rec, &app, "provisioning-fail-callback-deadline", &late).await?;
+    take_saga(&mut rec, &app, "provisioning-fail-callback-deadline-finds-run", &late).await?;
     app.runner("succeed").await?;
     rec.finish().await
 }
@@ -1381,10 +1381,10 @@ async fn live_reconcilers() -> anyhow::Result<()> {
         (Some(1), Some(1)),
         "{report:#}"
     );
-    rec.take(&app, "reconcile-stripe-recovered", &first, None).await?;
+    rec.take(&app, "reconcile-stripe-recovered-defers-conflicts", &first, None).await?;
     let (again, report) = app.reconcile("stripe", true).await?;
     assert_eq!((report["delivered"].as_u64(), report["skipped"].as_u64()), (Some(0), Some(2)), "{report:#}");
-    rec.take(&app, "reconcile-stripe-nothing-new", &again, None).await?;
+    rec.take(&app, "reconcile-stripe-nothing-new-defers-conflicts", &again, None).await?;
 
     // GitHub: a delivery the starter answered 503, asked for again; then nothing left.
     let live = format!("{}/webhooks/stripe", app.starter_url);
@@ -1412,9 +1412,15 @@ async fn live_reconcilers() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    // Orphans: a server and a key made by hand for no agent: suspects, then orphans (reported),
-    // then deleted once deleting is on.
-    app.ghost_resources(&app.id("ghost")).await?;
+    // Orphans: a server and a key made by hand under a destroyed agent's names: suspects, then
+    // orphans (reported), then deleted once deleting is on. (Under names Temporal never knew
+    // they would be kept: nothing proves them orphans.)
+    let user = app.id("gone");
+    app.subscribe(&user, None).await?;
+    let token = app.token(&user, None);
+    let gone = create_agent(&app, &token, "gone").await?;
+    lifecycle(&app, &token, &gone, "destroy", AgentStatus::Destroyed).await?;
+    app.ghost_resources(&gone).await?;
     let (first, report) = app.reconcile("orphans", true).await?;
     assert_eq!(report["suspects"].as_array().map(Vec::len), Some(2), "{report:#}");
     rec.take(&app, "reconcile-orphans-suspects", &first, None).await?;

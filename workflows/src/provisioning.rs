@@ -5,8 +5,13 @@
 //! 2. `hetzner_server`: create (or adopt) `slipway-<agent>`, then `server_ready`: wait for its
 //!    create action, polled by the activity at an interval that respects Hetzner's budget.
 //! 3. `actions_dispatch`: `workflow_dispatch` of `provision-agent.yml`; transient failures are
-//!    retried (the job stays pending, visibly) until the dispatch deadline.
-//! 4. `actions_callback`: wait for the job's signed callback, until the callback deadline.
+//!    retried (the job stays pending, visibly) until the dispatch deadline. A retry adopts the run
+//!    an earlier attempt started (found by the correlation id in its title) instead of
+//!    dispatching a second one. When GitHub's answer named no run, `find_provision_run` looks
+//!    it up in the runs list (retried for [`FIND_RUN_WINDOW`]).
+//! 4. `actions_callback`: wait for the job's signed callback, until the callback deadline. Only
+//!    callbacks of the dispatched run count; those that arrive before the run is known are held
+//!    until it is (behind the [`FIND_RUN_PATCH`] patch; older runs bound the first callback's run).
 //! 5. `tailscale_device`: record the device the VM joined as.
 //!
 //! On any failure: compensations run in reverse (remove devices, delete the server, revoke
@@ -28,8 +33,9 @@ use slipway_proto::model::{
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityExecutionError, ActivityOptions, ApplicationFailure, SyncWorkflowContext, TimerOptions,
-    WorkflowCancellationToken, WorkflowContext, WorkflowContextView, WorkflowResult, workflows::select,
+    ActivityCloseTimeouts, ActivityExecutionError, ActivityOptions, ApplicationFailure, SyncWorkflowContext,
+    TimerOptions, WorkflowCancellationToken, WorkflowContext, WorkflowContextView, WorkflowResult,
+    workflows::select,
 };
 
 use crate::{
@@ -56,6 +62,16 @@ pub mod steps {
         [TAILSCALE_KEY, HETZNER_SERVER, SERVER_READY, ACTIONS_DISPATCH, ACTIONS_CALLBACK, TAILSCALE_DEVICE];
 }
 
+/// Patch: the saga knows its Actions run before it takes callbacks (from the dispatch, or from
+/// the runs list), holding earlier callbacks, instead of binding the first callback's run.
+pub const FIND_RUN_PATCH: &str = "provisioning-finds-its-actions-run";
+
+/// How long `find_provision_run` is retried before the saga gives up on finding its run.
+pub const FIND_RUN_WINDOW: Duration = Duration::from_secs(5 * 60);
+
+/// Callbacks held while the run is unknown, at most (a run sends two or three).
+const MAX_HELD: usize = 32;
+
 /// Terminal outcome reported by the Actions job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum JobOutcome {
@@ -72,6 +88,10 @@ pub struct ProvisionAgentWorkflow {
     failure: Option<String>,
     run_id: Option<String>,
     outcome: Option<JobOutcome>,
+    /// Set ([`FIND_RUN_PATCH`]) when callbacks wait for the run to be known.
+    holds_unbound: bool,
+    /// Callbacks received while the run was unknown, applied once it is.
+    held: Vec<ActionsCallback>,
 }
 
 /// Retry policy of ordinary API steps: transient failures back off up to a minute; the
@@ -110,6 +130,8 @@ impl ProvisionAgentWorkflow {
             failure: None,
             run_id: None,
             outcome: None,
+            holds_unbound: false,
+            held: Vec::new(),
         }
     }
 
@@ -142,12 +164,38 @@ impl ProvisionAgentWorkflow {
 
     /// Delivers a verified GitHub Actions callback. Callbacks of another job (an older saga
     /// run), another agent or another Actions run than the dispatched one are ignored, as are
-    /// repeats after the outcome is known.
+    /// repeats after the outcome is known. While the dispatched run is not known yet, callbacks
+    /// are held until it is.
     #[signal]
     pub fn actions_callback(&mut self, _ctx: &mut SyncWorkflowContext<Self>, cb: ActionsCallback) {
         if cb.job_id != self.job_id || cb.agent_id != self.req.agent_id || self.outcome.is_some() {
             return;
         }
+        if self.holds_unbound && self.run_id.is_none() {
+            if self.held.len() < MAX_HELD {
+                self.held.push(cb);
+            }
+            return;
+        }
+        self.take_callback(cb);
+    }
+
+    /// Step-by-step progress, for the API, the demo and the Web UI.
+    #[query]
+    pub fn progress(&self, _ctx: &WorkflowContextView) -> ProvisioningProgress {
+        ProvisioningProgress {
+            agent_id: self.req.agent_id.clone(),
+            steps: self.steps.clone(),
+            failure: self.failure.clone(),
+        }
+    }
+}
+
+impl ProvisionAgentWorkflow {
+    /// Applies a callback of this job: callbacks of another run than the known one are
+    /// ignored; without a known run (histories before [`FIND_RUN_PATCH`]) the first callback's
+    /// run becomes the known one.
+    fn take_callback(&mut self, cb: ActionsCallback) {
         // Once the run is known (from the dispatch, or the first callback), callbacks of any
         // other run are not this job's: an Actions OIDC token proves the run a callback names.
         if let (Some(known), Some(claimed)) = (&self.run_id, &cb.run_id)
@@ -172,18 +220,17 @@ impl ProvisionAgentWorkflow {
         }
     }
 
-    /// Step-by-step progress, for the API, the demo and the Web UI.
-    #[query]
-    pub fn progress(&self, _ctx: &WorkflowContextView) -> ProvisioningProgress {
-        ProvisioningProgress {
-            agent_id: self.req.agent_id.clone(),
-            steps: self.steps.clone(),
-            failure: self.failure.clone(),
+    /// The dispatched run is known: take the callbacks held until now, in arrival order.
+    fn bind_run(&mut self, run: String) {
+        self.run_id = Some(run);
+        for cb in std::mem::take(&mut self.held) {
+            if self.outcome.is_some() {
+                break;
+            }
+            self.take_callback(cb);
         }
     }
-}
 
-impl ProvisionAgentWorkflow {
     async fn provision(
         ctx: &mut WorkflowContext<Self>,
         compensations: &mut Vec<AgentUndo>,
@@ -261,17 +308,20 @@ impl ProvisionAgentWorkflow {
         //    (no attempt limit) until the dispatch deadline; permanent ones fail fast.
         let job_id = ctx.state(|s| s.job_id.clone());
         Self::mark(ctx, steps::ACTIONS_DISPATCH, StepState::Running, format!("job {job_id}"));
+        let finds_run = ctx.patched(FIND_RUN_PATCH);
+        ctx.state_mut(|s| s.holds_unbound = finds_run);
+        let dispatch = DispatchInput {
+            job_id: job_id.clone(),
+            agent_id: req.agent_id.clone(),
+            region: req.region.clone(),
+        };
         let dispatched_run = ctx
             .execute_activity(
                 ProvisioningActivities::dispatch_provision_job,
-                DispatchInput {
-                    job_id: job_id.clone(),
-                    agent_id: req.agent_id.clone(),
-                    region: req.region.clone(),
-                },
-                // Deliberately no start-to-close: `workflow_dispatch` is not idempotent, so an
-                // attempt lost with its worker must not be retried (a second Actions run would
-                // bootstrap a second device); it ends at the deadline and the saga rolls back.
+                dispatch.clone(),
+                // Deliberately no start-to-close: an attempt lost with its worker is not
+                // retried, because a retry can only adopt a run whose title it can read (the
+                // shipped workflow's run-name); it ends at the deadline and the saga rolls back.
                 ActivityOptions::with_schedule_to_close_timeout(Duration::from_secs(
                     req.policy.dispatch_deadline_secs,
                 ))
@@ -287,8 +337,50 @@ impl ProvisionAgentWorkflow {
             )
             .await
             .map_err(|e| Self::fail(ctx, steps::ACTIONS_DISPATCH, &e))?;
-        ctx.state_mut(|s| s.run_id = s.run_id.take().or(dispatched_run.clone()));
-        Self::mark(ctx, steps::ACTIONS_DISPATCH, StepState::Done, format!("job {job_id} dispatched"));
+        if finds_run {
+            let run = match dispatched_run {
+                Some(run) => run,
+                None => {
+                    Self::mark(
+                        ctx,
+                        steps::ACTIONS_DISPATCH,
+                        StepState::Running,
+                        format!("job {job_id} dispatched; finding its run"),
+                    );
+                    ctx.execute_activity(
+                        ProvisioningActivities::find_provision_run,
+                        dispatch,
+                        ActivityOptions::with_close_timeouts(
+                            ActivityCloseTimeouts::ScheduleAndStartToClose {
+                                schedule_to_close: FIND_RUN_WINDOW,
+                                start_to_close: Duration::from_secs(60),
+                            },
+                        )
+                        .retry_policy(
+                            RetryPolicy::builder()
+                                .initial_interval(Duration::from_secs(2))
+                                .backoff_coefficient(2.0)
+                                .maximum_interval(Duration::from_secs(30))
+                                .build(),
+                        )
+                        .summary(format!("GitHub: find the provision-agent.yml run of {}", req.agent_id))
+                        .build(),
+                    )
+                    .await
+                    .map_err(|e| Self::fail(ctx, steps::ACTIONS_DISPATCH, &e))?
+                }
+            };
+            ctx.state_mut(|s| s.bind_run(run.clone()));
+            Self::mark(
+                ctx,
+                steps::ACTIONS_DISPATCH,
+                StepState::Done,
+                format!("job {job_id} dispatched (run {run})"),
+            );
+        } else {
+            ctx.state_mut(|s| s.run_id = s.run_id.take().or(dispatched_run.clone()));
+            Self::mark(ctx, steps::ACTIONS_DISPATCH, StepState::Done, format!("job {job_id} dispatched"));
+        }
 
         // 4. Wait for the job's final callback, or give up at the deadline.
         let deadline = req.policy.callback_deadline_secs;

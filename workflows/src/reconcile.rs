@@ -6,7 +6,12 @@
 //! - `StripeCatchUp` feeds the Stripe events created since `checkpoint - overlap` (the first
 //!   run: `lookback`) whose delivery failed, oldest first, through the webhook path, in batches;
 //!   a long backlog continues as new with its progress. Events the previous run fed inside the
-//!   overlap are not fed again (the webhook path would dedupe them anyway).
+//!   overlap are not fed again (the webhook path would dedupe them anyway). An event the
+//!   starter answers 409 (its owner busy: a provisioning in flight) is deferred alone: named in
+//!   the report's `deferred`, kept out of the ids fed, and fed again by the next run, whose
+//!   window reaches back to it; the batch and every other customer's events go on. Runs
+//!   recorded before that (without [`DEFER_PATCH`]) replay failing the batch on a 409, as they
+//!   did.
 //! - `GitHubRedelivery` asks GitHub to redeliver the App's failed deliveries of the last 3 days.
 //! - `OrphanSweep` lists what Slipway created at the providers, asks each owner's workflow what
 //!   it holds, and reports (and, when allowed, deletes) what no live owner holds in two
@@ -17,13 +22,17 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use slipway_activities::{ReconcileActivities, SweepActivities};
 use slipway_proto::reconcile::{
-    CatchUpProgress, CatchUpReport, CatchUpWindow, Owner, OwnerState, RedeliveryPolicy, RedeliveryReport,
-    Resource, StripeCatchUpInput, SweepInput, SweepReport,
+    CatchUpProgress, CatchUpReport, CatchUpWindow, DeferredEvent, Owner, OwnerState, RedeliveryPolicy,
+    RedeliveryReport, Resource, StripeCatchUpInput, SweepInput, SweepReport,
 };
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{ContinueAsNewOptions, WorkflowContext, WorkflowContextView, WorkflowResult};
 
 use crate::{options::retrying, unix};
+
+/// Catch-ups started before an event refused 409 was deferred alone (carried to the next run)
+/// replay failing the whole batch on it.
+pub const DEFER_PATCH: &str = "stripe-catch-up-defers-conflicts";
 
 /// The previous scheduled run's result, if the schedule handed one over.
 fn last_result<T: DeserializeOwned>(ctx: &WorkflowContextView) -> Option<T> {
@@ -50,13 +59,16 @@ impl StripeCatchUpWorkflow {
     #[run(name = "StripeCatchUp")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<CatchUpReport> {
         let (input, previous) = ctx.state(|s| (s.input.clone(), s.previous.clone()));
+        let defers = ctx.patched(DEFER_PATCH);
         let mut progress = match input.resume.clone() {
             Some(p) => p,
             None => {
                 let until = unix(ctx);
-                let from = previous
-                    .as_ref()
-                    .map_or(until - input.lookback_secs as i64, |p| p.checkpoint - input.overlap_secs as i64);
+                let from = window_start(previous.as_ref(), &input, until, defers);
+                let carried = match &previous {
+                    Some(p) if defers => p.deferred.clone(),
+                    _ => Vec::new(),
+                };
                 CatchUpProgress {
                     until,
                     from,
@@ -64,6 +76,7 @@ impl StripeCatchUpWorkflow {
                     report: CatchUpReport { from, checkpoint: until, ..CatchUpReport::default() },
                     fed: Vec::new(),
                     relisted: Vec::new(),
+                    carried,
                 }
             }
         };
@@ -74,6 +87,7 @@ impl StripeCatchUpWorkflow {
                 until: progress.until,
                 max_events: input.batch.max(1),
                 skip: progress.skip.clone(),
+                defer_conflicts: defers,
             };
             let batch = ctx
                 .execute_activity(
@@ -101,10 +115,19 @@ impl StripeCatchUpWorkflow {
                 .cloned()
                 .chain(batch.refused.iter().map(|e| e.event_id.clone()))
                 .collect();
+            // Deferred: not fed again in this run (`skip`), but not among the ids fed either,
+            // so the next run feeds it again.
+            for e in batch.deferred {
+                let before =
+                    progress.carried.iter().find(|c| c.event_id == e.event_id).map_or(0, |c| c.attempts);
+                progress.skip.push(e.event_id.clone());
+                r.deferred.push(DeferredEvent { attempts: before + e.attempts.max(1), ..e });
+            }
             progress.skip.extend(fed.iter().cloned());
             progress.fed.extend(fed);
             for id in batch.skipped_ids {
-                if !progress.relisted.contains(&id) && !progress.fed.contains(&id) {
+                let deferred = progress.report.deferred.iter().any(|d| d.event_id == id);
+                if !deferred && !progress.relisted.contains(&id) && !progress.fed.contains(&id) {
                     progress.relisted.push(id);
                 }
             }
@@ -118,25 +141,48 @@ impl StripeCatchUpWorkflow {
             }
         }
         let mut report = progress.report;
-        // What the next run (starting at checkpoint - overlap) must not feed again; ids older
-        // than this run's window are dropped, so the list never grows past one window.
+        // What the next run (starting at checkpoint - overlap, or at its oldest deferred event)
+        // must not feed again; ids older than this run's window are dropped, so the list never
+        // grows past one window. Deferred ids are not in it: the next run feeds them again.
         report.recent = progress.fed.into_iter().chain(progress.relisted).collect();
         ctx.set_current_details(details(&report, false));
         Ok(report)
     }
 }
 
+/// Where a run's window starts: `lookback` before its start (`until`) on the first run, else
+/// `overlap` before the last checkpoint, or earlier when the last run deferred an event older
+/// than that (`carries`), at that event, so it is listed and fed again. The last run's `recent`
+/// covers its whole window, which held every event it deferred, so nothing it fed is fed twice.
+/// Pure.
+pub fn window_start(
+    previous: Option<&CatchUpReport>,
+    input: &StripeCatchUpInput,
+    until: i64,
+    carries: bool,
+) -> i64 {
+    let Some(p) = previous else {
+        return until - input.lookback_secs as i64;
+    };
+    let from = p.checkpoint - input.overlap_secs as i64;
+    match p.deferred.iter().map(|d| d.created).min() {
+        Some(oldest) if carries => from.min(oldest),
+        _ => from,
+    }
+}
+
 /// The Web UI's view of a catch-up.
 fn details(r: &CatchUpReport, running: bool) -> String {
     let mut out = format!(
-        "**Stripe catch-up{}**\n\n- window: events created {} … {} (Unix seconds)\n- undelivered events listed: {}\n- recovered through the webhook path: {}\n- already fed by the previous run: {}\n- refused: {}\n",
+        "**Stripe catch-up{}**\n\n- window: events created {} … {} (Unix seconds)\n- undelivered events listed: {}\n- recovered through the webhook path: {}\n- already fed by the previous run: {}\n- refused: {}\n- deferred to the next run (answered 409): {}\n",
         if running { " (running)" } else { "" },
         r.from,
         r.checkpoint,
         r.listed,
         r.delivered,
         r.skipped,
-        r.refused.len()
+        r.refused.len(),
+        r.deferred.len()
     );
     for e in &r.refused {
         out.push_str(&format!(
@@ -145,6 +191,16 @@ fn details(r: &CatchUpReport, running: bool) -> String {
             e.kind,
             e.status,
             e.code.as_deref().unwrap_or("")
+        ));
+    }
+    for e in &r.deferred {
+        out.push_str(&format!(
+            "  - deferred `{}` ({}): HTTP {} {}, {} run(s) in a row\n",
+            e.event_id,
+            e.kind,
+            e.status,
+            e.code.as_deref().unwrap_or(""),
+            e.attempts
         ));
     }
     out
@@ -203,37 +259,54 @@ impl GitHubRedeliveryWorkflow {
     }
 }
 
+/// What one sweep decided about the resources it listed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Findings {
+    /// Keys of the resources no live owner holds (orphans if seen again next time).
+    pub suspects: Vec<String>,
+    /// Orphans: suspects this sweep and the previous one, past the grace period.
+    pub orphans: Vec<Resource>,
+    /// Resources whose owner Temporal does not know: kept and reported, never suspects.
+    pub unowned: Vec<Resource>,
+}
+
 /// Which resources no live owner holds (`suspects`, by key), and which of them are orphans: held
 /// by nobody in this sweep and in the previous one (`previous`), and older than `grace_secs`
 /// (a resource whose age the provider does not say relies on the two sweeps alone). A live owner
 /// that is busy (a saga in flight) holds everything with its name; an idle one holds what its
-/// state names. Pure.
+/// state names. Only an owner Temporal knows can be read as gone: a resource whose owner it does
+/// not know (never existed in this deployment, or removed by retention) is kept and reported
+/// (`unowned`), whatever its name says. Pure.
 pub fn orphans(
     resources: &[Resource],
     owners: &[OwnerState],
     previous: &[String],
     now: i64,
     grace_secs: u64,
-) -> (Vec<String>, Vec<Resource>) {
+) -> Findings {
+    let owner = |r: &Resource| owners.iter().find(|o| o.owner == r.owner);
     let held = |r: &Resource| {
-        owners.iter().find(|o| o.owner == r.owner).is_some_and(|o| {
+        owner(r).is_some_and(|o| {
             o.live
                 && (o.busy
                     || o.holds.contains(&r.id)
                     || (r.kind == "device" && o.holds.contains(&format!("hostname:{}", r.name))))
         })
     };
-    let mut suspects = Vec::new();
-    let mut found = Vec::new();
+    let mut found = Findings::default();
     for r in resources.iter().filter(|r| !held(r)) {
+        if owner(r).is_none_or(|o| o.unknown) {
+            found.unowned.push(r.clone());
+            continue;
+        }
         let key = r.key();
         let old_enough = r.created.is_none_or(|c| now - c >= grace_secs as i64);
         if previous.contains(&key) && old_enough {
-            found.push(r.clone());
+            found.orphans.push(r.clone());
         }
-        suspects.push(key);
+        found.suspects.push(key);
     }
-    (suspects, found)
+    found
 }
 
 /// The orphan sweep.
@@ -281,12 +354,14 @@ impl OrphanSweepWorkflow {
             )
             .await?;
         let before = previous.map(|p| p.suspects).unwrap_or_default();
-        let (suspects, found) = orphans(&resources, &states, &before, unix(ctx), input.grace_secs);
+        let Findings { suspects, orphans: found, unowned } =
+            orphans(&resources, &states, &before, unix(ctx), input.grace_secs);
         let mut report = SweepReport {
             listed: resources.len() as u32,
             suspects,
             orphans: found.clone(),
             delete: input.delete,
+            unowned,
             ..SweepReport::default()
         };
         ctx.set_current_details(sweep_details(&report));
@@ -338,6 +413,15 @@ fn sweep_details(r: &SweepReport) -> String {
     for (key, why) in &r.failed {
         out.push_str(&format!("  - could not delete `{key}`: {why}\n"));
     }
+    if !r.unowned.is_empty() {
+        out.push_str(&format!("- kept, owner unknown to Temporal: {}\n", r.unowned.len()));
+        for u in &r.unowned {
+            out.push_str(&format!(
+                "  - {} {} `{}` ({}), owner {:?}\n",
+                u.provider, u.kind, u.name, u.id, u.owner
+            ));
+        }
+    }
     out
 }
 
@@ -362,6 +446,7 @@ mod tests {
             live,
             busy,
             holds: holds.iter().map(|h| (*h).to_owned()).collect(),
+            unknown: false,
         }
     }
 
@@ -370,17 +455,21 @@ mod tests {
         let ghost = server("1", "ghost", Some(0));
         let first =
             orphans(std::slice::from_ref(&ghost), &[state("ghost", false, false, &[])], &[], 10_000, 3600);
-        assert_eq!(first, (vec!["hetzner/server/1".to_owned()], vec![]), "first sighting: a suspect only");
+        assert_eq!(
+            (first.suspects.clone(), first.orphans.clone()),
+            (vec!["hetzner/server/1".to_owned()], vec![]),
+            "first sighting: a suspect only"
+        );
         let second = orphans(
             std::slice::from_ref(&ghost),
             &[state("ghost", false, false, &[])],
-            &first.0,
+            &first.suspects,
             10_000,
             3600,
         );
-        assert_eq!(second.1, vec![ghost.clone()]);
+        assert_eq!(second.orphans, vec![ghost.clone()]);
         let young = server("2", "ghost", Some(9_000));
-        let (_, none) = orphans(
+        let Findings { orphans: none, .. } = orphans(
             &[young],
             &[state("ghost", false, false, &[])],
             &["hetzner/server/2".into()],
@@ -391,15 +480,49 @@ mod tests {
     }
 
     #[test]
+    fn a_run_reaches_back_to_the_oldest_event_the_last_run_deferred() {
+        let input =
+            StripeCatchUpInput { lookback_secs: 1_000, overlap_secs: 100, ..StripeCatchUpInput::default() };
+        assert_eq!(window_start(None, &input, 10_000, true), 9_000, "first run: the lookback");
+        let deferred = |created| DeferredEvent {
+            event_id: format!("evt_{created}"),
+            kind: "checkout.session.completed".into(),
+            created,
+            status: 409,
+            code: Some("PROVISIONING_IN_PROGRESS".into()),
+            attempts: 1,
+        };
+        let mut last = CatchUpReport { checkpoint: 9_500, ..CatchUpReport::default() };
+        assert_eq!(window_start(Some(&last), &input, 10_000, true), 9_400, "the overlap");
+        last.deferred = vec![deferred(9_450), deferred(7_000)];
+        assert_eq!(window_start(Some(&last), &input, 10_000, true), 7_000, "back to the oldest deferred");
+        assert_eq!(window_start(Some(&last), &input, 10_000, false), 9_400, "runs before the patch");
+    }
+
+    #[test]
     fn live_owners_keep_what_they_name_and_busy_ones_keep_everything() {
         let (own, stray) = (server("1", "a1", Some(0)), server("2", "a1", Some(0)));
         let previous = vec!["hetzner/server/1".to_owned(), "hetzner/server/2".to_owned()];
         let resources = [own.clone(), stray.clone()];
-        let (_, idle) = orphans(&resources, &[state("a1", true, false, &["1"])], &previous, 10_000, 0);
-        assert_eq!(idle, vec![stray], "a second server its record does not name");
-        let (suspects, busy) = orphans(&resources, &[state("a1", true, true, &[])], &previous, 10_000, 0);
-        assert!(busy.is_empty() && suspects.is_empty(), "a saga in flight owns everything with its name");
-        let (_, gone) = orphans(&resources, &[state("a1", false, false, &["1"])], &previous, 10_000, 0);
-        assert_eq!(gone.len(), 2, "a destroyed agent holds nothing");
+        let idle = orphans(&resources, &[state("a1", true, false, &["1"])], &previous, 10_000, 0);
+        assert_eq!(idle.orphans, vec![stray], "a second server its record does not name");
+        let busy = orphans(&resources, &[state("a1", true, true, &[])], &previous, 10_000, 0);
+        assert!(busy.orphans.is_empty() && busy.suspects.is_empty(), "a saga in flight owns everything");
+        let gone = orphans(&resources, &[state("a1", false, false, &["1"])], &previous, 10_000, 0);
+        assert_eq!(gone.orphans.len(), 2, "a destroyed agent holds nothing");
+    }
+
+    /// An owner Temporal does not know (retention removed a stack that succeeded; an operator's
+    /// own `slipway-prod`; another deployment's agent) is never read as gone.
+    #[test]
+    fn what_an_unknown_owner_has_is_kept_and_reported_never_an_orphan() {
+        let theirs = server("9", "prod", Some(0));
+        let unknown = OwnerState::unknown(Owner::Agent("prod".into()));
+        let previous = vec![theirs.key()];
+        for owners in [vec![unknown], vec![]] {
+            let found = orphans(std::slice::from_ref(&theirs), &owners, &previous, 10_000, 0);
+            assert_eq!(found.unowned, vec![theirs.clone()]);
+            assert!(found.orphans.is_empty() && found.suspects.is_empty(), "{found:?}");
+        }
     }
 }

@@ -5,8 +5,9 @@
 //! (GitHub's "About security hardening with OpenID Connect"). Slipway's bootstrap job
 //! (`provision-agent.yml`) sends one with every callback; [`OidcVerifier`] checks it against the
 //! issuer's published keys (`{issuer}/.well-known/openid-configuration` → `jwks_uri`), its
-//! issuer, audience, expiry and not-before (60 s leeway), and hands back the claims to match
-//! against the job the saga dispatched.
+//! issuer, audience, expiry and not-before (60 s leeway), and hands back the claims;
+//! [`ActionsClaims::check_dispatched`] then matches them against what Slipway dispatches: the
+//! repository, the workflow file, the `workflow_dispatch` event and the ref.
 //!
 //! Keys are cached and refetched when a token names an unknown `kid` (GitHub rotates keys), at
 //! most once a minute so forged `kid`s cannot make Slipway hammer the issuer.
@@ -35,9 +36,26 @@ pub struct ActionsClaims {
     pub workflow_ref: String,
     /// The run's id (a decimal string).
     pub run_id: String,
-    /// `workflow_dispatch` for dispatched runs.
+    /// The event that started the run: `workflow_dispatch` for dispatched runs.
     #[serde(default)]
     pub event_name: Option<String>,
+    /// The ref the run ran at, fully qualified (`refs/heads/main`).
+    #[serde(default, rename = "ref")]
+    pub git_ref: Option<String>,
+}
+
+/// Why a verified token is not one of the run Slipway dispatched.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotDispatched {
+    /// Another repository, or another workflow file.
+    #[error("the token was issued to another repository or workflow")]
+    OtherWorkflow,
+    /// A run started by another event than `workflow_dispatch` (a push, a pull request…).
+    #[error("the token was issued to a run started by {0}, not workflow_dispatch")]
+    OtherEvent(String),
+    /// A run of the workflow file at another ref (a branch with a modified copy of it).
+    #[error("the token was issued to a run at {0}, not the ref Slipway dispatches")]
+    OtherRef(String),
 }
 
 impl ActionsClaims {
@@ -49,6 +67,40 @@ impl ActionsClaims {
             && self.workflow_ref.len() > prefix.len()
             && self.workflow_ref[..prefix.len()].eq_ignore_ascii_case(&prefix)
     }
+
+    /// Ok when the token was issued to a `workflow_dispatch` run of `workflow` in `repository`
+    /// at `git_ref` (fully qualified, see [`qualified_ref`]): the ref is the `ref` claim and the
+    /// one `workflow_ref` names, since a dispatched run takes its workflow file from that ref.
+    /// Whoever can push a branch cannot then prove a run of a modified copy of the file.
+    pub fn check_dispatched(
+        &self,
+        repository: &str,
+        workflow: &str,
+        git_ref: &str,
+    ) -> Result<(), NotDispatched> {
+        if !self.is_run_of(repository, workflow) {
+            return Err(NotDispatched::OtherWorkflow);
+        }
+        let event = self.event_name.as_deref().unwrap_or_default();
+        if event != "workflow_dispatch" {
+            return Err(NotDispatched::OtherEvent(
+                if event.is_empty() { "an unnamed event" } else { event }.to_owned(),
+            ));
+        }
+        let claimed = self.git_ref.as_deref().unwrap_or_default();
+        let file_ref = self.workflow_ref.rsplit_once('@').map_or("", |(_, r)| r);
+        if claimed != git_ref || file_ref != git_ref {
+            let shown = if claimed == git_ref { file_ref } else { claimed };
+            return Err(NotDispatched::OtherRef(if shown.is_empty() { "no ref" } else { shown }.to_owned()));
+        }
+        Ok(())
+    }
+}
+
+/// A ref as the `ref` claim spells it: a branch name (`main`) becomes `refs/heads/main`; a ref
+/// already under `refs/` (`refs/tags/v1`) stays as it is.
+pub fn qualified_ref(git_ref: &str) -> String {
+    if git_ref.starts_with("refs/") { git_ref.to_owned() } else { format!("refs/heads/{git_ref}") }
 }
 
 /// Why a token was refused.
@@ -177,14 +229,18 @@ impl OidcVerifier {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_run_of_the_workflow_in_the_repository() {
-        let claims = |repo: &str, wf: &str| ActionsClaims {
+    fn claims(repo: &str, wf: &str) -> ActionsClaims {
+        ActionsClaims {
             repository: repo.into(),
             workflow_ref: wf.into(),
             run_id: "1".into(),
-            event_name: None,
-        };
+            event_name: Some("workflow_dispatch".into()),
+            git_ref: wf.rsplit_once('@').map(|(_, r)| r.to_owned()),
+        }
+    }
+
+    #[test]
+    fn a_run_of_the_workflow_in_the_repository() {
         let ok = claims("acme/agents", "acme/agents/.github/workflows/provision-agent.yml@refs/heads/main");
         assert!(ok.is_run_of("acme/agents", "provision-agent.yml"));
         assert!(ok.is_run_of("Acme/Agents", "provision-agent.yml"), "GitHub names are case-insensitive");
@@ -196,5 +252,43 @@ mod tests {
         let elsewhere =
             claims("acme/agents", "evil/fork/.github/workflows/provision-agent.yml@refs/heads/main");
         assert!(!elsewhere.is_run_of("acme/agents", "provision-agent.yml"));
+    }
+
+    #[test]
+    fn only_a_dispatched_run_at_the_configured_ref() {
+        let (repo, wf, main) = ("acme/agents", "provision-agent.yml", "refs/heads/main");
+        let ok = claims(repo, "acme/agents/.github/workflows/provision-agent.yml@refs/heads/main");
+        assert_eq!(ok.check_dispatched(repo, wf, main), Ok(()));
+        assert_eq!(ok.check_dispatched("acme/other", wf, main), Err(NotDispatched::OtherWorkflow));
+
+        let pushed = ActionsClaims { event_name: Some("push".into()), ..ok.clone() };
+        assert_eq!(pushed.check_dispatched(repo, wf, main), Err(NotDispatched::OtherEvent("push".into())));
+        let unnamed = ActionsClaims { event_name: None, ..ok.clone() };
+        assert!(matches!(unnamed.check_dispatched(repo, wf, main), Err(NotDispatched::OtherEvent(_))));
+
+        let branch = claims(repo, "acme/agents/.github/workflows/provision-agent.yml@refs/heads/evil");
+        assert_eq!(
+            branch.check_dispatched(repo, wf, main),
+            Err(NotDispatched::OtherRef("refs/heads/evil".into()))
+        );
+        // The ref claim and the workflow file's ref must both be the configured one.
+        let mixed = ActionsClaims { git_ref: Some(main.into()), ..branch.clone() };
+        assert_eq!(
+            mixed.check_dispatched(repo, wf, main),
+            Err(NotDispatched::OtherRef("refs/heads/evil".into()))
+        );
+        let no_ref = ActionsClaims { git_ref: None, ..ok.clone() };
+        assert_eq!(no_ref.check_dispatched(repo, wf, main), Err(NotDispatched::OtherRef("no ref".into())));
+        assert_eq!(
+            ok.check_dispatched(repo, wf, "refs/heads/main-2"),
+            Err(NotDispatched::OtherRef(main.into()))
+        );
+    }
+
+    #[test]
+    fn refs_are_qualified_like_the_claim() {
+        assert_eq!(qualified_ref("main"), "refs/heads/main");
+        assert_eq!(qualified_ref("release/v2"), "refs/heads/release/v2");
+        assert_eq!(qualified_ref("refs/tags/v1"), "refs/tags/v1");
     }
 }

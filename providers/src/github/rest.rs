@@ -1,4 +1,5 @@
-//! GitHub REST client for the one call the provisioning saga makes: `workflow_dispatch`.
+//! GitHub REST client for the calls the provisioning saga makes: `workflow_dispatch`, and the
+//! workflow's runs list to find a dispatched run again.
 //!
 //! Requests are written over the shared HTTP layer rather than through octocrab's client on
 //! purpose: octocrab's error type does not carry the `Retry-After` / `x-ratelimit-reset` headers
@@ -7,6 +8,10 @@
 //! - `POST /repos/{owner}/{repo}/actions/workflows/{workflow}/dispatches` answers 204, or 200 with
 //!   `{workflow_run_id, run_url, html_url}` when `return_run_details: true` is sent (github.com
 //!   since 2026-02; older GHES answers 400 to the unknown field, so the client falls back once).
+//! - `GET /repos/{owner}/{repo}/actions/workflows/{workflow}/runs` lists runs newest first and
+//!   filters by `event`, `created` (search syntax, `>=2026-03-01T10:00:00Z`), `branch`,
+//!   `status`, `head_sha`, …; each run's `display_title` is the workflow's `run-name` as
+//!   evaluated for that run, which is how a dispatch's input can be found again.
 //! - Rate limits: 429, or 403 with `x-ratelimit-remaining: 0` / "secondary rate limit"; wait for
 //!   `retry-after` or `x-ratelimit-reset`, which the shared classification honours.
 //! - Every name put into a URL path is percent-encoded segment by segment (see
@@ -15,6 +20,7 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -39,6 +45,30 @@ pub struct DispatchedRun {
     /// HTML URL of the run.
     #[serde(default)]
     pub html_url: Option<String>,
+}
+
+/// One run of the runs list (the fields Slipway reads of GitHub's `workflow-run`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkflowRun {
+    /// Run id.
+    pub id: u64,
+    /// The run's title: the evaluated `run-name`, or else the workflow's name.
+    #[serde(default)]
+    pub display_title: String,
+    /// The event that started it (`workflow_dispatch`, `push`, …).
+    #[serde(default)]
+    pub event: String,
+    /// `queued`, `in_progress`, `completed`, ….
+    #[serde(default)]
+    pub status: Option<String>,
+    /// When GitHub created the run.
+    #[serde(default)]
+    pub created_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WorkflowRuns {
+    workflow_runs: Vec<WorkflowRun>,
 }
 
 fn parse_error(v: &serde_json::Value) -> (Option<String>, Option<String>) {
@@ -89,7 +119,43 @@ impl GitHubClient {
         }
         Ok(resp.json::<DispatchedRun>().await.ok())
     }
+
+    /// Runs of `workflow` in `repo` started by `event` and created at or after `created_since`,
+    /// newest first (up to [`MAX_RUN_PAGES`] pages of 100).
+    pub async fn workflow_runs(
+        &self,
+        repo: &str,
+        workflow: &str,
+        event: &str,
+        created_since: DateTime<Utc>,
+    ) -> Result<Vec<WorkflowRun>, ClientError> {
+        const PER_PAGE: usize = 100;
+        let path =
+            format!("{}/actions/workflows/{}/runs", repo_url(repo)?, url_segment("workflow", workflow)?);
+        let created = format!(">={}", created_since.to_rfc3339_opts(SecondsFormat::Secs, true));
+        let mut all = Vec::new();
+        for page in 1..=MAX_RUN_PAGES {
+            let query = [
+                ("event", event.to_owned()),
+                ("created", created.clone()),
+                ("exclude_pull_requests", "true".to_owned()),
+                ("per_page", PER_PAGE.to_string()),
+                ("page", page.to_string()),
+            ];
+            let runs: WorkflowRuns =
+                self.http.json(self.req(Method::GET, &path).query(&query)).await.map_err(rate_limited)?;
+            let last = runs.workflow_runs.len() < PER_PAGE;
+            all.extend(runs.workflow_runs);
+            if last {
+                break;
+            }
+        }
+        Ok(all)
+    }
 }
+
+/// Pages of the runs list read at most (GitHub returns up to 1,000 filtered results).
+pub const MAX_RUN_PAGES: usize = 10;
 
 /// A repository, as octocrab models GitHub's repository object.
 pub use octocrab::models::Repository;

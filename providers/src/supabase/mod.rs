@@ -108,8 +108,10 @@ impl SupabaseClient {
     /// True once db, rest and auth report healthy.
     pub async fn healthy(&self, project_ref: &str) -> Result<bool, ClientError> {
         let path = format!("/projects/{project_ref}/health");
-        let services: Vec<ServiceHealth> =
-            self.http.json(self.req(Method::GET, &path).query(&[("services", "db,rest,auth")])).await?;
+        // `services` is an array sent as repeated parameters (style form, explode true: the
+        // description's default), not one comma-separated value.
+        let query = [("services", "db"), ("services", "rest"), ("services", "auth")];
+        let services: Vec<ServiceHealth> = self.http.json(self.req(Method::GET, &path).query(&query)).await?;
         Ok(!services.is_empty() && services.iter().all(|s| s.healthy))
     }
 

@@ -48,8 +48,14 @@ pub(crate) struct Run<'a> {
     pub audience: &'a str,
 }
 
-/// A token as GitHub issues it to a job of `run`, valid from `now - skew` for five minutes.
+/// A token as GitHub issues it to a job of `run` (a dispatched one), valid from `now - skew` for
+/// `lifetime_secs`.
 pub(crate) fn mint(app: &Shared, run: &Run<'_>, lifetime_secs: i64) -> String {
+    mint_for_event(app, run, "workflow_dispatch", lifetime_secs)
+}
+
+/// [`mint`] for a run started by `event_name` (`push`, `pull_request`, …).
+fn mint_for_event(app: &Shared, run: &Run<'_>, event_name: &str, lifetime_secs: i64) -> String {
     let now = Utc::now().timestamp();
     let git_ref = if run.git_ref.starts_with("refs/") {
         run.git_ref.to_owned()
@@ -73,7 +79,7 @@ pub(crate) fn mint(app: &Shared, run: &Run<'_>, lifetime_secs: i64) -> String {
         "workflow": run.workflow,
         "workflow_ref": workflow_ref,
         "job_workflow_ref": workflow_ref,
-        "event_name": "workflow_dispatch",
+        "event_name": event_name,
         "ref_type": "branch",
         "runner_environment": "github-hosted",
         "iss": issuer(app),
@@ -117,8 +123,9 @@ async fn jwks() -> Response {
     json_response(StatusCode::OK, serde_json::from_str(JWKS).expect("the committed JWKS parses"))
 }
 
-/// `{repository, workflow, ref?, run_id, audience?, expires_in?}` → `{"value": <token>}`, the
-/// shape of GitHub's token endpoint answer.
+/// `{repository, workflow, ref?, event_name?, run_id, audience?, expires_in?}` →
+/// `{"value": <token>}`, the shape of GitHub's token endpoint answer (`ref` defaults to `main`,
+/// `event_name` to `workflow_dispatch`).
 async fn control_mint(State(app): State<Shared>, body: Bytes) -> Response {
     let body: Value = parse_body(&body).unwrap_or(Value::Null);
     let text = |k: &str| body.get(k).and_then(Value::as_str);
@@ -134,7 +141,8 @@ async fn control_mint(State(app): State<Shared>, body: Bytes) -> Response {
     let run =
         Run { repository, workflow, git_ref: text("ref").unwrap_or("main"), run_id, audience: &audience };
     let lifetime = body.get("expires_in").and_then(Value::as_i64).unwrap_or(300);
-    json_response(StatusCode::OK, json!({"value": mint(&app, &run, lifetime)}))
+    let event_name = text("event_name").unwrap_or("workflow_dispatch");
+    json_response(StatusCode::OK, json!({"value": mint_for_event(&app, &run, event_name, lifetime)}))
 }
 
 #[cfg(test)]

@@ -1,18 +1,22 @@
 //! Callbacks of the `provision-agent.yml` job: [`ActionsDelivery`], proven by one of two
 //! credentials.
 //!
-//! - **Actions OIDC** (preferred): `Authorization: Bearer <token>`, a JWT GitHub issued to the
-//!   run for the audience Slipway expects (`SLIPWAY_ACTIONS_OIDC_AUDIENCE`), verified against the
-//!   issuer's published keys. Its `repository` and `workflow_ref` must name the dispatched
-//!   workflow (`GITHUB_ACTIONS_REPO`, `GITHUB_ACTIONS_WORKFLOW`), and its `run_id` is the run id
-//!   the saga receives (a body naming another run is refused): the saga then takes callbacks
-//!   only from the run it dispatched. Whoever can edit other workflows cannot forge one.
-//! - **HMAC** (fallback, `SLIPWAY_CALLBACK_HMAC=false` turns it off): `X-Slipway-Signature:
-//!   sha256=<hex HMAC of the raw body>` under `GITHUB_CALLBACK_SECRET`, and the signed body's
-//!   `sent_at` (Unix seconds) within 300 s of now, so a captured callback cannot be replayed
-//!   later.
+//! - **Actions OIDC** (`GITHUB_ACTIONS_REPO` set): `Authorization: Bearer <token>`, a JWT GitHub
+//!   issued to the run for the audience Slipway expects (`SLIPWAY_ACTIONS_OIDC_AUDIENCE`),
+//!   verified against the issuer's published keys. It must name a run of the dispatched workflow
+//!   exactly as Slipway dispatches it: `repository` and `workflow_ref` the workflow
+//!   (`GITHUB_ACTIONS_REPO`, `GITHUB_ACTIONS_WORKFLOW`), `event_name` `workflow_dispatch`, and
+//!   `ref` (and the ref in `workflow_ref`) the dispatched ref (`GITHUB_ACTIONS_REF`). Whoever can
+//!   push a branch with a modified copy of the workflow, or edit other workflows, cannot forge one.
+//!   Its `run_id` must be the body's, so the saga takes callbacks only from the run it dispatched.
+//! - **HMAC**: `X-Slipway-Signature: sha256=<hex HMAC of the raw body>` under
+//!   `GITHUB_CALLBACK_SECRET`, and the signed body's `sent_at` (Unix seconds) within 300 s of
+//!   now, so a captured callback cannot be replayed later. The shared secret proves no run: with
+//!   OIDC configured it is refused unless `SLIPWAY_CALLBACK_HMAC=true` keeps it as a fallback;
+//!   without OIDC it is how callbacks are proven.
 //!
-//! Either way the body names the job, whose id is `<saga workflow id>/<run id>`.
+//! Either way the body names the job, whose id is `<saga workflow id>/<run id>`, and the Actions
+//! run (`run_id`, required with every status) the saga matches against the run it dispatched.
 
 use axum::{
     body::Bytes,
@@ -22,7 +26,7 @@ use axum::{
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use slipway_proto::model::{ActionsCallback, CallbackStatus};
+use slipway_proto::model::ActionsCallback;
 use slipway_providers::{github::actions_oidc::OidcError, signature};
 
 use super::{now, rejected};
@@ -70,13 +74,14 @@ struct Body {
     sent_at: Option<i64>,
 }
 
-/// Checks what the credential cannot: a status's required fields.
+/// Checks what the credential cannot: the required fields. `run_id` is required with every
+/// status: it is what the saga matches against the run it dispatched.
 fn validate(cb: &ActionsCallback) -> Result<(), String> {
     if cb.agent_id.is_empty() {
         return Err("agent_id is required".into());
     }
-    if cb.status == CallbackStatus::Running && cb.run_id.as_deref().is_none_or(str::is_empty) {
-        return Err("run_id is required with status running".into());
+    if cb.run_id.as_deref().is_none_or(str::is_empty) {
+        return Err("run_id (the Actions run id) is required".into());
     }
     Ok(())
 }
@@ -115,7 +120,11 @@ impl FromRequest<AppState> for ActionsDelivery {
             _ => {
                 return Err(rejected(
                     app,
-                    ApiError::unauthorized("MISSING_SIGNATURE", "an Actions OIDC bearer token is required"),
+                    ApiError::unauthorized(
+                        "MISSING_SIGNATURE",
+                        "an Actions OIDC bearer token of the dispatched run is required \
+                         (HMAC-signed callbacks are off while Actions OIDC is configured)",
+                    ),
                 ));
             }
         };
@@ -125,21 +134,20 @@ impl FromRequest<AppState> for ActionsDelivery {
         if sent_at_needed {
             fresh(parsed.sent_at, now()).map_err(|e| rejected(app, e))?;
         }
-        let mut callback = parsed.callback;
-        if let Proof::Oidc { run_id } = &proof {
-            if callback.run_id.as_ref().is_some_and(|r| r != run_id) {
-                return Err(rejected(
-                    app,
-                    ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "WRONG_RUN",
-                        "the body names another run than the token",
-                    ),
-                ));
-            }
-            callback.run_id = Some(run_id.clone());
-        }
+        let callback = parsed.callback;
         validate(&callback).map_err(|m| ApiError::bad_request("INVALID_CALLBACK", m))?;
+        if let Proof::Oidc { run_id } = &proof
+            && callback.run_id.as_ref() != Some(run_id)
+        {
+            return Err(rejected(
+                app,
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "WRONG_RUN",
+                    "the body names another run than the token",
+                ),
+            ));
+        }
         app.metrics.incr(Metric::WebhookReceived);
         // The same body from two runs is two callbacks: the proven run is part of the identity.
         let mut digest = Sha256::new();
@@ -153,7 +161,8 @@ impl FromRequest<AppState> for ActionsDelivery {
     }
 }
 
-/// Verifies the token and that it belongs to a run of the dispatched workflow.
+/// Verifies the token and that it belongs to a dispatched run of the workflow, at the ref
+/// Slipway dispatches.
 async fn prove_oidc(
     app: &AppState,
     verifier: &slipway_providers::github::actions_oidc::OidcVerifier,
@@ -171,22 +180,25 @@ async fn prove_oidc(
         }
         other => rejected(app, ApiError::unauthorized("INVALID_CALLBACK_TOKEN", other.to_string())),
     })?;
-    if !claims.is_run_of(&expected.repository, &expected.workflow) {
-        tracing::warn!(repository = %claims.repository, workflow_ref = %claims.workflow_ref, "callback token of another workflow");
-        return Err(rejected(
-            app,
-            ApiError::new(
-                StatusCode::FORBIDDEN,
-                "WRONG_RUN",
-                "the token was not issued to the dispatched workflow",
-            ),
-        ));
+    if let Err(why) = claims.check_dispatched(&expected.repository, &expected.workflow, &expected.git_ref) {
+        tracing::warn!(
+            repository = %claims.repository,
+            workflow_ref = %claims.workflow_ref,
+            event_name = claims.event_name.as_deref().unwrap_or_default(),
+            git_ref = claims.git_ref.as_deref().unwrap_or_default(),
+            run_id = %claims.run_id,
+            %why,
+            "callback token of a run Slipway did not dispatch"
+        );
+        return Err(rejected(app, ApiError::new(StatusCode::FORBIDDEN, "WRONG_RUN", why.to_string())));
     }
     Ok(Proof::Oidc { run_id: claims.run_id })
 }
 
 #[cfg(test)]
 mod tests {
+    use slipway_proto::model::CallbackStatus;
+
     use super::*;
 
     fn cb(status: CallbackStatus, run_id: Option<&str>) -> ActionsCallback {
@@ -200,10 +212,12 @@ mod tests {
     }
 
     #[test]
-    fn running_needs_a_run_id() {
-        assert!(validate(&cb(CallbackStatus::Running, None)).is_err());
-        assert!(validate(&cb(CallbackStatus::Running, Some("42"))).is_ok());
-        assert!(validate(&cb(CallbackStatus::Succeeded, None)).is_ok());
+    fn every_status_needs_a_run_id() {
+        for status in [CallbackStatus::Running, CallbackStatus::Succeeded, CallbackStatus::Failed] {
+            assert!(validate(&cb(status, None)).is_err(), "{status:?} without run_id");
+            assert!(validate(&cb(status, Some(""))).is_err(), "{status:?} with an empty run_id");
+            assert!(validate(&cb(status, Some("42"))).is_ok(), "{status:?}");
+        }
     }
 
     #[test]
