@@ -6,6 +6,15 @@
 //! looks the name up first and adopts what an earlier attempt made. Compensations find by the
 //! same names, so they also remove what a failed attempt created without reporting it, and a
 //! resource that is already gone counts as removed.
+//!
+//! Supabase and n8n do not keep names unique, so a create an earlier attempt sent can still
+//! land after a retry looked and made its own (the answer was lost, or the attempt timed out
+//! while the provider was still working on it): a second, billed project or workflow. Every
+//! attempt therefore adopts the *oldest* resource with the name (creation time, then id: the
+//! same choice whoever looks), and the step deletes every other one once its own is up: the
+//! health wait for the Supabase project, the n8n step after activating its workflow. The
+//! compensations delete every resource with the name. A create landing after the step ended
+//! is left to the orphan sweep: the stack's record names the one it kept.
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -117,7 +126,8 @@ impl StackActivities {
         self.supabase_project(&target).await.map_err(ClientError::into_activity_error)
     }
 
-    /// Step 1b: wait until the project is healthy, polling within the 120/min budget.
+    /// Step 1b: wait until the project is healthy, polling within the 120/min budget; then
+    /// delete the organization's other projects with its name (late creates of earlier attempts).
     #[activity]
     pub async fn wait_supabase_healthy(
         self: Arc<Self>,
@@ -126,7 +136,10 @@ impl StackActivities {
     ) -> Result<(), ActivityError> {
         loop {
             if self.cfg.supabase.healthy(&project_ref).await.map_err(ClientError::into_activity_error)? {
-                return Ok(());
+                return self
+                    .remove_supabase_duplicates(&project_ref)
+                    .await
+                    .map_err(ClientError::into_activity_error);
             }
             let _ = ctx.record_heartbeat(0u32).await;
             tokio::select! {
@@ -208,18 +221,14 @@ impl StackActivities {
         self.n8n_workflow(&target).await.map_err(ClientError::into_activity_error)
     }
 
-    /// Compensation of step 5.
+    /// Compensation of step 5: every workflow with the client's name.
     #[activity]
     pub async fn delete_n8n_workflow(
         self: Arc<Self>,
         _ctx: ActivityContext,
         client_id: String,
     ) -> Result<bool, ActivityError> {
-        let n8n = &self.cfg.n8n;
-        match n8n.find_workflow(&resource_name(&client_id)).await.map_err(ClientError::into_activity_error)? {
-            Some(w) => n8n.delete_workflow(&w.id).await.map_err(ClientError::into_activity_error),
-            None => Ok(false),
-        }
+        self.delete_n8n_workflows(&client_id).await.map_err(ClientError::into_activity_error)
     }
 
     /// Compensation of step 4 (deleting the project deletes its deployments).
@@ -242,22 +251,15 @@ impl StackActivities {
         self.delete_repo(&client_id).await.map_err(ClientError::into_activity_error)
     }
 
-    /// Compensation of steps 1–2 (the schema lives in the project).
+    /// Compensation of steps 1–2 (the schema lives in the project): every project with the
+    /// client's name.
     #[activity]
     pub async fn delete_supabase_project(
         self: Arc<Self>,
         _ctx: ActivityContext,
         client_id: String,
     ) -> Result<bool, ActivityError> {
-        let sb = &self.cfg.supabase;
-        let found = sb
-            .find_project(&self.cfg.supabase_org_id, &resource_name(&client_id))
-            .await
-            .map_err(ClientError::into_activity_error)?;
-        match found {
-            Some(p) => sb.delete_project(&p.id).await.map_err(ClientError::into_activity_error),
-            None => Ok(false),
-        }
+        self.delete_supabase_projects(&client_id).await.map_err(ClientError::into_activity_error)
     }
 }
 
@@ -275,7 +277,8 @@ impl StackActivities {
                     .create_project(&self.cfg.supabase_org_id, &name, &self.cfg.supabase_region, &db_pass)
                     .await
                 {
-                    Ok(p) => p,
+                    // An earlier attempt's create may have landed meanwhile: the oldest wins.
+                    Ok(p) => sb.find_project(&self.cfg.supabase_org_id, &name).await?.unwrap_or(p),
                     Err(e) if e.status() == Some(409) => {
                         sb.find_project(&self.cfg.supabase_org_id, &name).await?.ok_or(e)?
                     }
@@ -287,6 +290,39 @@ impl StackActivities {
             api_url: format!("https://{}.supabase.co", project.id),
             project_ref: project.id,
         })
+    }
+
+    /// Deletes the organization's projects named like `project_ref` (the one the saga adopted)
+    /// other than it.
+    async fn remove_supabase_duplicates(&self, project_ref: &str) -> Result<(), ClientError> {
+        let sb = &self.cfg.supabase;
+        let projects = sb.list_projects(&self.cfg.supabase_org_id).await?;
+        let Some(name) = projects.iter().find(|p| p.id == project_ref).map(|p| p.name.clone()) else {
+            return Ok(());
+        };
+        for p in projects.iter().filter(|p| p.name == name && p.id != project_ref) {
+            tracing::warn!(project = %p.id, %name, kept = %project_ref, "deleting a duplicate Supabase project");
+            sb.delete_project(&p.id).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_supabase_projects(&self, client_id: &str) -> Result<bool, ClientError> {
+        let sb = &self.cfg.supabase;
+        let mut removed = false;
+        for p in sb.projects_named(&self.cfg.supabase_org_id, &resource_name(client_id)).await? {
+            removed |= sb.delete_project(&p.id).await?;
+        }
+        Ok(removed)
+    }
+
+    async fn delete_n8n_workflows(&self, client_id: &str) -> Result<bool, ClientError> {
+        let n8n = &self.cfg.n8n;
+        let mut removed = false;
+        for w in n8n.workflows_named(&resource_name(client_id)).await? {
+            removed |= n8n.delete_workflow(&w.id).await?;
+        }
+        Ok(removed)
     }
 
     async fn migrate(&self, project_ref: &str) -> Result<Vec<String>, ClientError> {
@@ -405,10 +441,18 @@ impl StackActivities {
         let path = webhook_path(&target.client_id);
         let workflow = match n8n.find_workflow(&name).await? {
             Some(w) => w,
-            None => n8n.create_webhook_workflow(&name, &path).await?,
+            None => {
+                let created = n8n.create_webhook_workflow(&name, &path).await?;
+                // An earlier attempt's create may have landed meanwhile: the oldest wins.
+                n8n.find_workflow(&name).await?.unwrap_or(created)
+            }
         };
         if !workflow.active {
             n8n.activate(&workflow.id).await?;
+        }
+        for other in n8n.workflows_named(&name).await?.into_iter().filter(|w| w.id != workflow.id) {
+            tracing::warn!(workflow = %other.id, %name, kept = %workflow.id, "deleting a duplicate n8n workflow");
+            n8n.delete_workflow(&other.id).await?;
         }
         Ok(N8nOut {
             workflow_id: workflow.id,

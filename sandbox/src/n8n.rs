@@ -7,7 +7,7 @@
 //! are validated against the published schema with the validator's wording
 //! (`request/body must have required property 'settings'`), errors are `{"message": ...}`,
 //! and only a workflow with an enabled trigger node (a webhook, or a `*Trigger` node other
-//! than the manual one) can be activated.
+//! than the manual one) can be activated. Names are not unique: each create makes a workflow.
 //!
 //! Workflows are stored as given; the sandbox does not execute them. The `parameters.path`
 //! of their webhook nodes is shown in the inventory (`webhookPaths`), so tests can see which

@@ -8,6 +8,9 @@
 //! `X-RateLimit-*` headers of the real API's limit of 120 requests per minute, counted per
 //! token and scope (one project, or the account), with 429 and `Retry-After` beyond it.
 //!
+//! Project names are not unique, even within an organization: the description declares no
+//! conflict for `POST /v1/projects`, so each create makes a project.
+//!
 //! A new project is `COMING_UP` until `supabase_ready_ms` have passed since its creation,
 //! then `ACTIVE_HEALTHY`; like Hetzner actions, this is computed from timestamps on every
 //! request rather than driven by timers.
@@ -347,11 +350,8 @@ async fn create_project(State(app): State<Shared>, body: Bytes) -> Response {
     let ready_ms = app.config.supabase_ready_ms;
     let mut state = app.lock();
     let s = &mut state.supabase;
-    // Guess: the real API refuses a duplicate name within an organization (the dashboard
-    // reports it); the status and wording are not documented.
-    if s.projects.iter().any(|p| p.organization_id == organization_id && p.name == name) {
-        return message(StatusCode::CONFLICT, "Project name already exists");
-    }
+    // Names are not unique: the description declares no conflict for a create, so a second
+    // create with a name makes a second project.
     s.next_id += 1;
     let created = Utc::now();
     let project = Project {

@@ -78,7 +78,7 @@ pub fn server_status(state: &Value, agent_id: &str) -> Option<String> {
 
 impl TestApp {
     /// Create, as someone holding the project's credentials would by hand, a Hetzner server and
-    /// a Tailscale auth key carrying agent `ghost`'s names, for an agent that does not exist.
+    /// a Tailscale auth key carrying agent `ghost`'s names (an agent that does not exist, or one destroyed).
     /// Returns the server id and the key id.
     pub async fn ghost_resources(&self, ghost: &str) -> anyhow::Result<(u64, String)> {
         let server: Value = self

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use slipway_proto::model::{AgentRecord, AgentStatus};
 use slipway_starter::Gateway;
 
@@ -22,6 +22,24 @@ pub struct Runs {
 }
 
 impl TestApp {
+    /// An agent created (as a draft, for a subscribed user `name`) and destroyed through the
+    /// API: its workflow has closed, so Temporal knows it is gone, unlike a name it never saw
+    /// (the orphan sweep deletes only what a known-gone owner left behind).
+    pub async fn destroyed_agent(&self, name: &str) -> anyhow::Result<String> {
+        let user = self.id(name);
+        self.subscribe(&user, None).await?;
+        let token = self.token(&user, None);
+        let body = serde_json::json!({"name": name, "region": "fsn1"});
+        let (code, body) = self.api(reqwest::Method::POST, "/api/agents", Some(&token), Some(body)).await?;
+        anyhow::ensure!(code == 201, "create agent: {code} {body}");
+        let agent = body["agent_id"].as_str().context("agent_id")?.to_owned();
+        let path = format!("/api/agents/{agent}/destroy");
+        let (code, body) = self.api(reqwest::Method::POST, &path, Some(&token), None).await?;
+        anyhow::ensure!(code == 202, "destroy agent: {code} {body}");
+        self.wait_for_status(&agent, &[AgentStatus::Destroyed], Duration::from_secs(90)).await?;
+        Ok(agent)
+    }
+
     /// A workflow's runs as Temporal describes it: first run id, current run id (they differ once
     /// it has continued as new) and the current run's history length.
     pub async fn runs(&self, workflow_id: &str) -> anyhow::Result<Runs> {

@@ -284,3 +284,126 @@ async fn a_stack_older_than_retention_and_an_operators_project_survive_deleting_
     assert_eq!(inventory(&app.sandbox_state().await?), inventory(&before), "nothing deleted");
     Ok(())
 }
+
+/// The sandbox's resources of one kind named for `client` (`slipway-<client>`).
+fn named(state: &Value, provider: &str, kind: &str, client: &str) -> Vec<Value> {
+    let name = format!("slipway-{client}");
+    state[provider][kind]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["name"].as_str() == Some(name.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Exactly one Supabase project and one n8n workflow carry the client's name, and they are the
+/// ones the stack reports (the workflow active).
+async fn assert_only_the_stacks_own(app: &TestApp, client: &str, status: &Value) -> anyhow::Result<()> {
+    let state = app.sandbox_state().await?;
+    let projects = named(&state, "supabase", "projects", client);
+    let workflows = named(&state, "n8n", "workflows", client);
+    assert_eq!((projects.len(), workflows.len()), (1, 1), "one of each: {state:#}");
+    let r = &status["resources"];
+    assert_eq!(projects[0]["ref"], r["supabase_ref"], "{status:#}");
+    assert_eq!(workflows[0]["id"], r["n8n_workflow_id"], "{status:#}");
+    assert_eq!(workflows[0]["active"], true, "{state:#}");
+    Ok(())
+}
+
+/// One create is handled but its answer never arrives (the connection closes first): the
+/// retry finds what it made and adopts it.
+async fn a_lost_create_answer_is_adopted(path: &str) -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    app.fault(json!({"method": "POST", "path": path, "drop": "response", "count": 1})).await?;
+    let client = app.id("acme");
+    let status = provision(&app, &client).await?;
+
+    assert_eq!(status["state"], "ready", "{status:#}");
+    let faults: Value =
+        app.http.get(format!("{}/_sandbox/faults", app.sandbox.base_url)).send().await?.json().await?;
+    assert_eq!(faults["faults"][0]["hits"], 1, "the create's answer was lost once: {faults:#}");
+    assert_only_the_stacks_own(&app, &client, &status).await
+}
+
+#[tokio::test]
+async fn a_lost_supabase_create_answer_makes_one_project() -> anyhow::Result<()> {
+    a_lost_create_answer_is_adopted("/supabase/v1/projects").await
+}
+
+#[tokio::test]
+async fn a_lost_n8n_create_answer_makes_one_workflow() -> anyhow::Result<()> {
+    a_lost_create_answer_is_adopted("/n8n/api/v1/workflows").await
+}
+
+/// Waits until a started stack settles; returns its final status.
+async fn settled(app: &TestApp, client: &str) -> anyhow::Result<Value> {
+    let admin = app.token("ops", Some("admin"));
+    let path = format!("/api/provisioning/{client}");
+    slipway_tests::wait_for("the stack settles", WAIT, || async {
+        let (code, body) = app.api(Method::GET, &path, Some(&admin), None).await?;
+        let busy = matches!(body["state"].as_str(), Some("provisioning" | "rolling_back"));
+        Ok((code == 200 && !busy).then_some(body))
+    })
+    .await
+}
+
+/// A create an earlier attempt sent lands after the retry made its own: names are not unique
+/// at Supabase or n8n, so the provider makes a second one. The sandbox cannot play this with a
+/// slow fault (it stops handling a request whose client hung up, and the clients give up no later
+/// than the attempt's start-to-close timeout), so the test sends that create itself while `hold`
+/// keeps the saga in the step, then lets the step finish.
+async fn a_create_landing_late_leaves_one(
+    hold: Value,
+    (provider, kind, path): (&str, &str, &str),
+    late_create: fn(&str) -> Value,
+) -> anyhow::Result<()> {
+    let app = TestApp::spawn().await?;
+    app.fault(hold).await?;
+    let client = app.id("acme");
+    let admin = app.token("ops", Some("admin"));
+    let (code, body) =
+        app.api(Method::POST, "/api/provisioning", Some(&admin), Some(request(&client))).await?;
+    assert_eq!(code, 202, "{body}");
+    slipway_tests::wait_until("the step's own create", WAIT, || async {
+        Ok(named(&app.sandbox_state().await?, provider, kind, &client).len() == 1)
+    })
+    .await?;
+
+    let send = app.http.post(format!("{}{path}", app.sandbox.base_url));
+    let send = if provider == "n8n" {
+        send.header("X-N8N-API-KEY", slipway_tests::N8N_API_KEY)
+    } else {
+        send.bearer_auth(slipway_tests::SUPABASE_TOKEN)
+    };
+    send.json(&late_create(&format!("slipway-{client}"))).send().await?.error_for_status()?;
+    assert_eq!(named(&app.sandbox_state().await?, provider, kind, &client).len(), 2, "a duplicate");
+    app.http.delete(format!("{}/_sandbox/faults", app.sandbox.base_url)).send().await?.error_for_status()?;
+
+    let status = settled(&app, &client).await?;
+    assert_eq!(status["state"], "ready", "{status:#}");
+    assert_only_the_stacks_own(&app, &client, &status).await
+}
+
+#[tokio::test]
+async fn a_supabase_create_landing_after_the_retrys_leaves_one_project() -> anyhow::Result<()> {
+    a_create_landing_late_leaves_one(
+        json!({"method": "GET", "path": "/supabase/v1/projects/*/health", "status": 503}),
+        ("supabase", "projects", "/supabase/v1/projects"),
+        |name| {
+            json!({"name": name, "organization_slug": "org-slipway-test", "region": "eu-central-1",
+                   "db_pass": "an-earlier-attempts-password"})
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn an_n8n_create_landing_after_the_retrys_leaves_one_workflow() -> anyhow::Result<()> {
+    a_create_landing_late_leaves_one(
+        json!({"method": "POST", "path": "/n8n/api/v1/workflows/*/activate", "status": 503}),
+        ("n8n", "workflows", "/n8n/api/v1/workflows"),
+        |name| json!({"name": name, "nodes": [], "connections": {}, "settings": {}}),
+    )
+    .await
+}

@@ -85,7 +85,12 @@ async fn sagas_complete_while_providers_misbehave_at_configured_rates() -> anyho
     // Every saga completed: the faults were all transient.
     let records = records(&app, &agents).await?;
     let tally = outcomes(&records)?;
-    assert_eq!(tally.active.len(), SAGAS, "all active; rolled back: {:?}", tally.rolled_back);
+    let why: Vec<(&String, Option<&String>)> = tally
+        .rolled_back
+        .iter()
+        .map(|a| (a, records.get(a).and_then(|r| r.failure_reason.as_ref())))
+        .collect();
+    assert_eq!(tally.active.len(), SAGAS, "all active; rolled back: {why:?}");
     // Lost answers did not duplicate anything: a retried server create adopted the server, a
     // retried key create revoked the key it could not see.
     let state = app.sandbox_state().await?;

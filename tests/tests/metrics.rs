@@ -72,9 +72,10 @@ async fn starter_and_worker_expose_the_named_series_after_real_traffic() -> anyh
     );
     assert!(starter.contains("# TYPE slipway_temporal_errors_total counter"), "{starter}");
 
-    // An orphan sweep (deleting on) finds a server and a key made by hand for no agent.
+    // An orphan sweep (deleting on) finds a server and a key made by hand under a destroyed
+    // agent's names.
     app.http.delete(format!("{}/_sandbox/faults", app.sandbox.base_url)).send().await?.error_for_status()?;
-    app.ghost_resources(&app.id("ghost")).await?;
+    app.ghost_resources(&app.destroyed_agent("gone").await?).await?;
     app.reconciler_schedules(true).await?;
     app.reconcile("orphans", true).await?;
     app.reconcile("orphans", true).await?;

@@ -234,3 +234,46 @@ async fn a_dispatch_answered_without_its_run_is_found_through_the_runs_list() ->
     assert_eq!(saga_result(&app, &user).await?["actions_run_id"], json!(run["id"].to_string()));
     Ok(())
 }
+
+/// A checkout refused 409 while the user's other provisioning ran is provisioned when Stripe
+/// sends it again after that provisioning ended (Temporal would otherwise answer the same
+/// refusal from the agent's history for as long as its workflow runs), and only once.
+#[tokio::test]
+async fn a_checkout_refused_while_another_provisioning_ran_provisions_when_sent_again() -> anyhow::Result<()>
+{
+    let app = slipway_tests::TestApp::spawn_with(slipway_tests::Options {
+        policy: slipway_proto::model::ProvisioningPolicy {
+            callback_deadline_secs: 3,
+            dispatch_deadline_secs: 60,
+        },
+        ..slipway_tests::Options::default()
+    })
+    .await?;
+    app.runner("silent").await?;
+    let (user, first, second) = (app.id("user"), app.id("first"), app.id("second"));
+    let (paid_first, _) = app.checkout_event(&user, &first, "fsn1");
+    assert_eq!(app.post_stripe(&paid_first).await?.status(), 200);
+    app.wait_for_status(&first, &[AgentStatus::Provisioning], WAIT).await?;
+    let (paid_second, _) = app.checkout_event(&user, &second, "fsn1");
+    let refused = app.post_stripe(&paid_second).await?;
+    assert_eq!(refused.status(), 409);
+    assert_eq!(refused.json::<Value>().await?["code"], "PROVISIONING_IN_PROGRESS");
+
+    // The first provisioning ends (its job never calls back); Stripe retries the second.
+    app.wait_for_status(&first, &[AgentStatus::Failed], WAIT).await?;
+    app.runner("succeed").await?;
+    let retried = app.post_stripe(&paid_second).await?;
+    assert_eq!(retried.status(), 200, "{}", retried.text().await?);
+    app.wait_for_status(&second, &[AgentStatus::Active], WAIT).await?;
+    // Sent once more: answered, and nothing is provisioned twice.
+    assert_eq!(app.post_stripe(&paid_second).await?.status(), 200);
+    let state = app.sandbox_state().await?;
+    let servers = state["hetzner"]["servers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["name"] == json!(format!("slipway-{second}")))
+        .count();
+    assert_eq!(servers, 1, "{state:#}");
+    Ok(())
+}

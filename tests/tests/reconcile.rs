@@ -345,7 +345,7 @@ async fn an_orphan_is_reported_twice_seen_then_deleted_on_request_and_owned_reso
     // Resources under the names of an agent that existed and was destroyed (Temporal knows it
     // is gone), and under the names of one Temporal never knew (another deployment's, an
     // operator's own): only the first are orphans.
-    let ghost = destroyed_agent(&app, "gone").await?;
+    let ghost = app.destroyed_agent("gone").await?;
     let (ghost_server, ghost_key) = app.ghost_resources(&ghost).await?;
     let stranger = app.id("stranger");
     let (stranger_server, stranger_key) = app.ghost_resources(&stranger).await?;
@@ -407,7 +407,7 @@ async fn an_orphan_is_reported_twice_seen_then_deleted_on_request_and_owned_reso
 
     // With deleting on (SLIPWAY_SWEEP_DELETE), the schedule's own runs delete.
     app.reconciler_schedules(true).await?;
-    let (server2, key2) = app.ghost_resources(&destroyed_agent(&app, "gone2").await?).await?;
+    let (server2, key2) = app.ghost_resources(&app.destroyed_agent("gone2").await?).await?;
     app.reconcile("orphans", true).await?;
     let (_, swept) = app.reconcile("orphans", true).await?;
     let mut expected = vec![format!("hetzner/server/{server2}"), format!("tailscale/auth_key/{key2}")];
@@ -416,24 +416,6 @@ async fn an_orphan_is_reported_twice_seen_then_deleted_on_request_and_owned_reso
     assert_eq!(keys(&swept, "unowned"), unowned, "{swept:#}");
     assert!(server_ids(&app).await?.contains(&stranger_server));
     Ok(())
-}
-
-/// An agent created and destroyed through the API: its workflow has closed, so Temporal knows
-/// it is gone (unlike a name it never saw).
-async fn destroyed_agent(app: &TestApp, name: &str) -> anyhow::Result<String> {
-    let user = app.id(name);
-    app.subscribe(&user, None).await?;
-    let token = app.token(&user, None);
-    let (code, body) = app
-        .api(Method::POST, "/api/agents", Some(&token), Some(json!({"name": name, "region": "fsn1"})))
-        .await?;
-    anyhow::ensure!(code == 201, "create agent: {code} {body}");
-    let agent = body["agent_id"].as_str().context("agent_id")?.to_owned();
-    let (code, body) =
-        app.api(Method::POST, &format!("/api/agents/{agent}/destroy"), Some(&token), None).await?;
-    anyhow::ensure!(code == 202, "destroy agent: {code} {body}");
-    app.wait_for_status(&agent, &[AgentStatus::Destroyed], WAIT).await?;
-    Ok(agent)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

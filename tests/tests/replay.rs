@@ -1415,12 +1415,7 @@ async fn live_reconcilers() -> anyhow::Result<()> {
     // Orphans: a server and a key made by hand under a destroyed agent's names: suspects, then
     // orphans (reported), then deleted once deleting is on. (Under names Temporal never knew
     // they would be kept: nothing proves them orphans.)
-    let user = app.id("gone");
-    app.subscribe(&user, None).await?;
-    let token = app.token(&user, None);
-    let gone = create_agent(&app, &token, "gone").await?;
-    lifecycle(&app, &token, &gone, "destroy", AgentStatus::Destroyed).await?;
-    app.ghost_resources(&gone).await?;
+    app.ghost_resources(&app.destroyed_agent("gone").await?).await?;
     let (first, report) = app.reconcile("orphans", true).await?;
     assert_eq!(report["suspects"].as_array().map(Vec::len), Some(2), "{report:#}");
     rec.take(&app, "reconcile-orphans-suspects", &first, None).await?;

@@ -4,6 +4,8 @@
 //! `POST /workflows` creates (`name`, `nodes`, `connections`, `settings` required),
 //! `POST /workflows/{id}/activate` activates (n8n v1; newer versions call it publishing — pin the
 //! n8n version), `DELETE /workflows/{id}` deletes. Error bodies are `{"message": "..."}`.
+//! Workflow names are not unique: two creates with one name make two workflows (told apart by
+//! `id` and `createdAt`).
 
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::error::ClientError;
 use crate::http::Http;
+use crate::supabase::created_nanos;
 
 /// n8n client.
 #[derive(Debug, Clone)]
@@ -61,19 +64,34 @@ impl N8nClient {
             .header("X-N8N-API-KEY", self.api_key.expose_secret())
     }
 
-    /// The workflow with exactly this name, if any.
+    /// The oldest workflow with exactly this name, if any.
     pub async fn find_workflow(&self, name: &str) -> Result<Option<N8nWorkflow>, ClientError> {
-        let list: WorkflowList =
-            self.http.json(self.req(Method::GET, "/workflows").query(&[("name", name)])).await?;
-        Ok(list.data.into_iter().find(|w| w.name == name))
+        Ok(self.workflows_named(name).await?.into_iter().next())
+    }
+
+    /// Every workflow with exactly this name, oldest first (creation time, then id), so that
+    /// every caller picks the same one.
+    pub async fn workflows_named(&self, name: &str) -> Result<Vec<N8nWorkflow>, ClientError> {
+        let mut named = self.pages(Some(name)).await?;
+        named.retain(|w| w.name == name);
+        named.sort_by_cached_key(|w| (created_nanos(w.created_at.as_deref()), w.id.clone()));
+        Ok(named)
     }
 
     /// Every workflow of the instance, all pages (`cursor`, `nextCursor`).
     pub async fn list_workflows(&self) -> Result<Vec<N8nWorkflow>, ClientError> {
+        self.pages(None).await
+    }
+
+    /// Every workflow (with this name, if given), all pages.
+    async fn pages(&self, name: Option<&str>) -> Result<Vec<N8nWorkflow>, ClientError> {
         let mut all = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
             let mut query = vec![("limit", "250".to_owned())];
+            if let Some(n) = name {
+                query.push(("name", n.to_owned()));
+            }
             if let Some(c) = &cursor {
                 query.push(("cursor", c.clone()));
             }

@@ -8,6 +8,8 @@
 //! - `GET /v1/projects/{ref}/api-keys` lists the `anon` and `service_role` keys.
 //! - Rate limit: 120 requests per minute per user and scope; 429 for the rest of the minute.
 //! - Error bodies are `{"message": "..."}`.
+//! - Project names are not unique: the description declares no conflict for a create, so two
+//!   creates with one name make two projects (told apart by `ref` and `created_at`).
 
 use std::time::Duration;
 
@@ -31,7 +33,7 @@ pub struct SupabaseClient {
 pub struct Project {
     /// Project ref (also its id).
     pub id: String,
-    /// Name, unique per organization.
+    /// Name (not unique, even within an organization).
     pub name: String,
     /// Owning organization (deprecated id; the same value as the slug).
     #[serde(default)]
@@ -73,13 +75,26 @@ impl SupabaseClient {
         self.http.request(method, &format!("/v1{path}")).bearer_auth(self.token.expose_secret())
     }
 
-    /// The organization's project with this name, if any.
+    /// The organization's oldest project with this name, if any.
     pub async fn find_project(
         &self,
         organization_id: &str,
         name: &str,
     ) -> Result<Option<Project>, ClientError> {
-        Ok(self.list_projects(organization_id).await?.into_iter().find(|p| p.name == name))
+        Ok(self.projects_named(organization_id, name).await?.into_iter().next())
+    }
+
+    /// The organization's projects with exactly this name, oldest first (creation time, then
+    /// ref), so that every caller picks the same one.
+    pub async fn projects_named(
+        &self,
+        organization_id: &str,
+        name: &str,
+    ) -> Result<Vec<Project>, ClientError> {
+        let mut named: Vec<Project> =
+            self.list_projects(organization_id).await?.into_iter().filter(|p| p.name == name).collect();
+        named.sort_by_cached_key(|p| (created_nanos(p.created_at.as_deref()), p.id.clone()));
+        Ok(named)
     }
 
     /// The organization's projects.
@@ -138,5 +153,27 @@ impl SupabaseClient {
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// Sort key of a creation time (RFC 3339, any precision): its instant, an unknown or unreadable
+/// one last.
+pub(crate) fn created_nanos(at: Option<&str>) -> i64 {
+    at.and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .and_then(|t| t.timestamp_nanos_opt())
+        .unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::created_nanos;
+
+    #[test]
+    fn creation_times_order_across_precisions() {
+        let at = |t: &str| created_nanos(Some(t));
+        assert!(at("2026-01-01T00:00:00.5Z") > at("2026-01-01T00:00:00Z"));
+        assert!(at("2026-01-01T00:00:01Z") > at("2026-01-01T00:00:00.999999Z"));
+        assert!(at("2026-01-01T01:00:00+02:00") < at("2026-01-01T00:00:00Z"));
+        assert_eq!((created_nanos(None), at("yesterday")), (i64::MAX, i64::MAX));
     }
 }

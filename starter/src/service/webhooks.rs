@@ -84,17 +84,12 @@ impl WebhookService {
         let app = &self.app;
         let agent_id = paid.agent.agent_id.clone();
         tracing::Span::current().record("workflow_id", agent_workflow_id(&agent_id));
-        let outcome = app
-            .gateway
-            .provision(
-                paid.agent,
-                app.settings.policy.clone(),
-                app.lifecycle(),
-                paid.customer_id.as_deref(),
-                paid.command,
-                paid.request_id,
-            )
-            .await;
+        let mut outcome = self.provision_update(&paid, paid.request_id.clone()).await;
+        if let Ok(ProvisionOutcome::Refused { code, .. }) = &outcome
+            && code == slipway_workflows::agent::codes::PROVISIONING_IN_PROGRESS
+        {
+            outcome = self.past_a_stale_refusal(&paid, outcome).await;
+        }
         match outcome {
             Ok(ProvisionOutcome::Refused { code, reason })
                 if code == slipway_workflows::agent::codes::PROVISIONING_IN_PROGRESS =>
@@ -113,6 +108,50 @@ impl WebhookService {
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The agent's `provision` update, with `update_id` (update-with-start).
+    async fn provision_update(
+        &self,
+        paid: &PaidCheckout,
+        update_id: String,
+    ) -> Result<ProvisionOutcome, GatewayError> {
+        let app = &self.app;
+        app.gateway
+            .provision(
+                paid.agent.clone(),
+                app.settings.policy.clone(),
+                app.lifecycle(),
+                paid.customer_id.as_deref(),
+                paid.command.clone(),
+                update_id,
+            )
+            .await
+    }
+
+    /// Temporal answers a completed update again from the workflow's history, so a delivery
+    /// refused while the user's other provisioning ran is refused the same way for as long as
+    /// the agent's workflow runs, however often Stripe (or the catch-up) sends it again. When
+    /// that provisioning has ended since, the refusal is stale: ask again, once, under an update
+    /// id naming the saga run that caused it (a redelivery asks the same question, and is
+    /// answered from history again: one effect). A saga that provisioned this very agent means
+    /// the event has had its effect.
+    async fn past_a_stale_refusal(
+        &self,
+        paid: &PaidCheckout,
+        refused: Result<ProvisionOutcome, GatewayError>,
+    ) -> Result<ProvisionOutcome, GatewayError> {
+        let app = &self.app;
+        let latest = match app.gateway.latest_saga(&paid.agent.user_id).await {
+            Ok(Some(latest)) if !latest.running => latest,
+            Ok(_) => return refused,
+            Err(e) => return Err(e),
+        };
+        if latest.agent_id.as_deref() == Some(paid.agent.agent_id.as_str()) {
+            return Ok(ProvisionOutcome::AlreadyProvisioning);
+        }
+        tracing::info!(agent_id = %paid.agent.agent_id, after = %latest.run_id, "refusal outlived the provisioning that caused it; asking again");
+        self.provision_update(paid, format!("{}~{}", paid.request_id, latest.run_id)).await
     }
 
     /// A GitHub delivery `delivery` (its id dedupes signals).
