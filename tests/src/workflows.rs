@@ -19,6 +19,10 @@ pub struct Runs {
     pub current: String,
     /// Events in the current run's history.
     pub history_length: usize,
+    /// A workflow task completed after the run's last signal and none is pending: it has
+    /// processed everything it was sent (a run whose first task Temporal holds back, as after a
+    /// quick continue-as-new, is not settled however quiet it is).
+    pub settled: bool,
 }
 
 impl TestApp {
@@ -51,6 +55,14 @@ impl TestApp {
             first: first.unwrap_or_default(),
             current: desc.run_id().to_owned(),
             history_length: desc.history_length(),
+            settled: desc.raw_description.pending_workflow_task.is_none() && {
+                let history = handle.fetch_history(Default::default()).to_json().await?;
+                let history: serde_json::Value = serde_json::from_slice(&history)?;
+                // A completed workflow task (7) after the last signal (26).
+                let events = history["events"].as_array().cloned().unwrap_or_default();
+                let last = |kind: i64| events.iter().rposition(|e| e["event_type"] == kind);
+                last(7).is_some_and(|done| last(26).is_none_or(|signal| done > signal))
+            },
         })
     }
 

@@ -841,7 +841,8 @@ async fn a_non_writers_label_starts_nothing_and_a_writers_relabel_runs_the_job()
     let before = app.runs(&id).await?.history_length;
     deliver(&app, "issues", by_anyone, "d-anyone-20").await?;
     slipway_tests::wait_until("the redelivery reached the job", WAIT, || async {
-        Ok(app.runs(&id).await?.history_length >= before + 4)
+        let now = app.runs(&id).await?;
+        Ok(now.history_length > before && now.settled)
     })
     .await?;
     let comments = app.sandbox_state().await?["github"]["comments"].to_string();
@@ -960,9 +961,11 @@ async fn a_job_past_its_history_limit_continues_as_new_with_its_ledger() -> anyh
             github_events::issue_comment_created(&s.repo, s.installation, 23, "/slipway retry", "drive-by");
         deliver(&app, "issue_comment", spam, &format!("d-23-spam-{n}")).await?;
         n += 1;
-        let now = slipway_tests::wait_for("the comment reached the job", WAIT, || async {
+        // The job has processed it (so the next one does not race its continue-as-new).
+        let now = slipway_tests::wait_for("the job processed the comment", WAIT, || async {
             let now = app.runs(&id).await?;
-            Ok((now.current != runs.current || now.history_length > runs.history_length).then_some(now))
+            let moved = now.current != runs.current || now.history_length > runs.history_length;
+            Ok((moved && now.settled).then_some(now))
         })
         .await?;
         if now.current != runs.current {

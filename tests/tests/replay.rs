@@ -1338,9 +1338,9 @@ async fn live_continue_as_new() -> anyhow::Result<()> {
             github_events::issue_comment_created(&repo, installation, 1, "/slipway retry", "drive-by");
         deliver(&app, "issue_comment", comment, &format!("can-1-{n}")).await?;
         n += 1;
-        slipway_tests::wait_until("the comment reached the job", WAIT, || async {
+        slipway_tests::wait_until("the job processed the comment", WAIT, || async {
             let now = app.runs(&job).await?;
-            Ok(now.current != runs.current || now.history_length > runs.history_length)
+            Ok((now.current != runs.current || now.history_length > runs.history_length) && now.settled)
         })
         .await?;
     }
