@@ -587,37 +587,12 @@ fn list_runs(
         runs.iter().skip((page - 1) * per_page).take(per_page).map(|r| r.to_json(&app.base_url)).collect();
     drop(state);
     let mut response = json_response(StatusCode::OK, json!({"total_count": total, "workflow_runs": body}));
-    if let Some(link) = page_links(url, query, page, total.div_ceil(per_page).max(1))
+    if let Some(link) = repos::page_links(url, query, page, total.div_ceil(per_page).max(1))
         && let Ok(value) = axum::http::HeaderValue::from_str(&link)
     {
         response.headers_mut().insert(axum::http::header::LINK, value);
     }
     response
-}
-
-/// GitHub's `Link` header for page `page` of `last` (`prev`, `next`, `last`, `first`), the
-/// other query parameters kept.
-fn page_links(url: &str, query: &[(String, String)], page: usize, last: usize) -> Option<String> {
-    let to = |n: usize| {
-        let mut q = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in query.iter().filter(|(k, _)| k != "page") {
-            q.append_pair(k, v);
-        }
-        q.append_pair("page", &n.to_string());
-        format!("{url}?{}", q.finish())
-    };
-    let mut links = Vec::new();
-    if page > 1 {
-        links.push(format!("<{}>; rel=\"prev\"", to(page - 1)));
-    }
-    if page < last {
-        links.push(format!("<{}>; rel=\"next\"", to(page + 1)));
-        links.push(format!("<{}>; rel=\"last\"", to(last)));
-    }
-    if page > 1 {
-        links.push(format!("<{}>; rel=\"first\"", to(1)));
-    }
-    (!links.is_empty()).then(|| links.join(", "))
 }
 
 /// `POST /_sandbox/github/runner` `{"outcome": "succeed"|"fail"|"silent", "reason"?}`.

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use slipway_proto::model::AgentStatus;
+use slipway_proto::model::{AgentStatus, StepState};
 use slipway_providers::signature::sign_hmac_sha256;
 use slipway_tests::{ACTIONS_REPO, CALLBACK_SECRET, Options, TestApp, now};
 
@@ -216,10 +216,15 @@ async fn the_saga_takes_callbacks_of_its_dispatched_run_only() -> anyhow::Result
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "no dispatch for {other}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    // Let the saga record the dispatch's answer (the run id it now expects).
-    tokio::time::sleep(Duration::from_millis(1500)).await;
     let job_id = dispatch["inputs"]["job_id"].as_str().unwrap_or_default().to_owned();
     let run_id = dispatch["run_id"].as_u64().unwrap_or_default();
+    // The saga has recorded the dispatch's answer (the run id it now expects).
+    let (saga, saga_run) = job_id.split_once('/').unwrap_or_default();
+    slipway_tests::wait_until("the saga recorded its dispatch", Duration::from_secs(30), || async {
+        let progress = app.gateway().provisioning_progress(saga, saga_run).await?;
+        Ok(progress.steps.iter().any(|s| s.name == "actions_dispatch" && s.state == StepState::Done))
+    })
+    .await?;
 
     // Proven, but by another run of the same workflow: accepted by the door, ignored by the saga.
     let stranger = run_id + 1;
@@ -227,7 +232,12 @@ async fn the_saga_takes_callbacks_of_its_dispatched_run_only() -> anyhow::Result
     let body =
         json!({"job_id": job_id, "agent_id": other, "status": "succeeded", "run_id": stranger.to_string()});
     assert_eq!(post(&app, Some(&t), None, &body).await?.status(), 202);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The saga has processed the callback (a task completed after its signal): only then does
+    // "still provisioning" say anything.
+    slipway_tests::wait_until("the saga processed the callback", Duration::from_secs(30), || async {
+        Ok(app.runs(saga).await?.settled)
+    })
+    .await?;
     let status = app.agent(&other).await?.map(|a| a.status);
     assert_eq!(status, Some(AgentStatus::Provisioning), "another run's success is not this job's");
 

@@ -56,19 +56,13 @@ async fn wait_job(
     number: u64,
     pred: impl Fn(&JobStatus) -> bool,
 ) -> anyhow::Result<JobStatus> {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(s) = job(app, repo, number).await?
-            && pred(&s)
-        {
-            return Ok(s);
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "job {repo}#{number}: {:#?}",
-            job(app, repo, number).await?
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let found = slipway_tests::wait_for(&format!("job {repo}#{number}"), WAIT, || async {
+        Ok(job(app, repo, number).await?.filter(|s| pred(s)))
+    })
+    .await;
+    match found {
+        Ok(s) => Ok(s),
+        Err(e) => Err(anyhow::anyhow!("{e}: {:#?}", job(app, repo, number).await?)),
     }
 }
 
@@ -437,27 +431,13 @@ async fn an_issue_asking_for_a_workflow_file_is_refused_and_commented() -> anyho
     assert!(why.contains("path policy") && why.contains(".github/workflows/deploy.yml"), "{why}");
     assert!(failed.pr_number.is_none());
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let state = app.sandbox_state().await?;
-        let said = state["github"]["comments"].as_array().unwrap().iter().any(|c| {
-            c["repo"] == json!(s.repo)
-                && c["number"] == 5
-                && c["body"].as_str().is_some_and(|b| b.contains("path policy"))
-        });
-        if said {
-            let pulls = state["github"]["pulls"].as_array().unwrap();
-            assert!(!pulls.iter().any(|p| p["repo"] == json!(s.repo)), "no pull request");
-            assert!(!state["github"]["commits"].to_string().contains("deploy.yml"), "nothing committed");
-            // The refused plan was paid for: its tokens are billed, as the attempt's.
-            let events = token_events(&state, &s.customer, "-tokens-1");
-            assert_eq!(events.len(), 1, "{events:#?}");
-            assert!(failed.tokens > 0 && meter_value(&events[0]) == failed.tokens, "{failed:#?} {events:#?}");
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the refusal was never commented: {state:#}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let state = refusal_commented(&app, &s.repo, 5, |b| b.contains("path policy")).await?;
+    assert!(pulls_of(&state, &s.repo).is_empty(), "no pull request");
+    assert!(!state["github"]["commits"].to_string().contains("deploy.yml"), "nothing committed");
+    // The refused plan was paid for: its tokens are billed, as the attempt's.
+    let events = token_events(&state, &s.customer, "-tokens-1");
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert!(failed.tokens > 0 && meter_value(&events[0]) == failed.tokens, "{failed:#?} {events:#?}");
     Ok(())
 }
 
@@ -553,10 +533,13 @@ async fn a_merged_job_runs_again_on_a_new_label_as_a_new_run_and_a_redelivery_ch
     wait_job(&app, &s.repo, 9, |j| j.pr_outcome.as_deref() == Some("merged")).await?;
     wait_closed(&app, &job_workflow_id(&s.repo, 9)).await?;
 
-    // GitHub redelivers the delivery that started it: nothing happens.
+    // GitHub redelivers the delivery that started it: nothing happens. The starter decides
+    // before it answers (a new run would have been started by then), so the latest run is
+    // still the merged one, read from Temporal's own record.
+    let ended = app.runs(&job_workflow_id(&s.repo, 9)).await?.current;
     let r = deliver(&app, "issues", opened(&s, 9, "Add a sitemap"), "d-9").await?;
     assert_eq!(r["status"], 202, "{r}");
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(app.runs(&job_workflow_id(&s.repo, 9)).await?.current, ended, "no new run");
     assert_eq!(job(&app, &s.repo, 9).await?.map(|j| j.pr_outcome), Some(Some("merged".to_owned())));
 
     // A new label starts the job again, as a new run billed under its own identifiers.
@@ -608,31 +591,22 @@ async fn a_merged_job_runs_again_on_a_new_label_as_a_new_run_and_a_redelivery_ch
     // Every run stays in Temporal for audit.
     let id = job_workflow_id(&s.repo, 9);
     let query = format!("WorkflowId = '{id}'");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let runs = app.client.count_workflows(&query, Default::default()).await?.count();
-        if runs == 3 {
-            break;
-        }
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{runs} run(s) of {id}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    slipway_tests::wait_until(&format!("three runs of {id}"), Duration::from_secs(30), || async {
+        Ok(app.client.count_workflows(&query, Default::default()).await?.count() == 3)
+    })
+    .await?;
     Ok(())
 }
 
 /// Waits until the latest run of `workflow_id` has closed.
 async fn wait_closed(app: &TestApp, workflow_id: &str) -> anyhow::Result<()> {
     let handle = app.client.get_workflow_handle::<slipway_workflows::JobWorkflow>(workflow_id.to_owned());
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    slipway_tests::wait_until(&format!("{workflow_id} closed"), WAIT, || async {
         let d = handle.describe(Default::default()).await?;
         // 1 = running.
-        if d.raw_description.workflow_execution_info.is_some_and(|i| i.status != 1) {
-            return Ok(());
-        }
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{workflow_id} never closed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Ok(d.raw_description.workflow_execution_info.is_some_and(|i| i.status != 1))
+    })
+    .await
 }
 
 #[tokio::test]

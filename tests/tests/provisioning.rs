@@ -174,6 +174,14 @@ fn the_one_run(state: &Value) -> anyhow::Result<&Value> {
     Ok(run)
 }
 
+/// How often the worker listed Actions runs.
+async fn runs_listed(app: &TestApp) -> anyhow::Result<usize> {
+    let requests = app.sandbox_requests().await?;
+    let listing =
+        |r: &&Value| r["method"] == "GET" && r["path"].as_str().is_some_and(|p| p.ends_with("/runs"));
+    Ok(requests.iter().filter(listing).count())
+}
+
 /// `workflow_dispatch` is not idempotent: when its answer is lost after GitHub started the run,
 /// the retried activity finds that run in the runs list (by the correlation id in its title) and
 /// adopts it instead of starting a second bootstrap of the same server.
@@ -193,12 +201,7 @@ async fn a_lost_dispatch_answer_adopts_the_run_instead_of_dispatching_again() ->
     assert_eq!(record.status, AgentStatus::Active, "{record:#?}");
     let state = app.sandbox_state().await?;
     let run = the_one_run(&state)?;
-    let requests = app.sandbox_requests().await?;
-    let listed = requests
-        .iter()
-        .filter(|r| r["method"] == "GET" && r["path"].as_str().is_some_and(|p| p.ends_with("/runs")))
-        .count();
-    assert!(listed >= 1, "the retry looked for the run first");
+    assert!(runs_listed(&app).await? >= 1, "the retry looked for the run first");
     assert_eq!(saga_result(&app, &user).await?["actions_run_id"], json!(run["id"].to_string()));
     assert_eq!(count(&state, "hetzner", "servers"), 1);
     assert_eq!(count(&state, "tailscale", "devices"), 1);
@@ -224,13 +227,7 @@ async fn a_dispatch_answered_without_its_run_is_found_through_the_runs_list() ->
     assert_eq!(record.status, AgentStatus::Active, "{record:#?}");
     let state = app.sandbox_state().await?;
     let run = the_one_run(&state)?;
-    let requests = app.sandbox_requests().await?;
-    assert!(
-        requests
-            .iter()
-            .any(|r| r["method"] == "GET" && r["path"].as_str().is_some_and(|p| p.ends_with("/runs"))),
-        "the saga looked the run up"
-    );
+    assert!(runs_listed(&app).await? >= 1, "the saga looked the run up");
     assert_eq!(saga_result(&app, &user).await?["actions_run_id"], json!(run["id"].to_string()));
     Ok(())
 }

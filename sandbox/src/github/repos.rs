@@ -376,7 +376,7 @@ pub(super) async fn list_for_org(
 
 /// GitHub's `Link` header for page `page` of `last`: `prev` and `next` where they exist, `last`
 /// when after this page, `first` when before it; the other query parameters kept as given.
-fn page_links(url: &str, query: &[(String, String)], page: usize, last: usize) -> Option<String> {
+pub(super) fn page_links(url: &str, query: &[(String, String)], page: usize, last: usize) -> Option<String> {
     let to = |n: usize| {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
         for (k, v) in query.iter().filter(|(k, _)| k != "page") {
