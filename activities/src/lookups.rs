@@ -3,6 +3,7 @@
 //! workflows' queries), and a seat at that customer's `JobGate` (started if it is not running).
 //! The gate asks here too, which of its slot holders have closed ([`GateCheck`]): a job that is
 //! terminated never sends `release`, and without the check its slot would stay taken for good.
+//! A client stack that succeeded tells its `StackRecord` here what it holds.
 //!
 //! These used to be asked by the starter before it answered GitHub, which made a webhook wait on
 //! two queries and two starts, each needing a worker, against GitHub's 10 s limit. Asked here, by
@@ -21,6 +22,7 @@ use slipway_proto::{
     jobs::{
         GateSeat, GitHubLink, JobEntitlement, JobGateInput, github_links_workflow_id, job_gate_workflow_id,
     },
+    stack::{ClientStackStatus, stack_record_workflow_id},
 };
 use temporalio_client::{
     Client, UntypedSignal, UntypedWorkflow, WorkflowExecutionStatus, WorkflowStartOptions,
@@ -46,6 +48,10 @@ pub mod names {
     pub const GATE: &str = "JobGate";
     /// Its signal queueing a job.
     pub const ENQUEUE: &str = "enqueue";
+    /// A client stack's record of what it holds.
+    pub const STACK_RECORD: &str = "StackRecord";
+    /// Its signal with a stack run's final status.
+    pub const SETTLED: &str = "settled";
 }
 
 /// What a job gate learns from checking its slot holders ([`LookupActivities::closed_holders`]).
@@ -160,6 +166,32 @@ impl LookupActivities {
             Ok(_) => Ok(()),
             Err(WorkflowStartError::PayloadConversion(e)) => Err(permanent(e.to_string())),
             Err(e) => Err(transient(format!("the job gate of {}: {e}", seat.customer_id))),
+        }
+    }
+
+    /// Hands a client stack's final status to its `StackRecord` (started if it is not running),
+    /// the owner of the stack's resources once the saga's workflow is gone.
+    #[activity]
+    pub async fn record_stack(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        status: ClientStackStatus,
+    ) -> Result<(), ActivityError> {
+        let options =
+            WorkflowStartOptions::new(self.task_queue.clone(), stack_record_workflow_id(&status.client_id))
+                .static_summary(format!("what the client stack of {} holds", status.client_id))
+                .build();
+        let call = self.client.signal_with_start_workflow(
+            UntypedWorkflow::new(names::STACK_RECORD),
+            raw(&status),
+            UntypedSignal::new(names::SETTLED),
+            raw(&status),
+            options,
+        );
+        match call.await {
+            Ok(_) => Ok(()),
+            Err(WorkflowStartError::PayloadConversion(e)) => Err(permanent(e.to_string())),
+            Err(e) => Err(transient(format!("the stack record of {}: {e}", status.client_id))),
         }
     }
 

@@ -46,6 +46,9 @@ use crate::{error::IntoActivityError, seal::Sealer};
 pub const AGENT_LABEL: &str = "slipway-agent";
 /// Label carrying the (sanitised) owner id.
 pub const USER_LABEL: &str = "slipway-user";
+/// Label carrying the deployment's identity (`SLIPWAY_DEPLOYMENT`): deployments sharing a
+/// Hetzner project never adopt, delete or sweep each other's servers.
+pub const DEPLOYMENT_LABEL: &str = "slipway-deployment";
 
 /// What the provisioning activities need: clients and the non-secret settings of each provider.
 #[derive(Debug, Clone)]
@@ -74,6 +77,8 @@ pub struct ProvisioningConfig {
     pub callback_url: String,
     /// Seals the auth key on its way through the history.
     pub sealer: Sealer,
+    /// This deployment's identity (`SLIPWAY_DEPLOYMENT`), labelled on every server.
+    pub deployment: String,
 }
 
 /// The provisioning activities (registered on the worker).
@@ -131,8 +136,11 @@ fn cloud_init(hostname: &str, auth_key: &SecretString, tags: &[String]) -> Strin
     )
 }
 
-fn owns(server: &Server, agent_id: &str) -> bool {
+/// The agent's server of this deployment (or of no deployment: made before servers were
+/// labelled with one).
+fn owns(server: &Server, agent_id: &str, deployment: &str) -> bool {
     server.labels.get(AGENT_LABEL).map(String::as_str) == Some(agent_id)
+        && server.labels.get(DEPLOYMENT_LABEL).is_none_or(|d| d == deployment)
 }
 
 fn server_ref(server: &Server, create_action_id: Option<u64>) -> ServerRef {
@@ -390,6 +398,7 @@ impl ProvisioningActivities {
             labels: BTreeMap::from([
                 (AGENT_LABEL.to_owned(), label_value(&input.agent_id)),
                 (USER_LABEL.to_owned(), label_value(&input.user_id)),
+                (DEPLOYMENT_LABEL.to_owned(), self.cfg.deployment.clone()),
             ]),
             user_data: Some(cloud_init(&name, &auth_key, &self.cfg.tailscale_tags)),
             start_after_create: true,
@@ -495,7 +504,9 @@ impl ProvisioningActivities {
     async fn delete_server(&self, agent_id: &str) -> Result<bool, ClientError> {
         let hz = &self.cfg.hetzner;
         match hz.find_server_by_name(&server_name(agent_id)).await? {
-            Some(server) if owns(&server, agent_id) => hz.delete_server(server.id).await,
+            Some(server) if owns(&server, agent_id, &self.cfg.deployment) => {
+                hz.delete_server(server.id).await
+            }
             Some(server) => {
                 tracing::warn!(
                     server_id = server.id,
@@ -523,7 +534,7 @@ impl ProvisioningActivities {
     /// The agent's server (by name, checked by label).
     async fn owned_server(&self, agent_id: &str) -> Result<Server, ClientError> {
         match self.cfg.hetzner.find_server_by_name(&server_name(agent_id)).await? {
-            Some(server) if owns(&server, agent_id) => Ok(server),
+            Some(server) if owns(&server, agent_id, &self.cfg.deployment) => Ok(server),
             _ => Err(ClientError::ActionFailed(format!(
                 "agent {agent_id} has no server (it may have been deleted by hand)"
             ))),
@@ -557,9 +568,9 @@ impl ProvisioningActivities {
     }
 
     fn adopt(&self, existing: &Server, agent_id: &str) -> Result<ServerRef, ClientError> {
-        if !owns(existing, agent_id) {
+        if !owns(existing, agent_id, &self.cfg.deployment) {
             return Err(ClientError::Conflict(format!(
-                "a server named {} exists but belongs to another agent (labels {:?}); rename or delete it",
+                "a server named {} exists but belongs to another agent or deployment (labels {:?}); rename or delete it",
                 existing.name, existing.labels
             )));
         }
@@ -577,6 +588,22 @@ mod tests {
         assert_eq!(label_value("user@example.com"), "user_example.com");
         assert_eq!(label_value("-abc-"), "abc");
         assert_eq!(label_value(&"x".repeat(80)).len(), 63);
+    }
+
+    #[test]
+    fn a_server_is_the_agents_only_within_its_deployment() {
+        let server = |labels: &[(&str, &str)]| Server {
+            id: 1,
+            name: "slipway-a1".into(),
+            status: "running".into(),
+            labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            public_net: None,
+            created: None,
+        };
+        assert!(owns(&server(&[(AGENT_LABEL, "a1"), (DEPLOYMENT_LABEL, "prod")]), "a1", "prod"));
+        assert!(owns(&server(&[(AGENT_LABEL, "a1")]), "a1", "prod"), "made before deployments were labelled");
+        assert!(!owns(&server(&[(AGENT_LABEL, "a1"), (DEPLOYMENT_LABEL, "staging")]), "a1", "prod"));
+        assert!(!owns(&server(&[(AGENT_LABEL, "a2"), (DEPLOYMENT_LABEL, "prod")]), "a1", "prod"));
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub struct StackConfig {
     pub n8n_public_url: String,
     /// Pause between polls (Supabase health, Vercel deployment).
     pub poll_interval: Duration,
+    /// This deployment's identity (`SLIPWAY_DEPLOYMENT`), in every repository's description mark.
+    pub deployment: String,
 }
 
 /// The stack activities.
@@ -69,9 +71,15 @@ impl StackActivities {
     }
 }
 
-/// How a client's repository description ends: the mark the orphan sweep finds it by (its name
-/// is the bare client id).
+/// How a client's repository description ended before deployments were marked (the orphan
+/// sweep still finds those by it, and judges them by the stack's record alone).
 pub const REPOSITORY_MARK: &str = "(provisioned by Slipway)";
+
+/// How a client's repository description ends: the mark the orphan sweep finds it by (its name
+/// is the bare client id) and tells deployments sharing an organization apart by.
+pub fn repository_mark(deployment: &str) -> String {
+    format!("(provisioned by Slipway for {deployment})")
+}
 
 /// Supabase project (and n8n workflow) name of a client.
 pub fn resource_name(client_id: &str) -> String {
@@ -363,7 +371,7 @@ impl StackActivities {
         let repo = match existing {
             Some(r) => self.check_ours(r)?,
             None => {
-                let description = format!("{} {REPOSITORY_MARK}", target.client_name);
+                let description = format!("{} {}", target.client_name, repository_mark(&self.cfg.deployment));
                 match gh
                     .generate_from_template(
                         &self.cfg.github_template,

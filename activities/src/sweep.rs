@@ -5,8 +5,18 @@
 //! labelled `slipway-agent=a1` belongs to `agent-a1` only while that workflow is live and either
 //! busy (a saga in flight owns everything with its name) or naming that server in its record.
 //! The owners are asked through the worker's Temporal client by their registered names
-//! (`Agent.describe`, `ClientStack.status`), as the job lookups do, because the workflows live in
-//! a crate that depends on this one.
+//! (`Agent.describe`, `ClientStack.status`, `StackRecord.status`), as the job lookups do,
+//! because the workflows live in a crate that depends on this one. A stack that succeeded is
+//! asked through its `StackRecord`, which outlives the saga's retention.
+//!
+//! Deployments sharing a provider account are told apart by the deployment's mark
+//! (`SLIPWAY_DEPLOYMENT`) where Slipway can set one: the `slipway-deployment` label of a Hetzner
+//! server and the mark ending a repository's description. Resources marked by another
+//! deployment are not listed at all; resources of this deployment's mark are
+//! [`Resource::marked`]. Tailscale devices and keys, Supabase projects and n8n workflows carry no
+//! mark Slipway can set (a device's tags must be owned in the tailnet's policy, the others have
+//! only names), so they are listed by name and proven Slipway's by their ids in the owners'
+//! records (see `slipway_workflows::reconcile::orphans`).
 //!
 //! What is listed, by owner:
 //! - agents (`slipway-<agent id>`): Hetzner servers labelled `slipway-agent`, Tailscale devices
@@ -23,7 +33,7 @@ use std::sync::Arc;
 use slipway_proto::{
     model::{AgentRecord, AgentStatus},
     reconcile::{Owner, OwnerState, Resource},
-    stack::{ClientStackStatus, StackState, stack_workflow_id},
+    stack::{ClientStackStatus, StackState, stack_record_workflow_id, stack_workflow_id},
 };
 use slipway_providers::{
     ClientError, github::GitHubClient, hetzner::HetznerClient, n8n::N8nClient, supabase::SupabaseClient,
@@ -36,8 +46,8 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use crate::{
     error::IntoActivityError,
     metrics::record_reconciled,
-    provisioning::AGENT_LABEL,
-    stack::REPOSITORY_MARK,
+    provisioning::{AGENT_LABEL, DEPLOYMENT_LABEL},
+    stack::{REPOSITORY_MARK, repository_mark},
     temporal_ask::{self, permanent, transient},
 };
 
@@ -55,6 +65,7 @@ pub struct SweepActivities {
     n8n: N8nClient,
     github: GitHubClient,
     github_org: String,
+    deployment: String,
     temporal: Client,
 }
 
@@ -85,6 +96,7 @@ impl SweepActivities {
             n8n: stack.n8n.clone(),
             github: stack.github.clone(),
             github_org: stack.github_org.clone(),
+            deployment: provisioning.deployment.clone(),
             temporal,
         }
     }
@@ -92,14 +104,13 @@ impl SweepActivities {
     async fn agent_state(&self, agent_id: &str) -> Result<OwnerState, ActivityError> {
         let owner = Owner::Agent(agent_id.to_owned());
         let workflow_id = slipway_proto::model::agent_workflow_id(agent_id);
-        let gone = OwnerState::gone(owner.clone());
         // An agent's workflow closes only once it is destroyed; one Temporal does not know is
-        // nobody's to delete.
-        match temporal_ask::status(&self.temporal, &workflow_id).await? {
+        // nobody's to delete. A closed one is still asked: what its record names is provably
+        // Slipway's.
+        let running = match temporal_ask::status(&self.temporal, &workflow_id).await? {
             None => return Ok(OwnerState::unknown(owner)),
-            Some(WorkflowExecutionStatus::Running) => {}
-            Some(_) => return Ok(gone),
-        }
+            Some(status) => status == WorkflowExecutionStatus::Running,
+        };
         let Some(record) =
             temporal_ask::query::<_, AgentRecord>(&self.temporal, &workflow_id, "describe", &()).await?
         else {
@@ -117,7 +128,7 @@ impl SweepActivities {
             holds.push(ts.key_id.clone());
             holds.extend(ts.device_id.clone());
         }
-        let live = record.status != AgentStatus::Destroyed && record.status != AgentStatus::Failed;
+        let live = running && record.status != AgentStatus::Destroyed && record.status != AgentStatus::Failed;
         // A live agent whose device id is not recorded keeps every device with its hostname.
         let keeps_devices = live && record.tailscale.as_ref().is_some_and(|t| t.device_id.is_none());
         if keeps_devices {
@@ -129,20 +140,21 @@ impl SweepActivities {
     async fn stack_state(&self, client_id: &str) -> Result<OwnerState, ActivityError> {
         let owner = Owner::ClientStack(client_id.to_owned());
         let workflow_id = stack_workflow_id(client_id);
-        // A stack that succeeded closes its workflow, which retention removes later: an owner
-        // Temporal does not know is kept, never read as gone.
-        match temporal_ask::status(&self.temporal, &workflow_id).await? {
-            None => Ok(OwnerState::unknown(owner)),
+        // A stack that succeeded closes its workflow, which retention removes later; its record
+        // (`StackRecord`) stays. An owner Temporal knows neither of is kept, never read as gone.
+        let record_id = stack_record_workflow_id(client_id);
+        let asked = match temporal_ask::status(&self.temporal, &workflow_id).await? {
             Some(WorkflowExecutionStatus::Running) => {
-                Ok(OwnerState { owner, live: true, busy: true, holds: Vec::new(), unknown: false })
+                return Ok(OwnerState { owner, live: true, busy: true, holds: Vec::new(), unknown: false });
             }
-            Some(_) => {
-                let Some(status) =
-                    temporal_ask::query::<_, ClientStackStatus>(&self.temporal, &workflow_id, "status", &())
-                        .await?
-                else {
-                    return Ok(OwnerState::unknown(owner));
-                };
+            // The record, once there is one, is the last word: it outlives the saga.
+            _ if temporal_ask::status(&self.temporal, &record_id).await?.is_some() => record_id,
+            Some(_) => workflow_id,
+            None => return Ok(OwnerState::unknown(owner)),
+        };
+        match temporal_ask::query::<_, ClientStackStatus>(&self.temporal, &asked, "status", &()).await? {
+            None => Ok(OwnerState::unknown(owner)),
+            Some(status) => {
                 let r = &status.resources;
                 let holds = [&r.supabase_ref, &r.n8n_workflow_id, &r.repository, &r.vercel_project_id]
                     .into_iter()
@@ -174,6 +186,12 @@ impl SweepActivities {
             let Some(agent) = s.labels.get(AGENT_LABEL).filter(|a| !a.is_empty()).cloned() else {
                 continue;
             };
+            // Another deployment's server is not ours to judge; one without the label was made
+            // before deployments were marked.
+            let marked = match s.labels.get(DEPLOYMENT_LABEL) {
+                Some(d) if *d != self.deployment => continue,
+                d => d.is_some(),
+            };
             out.push(Resource {
                 provider: "hetzner".into(),
                 kind: "server".into(),
@@ -181,6 +199,7 @@ impl SweepActivities {
                 name: s.name.clone(),
                 owner: Owner::Agent(agent),
                 created: unix(s.created.as_deref()),
+                marked,
             });
         }
         for d in self.tailscale.list_devices().await.map_err(ClientError::into_activity_error)? {
@@ -192,6 +211,7 @@ impl SweepActivities {
                 name: d.hostname.clone(),
                 owner: Owner::Agent(agent.to_owned()),
                 created: unix(d.created.as_deref()),
+                marked: false,
             });
         }
         for k in self.tailscale.list_keys().await.map_err(ClientError::into_activity_error)? {
@@ -205,6 +225,7 @@ impl SweepActivities {
                 name: k.description.clone(),
                 owner: Owner::Agent(agent.to_owned()),
                 created: unix(k.created.as_deref()),
+                marked: false,
             });
         }
         for p in
@@ -218,6 +239,7 @@ impl SweepActivities {
                 name: p.name.clone(),
                 owner: Owner::ClientStack(client.to_owned()),
                 created: unix(p.created_at.as_deref()),
+                marked: false,
             });
         }
         for w in self.n8n.list_workflows().await.map_err(ClientError::into_activity_error)? {
@@ -229,12 +251,18 @@ impl SweepActivities {
                 name: w.name.clone(),
                 owner: Owner::ClientStack(client.to_owned()),
                 created: unix(w.created_at.as_deref()),
+                marked: false,
             });
         }
+        let ours = repository_mark(&self.deployment);
         for r in
             self.github.org_repositories(&self.github_org).await.map_err(ClientError::into_activity_error)?
         {
-            if !r.description.as_deref().is_some_and(|d| d.ends_with(REPOSITORY_MARK)) {
+            // This deployment's mark, or the one repositories had before deployments were
+            // marked; another deployment's is not ours to judge.
+            let description = r.description.as_deref().unwrap_or_default();
+            let marked = description.ends_with(&ours);
+            if !marked && !description.ends_with(REPOSITORY_MARK) {
                 continue;
             }
             let full_name = r.full_name.clone().unwrap_or_else(|| format!("{}/{}", self.github_org, r.name));
@@ -245,6 +273,7 @@ impl SweepActivities {
                 name: full_name,
                 owner: Owner::ClientStack(r.name.clone()),
                 created: r.created_at.map(|t| t.timestamp()),
+                marked,
             });
         }
         Ok(out)

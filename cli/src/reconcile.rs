@@ -224,7 +224,7 @@ fn print_sweep(r: &SweepReport) {
         r.deleted.len(),
         if r.delete { "" } else { " (deleting is off)" }
     );
-    println!("  kept, owner unknown         {}", r.unowned.len());
+    println!("  kept, not provably ours     {}", r.unowned.len());
     let owner = |o: &slipway_proto::reconcile::Resource| match &o.owner {
         slipway_proto::reconcile::Owner::Agent(a) => format!("agent {a}"),
         slipway_proto::reconcile::Owner::ClientStack(c) => format!("client stack {c}"),
@@ -237,13 +237,11 @@ fn print_sweep(r: &SweepReport) {
         println!("    failed   {key}: {why}");
     }
     for o in &r.unowned {
+        println!("    kept     {} {} {} ({}), {}", o.provider, o.kind, o.name, o.id, owner(o));
+    }
+    if !r.unowned.is_empty() {
         println!(
-            "    kept     {} {} {} ({}), {} unknown to Temporal",
-            o.provider,
-            o.kind,
-            o.name,
-            o.id,
-            owner(o)
+            "  kept: its owner is unknown to Temporal, or it carries no mark of this deployment and no record names its id"
         );
     }
 }

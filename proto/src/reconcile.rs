@@ -287,6 +287,13 @@ pub struct Resource {
     pub owner: Owner,
     /// When the provider says it was created (Unix seconds), if it says.
     pub created: Option<i64>,
+    /// It carries this deployment's mark (its Hetzner label, its repository description's
+    /// mark): Slipway of this deployment made it, even if no record names its id. A resource
+    /// without the mark (a Tailscale device or key, a Supabase project, an n8n workflow: nothing
+    /// Slipway can set on them tells deployments apart) is only ever an orphan when its owner's
+    /// record names its id. Resources marked by another deployment are not listed at all.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub marked: bool,
 }
 
 impl Resource {

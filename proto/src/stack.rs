@@ -10,6 +10,13 @@ pub fn stack_workflow_id(client_id: &str) -> String {
     format!("client-stack-{client_id}")
 }
 
+/// Workflow id of a client's stack record (`StackRecord`): the long-lived owner of what a stack
+/// that succeeded holds. The saga's own workflow closes when it succeeds and Temporal's retention
+/// removes it later; the record stays, so the orphan sweep can still ask who holds what.
+pub fn stack_record_workflow_id(client_id: &str) -> String {
+    format!("stack-record-{client_id}")
+}
+
 /// Service tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

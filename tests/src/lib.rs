@@ -66,3 +66,7 @@ pub use workflows::Runs;
 /// The repository the worker dispatches `provision-agent.yml` to, and whose Actions OIDC tokens
 /// the starter accepts on callbacks.
 pub const ACTIONS_REPO: &str = "slipway/agents";
+
+/// The test workers' deployment identity (`SLIPWAY_DEPLOYMENT`): on their servers' labels and
+/// their repositories' descriptions.
+pub const DEPLOYMENT: &str = "e2e";

@@ -78,20 +78,10 @@ pub fn server_status(state: &Value, agent_id: &str) -> Option<String> {
 
 impl TestApp {
     /// Create, as someone holding the project's credentials would by hand, a Hetzner server and
-    /// a Tailscale auth key carrying agent `ghost`'s names (an agent that does not exist, or one destroyed).
-    /// Returns the server id and the key id.
+    /// a Tailscale auth key carrying agent `ghost`'s names (an agent that does not exist, or one destroyed),
+    /// the server labelled with the test workers' deployment. Returns the server id and the key id.
     pub async fn ghost_resources(&self, ghost: &str) -> anyhow::Result<(u64, String)> {
-        let server: Value = self
-            .http
-            .post(format!("{}/hetzner/v1/servers", self.sandbox.base_url))
-            .bearer_auth(crate::HETZNER_TOKEN)
-            .json(&json!({"name": format!("slipway-{ghost}"), "server_type": "cx22", "image": "ubuntu-24.04",
-                          "location": "fsn1", "labels": {"slipway-agent": ghost}}))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
+        let server = self.labelled_server(ghost, Some(crate::DEPLOYMENT)).await?;
         let key: Value = self
             .http
             .post(format!("{}/tailscale/api/v2/tailnet/-/keys", self.sandbox.base_url))
@@ -104,8 +94,43 @@ impl TestApp {
             .error_for_status()?
             .json()
             .await?;
-        let server = server["server"]["id"].as_u64().ok_or_else(|| anyhow::anyhow!("server id: {server}"))?;
         let key = key["id"].as_str().ok_or_else(|| anyhow::anyhow!("key id: {key}"))?.to_owned();
         Ok((server, key))
+    }
+
+    /// A Hetzner server named and labelled for `agent`, of `deployment` (`None`: no deployment
+    /// label, as servers had before deployments were marked). Returns its id.
+    pub async fn labelled_server(&self, agent: &str, deployment: Option<&str>) -> anyhow::Result<u64> {
+        let mut labels = json!({"slipway-agent": agent});
+        if let Some(d) = deployment {
+            labels["slipway-deployment"] = json!(d);
+        }
+        let server: Value = self
+            .http
+            .post(format!("{}/hetzner/v1/servers", self.sandbox.base_url))
+            .bearer_auth(crate::HETZNER_TOKEN)
+            .json(&json!({"name": format!("slipway-{agent}"), "server_type": "cx22", "image": "ubuntu-24.04",
+                          "location": "fsn1", "labels": labels}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        server["server"]["id"].as_u64().ok_or_else(|| anyhow::anyhow!("server id: {server}"))
+    }
+
+    /// A device joining the tailnet under `hostname` (the sandbox's control route, as a node
+    /// running `tailscale up` would). Returns its `nodeId`.
+    pub async fn joined_device(&self, hostname: &str) -> anyhow::Result<String> {
+        let device: Value = self
+            .http
+            .post(format!("{}/_sandbox/tailscale/devices", self.sandbox.base_url))
+            .json(&json!({"hostname": hostname}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        device["nodeId"].as_str().map(str::to_owned).ok_or_else(|| anyhow::anyhow!("nodeId: {device}"))
     }
 }

@@ -245,9 +245,11 @@ async fn as_if_retention_removed(app: &TestApp, workflow_id: &str) -> anyhow::Re
     .await
 }
 
-/// A stack that succeeded closes its workflow, and retention removes it later: the orphan sweep
-/// must then keep the client's project, repository and n8n workflow (and report them), even
-/// with deleting on; so must it an operator's own project named like Slipway's (`slipway-prod`).
+/// A stack that succeeded closes its workflow, and retention removes it later: its
+/// `StackRecord` still owns the client's project, repository and n8n workflow, so the orphan
+/// sweep keeps them even with deleting on, and the API still answers for the stack. What no
+/// record names is kept and reported, never deleted, whatever its name: an operator's own
+/// project (`slipway-prod`), and another deployment's project named exactly like this client's.
 #[tokio::test]
 async fn a_stack_older_than_retention_and_an_operators_project_survive_deleting_sweeps() -> anyhow::Result<()>
 {
@@ -257,31 +259,73 @@ async fn a_stack_older_than_retention_and_an_operators_project_survive_deleting_
     let status = provision(&app, &client).await?;
     assert_eq!(status["state"], "ready", "{status:#}");
     as_if_retention_removed(&app, &format!("client-stack-{client}")).await?;
-    // The operator's production project, in the same organization, named like a client's.
-    app.http
-        .post(format!("{}/supabase/v1/projects", app.sandbox.base_url))
-        .bearer_auth(slipway_tests::SUPABASE_TOKEN)
-        .json(
-            &json!({"name": "slipway-prod", "organization_slug": "org-slipway-test", "region": "eu-central-1",
-                      "db_pass": "an-operators-password"}),
-        )
-        .send()
-        .await?
-        .error_for_status()?;
+    let admin = app.token("ops", Some("admin"));
+    let (code, recorded) =
+        app.api(Method::GET, &format!("/api/provisioning/{client}"), Some(&admin), None).await?;
+    assert_eq!((code, &recorded["resources"]), (200, &status["resources"]), "the record answers: {recorded}");
+    let repo = format!("slipway-clients/{client}");
+    let state = app.sandbox_state().await?;
+    let description = state["github"]["repos"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["full_name"] == repo.as_str())
+        .and_then(|r| r["description"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        description.ends_with(&format!("(provisioned by Slipway for {})", slipway_tests::DEPLOYMENT)),
+        "the repository carries the deployment's mark: {description:?}"
+    );
+    // The operator's production project, and another deployment's client of the same id, in the
+    // same organization.
+    for name in ["slipway-prod".to_owned(), format!("slipway-{client}")] {
+        app.http
+            .post(format!("{}/supabase/v1/projects", app.sandbox.base_url))
+            .bearer_auth(slipway_tests::SUPABASE_TOKEN)
+            .json(&json!({"name": name, "organization_slug": "org-slipway-test", "region": "eu-central-1",
+                          "db_pass": "an-operators-password"}))
+            .send()
+            .await?
+            .error_for_status()?;
+    }
     let before = app.sandbox_state().await?;
-    assert_eq!(inventory(&before)[..2], [2, 1], "{before:#}");
+    assert_eq!(inventory(&before)[..2], [3, 1], "{before:#}");
 
     // Two sweeps, the second one deleting what it found twice.
     app.reconcile("orphans", true).await?;
     let (_, swept) = app.reconcile("orphans", true).await?;
     assert_eq!(swept["orphans"], json!([]), "{swept:#}");
     assert_eq!(swept["deleted"], json!([]), "{swept:#}");
+    let ids = |field: &str| -> Vec<String> {
+        swept[field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.as_str().map(str::to_owned).or_else(|| r["id"].as_str().map(str::to_owned)))
+            .collect()
+    };
+    let r = &status["resources"];
+    for held in [&r["supabase_ref"], &r["n8n_workflow_id"], &r["repository"]] {
+        let held = held.as_str().unwrap_or_default();
+        assert!(
+            !ids("unowned").iter().chain(&ids("suspects")).any(|k| k.ends_with(held)),
+            "{held} is held by the stack's record: {swept:#}"
+        );
+    }
     let kept: Vec<&str> =
         swept["unowned"].as_array().into_iter().flatten().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(kept.len(), 2, "{swept:#}");
     for name in [format!("slipway-{client}"), "slipway-prod".to_owned()] {
         assert!(kept.contains(&name.as_str()), "{name} reported as kept: {swept:#}");
     }
     assert_eq!(inventory(&app.sandbox_state().await?), inventory(&before), "nothing deleted");
+
+    // Asked again, the stack exists: nothing new is created.
+    let (code, body) =
+        app.api(Method::POST, "/api/provisioning", Some(&admin), Some(request(&client))).await?;
+    assert_eq!((code, body["existing"].as_bool()), (202, Some(true)), "{body}");
+    assert_eq!(inventory(&app.sandbox_state().await?), inventory(&before));
     Ok(())
 }
 

@@ -344,22 +344,32 @@ async fn an_orphan_is_reported_twice_seen_then_deleted_on_request_and_owned_reso
     app.wait_for_status(&busy, &[AgentStatus::Provisioning], WAIT).await?;
     // Resources under the names of an agent that existed and was destroyed (Temporal knows it
     // is gone), and under the names of one Temporal never knew (another deployment's, an
-    // operator's own): only the first are orphans.
+    // operator's own): only what carries this deployment's mark or its owner's record of its id
+    // can be an orphan. The ghost's server carries the mark; its key (a name alone) does not.
     let ghost = app.destroyed_agent("gone").await?;
     let (ghost_server, ghost_key) = app.ghost_resources(&ghost).await?;
     let stranger = app.id("stranger");
     let (stranger_server, stranger_key) = app.ghost_resources(&stranger).await?;
+    // A server another deployment sharing the Hetzner project made for an agent id this
+    // deployment also had and destroyed: never listed. One made before deployments were marked:
+    // kept, nothing proves it ours.
+    let theirs = app.labelled_server(&app.destroyed_agent("theirs").await?, Some("staging")).await?;
+    let legacy = app.labelled_server(&app.destroyed_agent("legacy").await?, None).await?;
+    // A device that registered under the live agent's hostname: the agent recorded its own.
+    let own_device = record.tailscale.as_ref().and_then(|t| t.device_id.clone()).context("device id")?;
+    let joined = app.joined_device(&format!("slipway-{live}")).await?;
     let unowned = {
-        let mut u =
-            vec![format!("hetzner/server/{stranger_server}"), format!("tailscale/auth_key/{stranger_key}")];
+        let mut u = vec![
+            format!("hetzner/server/{stranger_server}"),
+            format!("tailscale/auth_key/{stranger_key}"),
+            format!("tailscale/auth_key/{ghost_key}"),
+            format!("hetzner/server/{legacy}"),
+            format!("tailscale/device/{joined}"),
+        ];
         u.sort();
         u
     };
-    let orphans = {
-        let mut o = vec![format!("hetzner/server/{ghost_server}"), format!("tailscale/auth_key/{ghost_key}")];
-        o.sort();
-        o
-    };
+    let orphans = vec![format!("hetzner/server/{ghost_server}")];
 
     // First sighting: suspects, not orphans yet.
     let (_, first) = app.reconcile("orphans", true).await?;
@@ -374,7 +384,7 @@ async fn an_orphan_is_reported_twice_seen_then_deleted_on_request_and_owned_reso
     let listed = slipway(Some(&app), &["orphans"]).await?;
     assert!(listed.code == Some(0) && listed.stdout.contains(&format!("slipway-{ghost}")), "{listed}");
     assert!(
-        listed.stdout.contains(&format!("slipway-{stranger}")) && listed.stdout.contains("unknown"),
+        listed.stdout.contains(&format!("slipway-{stranger}")) && listed.stdout.contains("not provably"),
         "{listed}"
     );
     eprintln!("$ slipway orphans\n{}", listed.stdout);
@@ -395,6 +405,22 @@ async fn an_orphan_is_reported_twice_seen_then_deleted_on_request_and_owned_reso
     let servers = server_ids(&app).await?;
     assert!(!servers.contains(&ghost_server) && servers.contains(&live_server), "{servers:?}");
     assert!(servers.contains(&stranger_server), "an unknown owner's server is never deleted: {servers:?}");
+    assert!(servers.contains(&theirs) && servers.contains(&legacy), "{servers:?}");
+    let state = app.sandbox_state().await?;
+    let devices: Vec<&str> = state["tailscale"]["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["nodeId"].as_str())
+        .collect();
+    assert!(devices.contains(&joined.as_str()) && devices.contains(&own_device.as_str()), "{devices:?}");
+    assert!(
+        !keys(&first, "suspects")
+            .iter()
+            .chain(&keys(&first, "unowned"))
+            .any(|k| k.ends_with(&format!("/{theirs}"))),
+        "another deployment's server is not this sweep's to judge: {first:#}"
+    );
     let record = app.wait_for_status(&busy, &[AgentStatus::Active, AgentStatus::Failed], WAIT).await?;
     assert_eq!(record.status, AgentStatus::Active, "{record:#?}");
     let deletes = app
@@ -410,9 +436,10 @@ async fn an_orphan_is_reported_twice_seen_then_deleted_on_request_and_owned_reso
     let (server2, key2) = app.ghost_resources(&app.destroyed_agent("gone2").await?).await?;
     app.reconcile("orphans", true).await?;
     let (_, swept) = app.reconcile("orphans", true).await?;
-    let mut expected = vec![format!("hetzner/server/{server2}"), format!("tailscale/auth_key/{key2}")];
-    expected.sort();
-    assert_eq!(keys(&swept, "deleted"), expected, "{swept:#}");
+    assert_eq!(keys(&swept, "deleted"), vec![format!("hetzner/server/{server2}")], "{swept:#}");
+    let mut unowned = unowned;
+    unowned.push(format!("tailscale/auth_key/{key2}"));
+    unowned.sort();
     assert_eq!(keys(&swept, "unowned"), unowned, "{swept:#}");
     assert!(server_ids(&app).await?.contains(&stranger_server));
     Ok(())

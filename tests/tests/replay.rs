@@ -16,13 +16,13 @@
 //! | `live_deadline_and_grace_period` | the callback deadline timer firing; the payment grace period running out |
 //! | `live_agent_lifecycle` | provision, stop, start, suspend and resume (from active and from stopped), destroy, a destroy that fails and is retried, each wrong-state refusal |
 //! | `live_subscription_orderings` | events in order, reversed and duplicated, a subscription deleted, a tie that makes it re-fetch from Stripe |
-//! | `live_client_stack_paths` | success, each of the seven activities failing, a compensation failing |
+//! | `live_client_stack_paths` | success (handing its status to the client's `StackRecord`, recorded too), each of the seven activities failing, a compensation failing |
 //! | `live_jobs` | PR merged, retry (refused to a reader, accepted from a writer), cancel while running, queued and failed, refused (unlinked account, the job asking for its entitlement itself and waiting for a retry), usage Stripe refused kept unbilled then billed on an operator's `bill_again`, a non-writer's labelled issue refused then run on a writer's relabel, a plan the path policy refuses (its tokens billed) then cancelled, the gate at its cap, the links registry |
 //! | `live_seats` | one customer's subscriptions: a checkout parked behind an unpaid invoice then provisioned, one granted at once, one denied (subscription deleted first), a deletion that destroys only its own subscription's agent and frees its seat |
 //! | `live_billing_desired_state` | a customer on the previous per-subscription rules moved by an event those rules never received (`invoice.voided`), then: a resume failing beyond its retry budget and retried until it holds, a downgrade powering the newest agent off, a pause and resume, an upgrade, a draft destroyed with its checkout open (session expired), a late checkout for it whose seat a probe frees for the next agent, the customer deleted |
 //! | `live_legacy_customer_upgrade` | a customer run on the previous release's rules (the worker holds the change back): a seat claim moves it, held back it answers claims itself, an operator's `upgrade` moves it for good, then the new rules apply |
 //! | `live_continue_as_new` | `Agent`, `Subscription` and `Job` (its pull request open) continuing as new past a small history limit |
-//! | `live_reconcilers` | the Stripe catch-up recovering events (one refused for good), then finding them all fed; the GitHub redelivery asking for a failed delivery again, then finding nothing failed; the orphan sweep finding suspects, then orphans (reported), then deleting them |
+//! | `live_reconcilers` | the Stripe catch-up recovering events (one refused for good), then finding them all fed; the GitHub redelivery asking for a failed delivery again, then finding nothing failed; the orphan sweep finding suspects, then orphans (reported), then deleting them, keeping what only a name ties to Slipway |
 //!
 //! Files are written one event per line: compact, and still reviewable in a diff.
 
@@ -135,9 +135,16 @@ async fn committed_histories_replay() -> anyhow::Result<()> {
         files.len(),
         failures.join("\n")
     );
-    for required in
-        ["Agent", "ProvisionAgent", "Subscription", "ClientStack", "Job", "JobGate", "GitHubLinks"]
-    {
+    for required in [
+        "Agent",
+        "ProvisionAgent",
+        "Subscription",
+        "ClientStack",
+        "StackRecord",
+        "Job",
+        "JobGate",
+        "GitHubLinks",
+    ] {
         assert!(types.iter().any(|t| t == required), "no committed history of {required}: {types:?}");
     }
     for required in ["Agent", "Subscription"] {
@@ -1004,7 +1011,7 @@ async fn live_client_stack_paths() -> anyhow::Result<()> {
     let n8n_create = json!({"method": "POST", "path": "/n8n/api/v1/workflows", "status": 400});
     // (history, faults, expected state, failed step)
     let paths: [(&str, Vec<Value>, &str, &str); 9] = [
-        ("client-stack-success", vec![], "ready", ""),
+        ("client-stack-success-recorded", vec![], "ready", ""),
         (
             "client-stack-fail-supabase-create",
             vec![json!({"method": "POST", "path": "/supabase/v1/projects", "status": 403})],
@@ -1058,6 +1065,9 @@ async fn live_client_stack_paths() -> anyhow::Result<()> {
         assert_eq!(status["state"], state, "{name}: {status:#}");
         assert!(status["failure"].as_str().unwrap_or_default().starts_with(step), "{name}: {status:#}");
         rec.take(&app, name, &format!("client-stack-{client}"), None).await?;
+        if state == "ready" {
+            rec.take(&app, "stack-record", &format!("stack-record-{client}"), None).await?;
+        }
         clear_faults(&app).await?;
     }
     rec.finish().await
@@ -1412,19 +1422,22 @@ async fn live_reconcilers() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    // Orphans: a server and a key made by hand under a destroyed agent's names: suspects, then
-    // orphans (reported), then deleted once deleting is on. (Under names Temporal never knew
-    // they would be kept: nothing proves them orphans.)
+    // Orphans: a server (this deployment's label) and a key made by hand under a destroyed
+    // agent's names: the server a suspect, then an orphan (reported), then deleted once deleting
+    // is on; the key, which no record names, kept and reported. (Under names Temporal never
+    // knew both would be kept: nothing proves them orphans.) Recorded beside the runs before the
+    // sweep trusted only marks and records (`reconcile-orphans-*`).
     app.ghost_resources(&app.destroyed_agent("gone").await?).await?;
     let (first, report) = app.reconcile("orphans", true).await?;
-    assert_eq!(report["suspects"].as_array().map(Vec::len), Some(2), "{report:#}");
-    rec.take(&app, "reconcile-orphans-suspects", &first, None).await?;
+    assert_eq!(report["suspects"].as_array().map(Vec::len), Some(1), "{report:#}");
+    assert_eq!(report["unowned"].as_array().map(Vec::len), Some(1), "{report:#}");
+    rec.take(&app, "reconcile-orphans-suspects-by-record", &first, None).await?;
     let (second, report) = app.reconcile("orphans", true).await?;
-    assert_eq!(report["orphans"].as_array().map(Vec::len), Some(2), "{report:#}");
-    rec.take(&app, "reconcile-orphans-reported", &second, None).await?;
+    assert_eq!(report["orphans"].as_array().map(Vec::len), Some(1), "{report:#}");
+    rec.take(&app, "reconcile-orphans-reported-by-record", &second, None).await?;
     app.reconciler_schedules(true).await?;
     let (third, report) = app.reconcile("orphans", true).await?;
-    assert_eq!(report["deleted"].as_array().map(Vec::len), Some(2), "{report:#}");
-    rec.take(&app, "reconcile-orphans-deleted", &third, None).await?;
+    assert_eq!(report["deleted"].as_array().map(Vec::len), Some(1), "{report:#}");
+    rec.take(&app, "reconcile-orphans-deleted-by-record", &third, None).await?;
     rec.finish().await
 }

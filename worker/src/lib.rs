@@ -141,7 +141,9 @@ pub fn build_worker_with(
     settings: &WorkerSettings,
     customize: impl FnOnce(&mut WorkerOptions),
 ) -> anyhow::Result<Worker> {
-    let (provisioning, stack) = (settings.provisioning()?, settings.stack()?);
+    let deployment = settings.deployment(&temporalio_client::NamespacedClient::namespace(&client));
+    tracing::info!(%deployment, "deployment identity (SLIPWAY_DEPLOYMENT)");
+    let (provisioning, stack) = (settings.provisioning(&deployment)?, settings.stack(&deployment)?);
     if settings.metrics_addr.is_some() {
         spawn_convergence_gauge(client.clone(), settings.task_queue.clone());
     }

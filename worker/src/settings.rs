@@ -44,6 +44,9 @@ pub enum ConfigError {
 pub struct WorkerSettings {
     /// Task queue (`SLIPWAY_TASK_QUEUE`, default `slipway`).
     pub task_queue: String,
+    /// This deployment's identity (`SLIPWAY_DEPLOYMENT`), if set; else derived from the
+    /// namespace ([`WorkerSettings::deployment`]).
+    pub deployment: Option<String>,
     /// Hetzner API base URL.
     pub hetzner_api_url: String,
     /// Hetzner API token.
@@ -321,6 +324,10 @@ impl WorkerSettings {
         if repo.split('/').filter(|p| !p.is_empty()).count() != 2 {
             return Err(ConfigError::Invalid("GITHUB_ACTIONS_REPO must be owner/repo".into()));
         }
+        let deployment = get("SLIPWAY_DEPLOYMENT");
+        if let Some(d) = &deployment {
+            check_deployment(d).map_err(ConfigError::Invalid)?;
+        }
         let tags: Vec<String> =
             or("TAILSCALE_TAGS", "tag:slipway-agent").split(',').map(|t| t.trim().to_owned()).collect();
         if let Some(bad) = tags.iter().find(|t| !t.starts_with("tag:")) {
@@ -347,6 +354,7 @@ impl WorkerSettings {
         let starter = or("SLIPWAY_STARTER_URL", "http://127.0.0.1:8080");
         Ok(Self {
             task_queue: or("SLIPWAY_TASK_QUEUE", "slipway"),
+            deployment,
             hetzner_api_url: or("HETZNER_API_URL", "https://api.hetzner.cloud/v1"),
             hetzner_api_token: SecretString::from(req("HETZNER_API_TOKEN")),
             hetzner_server_type: or("HETZNER_SERVER_TYPE", "cx22"),
@@ -423,8 +431,16 @@ impl WorkerSettings {
         ))
     }
 
+    /// This deployment's identity: `SLIPWAY_DEPLOYMENT`, or else the Temporal namespace made
+    /// label-safe (lower case, `[a-z0-9-]`, at most 40 characters). Every resource Slipway
+    /// creates carries it where the provider has a place for it, and the orphan sweep only ever
+    /// judges resources of its own deployment.
+    pub fn deployment(&self, namespace: &str) -> String {
+        self.deployment.clone().unwrap_or_else(|| deployment_from_namespace(namespace))
+    }
+
     /// Configuration of the client-stack activities.
-    pub fn stack(&self) -> Result<StackConfig, ConfigError> {
+    pub fn stack(&self, deployment: &str) -> Result<StackConfig, ConfigError> {
         let invalid = |e: ClientError| ConfigError::Invalid(e.to_string());
         Ok(StackConfig {
             supabase: SupabaseClient::new(&self.supabase_api_url, self.supabase_token.clone())
@@ -444,6 +460,7 @@ impl WorkerSettings {
             n8n: N8nClient::new(&self.n8n_host, self.n8n_api_key.clone()).map_err(invalid)?,
             n8n_public_url: self.n8n_host.clone(),
             poll_interval: self.stack_poll_interval,
+            deployment: deployment.to_owned(),
         })
     }
 
@@ -467,7 +484,7 @@ impl WorkerSettings {
     }
 
     /// Build the provisioning activities' configuration (clients included).
-    pub fn provisioning(&self) -> Result<ProvisioningConfig, ConfigError> {
+    pub fn provisioning(&self, deployment: &str) -> Result<ProvisioningConfig, ConfigError> {
         let invalid = |e: ClientError| ConfigError::Invalid(e.to_string());
         Ok(ProvisioningConfig {
             hetzner: HetznerClient::new(&self.hetzner_api_url, self.hetzner_api_token.clone())
@@ -488,8 +505,32 @@ impl WorkerSettings {
             actions_ref: self.github_actions_ref.clone(),
             callback_url: self.callback_url.clone(),
             sealer: Sealer::from_hex(&self.seal_key).map_err(ConfigError::Invalid)?,
+            deployment: deployment.to_owned(),
         })
     }
+}
+
+/// A deployment identity goes into a Hetzner label value and a repository description: 1–40
+/// characters of `[a-z0-9-]`, a letter or digit at both ends.
+fn check_deployment(d: &str) -> Result<(), String> {
+    let ok = (1..=40).contains(&d.len())
+        && d.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !d.starts_with('-')
+        && !d.ends_with('-');
+    ok.then_some(()).ok_or_else(|| {
+        format!("SLIPWAY_DEPLOYMENT {d:?} must be 1-40 characters of a-z, 0-9 and '-', not starting or ending with '-'")
+    })
+}
+
+/// The namespace as a deployment identity: lower case, other characters as `-`, at most 40.
+fn deployment_from_namespace(namespace: &str) -> String {
+    let mapped: String = namespace
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .take(40)
+        .collect();
+    let trimmed = mapped.trim_matches('-');
+    if trimmed.is_empty() { "default".to_owned() } else { trimmed.to_owned() }
 }
 
 #[cfg(test)]
@@ -542,8 +583,8 @@ mod tests {
         assert_eq!(s.github_api_url, "https://api.github.com");
         assert_eq!(s.stripe_api_url, "https://api.stripe.com");
         assert_eq!(s.task_queue, "slipway");
-        assert!(s.provisioning().is_ok());
-        assert!(s.stack().is_ok());
+        assert!(s.provisioning("default").is_ok());
+        assert!(s.stack("default").is_ok());
         assert!(s.jobs().is_ok());
         assert_eq!(s.llm_api_url, "https://api.openai.com");
         assert_eq!(s.supabase_api_url, "https://api.supabase.com");
@@ -565,6 +606,24 @@ mod tests {
         for bad in ["0", "soon"] {
             let err = with(bad).unwrap_err();
             assert!(err.to_string().contains("SLIPWAY_JOB_GATE_CHECK_SECS"), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_deployment_identity_is_checked_or_derived_from_the_namespace() {
+        let with = |v: Option<&str>| {
+            let mut pairs: Vec<(&str, &str)> = REQUIRED.iter().map(|k| (*k, "acme/agents")).collect();
+            pairs.extend(v.map(|v| ("SLIPWAY_DEPLOYMENT", v)));
+            WorkerSettings::from_lookup(lookup(&pairs))
+        };
+        assert_eq!(with(Some("staging-eu")).unwrap().deployment("default"), "staging-eu");
+        let derived = with(None).unwrap();
+        assert_eq!(derived.deployment("default"), "default");
+        assert_eq!(derived.deployment("Prod.acme_42"), "prod-acme-42", "a Temporal Cloud namespace");
+        assert_eq!(derived.deployment("..."), "default");
+        for bad in ["Prod", "-x", "a b", &"x".repeat(41)] {
+            let err = with(Some(bad)).unwrap_err();
+            assert!(err.to_string().contains("SLIPWAY_DEPLOYMENT"), "{bad}: {err}");
         }
     }
 

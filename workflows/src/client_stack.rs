@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use slipway_activities::StackActivities;
+use slipway_activities::{LookupActivities, StackActivities};
 use slipway_proto::{
     model::{StepProgress, StepState},
     stack::{ClientStackRequest, ClientStackStatus, StackResources, StackState, StackTarget, VercelInput},
@@ -27,6 +27,11 @@ use crate::{
     saga::{self, Saga},
     search_attributes,
 };
+
+/// Patch: a stack that succeeded hands its status to its `StackRecord` before it completes, so
+/// its resources keep a known owner after retention removes this workflow. Runs recorded before
+/// it complete without.
+pub const RECORD_PATCH: &str = "client-stack-keeps-a-record";
 
 /// Step names, in order.
 pub mod steps {
@@ -114,7 +119,27 @@ impl ClientStackWorkflow {
             Ok(()) => {
                 ctx.state_mut(|s| s.state = StackState::Succeeded);
                 Self::publish(ctx);
-                Ok(ctx.state(Self::snapshot))
+                let status = ctx.state(Self::snapshot);
+                if ctx.patched(RECORD_PATCH) {
+                    // Retried until it holds: without the record the stack's resources would
+                    // have no known owner once this workflow is removed.
+                    let client = status.client_id.clone();
+                    ctx.execute_activity(
+                        LookupActivities::record_stack,
+                        status.clone(),
+                        crate::options::retrying(
+                            &format!("Temporal: record what the stack of {client} holds"),
+                            Duration::from_secs(30),
+                            None,
+                            0,
+                        ),
+                    )
+                    .await
+                    .map_err(|e| {
+                        ApplicationFailure::builder(format!("recording the stack of {client}: {e}")).build()
+                    })?;
+                }
+                Ok(status)
             }
             Err(reason) => {
                 ctx.state_mut(|s| {

@@ -1102,5 +1102,7 @@ mod lookup_names {
         assert_eq!(SubscriptionWorkflow::entitlement.name(), names::ENTITLEMENT);
         assert_eq!(JobGateWorkflow::run.name(), names::GATE);
         assert_eq!(JobGateWorkflow::enqueue.name(), names::ENQUEUE);
+        assert_eq!(crate::StackRecordWorkflow::run.name(), names::STACK_RECORD);
+        assert_eq!(crate::StackRecordWorkflow::settled.name(), names::SETTLED);
     }
 }

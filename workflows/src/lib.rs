@@ -30,7 +30,9 @@
 //! - [`subscription`]: `Subscription`, one long-lived workflow per Stripe customer; applies
 //!   Stripe events once and in a sane order, gates provisioning, suspends/resumes/destroys agents.
 //! - [`client_stack`]: `ClientStack`, the saga that provisions a client's Supabase, schema,
-//!   GitHub repository, Vercel project and n8n workflow, compensating in reverse on failure.
+//!   GitHub repository, Vercel project and n8n workflow, compensating in reverse on failure;
+//!   [`stack_record`]: `StackRecord`, what a stack that succeeded holds, for as long as it lives
+//!   (the saga's own workflow is removed by retention).
 //! - [`job`]: `Job`, one GitHub issue's coding job (plan, code, review, PR, metered billing);
 //!   [`job_gate`]: `JobGate`, a customer's concurrency cap; [`github_links`]: `GitHubLinks`,
 //!   which GitHub account bills which customer.
@@ -53,6 +55,7 @@ pub mod job_gate;
 pub mod provisioning;
 pub mod reconcile;
 pub(crate) mod saga;
+pub mod stack_record;
 pub use slipway_activities::search_attributes;
 pub mod subscription;
 
@@ -67,6 +70,7 @@ pub use job::JobWorkflow;
 pub use job_gate::JobGateWorkflow;
 pub use provisioning::ProvisionAgentWorkflow;
 pub use reconcile::{GitHubRedeliveryWorkflow, OrphanSweepWorkflow, StripeCatchUpWorkflow};
+pub use stack_record::StackRecordWorkflow;
 pub use subscription::SubscriptionWorkflow;
 
 use temporalio_common::WorkflowDefinition;
@@ -120,6 +124,7 @@ pub fn register_all<R: WorkflowRegistry>(registry: R) -> Result<R, WorkflowRegis
         .register::<ProvisionAgentWorkflow>()?
         .register::<SubscriptionWorkflow>()?
         .register::<ClientStackWorkflow>()?
+        .register::<StackRecordWorkflow>()?
         .register::<JobWorkflow>()?
         .register::<JobGateWorkflow>()?
         .register::<GitHubLinksWorkflow>()?

@@ -34,6 +34,10 @@ use crate::{options::retrying, unix};
 /// replay failing the whole batch on it.
 pub const DEFER_PATCH: &str = "stripe-catch-up-defers-conflicts";
 
+/// Patch: the orphan sweep trusts only this deployment's marks and its owners' records, never a
+/// name alone (see [`orphans`]); runs recorded before it decide as they did.
+pub const RECORD_PATCH: &str = "sweep-trusts-marks-and-records";
+
 /// The previous scheduled run's result, if the schedule handed one over.
 fn last_result<T: DeserializeOwned>(ctx: &WorkflowContextView) -> Option<T> {
     let payload = ctx.raw().last_completion_result.as_ref()?.payloads.first()?;
@@ -276,13 +280,20 @@ pub struct Findings {
 /// that is busy (a saga in flight) holds everything with its name; an idle one holds what its
 /// state names. Only an owner Temporal knows can be read as gone: a resource whose owner it does
 /// not know (never existed in this deployment, or removed by retention) is kept and reported
-/// (`unowned`), whatever its name says. Pure.
+/// (`unowned`), whatever its name says.
+///
+/// With `by_record` (runs since [`RECORD_PATCH`]), a name is not proof either: a resource that
+/// does not carry this deployment's mark ([`Resource::marked`]) is Slipway's only when its
+/// owner's record names its id; one it does not name (a device that registered under a live
+/// agent's hostname, another deployment's project named like one of ours) is kept and reported.
+/// Pure.
 pub fn orphans(
     resources: &[Resource],
     owners: &[OwnerState],
     previous: &[String],
     now: i64,
     grace_secs: u64,
+    by_record: bool,
 ) -> Findings {
     let owner = |r: &Resource| owners.iter().find(|o| o.owner == r.owner);
     let held = |r: &Resource| {
@@ -295,7 +306,9 @@ pub fn orphans(
     };
     let mut found = Findings::default();
     for r in resources.iter().filter(|r| !held(r)) {
-        if owner(r).is_none_or(|o| o.unknown) {
+        let provably_ours =
+            |o: &OwnerState| !o.unknown && (!by_record || r.marked || o.holds.contains(&r.id));
+        if !owner(r).is_some_and(provably_ours) {
             found.unowned.push(r.clone());
             continue;
         }
@@ -354,8 +367,9 @@ impl OrphanSweepWorkflow {
             )
             .await?;
         let before = previous.map(|p| p.suspects).unwrap_or_default();
+        let by_record = ctx.patched(RECORD_PATCH);
         let Findings { suspects, orphans: found, unowned } =
-            orphans(&resources, &states, &before, unix(ctx), input.grace_secs);
+            orphans(&resources, &states, &before, unix(ctx), input.grace_secs, by_record);
         let mut report = SweepReport {
             listed: resources.len() as u32,
             suspects,
@@ -414,7 +428,10 @@ fn sweep_details(r: &SweepReport) -> String {
         out.push_str(&format!("  - could not delete `{key}`: {why}\n"));
     }
     if !r.unowned.is_empty() {
-        out.push_str(&format!("- kept, owner unknown to Temporal: {}\n", r.unowned.len()));
+        out.push_str(&format!(
+            "- kept, not provably this deployment's (owner unknown to Temporal, or no mark and no record of its id): {}\n",
+            r.unowned.len()
+        ));
         for u in &r.unowned {
             out.push_str(&format!(
                 "  - {} {} `{}` ({}), owner {:?}\n",
@@ -437,6 +454,7 @@ mod tests {
             name: format!("slipway-{agent}"),
             owner: Owner::Agent(agent.into()),
             created,
+            marked: true,
         }
     }
 
@@ -453,8 +471,14 @@ mod tests {
     #[test]
     fn an_orphan_is_unheld_twice_and_past_the_grace_period() {
         let ghost = server("1", "ghost", Some(0));
-        let first =
-            orphans(std::slice::from_ref(&ghost), &[state("ghost", false, false, &[])], &[], 10_000, 3600);
+        let first = orphans(
+            std::slice::from_ref(&ghost),
+            &[state("ghost", false, false, &[])],
+            &[],
+            10_000,
+            3600,
+            true,
+        );
         assert_eq!(
             (first.suspects.clone(), first.orphans.clone()),
             (vec!["hetzner/server/1".to_owned()], vec![]),
@@ -466,6 +490,7 @@ mod tests {
             &first.suspects,
             10_000,
             3600,
+            true,
         );
         assert_eq!(second.orphans, vec![ghost.clone()]);
         let young = server("2", "ghost", Some(9_000));
@@ -475,6 +500,7 @@ mod tests {
             &["hetzner/server/2".into()],
             10_000,
             3600,
+            true,
         );
         assert!(none.is_empty(), "younger than the grace period");
     }
@@ -504,11 +530,11 @@ mod tests {
         let (own, stray) = (server("1", "a1", Some(0)), server("2", "a1", Some(0)));
         let previous = vec!["hetzner/server/1".to_owned(), "hetzner/server/2".to_owned()];
         let resources = [own.clone(), stray.clone()];
-        let idle = orphans(&resources, &[state("a1", true, false, &["1"])], &previous, 10_000, 0);
+        let idle = orphans(&resources, &[state("a1", true, false, &["1"])], &previous, 10_000, 0, true);
         assert_eq!(idle.orphans, vec![stray], "a second server its record does not name");
-        let busy = orphans(&resources, &[state("a1", true, true, &[])], &previous, 10_000, 0);
+        let busy = orphans(&resources, &[state("a1", true, true, &[])], &previous, 10_000, 0, true);
         assert!(busy.orphans.is_empty() && busy.suspects.is_empty(), "a saga in flight owns everything");
-        let gone = orphans(&resources, &[state("a1", false, false, &["1"])], &previous, 10_000, 0);
+        let gone = orphans(&resources, &[state("a1", false, false, &["1"])], &previous, 10_000, 0, true);
         assert_eq!(gone.orphans.len(), 2, "a destroyed agent holds nothing");
     }
 
@@ -520,9 +546,36 @@ mod tests {
         let unknown = OwnerState::unknown(Owner::Agent("prod".into()));
         let previous = vec![theirs.key()];
         for owners in [vec![unknown], vec![]] {
-            let found = orphans(std::slice::from_ref(&theirs), &owners, &previous, 10_000, 0);
+            let found = orphans(std::slice::from_ref(&theirs), &owners, &previous, 10_000, 0, true);
             assert_eq!(found.unowned, vec![theirs.clone()]);
             assert!(found.orphans.is_empty() && found.suspects.is_empty(), "{found:?}");
         }
+    }
+
+    /// A name is no proof: an unmarked resource (a Tailscale device, a Supabase project) is
+    /// Slipway's only when its owner's record names its id.
+    #[test]
+    fn an_unmarked_resource_is_an_orphan_only_when_its_owner_recorded_its_id() {
+        let device = |id: &str| Resource {
+            provider: "tailscale".into(),
+            kind: "device".into(),
+            id: id.into(),
+            name: "slipway-a1".into(),
+            owner: Owner::Agent("a1".into()),
+            created: Some(0),
+            marked: false,
+        };
+        let (recorded, stranger) = (device("n1"), device("n2"));
+        let resources = [recorded.clone(), stranger.clone()];
+        let previous = vec![recorded.key(), stranger.key()];
+        // A live agent naming n1: n2 registered under its hostname is kept, not deleted.
+        let live = orphans(&resources, &[state("a1", true, false, &["n1"])], &previous, 10_000, 0, true);
+        assert_eq!((live.orphans, live.unowned), (vec![], vec![stranger.clone()]));
+        // Once the agent is gone, what its record named is an orphan; the other is still kept.
+        let gone = orphans(&resources, &[state("a1", false, false, &["n1"])], &previous, 10_000, 0, true);
+        assert_eq!((gone.orphans, gone.unowned), (vec![recorded.clone()], vec![stranger.clone()]));
+        // Runs recorded before the patch decide by name, as they did.
+        let before = orphans(&resources, &[state("a1", false, false, &["n1"])], &previous, 10_000, 0, false);
+        assert_eq!(before.orphans, vec![recorded, stranger]);
     }
 }

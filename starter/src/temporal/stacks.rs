@@ -1,8 +1,11 @@
-//! The `ClientStack` saga (`stack-<client id>`): started once per client (again only after a
-//! failure), queried for its status.
+//! The `ClientStack` saga (`client-stack-<client id>`): started once per client (again only
+//! after a failure), queried for its status. Once retention removed a saga that succeeded, its
+//! `StackRecord` (`stack-record-<client id>`) answers for it: the stack exists, with that status.
 
-use slipway_proto::stack::{ClientStackRequest, ClientStackStatus, stack_workflow_id};
-use slipway_workflows::{ClientStackWorkflow, search_attributes};
+use slipway_proto::stack::{
+    ClientStackRequest, ClientStackStatus, StackState, stack_record_workflow_id, stack_workflow_id,
+};
+use slipway_workflows::{ClientStackWorkflow, StackRecordWorkflow, search_attributes};
 use temporalio_client::{
     WorkflowExecutionStatus, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowQueryOptions,
     WorkflowStartOptions,
@@ -18,7 +21,12 @@ impl Gateway {
         let client = self.client().await?;
         let workflow_id = stack_workflow_id(&req.client_id);
         let handle = client.get_workflow_handle::<ClientStackWorkflow>(workflow_id.clone());
-        let existed = absent(self.call(handle.describe(Default::default())).await)?.is_some_and(|desc| {
+        let described = absent(self.call(handle.describe(Default::default())).await)?;
+        if described.is_none() && self.recorded_stack(&req.client_id).await?.is_some() {
+            // Succeeded long ago: retention removed the saga, its record says it holds a stack.
+            return Ok((workflow_id, true));
+        }
+        let existed = described.is_some_and(|desc| {
             !matches!(
                 desc.status(),
                 WorkflowExecutionStatus::Failed
@@ -43,10 +51,27 @@ impl Gateway {
         }
     }
 
-    /// A client's stack status (query; works on running and finished stacks).
+    /// A client's stack status (query; works on running and finished stacks, and on stacks
+    /// whose saga retention removed, through their record).
     pub async fn stack_status(&self, client_id: &str) -> Result<ClientStackStatus, GatewayError> {
         let client = self.client().await?;
         let handle = client.get_workflow_handle::<ClientStackWorkflow>(stack_workflow_id(client_id));
-        self.call(handle.query(ClientStackWorkflow::status, (), WorkflowQueryOptions::default())).await
+        match self.call(handle.query(ClientStackWorkflow::status, (), WorkflowQueryOptions::default())).await
+        {
+            Err(GatewayError::NotFound) => {
+                self.recorded_stack(client_id).await?.ok_or(GatewayError::NotFound)
+            }
+            answer => answer,
+        }
+    }
+
+    /// The status a client's `StackRecord` holds, if it holds a stack that succeeded.
+    async fn recorded_stack(&self, client_id: &str) -> Result<Option<ClientStackStatus>, GatewayError> {
+        let client = self.client().await?;
+        let handle = client.get_workflow_handle::<StackRecordWorkflow>(stack_record_workflow_id(client_id));
+        let status = absent(
+            self.call(handle.query(StackRecordWorkflow::status, (), WorkflowQueryOptions::default())).await,
+        )?;
+        Ok(status.filter(|s| s.state == StackState::Succeeded))
     }
 }
