@@ -3,7 +3,7 @@
 //! binaries under test); BENCHMARKS.md explains the method and the figures.
 //!
 //! ```text
-//! slipway-bench [--quick] [--out DIR] [--bin-dir DIR] [--temporal PATH] [--temporal-port PORT]
+//! slipway-bench [--quick | --smoke] [--out DIR] [--bin-dir DIR] [--temporal PATH] [--temporal-port PORT]
 //! slipway-bench baseline-worker      # internal: the baseline's worker process
 //! ```
 
@@ -55,6 +55,7 @@ fn started() -> Instant {
 
 struct Args {
     quick: bool,
+    smoke: bool,
     out: PathBuf,
     bins: PathBuf,
     temporal: PathBuf,
@@ -65,6 +66,7 @@ fn parse_args() -> anyhow::Result<Args> {
     let exe = std::env::current_exe()?;
     let mut args = Args {
         quick: false,
+        smoke: false,
         out: PathBuf::from(".state/bench"),
         bins: exe.parent().context("binary directory")?.to_path_buf(),
         temporal: PathBuf::from(".venv/bin/temporal"),
@@ -75,13 +77,14 @@ fn parse_args() -> anyhow::Result<Args> {
         let mut value = || it.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
             "--quick" => args.quick = true,
+            "--smoke" => args.smoke = true,
             "--out" => args.out = value()?.into(),
             "--bin-dir" => args.bins = value()?.into(),
             "--temporal" => args.temporal = value()?.into(),
             "--temporal-port" => args.temporal_port = Some(value()?.parse()?),
             "-h" | "--help" => {
                 println!(
-                    "slipway-bench [--quick] [--out DIR] [--bin-dir DIR] [--temporal PATH] [--temporal-port PORT]"
+                    "slipway-bench [--quick | --smoke] [--out DIR] [--bin-dir DIR] [--temporal PATH] [--temporal-port PORT]"
                 );
                 std::process::exit(0);
             }
@@ -98,7 +101,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let args = parse_args()?;
-    let plan = if args.quick { Plan::quick() } else { Plan::full() };
+    let plan = match (args.smoke, args.quick) {
+        (true, _) => Plan::smoke(),
+        (false, true) => Plan::quick(),
+        (false, false) => Plan::full(),
+    };
     std::fs::create_dir_all(&args.out)?;
     let began = started();
     let port = match args.temporal_port {
@@ -123,7 +130,8 @@ async fn main() -> anyhow::Result<()> {
             return Err(e);
         }
     };
-    let report = Report { run_secs: began.elapsed().as_secs_f64(), quick: args.quick, ..report };
+    let report =
+        Report { run_secs: began.elapsed().as_secs_f64(), quick: args.quick || args.smoke, ..report };
     let json_path = args.out.join("results.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&report)?)?;
     let png = args.out.join("ack-latency.png");
@@ -146,6 +154,13 @@ async fn main() -> anyhow::Result<()> {
     match plot {
         Ok(()) => println!("plot:    {}", png.display()),
         Err(e) => println!("plot:    not drawn: {e:#}"),
+    }
+    let failures = report.failures();
+    for f in &failures {
+        println!("FAILED   {f}");
+    }
+    if !failures.is_empty() && (args.smoke || args.quick) {
+        bail!("{} phase(s) failed (see above); process logs are in {}", failures.len(), args.out.display());
     }
     Ok(())
 }

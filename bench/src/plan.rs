@@ -34,6 +34,23 @@ impl Plan {
         }
     }
 
+    /// A few seconds of load on every phase, for CI: proves the pipeline runs end to end (every
+    /// phase answered, nothing failed); its figures are not comparable with anything.
+    pub(crate) fn smoke() -> Self {
+        Self {
+            ack_rates: vec![20.0],
+            ack_phase_secs: 1,
+            saturation_concurrency: 4,
+            sagas: 5,
+            agents: 40,
+            command_samples: 10,
+            command_rate: 20.0,
+            history_commands: 40,
+            sticky_cache: 1000,
+            history_limit: 5_000,
+        }
+    }
+
     pub(crate) fn quick() -> Self {
         Self {
             ack_rates: vec![50.0, 100.0, 200.0],

@@ -91,3 +91,37 @@ pub(crate) struct HistoryRow {
     pub(crate) bounded: bool,
     pub(crate) first_error: Option<String>,
 }
+
+impl Report {
+    /// What went wrong in any phase: requests that failed, sagas that did not complete, a
+    /// history that grew without bound. Empty when every phase did its work. A smoke or quick
+    /// run fails on any of these; a full run reports them beside its figures.
+    pub(crate) fn failures(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut check = |what: String, n: usize| {
+            if n > 0 {
+                out.push(format!("{what}: {n}"));
+            }
+        };
+        for row in &self.ack {
+            let at = row.offered_per_sec.map_or("saturation".to_owned(), |r| format!("{r}/s"));
+            check(format!("ack {at}: Slipway requests failed"), row.slipway.errors);
+            check(format!("ack {at}: baseline requests failed"), row.baseline.errors);
+        }
+        let p = &self.provisioning;
+        check("provisioning: Slipway sagas failed".to_owned(), p.slipway.failed);
+        check("provisioning: baseline sagas failed".to_owned(), p.baseline.failed);
+        check(
+            "provisioning: Slipway sagas not completed".to_owned(),
+            p.concurrent - p.slipway.completed.min(p.concurrent),
+        );
+        check("scale: agents not created".to_owned(), self.scale.create_errors);
+        check("scale: commands failed (cached)".to_owned(), self.scale.command_in_cache.errors);
+        check("scale: commands failed (evicted)".to_owned(), self.scale.command_not_in_cache.errors);
+        check("history: commands failed".to_owned(), self.history.errors);
+        if !self.history.bounded {
+            out.push("history: a run grew past the history limit".to_owned());
+        }
+        out
+    }
+}

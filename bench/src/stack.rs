@@ -182,7 +182,8 @@ impl Stack {
             .env("STRIPE_API_URL", format!("{sandbox_url}/stripe"))
             .env("GITHUB_CALLBACK_SECRET", CALLBACK_SECRET)
             .env("GITHUB_WEBHOOK_SECRET", "bench-github-webhook-secret")
-            .env("SLIPWAY_JWT_SECRET", "bench-jwt-secret")
+            // The starter refuses secrets shorter than 32 bytes.
+            .env("SLIPWAY_JWT_SECRET", "bench-jwt-secret-of-at-least-32-bytes")
             .env("SLIPWAY_TEMPORAL_TIMEOUT_MS", "10000")
             .env("RUST_LOG", "warn");
         let starter = Proc::spawn("starter", cmd, &out.join("starter.log"))?;
