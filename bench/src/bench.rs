@@ -123,22 +123,26 @@ impl Bench {
     async fn saga_result(&self, user: &str) -> Result<(), String> {
         let handle =
             self.client.get_workflow_handle::<ProvisionAgentWorkflow>(provisioning_workflow_id(user));
-        for _ in 0..100 {
+        // The checkout is acknowledged once durable: the agent starts its saga when the worker
+        // gets to it, which in a burst is a while later.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
             match handle.get_result(WorkflowGetResultOptions::default()).await {
                 Ok(_) => return Ok(()),
                 Err(WorkflowGetResultError::Failed(f)) => return Err(format!("saga failed: {f:?}")),
                 Err(e) => {
-                    // Not found yet (the update answered before the child was visible) or a poll
-                    // that timed out: try again.
+                    // Not started yet, or a poll that timed out: try again.
                     let msg = e.to_string();
                     if !msg.to_lowercase().contains("not found") && !msg.contains("deadline") {
                         return Err(msg);
+                    }
+                    if Instant::now() > deadline {
+                        return Err(format!("saga result never available: {msg}"));
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
         }
-        Err("saga result never available".to_owned())
     }
 
     async fn baseline_saga(&self, id: &str) -> Result<(), String> {

@@ -80,6 +80,12 @@ pub(crate) fn print_table(r: &Report) {
         );
     }
     println!("throughput ratio Slipway/baseline: {:.2}", p.throughput_ratio);
+    if let Some(a) = &p.slipway.checkout_ack {
+        println!(
+            "checkout webhook answers: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; answered 503 (and sent again): {}",
+            a.p50_ms, a.p99_ms, a.max_ms, p.slipway.webhook_retries
+        );
+    }
     if let Some(e) = p.slipway.first_error.as_ref().or(p.baseline.first_error.as_ref()) {
         println!("first saga error: {e}");
     }
@@ -180,6 +186,13 @@ pub(crate) fn markdown(r: &Report) -> String {
         );
     }
     let _ = writeln!(o, "\nThroughput ratio Slipway / baseline: **{:.2}**", p.throughput_ratio);
+    if let Some(a) = &p.slipway.checkout_ack {
+        let _ = writeln!(
+            o,
+            "\nCheckout webhook answers: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; answered 503: {}",
+            a.p50_ms, a.p99_ms, a.max_ms, p.slipway.webhook_retries
+        );
+    }
     let s = &r.scale;
     let _ = writeln!(
         o,

@@ -44,8 +44,18 @@ impl AckRow {
     }
 }
 
+/// How long the answers to a burst of webhooks took.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct AckSpread {
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) max_ms: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct SagaSide {
+    /// Slipway: how long each checkout webhook's answer took (the baseline has none).
+    pub(crate) checkout_ack: Option<AckSpread>,
     pub(crate) completed: usize,
     pub(crate) failed: usize,
     pub(crate) per_sec: f64,
@@ -109,6 +119,7 @@ impl Report {
             check(format!("ack {at}: baseline requests failed"), row.baseline.errors);
         }
         let p = &self.provisioning;
+        check("provisioning: checkout webhooks answered non-2xx".to_owned(), p.slipway.webhook_retries);
         check("provisioning: Slipway sagas failed".to_owned(), p.slipway.failed);
         check("provisioning: baseline sagas failed".to_owned(), p.baseline.failed);
         check(

@@ -85,15 +85,28 @@ pub struct LifecyclePolicy {
     /// counts as failed; a billing command is then retried later, until it holds.
     #[serde(default = "default_command_attempts")]
     pub command_attempts: u32,
+    /// How long a paid checkout waits before it is tried again while its user's other
+    /// provisioning is in flight (one saga per user at a time).
+    #[serde(default = "default_checkout_retry_secs")]
+    pub checkout_retry_secs: u64,
 }
 
 fn default_command_attempts() -> u32 {
     10
 }
 
+fn default_checkout_retry_secs() -> u64 {
+    30
+}
+
 impl Default for LifecyclePolicy {
     fn default() -> Self {
-        Self { shutdown_wait_secs: 60, history_limit: 5_000, command_attempts: default_command_attempts() }
+        Self {
+            shutdown_wait_secs: 60,
+            history_limit: 5_000,
+            command_attempts: default_command_attempts(),
+            checkout_retry_secs: default_checkout_retry_secs(),
+        }
     }
 }
 
@@ -110,6 +123,73 @@ pub struct AgentWorkflowInput {
     /// Commands accepted but not yet run (carried across continue-as-new).
     #[serde(default)]
     pub queue: Vec<QueuedCommand>,
+    /// Paid checkouts signalled and not yet run, the event ids of the latest ones (a
+    /// redelivery is dropped), and when a checkout waiting for the user's other provisioning is
+    /// tried again (carried across continue-as-new).
+    #[serde(default, skip_serializing_if = "Checkouts::is_empty")]
+    pub checkouts: Checkouts,
+}
+
+/// Paid checkouts an agent heard by signal (`checkout`): durable as soon as the starter's
+/// signal-with-start returns, run in turn by the agent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkouts {
+    /// Waiting to run, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<ProvisionCommand>,
+    /// Event ids of the latest checkouts heard (at most [`Checkouts::REMEMBERED`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen: Vec<String>,
+    /// When the first waiting one is tried again (Unix seconds, workflow time), while the
+    /// user's other provisioning is in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<i64>,
+}
+
+impl Checkouts {
+    /// Event ids remembered to drop redeliveries (Stripe and the catch-up send an event again
+    /// until it is acknowledged; an agent sees few checkouts).
+    pub const REMEMBERED: usize = 32;
+
+    /// Nothing waiting, remembered or scheduled.
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty() && self.seen.is_empty() && self.retry_at.is_none()
+    }
+
+    /// Takes `cmd` unless its event was heard already (`false`: a redelivery, dropped).
+    pub fn hear(&mut self, cmd: ProvisionCommand) -> bool {
+        let Some(event) = cmd.source.event_id() else { return false };
+        if self.seen.iter().any(|e| e == event) {
+            return false;
+        }
+        self.seen.push(event.to_owned());
+        if self.seen.len() > Self::REMEMBERED {
+            self.seen.remove(0);
+        }
+        self.waiting.push(cmd);
+        true
+    }
+
+    /// The checkout to run now, if one waits and is not scheduled for later.
+    pub fn take_due(&mut self) -> Option<ProvisionCommand> {
+        (self.retry_at.is_none() && !self.waiting.is_empty()).then(|| self.waiting.remove(0))
+    }
+}
+
+/// What became of a paid checkout that did not start a provisioning: Stripe was answered when
+/// the checkout was durable, so the agent's record is where its refusal is read (the API's
+/// agent, the Web UI's query), with the same stable codes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutRefusal {
+    /// The Stripe event (`evt_…`).
+    pub event_id: String,
+    /// Stable code, e.g. `PROVISIONING_IN_PROGRESS`, `PAYER_NOT_OWNER`, `SUBSCRIPTION_ENDED`.
+    pub code: String,
+    /// Human-readable reason.
+    pub reason: String,
+    /// When it is tried again (Unix seconds); `None`: it will not be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<i64>,
 }
 
 /// Operations on a provisioned agent.
@@ -223,6 +303,10 @@ pub struct AgentRecord {
     /// holds: billing is desired state, and a failed command is never final for money.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub billing_retry: Option<BillingRetry>,
+    /// The latest paid checkout that did not start a provisioning, and why (cleared when one
+    /// does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout_refusal: Option<CheckoutRefusal>,
 }
 
 /// A billing command that did not hold, and when it is tried again.
@@ -286,6 +370,7 @@ impl AgentRecord {
             awaiting_payment: None,
             billing_retry: None,
             open_checkout: None,
+            checkout_refusal: None,
         }
     }
 }
@@ -394,6 +479,14 @@ impl ProvisionSource {
             Self::Checkout { event_id, .. } => format!("stripe:{event_id}"),
             Self::Api { user_id, .. } => format!("user:{user_id}"),
             Self::Billing { customer_id, .. } => format!("billing:{customer_id}"),
+        }
+    }
+
+    /// The Stripe event of a paid checkout.
+    pub fn event_id(&self) -> Option<&str> {
+        match self {
+            Self::Checkout { event_id, .. } => Some(event_id),
+            Self::Api { .. } | Self::Billing { .. } => None,
         }
     }
 
@@ -663,6 +756,39 @@ mod tests {
         assert_eq!(cb.status, CallbackStatus::Running);
         assert_eq!(cb.run_id.as_deref(), Some("42"));
         assert_eq!(cb.reason, None);
+    }
+
+    #[test]
+    fn a_checkout_is_heard_once_and_waits_while_it_is_scheduled_for_later() {
+        let paid = |event: &str| ProvisionCommand {
+            source: ProvisionSource::Checkout {
+                event_id: event.into(),
+                session_id: "cs_1".into(),
+                customer_id: Some("cus_1".into()),
+                subscription_id: None,
+                user_id: Some("u1".into()),
+            },
+        };
+        let mut c = Checkouts::default();
+        assert!(c.hear(paid("evt_1")) && !c.hear(paid("evt_1")), "a redelivery is dropped");
+        assert!(!c.hear(ProvisionCommand {
+            source: ProvisionSource::Api { user_id: "u1".into(), customer_id: None }
+        }));
+        c.retry_at = Some(10);
+        assert_eq!(c.take_due(), None, "scheduled for later");
+        c.retry_at = None;
+        assert_eq!(c.take_due(), Some(paid("evt_1")));
+        for i in 0..40 {
+            c.hear(paid(&format!("evt_n{i}")));
+        }
+        assert_eq!(c.seen.len(), Checkouts::REMEMBERED);
+        // An input from before checkouts were signalled reads as none, and writes as before.
+        let input: AgentWorkflowInput = serde_json::from_value(json!({
+            "agent": AgentRecord::draft("a1", "u1", "fsn1"), "policy": ProvisioningPolicy::default()
+        }))
+        .unwrap();
+        assert!(input.checkouts.is_empty());
+        assert!(!serde_json::to_string(&input).unwrap().contains("checkouts"));
     }
 
     #[test]

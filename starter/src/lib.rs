@@ -76,6 +76,7 @@ impl AppState {
             shutdown_wait_secs: self.settings.shutdown_wait_secs,
             history_limit: self.settings.history_limit,
             command_attempts: self.settings.command_attempts,
+            checkout_retry_secs: self.settings.checkout_retry_secs,
         }
     }
 }

@@ -69,6 +69,9 @@ pub struct StarterSettings {
     /// Attempts of one lifecycle command's activity before the command counts as failed
     /// (`SLIPWAY_COMMAND_ATTEMPTS`, default 10); billing commands are then retried later.
     pub command_attempts: u32,
+    /// How long a paid checkout waits before it is tried again while its user's other
+    /// provisioning is in flight (`SLIPWAY_CHECKOUT_RETRY_SECS`, default 30).
+    pub checkout_retry_secs: u64,
     /// Knobs of new subscription workflows (`SLIPWAY_GRACE_PERIOD_SECS`, default 7 days).
     pub billing: BillingPolicy,
     /// Stripe API base URL (`STRIPE_API_URL`, default `https://api.stripe.com`).
@@ -228,6 +231,7 @@ impl StarterSettings {
             command_attempts: u32::try_from(num("SLIPWAY_COMMAND_ATTEMPTS", 10)?)
                 .map_err(|_| ConfigError::Invalid("SLIPWAY_COMMAND_ATTEMPTS is too large".into()))?
                 .max(1),
+            checkout_retry_secs: num("SLIPWAY_CHECKOUT_RETRY_SECS", 30)?.max(1),
             billing: BillingPolicy {
                 grace_period_secs: num(
                     "SLIPWAY_GRACE_PERIOD_SECS",

@@ -87,6 +87,7 @@ impl TestApp {
             "SLIPWAY_GRACE_PERIOD_SECS" => Some(opts.grace_period_secs.to_string()),
             "SLIPWAY_HISTORY_LIMIT" => Some(opts.history_limit.to_string()),
             "SLIPWAY_COMMAND_ATTEMPTS" => Some(opts.command_attempts.to_string()),
+            "SLIPWAY_CHECKOUT_RETRY_SECS" => Some(opts.checkout_retry_secs.to_string()),
             "SLIPWAY_BILLING_REASSERT_SECS" => Some(opts.billing_reassert_secs.to_string()),
             "SLIPWAY_HTTP_ADDR" | "SLIPWAY_GRPC_ADDR" => Some("127.0.0.1:0".to_owned()),
             "SLIPWAY_TASK_QUEUE" => Some(task_queue.clone()),

@@ -27,6 +27,8 @@ pub struct Options {
     pub history_limit: u32,
     /// Attempts of one lifecycle command's activity before the command counts as failed.
     pub command_attempts: u32,
+    /// How long a paid checkout waits while its user's other provisioning is in flight.
+    pub checkout_retry_secs: u64,
     /// How often the customer's workflow re-asserts every agent's billing target.
     pub billing_reassert_secs: u64,
     /// Jobs of one customer running at once.
@@ -76,6 +78,7 @@ impl Default for Options {
             grace_period_secs: 7 * 24 * 3600,
             history_limit: 5_000,
             command_attempts: 10,
+            checkout_retry_secs: 1,
             billing_reassert_secs: 24 * 3600,
             max_jobs_per_customer: 2,
             job_gate_check_secs: None,

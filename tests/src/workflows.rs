@@ -44,6 +44,23 @@ impl TestApp {
         Ok(agent)
     }
 
+    /// Waits until the agent's record says its latest paid checkout was refused with `code`
+    /// (Stripe was answered when the checkout was durable: the refusal is read from the agent).
+    pub async fn wait_for_checkout_refusal(
+        &self,
+        agent_id: &str,
+        code: &str,
+    ) -> anyhow::Result<slipway_proto::model::CheckoutRefusal> {
+        crate::wait_for(
+            &format!("agent {agent_id}'s checkout refused {code}"),
+            Duration::from_secs(60),
+            || async {
+                Ok(self.agent(agent_id).await?.and_then(|a| a.checkout_refusal).filter(|r| r.code == code))
+            },
+        )
+        .await
+    }
+
     /// A workflow's runs as Temporal describes it: first run id, current run id (they differ once
     /// it has continued as new) and the current run's history length.
     pub async fn runs(&self, workflow_id: &str) -> anyhow::Result<Runs> {

@@ -232,8 +232,8 @@ async fn a_checkout_processed_after_its_subscriptions_deletion_provisions_nothin
     }
     let resp = app.post_stripe(&checkout.to_string()).await?;
     assert_eq!(resp.status(), 200, "acknowledged: Stripe must not retry a checkout that cannot be served");
-    let body: Value = resp.json().await?;
-    assert_eq!(body["result"]["code"], "SUBSCRIPTION_ENDED", "{body}");
+    let refusal = app.wait_for_checkout_refusal(&agent, "SUBSCRIPTION_ENDED").await?;
+    assert_eq!(refusal.retry_at, None, "final: {refusal:?}");
 
     let record = app.agent(&agent).await?.expect("agent known");
     assert_eq!(record.status, AgentStatus::Draft, "{record:#?}");
@@ -293,8 +293,7 @@ async fn a_checkout_paid_by_someone_else_does_not_provision_the_agent() -> anyho
     let (event, _) = app.checkout_event(&payer, &agent, "fsn1");
     let resp = app.post_stripe(&event).await?;
     assert_eq!(resp.status(), 200);
-    let body: Value = resp.json().await?;
-    assert_eq!(body["result"]["code"], "PAYER_NOT_OWNER", "{body}");
+    app.wait_for_checkout_refusal(&agent, "PAYER_NOT_OWNER").await?;
     assert_eq!(app.agent(&agent).await?.unwrap().status, AgentStatus::Draft);
     assert_eq!(server_status(&app.sandbox_state().await?, &agent), None);
     Ok(())

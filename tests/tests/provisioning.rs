@@ -64,35 +64,38 @@ async fn the_same_event_delivered_many_times_provisions_once() -> anyhow::Result
     let (user, agent) = (app.id("user"), app.id("agent"));
     let (event, _) = app.checkout_event(&user, &agent, "hel1");
 
-    // Five concurrent deliveries, as Stripe may do after timeouts: one update (keyed by the
-    // event id), so every delivery gets the same answer.
+    // Five concurrent deliveries, as Stripe may do after timeouts: each is acknowledged once
+    // the checkout is durable, and the agent hears the event once.
     let sends = (0..5).map(|_| app.post_stripe(&event));
-    let mut answers = Vec::new();
     for resp in futures::future::join_all(sends).await {
         let resp = resp?;
         assert_eq!(resp.status(), 200);
-        answers.push(resp.json::<Value>().await?["result"].clone());
+        let body = resp.json::<Value>().await?;
+        assert_eq!(
+            (body["handled"].as_bool(), body["agent_id"].as_str()),
+            (Some(true), Some(agent.as_str()))
+        );
     }
-    assert!(answers.iter().all(|a| a == &answers[0]), "{answers:#?}");
-    assert_eq!(answers[0]["outcome"], "started");
     let record = app.wait_for_status(&agent, &[AgentStatus::Active, AgentStatus::Failed], WAIT).await?;
     assert_eq!(record.status, AgentStatus::Active, "{record:#?}");
 
-    // And again, after completion (Stripe redelivers for days): the same answer, no new effect.
-    let late = app.post_stripe(&event).await?;
-    assert_eq!(late.status(), 200);
-    assert_eq!(late.json::<Value>().await?["result"], answers[0]);
-
-    // Another event for the same, already provisioned agent is answered from its state.
+    // And again, after completion (Stripe redelivers for days): acknowledged, no new effect.
+    assert_eq!(app.post_stripe(&event).await?.status(), 200);
+    // Another event for the same, already provisioned agent changes nothing either.
     let (other_event, _) = app.checkout_event(&user, &agent, "hel1");
-    let body: Value = app.post_stripe(&other_event).await?.json().await?;
-    assert_eq!(body["result"]["outcome"], "already_active", "{body}");
+    assert_eq!(app.post_stripe(&other_event).await?.status(), 200);
+    let workflow = slipway_proto::model::agent_workflow_id(&agent);
+    slipway_tests::wait_until("the agent ran both deliveries", WAIT, || async {
+        Ok(app.runs(&workflow).await?.settled)
+    })
+    .await?;
 
     let state = app.sandbox_state().await?;
     assert_eq!(count(&state, "hetzner", "servers"), 1, "{state:#}");
     assert_eq!(count(&state, "github", "dispatches"), 1);
     let record = app.agent(&agent).await?.expect("agent exists");
     assert_eq!(record.audit.len(), 2, "one provisioning only: {:#?}", record.audit);
+    assert_eq!(record.checkout_refusal, None, "{record:#?}");
     Ok(())
 }
 
@@ -123,8 +126,11 @@ async fn transient_provider_errors_are_retried_honouring_retry_after() -> anyhow
     Ok(())
 }
 
+/// One saga per user at a time: a second paid checkout is acknowledged at once (Stripe is never
+/// answered 409 and left to retry for hours) and waits in its agent, which says why; nothing is
+/// created for it meanwhile.
 #[tokio::test]
-async fn a_second_provisioning_for_the_same_user_is_refused_while_one_runs() -> anyhow::Result<()> {
+async fn a_second_paid_checkout_of_the_same_user_waits_while_the_first_provisions() -> anyhow::Result<()> {
     let app = TestApp::spawn().await?;
     let user = app.id("user");
     let (first, second) = (app.id("first"), app.id("second"));
@@ -136,12 +142,12 @@ async fn a_second_provisioning_for_the_same_user_is_refused_while_one_runs() -> 
 
     let (event2, _) = app.checkout_event(&user, &second, "fsn1");
     let resp = app.post_stripe(&event2).await?;
-    assert_eq!(resp.status(), 409);
-    let body: Value = resp.json().await?;
-    assert_eq!(body["code"], "PROVISIONING_IN_PROGRESS", "{body}");
-    assert!(body["message"].as_str().unwrap().contains(&user));
+    assert_eq!(resp.status(), 200, "acknowledged once durable");
+    let waiting = app.wait_for_checkout_refusal(&second, "PROVISIONING_IN_PROGRESS").await?;
+    assert!(waiting.reason.contains(&user) && waiting.retry_at.is_some(), "{waiting:?}");
+    assert!(waiting.event_id.starts_with("evt_"), "{waiting:?}");
 
-    // Nothing was created for the refused agent.
+    // Nothing was created for the waiting agent.
     let record = app.agent(&second).await?.expect("agent known");
     assert_eq!(record.status, AgentStatus::Draft);
     let state = app.sandbox_state().await?;
@@ -232,38 +238,35 @@ async fn a_dispatch_answered_without_its_run_is_found_through_the_runs_list() ->
     Ok(())
 }
 
-/// A checkout refused 409 while the user's other provisioning ran is provisioned when Stripe
-/// sends it again after that provisioning ended (Temporal would otherwise answer the same
-/// refusal from the agent's history for as long as its workflow runs), and only once.
+/// A checkout that waited while the user's other provisioning ran is provisioned by itself once
+/// that provisioning ended (Stripe need not send it again), and only once however often it is
+/// sent again.
 #[tokio::test]
-async fn a_checkout_refused_while_another_provisioning_ran_provisions_when_sent_again() -> anyhow::Result<()>
-{
+async fn a_checkout_that_waited_for_another_provisioning_provisions_once_it_ended() -> anyhow::Result<()> {
+    // Slow callbacks keep the first provisioning in flight for a few seconds.
     let app = slipway_tests::TestApp::spawn_with(slipway_tests::Options {
-        policy: slipway_proto::model::ProvisioningPolicy {
-            callback_deadline_secs: 3,
-            dispatch_deadline_secs: 60,
-        },
+        runner_step_ms: 1_500,
         ..slipway_tests::Options::default()
     })
     .await?;
-    app.runner("silent").await?;
     let (user, first, second) = (app.id("user"), app.id("first"), app.id("second"));
     let (paid_first, _) = app.checkout_event(&user, &first, "fsn1");
     assert_eq!(app.post_stripe(&paid_first).await?.status(), 200);
     app.wait_for_status(&first, &[AgentStatus::Provisioning], WAIT).await?;
     let (paid_second, _) = app.checkout_event(&user, &second, "fsn1");
-    let refused = app.post_stripe(&paid_second).await?;
-    assert_eq!(refused.status(), 409);
-    assert_eq!(refused.json::<Value>().await?["code"], "PROVISIONING_IN_PROGRESS");
+    assert_eq!(app.post_stripe(&paid_second).await?.status(), 200);
+    app.wait_for_checkout_refusal(&second, "PROVISIONING_IN_PROGRESS").await?;
 
-    // The first provisioning ends (its job never calls back); Stripe retries the second.
-    app.wait_for_status(&first, &[AgentStatus::Failed], WAIT).await?;
-    app.runner("succeed").await?;
-    let retried = app.post_stripe(&paid_second).await?;
-    assert_eq!(retried.status(), 200, "{}", retried.text().await?);
-    app.wait_for_status(&second, &[AgentStatus::Active], WAIT).await?;
+    // The first provisioning ends; the second goes on by itself.
+    app.wait_for_status(&first, &[AgentStatus::Active], WAIT).await?;
+    let record = app.wait_for_status(&second, &[AgentStatus::Active, AgentStatus::Failed], WAIT).await?;
+    assert_eq!((record.status, &record.checkout_refusal), (AgentStatus::Active, &None), "{record:#?}");
     // Sent once more: answered, and nothing is provisioned twice.
     assert_eq!(app.post_stripe(&paid_second).await?.status(), 200);
+    slipway_tests::wait_until("the agent heard the redelivery", WAIT, || async {
+        Ok(app.runs(&slipway_proto::model::agent_workflow_id(&second)).await?.settled)
+    })
+    .await?;
     let state = app.sandbox_state().await?;
     let servers = state["hetzner"]["servers"]
         .as_array()
@@ -272,5 +275,6 @@ async fn a_checkout_refused_while_another_provisioning_ran_provisions_when_sent_
         .filter(|s| s["name"] == json!(format!("slipway-{second}")))
         .count();
     assert_eq!(servers, 1, "{state:#}");
+    assert_eq!(count(&state, "github", "dispatches"), 2, "one saga each: {state:#}");
     Ok(())
 }

@@ -12,7 +12,7 @@
 //!
 //! | test | paths |
 //! |---|---|
-//! | `live_provisioning_paths` | saga success, a late Stripe event for an active agent, one provisioning per user, each saga step failing with its compensations, a compensation failing |
+//! | `live_provisioning_paths` | saga success (the checkout heard by signal), a late Stripe event for an active agent, one provisioning per user (a second checkout waiting, retried, then provisioned), each saga step failing with its compensations, a compensation failing |
 //! | `live_deadline_and_grace_period` | the callback deadline timer firing; the payment grace period running out |
 //! | `live_agent_lifecycle` | provision, stop, start, suspend and resume (from active and from stopped), destroy, a destroy that fails and is retried, each wrong-state refusal |
 //! | `live_subscription_orderings` | events in order, reversed and duplicated, a subscription deleted, a tie that makes it re-fetch from Stripe |
@@ -340,18 +340,21 @@ async fn live_provisioning_paths() -> anyhow::Result<()> {
     let app = TestApp::spawn().await?;
     let mut rec = Recorded::new();
 
-    // Success; then a second (distinct) paid event for the same agent: answered from its state.
+    // Success; then a second (distinct) paid event for the same agent: it changes nothing.
     let ok = checkout(&app, &app.id("okuser"), &app.id("okagent")).await?;
     assert_eq!(ok.status, AgentStatus::Active, "{ok:#?}");
     let (late, _) = app.checkout_event(&ok.user_id, &ok.agent_id, "fsn1");
-    let resp = app.post_stripe(&late).await?;
-    let body: Value = resp.json().await?;
-    assert_eq!(body["result"]["outcome"], "already_active", "{body}");
-    rec.take(&app, "agent-active-desired-state", &agent_workflow_id(&ok.agent_id), None).await?;
+    assert_eq!(app.post_stripe(&late).await?.status(), 200);
+    let ok_workflow = agent_workflow_id(&ok.agent_id);
+    slipway_tests::wait_until("the agent heard the late checkout", WAIT, || async {
+        Ok(app.runs(&ok_workflow).await?.settled)
+    })
+    .await?;
+    rec.take(&app, "agent-active-checkout-signal", &agent_workflow_id(&ok.agent_id), None).await?;
     take_saga(&mut rec, &app, "provisioning-success-finds-run", &ok).await?;
 
-    // One provisioning per user: a second paid agent while the first is still provisioning is
-    // refused (the saga's workflow id is taken), and Stripe is told to retry later.
+    // One provisioning per user: a second paid agent while the first is still provisioning
+    // waits (the saga's workflow id is taken), then provisions once the first is done.
     app.fault(json!({"method": "POST", "path": "/hetzner/v1/servers", "latency_ms": 2500, "count": 1}))
         .await?;
     let busy_user = app.id("busyuser");
@@ -360,11 +363,13 @@ async fn live_provisioning_paths() -> anyhow::Result<()> {
     assert_eq!(app.post_stripe(&event).await?.status(), 200);
     app.wait_for_status(&first, &[AgentStatus::Provisioning], WAIT).await?;
     let (event, _) = app.checkout_event(&busy_user, &second, "fsn1");
-    assert_eq!(app.post_stripe(&event).await?.status(), 409);
+    assert_eq!(app.post_stripe(&event).await?.status(), 200);
+    app.wait_for_checkout_refusal(&second, "PROVISIONING_IN_PROGRESS").await?;
     let done = app.wait_for_status(&first, &[AgentStatus::Active, AgentStatus::Failed], WAIT).await?;
     assert_eq!(done.status, AgentStatus::Active, "{done:#?}");
-    assert_eq!(app.agent(&second).await?.map(|a| a.status), Some(AgentStatus::Draft));
-    rec.take(&app, "agent-refused-provisioning-in-progress-desired-state", &agent_workflow_id(&second), None)
+    let waited = app.wait_for_status(&second, &[AgentStatus::Active, AgentStatus::Failed], WAIT).await?;
+    assert_eq!(waited.status, AgentStatus::Active, "{waited:#?}");
+    rec.take(&app, "agent-checkout-waited-for-provisioning-in-progress", &agent_workflow_id(&second), None)
         .await?;
     clear_faults(&app).await?;
 
@@ -423,7 +428,7 @@ async fn live_provisioning_paths() -> anyhow::Result<()> {
         };
         take_saga(&mut rec, &app, &history, &agent).await?;
         if name == "actions-dispatch" {
-            rec.take(&app, "agent-failed-desired-state", &agent_workflow_id(&agent.agent_id), None).await?;
+            rec.take(&app, "agent-failed-checkout-signal", &agent_workflow_id(&agent.agent_id), None).await?;
         }
         clear_faults(&app).await?;
     }
@@ -461,7 +466,7 @@ async fn live_deadline_and_grace_period() -> anyhow::Result<()> {
     }
     rec.take(&app, "subscription-grace-period-expired-desired-state", &customer_workflow_id(&customer), None)
         .await?;
-    rec.take(&app, "agent-destroyed-by-billing-desired-state", &agent_workflow_id(&agent), None).await?;
+    rec.take(&app, "agent-destroyed-by-billing-checkout-signal", &agent_workflow_id(&agent), None).await?;
 
     // The Actions job never calls back: the deadline timer fires and the saga rolls back.
     app.runner("silent").await?;
@@ -703,9 +708,11 @@ async fn live_seats() -> anyhow::Result<()> {
     .await?;
     wait_applied(&app, &customer, 2).await?;
     let resp = app.post_stripe(&checkout_for(&app, &user, &parked, &customer, &sub_a)?.to_string()).await?;
-    let body: Value = resp.json().await?;
-    assert_eq!(body["result"]["outcome"], "awaiting_payment", "{body}");
-    let record = app.agent(&parked).await?.context("parked agent")?;
+    assert_eq!(resp.status(), 200);
+    let record = slipway_tests::wait_for("the parked agent awaits payment", WAIT, || async {
+        Ok(app.agent(&parked).await?.filter(|r| r.awaiting_payment.is_some()))
+    })
+    .await?;
     assert_eq!(
         (record.status, record.awaiting_payment.as_deref()),
         (AgentStatus::Draft, Some(sub_a.as_str()))
@@ -729,8 +736,8 @@ async fn live_seats() -> anyhow::Result<()> {
     post_event(&app, &sub_event("customer.subscription.deleted", &sub_c, "canceled", t + 5)).await?;
     wait_applied(&app, &customer, 8).await?;
     let resp = app.post_stripe(&checkout_for(&app, &user, &late, &customer, &sub_c)?.to_string()).await?;
-    let body: Value = resp.json().await?;
-    assert_eq!(body["result"]["code"], "SUBSCRIPTION_ENDED", "{body}");
+    assert_eq!(resp.status(), 200);
+    app.wait_for_checkout_refusal(&late, "SUBSCRIPTION_ENDED").await?;
 
     // Deleting A destroys A's agent only; B's keeps running.
     post_event(&app, &sub_event("customer.subscription.deleted", &sub_a, "canceled", t + 6)).await?;
@@ -753,13 +760,13 @@ async fn live_seats() -> anyhow::Result<()> {
     .await?;
     rec.take(
         &app,
-        "agent-seat-parked-then-granted-destroyed-desired-state",
+        "agent-seat-parked-then-granted-destroyed-checkout-signal",
         &agent_workflow_id(&parked),
         None,
     )
     .await?;
-    rec.take(&app, "agent-seat-granted-desired-state", &agent_workflow_id(&granted), None).await?;
-    rec.take(&app, "agent-seat-denied-subscription-ended-desired-state", &agent_workflow_id(&late), None)
+    rec.take(&app, "agent-seat-granted-checkout-signal", &agent_workflow_id(&granted), None).await?;
+    rec.take(&app, "agent-seat-denied-subscription-ended-checkout-signal", &agent_workflow_id(&late), None)
         .await?;
     rec.finish().await
 }
@@ -979,8 +986,15 @@ async fn live_billing_desired_state() -> anyhow::Result<()> {
     .await?;
     rec.take(&app, "subscription-desired-state", &workflow, Some(&runs[runs.len() - 1])).await?;
     rec.take(&app, "agent-billing-retried-then-destroyed", &agent_workflow_id(&second), None).await?;
-    rec.take(&app, "agent-billing-resumed-then-destroyed", &agent_workflow_id(&first), None).await?;
-    rec.take(&app, "agent-draft-destroyed-checkout-expired", &agent_workflow_id(&draft), None).await?;
+    rec.take(&app, "agent-billing-resumed-then-destroyed-checkout-signal", &agent_workflow_id(&first), None)
+        .await?;
+    rec.take(
+        &app,
+        "agent-draft-destroyed-checkout-expired-checkout-signal",
+        &agent_workflow_id(&draft),
+        None,
+    )
+    .await?;
     rec.finish().await
 }
 

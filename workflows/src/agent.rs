@@ -41,9 +41,9 @@ use slipway_proto::{
     billing::{SeatAnswer, SeatClaim, SeatDecision, customer_workflow_id},
     model::{
         AgentCommand, AgentRecord, AgentResources, AgentStatus, AgentWorkflowInput, AuditEntry, BillingRetry,
-        CheckoutHold, CommandOutcome, CommandRequest, LifecyclePolicy, OpenCheckout, ProvisionCommand,
-        ProvisionOutcome, ProvisionRequest, ProvisionResult, ProvisionSource, ProvisioningPolicy,
-        QueuedCommand, StopServerInput, provisioning_workflow_id,
+        CheckoutHold, CheckoutRefusal, Checkouts, CommandOutcome, CommandRequest, LifecyclePolicy,
+        OpenCheckout, ProvisionCommand, ProvisionOutcome, ProvisionRequest, ProvisionResult, ProvisionSource,
+        ProvisioningPolicy, QueuedCommand, StopServerInput, provisioning_workflow_id,
     },
 };
 use temporalio_common::search_attributes::SearchAttributes;
@@ -127,6 +127,8 @@ pub struct AgentWorkflow {
     seat_answer: Option<SeatAnswer>,
     /// `SlipwayBilling` was set on this run (it is then kept up to date).
     billing_attr: bool,
+    /// Paid checkouts heard by signal, waiting their turn (see [`AgentWorkflow::checkout`]).
+    checkouts: Checkouts,
 }
 
 /// `next_at` of a billing retry whose command is already queued.
@@ -209,6 +211,7 @@ impl AgentWorkflow {
             seat_claim: None,
             seat_answer: None,
             billing_attr: false,
+            checkouts: input.checkouts,
         }
     }
 
@@ -235,13 +238,23 @@ impl AgentWorkflow {
                     policy: s.policy.clone(),
                     lifecycle: s.lifecycle.clone(),
                     queue: s.queue.clone(),
+                    checkouts: s.checkouts.clone(),
                 });
                 ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
             }
-            let work = |s: &Self| s.pending_provision.is_some() || !s.queue.is_empty() || s.recheck;
+            let work = |s: &Self| {
+                s.pending_provision.is_some()
+                    || !s.queue.is_empty()
+                    || s.recheck
+                    || (s.checkouts.retry_at.is_none() && !s.checkouts.waiting.is_empty())
+            };
             let retry_at =
                 ctx.state(|s| s.agent.billing_retry.as_ref().map(|r| r.next_at).filter(|at| *at != QUEUED));
+            let checkout_at = ctx.state(|s| s.checkouts.retry_at);
             match retry_at {
+                // A checkout waiting for the user's other provisioning (only runs that heard a
+                // checkout by signal ever have one): one timer for the earlier of the two.
+                _ if checkout_at.is_some() => Self::wait_for_retries(ctx, retry_at, checkout_at).await?,
                 // Only runs that recorded the desired-state marker ever schedule a retry.
                 Some(at) => {
                     let wait = Duration::from_secs(at.saturating_sub(crate::unix(ctx)).max(1) as u64);
@@ -276,6 +289,8 @@ impl AgentWorkflow {
                 if let Some(request) = billing {
                     Self::after_billing_command(ctx, request).await;
                 }
+            } else if let Some(cmd) = ctx.state_mut(|s| s.checkouts.take_due()) {
+                Self::provision_checkout(ctx, cmd).await;
             }
             ctx.state_mut(|s| s.busy = false);
         }
@@ -406,12 +421,35 @@ impl AgentWorkflow {
         }
         // Unasked (a parked or reserved seat granted once paid, or a claim answered after the
         // agent stopped waiting): provision if the agent is still waiting for a server.
-        let SeatDecision::Granted { subscription_id } = answer.decision else { return };
+        let SeatDecision::Granted { subscription_id } = answer.decision else {
+            // A parked claim denied later (its subscription ended before it was paid): the agent
+            // no longer waits for a payment, and says why.
+            if let SeatDecision::Denied { code, reason } = answer.decision
+                && self.agent.awaiting_payment.take().is_some()
+            {
+                let event_id = self.checkouts.seen.last().cloned().unwrap_or_default();
+                self.agent.checkout_refusal =
+                    Some(CheckoutRefusal { event_id, code, reason, retry_at: None });
+            }
+            return;
+        };
         let waiting = matches!(self.agent.status, AgentStatus::Draft | AgentStatus::Failed);
         if waiting && self.pending_provision.is_none() && self.seat_claim.is_none() {
             self.next_seq += 1;
             let source = ProvisionSource::Billing { customer_id: answer.customer_id, subscription_id };
             self.pending_provision = Some((self.next_seq, ProvisionCommand { source }));
+        }
+    }
+
+    /// A paid checkout (`checkout.session.completed`), sent by the starter with
+    /// signal-with-start: durable the moment the call returns, so Stripe is answered without
+    /// waiting for a worker, a seat claim or the saga's start. A redelivery (the same event id)
+    /// is dropped; the checkout then runs in turn with the agent's other work, as the
+    /// `provision` update would ([`AgentWorkflow::provision_checkout`]).
+    #[signal]
+    pub fn checkout(&mut self, _ctx: &mut SyncWorkflowContext<Self>, cmd: ProvisionCommand) {
+        if self.agent.status != AgentStatus::Destroyed {
+            self.checkouts.hear(cmd);
         }
     }
 
@@ -697,6 +735,74 @@ impl AgentWorkflow {
                 .signal(crate::SubscriptionWorkflow::release_seat, agent_id, SignalWorkflowOptions::default())
                 .await;
         }
+    }
+
+    /// Runs a paid checkout heard by signal: what the `provision` update does, with the answer
+    /// kept in the record instead of returned (Stripe was answered already). While the user's
+    /// other provisioning is in flight the checkout waits (`LifecyclePolicy::checkout_retry_secs`)
+    /// and is tried again,
+    /// where the update path answered 409 and relied on Stripe's retry schedule (hours). Other
+    /// refusals (a payer who does not own the agent, a subscription that ended) are final and
+    /// read from [`AgentRecord::checkout_refusal`] with the same stable codes.
+    async fn provision_checkout(ctx: &mut WorkflowContext<Self>, cmd: ProvisionCommand) {
+        let seq = ctx.state_mut(|s| {
+            s.next_seq += 1;
+            s.next_seq
+        });
+        Self::provision_once(ctx, seq, cmd.clone()).await;
+        let outcome = ctx.state_mut(|s| {
+            let i = s.provision_answers.iter().position(|(n, _)| *n == seq)?;
+            Some(s.provision_answers.remove(i).1)
+        });
+        let now = crate::unix(ctx);
+        let retry_secs = ctx.state(|s| s.lifecycle.checkout_retry_secs.max(1));
+        let event_id = cmd.source.event_id().unwrap_or_default().to_owned();
+        ctx.state_mut(|s| match outcome {
+            Some(ProvisionOutcome::Refused { code, reason }) => {
+                let retry_at = (code == codes::PROVISIONING_IN_PROGRESS).then(|| now + retry_secs as i64);
+                if retry_at.is_some() {
+                    s.checkouts.waiting.insert(0, cmd);
+                    s.checkouts.retry_at = retry_at;
+                }
+                s.agent.checkout_refusal = Some(CheckoutRefusal { event_id, code, reason, retry_at });
+            }
+            _ => s.agent.checkout_refusal = None,
+        });
+    }
+
+    /// Waits for work, or for the earlier of a billing command's retry and a waiting checkout's
+    /// retry, and marks what came due.
+    async fn wait_for_retries(
+        ctx: &mut WorkflowContext<Self>,
+        billing_at: Option<i64>,
+        checkout_at: Option<i64>,
+    ) -> WorkflowResult<()> {
+        let work = |s: &Self| s.pending_provision.is_some() || !s.queue.is_empty() || s.recheck;
+        let at = billing_at.into_iter().chain(checkout_at).min().unwrap_or_default();
+        let wait = Duration::from_secs(at.saturating_sub(crate::unix(ctx)).max(1) as u64);
+        let timer = TimerOptions::builder(wait)
+            .summary("retry a waiting checkout or billing command".to_owned())
+            .build();
+        let due = select! {
+            _ = ctx.wait_condition(work) => false,
+            _ = ctx.timer(timer) => true,
+        };
+        if due {
+            let now = crate::unix(ctx);
+            ctx.state_mut(|s| {
+                if s.checkouts.retry_at.is_some_and(|r| r <= now) {
+                    s.checkouts.retry_at = None;
+                }
+                if let Some(retry) =
+                    s.agent.billing_retry.as_mut().filter(|r| r.next_at != QUEUED && r.next_at <= now)
+                {
+                    retry.next_at = QUEUED;
+                    let request = retry.request.clone();
+                    s.enqueue(request);
+                }
+            });
+        }
+        Ok(())
     }
 
     /// Claims a seat from the paying customer's workflow; `Err` is the answer to give instead of

@@ -8,13 +8,9 @@
 //! GitHub only read the status, people read the rest.
 
 use serde_json::{Value, json};
-use slipway_proto::{
-    billing::customer_workflow_id,
-    jobs::JobRequest,
-    model::{ProvisionOutcome, agent_workflow_id},
-};
+use slipway_proto::{billing::customer_workflow_id, jobs::JobRequest, model::agent_workflow_id};
 
-use super::{Kind, ServiceError};
+use super::ServiceError;
 use crate::{
     AppState,
     ingress::{
@@ -78,29 +74,30 @@ impl WebhookService {
         }
     }
 
-    /// A paid checkout: ask the agent's workflow to provision (update-with-start, keyed by the
-    /// event id). An owner's provisioning in flight answers 409 so Stripe retries later.
+    /// A paid checkout: handed to the agent's workflow by signal-with-start, so Stripe's answer
+    /// waits only for Temporal to persist it, never for a worker, a seat claim or a saga's
+    /// start (a launch-day burst of checkouts gets its 2xx at once). The agent drops a
+    /// redelivery by event id, provisions in turn (waiting while the user's other provisioning
+    /// is in flight) and records a refusal in its record (`checkout_refusal`, stable codes).
     async fn provision(&self, paid: PaidCheckout) -> Result<Value, ServiceError> {
         let app = &self.app;
         let agent_id = paid.agent.agent_id.clone();
         tracing::Span::current().record("workflow_id", agent_workflow_id(&agent_id));
-        let mut outcome = self.provision_update(&paid, paid.request_id.clone()).await;
-        if let Ok(ProvisionOutcome::Refused { code, .. }) = &outcome
-            && code == slipway_workflows::agent::codes::PROVISIONING_IN_PROGRESS
-        {
-            outcome = self.past_a_stale_refusal(&paid, outcome).await;
-        }
-        match outcome {
-            Ok(ProvisionOutcome::Refused { code, reason })
-                if code == slipway_workflows::agent::codes::PROVISIONING_IN_PROGRESS =>
-            {
-                app.metrics.incr(Metric::ProvisioningRefused);
-                Err(ServiceError::new(Kind::Conflict, "PROVISIONING_IN_PROGRESS", reason))
-            }
-            Ok(outcome) => {
-                tracing::info!(agent_id, ?outcome, "checkout handled");
+        let accepted = app
+            .gateway
+            .checkout_paid(
+                paid.agent.clone(),
+                app.settings.policy.clone(),
+                app.lifecycle(),
+                paid.customer_id.as_deref(),
+                paid.command.clone(),
+            )
+            .await;
+        match accepted {
+            Ok(()) => {
+                tracing::info!(agent_id, "checkout handed to the agent");
                 app.metrics.incr(Metric::WorkflowAccepted);
-                Ok(json!({"received": true, "handled": true, "agent_id": agent_id, "result": outcome}))
+                Ok(json!({"received": true, "handled": true, "agent_id": agent_id}))
             }
             Err(GatewayError::Closed) => {
                 tracing::info!(agent_id, "agent workflow closed; late event acknowledged");
@@ -108,50 +105,6 @@ impl WebhookService {
             }
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// The agent's `provision` update, with `update_id` (update-with-start).
-    async fn provision_update(
-        &self,
-        paid: &PaidCheckout,
-        update_id: String,
-    ) -> Result<ProvisionOutcome, GatewayError> {
-        let app = &self.app;
-        app.gateway
-            .provision(
-                paid.agent.clone(),
-                app.settings.policy.clone(),
-                app.lifecycle(),
-                paid.customer_id.as_deref(),
-                paid.command.clone(),
-                update_id,
-            )
-            .await
-    }
-
-    /// Temporal answers a completed update again from the workflow's history, so a delivery
-    /// refused while the user's other provisioning ran is refused the same way for as long as
-    /// the agent's workflow runs, however often Stripe (or the catch-up) sends it again. When
-    /// that provisioning has ended since, the refusal is stale: ask again, once, under an update
-    /// id naming the saga run that caused it (a redelivery asks the same question, and is
-    /// answered from history again: one effect). A saga that provisioned this very agent means
-    /// the event has had its effect.
-    async fn past_a_stale_refusal(
-        &self,
-        paid: &PaidCheckout,
-        refused: Result<ProvisionOutcome, GatewayError>,
-    ) -> Result<ProvisionOutcome, GatewayError> {
-        let app = &self.app;
-        let latest = match app.gateway.latest_saga(&paid.agent.user_id).await {
-            Ok(Some(latest)) if !latest.running => latest,
-            Ok(_) => return refused,
-            Err(e) => return Err(e),
-        };
-        if latest.agent_id.as_deref() == Some(paid.agent.agent_id.as_str()) {
-            return Ok(ProvisionOutcome::AlreadyProvisioning);
-        }
-        tracing::info!(agent_id = %paid.agent.agent_id, after = %latest.run_id, "refusal outlived the provisioning that caused it; asking again");
-        self.provision_update(paid, format!("{}~{}", paid.request_id, latest.run_id)).await
     }
 
     /// A GitHub delivery `delivery` (its id dedupes signals).

@@ -1,5 +1,6 @@
-//! The `Agent` workflow (`agent-<id>`): created as a draft, provisioned by update-with-start
-//! (a paid checkout) or update (the API), commanded, held for a checkout, read, listed.
+//! The `Agent` workflow (`agent-<id>`): created as a draft, provisioned by signal-with-start
+//! (a paid checkout: durable at once, run by the agent in turn) or update (the API, which
+//! answers with the outcome), commanded, held for a checkout, read, listed.
 
 use futures::StreamExt;
 use slipway_proto::model::{
@@ -9,8 +10,8 @@ use slipway_proto::model::{
 use slipway_workflows::{AgentWorkflow, search_attributes};
 use temporalio_client::{
     WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowListOptions,
-    WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions, WorkflowUpdateWithStartOptions,
-    errors::ClientError,
+    WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
+    errors::{ClientError, WorkflowStartError},
 };
 use temporalio_common::{MemoValues, search_attributes::SearchAttributes};
 
@@ -46,39 +47,43 @@ impl Gateway {
         client.get_workflow_handle::<AgentWorkflow>(agent_workflow_id(agent_id))
     }
 
-    /// Ask the agent's workflow to provision it, starting the workflow if needed
-    /// (update-with-start). `request_id` dedupes redeliveries (e.g. `stripe-evt_…`). A closed
-    /// agent workflow (destroyed) is never resurrected by a late event: `Closed`.
-    pub async fn provision(
+    /// Hand a paid checkout to the agent's workflow, starting it if needed (signal-with-start):
+    /// durable once this returns, without waiting for a worker. The agent drops a redelivery
+    /// (same event id) and records what became of it. A closed agent workflow (destroyed) is
+    /// never resurrected by a late event: `Closed`.
+    pub async fn checkout_paid(
         &self,
         agent: AgentRecord,
         policy: ProvisioningPolicy,
         lifecycle: LifecyclePolicy,
         customer_id: Option<&str>,
         cmd: ProvisionCommand,
-        request_id: String,
-    ) -> Result<ProvisionOutcome, GatewayError> {
+    ) -> Result<(), GatewayError> {
         let client = self.client().await?;
-        let options = WorkflowUpdateWithStartOptions::new(
-            self.task_queue.clone(),
-            agent_workflow_id(&agent.agent_id),
-            WorkflowIdConflictPolicy::UseExisting,
-        )
-        .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-        .update_id(request_id)
-        .search_attributes(agent_attributes(&agent, customer_id))
-        .static_summary(format!("agent {} of {}", agent.agent_id, agent.user_id))
-        .memo(agent_memo(&agent))
-        .build();
-        let input = AgentWorkflowInput { agent, policy, lifecycle, queue: Vec::new() };
-        self.call(client.execute_update_with_start_workflow(
+        let options = WorkflowStartOptions::new(self.task_queue.clone(), agent_workflow_id(&agent.agent_id))
+            .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+            .search_attributes(agent_attributes(&agent, customer_id))
+            .static_summary(format!("agent {} of {}", agent.agent_id, agent.user_id))
+            .memo(agent_memo(&agent))
+            .build();
+        let input =
+            AgentWorkflowInput { agent, policy, lifecycle, queue: Vec::new(), checkouts: Default::default() };
+        let call = client.signal_with_start_workflow(
             AgentWorkflow::run,
             input,
-            AgentWorkflow::provision,
+            AgentWorkflow::checkout,
             cmd,
             options,
-        ))
-        .await
+        );
+        match self.bounded(call).await? {
+            Ok(_) => Ok(()),
+            // The id belongs to a closed run that may not be reused: the agent was destroyed.
+            Err(WorkflowStartError::Rpc(status)) if status.code() == tonic::Code::AlreadyExists => {
+                Err(GatewayError::Closed)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Create an agent's workflow in `draft`; `Closed` if the id exists.
@@ -96,7 +101,8 @@ impl Gateway {
             .static_summary(format!("agent {} of {}", agent.agent_id, agent.user_id))
             .memo(agent_memo(&agent))
             .build();
-        let input = AgentWorkflowInput { agent, policy, lifecycle, queue: Vec::new() };
+        let input =
+            AgentWorkflowInput { agent, policy, lifecycle, queue: Vec::new(), checkouts: Default::default() };
         self.call(client.start_workflow(AgentWorkflow::run, input, options)).await.map(drop)
     }
 

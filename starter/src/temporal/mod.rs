@@ -28,7 +28,6 @@ use temporalio_client::{
     envconfig::LoadClientConfigProfileOptions,
     errors::{
         ClientError, WorkflowInteractionError, WorkflowQueryError, WorkflowStartError, WorkflowUpdateError,
-        WorkflowUpdateWithStartError,
     },
 };
 use tokio::sync::OnceCell;
@@ -78,15 +77,6 @@ impl From<WorkflowStartError> for GatewayError {
     fn from(e: WorkflowStartError) -> Self {
         match e {
             WorkflowStartError::AlreadyStarted { .. } => Self::Closed,
-            e => Self::Unavailable(e.to_string()),
-        }
-    }
-}
-
-impl From<WorkflowUpdateWithStartError> for GatewayError {
-    fn from(e: WorkflowUpdateWithStartError) -> Self {
-        match e {
-            WorkflowUpdateWithStartError::Start(e) => e.into(),
             e => Self::Unavailable(e.to_string()),
         }
     }

@@ -1,7 +1,7 @@
 //! `ProvisionAgent` runs, addressed by run: a callback reaches exactly the saga run that
 //! dispatched its job, and progress is read from one run.
 
-use slipway_proto::model::{ActionsCallback, ProvisioningProgress, provisioning_workflow_id};
+use slipway_proto::model::{ActionsCallback, ProvisioningProgress};
 use slipway_workflows::ProvisionAgentWorkflow;
 use temporalio_client::{
     Client, NamespacedClient, WorkflowExecutionInfo, WorkflowHandle, WorkflowQueryOptions,
@@ -10,41 +10,7 @@ use temporalio_client::{
 
 use super::{Gateway, GatewayError};
 
-/// A user's latest `ProvisionAgent` run (the saga's workflow id is the user's).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LatestSaga {
-    /// Its run id.
-    pub run_id: String,
-    /// It is still running.
-    pub running: bool,
-    /// The agent it provisions (`SlipwayAgentId`).
-    pub agent_id: Option<String>,
-}
-
 impl Gateway {
-    /// The user's latest provisioning saga, if they ever had one.
-    pub async fn latest_saga(&self, user_id: &str) -> Result<Option<LatestSaga>, GatewayError> {
-        let client = self.client().await?;
-        let handle = client.get_workflow_handle::<ProvisionAgentWorkflow>(provisioning_workflow_id(user_id));
-        let described = match self.call(handle.describe(Default::default())).await {
-            Ok(d) => d,
-            Err(GatewayError::NotFound) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let Some(info) = described.raw_description.workflow_execution_info.as_ref() else { return Ok(None) };
-        let agent_id = info
-            .search_attributes
-            .as_ref()
-            .and_then(|sa| sa.indexed_fields.get("SlipwayAgentId"))
-            .and_then(|p| serde_json::from_slice::<String>(&p.data).ok());
-        Ok(Some(LatestSaga {
-            run_id: info.execution.as_ref().map(|e| e.run_id.clone()).unwrap_or_default(),
-            // 1 = running.
-            running: info.status == 1,
-            agent_id,
-        }))
-    }
-
     fn saga_run(
         &self,
         client: &Client,
