@@ -3,9 +3,12 @@
 //! scenarios share is here: the clients, and the paths a saga or a command takes.
 
 mod ack;
+mod actions;
 mod history;
 mod provisioning;
 mod scale;
+
+pub(crate) use actions::ProtocolRow;
 
 use std::{
     str::FromStr,
@@ -70,6 +73,10 @@ impl Bench {
         stack.check_alive()?;
         let provisioning = self.provisioning().await?;
         stack.check_alive()?;
+        // The first Slipway provisioning of the burst (keys as `provisioning` makes them).
+        let key = format!("p-{}-0", self.tag);
+        let protocol =
+            self.protocol_cost(&format!("ag-{key}"), &format!("u-{key}"), &format!("cus_{key}")).await?;
         let history = self.history().await?;
         self.settle().await;
         stack.check_alive()?;
@@ -87,6 +94,7 @@ impl Bench {
             ack_event: "invoice.paid → signal-with-start of Subscription (customer-<cus>)".to_owned(),
             ack,
             provisioning,
+            protocol,
             scale,
             history,
         })

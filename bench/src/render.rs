@@ -107,6 +107,38 @@ pub(crate) fn print_table(r: &Report) {
             name, c.sent, c.p50_ms, c.p99_ms, c.max_ms, c.errors
         );
     }
+    println!("\nProtocol cost of one provisioning (from its histories):");
+    println!(
+        "{:<16} | {:>5} {:>5} {:>5} {:>5} {:>6} {:>5} {:>6} {:>5} {:>7} | {:>7}",
+        "workflow",
+        "tasks",
+        "acts",
+        "sigs",
+        "upds",
+        "upsert",
+        "memo",
+        "timers",
+        "child",
+        "markers",
+        "actions"
+    );
+    let total = ("all", &r.protocol.total);
+    for (name, c) in r.protocol.per_workflow.iter().map(|(n, c)| (n.as_str(), c)).chain([total]) {
+        println!(
+            "{:<16} | {:>5} {:>5} {:>5} {:>5} {:>6} {:>5} {:>6} {:>5} {:>7} | {:>7}",
+            name,
+            c.workflow_tasks,
+            c.activities,
+            c.signals,
+            c.updates,
+            c.upserts,
+            c.memo_changes,
+            c.timers,
+            c.children,
+            c.markers,
+            c.actions()
+        );
+    }
     let h = &r.history;
     println!(
         "\n4. History: {} stop commands on one agent in {:.0} s ({} errors): current run {} events, longest run {} (limit {}), {} runs in all: {}",
@@ -223,6 +255,27 @@ pub(crate) fn markdown(r: &Report) -> String {
             f(c.p99_ms),
             f(c.max_ms),
             c.errors
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\n**Protocol cost of one provisioning** (from its histories)\n\n| workflow | workflow tasks | activities | signals | updates | upserts | memo changes | timers | child workflows | markers | actions (all but tasks) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let total = ("all", &r.protocol.total);
+    for (name, c) in r.protocol.per_workflow.iter().map(|(n, c)| (n.as_str(), c)).chain([total]) {
+        let _ = writeln!(
+            o,
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            c.workflow_tasks,
+            c.activities,
+            c.signals,
+            c.updates,
+            c.upserts,
+            c.memo_changes,
+            c.timers,
+            c.children,
+            c.markers,
+            c.actions()
         );
     }
     let h = &r.history;

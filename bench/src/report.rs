@@ -16,6 +16,7 @@ pub(crate) struct Report {
     pub(crate) ack_event: String,
     pub(crate) ack: Vec<AckRow>,
     pub(crate) provisioning: SagaRow,
+    pub(crate) protocol: crate::bench::ProtocolRow,
     pub(crate) scale: ScaleRow,
     pub(crate) history: HistoryRow,
 }

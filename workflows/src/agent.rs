@@ -6,7 +6,12 @@
 //! ("already active") instead of provisioning again. It closes only once destroyed.
 //!
 //! Everything that changes the agent goes through this workflow, one thing at a time:
-//! - `provision` (update): starts the saga as a child; answers once the outcome is known.
+//! - `checkout` (signal, from a paid Stripe Checkout, by signal-with-start): durable the moment
+//!   the starter's call returns, so Stripe is answered without a worker; dropped when its event
+//!   was heard already, otherwise run in turn like `provision`, waiting while the user's other
+//!   provisioning is in flight; what became of it is in the record (`checkout_refusal`).
+//! - `provision` (update, from the API): starts the saga as a child; answers once the outcome
+//!   is known.
 //! - `command` (update, from the API): stop / start / destroy. Refused at once (nothing changes)
 //!   when the state does not allow it; otherwise queued and answered when it begins.
 //! - `billing` (signal, from the customer's `Subscription` workflow): suspend / resume / destroy.
@@ -32,7 +37,8 @@
 //! `agent-billing-desired-state` marker) keep the old behaviour.
 //!
 //! The main loop runs one provisioning or one command at a time, so commands never interleave.
-//! Long histories continue-as-new, carrying the record and the queued commands.
+//! Long histories continue-as-new, carrying the record, the queued commands and the checkouts
+//! heard (waiting ones and the event ids remembered).
 
 use std::time::Duration;
 
@@ -251,12 +257,13 @@ impl AgentWorkflow {
             let retry_at =
                 ctx.state(|s| s.agent.billing_retry.as_ref().map(|r| r.next_at).filter(|at| *at != QUEUED));
             let checkout_at = ctx.state(|s| s.checkouts.retry_at);
-            match retry_at {
+            match (retry_at, checkout_at) {
                 // A checkout waiting for the user's other provisioning (only runs that heard a
                 // checkout by signal ever have one): one timer for the earlier of the two.
-                _ if checkout_at.is_some() => Self::wait_for_retries(ctx, retry_at, checkout_at).await?,
-                // Only runs that recorded the desired-state marker ever schedule a retry.
-                Some(at) => {
+                (_, Some(_)) => Self::wait_for_retries(ctx, retry_at, checkout_at).await?,
+                // Only runs that recorded the desired-state marker ever schedule a retry. (Kept
+                // as recorded histories issued it: a billing retry alone, one timer of its own.)
+                (Some(at), None) => {
                     let wait = Duration::from_secs(at.saturating_sub(crate::unix(ctx)).max(1) as u64);
                     let timer =
                         TimerOptions::builder(wait).summary("retry the billing command".to_owned()).build();
@@ -274,7 +281,7 @@ impl AgentWorkflow {
                         });
                     }
                 }
-                None => ctx.wait_condition(work).await?,
+                (None, None) => ctx.wait_condition(work).await?,
             }
             if ctx.state_mut(|s| std::mem::take(&mut s.recheck)) {
                 // Only refusals happened: nothing to run, but the history grew.
@@ -325,10 +332,7 @@ impl AgentWorkflow {
             Err(answer) => return Ok(answer),
         };
         ctx.wait_condition(|s: &Self| s.provision_answers.iter().any(|(n, _)| *n == seq)).await?;
-        let outcome = ctx.state_mut(|s| {
-            let i = s.provision_answers.iter().position(|(n, _)| *n == seq)?;
-            Some(s.provision_answers.remove(i).1)
-        });
+        let outcome = ctx.state_mut(|s| s.take_provision_answer(seq));
         Ok(outcome.unwrap_or(ProvisionOutcome::AlreadyProvisioning))
     }
 
@@ -461,6 +465,12 @@ impl AgentWorkflow {
 }
 
 impl AgentWorkflow {
+    /// The answer `provision_once` gave to request `seq`, taken out of the list.
+    fn take_provision_answer(&mut self, seq: u64) -> Option<ProvisionOutcome> {
+        let i = self.provision_answers.iter().position(|(n, _)| *n == seq)?;
+        Some(self.provision_answers.remove(i).1)
+    }
+
     fn enqueue(&mut self, request: CommandRequest) -> u64 {
         self.next_seq += 1;
         self.queue.push(QueuedCommand { seq: self.next_seq, request });
@@ -750,10 +760,7 @@ impl AgentWorkflow {
             s.next_seq
         });
         Self::provision_once(ctx, seq, cmd.clone()).await;
-        let outcome = ctx.state_mut(|s| {
-            let i = s.provision_answers.iter().position(|(n, _)| *n == seq)?;
-            Some(s.provision_answers.remove(i).1)
-        });
+        let outcome = ctx.state_mut(|s| s.take_provision_answer(seq));
         let now = crate::unix(ctx);
         let retry_secs = ctx.state(|s| s.lifecycle.checkout_retry_secs.max(1));
         let event_id = cmd.source.event_id().unwrap_or_default().to_owned();

@@ -105,10 +105,9 @@ pub struct PaidCheckout {
     pub agent: AgentRecord,
     /// The payer.
     pub customer_id: Option<String>,
-    /// The command for the agent's workflow.
+    /// The command for the agent's workflow (its source names the event: the agent drops a
+    /// redelivery by it).
     pub command: ProvisionCommand,
-    /// Dedupes redeliveries: `stripe-<event id>`.
-    pub request_id: String,
 }
 
 /// Why a signed event cannot be acted on.
@@ -256,7 +255,6 @@ fn checkout(event: &Event, session: &CheckoutSession) -> Result<Checkout, Intent
         agent: AgentRecord::draft(agent_id, user_id, region),
         customer_id,
         command,
-        request_id: format!("stripe-{}", event.id),
     })))
 }
 
@@ -330,7 +328,7 @@ mod tests {
             ("a1", "u1", "fsn1")
         );
         assert_eq!(p.customer_id.as_deref(), Some("cus_9"));
-        assert_eq!(p.request_id, "stripe-evt_1");
+        assert_eq!(p.command.source.event_id(), Some("evt_1"));
         assert!(matches!(
             p.command.source,
             ProvisionSource::Checkout { ref subscription_id, .. } if subscription_id.as_deref() == Some("sub_1")
