@@ -3,8 +3,9 @@
 //! - [`ReconcileActivities::stripe_catch_up`] lists Stripe's undelivered events of one window
 //!   and hands each, oldest first, to Slipway's own Stripe webhook endpoint (see
 //!   `slipway_providers::stripe::events` for why through the endpoint): the same verification,
-//!   mapping, durable signal or update and dedupe by event id as a live delivery. An event the
-//!   endpoint answers 409 (its owner busy: a provisioning in flight) is, when the window asks
+//!   mapping, durable signal and dedupe by event id as a live delivery. An event the endpoint
+//!   answers 409 (a conflict on its owner; a paid checkout whose user had a provisioning in
+//!   flight was answered so until it became a signal the agent holds) is, when the window asks
 //!   (`defer_conflicts`), deferred alone and the batch goes on; 429, 5xx or no answer (the
 //!   starter or Temporal down, for everyone) still fail the batch, to be retried in order.
 //! - [`ReconcileActivities::github_redeliver`] reads the App's webhook deliveries and asks
@@ -116,7 +117,7 @@ impl ReconcileActivities {
                         code,
                     });
                 }
-                // 409: this event's owner is busy (a provisioning in flight); the others are not.
+                // 409: this event's owner is busy; the others are not.
                 Err(ClientError::Api(f)) if f.status == 409 && window.defer_conflicts => {
                     tracing::warn!(event_id = %event.id, event_type = %event.kind, code = ?f.code, "stripe catch-up: event deferred, the webhook endpoint answered 409");
                     batch.deferred.push(DeferredEvent {

@@ -2,9 +2,8 @@
 //! re-signed and posted to Slipway's own Stripe webhook endpoint.
 //!
 //! Why the catch-up posts to the starter instead of calling Temporal itself: the webhook path
-//! (signature, one parse, the same mapping, the same signal-with-start / update-with-start, the
-//! same dedupe by event id, `409` while an owner's provisioning is in flight) is then *exactly*
-//! the path every live event takes; no second copy of it can drift. The worker holds the
+//! (signature, one parse, the same mapping, the same signal-with-starts, the same dedupe by
+//! event id) is then *exactly* the path every live event takes; no second copy of it can drift. The worker holds the
 //! endpoint's signing secret (`STRIPE_WEBHOOK_SECRET`) for that, as Stripe does.
 //!
 //! Facts relied on (Stripe API reference, "List all events"; guide "Process undelivered webhook
@@ -155,8 +154,10 @@ impl WebhookEndpoint {
         Ok(Self { http, secret })
     }
 
-    /// Posts `event_json` signed now, as Stripe posts a delivery. Transient answers (409 while
-    /// an owner's provisioning is in flight, 429, 5xx, no answer) are errors to retry.
+    /// Posts `event_json` signed now, as Stripe posts a delivery. Transient answers (a 409
+    /// conflict, which the starter answered while a paid checkout's user had a provisioning in
+    /// flight and may answer again for a future conflict, 429, 5xx, no answer) are errors to
+    /// retry.
     pub async fn redeliver(&self, event_json: &str, now: i64) -> Result<Redelivered, ClientError> {
         let signature = signature_header(event_json, self.secret.expose_secret(), now);
         let req = self
