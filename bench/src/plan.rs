@@ -8,6 +8,8 @@ use serde::Serialize;
 pub(crate) struct Plan {
     pub(crate) ack_rates: Vec<f64>,
     pub(crate) ack_phase_secs: u64,
+    /// Slipway/baseline pairs per fixed rate, interleaved (the order alternates each round).
+    pub(crate) ack_rounds: usize,
     pub(crate) saturation_concurrency: usize,
     pub(crate) sagas: usize,
     pub(crate) agents: usize,
@@ -23,6 +25,7 @@ impl Plan {
         Self {
             ack_rates: vec![50.0, 100.0, 200.0],
             ack_phase_secs: 5,
+            ack_rounds: 3,
             saturation_concurrency: 64,
             sagas: 200,
             agents: 10_000,
@@ -40,6 +43,7 @@ impl Plan {
         Self {
             ack_rates: vec![20.0],
             ack_phase_secs: 1,
+            ack_rounds: 2,
             saturation_concurrency: 4,
             sagas: 5,
             agents: 40,
@@ -55,6 +59,7 @@ impl Plan {
         Self {
             ack_rates: vec![50.0, 100.0, 200.0],
             ack_phase_secs: 3,
+            ack_rounds: 3,
             saturation_concurrency: 32,
             sagas: 30,
             agents: 1_500,

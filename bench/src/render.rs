@@ -60,6 +60,9 @@ pub(crate) fn print_table(r: &Report) {
             row.p50_ratio,
             row.p99_ratio
         );
+        if row.rounds.len() > 1 {
+            println!("{:<14}   p99 ratio over the rounds: {}", "", row.spread());
+        }
     }
     let p = &r.provisioning;
     println!(
@@ -165,9 +168,9 @@ pub(crate) fn markdown(r: &Report) -> String {
     let _ = writeln!(o, "**1. Webhook ack latency** ({}; ms)\n", r.ack_event);
     let _ = writeln!(
         o,
-        "| load | Slipway ok/s | p50 | p99 | max | errors | baseline ok/s | p50 | p99 | max | errors | p50 ratio | p99 ratio |"
+        "| load | Slipway ok/s | p50 | p99 | max | errors | baseline ok/s | p50 | p99 | max | errors | p50 ratio | p99 ratio | p99 ratio over the rounds |"
     );
-    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for row in &r.ack {
         let load = row
             .offered_per_sec
@@ -177,7 +180,7 @@ pub(crate) fn markdown(r: &Report) -> String {
         let (s, b) = (&row.slipway, &row.baseline);
         let _ = writeln!(
             o,
-            "| {load} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} |",
+            "| {load} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {} |",
             f(s.achieved_per_sec),
             f(s.p50_ms),
             f(s.p99_ms),
@@ -189,7 +192,8 @@ pub(crate) fn markdown(r: &Report) -> String {
             f(b.max_ms),
             b.errors,
             row.p50_ratio,
-            row.p99_ratio
+            row.p99_ratio,
+            row.spread()
         );
     }
     let p = &r.provisioning;

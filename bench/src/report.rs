@@ -25,23 +25,57 @@ pub(crate) struct Report {
 pub(crate) struct AckRow {
     /// Offered rate; `None` at saturation (closed loop).
     pub(crate) offered_per_sec: Option<f64>,
+    /// The pair of the median round (by p99 ratio).
     pub(crate) slipway: Stats,
     pub(crate) baseline: Stats,
-    /// Slipway p50 / baseline p50.
+    /// Slipway p50 / baseline p50, the median over the rounds.
     pub(crate) p50_ratio: f64,
-    /// Slipway p99 / baseline p99.
+    /// Slipway p99 / baseline p99, the median over the rounds.
     pub(crate) p99_ratio: f64,
+    /// Every round's `(p50 ratio, p99 ratio)`, in the order run.
+    pub(crate) rounds: Vec<(f64, f64)>,
+    /// The rounds' p99 ratios spread more than [`AckRow::NOISY_SPREAD`] around their median:
+    /// the run is too noisy to quote this row.
+    pub(crate) noisy: bool,
 }
 
 impl AckRow {
-    pub(crate) fn new(offered: Option<f64>, slipway: Stats, baseline: Stats) -> Self {
+    /// Largest `(max - min) / median` of the rounds' p99 ratios a quotable row may have.
+    pub(crate) const NOISY_SPREAD: f64 = 0.25;
+
+    /// A row from interleaved rounds of `(Slipway, baseline)` pairs (at least one).
+    pub(crate) fn new(offered: Option<f64>, mut pairs: Vec<(Stats, Stats)>) -> Self {
+        let ratio = |s: &Stats, b: &Stats| (s.p50_ms / b.p50_ms, s.p99_ms / b.p99_ms);
+        let rounds: Vec<(f64, f64)> = pairs.iter().map(|(s, b)| ratio(s, b)).collect();
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let p50_ratio = median(rounds.iter().map(|r| r.0).collect());
+        let p99s: Vec<f64> = rounds.iter().map(|r| r.1).collect();
+        let p99_ratio = median(p99s.clone());
+        let spread =
+            p99s.iter().copied().fold(f64::MIN, f64::max) - p99s.iter().copied().fold(f64::MAX, f64::min);
+        let at_median = rounds.iter().position(|r| r.1 == p99_ratio).unwrap_or(0);
+        let (slipway, baseline) = pairs.swap_remove(at_median);
         Self {
             offered_per_sec: offered,
-            p50_ratio: slipway.p50_ms / baseline.p50_ms,
-            p99_ratio: slipway.p99_ms / baseline.p99_ms,
             slipway,
             baseline,
+            p50_ratio,
+            p99_ratio,
+            // A NaN spread (a side with no answer) is noise too.
+            noisy: (spread / p99_ratio).is_nan() || spread / p99_ratio > Self::NOISY_SPREAD,
+            rounds,
         }
+    }
+
+    /// `min–max` of the rounds' p99 ratios, and whether that is too noisy to quote.
+    pub(crate) fn spread(&self) -> String {
+        let p99s = self.rounds.iter().map(|r| r.1);
+        let (lo, hi) = p99s.fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(r), hi.max(r)));
+        let verdict = if self.noisy { " NOISY" } else { "" };
+        format!("{lo:.2}–{hi:.2} ({} rounds){verdict}", self.rounds.len())
     }
 }
 
@@ -135,5 +169,26 @@ impl Report {
             out.push("history: a run grew past the history limit".to_owned());
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(p50_ms: f64, p99_ms: f64) -> Stats {
+        Stats { sent: 1, errors: 0, achieved_per_sec: 1.0, p50_ms, p99_ms, max_ms: p99_ms, first_error: None }
+    }
+
+    #[test]
+    fn a_row_reports_the_median_round_and_flags_a_wide_spread() {
+        let pairs = |p99s: &[f64]| p99s.iter().map(|&p| (stats(10.0, p), stats(10.0, 10.0))).collect();
+        let steady = AckRow::new(Some(50.0), pairs(&[11.0, 12.0, 11.5]));
+        assert_eq!((steady.p99_ratio, steady.noisy), (1.15, false));
+        assert_eq!(steady.slipway.p99_ms, 11.5, "the median round's pair");
+        assert_eq!(steady.spread(), "1.10–1.20 (3 rounds)");
+        let noisy = AckRow::new(Some(50.0), pairs(&[11.0, 30.0, 12.0]));
+        assert_eq!((noisy.p99_ratio, noisy.noisy), (1.2, true));
+        assert!(noisy.spread().ends_with("NOISY"));
     }
 }

@@ -1,5 +1,8 @@
 //! Scenario 1, webhook ack latency: signed `invoice.paid` deliveries to the starter against the
 //! same signal-with-start sent straight to Temporal, at fixed open-loop rates and at saturation.
+//! At each fixed rate the pair runs in interleaved rounds (the order alternating) and the row
+//! reports the median ratio with its spread, flagged when it is too noisy to quote: one phase
+//! per rate gave ratios that did not hold still from run to run.
 
 use std::time::Duration;
 
@@ -23,12 +26,25 @@ impl Bench {
         let secs = Duration::from_secs(self.plan.ack_phase_secs);
         let mut rows = Vec::new();
         for (n, &rate) in self.plan.ack_rates.iter().enumerate() {
-            say!("ack latency at {rate}/s for {secs:?} (Slipway, then baseline)");
-            let slipway = load::open_loop(rate, secs, self.slipway_ack(format!("r{n}"))).await;
-            self.settle().await;
-            let baseline = load::open_loop(rate, secs, self.baseline_ack(format!("r{n}"))).await;
-            self.settle().await;
-            rows.push(AckRow::new(Some(rate), slipway, baseline));
+            let rounds = self.plan.ack_rounds.max(1);
+            say!("ack latency at {rate}/s for {secs:?}: {rounds} interleaved rounds of Slipway and baseline");
+            let mut pairs = Vec::with_capacity(rounds);
+            for round in 0..rounds {
+                // The order alternates, so neither side always runs on a server the other warmed.
+                let phase = format!("r{n}x{round}");
+                let (slipway, baseline) = if round % 2 == 0 {
+                    let s = load::open_loop(rate, secs, self.slipway_ack(phase.clone())).await;
+                    self.settle().await;
+                    (s, load::open_loop(rate, secs, self.baseline_ack(phase)).await)
+                } else {
+                    let b = load::open_loop(rate, secs, self.baseline_ack(phase.clone())).await;
+                    self.settle().await;
+                    (load::open_loop(rate, secs, self.slipway_ack(phase)).await, b)
+                };
+                self.settle().await;
+                pairs.push((slipway, baseline));
+            }
+            rows.push(AckRow::new(Some(rate), pairs));
         }
         let c = self.plan.saturation_concurrency;
         say!("ack latency at saturation: {c} concurrent senders for {secs:?}");
@@ -36,7 +52,7 @@ impl Bench {
         self.settle().await;
         let baseline = load::closed_loop(c, secs, self.baseline_ack("sat".to_owned())).await;
         self.settle().await;
-        rows.push(AckRow::new(None, slipway, baseline));
+        rows.push(AckRow::new(None, vec![(slipway, baseline)]));
         Ok(rows)
     }
 
