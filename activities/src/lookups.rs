@@ -155,18 +155,9 @@ impl LookupActivities {
                 ]))
                 .static_summary(format!("job slots of {}", seat.customer_id))
                 .build();
-        let call = self.client.signal_with_start_workflow(
-            UntypedWorkflow::new(names::GATE),
-            raw(&gate),
-            UntypedSignal::new(names::ENQUEUE),
-            raw(&seat.job_id),
-            options,
-        );
-        match call.await {
-            Ok(_) => Ok(()),
-            Err(WorkflowStartError::PayloadConversion(e)) => Err(permanent(e.to_string())),
-            Err(e) => Err(transient(format!("the job gate of {}: {e}", seat.customer_id))),
-        }
+        let what = format!("the job gate of {}", seat.customer_id);
+        self.signal_with_start(names::GATE, raw(&gate), names::ENQUEUE, raw(&seat.job_id), options, &what)
+            .await
     }
 
     /// Hands a client stack's final status to its `StackRecord` (started if it is not running),
@@ -181,18 +172,16 @@ impl LookupActivities {
             WorkflowStartOptions::new(self.task_queue.clone(), stack_record_workflow_id(&status.client_id))
                 .static_summary(format!("what the client stack of {} holds", status.client_id))
                 .build();
-        let call = self.client.signal_with_start_workflow(
-            UntypedWorkflow::new(names::STACK_RECORD),
+        let what = format!("the stack record of {}", status.client_id);
+        self.signal_with_start(
+            names::STACK_RECORD,
             raw(&status),
-            UntypedSignal::new(names::SETTLED),
+            names::SETTLED,
             raw(&status),
             options,
-        );
-        match call.await {
-            Ok(_) => Ok(()),
-            Err(WorkflowStartError::PayloadConversion(e)) => Err(permanent(e.to_string())),
-            Err(e) => Err(transient(format!("the stack record of {}: {e}", status.client_id))),
-        }
+            &what,
+        )
+        .await
     }
 
     /// Which of `holders` (workflow ids of jobs holding a slot) have closed: terminated, timed
@@ -213,6 +202,34 @@ impl LookupActivities {
             .map(|(id, _)| id)
             .collect();
         Ok(GateCheck { closed, next_check_secs: self.gate_check.as_secs().max(1) })
+    }
+}
+
+impl LookupActivities {
+    /// Signal-with-start of a workflow by its registered names: durable once it returns. A
+    /// payload that cannot be written fails for good; anything else (Temporal unreachable) is
+    /// worth another attempt.
+    async fn signal_with_start(
+        &self,
+        workflow: &str,
+        input: temporalio_common::data_converters::RawValue,
+        signal: &str,
+        arg: temporalio_common::data_converters::RawValue,
+        options: WorkflowStartOptions,
+        what: &str,
+    ) -> Result<(), ActivityError> {
+        let call = self.client.signal_with_start_workflow(
+            UntypedWorkflow::new(workflow),
+            input,
+            UntypedSignal::new(signal),
+            arg,
+            options,
+        );
+        match call.await {
+            Ok(_) => Ok(()),
+            Err(WorkflowStartError::PayloadConversion(e)) => Err(permanent(e.to_string())),
+            Err(e) => Err(transient(format!("{what}: {e}"))),
+        }
     }
 }
 

@@ -142,17 +142,20 @@ impl SweepActivities {
         let workflow_id = stack_workflow_id(client_id);
         // A stack that succeeded closes its workflow, which retention removes later; its record
         // (`StackRecord`) stays. An owner Temporal knows neither of is kept, never read as gone.
-        let record_id = stack_record_workflow_id(client_id);
-        let asked = match temporal_ask::status(&self.temporal, &workflow_id).await? {
-            Some(WorkflowExecutionStatus::Running) => {
-                return Ok(OwnerState { owner, live: true, busy: true, holds: Vec::new(), unknown: false });
-            }
-            // The record, once there is one, is the last word: it outlives the saga.
-            _ if temporal_ask::status(&self.temporal, &record_id).await?.is_some() => record_id,
-            Some(_) => workflow_id,
-            None => return Ok(OwnerState::unknown(owner)),
+        let saga = temporal_ask::status(&self.temporal, &workflow_id).await?;
+        if saga == Some(WorkflowExecutionStatus::Running) {
+            return Ok(OwnerState { owner, live: true, busy: true, holds: Vec::new(), unknown: false });
+        }
+        let status = |id: String| async move {
+            temporal_ask::query::<_, ClientStackStatus>(&self.temporal, &id, "status", &()).await
         };
-        match temporal_ask::query::<_, ClientStackStatus>(&self.temporal, &asked, "status", &()).await? {
+        // The record, once there is one, is the last word: it outlives the saga.
+        let answer = match status(stack_record_workflow_id(client_id)).await? {
+            Some(recorded) => Some(recorded),
+            None if saga.is_some() => status(workflow_id).await?,
+            None => None,
+        };
+        match answer {
             None => Ok(OwnerState::unknown(owner)),
             Some(status) => {
                 let r = &status.resources;

@@ -127,19 +127,9 @@ pub(crate) fn print_table(r: &Report) {
     );
     let total = ("all", &r.protocol.total);
     for (name, c) in r.protocol.per_workflow.iter().map(|(n, c)| (n.as_str(), c)).chain([total]) {
+        let [t, a, s, u, up, m, ti, ch, mk, all] = c.cells();
         println!(
-            "{:<16} | {:>5} {:>5} {:>5} {:>5} {:>6} {:>5} {:>6} {:>5} {:>7} | {:>7}",
-            name,
-            c.workflow_tasks,
-            c.activities,
-            c.signals,
-            c.updates,
-            c.upserts,
-            c.memo_changes,
-            c.timers,
-            c.children,
-            c.markers,
-            c.actions()
+            "{name:<16} | {t:>5} {a:>5} {s:>5} {u:>5} {up:>6} {m:>5} {ti:>6} {ch:>5} {mk:>7} | {all:>7}"
         );
     }
     let h = &r.history;
@@ -267,20 +257,8 @@ pub(crate) fn markdown(r: &Report) -> String {
     );
     let total = ("all", &r.protocol.total);
     for (name, c) in r.protocol.per_workflow.iter().map(|(n, c)| (n.as_str(), c)).chain([total]) {
-        let _ = writeln!(
-            o,
-            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            c.workflow_tasks,
-            c.activities,
-            c.signals,
-            c.updates,
-            c.upserts,
-            c.memo_changes,
-            c.timers,
-            c.children,
-            c.markers,
-            c.actions()
-        );
+        let cells: Vec<String> = c.cells().iter().map(u32::to_string).collect();
+        let _ = writeln!(o, "| {name} | {} |", cells.join(" | "));
     }
     let h = &r.history;
     let _ = writeln!(

@@ -44,6 +44,30 @@ impl TestApp {
         Ok(agent)
     }
 
+    /// Asks an admin's `POST /api/provisioning` for a client stack (`request`, which must be
+    /// accepted: 202) and waits until the stack settles (ready, rolled back or needing
+    /// attention). Returns the accepted answer and the settled status.
+    pub async fn settled_stack(
+        &self,
+        request: serde_json::Value,
+    ) -> anyhow::Result<(serde_json::Value, serde_json::Value)> {
+        let admin = self.token("ops", Some("admin"));
+        let client = request["clientId"].as_str().unwrap_or_default().to_owned();
+        let (code, accepted) =
+            self.api(reqwest::Method::POST, "/api/provisioning", Some(&admin), Some(request)).await?;
+        anyhow::ensure!(code == 202, "{client}: {code} {accepted}");
+        let path = format!("/api/provisioning/{client}");
+        let settled =
+            crate::wait_for(&format!("stack {client} settles"), Duration::from_secs(60), || async {
+                let (code, status) = self.api(reqwest::Method::GET, &path, Some(&admin), None).await?;
+                let settled = code == 200
+                    && matches!(status["state"].as_str(), Some("ready" | "rolled_back" | "needs_attention"));
+                Ok(settled.then_some(status))
+            })
+            .await?;
+        Ok((accepted, settled))
+    }
+
     /// Waits until the agent's record says its latest paid checkout was refused with `code`
     /// (Stripe was answered when the checkout was durable: the refusal is read from the agent).
     pub async fn wait_for_checkout_refusal(

@@ -221,15 +221,13 @@ async fn a_checkout_processed_after_its_subscriptions_deletion_provisions_nothin
     ] {
         assert_eq!(app.post_stripe(&e.to_string()).await?.status(), 200);
     }
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !app
-        .billing_state(&customer)
-        .await
-        .is_ok_and(|b| b.subscriptions.get(&sub).is_some_and(|s| s.ended))
-    {
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "deletion never applied");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    slipway_tests::wait_until("the deletion applied", WAIT, || async {
+        Ok(app
+            .billing_state(&customer)
+            .await
+            .is_ok_and(|b| b.subscriptions.get(&sub).is_some_and(|s| s.ended)))
+    })
+    .await?;
     let resp = app.post_stripe(&checkout.to_string()).await?;
     assert_eq!(resp.status(), 200, "acknowledged: Stripe must not retry a checkout that cannot be served");
     let refusal = app.wait_for_checkout_refusal(&agent, "SUBSCRIPTION_ENDED").await?;

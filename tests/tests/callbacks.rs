@@ -204,18 +204,14 @@ async fn the_saga_takes_callbacks_of_its_dispatched_run_only() -> anyhow::Result
     let other = format!("{agent}-2");
     let (event, _) = app.checkout_event(&user, &other, "fsn1");
     assert_eq!(app.post_stripe(&event).await?.status(), 200);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let dispatch = loop {
-        let state = app.sandbox_state().await?;
-        let found = state["github"]["dispatches"]
-            .as_array()
-            .and_then(|d| d.iter().find(|x| x["inputs"]["agent_id"] == json!(other)).cloned());
-        if let Some(d) = found {
-            break d;
-        }
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no dispatch for {other}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let dispatch =
+        slipway_tests::wait_for(&format!("a dispatch for {other}"), Duration::from_secs(30), || async {
+            let state = app.sandbox_state().await?;
+            Ok(state["github"]["dispatches"]
+                .as_array()
+                .and_then(|d| d.iter().find(|x| x["inputs"]["agent_id"] == json!(other)).cloned()))
+        })
+        .await?;
     let job_id = dispatch["inputs"]["job_id"].as_str().unwrap_or_default().to_owned();
     let run_id = dispatch["run_id"].as_u64().unwrap_or_default();
     // The saga has recorded the dispatch's answer (the run id it now expects).

@@ -34,21 +34,9 @@ fn request(client_id: &str) -> Value {
 
 /// Start a stack as an admin and wait until it settles; returns the final status.
 async fn provision(app: &TestApp, client_id: &str) -> anyhow::Result<Value> {
-    let admin = app.token("ops", Some("admin"));
-    let (status, body) =
-        app.api(Method::POST, "/api/provisioning", Some(&admin), Some(request(client_id))).await?;
-    assert_eq!(status, 202, "{body}");
-    assert_eq!(body["workflowId"], json!(format!("client-stack-{client_id}")));
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (status, body) =
-            app.api(Method::GET, &format!("/api/provisioning/{client_id}"), Some(&admin), None).await?;
-        if status == 200 && !matches!(body["state"].as_str(), Some("provisioning" | "rolling_back")) {
-            return Ok(body);
-        }
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "stack did not settle: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
+    let (accepted, status) = app.settled_stack(request(client_id)).await?;
+    assert_eq!(accepted["workflowId"], json!(format!("client-stack-{client_id}")));
+    Ok(status)
 }
 
 fn step_states(status: &Value) -> Vec<(String, String)> {

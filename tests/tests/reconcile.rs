@@ -28,7 +28,7 @@ use slipway_proto::{
     model::AgentStatus,
 };
 use slipway_sandbox::github_events;
-use slipway_tests::{Options, TestApp, cli::slipway, server_status, wait_until};
+use slipway_tests::{Options, TestApp, cli::slipway, server_status, wait_for, wait_until};
 
 mod faults_support;
 
@@ -290,16 +290,11 @@ async fn a_github_delivery_the_starter_refused_is_redelivered_and_runs_its_job_o
         (Some("issues"), Some("opened"))
     );
 
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let job = loop {
-        if let Ok(j) = app.gateway().job_status(&job_workflow_id(&s.repo, 1)).await
-            && j.state == JobState::PrOpened
-        {
-            break j;
-        }
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the redelivered issue never became a PR");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let job = wait_for("the redelivered issue becomes a PR", WAIT, || async {
+        let job = app.gateway().job_status(&job_workflow_id(&s.repo, 1)).await.ok();
+        Ok(job.filter(|j| j.state == JobState::PrOpened))
+    })
+    .await?;
     assert!(job.pr_number.is_some(), "{job:#?}");
     let runs = app.runs(&job_workflow_id(&s.repo, 1)).await?;
     assert_eq!(runs.first, runs.current, "the job ran once");

@@ -1002,20 +1002,9 @@ async fn live_billing_desired_state() -> anyhow::Result<()> {
 // ClientStack: success, each activity failing, a compensation failing
 
 async fn stack(app: &TestApp, client: &str) -> anyhow::Result<Value> {
-    let admin = app.token("ops", Some("admin"));
     let body =
         json!({"clientId": client, "clientName": "Replay", "orgEmail": "ops@example.com", "tier": "starter"});
-    let (code, resp) = app.api(Method::POST, "/api/provisioning", Some(&admin), Some(body)).await?;
-    anyhow::ensure!(code == 202, "{client}: {code} {resp}");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (_, s) = app.api(Method::GET, &format!("/api/provisioning/{client}"), Some(&admin), None).await?;
-        if matches!(s["state"].as_str(), Some("ready" | "rolled_back" | "needs_attention")) {
-            return Ok(s);
-        }
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "stack {client} did not settle: {s}");
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
+    Ok(app.settled_stack(body).await?.1)
 }
 
 #[tokio::test]

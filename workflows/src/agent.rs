@@ -248,40 +248,14 @@ impl AgentWorkflow {
                 });
                 ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
             }
-            let work = |s: &Self| {
-                s.pending_provision.is_some()
-                    || !s.queue.is_empty()
-                    || s.recheck
-                    || (s.checkouts.retry_at.is_none() && !s.checkouts.waiting.is_empty())
-            };
             let retry_at =
                 ctx.state(|s| s.agent.billing_retry.as_ref().map(|r| r.next_at).filter(|at| *at != QUEUED));
             let checkout_at = ctx.state(|s| s.checkouts.retry_at);
             match (retry_at, checkout_at) {
-                // A checkout waiting for the user's other provisioning (only runs that heard a
-                // checkout by signal ever have one): one timer for the earlier of the two.
-                (_, Some(_)) => Self::wait_for_retries(ctx, retry_at, checkout_at).await?,
-                // Only runs that recorded the desired-state marker ever schedule a retry. (Kept
-                // as recorded histories issued it: a billing retry alone, one timer of its own.)
-                (Some(at), None) => {
-                    let wait = Duration::from_secs(at.saturating_sub(crate::unix(ctx)).max(1) as u64);
-                    let timer =
-                        TimerOptions::builder(wait).summary("retry the billing command".to_owned()).build();
-                    let due = select! {
-                        _ = ctx.wait_condition(work) => false,
-                        _ = ctx.timer(timer) => true,
-                    };
-                    if due {
-                        ctx.state_mut(|s| {
-                            if let Some(retry) = s.agent.billing_retry.as_mut() {
-                                retry.next_at = QUEUED;
-                                let request = retry.request.clone();
-                                s.enqueue(request);
-                            }
-                        });
-                    }
-                }
-                (None, None) => ctx.wait_condition(work).await?,
+                (None, None) => ctx.wait_condition(Self::has_work).await?,
+                // Only runs that recorded the desired-state marker ever schedule a billing retry,
+                // and only runs that heard a checkout by signal a checkout retry.
+                _ => Self::wait_for_retries(ctx, retry_at, checkout_at).await?,
             }
             if ctx.state_mut(|s| std::mem::take(&mut s.recheck)) {
                 // Only refusals happened: nothing to run, but the history grew.
@@ -777,21 +751,33 @@ impl AgentWorkflow {
         });
     }
 
+    /// Something for the main loop: a provisioning, a command, a refusal's history to check, or
+    /// a checkout whose turn it is.
+    fn has_work(&self) -> bool {
+        self.pending_provision.is_some()
+            || !self.queue.is_empty()
+            || self.recheck
+            || (self.checkouts.retry_at.is_none() && !self.checkouts.waiting.is_empty())
+    }
+
     /// Waits for work, or for the earlier of a billing command's retry and a waiting checkout's
-    /// retry, and marks what came due.
+    /// retry, and marks what came due. A billing retry alone keeps the timer (and summary) runs
+    /// recorded before checkouts were signalled issued.
     async fn wait_for_retries(
         ctx: &mut WorkflowContext<Self>,
         billing_at: Option<i64>,
         checkout_at: Option<i64>,
     ) -> WorkflowResult<()> {
-        let work = |s: &Self| s.pending_provision.is_some() || !s.queue.is_empty() || s.recheck;
         let at = billing_at.into_iter().chain(checkout_at).min().unwrap_or_default();
         let wait = Duration::from_secs(at.saturating_sub(crate::unix(ctx)).max(1) as u64);
-        let timer = TimerOptions::builder(wait)
-            .summary("retry a waiting checkout or billing command".to_owned())
-            .build();
+        let summary = if checkout_at.is_some() {
+            "retry a waiting checkout or billing command"
+        } else {
+            "retry the billing command"
+        };
+        let timer = TimerOptions::builder(wait).summary(summary.to_owned()).build();
         let due = select! {
-            _ = ctx.wait_condition(work) => false,
+            _ = ctx.wait_condition(Self::has_work) => false,
             _ = ctx.timer(timer) => true,
         };
         if due {

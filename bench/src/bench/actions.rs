@@ -58,6 +58,22 @@ impl ProtocolCounts {
         self.markers += o.markers;
     }
 
+    /// The counts in the order the bench's tables show them (the last: [`Self::actions`]).
+    pub(crate) fn cells(&self) -> [u32; 10] {
+        [
+            self.workflow_tasks,
+            self.activities,
+            self.signals,
+            self.updates,
+            self.upserts,
+            self.memo_changes,
+            self.timers,
+            self.children,
+            self.markers,
+            self.actions(),
+        ]
+    }
+
     /// Everything counted but workflow tasks: the messages and commands a provisioning costs
     /// (on Temporal Cloud most are billed actions; its price list is the judge of which).
     pub(crate) fn actions(&self) -> u32 {

@@ -47,6 +47,23 @@ impl Gateway {
         client.get_workflow_handle::<AgentWorkflow>(agent_workflow_id(agent_id))
     }
 
+    /// How an agent's workflow starts: its id never reused once closed (a destroyed agent stays
+    /// destroyed), with its search attributes, summary and memo.
+    fn agent_start(
+        &self,
+        agent: &AgentRecord,
+        customer_id: Option<&str>,
+        conflict: WorkflowIdConflictPolicy,
+    ) -> WorkflowStartOptions {
+        WorkflowStartOptions::new(self.task_queue.clone(), agent_workflow_id(&agent.agent_id))
+            .id_conflict_policy(conflict)
+            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+            .search_attributes(agent_attributes(agent, customer_id))
+            .static_summary(format!("agent {} of {}", agent.agent_id, agent.user_id))
+            .memo(agent_memo(agent))
+            .build()
+    }
+
     /// Hand a paid checkout to the agent's workflow, starting it if needed (signal-with-start):
     /// durable once this returns, without waiting for a worker. The agent drops a redelivery
     /// (same event id) and records what became of it. A closed agent workflow (destroyed) is
@@ -60,13 +77,7 @@ impl Gateway {
         cmd: ProvisionCommand,
     ) -> Result<(), GatewayError> {
         let client = self.client().await?;
-        let options = WorkflowStartOptions::new(self.task_queue.clone(), agent_workflow_id(&agent.agent_id))
-            .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
-            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-            .search_attributes(agent_attributes(&agent, customer_id))
-            .static_summary(format!("agent {} of {}", agent.agent_id, agent.user_id))
-            .memo(agent_memo(&agent))
-            .build();
+        let options = self.agent_start(&agent, customer_id, WorkflowIdConflictPolicy::UseExisting);
         let input =
             AgentWorkflowInput { agent, policy, lifecycle, queue: Vec::new(), checkouts: Default::default() };
         let call = client.signal_with_start_workflow(
@@ -94,13 +105,7 @@ impl Gateway {
         lifecycle: LifecyclePolicy,
     ) -> Result<(), GatewayError> {
         let client = self.client().await?;
-        let options = WorkflowStartOptions::new(self.task_queue.clone(), agent_workflow_id(&agent.agent_id))
-            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-            .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
-            .search_attributes(agent_attributes(&agent, None))
-            .static_summary(format!("agent {} of {}", agent.agent_id, agent.user_id))
-            .memo(agent_memo(&agent))
-            .build();
+        let options = self.agent_start(&agent, None, WorkflowIdConflictPolicy::Fail);
         let input =
             AgentWorkflowInput { agent, policy, lifecycle, queue: Vec::new(), checkouts: Default::default() };
         self.call(client.start_workflow(AgentWorkflow::run, input, options)).await.map(drop)
