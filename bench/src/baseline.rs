@@ -1,13 +1,23 @@
-//! The baseline of the provisioning benchmark: a bare SDK workflow running the same number of
-//! activities as the provisioning saga, each a no-op, on its own task queue and worker process
-//! with the same worker settings (`SLIPWAY_WORKER_*`) as `slipway-worker`.
+//! The baselines of the provisioning benchmark, on their own task queue and worker process with
+//! the same worker settings (`SLIPWAY_WORKER_*`) as `slipway-worker`, written with the bare SDK
+//! (no Slipway code):
+//! - `BaselineSaga`: one workflow running as many no-op activities as the provisioning saga;
+//! - the **same protocol** as one Slipway provisioning (`BaselineCustomer`, `BaselineAgent`,
+//!   `BaselineProvision`): the same workflows, started the same way, exchanging the same signals,
+//!   with the same child, timers and search-attribute upserts, as counted from Slipway's own
+//!   histories (`<out>/protocol/`), and no-op activities. What Slipway costs beyond it is its own
+//!   code: webhook verification, state, provider calls, callbacks through the starter.
 
 use std::{sync::Arc, time::Duration};
 
+use temporalio_client::{Client, WorkflowSignalOptions};
+use temporalio_common::search_attributes::{SearchAttributeKey, SearchAttributes};
 use temporalio_macros::{activities, workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, Runtime, Worker, WorkerOptions, WorkflowContext, WorkflowContextView, WorkflowResult,
+    ActivityOptions, ChildWorkflowOptions, Runtime, SignalWorkflowOptions, SyncWorkflowContext, TimerOptions,
+    Worker, WorkerOptions, WorkflowContext, WorkflowContextView, WorkflowResult,
     activities::{ActivityContext, ActivityError},
+    workflows::select,
 };
 
 /// Activities of the saga: Tailscale key, Hetzner server, server ready, Actions dispatch,
@@ -58,6 +68,207 @@ impl BaselineSagaWorkflow {
     }
 }
 
+/// The keyword attribute the protocol's workflows upsert (registered on the bench's server).
+pub(crate) const STATUS: SearchAttributeKey<String> = SearchAttributeKey::keyword("SlipwayStatus");
+
+/// Workflow id of the same-protocol customer, agent and provisioning of `key`.
+pub(crate) fn protocol_ids(key: &str) -> (String, String, String) {
+    (format!("baseline-customer-{key}"), format!("baseline-agent-{key}"), format!("baseline-provision-{key}"))
+}
+
+fn noop_step() -> ActivityOptions {
+    ActivityOptions::with_start_to_close_timeout(Duration::from_secs(30)).build()
+}
+
+/// The protocol's activities: no-ops, and a dispatch whose "runner" sends the two callbacks.
+pub(crate) struct ProtocolActivities {
+    pub(crate) client: Client,
+}
+
+#[activities]
+impl ProtocolActivities {
+    /// A provider call that costs nothing.
+    #[activity]
+    pub(crate) async fn step(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        step: u32,
+    ) -> Result<u32, ActivityError> {
+        Ok(step)
+    }
+
+    /// The Actions dispatch: answered at once; the runner then calls back twice (in Slipway
+    /// through the starter's callback endpoint, here as the two signals that endpoint sends).
+    #[activity]
+    pub(crate) async fn dispatch(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        provision_id: String,
+    ) -> Result<(), ActivityError> {
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            let handle = client.get_workflow_handle::<BaselineProvisionWorkflow>(provision_id);
+            for step in ["bootstrap", "done"] {
+                let opts = WorkflowSignalOptions::builder().build();
+                let _ = handle.signal(BaselineProvisionWorkflow::callback, step.to_owned(), opts).await;
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Slipway's `Subscription` in a provisioning: started by the checkout event
+/// (signal-with-start), keeps one wake-up timer, upserts its status once the event is applied,
+/// answers the agent's seat claim by signal.
+#[workflow]
+pub(crate) struct BaselineCustomerWorkflow {
+    events: u32,
+    claims: Vec<String>,
+}
+
+#[workflow_methods]
+impl BaselineCustomerWorkflow {
+    #[init]
+    pub(crate) fn new(_ctx: &WorkflowContextView, _customer: String) -> Self {
+        Self { events: 0, claims: Vec::new() }
+    }
+
+    #[run(name = "BaselineCustomer")]
+    pub(crate) async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<()> {
+        let timers = ctx.clone();
+        let mut wake = timers.timer(TimerOptions::builder(Duration::from_secs(86_400)).build());
+        let mut published = false;
+        loop {
+            let ready = select! {
+                _ = ctx.wait_condition(|s: &Self| s.events > 0 || !s.claims.is_empty()) => true,
+                _ = &mut wake => false,
+            };
+            if !ready {
+                return Ok(());
+            }
+            if ctx.state_mut(|s| std::mem::take(&mut s.events)) > 0 && !published {
+                ctx.upsert_search_attributes([STATUS.value_set("active".to_owned())]);
+                published = true;
+            }
+            for agent in ctx.state_mut(|s| std::mem::take(&mut s.claims)) {
+                let _ = ctx
+                    .external_workflow(agent, None)
+                    .signal(BaselineAgentWorkflow::seat, true, SignalWorkflowOptions::default())
+                    .await;
+            }
+        }
+    }
+
+    /// A Stripe event.
+    #[signal]
+    pub(crate) fn event(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _event: String) {
+        self.events += 1;
+    }
+
+    /// An agent's seat claim (its workflow id).
+    #[signal]
+    pub(crate) fn claim(&mut self, _ctx: &mut SyncWorkflowContext<Self>, agent: String) {
+        self.claims.push(agent);
+    }
+}
+
+/// Slipway's `Agent` in a provisioning: hears the checkout (signal-with-start), claims a seat
+/// from its customer by signal and waits for the answer against a timer, starts the
+/// provisioning as a child with its search attributes, upserts `provisioning`, then `active`,
+/// and stays open (an entity workflow).
+#[workflow]
+pub(crate) struct BaselineAgentWorkflow {
+    key: String,
+    checkout: bool,
+    seat: bool,
+}
+
+#[workflow_methods]
+impl BaselineAgentWorkflow {
+    #[init]
+    pub(crate) fn new(_ctx: &WorkflowContextView, key: String) -> Self {
+        Self { key, checkout: false, seat: false }
+    }
+
+    #[run(name = "BaselineAgent")]
+    pub(crate) async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<()> {
+        ctx.wait_condition(|s: &Self| s.checkout).await?;
+        let (customer, agent, provision) = protocol_ids(&ctx.state(|s| s.key.clone()));
+        let _ = ctx
+            .external_workflow(customer, None)
+            .signal(BaselineCustomerWorkflow::claim, agent, SignalWorkflowOptions::default())
+            .await;
+        select! {
+            _ = ctx.wait_condition(|s: &Self| s.seat) => {},
+            _ = ctx.timer(TimerOptions::builder(Duration::from_secs(60)).build()) => {},
+        };
+        let options = ChildWorkflowOptions::builder()
+            .workflow_id(provision)
+            .search_attributes(SearchAttributes::new([STATUS.value_set("provisioning".to_owned())]))
+            .build();
+        let child = ctx.start_child_workflow(BaselineProvisionWorkflow::run, (), options).await;
+        ctx.upsert_search_attributes([STATUS.value_set("provisioning".to_owned())]);
+        if let Ok(child) = child {
+            let _ = child.result().await;
+        }
+        ctx.upsert_search_attributes([STATUS.value_set("active".to_owned())]);
+        // An entity: it stays open for the agent's lifetime (here, the bench's).
+        ctx.wait_condition(|s: &Self| !s.checkout).await?;
+        Ok(())
+    }
+
+    /// The paid checkout.
+    #[signal]
+    pub(crate) fn checkout(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _event: String) {
+        self.checkout = true;
+    }
+
+    /// The customer's answer.
+    #[signal]
+    pub(crate) fn seat(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _granted: bool) {
+        self.seat = true;
+    }
+}
+
+/// Slipway's `ProvisionAgent`: three provider steps, the dispatch, its two callbacks (a deadline
+/// timer only while they have not come), the device lookup, `active`.
+#[workflow]
+pub(crate) struct BaselineProvisionWorkflow {
+    callbacks: u32,
+}
+
+#[workflow_methods]
+impl BaselineProvisionWorkflow {
+    #[init]
+    pub(crate) fn new(_ctx: &WorkflowContextView, _input: ()) -> Self {
+        Self { callbacks: 0 }
+    }
+
+    #[run(name = "BaselineProvision")]
+    pub(crate) async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<()> {
+        for step in 0..3u32 {
+            let _ = ctx.execute_activity(ProtocolActivities::step, step, noop_step()).await;
+        }
+        let id = ctx.workflow_id().to_owned();
+        let _ = ctx.execute_activity(ProtocolActivities::dispatch, id, noop_step()).await;
+        if ctx.state(|s| s.callbacks < 2) {
+            select! {
+                _ = ctx.wait_condition(|s: &Self| s.callbacks >= 2) => {},
+                _ = ctx.timer(TimerOptions::builder(Duration::from_secs(1800)).build()) => {},
+            };
+        }
+        let _ = ctx.execute_activity(ProtocolActivities::step, 4u32, noop_step()).await;
+        ctx.upsert_search_attributes([STATUS.value_set("active".to_owned())]);
+        Ok(())
+    }
+
+    /// A callback of the runner.
+    #[signal]
+    pub(crate) fn callback(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _step: String) {
+        self.callbacks += 1;
+    }
+}
+
 /// `slipway-bench baseline-worker`: connects with Temporal's env config (`TEMPORAL_ADDRESS`),
 /// polls `BENCH_TASK_QUEUE` with the same `SLIPWAY_WORKER_*` tuning as `slipway-worker`.
 pub(crate) async fn run_worker() -> anyhow::Result<()> {
@@ -68,7 +279,11 @@ pub(crate) async fn run_worker() -> anyhow::Result<()> {
     let runtime = Runtime::from_current_tokio(Default::default())?;
     let options = WorkerOptions::new(task_queue)
         .register_activities(NoopActivities)
+        .register_activities(ProtocolActivities { client: client.clone() })
         .register_workflow::<BaselineSagaWorkflow>()?
+        .register_workflow::<BaselineCustomerWorkflow>()?
+        .register_workflow::<BaselineAgentWorkflow>()?
+        .register_workflow::<BaselineProvisionWorkflow>()?
         .build();
     let mut worker = Worker::new(&runtime, client, tuning.apply(options))?;
     let shutdown = worker.shutdown_handle();

@@ -22,9 +22,9 @@ use slipway_proto::model::{
     provisioning_workflow_id,
 };
 use slipway_starter::Gateway;
-use slipway_workflows::ProvisionAgentWorkflow;
 use temporalio_client::{
-    Client, Url, WorkflowGetResultOptions, WorkflowStartOptions, errors::WorkflowGetResultError,
+    Client, UntypedWorkflow, Url, WorkflowGetResultOptions, WorkflowStartOptions,
+    errors::WorkflowGetResultError,
 };
 
 use crate::{
@@ -46,10 +46,12 @@ pub(crate) struct Bench {
     http: reqwest::Client,
     starter_url: String,
     tag: String,
+    /// Where the run's files go (the provisioning's histories under `protocol/`).
+    out: std::path::PathBuf,
 }
 
 impl Bench {
-    pub(crate) async fn new(stack: &Stack, plan: Plan) -> anyhow::Result<Self> {
+    pub(crate) async fn new(stack: &Stack, plan: Plan, out: &std::path::Path) -> anyhow::Result<Self> {
         let client = connect(&stack.temporal_address).await?;
         let url = Url::from_str(&format!("http://{}", stack.temporal_address))?;
         let gateway =
@@ -57,7 +59,16 @@ impl Bench {
         let http = reqwest::Client::builder().pool_max_idle_per_host(512).build()?;
         let tag = format!("{:x}", now_secs() % 0xffff_ffff);
         let workers = [stack.worker.pid(), stack.baseline_worker.pid()];
-        Ok(Self { workers, plan, client, gateway, http, starter_url: stack.starter_url.clone(), tag })
+        Ok(Self {
+            workers,
+            plan,
+            client,
+            gateway,
+            http,
+            starter_url: stack.starter_url.clone(),
+            tag,
+            out: out.to_owned(),
+        })
     }
 
     async fn post_stripe(&self, body: Value) -> Result<Value, String> {
@@ -75,8 +86,14 @@ impl Bench {
         stack.check_alive()?;
         // The first Slipway provisioning of the burst (keys as `provisioning` makes them).
         let key = format!("p-{}-0", self.tag);
-        let protocol =
-            self.protocol_cost(&format!("ag-{key}"), &format!("u-{key}"), &format!("cus_{key}")).await?;
+        let protocol = self
+            .protocol_cost(
+                &format!("ag-{key}"),
+                &format!("u-{key}"),
+                &format!("cus_{key}"),
+                &format!("sp-{}-0", self.tag),
+            )
+            .await?;
         let history = self.history().await?;
         self.settle().await;
         stack.check_alive()?;
@@ -129,8 +146,12 @@ impl Bench {
     }
 
     async fn saga_result(&self, user: &str) -> Result<(), String> {
-        let handle =
-            self.client.get_workflow_handle::<ProvisionAgentWorkflow>(provisioning_workflow_id(user));
+        self.workflow_done(provisioning_workflow_id(user)).await
+    }
+
+    /// Waits for workflow `id` to complete (it may not have started yet).
+    async fn workflow_done(&self, id: String) -> Result<(), String> {
+        let handle = self.client.get_workflow_handle::<UntypedWorkflow>(id);
         // The checkout is acknowledged once durable: the agent starts its saga when the worker
         // gets to it, which in a burst is a while later.
         let deadline = Instant::now() + Duration::from_secs(300);
@@ -172,7 +193,9 @@ impl Bench {
     /// Between phases: wait until both workers have drained what the previous phase started.
     async fn settle(&self) {
         for pid in self.workers {
-            wait_idle(pid).await;
+            if !wait_idle(pid).await {
+                say!("  (process {pid} still busy after 180 s; going on)");
+            }
         }
     }
 

@@ -39,16 +39,22 @@ impl Machine {
 }
 
 /// Wait (at most 3 minutes) until process `pid` uses under 5% of a core over a second.
-pub(crate) async fn wait_idle(pid: u32) {
+pub(crate) async fn wait_idle(pid: u32) -> bool {
+    wait_idle_for(pid, Duration::from_secs(180)).await
+}
+
+/// [`wait_idle`] for at most `max`; false when the process was still busy then.
+pub(crate) async fn wait_idle_for(pid: u32, max: Duration) -> bool {
     let ticks_per_sec = 100.0;
-    let deadline = Instant::now() + Duration::from_secs(180);
+    let deadline = Instant::now() + max;
     let mut last = stack::cpu_ticks(pid).unwrap_or(0);
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = stack::cpu_ticks(pid).unwrap_or(0);
         if (now.saturating_sub(last) as f64) < 0.05 * ticks_per_sec {
-            return;
+            return true;
         }
         last = now;
     }
+    false
 }

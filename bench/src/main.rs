@@ -115,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
     let bins = Bins { dir: args.bins.clone(), temporal: args.temporal.clone() };
     say!("starting Temporal (in-memory dev server), sandbox, starter, worker, baseline worker");
     let mut stack = Stack::start(&bins, &args.out, port).await?;
-    let bench = Bench::new(&stack, plan.clone()).await?;
+    let bench = Bench::new(&stack, plan.clone(), &args.out).await?;
     // Ctrl-C / SIGTERM end the run with every process stopped (the stack stops them on drop).
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let report = tokio::select! {

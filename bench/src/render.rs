@@ -75,6 +75,7 @@ pub(crate) fn print_table(r: &Report) {
     );
     for (name, s) in [
         ("Slipway (checkout webhook → saga completed)", &p.slipway),
+        ("same protocol, bare SDK (no-op activities)", &p.same_protocol),
         ("baseline (bare workflow, no-op activities)", &p.baseline),
     ] {
         println!(
@@ -82,14 +83,29 @@ pub(crate) fn print_table(r: &Report) {
             name, s.per_sec, s.failed, s.p50_ms, s.p99_ms, s.webhook_retries
         );
     }
-    println!("throughput ratio Slipway/baseline: {:.2}", p.throughput_ratio);
+    println!(
+        "throughput ratio Slipway/same protocol: {:.2}; Slipway/bare workflow: {:.2}",
+        p.same_protocol_ratio, p.throughput_ratio
+    );
+    if let Some(a) = &p.same_protocol.checkout_ack {
+        println!(
+            "same protocol, the checkout's two signal-with-starts: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            a.p50_ms, a.p99_ms, a.max_ms
+        );
+    }
     if let Some(a) = &p.slipway.checkout_ack {
         println!(
             "checkout webhook answers: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; answered 503 (and sent again): {}",
             a.p50_ms, a.p99_ms, a.max_ms, p.slipway.webhook_retries
         );
     }
-    if let Some(e) = p.slipway.first_error.as_ref().or(p.baseline.first_error.as_ref()) {
+    if let Some(e) = p
+        .slipway
+        .first_error
+        .as_ref()
+        .or(p.same_protocol.first_error.as_ref())
+        .or(p.baseline.first_error.as_ref())
+    {
         println!("first saga error: {e}");
     }
     let s = &r.scale;
@@ -101,7 +117,13 @@ pub(crate) fn print_table(r: &Report) {
         "worker RSS: {:.1} MiB idle → {:.1} MiB after creating → {:.1} MiB after the commands",
         s.worker_rss_mib_before, s.worker_rss_mib_after_create, s.worker_rss_mib_after_commands
     );
+    println!(
+        "worker idle {:.0} s after the last creation{}",
+        s.idle_after_create_secs,
+        if s.idle_after_create { "" } else { " (NOT idle: the cached phase met the backlog)" }
+    );
     for (name, c) in [
+        ("stop command, during creation backlog", &s.command_during_backlog),
         ("stop command, agent in sticky cache", &s.command_in_cache),
         ("stop command, agent NOT in cache", &s.command_not_in_cache),
     ] {
@@ -126,7 +148,8 @@ pub(crate) fn print_table(r: &Report) {
         "actions"
     );
     let total = ("all", &r.protocol.total);
-    for (name, c) in r.protocol.per_workflow.iter().map(|(n, c)| (n.as_str(), c)).chain([total]) {
+    let same = ("same protocol", &r.protocol.same_protocol);
+    for (name, c) in r.protocol.per_workflow.iter().map(|(n, c)| (n.as_str(), c)).chain([total, same]) {
         let [t, a, s, u, up, m, ti, ch, mk, all] = c.cells();
         println!(
             "{name:<16} | {t:>5} {a:>5} {s:>5} {u:>5} {up:>6} {m:>5} {ti:>6} {ch:>5} {mk:>7} | {all:>7}"
@@ -198,6 +221,7 @@ pub(crate) fn markdown(r: &Report) -> String {
     );
     for (name, s) in [
         ("Slipway (checkout webhook → saga done)", &p.slipway),
+        ("same protocol, bare SDK (no-op activities)", &p.same_protocol),
         ("baseline (bare workflow, no-op activities)", &p.baseline),
     ] {
         let _ = writeln!(
@@ -211,7 +235,18 @@ pub(crate) fn markdown(r: &Report) -> String {
             s.webhook_retries
         );
     }
-    let _ = writeln!(o, "\nThroughput ratio Slipway / baseline: **{:.2}**", p.throughput_ratio);
+    let _ = writeln!(
+        o,
+        "\nThroughput ratio Slipway / same protocol: **{:.2}**; Slipway / bare workflow: **{:.2}**",
+        p.same_protocol_ratio, p.throughput_ratio
+    );
+    if let Some(a) = &p.same_protocol.checkout_ack {
+        let _ = writeln!(
+            o,
+            "\nSame protocol, the checkout's two signal-with-starts: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            a.p50_ms, a.p99_ms, a.max_ms
+        );
+    }
     if let Some(a) = &p.slipway.checkout_ack {
         let _ = writeln!(
             o,
@@ -234,10 +269,17 @@ pub(crate) fn markdown(r: &Report) -> String {
     );
     let _ = writeln!(
         o,
+        "Worker idle {:.0} s after the last creation{}.\n",
+        s.idle_after_create_secs,
+        if s.idle_after_create { "" } else { " (NOT idle: the cached phase met the backlog)" }
+    );
+    let _ = writeln!(
+        o,
         "| `stop` command ({}/s, open loop) | n | p50 ms | p99 ms | max ms | errors |\n|---|---:|---:|---:|---:|---:|",
         r.plan.command_rate
     );
     for (name, c) in [
+        ("just created, worker still starting them (backlog)", &s.command_during_backlog),
         ("agent in the sticky cache", &s.command_in_cache),
         ("agent NOT in the sticky cache", &s.command_not_in_cache),
     ] {
@@ -256,7 +298,8 @@ pub(crate) fn markdown(r: &Report) -> String {
         "\n**Protocol cost of one provisioning** (from its histories)\n\n| workflow | workflow tasks | activities | signals | updates | upserts | memo changes | timers | child workflows | markers | actions (all but tasks) |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     let total = ("all", &r.protocol.total);
-    for (name, c) in r.protocol.per_workflow.iter().map(|(n, c)| (n.as_str(), c)).chain([total]) {
+    let same = ("same protocol, bare SDK (all three)", &r.protocol.same_protocol);
+    for (name, c) in r.protocol.per_workflow.iter().map(|(n, c)| (n.as_str(), c)).chain([total, same]) {
         let cells: Vec<String> = c.cells().iter().map(u32::to_string).collect();
         let _ = writeln!(o, "| {name} | {} |", cells.join(" | "));
     }

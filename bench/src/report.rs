@@ -106,9 +106,13 @@ pub(crate) struct SagaRow {
     pub(crate) concurrent: usize,
     pub(crate) activities_per_saga: u32,
     pub(crate) slipway: SagaSide,
+    /// The same workflows and messages with the bare SDK (`crate::baseline`).
+    pub(crate) same_protocol: SagaSide,
     pub(crate) baseline: SagaSide,
     /// Slipway sagas/s over baseline sagas/s.
     pub(crate) throughput_ratio: f64,
+    /// Slipway sagas/s over same-protocol sagas/s.
+    pub(crate) same_protocol_ratio: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -120,6 +124,11 @@ pub(crate) struct ScaleRow {
     pub(crate) worker_rss_mib_before: f64,
     pub(crate) worker_rss_mib_after_create: f64,
     pub(crate) worker_rss_mib_after_commands: f64,
+    /// Commands sent right after the creations, while the worker still starts them.
+    pub(crate) command_during_backlog: Stats,
+    /// How long the worker took to go idle after the creations (and whether it did).
+    pub(crate) idle_after_create_secs: f64,
+    pub(crate) idle_after_create: bool,
     pub(crate) command_in_cache: Stats,
     pub(crate) command_not_in_cache: Stats,
 }
@@ -157,11 +166,20 @@ impl Report {
         check("provisioning: checkout webhooks answered non-2xx".to_owned(), p.slipway.webhook_retries);
         check("provisioning: Slipway sagas failed".to_owned(), p.slipway.failed);
         check("provisioning: baseline sagas failed".to_owned(), p.baseline.failed);
+        check("provisioning: same-protocol sagas failed".to_owned(), p.same_protocol.failed);
         check(
             "provisioning: Slipway sagas not completed".to_owned(),
             p.concurrent - p.slipway.completed.min(p.concurrent),
         );
         check("scale: agents not created".to_owned(), self.scale.create_errors);
+        check(
+            "scale: commands failed (during the backlog)".to_owned(),
+            self.scale.command_during_backlog.errors,
+        );
+        check(
+            "scale: worker never idle before the cached phase".to_owned(),
+            usize::from(!self.scale.idle_after_create),
+        );
         check("scale: commands failed (cached)".to_owned(), self.scale.command_in_cache.errors);
         check("scale: commands failed (evicted)".to_owned(), self.scale.command_not_in_cache.errors);
         check("history: commands failed".to_owned(), self.history.errors);

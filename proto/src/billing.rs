@@ -485,6 +485,9 @@ pub struct SubscriptionInput {
     /// seat claims itself instead of continuing as new again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub upgrade_attempted: bool,
+    /// The run's [`crate::model::PROTOCOL`] (0: started before protocols existed).
+    #[serde(default, skip_serializing_if = "crate::model::is_protocol_zero")]
+    pub protocol: u32,
 }
 
 /// Result of the `entitlement` query.

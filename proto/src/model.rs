@@ -110,6 +110,21 @@ impl Default for LifecyclePolicy {
     }
 }
 
+/// The protocol of the workflow runs this release starts, carried in their inputs
+/// (`protocol`). A run of protocol 1 or later takes every change made before protocol 1 as
+/// given: it calls no `patched` for them (each call records a marker and upserts
+/// `TemporalChangeVersion`: two history events and two billable actions per run and change)
+/// and upserts only the search attributes whose value changed. Runs started before (0, the field
+/// absent from their input) keep doing both, so their histories replay as recorded; a run that
+/// continues as new starts on this protocol. A change made after protocol 1 is guarded by a
+/// patch again (or by the next protocol).
+pub const PROTOCOL: u32 = 1;
+
+/// `serde`'s `skip_serializing_if` for a `protocol` of 0 (inputs of earlier runs stay as they were).
+pub fn is_protocol_zero(p: &u32) -> bool {
+    *p == 0
+}
+
 /// Input of the long-lived agent workflow (and what it carries across continue-as-new).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentWorkflowInput {
@@ -128,6 +143,9 @@ pub struct AgentWorkflowInput {
     /// tried again (carried across continue-as-new).
     #[serde(default, skip_serializing_if = "Checkouts::is_empty")]
     pub checkouts: Checkouts,
+    /// The run's [`PROTOCOL`] (0: started before protocols existed).
+    #[serde(default, skip_serializing_if = "is_protocol_zero")]
+    pub protocol: u32,
 }
 
 /// Paid checkouts an agent heard by signal (`checkout`): durable as soon as the starter's
@@ -551,6 +569,9 @@ pub struct ProvisionRequest {
     pub region: String,
     /// Saga knobs.
     pub policy: ProvisioningPolicy,
+    /// The saga's [`PROTOCOL`]: its agent's (0: a saga of an agent run started before protocols).
+    #[serde(default, skip_serializing_if = "is_protocol_zero")]
+    pub protocol: u32,
 }
 
 impl ProvisionRequest {

@@ -350,8 +350,8 @@ async fn live_provisioning_paths() -> anyhow::Result<()> {
         Ok(app.runs(&ok_workflow).await?.settled)
     })
     .await?;
-    rec.take(&app, "agent-active-checkout-signal", &agent_workflow_id(&ok.agent_id), None).await?;
-    take_saga(&mut rec, &app, "provisioning-success-finds-run", &ok).await?;
+    rec.take(&app, "agent-active-checkout-signal-protocol-1", &agent_workflow_id(&ok.agent_id), None).await?;
+    take_saga(&mut rec, &app, "provisioning-success-finds-run-protocol-1", &ok).await?;
 
     // One provisioning per user: a second paid agent while the first is still provisioning
     // waits (the saga's workflow id is taken), then provisions once the first is done.
@@ -369,8 +369,13 @@ async fn live_provisioning_paths() -> anyhow::Result<()> {
     assert_eq!(done.status, AgentStatus::Active, "{done:#?}");
     let waited = app.wait_for_status(&second, &[AgentStatus::Active, AgentStatus::Failed], WAIT).await?;
     assert_eq!(waited.status, AgentStatus::Active, "{waited:#?}");
-    rec.take(&app, "agent-checkout-waited-for-provisioning-in-progress", &agent_workflow_id(&second), None)
-        .await?;
+    rec.take(
+        &app,
+        "agent-checkout-waited-for-provisioning-in-progress-protocol-1",
+        &agent_workflow_id(&second),
+        None,
+    )
+    .await?;
     clear_faults(&app).await?;
 
     // Each step failing, and a compensation failing: (history, faults, runner, reason).
@@ -422,13 +427,19 @@ async fn live_provisioning_paths() -> anyhow::Result<()> {
         assert_eq!(agent.status, AgentStatus::Failed, "{name}: {agent:#?}");
         assert!(why.contains(reason), "{name}: {why}");
         let history = if name == "compensation" {
-            "provisioning-rollback-incomplete-finds-run".to_owned()
+            "provisioning-rollback-incomplete-finds-run-protocol-1".to_owned()
         } else {
-            format!("provisioning-fail-{name}-finds-run")
+            format!("provisioning-fail-{name}-finds-run-protocol-1")
         };
         take_saga(&mut rec, &app, &history, &agent).await?;
         if name == "actions-dispatch" {
-            rec.take(&app, "agent-failed-checkout-signal", &agent_workflow_id(&agent.agent_id), None).await?;
+            rec.take(
+                &app,
+                "agent-failed-checkout-signal-protocol-1",
+                &agent_workflow_id(&agent.agent_id),
+                None,
+            )
+            .await?;
         }
         clear_faults(&app).await?;
     }
@@ -464,16 +475,22 @@ async fn live_deadline_and_grace_period() -> anyhow::Result<()> {
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "grace period not recorded as expired");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    rec.take(&app, "subscription-grace-period-expired-desired-state", &customer_workflow_id(&customer), None)
+    rec.take(
+        &app,
+        "subscription-grace-period-expired-desired-state-protocol-1",
+        &customer_workflow_id(&customer),
+        None,
+    )
+    .await?;
+    rec.take(&app, "agent-destroyed-by-billing-checkout-signal-protocol-1", &agent_workflow_id(&agent), None)
         .await?;
-    rec.take(&app, "agent-destroyed-by-billing-checkout-signal", &agent_workflow_id(&agent), None).await?;
 
     // The Actions job never calls back: the deadline timer fires and the saga rolls back.
     app.runner("silent").await?;
     let late = checkout(&app, &app.id("silentuser"), &app.id("silentagent")).await?;
     assert_eq!(late.status, AgentStatus::Failed, "{late:#?}");
     assert!(late.failure_reason.as_deref().unwrap_or_default().contains("no final callback"), "{late:#?}");
-    take_saga(&mut rec, &app, "provisioning-fail-callback-deadline-finds-run", &late).await?;
+    take_saga(&mut rec, &app, "provisioning-fail-callback-deadline-finds-run-protocol-1", &late).await?;
     app.runner("succeed").await?;
     rec.finish().await
 }
@@ -534,16 +551,21 @@ async fn live_agent_lifecycle() -> anyhow::Result<()> {
     // Checkout, subscription created, invoice paid, two seats, payment failed, past due, paid,
     // active.
     wait_applied(&app, &customer, 8).await?;
-    rec.take(&app, "agent-lifecycle-desired-state", &agent_workflow_id(&a), None).await?;
+    rec.take(&app, "agent-lifecycle-desired-state-protocol-1", &agent_workflow_id(&a), None).await?;
     rec.take(
         &app,
-        "agent-suspended-while-stopped-destroy-retried-desired-state",
+        "agent-suspended-while-stopped-destroy-retried-desired-state-protocol-1",
         &agent_workflow_id(&b),
         None,
     )
     .await?;
-    rec.take(&app, "subscription-suspend-resume-desired-state", &customer_workflow_id(&customer), None)
-        .await?;
+    rec.take(
+        &app,
+        "subscription-suspend-resume-desired-state-protocol-1",
+        &customer_workflow_id(&customer),
+        None,
+    )
+    .await?;
     rec.finish().await
 }
 
@@ -606,7 +628,8 @@ async fn live_subscription_orderings() -> anyhow::Result<()> {
         post_event(&app, e).await?;
         wait_applied(&app, &customer, n + 1).await?;
     }
-    rec.take(&app, "subscription-in-order-desired-state", &customer_workflow_id(&customer), None).await?;
+    rec.take(&app, "subscription-in-order-desired-state-protocol-1", &customer_workflow_id(&customer), None)
+        .await?;
 
     // Newest first, with duplicates (Stripe retries): the same outcome.
     let shuffled = format!("cus_{}", tag("shuffled"));
@@ -621,8 +644,13 @@ async fn live_subscription_orderings() -> anyhow::Result<()> {
         (b.entitled(), b.subscriptions.values().map(|s| s.status.clone()).collect::<Vec<_>>()),
         "delivery order changed the outcome"
     );
-    rec.take(&app, "subscription-reversed-duplicated-desired-state", &customer_workflow_id(&shuffled), None)
-        .await?;
+    rec.take(
+        &app,
+        "subscription-reversed-duplicated-desired-state-protocol-1",
+        &customer_workflow_id(&shuffled),
+        None,
+    )
+    .await?;
 
     // Cancelled: deletion is terminal.
     let deleted = format!("cus_{}", tag("deleted"));
@@ -634,7 +662,8 @@ async fn live_subscription_orderings() -> anyhow::Result<()> {
         app.billing_state(&deleted).await?.subscriptions.values().all(|s| s.ended),
         "deletion ends the subscription"
     );
-    rec.take(&app, "subscription-deleted-desired-state", &customer_workflow_id(&deleted), None).await?;
+    rec.take(&app, "subscription-deleted-desired-state-protocol-1", &customer_workflow_id(&deleted), None)
+        .await?;
 
     // Two updates with the same `created` that disagree: the workflow asks Stripe.
     let user = app.id("tieuser");
@@ -662,7 +691,13 @@ async fn live_subscription_orderings() -> anyhow::Result<()> {
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "no re-fetch: {s:#?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    rec.take(&app, "subscription-refetch-on-tie-desired-state", &customer_workflow_id(&real), None).await?;
+    rec.take(
+        &app,
+        "subscription-refetch-on-tie-desired-state-protocol-1",
+        &customer_workflow_id(&real),
+        None,
+    )
+    .await?;
     rec.finish().await
 }
 
@@ -753,21 +788,27 @@ async fn live_seats() -> anyhow::Result<()> {
 
     rec.take(
         &app,
-        "subscription-seats-parked-granted-denied-desired-state",
+        "subscription-seats-parked-granted-denied-desired-state-protocol-1",
         &customer_workflow_id(&customer),
         None,
     )
     .await?;
     rec.take(
         &app,
-        "agent-seat-parked-then-granted-destroyed-checkout-signal",
+        "agent-seat-parked-then-granted-destroyed-checkout-signal-protocol-1",
         &agent_workflow_id(&parked),
         None,
     )
     .await?;
-    rec.take(&app, "agent-seat-granted-checkout-signal", &agent_workflow_id(&granted), None).await?;
-    rec.take(&app, "agent-seat-denied-subscription-ended-checkout-signal", &agent_workflow_id(&late), None)
+    rec.take(&app, "agent-seat-granted-checkout-signal-protocol-1", &agent_workflow_id(&granted), None)
         .await?;
+    rec.take(
+        &app,
+        "agent-seat-denied-subscription-ended-checkout-signal-protocol-1",
+        &agent_workflow_id(&late),
+        None,
+    )
+    .await?;
     rec.finish().await
 }
 
@@ -1303,8 +1344,9 @@ async fn live_continue_as_new() -> anyhow::Result<()> {
     let runs = app.runs(&agent_wf).await?;
     let (first, last) = (runs.first, runs.current);
     assert_ne!(first, last, "the agent continued as new");
-    rec.take(&app, "agent-continued-as-new-first-run-desired-state", &agent_wf, Some(&first)).await?;
-    rec.take(&app, "agent-continued-as-new-last-run-desired-state", &agent_wf, None).await?;
+    rec.take(&app, "agent-continued-as-new-first-run-desired-state-protocol-1", &agent_wf, Some(&first))
+        .await?;
+    rec.take(&app, "agent-continued-as-new-last-run-desired-state-protocol-1", &agent_wf, None).await?;
 
     // Subscription: renewals until it has continued as new (each applied before the next).
     let customer = format!("cus_{}", app.id("renewals"));
@@ -1328,8 +1370,15 @@ async fn live_continue_as_new() -> anyhow::Result<()> {
         wait_applied(&app, &customer, n as usize).await?;
     }
     let first = app.runs(&workflow).await?.first;
-    rec.take(&app, "subscription-continued-as-new-first-run-desired-state", &workflow, Some(&first)).await?;
-    rec.take(&app, "subscription-continued-as-new-last-run-desired-state", &workflow, None).await?;
+    rec.take(
+        &app,
+        "subscription-continued-as-new-first-run-desired-state-protocol-1",
+        &workflow,
+        Some(&first),
+    )
+    .await?;
+    rec.take(&app, "subscription-continued-as-new-last-run-desired-state-protocol-1", &workflow, None)
+        .await?;
 
     // Job: its pull request open, it continues as new at once (the limit is small), then
     // again on comments; the PR merged ends the last run.

@@ -48,8 +48,8 @@ use slipway_proto::{
     model::{
         AgentCommand, AgentRecord, AgentResources, AgentStatus, AgentWorkflowInput, AuditEntry, BillingRetry,
         CheckoutHold, CheckoutRefusal, Checkouts, CommandOutcome, CommandRequest, LifecyclePolicy,
-        OpenCheckout, ProvisionCommand, ProvisionOutcome, ProvisionRequest, ProvisionResult, ProvisionSource,
-        ProvisioningPolicy, QueuedCommand, StopServerInput, provisioning_workflow_id,
+        OpenCheckout, PROTOCOL, ProvisionCommand, ProvisionOutcome, ProvisionRequest, ProvisionResult,
+        ProvisionSource, ProvisioningPolicy, QueuedCommand, StopServerInput, provisioning_workflow_id,
     },
 };
 use temporalio_common::search_attributes::SearchAttributes;
@@ -135,6 +135,8 @@ pub struct AgentWorkflow {
     billing_attr: bool,
     /// Paid checkouts heard by signal, waiting their turn (see [`AgentWorkflow::checkout`]).
     checkouts: Checkouts,
+    /// The run's protocol (see [`crate::protocol`]).
+    protocol: u32,
 }
 
 /// `next_at` of a billing retry whose command is already queued.
@@ -218,6 +220,7 @@ impl AgentWorkflow {
             seat_answer: None,
             billing_attr: false,
             checkouts: input.checkouts,
+            protocol: input.protocol,
         }
     }
 
@@ -245,6 +248,7 @@ impl AgentWorkflow {
                     lifecycle: s.lifecycle.clone(),
                     queue: s.queue.clone(),
                     checkouts: s.checkouts.clone(),
+                    protocol: PROTOCOL,
                 });
                 ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
             }
@@ -477,7 +481,7 @@ impl AgentWorkflow {
             answer(ctx, outcome);
             return;
         }
-        let seats = ctx.patched(SEAT_PATCH);
+        let seats = Self::patched(ctx, SEAT_PATCH);
         if seats && matches!(cmd.source, ProvisionSource::Api { .. }) {
             // Provisioned through the API: the open checkout must not buy it a second seat.
             Self::expire_open_checkout(ctx, true).await;
@@ -491,6 +495,7 @@ impl AgentWorkflow {
             user_id: agent.user_id.clone(),
             region: agent.region.clone(),
             policy,
+            protocol: ctx.state(|s| s.protocol),
         };
         let saga_id = provisioning_workflow_id(&agent.user_id);
         let options = ChildWorkflowOptions::builder()
@@ -675,7 +680,7 @@ impl AgentWorkflow {
             }
             return;
         }
-        if !ctx.patched(BILLING_DESIRED_PATCH) {
+        if !Self::patched(ctx, BILLING_DESIRED_PATCH) {
             return;
         }
         let now = crate::unix(ctx);
@@ -700,7 +705,7 @@ impl AgentWorkflow {
         else {
             return;
         };
-        if !ctx.patched(BILLING_DESIRED_PATCH) {
+        if !Self::patched(ctx, BILLING_DESIRED_PATCH) {
             return;
         }
         let opts = crate::options::retrying(
@@ -812,7 +817,7 @@ impl AgentWorkflow {
         {
             // The payer's workflow reserved a seat for this agent: it is the payer's to use.
             if let Some(customer) = customer_id.clone()
-                && ctx.patched(BILLING_DESIRED_PATCH)
+                && Self::patched(ctx, BILLING_DESIRED_PATCH)
             {
                 let _ = ctx
                     .external_workflow(customer_workflow_id(&customer), None)
@@ -904,7 +909,7 @@ impl AgentWorkflow {
     /// A destroyed agent frees its seat at its customer's workflow.
     async fn release_seat(ctx: &mut WorkflowContext<Self>) {
         let Some(customer) = ctx.state(|s| s.agent.customer_id.clone()) else { return };
-        if !ctx.patched(SEAT_PATCH) {
+        if !Self::patched(ctx, SEAT_PATCH) {
             return;
         }
         let agent_id = ctx.state(|s| s.agent.agent_id.clone());
@@ -912,6 +917,11 @@ impl AgentWorkflow {
             .external_workflow(customer_workflow_id(&customer), None)
             .signal(crate::SubscriptionWorkflow::release_seat, agent_id, SignalWorkflowOptions::default())
             .await;
+    }
+
+    /// Whether the change `patch` (made before protocol 1) applies to this run.
+    fn patched(ctx: &WorkflowContext<Self>, patch: &str) -> bool {
+        crate::protocol::patched(ctx, ctx.state(|s| s.protocol), crate::protocol::LEAN, patch)
     }
 
     fn transition(ctx: &WorkflowContext<Self>, to: AgentStatus, actor: &str, reason: &str) {
@@ -956,7 +966,7 @@ impl AgentWorkflow {
             let value = if converging { "converging" } else { "converged" };
             attrs.push(search_attributes::BILLING.value_set(value.to_owned()));
         }
-        ctx.upsert_search_attributes(attrs);
+        crate::protocol::upsert(ctx, ctx.state(|s| s.protocol), attrs);
         let details = ctx.state(|s| crate::details::agent(&s.agent));
         ctx.set_current_details(details);
     }

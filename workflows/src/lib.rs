@@ -52,6 +52,7 @@ pub mod client_stack;
 pub mod github_links;
 pub mod job;
 pub mod job_gate;
+pub(crate) mod protocol;
 pub mod provisioning;
 pub mod reconcile;
 pub(crate) mod saga;

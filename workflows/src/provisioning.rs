@@ -236,11 +236,16 @@ impl ProvisionAgentWorkflow {
         compensations: &mut Vec<AgentUndo>,
     ) -> Result<ProvisionResult, String> {
         let req = ctx.state(|s| s.req.clone());
-        ctx.upsert_search_attributes([
-            search_attributes::AGENT_ID.value_set(req.agent_id.clone()),
-            search_attributes::USER_ID.value_set(req.user_id.clone()),
-            search_attributes::STATUS.value_set("provisioning".to_owned()),
-        ]);
+        // The agent starts the saga with these already set: a lean run upserts nothing here.
+        crate::protocol::upsert(
+            ctx,
+            req.protocol,
+            vec![
+                search_attributes::AGENT_ID.value_set(req.agent_id.clone()),
+                search_attributes::USER_ID.value_set(req.user_id.clone()),
+                search_attributes::STATUS.value_set("provisioning".to_owned()),
+            ],
+        );
         let agent = AgentResources { agent_id: req.agent_id.clone() };
 
         // 1. Tailscale auth key.
@@ -308,7 +313,7 @@ impl ProvisionAgentWorkflow {
         //    (no attempt limit) until the dispatch deadline; permanent ones fail fast.
         let job_id = ctx.state(|s| s.job_id.clone());
         Self::mark(ctx, steps::ACTIONS_DISPATCH, StepState::Running, format!("job {job_id}"));
-        let finds_run = ctx.patched(FIND_RUN_PATCH);
+        let finds_run = crate::protocol::patched(ctx, req.protocol, crate::protocol::LEAN, FIND_RUN_PATCH);
         ctx.state_mut(|s| s.holds_unbound = finds_run);
         let dispatch = DispatchInput {
             job_id: job_id.clone(),
@@ -385,10 +390,15 @@ impl ProvisionAgentWorkflow {
         // 4. Wait for the job's final callback, or give up at the deadline.
         let deadline = req.policy.callback_deadline_secs;
         Self::mark(ctx, steps::ACTIONS_CALLBACK, StepState::Running, format!("waiting up to {deadline}s"));
-        let outcome = select! {
-            _ = ctx.wait_condition(|s: &Self| s.outcome.is_some()) => ctx.state(|s| s.outcome.clone()),
-            _ = ctx.timer(TimerOptions::builder(Duration::from_secs(deadline))
-                    .summary(format!("GitHub Actions: callback deadline for {}", req.agent_id)).build()) => None,
+        let known = ctx.state(|s| s.outcome.clone()).filter(|_| req.protocol >= crate::protocol::LEAN);
+        let outcome = match known {
+            // The final callback came with the dispatch's answer: a lean run starts no deadline.
+            Some(outcome) => Some(outcome),
+            None => select! {
+                _ = ctx.wait_condition(|s: &Self| s.outcome.is_some()) => ctx.state(|s| s.outcome.clone()),
+                _ = ctx.timer(TimerOptions::builder(Duration::from_secs(deadline))
+                        .summary(format!("GitHub Actions: callback deadline for {}", req.agent_id)).build()) => None,
+            },
         };
         let run_id = ctx.state(|s| s.run_id.clone());
         let run = run_id.clone().unwrap_or_else(|| "unknown".to_owned());

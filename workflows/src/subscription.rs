@@ -38,12 +38,12 @@ use slipway_proto::{
         AgentTarget, BillingEvent, BillingPolicy, BillingState, CustomerBilling, Entitlement, SeatAnswer,
         SeatClaim, SeatDecision, Standing, SubscriptionInput,
     },
-    model::{AgentCommand, CommandRequest, agent_workflow_id},
+    model::{AgentCommand, CommandRequest, PROTOCOL, agent_workflow_id},
 };
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityOptions, ContinueAsNewOptions, SignalWorkflowOptions, SyncWorkflowContext, TimerOptions,
-    WorkflowContext, WorkflowContextView, WorkflowResult, workflows::select,
+    ActivityOptions, CancellableFuture, ContinueAsNewOptions, SignalWorkflowOptions, SyncWorkflowContext,
+    TimerOptions, WorkflowContext, WorkflowContextView, WorkflowResult, workflows::select,
 };
 
 use crate::{
@@ -96,6 +96,8 @@ pub struct SubscriptionWorkflow {
     sync: bool,
     /// When the next re-assertion is due, if carried over from the previous run.
     next_reassert: Option<i64>,
+    /// The run's protocol (see [`crate::protocol`]).
+    protocol: u32,
 }
 
 #[workflow_methods]
@@ -118,6 +120,7 @@ impl SubscriptionWorkflow {
             per_subscription: false,
             sync: false,
             next_reassert: input.next_reassert,
+            protocol: input.protocol,
         }
     }
 
@@ -125,13 +128,11 @@ impl SubscriptionWorkflow {
     /// own.
     #[run(name = "Subscription")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<()> {
-        if ctx.patched(PER_SUBSCRIPTION_PATCH) {
+        let protocol = ctx.state(|s| s.protocol);
+        let patched = |patch| crate::protocol::patched(ctx, protocol, crate::protocol::LEAN, patch);
+        if patched(PER_SUBSCRIPTION_PATCH) {
             ctx.state_mut(|s| s.per_subscription = true);
-            if ctx.patched(DESIRED_STATE_PATCH) {
-                Self::run_desired(ctx).await
-            } else {
-                Self::run_v2(ctx).await
-            }
+            if patched(DESIRED_STATE_PATCH) { Self::run_desired(ctx).await } else { Self::run_v2(ctx).await }
         } else {
             Self::run_legacy(ctx).await
         }
@@ -283,6 +284,8 @@ impl SubscriptionWorkflow {
                         attaches: std::mem::take(&mut s.attaches),
                         next_reassert: None,
                         upgrade_attempted: false,
+                        // Still on the previous rules: the next run asks the patches again.
+                        protocol: s.protocol,
                     }
                 });
                 ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
@@ -345,7 +348,16 @@ impl SubscriptionWorkflow {
         // Every run starts by converging (a migrated state may ask for more than its rules did).
         let effects = ctx.state_mut(|s| billing::converge(&mut s.billing, now, s.policy.grace_period_secs));
         Self::enforce(ctx, effects).await;
-        Self::publish(ctx);
+        let lean = ctx.state(|s| s.protocol >= crate::protocol::LEAN);
+        // A lean run started by an event publishes once that event is applied (one upsert).
+        if !lean || ctx.state(|s| !s.has_work()) {
+            Self::publish(ctx);
+        }
+        // A lean run keeps one wake-up timer until it fires or its time changes (the timer
+        // outlives loop iterations, so it is made through a context of its own); earlier runs
+        // started a new one at every iteration.
+        let timers = ctx.clone();
+        let mut wake_timer = None;
         let mut reassert_at =
             ctx.state(|s| s.next_reassert.unwrap_or(now + s.policy.reassert_secs.max(60) as i64));
         loop {
@@ -368,6 +380,7 @@ impl SubscriptionWorkflow {
                         attaches: Vec::new(),
                         next_reassert: Some(reassert_at),
                         upgrade_attempted: false,
+                        protocol: PROTOCOL,
                     }
                 });
                 ctx.continue_as_new(input, ContinueAsNewOptions::default())?;
@@ -382,9 +395,26 @@ impl SubscriptionWorkflow {
             } else {
                 "re-assert every agent's billing target"
             };
-            let work_ready = select! {
-                _ = ctx.wait_condition(|s: &Self| s.has_work() || s.sync) => true,
-                _ = ctx.timer(TimerOptions::builder(wait).summary(summary.to_owned()).build()) => false,
+            let work_ready = if lean {
+                if let Some((_, timer)) = wake_timer.take_if(|(at, _)| *at != wake) {
+                    CancellableFuture::cancel(&timer);
+                }
+                let (_, timer) = wake_timer.get_or_insert_with(|| {
+                    (wake, timers.timer(TimerOptions::builder(wait).summary(summary.to_owned()).build()))
+                });
+                let ready = select! {
+                    _ = ctx.wait_condition(|s: &Self| s.has_work() || s.sync) => true,
+                    _ = &mut *timer => false,
+                };
+                if !ready {
+                    wake_timer = None;
+                }
+                ready
+            } else {
+                select! {
+                    _ = ctx.wait_condition(|s: &Self| s.has_work() || s.sync) => true,
+                    _ = ctx.timer(TimerOptions::builder(wait).summary(summary.to_owned()).build()) => false,
+                }
             };
             if ctx.state_mut(|s| std::mem::take(&mut s.sync)) {
                 Self::sync_from_stripe(ctx).await;
@@ -623,7 +653,7 @@ impl SubscriptionWorkflow {
         if let Some(user) = user {
             attrs.push(search_attributes::USER_ID.value_set(user));
         }
-        ctx.upsert_search_attributes(attrs);
+        crate::protocol::upsert(ctx, ctx.state(|s| s.protocol), attrs);
         ctx.set_current_details(details);
     }
 }
@@ -663,6 +693,8 @@ impl SubscriptionWorkflow {
                         attaches: Vec::new(),
                         next_reassert: None,
                         upgrade_attempted: migrate || s.upgrade_attempted,
+                        // Still on the legacy rules: the next run asks the patches again.
+                        protocol: s.protocol,
                     }
                 });
                 ctx.continue_as_new(input, ContinueAsNewOptions::default())?;

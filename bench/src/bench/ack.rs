@@ -102,6 +102,7 @@ impl Bench {
                     attaches: Vec::new(),
                     next_reassert: None,
                     upgrade_attempted: false,
+                    protocol: slipway_proto::model::PROTOCOL,
                 };
                 let event = BillingEvent {
                     event_id: format!("evt_{key}"),

@@ -94,6 +94,8 @@ pub(crate) struct ProtocolRow {
     /// `(workflow type, counts)`, in the order the provisioning touches them.
     pub(crate) per_workflow: Vec<(String, ProtocolCounts)>,
     pub(crate) total: ProtocolCounts,
+    /// The same-protocol baseline's provisioning, counted the same way (all three workflows).
+    pub(crate) same_protocol: ProtocolCounts,
 }
 
 impl Bench {
@@ -103,21 +105,42 @@ impl Bench {
         agent: &str,
         user: &str,
         customer: &str,
+        same_protocol_key: &str,
     ) -> anyhow::Result<ProtocolRow> {
-        let mut per_workflow = Vec::new();
-        let mut total = ProtocolCounts::default();
-        for (kind, id) in [
+        let slipway = [
             ("Agent", slipway_proto::model::agent_workflow_id(agent)),
             ("ProvisionAgent", slipway_proto::model::provisioning_workflow_id(user)),
             ("Subscription", slipway_proto::billing::customer_workflow_id(customer)),
-        ] {
+        ];
+        let (per_workflow, total) = self.count_histories(slipway).await?;
+        let (b_customer, b_agent, b_provision) = crate::baseline::protocol_ids(same_protocol_key);
+        let baseline = [
+            ("BaselineAgent", b_agent),
+            ("BaselineProvision", b_provision),
+            ("BaselineCustomer", b_customer),
+        ];
+        let (_, same_protocol) = self.count_histories(baseline).await?;
+        Ok(ProtocolRow { per_workflow, total, same_protocol })
+    }
+
+    async fn count_histories(
+        &self,
+        workflows: [(&str, String); 3],
+    ) -> anyhow::Result<(Vec<(String, ProtocolCounts)>, ProtocolCounts)> {
+        let mut per_workflow = Vec::new();
+        let mut total = ProtocolCounts::default();
+        let dir = self.out.join("protocol");
+        std::fs::create_dir_all(&dir)?;
+        for (kind, id) in workflows {
             let handle = self.client.get_workflow_handle::<UntypedWorkflow>(id);
             let json = handle.fetch_history(WorkflowFetchHistoryOptions::default()).to_json().await?;
+            // Kept for reading what the counts are made of (`<out>/protocol/<Workflow>.json`).
+            std::fs::write(dir.join(format!("{kind}.json")), &json)?;
             let counts = ProtocolCounts::of(&serde_json::from_slice(&json)?);
             total.add(&counts);
             per_workflow.push((kind.to_owned(), counts));
         }
-        Ok(ProtocolRow { per_workflow, total })
+        Ok((per_workflow, total))
     }
 }
 

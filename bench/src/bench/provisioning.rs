@@ -6,33 +6,89 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, stream};
 
+use temporalio_client::WorkflowStartOptions;
+use temporalio_common::search_attributes::SearchAttributes;
+
 use super::Bench;
 use crate::{
-    baseline::SAGA_ACTIVITIES,
+    baseline::{BaselineAgentWorkflow, BaselineCustomerWorkflow, SAGA_ACTIVITIES, STATUS, protocol_ids},
     load,
     report::{AckSpread, SagaRow, SagaSide},
+    stack::BASELINE_TASK_QUEUE,
     stripe::checkout_completed,
 };
+
+/// Whose provisionings a run starts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// Signed checkout webhooks through the starter.
+    Slipway,
+    /// The same workflows and messages written with the bare SDK ([`crate::baseline`]).
+    SameProtocol,
+    /// One bare workflow of as many no-op activities as the saga.
+    Bare,
+}
 
 impl Bench {
     pub(crate) async fn provisioning(&self) -> anyhow::Result<SagaRow> {
         let n = self.plan.sagas;
         say!("provisioning: {n} concurrent sagas through signed checkout webhooks");
-        let slipway = self.run_sagas(true).await;
+        let slipway = self.run_sagas(Side::Slipway).await;
+        self.settle().await;
+        say!("provisioning, same protocol: {n} concurrent bare-SDK provisionings (3 workflows each)");
+        let same_protocol = self.run_sagas(Side::SameProtocol).await;
         self.settle().await;
         say!("provisioning baseline: {n} concurrent bare workflows of {SAGA_ACTIVITIES} no-op activities");
-        let baseline = self.run_sagas(false).await;
+        let baseline = self.run_sagas(Side::Bare).await;
         self.settle().await;
         Ok(SagaRow {
             concurrent: n,
             activities_per_saga: SAGA_ACTIVITIES,
             throughput_ratio: slipway.per_sec / baseline.per_sec,
+            same_protocol_ratio: slipway.per_sec / same_protocol.per_sec,
             slipway,
+            same_protocol,
             baseline,
         })
     }
 
-    async fn run_sagas(&self, slipway: bool) -> SagaSide {
+    /// One same-protocol provisioning: the two signal-with-starts the starter sends for a
+    /// checkout (timed, as the checkout's answer is), then its provisioning's completion.
+    async fn protocol_saga(&self, key: &str, acks: &std::sync::Mutex<Vec<f64>>) -> Result<(), String> {
+        let (customer, agent, provision) = protocol_ids(key);
+        let start = |id: &str, status: &str| {
+            WorkflowStartOptions::new(BASELINE_TASK_QUEUE.to_owned(), id.to_owned())
+                .search_attributes(SearchAttributes::new([STATUS.value_set(status.to_owned())]))
+                .build()
+        };
+        let sent = Instant::now();
+        let event = "checkout.session.completed".to_owned();
+        self.client
+            .signal_with_start_workflow(
+                BaselineCustomerWorkflow::run,
+                customer.clone(),
+                BaselineCustomerWorkflow::event,
+                event.clone(),
+                start(&customer, "none"),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        self.client
+            .signal_with_start_workflow(
+                BaselineAgentWorkflow::run,
+                key.to_owned(),
+                BaselineAgentWorkflow::checkout,
+                event,
+                start(&agent, "draft"),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        acks.lock().expect("ack latencies").push(sent.elapsed().as_secs_f64() * 1000.0);
+        self.workflow_done(provision).await
+    }
+
+    async fn run_sagas(&self, side: Side) -> SagaSide {
+        let slipway = side == Side::Slipway;
         let n = self.plan.sagas;
         let retries = std::sync::atomic::AtomicUsize::new(0);
         let retries = &retries;
@@ -41,7 +97,12 @@ impl Bench {
         let start = Instant::now();
         let results: Vec<Result<Duration, String>> = stream::iter(0..n)
             .map(|i| async move {
-                let key = format!("{}-{}-{i}", if slipway { "p" } else { "b" }, self.tag);
+                let prefix = match side {
+                    Side::Slipway => "p",
+                    Side::SameProtocol => "sp",
+                    Side::Bare => "b",
+                };
+                let key = format!("{prefix}-{}-{i}", self.tag);
                 let r = if slipway {
                     let user = format!("u-{key}");
                     let body = checkout_completed(
@@ -70,6 +131,8 @@ impl Bench {
                             Err(e) => break Err(e),
                         }
                     }
+                } else if side == Side::SameProtocol {
+                    self.protocol_saga(&key, acks).await
                 } else {
                     self.baseline_saga(&key).await
                 };

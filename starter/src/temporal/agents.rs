@@ -78,8 +78,14 @@ impl Gateway {
     ) -> Result<(), GatewayError> {
         let client = self.client().await?;
         let options = self.agent_start(&agent, customer_id, WorkflowIdConflictPolicy::UseExisting);
-        let input =
-            AgentWorkflowInput { agent, policy, lifecycle, queue: Vec::new(), checkouts: Default::default() };
+        let input = AgentWorkflowInput {
+            agent,
+            policy,
+            lifecycle,
+            queue: Vec::new(),
+            checkouts: Default::default(),
+            protocol: self.protocol,
+        };
         let call = client.signal_with_start_workflow(
             AgentWorkflow::run,
             input,
@@ -106,8 +112,14 @@ impl Gateway {
     ) -> Result<(), GatewayError> {
         let client = self.client().await?;
         let options = self.agent_start(&agent, None, WorkflowIdConflictPolicy::Fail);
-        let input =
-            AgentWorkflowInput { agent, policy, lifecycle, queue: Vec::new(), checkouts: Default::default() };
+        let input = AgentWorkflowInput {
+            agent,
+            policy,
+            lifecycle,
+            queue: Vec::new(),
+            checkouts: Default::default(),
+            protocol: self.protocol,
+        };
         self.call(client.start_workflow(AgentWorkflow::run, input, options)).await.map(drop)
     }
 

@@ -47,6 +47,7 @@ impl Gateway {
             attaches: Vec::new(),
             next_reassert: None,
             upgrade_attempted: false,
+            protocol: self.protocol,
         };
         let call = client.signal_with_start_workflow(
             SubscriptionWorkflow::run,

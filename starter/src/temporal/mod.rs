@@ -22,6 +22,7 @@ pub mod stacks;
 
 use std::{sync::Arc, time::Duration};
 
+use slipway_proto::model::PROTOCOL;
 use slipway_workflows::AgentWorkflow;
 use temporalio_client::{
     Client, ClientOptions, Connection, ConnectionOptions, Url,
@@ -104,18 +105,26 @@ pub struct Gateway {
     target: Target,
     task_queue: String,
     timeout: Duration,
+    /// The protocol of the runs this gateway starts (see `slipway_proto::model::PROTOCOL`).
+    protocol: u32,
 }
 
 impl Gateway {
     /// A gateway that connects on first use, configured by Temporal's env config.
     pub fn new(task_queue: String, timeout: Duration) -> Self {
-        Self { client: Arc::new(OnceCell::new()), target: Target::EnvConfig, task_queue, timeout }
+        Self {
+            client: Arc::new(OnceCell::new()),
+            target: Target::EnvConfig,
+            task_queue,
+            timeout,
+            protocol: PROTOCOL,
+        }
     }
 
     /// A gateway that connects on first use to `address` (e.g. `http://127.0.0.1:7233`).
     pub fn for_address(address: Url, namespace: &str, task_queue: String, timeout: Duration) -> Self {
         let target = Target::Address(address, namespace.to_owned());
-        Self { client: Arc::new(OnceCell::new()), target, task_queue, timeout }
+        Self { client: Arc::new(OnceCell::new()), target, task_queue, timeout, protocol: PROTOCOL }
     }
 
     /// A gateway around an existing client.
@@ -125,7 +134,15 @@ impl Gateway {
             target: Target::EnvConfig,
             task_queue,
             timeout,
+            protocol: PROTOCOL,
         }
+    }
+
+    /// Starts runs on `protocol` instead of this release's [`PROTOCOL`]: 0 acts as a release
+    /// from before protocols (tests of upgrades run the previous release's starter this way).
+    pub fn with_protocol(mut self, protocol: u32) -> Self {
+        self.protocol = protocol;
+        self
     }
 
     async fn client(&self) -> Result<&Client, GatewayError> {
