@@ -3,7 +3,9 @@
 //! workflows' queries), and a seat at that customer's `JobGate` (started if it is not running).
 //! The gate asks here too, which of its slot holders have closed ([`GateCheck`]): a job that is
 //! terminated never sends `release`, and without the check its slot would stay taken for good.
-//! A client stack that succeeded tells its `StackRecord` here what it holds.
+//! A client stack that succeeded tells its `StackRecord` here what it holds. A customer's
+//! workflow starts an agent's here when a paid checkout names an agent whose workflow is not
+//! running ([`LookupActivities::start_agent_for_checkout`]).
 //!
 //! These used to be asked by the starter before it answered GitHub, which made a webhook wait on
 //! two queries and two starts, each needing a worker, against GitHub's 10 s limit. Asked here, by
@@ -18,17 +20,18 @@ use std::{sync::Arc, time::Duration};
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use slipway_proto::{
-    billing::{Entitlement, customer_workflow_id},
+    billing::{CheckoutHandoff, Entitlement, customer_workflow_id},
     jobs::{
         GateSeat, GitHubLink, JobEntitlement, JobGateInput, github_links_workflow_id, job_gate_workflow_id,
     },
+    model::{AgentRecord, agent_workflow_id},
     stack::{ClientStackStatus, stack_record_workflow_id},
 };
 use temporalio_client::{
-    Client, UntypedSignal, UntypedWorkflow, WorkflowExecutionStatus, WorkflowStartOptions,
-    errors::WorkflowStartError,
+    Client, UntypedSignal, UntypedWorkflow, WorkflowExecutionStatus, WorkflowIdConflictPolicy,
+    WorkflowIdReusePolicy, WorkflowStartOptions, errors::WorkflowStartError,
 };
-use temporalio_common::search_attributes::SearchAttributes;
+use temporalio_common::{MemoValues, search_attributes::SearchAttributes};
 use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 
@@ -52,6 +55,41 @@ pub mod names {
     pub const STACK_RECORD: &str = "StackRecord";
     /// Its signal with a stack run's final status.
     pub const SETTLED: &str = "settled";
+    /// An agent's workflow.
+    pub const AGENT: &str = "Agent";
+    /// Its signal with a paid checkout.
+    pub const CHECKOUT: &str = "checkout";
+}
+
+/// How an agent's workflow starts, wherever it is started (the starter's API and checkouts, a
+/// customer's workflow handing a checkout over): its id never reused once closed (a destroyed
+/// agent stays destroyed), with its search attributes, summary and memo (name, region: what
+/// listing reads without waking the workflow).
+pub fn agent_start_options(
+    task_queue: &str,
+    agent: &AgentRecord,
+    customer_id: Option<&str>,
+    conflict: WorkflowIdConflictPolicy,
+) -> WorkflowStartOptions {
+    use crate::search_attributes as sa;
+    let mut attrs = vec![
+        sa::AGENT_ID.value_set(agent.agent_id.clone()),
+        sa::USER_ID.value_set(agent.user_id.clone()),
+        sa::STATUS.value_set(agent.status.as_str().to_owned()),
+    ];
+    if let Some(c) = customer_id {
+        attrs.push(sa::CUSTOMER_ID.value_set(c.to_owned()));
+    }
+    let mut memo = MemoValues::new();
+    memo.insert("name", agent.name.clone());
+    memo.insert("region", agent.region.clone());
+    WorkflowStartOptions::new(task_queue.to_owned(), agent_workflow_id(&agent.agent_id))
+        .id_conflict_policy(conflict)
+        .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+        .search_attributes(SearchAttributes::new(attrs))
+        .static_summary(format!("agent {} of {}", agent.agent_id, agent.user_id))
+        .memo(memo)
+        .build()
 }
 
 /// What a job gate learns from checking its slot holders ([`LookupActivities::closed_holders`]).
@@ -182,6 +220,37 @@ impl LookupActivities {
             &what,
         )
         .await
+    }
+
+    /// Starts the agent's workflow of a paid checkout with the checkout (signal-with-start), for
+    /// a customer's workflow whose signal found no running agent: a checkout made outside the
+    /// API. `false`: the agent's id belongs to a closed run that may not be reused (destroyed),
+    /// and nothing is started.
+    #[activity]
+    pub async fn start_agent_for_checkout(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        handoff: CheckoutHandoff,
+    ) -> Result<bool, ActivityError> {
+        let options = agent_start_options(
+            &self.task_queue,
+            &handoff.agent.agent,
+            handoff.customer_id.as_deref(),
+            WorkflowIdConflictPolicy::UseExisting,
+        );
+        let call = self.client.signal_with_start_workflow(
+            UntypedWorkflow::new(names::AGENT),
+            raw(&handoff.agent),
+            UntypedSignal::new(names::CHECKOUT),
+            raw(&handoff.command),
+            options,
+        );
+        match call.await {
+            Ok(_) => Ok(true),
+            Err(WorkflowStartError::Rpc(status)) if status.code() == tonic::Code::AlreadyExists => Ok(false),
+            Err(WorkflowStartError::PayloadConversion(e)) => Err(permanent(e.to_string())),
+            Err(e) => Err(transient(format!("agent {}: {e}", handoff.agent.agent.agent_id))),
+        }
     }
 
     /// Which of `holders` (workflow ids of jobs holding a slot) have closed: terminated, timed

@@ -119,10 +119,11 @@ impl ProtocolActivities {
 
 /// Slipway's `Subscription` in a provisioning: started by the checkout event
 /// (signal-with-start), keeps one wake-up timer, upserts its status once the event is applied,
-/// answers the agent's seat claim by signal.
+/// hands the checkout to the agent by signal, answers the agent's seat claim by signal.
 #[workflow]
 pub(crate) struct BaselineCustomerWorkflow {
-    events: u32,
+    /// Keys of the agents whose checkouts arrived, to hand over.
+    checkouts: Vec<String>,
     claims: Vec<String>,
 }
 
@@ -130,7 +131,7 @@ pub(crate) struct BaselineCustomerWorkflow {
 impl BaselineCustomerWorkflow {
     #[init]
     pub(crate) fn new(_ctx: &WorkflowContextView, _customer: String) -> Self {
-        Self { events: 0, claims: Vec::new() }
+        Self { checkouts: Vec::new(), claims: Vec::new() }
     }
 
     #[run(name = "BaselineCustomer")]
@@ -140,15 +141,22 @@ impl BaselineCustomerWorkflow {
         let mut published = false;
         loop {
             let ready = select! {
-                _ = ctx.wait_condition(|s: &Self| s.events > 0 || !s.claims.is_empty()) => true,
+                _ = ctx.wait_condition(|s: &Self| !s.checkouts.is_empty() || !s.claims.is_empty()) => true,
                 _ = &mut wake => false,
             };
             if !ready {
                 return Ok(());
             }
-            if ctx.state_mut(|s| std::mem::take(&mut s.events)) > 0 && !published {
+            let checkouts = ctx.state_mut(|s| std::mem::take(&mut s.checkouts));
+            if !checkouts.is_empty() && !published {
                 ctx.upsert_search_attributes([STATUS.value_set("active".to_owned())]);
                 published = true;
+            }
+            for key in checkouts {
+                let _ = ctx
+                    .external_workflow(protocol_ids(&key).1, None)
+                    .signal(BaselineAgentWorkflow::checkout, key, SignalWorkflowOptions::default())
+                    .await;
             }
             for agent in ctx.state_mut(|s| std::mem::take(&mut s.claims)) {
                 let _ = ctx
@@ -159,10 +167,10 @@ impl BaselineCustomerWorkflow {
         }
     }
 
-    /// A Stripe event.
+    /// A paid checkout's event, naming its agent's key.
     #[signal]
-    pub(crate) fn event(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _event: String) {
-        self.events += 1;
+    pub(crate) fn event(&mut self, _ctx: &mut SyncWorkflowContext<Self>, key: String) {
+        self.checkouts.push(key);
     }
 
     /// An agent's seat claim (its workflow id).
@@ -172,7 +180,8 @@ impl BaselineCustomerWorkflow {
     }
 }
 
-/// Slipway's `Agent` in a provisioning: hears the checkout (signal-with-start), claims a seat
+/// Slipway's `Agent` in a provisioning: started before (the API's draft), hears the checkout
+/// from its customer's workflow, claims a seat
 /// from its customer by signal and waits for the answer against a timer, starts the
 /// provisioning as a child with its search attributes, upserts `provisioning`, then `active`,
 /// and stays open (an entity workflow).

@@ -200,7 +200,12 @@ impl Bench {
     }
 
     async fn create_agent(&self, agent_id: &str) -> Result<(), String> {
-        let agent = AgentRecord::draft(agent_id, &format!("bench-user-{}", self.tag), "fsn1");
+        self.create_draft(agent_id, &format!("bench-user-{}", self.tag)).await
+    }
+
+    /// A draft agent of `user`, created as `POST /api/agents` creates it (`Gateway::create_agent`).
+    async fn create_draft(&self, agent_id: &str, user: &str) -> Result<(), String> {
+        let agent = AgentRecord::draft(agent_id, user, "fsn1");
         let lifecycle = LifecyclePolicy {
             shutdown_wait_secs: 60,
             history_limit: self.plan.history_limit,

@@ -89,7 +89,7 @@ pub(crate) fn print_table(r: &Report) {
     );
     if let Some(a) = &p.same_protocol.checkout_ack {
         println!(
-            "same protocol, the checkout's two signal-with-starts: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            "same protocol, the checkout's signal-with-start: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
             a.p50_ms, a.p99_ms, a.max_ms
         );
     }
@@ -243,7 +243,7 @@ pub(crate) fn markdown(r: &Report) -> String {
     if let Some(a) = &p.same_protocol.checkout_ack {
         let _ = writeln!(
             o,
-            "\nSame protocol, the checkout's two signal-with-starts: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            "\nSame protocol, the checkout's signal-with-start: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
             a.p50_ms, a.p99_ms, a.max_ms
         );
     }

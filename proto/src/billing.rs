@@ -53,6 +53,25 @@ pub struct BillingEvent {
     pub created: i64,
     /// What happened.
     pub kind: BillingEventKind,
+    /// A paid checkout's agent, for the customer's workflow to hand the checkout to once it has
+    /// applied the event (see [`CheckoutHandoff`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff: Option<Box<CheckoutHandoff>>,
+}
+
+/// A paid checkout that the customer's workflow hands to its agent's workflow: the starter makes
+/// one durable Temporal call per paid checkout (the customer's signal-with-start), and the
+/// customer's workflow, once it has applied the event (the seat it reserves exists), signals the
+/// agent's workflow `checkout` with `command`, or starts it with `agent` and that signal when it
+/// is not running (a checkout made outside the API). Events recorded before carry none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutHandoff {
+    /// The agent's workflow input, should it have to be started (a draft from the metadata).
+    pub agent: crate::model::AgentWorkflowInput,
+    /// The paying customer (`cus_…`), a search attribute of a started agent.
+    pub customer_id: Option<String>,
+    /// What the agent runs (its source names the event: the agent drops a redelivery by it).
+    pub command: crate::model::ProvisionCommand,
 }
 
 /// The billing-relevant Stripe event types.

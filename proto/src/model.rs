@@ -126,7 +126,7 @@ pub fn is_protocol_zero(p: &u32) -> bool {
 }
 
 /// Input of the long-lived agent workflow (and what it carries across continue-as-new).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentWorkflowInput {
     /// The agent's full record.
     pub agent: AgentRecord,
@@ -280,7 +280,7 @@ pub enum CommandOutcome {
 }
 
 /// Everything Slipway knows about one agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentRecord {
     /// Stable id chosen by the client (`[a-z0-9-]`, 1–40 chars).
     pub agent_id: String,

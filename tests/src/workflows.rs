@@ -107,6 +107,22 @@ impl TestApp {
         })
     }
 
+    /// The events of a workflow's current run, as `temporal workflow show --output json` lists
+    /// them, each as `(attributes kind without "EventAttributes", attributes)`.
+    pub async fn events(&self, workflow_id: &str) -> anyhow::Result<Vec<(String, serde_json::Value)>> {
+        let handle =
+            self.client.get_workflow_handle::<temporalio_client::UntypedWorkflow>(workflow_id.to_owned());
+        let history = handle.fetch_history(Default::default()).to_json().await?;
+        let history: serde_json::Value = serde_json::from_slice(&history)?;
+        Ok(history["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["attributes"].as_object()?.iter().next().map(|(k, v)| (k.clone(), v.clone())))
+            .map(|(k, v)| (k.trim_end_matches("EventAttributes").to_owned(), v))
+            .collect())
+    }
+
     /// The agent's record via the workflow query, or `None` if no agent workflow exists.
     pub async fn agent(&self, agent_id: &str) -> anyhow::Result<Option<AgentRecord>> {
         let gateway =

@@ -7,7 +7,10 @@ use std::time::Duration;
 use futures::future::join_all;
 use reqwest::Method;
 use serde_json::{Value, json};
-use slipway_proto::{billing::CustomerBilling, model::AgentStatus};
+use slipway_proto::{
+    billing::{CustomerBilling, customer_workflow_id},
+    model::{AgentStatus, agent_workflow_id},
+};
 use slipway_sandbox::stripe::{event, invoice_object, subscription_object};
 use slipway_tests::{Options, TestApp, server_status, wait_until};
 
@@ -33,6 +36,14 @@ async fn completing_checkout_provisions_the_agent_it_was_for() -> anyhow::Result
     assert!(billing.entitled(), "{billing:#?}");
     let sub = paid["subscription_id"].as_str().unwrap();
     assert_eq!(billing.seat_of(&agent), Some(sub), "{billing:#?}");
+    // One Temporal call answered Stripe: the customer's workflow handed the checkout to the
+    // agent the API had created (its signal, not the starter's).
+    let events = app.events(&agent_workflow_id(&agent)).await?;
+    let checkout = events
+        .iter()
+        .find(|(kind, a)| kind == "WorkflowExecutionSignaled" && a["signal_name"] == "checkout")
+        .map(|(_, a)| a["external_workflow_execution"]["workflowId"].clone());
+    assert_eq!(checkout, Some(json!(customer_workflow_id(customer))), "{events:#?}");
     Ok(())
 }
 

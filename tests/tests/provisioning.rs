@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use slipway_proto::model::AgentStatus;
+use slipway_proto::{billing::customer_workflow_id, model::AgentStatus};
 use slipway_tests::TestApp;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -55,6 +55,14 @@ async fn paid_checkout_provisions_an_agent_end_to_end() -> anyhow::Result<()> {
     // The auth key itself never left the worker unsealed: the sandbox inventory never shows it,
     // and neither does the history (checked in the no-secrets test).
     assert!(!state.to_string().contains("tskey-auth-"), "no key material in inventory");
+    // No agent was created through the API: the customer's workflow started it with the checkout.
+    let customer = record.customer_id.clone().expect("paying customer");
+    let events = app.events(&customer_workflow_id(&customer)).await?;
+    assert!(
+        events.iter().any(|(kind, a)| kind == "ActivityTaskScheduled"
+            && a["activity_type"]["name"] == "LookupActivities::start_agent_for_checkout"),
+        "{events:#?}"
+    );
     Ok(())
 }
 

@@ -371,7 +371,7 @@ async fn live_provisioning_paths() -> anyhow::Result<()> {
     assert_eq!(waited.status, AgentStatus::Active, "{waited:#?}");
     rec.take(
         &app,
-        "agent-checkout-waited-for-provisioning-in-progress-protocol-1",
+        "agent-checkout-waited-for-provisioning-in-progress-protocol-1-handoff",
         &agent_workflow_id(&second),
         None,
     )
@@ -477,7 +477,7 @@ async fn live_deadline_and_grace_period() -> anyhow::Result<()> {
     }
     rec.take(
         &app,
-        "subscription-grace-period-expired-desired-state-protocol-1",
+        "subscription-grace-period-expired-desired-state-protocol-1-handoff",
         &customer_workflow_id(&customer),
         None,
     )
@@ -561,7 +561,7 @@ async fn live_agent_lifecycle() -> anyhow::Result<()> {
     .await?;
     rec.take(
         &app,
-        "subscription-suspend-resume-desired-state-protocol-1",
+        "subscription-suspend-resume-desired-state-protocol-1-handoff",
         &customer_workflow_id(&customer),
         None,
     )
@@ -646,7 +646,7 @@ async fn live_subscription_orderings() -> anyhow::Result<()> {
     );
     rec.take(
         &app,
-        "subscription-reversed-duplicated-desired-state-protocol-1",
+        "subscription-reversed-duplicated-desired-state-protocol-1-handoff",
         &customer_workflow_id(&shuffled),
         None,
     )
@@ -788,7 +788,7 @@ async fn live_seats() -> anyhow::Result<()> {
 
     rec.take(
         &app,
-        "subscription-seats-parked-granted-denied-desired-state-protocol-1",
+        "subscription-seats-parked-granted-denied-desired-state-protocol-1-handoff",
         &customer_workflow_id(&customer),
         None,
     )

@@ -6,8 +6,9 @@
 //! ("already active") instead of provisioning again. It closes only once destroyed.
 //!
 //! Everything that changes the agent goes through this workflow, one thing at a time:
-//! - `checkout` (signal, from a paid Stripe Checkout, by signal-with-start): durable the moment
-//!   the starter's call returns, so Stripe is answered without a worker; dropped when its event
+//! - `checkout` (signal, from a paid Stripe Checkout, handed over by the customer's workflow, or
+//!   by the starter's signal-with-start when the event has no customer): durable in Temporal
+//!   before Stripe is answered, without a worker; dropped when its event
 //!   was heard already, otherwise run in turn like `provision`, waiting while the user's other
 //!   provisioning is in flight; what became of it is in the record (`checkout_refusal`).
 //! - `provision` (update, from the API): starts the saga as a child; answers once the outcome

@@ -749,7 +749,7 @@ mod tests {
     const GRACE: u64 = 50;
 
     fn ev(id: &str, created: i64, kind: BillingEventKind) -> BillingEvent {
-        BillingEvent { event_id: id.into(), created, kind }
+        BillingEvent { event_id: id.into(), created, kind, handoff: None }
     }
     fn changed(id: &str, created: i64, s: &str, status: &str, seats: u32) -> BillingEvent {
         let kind = BillingEventKind::SubscriptionChanged {

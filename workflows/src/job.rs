@@ -1104,5 +1104,7 @@ mod lookup_names {
         assert_eq!(JobGateWorkflow::enqueue.name(), names::ENQUEUE);
         assert_eq!(crate::StackRecordWorkflow::run.name(), names::STACK_RECORD);
         assert_eq!(crate::StackRecordWorkflow::settled.name(), names::SETTLED);
+        assert_eq!(crate::AgentWorkflow::run.name(), names::AGENT);
+        assert_eq!(crate::AgentWorkflow::checkout.name(), names::CHECKOUT);
     }
 }

@@ -57,7 +57,7 @@ pub mod provisioning;
 pub mod reconcile;
 pub(crate) mod saga;
 pub mod stack_record;
-pub use slipway_activities::search_attributes;
+pub use slipway_activities::{lookups::agent_start_options, search_attributes};
 pub mod subscription;
 
 mod details;

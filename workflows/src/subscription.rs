@@ -7,7 +7,10 @@
 //! payment, resume when paid, destroy when the grace period ends or the subscription is deleted.
 //! It is also the single place that hands out seats: an agent sends `claim_seat` before it
 //! provisions and gets a `seat` signal back (granted, parked until paid, or denied); a destroyed
-//! agent sends `release_seat`. The `entitlement` query is the API's quick pre-check.
+//! agent sends `release_seat`. The `entitlement` query is the API's quick pre-check. A paid
+//! checkout's event carries its agent's hand-over: once the event is applied (the seat reserved),
+//! the checkout goes on to the agent's workflow by signal, or by an activity's signal-with-start
+//! when that workflow does not run, so the starter answers Stripe after one Temporal call.
 //!
 //! # Desired state
 //! After every change the rules ([`crate::billing`]) derive what every agent should be (running,
@@ -32,11 +35,11 @@
 
 use std::time::Duration;
 
-use slipway_activities::BillingActivities;
+use slipway_activities::{BillingActivities, LookupActivities};
 use slipway_proto::{
     billing::{
-        AgentTarget, BillingEvent, BillingPolicy, BillingState, CustomerBilling, Entitlement, SeatAnswer,
-        SeatClaim, SeatDecision, Standing, SubscriptionInput,
+        AgentTarget, BillingEvent, BillingPolicy, BillingState, CheckoutHandoff, CustomerBilling,
+        Entitlement, SeatAnswer, SeatClaim, SeatDecision, Standing, SubscriptionInput,
     },
     model::{AgentCommand, CommandRequest, PROTOCOL, agent_workflow_id},
 };
@@ -309,10 +312,12 @@ impl SubscriptionWorkflow {
                 continue;
             }
             let now = unix(ctx);
+            let mut handoff = None;
             let effects = if work_ready {
                 let Some(work) = ctx.state_mut(Self::next_work) else { continue };
                 match work {
-                    Work::Event(event) => {
+                    Work::Event(mut event) => {
+                        handoff = event.handoff.take();
                         let effects = ctx.state_mut(|s| {
                             v2::apply(&mut s.billing, &event, now, s.policy.grace_period_secs)
                         });
@@ -326,6 +331,7 @@ impl SubscriptionWorkflow {
                 ctx.state_mut(|s| v2::expire(&mut s.billing, now))
             };
             Self::enforce_v2(ctx, effects).await;
+            Self::hand_over(ctx, handoff).await;
             Self::publish(ctx);
         }
     }
@@ -422,11 +428,15 @@ impl SubscriptionWorkflow {
             let now = unix(ctx);
             let (grace, reassert_secs) =
                 ctx.state(|s| (s.policy.grace_period_secs, s.policy.reassert_secs.max(60)));
+            let mut handoff = None;
             let effects = if work_ready {
-                let Some(work) = ctx.state_mut(Self::next_work) else {
+                let Some(mut work) = ctx.state_mut(Self::next_work) else {
                     Self::publish(ctx);
                     continue;
                 };
+                if let Work::Event(event) = &mut work {
+                    handoff = event.handoff.take();
+                }
                 ctx.state_mut(|s| {
                     let b = &mut s.billing;
                     match work {
@@ -447,8 +457,34 @@ impl SubscriptionWorkflow {
                 effects
             };
             Self::enforce(ctx, effects).await;
+            Self::hand_over(ctx, handoff).await;
             Self::publish(ctx);
         }
+    }
+
+    /// Hands a paid checkout to its agent's workflow, once its event is applied (the seat it
+    /// reserved exists): a signal when the agent runs (the API created it), else a start with
+    /// the checkout ([`LookupActivities::start_agent_for_checkout`]; a destroyed agent is not
+    /// started again, and the seat it would have held is freed by the reservation probe as any
+    /// unclaimed reservation is). Only events the starter sent with a handoff lead here, so
+    /// histories recorded before replay unchanged. The agent drops a redelivered event by its id.
+    async fn hand_over(ctx: &mut WorkflowContext<Self>, handoff: Option<Box<CheckoutHandoff>>) {
+        let Some(handoff) = handoff else { return };
+        let agent_id = handoff.agent.agent.agent_id.clone();
+        let sent = ctx
+            .external_workflow(agent_workflow_id(&agent_id), None)
+            .signal(AgentWorkflow::checkout, handoff.command.clone(), SignalWorkflowOptions::default())
+            .await;
+        if sent.is_ok() {
+            return;
+        }
+        let opts = crate::options::retrying(
+            &format!("start agent {agent_id} with its paid checkout"),
+            Duration::from_secs(30),
+            None,
+            10,
+        );
+        let _ = ctx.execute_activity(LookupActivities::start_agent_for_checkout, *handoff, opts).await;
     }
 
     /// Carries out the effects of the current rules, and what they lead to: a re-fetch's answer,
@@ -719,12 +755,15 @@ impl SubscriptionWorkflow {
             if ctx.state(|s| s.inbox.iter().any(needs_current_rules)) {
                 continue;
             }
+            let mut handoff = None;
             let effects = if event_ready {
-                let Some(event) = ctx.state_mut(|s| (!s.inbox.is_empty()).then(|| s.inbox.remove(0))) else {
+                let Some(mut event) = ctx.state_mut(|s| (!s.inbox.is_empty()).then(|| s.inbox.remove(0)))
+                else {
                     Self::answer_claims_legacy(ctx).await;
                     continue;
                 };
                 let now = unix(ctx);
+                handoff = event.handoff.take();
                 let effects =
                     ctx.state_mut(|s| legacy::apply(&mut s.state, &event, now, s.policy.grace_period_secs));
                 Self::resolve_legacy(ctx, effects, event.created).await
@@ -732,6 +771,7 @@ impl SubscriptionWorkflow {
                 ctx.state_mut(|s| legacy::expire(&mut s.state))
             };
             Self::enforce_legacy(ctx, effects).await;
+            Self::hand_over(ctx, handoff).await;
             Self::publish_legacy(ctx);
         }
     }

@@ -265,7 +265,7 @@ impl Stripe {
 
     fn event(&mut self, kind: BillingEventKind) -> BillingEvent {
         self.seq += 1;
-        BillingEvent { event_id: format!("evt_{}", self.seq), created: self.clock, kind }
+        BillingEvent { event_id: format!("evt_{}", self.seq), created: self.clock, kind, handoff: None }
     }
 
     /// `customer.subscription.created|updated|deleted` with the subscription as it is now.

@@ -111,6 +111,7 @@ impl Bench {
                         invoice_id: format!("in_{key}"),
                         subscription_id: None,
                     },
+                    handoff: None,
                 };
                 client
                     .signal_with_start_workflow(

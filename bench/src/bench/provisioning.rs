@@ -18,6 +18,13 @@ use crate::{
     stripe::checkout_completed,
 };
 
+/// Start options of a same-protocol workflow, with its status attribute.
+fn start(id: &str, status: &str) -> WorkflowStartOptions {
+    WorkflowStartOptions::new(BASELINE_TASK_QUEUE.to_owned(), id.to_owned())
+        .search_attributes(SearchAttributes::new([STATUS.value_set(status.to_owned())]))
+        .build()
+}
+
 /// Whose provisionings a run starts.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Side {
@@ -29,17 +36,29 @@ enum Side {
     Bare,
 }
 
+impl Side {
+    /// The key of the `i`th provisioning of a burst (its ids derive from it).
+    fn key(self, tag: &str, i: usize) -> String {
+        let prefix = match self {
+            Side::Slipway => "p",
+            Side::SameProtocol => "sp",
+            Side::Bare => "b",
+        };
+        format!("{prefix}-{tag}-{i}")
+    }
+}
+
 impl Bench {
     pub(crate) async fn provisioning(&self) -> anyhow::Result<SagaRow> {
         let n = self.plan.sagas;
         say!("provisioning: {n} concurrent sagas through signed checkout webhooks");
-        let slipway = self.run_sagas(Side::Slipway).await;
+        let slipway = self.run_sagas(Side::Slipway).await?;
         self.settle().await;
         say!("provisioning, same protocol: {n} concurrent bare-SDK provisionings (3 workflows each)");
-        let same_protocol = self.run_sagas(Side::SameProtocol).await;
+        let same_protocol = self.run_sagas(Side::SameProtocol).await?;
         self.settle().await;
         say!("provisioning baseline: {n} concurrent bare workflows of {SAGA_ACTIVITIES} no-op activities");
-        let baseline = self.run_sagas(Side::Bare).await;
+        let baseline = self.run_sagas(Side::Bare).await?;
         self.settle().await;
         Ok(SagaRow {
             concurrent: n,
@@ -52,34 +71,47 @@ impl Bench {
         })
     }
 
-    /// One same-protocol provisioning: the two signal-with-starts the starter sends for a
+    /// The agents of a burst, created before it as the API creates a draft (the user creates
+    /// the agent, then pays for it): not timed.
+    async fn create_drafts(&self, side: Side) -> anyhow::Result<()> {
+        let n = self.plan.sagas;
+        let created: Vec<Result<(), String>> = stream::iter(0..n)
+            .map(|i| async move {
+                let key = side.key(&self.tag, i);
+                match side {
+                    Side::Slipway => self.create_draft(&format!("ag-{key}"), &format!("u-{key}")).await,
+                    Side::SameProtocol => {
+                        let agent = protocol_ids(&key).1;
+                        self.client
+                            .start_workflow(BaselineAgentWorkflow::run, key.clone(), start(&agent, "draft"))
+                            .await
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    }
+                    Side::Bare => Ok(()),
+                }
+            })
+            .buffer_unordered(32)
+            .collect()
+            .await;
+        if let Some(e) = created.into_iter().find_map(Result::err) {
+            anyhow::bail!("creating the burst's agents: {e}");
+        }
+        Ok(())
+    }
+
+    /// One same-protocol provisioning: the one signal-with-start the starter sends for a paid
     /// checkout (timed, as the checkout's answer is), then its provisioning's completion.
     async fn protocol_saga(&self, key: &str, acks: &std::sync::Mutex<Vec<f64>>) -> Result<(), String> {
-        let (customer, agent, provision) = protocol_ids(key);
-        let start = |id: &str, status: &str| {
-            WorkflowStartOptions::new(BASELINE_TASK_QUEUE.to_owned(), id.to_owned())
-                .search_attributes(SearchAttributes::new([STATUS.value_set(status.to_owned())]))
-                .build()
-        };
+        let (customer, _, provision) = protocol_ids(key);
         let sent = Instant::now();
-        let event = "checkout.session.completed".to_owned();
         self.client
             .signal_with_start_workflow(
                 BaselineCustomerWorkflow::run,
                 customer.clone(),
                 BaselineCustomerWorkflow::event,
-                event.clone(),
-                start(&customer, "none"),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        self.client
-            .signal_with_start_workflow(
-                BaselineAgentWorkflow::run,
                 key.to_owned(),
-                BaselineAgentWorkflow::checkout,
-                event,
-                start(&agent, "draft"),
+                start(&customer, "none"),
             )
             .await
             .map_err(|e| e.to_string())?;
@@ -87,7 +119,9 @@ impl Bench {
         self.workflow_done(provision).await
     }
 
-    async fn run_sagas(&self, side: Side) -> SagaSide {
+    async fn run_sagas(&self, side: Side) -> anyhow::Result<SagaSide> {
+        self.create_drafts(side).await?;
+        self.settle().await;
         let slipway = side == Side::Slipway;
         let n = self.plan.sagas;
         let retries = std::sync::atomic::AtomicUsize::new(0);
@@ -97,12 +131,7 @@ impl Bench {
         let start = Instant::now();
         let results: Vec<Result<Duration, String>> = stream::iter(0..n)
             .map(|i| async move {
-                let prefix = match side {
-                    Side::Slipway => "p",
-                    Side::SameProtocol => "sp",
-                    Side::Bare => "b",
-                };
-                let key = format!("{prefix}-{}-{i}", self.tag);
+                let key = side.key(&self.tag, i);
                 let r = if slipway {
                     let user = format!("u-{key}");
                     let body = checkout_completed(
@@ -148,7 +177,7 @@ impl Bench {
         let last = lat.last().copied().unwrap_or(wall.as_secs_f64() * 1000.0);
         let mut acks = std::mem::take(&mut *acks.lock().expect("ack latencies"));
         acks.sort_by(f64::total_cmp);
-        SagaSide {
+        Ok(SagaSide {
             checkout_ack: (!acks.is_empty()).then(|| AckSpread {
                 p50_ms: load::percentile(&acks, 0.5),
                 p99_ms: load::percentile(&acks, 0.99),
@@ -161,6 +190,6 @@ impl Bench {
             p99_ms: load::percentile(&lat, 0.99),
             webhook_retries: retries.load(std::sync::atomic::Ordering::Relaxed),
             first_error: results.into_iter().find_map(Result::err),
-        }
+        })
     }
 }

@@ -220,7 +220,7 @@ fn billing(event: &Event) -> Option<CustomerEvent> {
     Some(CustomerEvent {
         customer_id: customer?,
         user_id,
-        event: BillingEvent { event_id: event.id.clone(), created: event.created, kind },
+        event: BillingEvent { event_id: event.id.clone(), created: event.created, kind, handoff: None },
     })
 }
 

@@ -1,5 +1,6 @@
 //! Applying what a verified webhook asks for ([`crate::ingress`] names it): billing events to
-//! the customer's workflow, paid checkouts to the agent's, coding jobs to their issue's, each
+//! the customer's workflow, paid checkouts with their billing event (the customer's workflow
+//! hands them to the agent's), coding jobs to their issue's, each
 //! durable in Temporal before the answer. The decisions that need state live here (what a late
 //! event means), except a job's entitlement, which its own workflow decides so that GitHub's
 //! delivery is answered after one durable call.
@@ -8,7 +9,11 @@
 //! GitHub only read the status, people read the rest.
 
 use serde_json::{Value, json};
-use slipway_proto::{billing::customer_workflow_id, jobs::JobRequest, model::agent_workflow_id};
+use slipway_proto::{
+    billing::{CheckoutHandoff, customer_workflow_id},
+    jobs::JobRequest,
+    model::{AgentWorkflowInput, agent_workflow_id},
+};
 
 use super::ServiceError;
 use crate::{
@@ -41,10 +46,22 @@ impl WebhookService {
         Self { app }
     }
 
-    /// A Stripe event: the billing event first, then the checkout's provisioning.
-    pub async fn stripe(&self, intent: StripeIntent) -> Result<Value, ServiceError> {
+    /// A Stripe event: the billing event first, then the checkout's provisioning. A paid
+    /// checkout with a billing event rides on it: the customer's workflow hands it to the
+    /// agent's once applied (`BillingEvent::handoff`), so the answer waits for one durable call.
+    pub async fn stripe(&self, mut intent: StripeIntent) -> Result<Value, ServiceError> {
         let app = &self.app;
         let billed = intent.billing.is_some();
+        let mut handed_over = None;
+        if let (Some(b), Checkout::Provision(_)) = (&mut intent.billing, &intent.checkout)
+            && app.gateway.protocol() >= 1
+        {
+            let Checkout::Provision(paid) = std::mem::replace(&mut intent.checkout, Checkout::None) else {
+                unreachable!("matched above")
+            };
+            handed_over = Some(paid.agent.agent_id.clone());
+            b.event.handoff = Some(Box::new(self.handoff(*paid)));
+        }
         if let Some(b) = intent.billing {
             tracing::Span::current().record("workflow_id", customer_workflow_id(&b.customer_id));
             let policy = app.settings.billing.clone();
@@ -54,6 +71,10 @@ impl WebhookService {
                 .map_err(ServiceError::from)?;
             app.metrics.incr(Metric::WorkflowAccepted);
             tracing::info!(event_id = %intent.event_id, event_type = %intent.kind, customer = %b.customer_id, "billing event accepted");
+        }
+        if let Some(agent_id) = handed_over {
+            tracing::info!(event_id = %intent.event_id, agent_id, "checkout handed to the customer's workflow for its agent");
+            return Ok(json!({"received": true, "handled": true, "agent_id": agent_id}));
         }
         match intent.checkout {
             Checkout::Provision(paid) => self.provision(*paid).await,
@@ -74,7 +95,22 @@ impl WebhookService {
         }
     }
 
-    /// A paid checkout: handed to the agent's workflow by signal-with-start, so Stripe's answer
+    /// What the customer's workflow needs to hand `paid` to its agent (starting it if needed).
+    fn handoff(&self, paid: PaidCheckout) -> CheckoutHandoff {
+        let app = &self.app;
+        let agent = AgentWorkflowInput {
+            agent: paid.agent,
+            policy: app.settings.policy.clone(),
+            lifecycle: app.lifecycle(),
+            queue: Vec::new(),
+            checkouts: Default::default(),
+            protocol: app.gateway.protocol(),
+        };
+        CheckoutHandoff { agent, customer_id: paid.customer_id, command: paid.command }
+    }
+
+    /// A paid checkout without a billing event (or from a starter acting as a release before
+    /// protocol 1): handed to the agent's workflow by signal-with-start, so Stripe's answer
     /// waits only for Temporal to persist it, never for a worker, a seat claim or a saga's
     /// start (a launch-day burst of checkouts gets its 2xx at once). The agent drops a
     /// redelivery by event id, provisions in turn (waiting while the user's other provisioning

@@ -9,34 +9,12 @@ use slipway_proto::model::{
 };
 use slipway_workflows::{AgentWorkflow, search_attributes};
 use temporalio_client::{
-    WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy, WorkflowIdReusePolicy, WorkflowListOptions,
-    WorkflowQueryOptions, WorkflowSignalOptions, WorkflowStartOptions,
+    WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy, WorkflowListOptions, WorkflowQueryOptions,
+    WorkflowSignalOptions, WorkflowStartOptions,
     errors::{ClientError, WorkflowStartError},
 };
-use temporalio_common::{MemoValues, search_attributes::SearchAttributes};
 
 use super::{Gateway, GatewayError};
-
-/// Name and region, shown when listing agents without querying them.
-fn agent_memo(agent: &AgentRecord) -> MemoValues {
-    let mut memo = MemoValues::new();
-    memo.insert("name", agent.name.clone());
-    memo.insert("region", agent.region.clone());
-    memo
-}
-
-/// The search attributes an agent's workflow starts with.
-fn agent_attributes(agent: &AgentRecord, customer_id: Option<&str>) -> SearchAttributes {
-    let mut attrs = vec![
-        search_attributes::AGENT_ID.value_set(agent.agent_id.clone()),
-        search_attributes::USER_ID.value_set(agent.user_id.clone()),
-        search_attributes::STATUS.value_set(agent.status.as_str().to_owned()),
-    ];
-    if let Some(c) = customer_id {
-        attrs.push(search_attributes::CUSTOMER_ID.value_set(c.to_owned()));
-    }
-    SearchAttributes::new(attrs)
-}
 
 impl Gateway {
     fn agent_handle(
@@ -55,13 +33,7 @@ impl Gateway {
         customer_id: Option<&str>,
         conflict: WorkflowIdConflictPolicy,
     ) -> WorkflowStartOptions {
-        WorkflowStartOptions::new(self.task_queue.clone(), agent_workflow_id(&agent.agent_id))
-            .id_conflict_policy(conflict)
-            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-            .search_attributes(agent_attributes(agent, customer_id))
-            .static_summary(format!("agent {} of {}", agent.agent_id, agent.user_id))
-            .memo(agent_memo(agent))
-            .build()
+        slipway_workflows::agent_start_options(&self.task_queue, agent, customer_id, conflict)
     }
 
     /// Hand a paid checkout to the agent's workflow, starting it if needed (signal-with-start):

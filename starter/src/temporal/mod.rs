@@ -145,6 +145,11 @@ impl Gateway {
         self
     }
 
+    /// The protocol of the runs this gateway starts.
+    pub fn protocol(&self) -> u32 {
+        self.protocol
+    }
+
     async fn client(&self) -> Result<&Client, GatewayError> {
         self.client
             .get_or_try_init(|| async {

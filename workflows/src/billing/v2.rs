@@ -379,7 +379,7 @@ mod tests {
     use super::*;
 
     fn ev(id: &str, created: i64, kind: BillingEventKind) -> BillingEvent {
-        BillingEvent { event_id: id.into(), created, kind }
+        BillingEvent { event_id: id.into(), created, kind, handoff: None }
     }
     fn sub(id: &str, created: i64, s: &str, status: &str) -> BillingEvent {
         let kind = BillingEventKind::SubscriptionChanged {
