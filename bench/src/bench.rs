@@ -220,12 +220,17 @@ impl Bench {
     /// `POST /api/agents/{id}/stop` does this update; on a draft agent the workflow answers
     /// `AGENT_NOT_RUNNING` (the API's 409), which is recorded in the history like any command.
     async fn command(&self, agent_id: &str, i: usize) -> Result<(), String> {
+        self.command_via(&self.gateway, agent_id, i).await
+    }
+
+    /// [`Bench::command`] through `gateway` (whose timeout may differ from the starter's).
+    async fn command_via(&self, gateway: &Gateway, agent_id: &str, i: usize) -> Result<(), String> {
         let request = CommandRequest {
             command: AgentCommand::Stop,
             actor: format!("user:bench-user-{}", self.tag),
             reason: "stop requested through the API".to_owned(),
         };
-        match self.gateway.command(agent_id, request, format!("bench-{agent_id}-{i}")).await {
+        match gateway.command(agent_id, request, format!("bench-{agent_id}-{i}")).await {
             Ok(CommandOutcome::Refused { code, .. }) if code == "AGENT_NOT_RUNNING" => Ok(()),
             Ok(other) => Err(format!("unexpected answer {other:?}")),
             Err(e) => Err(e.to_string()),

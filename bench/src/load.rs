@@ -36,6 +36,9 @@ pub(crate) struct Stats {
     /// First error message, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) first_error: Option<String>,
+    /// Every successful request's latency (ms), sorted: what rounds are pooled from.
+    #[serde(skip)]
+    pub(crate) samples: Vec<f64>,
 }
 
 impl Stats {
@@ -62,8 +65,52 @@ impl Stats {
             p99_ms: percentile(&lat, 0.99),
             max_ms: lat.last().copied().unwrap_or(f64::NAN),
             first_error,
+            samples: lat,
         }
     }
+
+    /// The answers of several phases of the same load as one (rates averaged).
+    pub(crate) fn pooled(phases: &[Stats]) -> Self {
+        let mut samples: Vec<f64> = phases.iter().flat_map(|p| p.samples.iter().copied()).collect();
+        samples.sort_by(f64::total_cmp);
+        let rate = phases.iter().map(|p| p.achieved_per_sec).sum::<f64>() / phases.len().max(1) as f64;
+        Self {
+            sent: phases.iter().map(|p| p.sent).sum(),
+            errors: phases.iter().map(|p| p.errors).sum(),
+            achieved_per_sec: rate,
+            p50_ms: percentile(&samples, 0.50),
+            p99_ms: percentile(&samples, 0.99),
+            max_ms: samples.last().copied().unwrap_or(f64::NAN),
+            first_error: phases.iter().find_map(|p| p.first_error.clone()),
+            samples,
+        }
+    }
+}
+
+/// The 5th and 95th percentiles of `quantile(a) / quantile(b)` over `resamples` bootstrap
+/// resamples of both sorted sample sets (each drawn with replacement, its own size), from a fixed
+/// seed so a run's verdict is reproducible. NaN when either side is empty.
+pub(crate) fn bootstrap_ratio(a: &[f64], b: &[f64], quantile: f64, resamples: usize) -> (f64, f64) {
+    if a.is_empty() || b.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    // SplitMix64: enough for resampling, no dependency.
+    let mut state: u64 = 0x5eed_5eed_5eed_5eed;
+    let mut next = move |n: usize| {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) % n as u64) as usize
+    };
+    let mut draw = |from: &[f64]| {
+        let mut v: Vec<f64> = (0..from.len()).map(|_| from[next(from.len())]).collect();
+        v.sort_by(f64::total_cmp);
+        percentile(&v, quantile)
+    };
+    let mut ratios: Vec<f64> = (0..resamples.max(1)).map(|_| draw(a) / draw(b)).collect();
+    ratios.sort_by(f64::total_cmp);
+    (percentile(&ratios, 0.05), percentile(&ratios, 0.95))
 }
 
 /// Nearest-rank percentile of sorted values (NaN when empty).
@@ -75,15 +122,29 @@ pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-async fn bounded<F: Future<Output = Result<(), String>>>(fut: F) -> Result<(), String> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, fut).await {
+async fn bounded<F: Future<Output = Result<(), String>>>(bound: Duration, fut: F) -> Result<(), String> {
+    match tokio::time::timeout(bound, fut).await {
         Ok(r) => r,
-        Err(_) => Err(format!("no answer within {REQUEST_TIMEOUT:?}")),
+        Err(_) => Err(format!("no answer within {bound:?}")),
     }
 }
 
 /// Open loop: `rate` requests per second for `duration`; `make(i)` builds request `i`.
 pub(crate) async fn open_loop<F, Fut>(rate: f64, duration: Duration, make: F) -> Stats
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    open_loop_bounded(rate, duration, REQUEST_TIMEOUT, make).await
+}
+
+/// [`open_loop`] with each request bounded at `bound` instead of [`REQUEST_TIMEOUT`].
+pub(crate) async fn open_loop_bounded<F, Fut>(
+    rate: f64,
+    duration: Duration,
+    bound: Duration,
+    make: F,
+) -> Stats
 where
     F: Fn(u64) -> Fut,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
@@ -96,7 +157,7 @@ where
         tokio::time::sleep_until(due.into()).await;
         let fut = make(i);
         set.spawn(async move {
-            let r = bounded(fut).await;
+            let r = bounded(bound, fut).await;
             (due.elapsed(), r)
         });
     }
@@ -126,7 +187,7 @@ where
             while Instant::now() < end {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let sent = Instant::now();
-                let r = bounded(make(i)).await;
+                let r = bounded(REQUEST_TIMEOUT, make(i)).await;
                 out.push((sent.elapsed(), r));
             }
             out

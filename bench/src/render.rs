@@ -61,7 +61,7 @@ pub(crate) fn print_table(r: &Report) {
             row.p99_ratio
         );
         if row.rounds.len() > 1 {
-            println!("{:<14}   p99 ratio over the rounds: {}", "", row.spread());
+            println!("{:<14}   p99 ratio 90% interval: {}", "", row.spread());
         }
     }
     let p = &r.provisioning;
@@ -181,7 +181,7 @@ pub(crate) fn markdown(r: &Report) -> String {
     let _ = writeln!(o, "**1. Webhook ack latency** ({}; ms)\n", r.ack_event);
     let _ = writeln!(
         o,
-        "| load | Slipway ok/s | p50 | p99 | max | errors | baseline ok/s | p50 | p99 | max | errors | p50 ratio | p99 ratio | p99 ratio over the rounds |"
+        "| load | Slipway ok/s | p50 | p99 | max | errors | baseline ok/s | p50 | p99 | max | errors | p50 ratio | p99 ratio | p99 ratio, 90% interval |"
     );
     let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for row in &r.ack {

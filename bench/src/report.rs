@@ -25,57 +25,61 @@ pub(crate) struct Report {
 pub(crate) struct AckRow {
     /// Offered rate; `None` at saturation (closed loop).
     pub(crate) offered_per_sec: Option<f64>,
-    /// The pair of the median round (by p99 ratio).
+    /// Every round's answers, pooled.
     pub(crate) slipway: Stats,
     pub(crate) baseline: Stats,
-    /// Slipway p50 / baseline p50, the median over the rounds.
+    /// Slipway p50 / baseline p50, over the pooled answers.
     pub(crate) p50_ratio: f64,
-    /// Slipway p99 / baseline p99, the median over the rounds.
+    /// Slipway p99 / baseline p99, over the pooled answers.
     pub(crate) p99_ratio: f64,
+    /// 90% bootstrap interval of the pooled p99 ratio.
+    pub(crate) p99_interval: (f64, f64),
     /// Every round's `(p50 ratio, p99 ratio)`, in the order run.
     pub(crate) rounds: Vec<(f64, f64)>,
-    /// The rounds' p99 ratios spread more than [`AckRow::NOISY_SPREAD`] around their median:
-    /// the run is too noisy to quote this row.
+    /// The p99 ratio's interval is wider than [`AckRow::NOISY_SPREAD`] of the ratio: the run
+    /// is too noisy to quote this row.
     pub(crate) noisy: bool,
 }
 
 impl AckRow {
-    /// Largest `(max - min) / median` of the rounds' p99 ratios a quotable row may have.
+    /// Widest 90% interval of the p99 ratio, relative to the ratio, a quotable row may have.
     pub(crate) const NOISY_SPREAD: f64 = 0.25;
+    /// Bootstrap resamples per row.
+    const RESAMPLES: usize = 400;
 
-    /// A row from interleaved rounds of `(Slipway, baseline)` pairs (at least one).
-    pub(crate) fn new(offered: Option<f64>, mut pairs: Vec<(Stats, Stats)>) -> Self {
-        let ratio = |s: &Stats, b: &Stats| (s.p50_ms / b.p50_ms, s.p99_ms / b.p99_ms);
-        let rounds: Vec<(f64, f64)> = pairs.iter().map(|(s, b)| ratio(s, b)).collect();
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
-        let p50_ratio = median(rounds.iter().map(|r| r.0).collect());
-        let p99s: Vec<f64> = rounds.iter().map(|r| r.1).collect();
-        let p99_ratio = median(p99s.clone());
-        let spread =
-            p99s.iter().copied().fold(f64::MIN, f64::max) - p99s.iter().copied().fold(f64::MAX, f64::min);
-        let at_median = rounds.iter().position(|r| r.1 == p99_ratio).unwrap_or(0);
-        let (slipway, baseline) = pairs.swap_remove(at_median);
+    /// A row from interleaved rounds of `(Slipway, baseline)` pairs (at least one). A p99 of one
+    /// short round rests on its few slowest answers and moved by ±30% from round to round in
+    /// earlier runs; the rounds' answers are pooled instead, and the ratio's bootstrap interval
+    /// says how far it can be trusted.
+    pub(crate) fn new(offered: Option<f64>, pairs: Vec<(Stats, Stats)>) -> Self {
+        let rounds: Vec<(f64, f64)> =
+            pairs.iter().map(|(s, b)| (s.p50_ms / b.p50_ms, s.p99_ms / b.p99_ms)).collect();
+        let (slipways, baselines): (Vec<Stats>, Vec<Stats>) = pairs.into_iter().unzip();
+        let (slipway, baseline) = (Stats::pooled(&slipways), Stats::pooled(&baselines));
+        let p99_ratio = slipway.p99_ms / baseline.p99_ms;
+        let p99_interval =
+            crate::load::bootstrap_ratio(&slipway.samples, &baseline.samples, 0.99, Self::RESAMPLES);
+        let width = (p99_interval.1 - p99_interval.0) / p99_ratio;
         Self {
             offered_per_sec: offered,
+            p50_ratio: slipway.p50_ms / baseline.p50_ms,
+            p99_ratio,
+            p99_interval,
+            // A NaN (a side with no answer) is noise too.
+            noisy: width.is_nan() || width > Self::NOISY_SPREAD,
             slipway,
             baseline,
-            p50_ratio,
-            p99_ratio,
-            // A NaN spread (a side with no answer) is noise too.
-            noisy: (spread / p99_ratio).is_nan() || spread / p99_ratio > Self::NOISY_SPREAD,
             rounds,
         }
     }
 
-    /// `min–max` of the rounds' p99 ratios, and whether that is too noisy to quote.
+    /// The p99 ratio's 90% interval, the rounds' own p99 ratios, and whether it is too noisy to
+    /// quote.
     pub(crate) fn spread(&self) -> String {
-        let p99s = self.rounds.iter().map(|r| r.1);
-        let (lo, hi) = p99s.fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(r), hi.max(r)));
+        let (lo, hi) = self.p99_interval;
+        let rounds: Vec<String> = self.rounds.iter().map(|r| format!("{:.2}", r.1)).collect();
         let verdict = if self.noisy { " NOISY" } else { "" };
-        format!("{lo:.2}–{hi:.2} ({} rounds){verdict}", self.rounds.len())
+        format!("{lo:.2}–{hi:.2} (rounds: {}){verdict}", rounds.join(", "))
     }
 }
 
@@ -194,19 +198,31 @@ impl Report {
 mod tests {
     use super::*;
 
-    fn stats(p50_ms: f64, p99_ms: f64) -> Stats {
-        Stats { sent: 1, errors: 0, achieved_per_sec: 1.0, p50_ms, p99_ms, max_ms: p99_ms, first_error: None }
+    /// Stats of `n` answers: `n - tail` at `base` ms and `tail` at `slow` ms.
+    fn stats(n: usize, base: f64, tail: usize, slow: f64) -> Stats {
+        let outcomes = (0..n)
+            .map(|i| {
+                let ms = if i < n - tail { base } else { slow };
+                (std::time::Duration::from_secs_f64(ms / 1000.0), Ok(()))
+            })
+            .collect();
+        Stats::from(outcomes, std::time::Duration::from_secs(5))
     }
 
     #[test]
-    fn a_row_reports_the_median_round_and_flags_a_wide_spread() {
-        let pairs = |p99s: &[f64]| p99s.iter().map(|&p| (stats(10.0, p), stats(10.0, 10.0))).collect();
-        let steady = AckRow::new(Some(50.0), pairs(&[11.0, 12.0, 11.5]));
-        assert_eq!((steady.p99_ratio, steady.noisy), (1.15, false));
-        assert_eq!(steady.slipway.p99_ms, 11.5, "the median round's pair");
-        assert_eq!(steady.spread(), "1.10–1.20 (3 rounds)");
-        let noisy = AckRow::new(Some(50.0), pairs(&[11.0, 30.0, 12.0]));
-        assert_eq!((noisy.p99_ratio, noisy.noisy), (1.2, true));
-        assert!(noisy.spread().ends_with("NOISY"));
+    fn rounds_are_pooled_and_a_wide_interval_is_flagged() {
+        // Three rounds of 500 answers, 2% of them slow on Slipway's side: the pooled p99s are
+        // 20 and 10 ms, and every resample agrees.
+        let steady = AckRow::new(
+            Some(50.0),
+            (0..3).map(|_| (stats(500, 10.0, 10, 20.0), stats(500, 10.0, 0, 10.0))).collect(),
+        );
+        assert_eq!((steady.slipway.sent, steady.baseline.sent), (1500, 1500));
+        assert_eq!((steady.p99_ratio, steady.p99_interval, steady.noisy), (2.0, (2.0, 2.0), false));
+        assert_eq!(steady.spread(), "2.00–2.00 (rounds: 2.00, 2.00, 2.00)");
+        // 1% slow: the p99 sits on the edge of the tail, and resamples fall on both sides of it.
+        let edge = AckRow::new(Some(50.0), vec![(stats(300, 10.0, 3, 40.0), stats(300, 10.0, 0, 10.0))]);
+        assert!(edge.noisy, "{:?}", edge.p99_interval);
+        assert!(edge.spread().ends_with("NOISY"));
     }
 }

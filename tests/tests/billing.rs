@@ -653,6 +653,13 @@ async fn a_seat_paid_for_a_destroyed_draft_serves_the_customers_next_agent() -> 
         Ok(app.billing_state(&customer).await.is_ok_and(|b| b.subscriptions.contains_key(&sub)))
     })
     .await?;
+    // Handing the checkout over found the draft's workflow closed (never started again): the seat
+    // the event reserved for it is released at once, before any agent needs it.
+    wait_until("the closed draft's seat released", WAIT, || async {
+        Ok(app.billing_state(&customer).await.is_ok_and(|b| b.released.contains_key(&draft)))
+    })
+    .await?;
+    assert_eq!(app.agent(&draft).await?.map(|a| a.status), Some(AgentStatus::Destroyed));
 
     // The customer's next agent gets that seat (it used to answer 402 NO_FREE_SEAT).
     let next = create_agent(&app, &token, "next").await?;

@@ -168,12 +168,16 @@ async fn only_the_jobs_own_pull_request_ends_it_never_a_fork_named_like_its_bran
     let own = done.pr_number.expect("the job's pull request");
     let branch = slipway_proto::jobs::job_branch(4);
 
-    // The `pr_closed` signals the job has taken in, once a workflow task after the last of them
-    // completed (the job has applied it): read from the job's history, not guessed by a sleep.
-    let applied_pr_closes = || async {
-        let id = job_workflow_id(&s.repo, 4);
+    // The `pr_closed` signals the job has taken in, once at least `expected` are in its history
+    // and a workflow task after the last of them completed (the job has applied it): read from
+    // the job's history, not guessed by a sleep. A signal accepted while a workflow task is in
+    // flight reaches the history only when that task completes, so a signal the starter has
+    // answered for may not be listed yet: the wait is for the count expected.
+    let (job_app, setup) = (&app, &s);
+    let applied_pr_closes = |expected: usize| async move {
+        let id = job_workflow_id(&setup.repo, 4);
         slipway_tests::wait_for(&format!("{id} applying its pr_closed signals"), WAIT, || async {
-            let handle = app.client.get_workflow_handle::<slipway_workflows::JobWorkflow>(id.clone());
+            let handle = job_app.client.get_workflow_handle::<slipway_workflows::JobWorkflow>(id.clone());
             let json = handle
                 .fetch_history(temporalio_client::WorkflowFetchHistoryOptions::default())
                 .to_json()
@@ -185,11 +189,12 @@ async fn only_the_jobs_own_pull_request_ends_it_never_a_fork_named_like_its_bran
                 .filter(|i| events[*i]["event_type"] == 26 && events[*i].to_string().contains("pr_closed"))
                 .collect();
             let after = signals.last().map_or(0, |last| last + 1);
-            Ok(events[after..].iter().any(|e| e["event_type"] == 7).then_some(signals.len()))
+            let applied = events[after..].iter().any(|e| e["event_type"] == 7);
+            Ok((applied && signals.len() >= expected).then_some(signals.len()))
         })
         .await
     };
-    assert_eq!(applied_pr_closes().await?, 0);
+    assert_eq!(applied_pr_closes(0).await?, 0);
 
     // A fork's pull request, its branch named like the job's, merged into the repository: the
     // starter answers at once and signals nothing.
@@ -209,7 +214,7 @@ async fn only_the_jobs_own_pull_request_ends_it_never_a_fork_named_like_its_bran
     let other = github_events::pull_request_closed(&s.repo, s.installation, own + 101, &branch, false);
     let r = deliver(&app, "pull_request", other, "d-other-pr-closed").await?;
     assert_eq!(r["status"], 202, "signalled: {r}");
-    assert_eq!(applied_pr_closes().await?, 1);
+    assert_eq!(applied_pr_closes(1).await?, 1);
     let still = job(&app, &s.repo, 4).await?.expect("the job");
     assert_eq!((still.state, still.pr_outcome.as_deref()), (JobState::PrOpened, None), "{still:#?}");
     let state = app.sandbox_state().await?;

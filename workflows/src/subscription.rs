@@ -465,8 +465,8 @@ impl SubscriptionWorkflow {
     /// Hands a paid checkout to its agent's workflow, once its event is applied (the seat it
     /// reserved exists): a signal when the agent runs (the API created it), else a start with
     /// the checkout ([`LookupActivities::start_agent_for_checkout`]; a destroyed agent is not
-    /// started again, and the seat it would have held is freed by the reservation probe as any
-    /// unclaimed reservation is). Only events the starter sent with a handoff lead here, so
+    /// started again, and the seat reserved for it is released as a destroyed agent's is).
+    /// Only events the starter sent with a handoff lead here, so
     /// histories recorded before replay unchanged. The agent drops a redelivered event by its id.
     async fn hand_over(ctx: &mut WorkflowContext<Self>, handoff: Option<Box<CheckoutHandoff>>) {
         let Some(handoff) = handoff else { return };
@@ -484,7 +484,11 @@ impl SubscriptionWorkflow {
             None,
             10,
         );
-        let _ = ctx.execute_activity(LookupActivities::start_agent_for_checkout, *handoff, opts).await;
+        let started = ctx.execute_activity(LookupActivities::start_agent_for_checkout, *handoff, opts).await;
+        if let Ok(false) = started {
+            // Destroyed: the seat the event reserved for it is free again (next in the queue).
+            ctx.state_mut(|s| s.releases.push(agent_id));
+        }
     }
 
     /// Carries out the effects of the current rules, and what they lead to: a re-fetch's answer,

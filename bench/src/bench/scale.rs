@@ -8,8 +8,13 @@ use std::{
 
 use futures::{StreamExt, stream};
 
+use slipway_starter::Gateway;
+
 use super::Bench;
 use crate::{load, report::ScaleRow, stack::Stack};
+
+/// How long a command sent during the creation backlog may wait for its answer.
+const BACKLOG_BOUND: Duration = Duration::from_secs(180);
 
 impl Bench {
     pub(crate) async fn scale(&self, stack: &mut Stack, rss_idle_kib: u64) -> anyhow::Result<ScaleRow> {
@@ -33,11 +38,18 @@ impl Bench {
             "  created in {:.1} s; {samples} stop commands at once, before the worker has caught up",
             start.elapsed().as_secs_f64()
         );
+        // Bounded at 3 minutes, not the usual 15 s: this row measures the wait (a full run's
+        // commands all took longer than 15 s), it does not give up on it.
+        let patient = Arc::new(Gateway::with_client(
+            self.client.clone(),
+            crate::stack::TASK_QUEUE.to_owned(),
+            BACKLOG_BOUND,
+        ));
         let backlog = {
             let this = this.clone();
-            load::open_loop(self.plan.command_rate, secs, move |i| {
-                let this = this.clone();
-                async move { this.command(&this.scale_agent(n - 1 - samples - i as usize), 0).await }
+            load::open_loop_bounded(self.plan.command_rate, secs, BACKLOG_BOUND, move |i| {
+                let (this, patient) = (this.clone(), patient.clone());
+                async move { this.command_via(&patient, &this.scale_agent(n - 1 - samples - i as usize), 0).await }
             })
             .await
         };

@@ -53,14 +53,16 @@ impl WebhookService {
         let app = &self.app;
         let billed = intent.billing.is_some();
         let mut handed_over = None;
-        if let (Some(b), Checkout::Provision(_)) = (&mut intent.billing, &intent.checkout)
+        if let Some(b) = intent.billing.as_mut()
             && app.gateway.protocol() >= 1
         {
-            let Checkout::Provision(paid) = std::mem::replace(&mut intent.checkout, Checkout::None) else {
-                unreachable!("matched above")
-            };
-            handed_over = Some(paid.agent.agent_id.clone());
-            b.event.handoff = Some(Box::new(self.handoff(*paid)));
+            match std::mem::replace(&mut intent.checkout, Checkout::None) {
+                Checkout::Provision(paid) => {
+                    handed_over = Some(paid.agent.agent_id.clone());
+                    b.event.handoff = Some(Box::new(self.handoff(*paid)));
+                }
+                other => intent.checkout = other,
+            }
         }
         if let Some(b) = intent.billing {
             tracing::Span::current().record("workflow_id", customer_workflow_id(&b.customer_id));
