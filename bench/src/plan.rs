@@ -10,6 +10,9 @@ pub(crate) struct Plan {
     pub(crate) ack_phase_secs: u64,
     /// Slipway/baseline pairs per fixed rate, interleaved (the order alternates each round).
     pub(crate) ack_rounds: usize,
+    /// Rounds of the three provisioning bursts (Slipway, same protocol, bare), the order
+    /// alternating each round.
+    pub(crate) saga_rounds: usize,
     pub(crate) saturation_concurrency: usize,
     pub(crate) sagas: usize,
     pub(crate) agents: usize,
@@ -26,6 +29,7 @@ impl Plan {
             ack_rates: vec![50.0, 100.0, 200.0],
             ack_phase_secs: 5,
             ack_rounds: 3,
+            saga_rounds: 3,
             saturation_concurrency: 64,
             sagas: 200,
             agents: 10_000,
@@ -44,6 +48,7 @@ impl Plan {
             ack_rates: vec![20.0],
             ack_phase_secs: 1,
             ack_rounds: 2,
+            saga_rounds: 1,
             saturation_concurrency: 4,
             sagas: 5,
             agents: 40,
@@ -60,6 +65,7 @@ impl Plan {
             ack_rates: vec![50.0, 100.0, 200.0],
             ack_phase_secs: 3,
             ack_rounds: 3,
+            saga_rounds: 1,
             saturation_concurrency: 32,
             sagas: 30,
             agents: 1_500,

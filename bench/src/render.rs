@@ -84,8 +84,10 @@ pub(crate) fn print_table(r: &Report) {
         );
     }
     println!(
-        "throughput ratio Slipway/same protocol: {:.2}; Slipway/bare workflow: {:.2}",
-        p.same_protocol_ratio, p.throughput_ratio
+        "throughput ratio Slipway/same protocol: {:.2} ({}); Slipway/bare workflow: {:.2}",
+        p.same_protocol_ratio,
+        p.spread(),
+        p.throughput_ratio
     );
     if let Some(a) = &p.same_protocol.checkout_ack {
         println!(
@@ -237,8 +239,10 @@ pub(crate) fn markdown(r: &Report) -> String {
     }
     let _ = writeln!(
         o,
-        "\nThroughput ratio Slipway / same protocol: **{:.2}**; Slipway / bare workflow: **{:.2}**",
-        p.same_protocol_ratio, p.throughput_ratio
+        "\nThroughput ratio Slipway / same protocol: **{:.2}** ({}); Slipway / bare workflow: **{:.2}** (medians over the rounds; the table shows the median round)",
+        p.same_protocol_ratio,
+        p.spread(),
+        p.throughput_ratio
     );
     if let Some(a) = &p.same_protocol.checkout_ack {
         let _ = writeln!(

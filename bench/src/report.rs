@@ -113,10 +113,58 @@ pub(crate) struct SagaRow {
     /// The same workflows and messages with the bare SDK (`crate::baseline`).
     pub(crate) same_protocol: SagaSide,
     pub(crate) baseline: SagaSide,
-    /// Slipway sagas/s over baseline sagas/s.
+    /// Slipway sagas/s over baseline sagas/s, the median over the rounds.
     pub(crate) throughput_ratio: f64,
-    /// Slipway sagas/s over same-protocol sagas/s.
+    /// Slipway sagas/s over same-protocol sagas/s, the median over the rounds.
     pub(crate) same_protocol_ratio: f64,
+    /// Every round's `(Slipway / same protocol, Slipway / bare)`, in the order run.
+    pub(crate) rounds: Vec<(f64, f64)>,
+    /// The rounds' same-protocol ratios spread more than [`AckRow::NOISY_SPREAD`] of their
+    /// median: not to be quoted.
+    pub(crate) noisy: bool,
+}
+
+impl SagaRow {
+    /// A row from rounds of `(Slipway, same protocol, bare)` bursts (at least one); the sides
+    /// shown are the median round's (by the same-protocol ratio).
+    pub(crate) fn new(
+        concurrent: usize,
+        activities: u32,
+        mut rounds: Vec<(SagaSide, SagaSide, SagaSide)>,
+    ) -> Self {
+        let ratios: Vec<(f64, f64)> =
+            rounds.iter().map(|(s, p, b)| (s.per_sec / p.per_sec, s.per_sec / b.per_sec)).collect();
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let same: Vec<f64> = ratios.iter().map(|r| r.0).collect();
+        let same_protocol_ratio = median(same.clone());
+        let throughput_ratio = median(ratios.iter().map(|r| r.1).collect());
+        let spread =
+            same.iter().copied().fold(f64::MIN, f64::max) - same.iter().copied().fold(f64::MAX, f64::min);
+        let at = ratios.iter().position(|r| r.0 == same_protocol_ratio).unwrap_or(0);
+        let (slipway, same_protocol, baseline) = rounds.swap_remove(at);
+        Self {
+            concurrent,
+            activities_per_saga: activities,
+            slipway,
+            same_protocol,
+            baseline,
+            throughput_ratio,
+            same_protocol_ratio,
+            noisy: (spread / same_protocol_ratio).is_nan()
+                || spread / same_protocol_ratio > AckRow::NOISY_SPREAD,
+            rounds: ratios,
+        }
+    }
+
+    /// The rounds' same-protocol ratios, and whether they are too noisy to quote.
+    pub(crate) fn spread(&self) -> String {
+        let rounds: Vec<String> = self.rounds.iter().map(|r| format!("{:.2}", r.0)).collect();
+        let verdict = if self.noisy { " NOISY" } else { "" };
+        format!("rounds: {}{verdict}", rounds.join(", "))
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -207,6 +255,31 @@ mod tests {
             })
             .collect();
         Stats::from(outcomes, std::time::Duration::from_secs(5))
+    }
+
+    fn side(per_sec: f64) -> SagaSide {
+        SagaSide {
+            checkout_ack: None,
+            completed: 1,
+            failed: 0,
+            per_sec,
+            p50_ms: 1.0,
+            p99_ms: 1.0,
+            webhook_retries: 0,
+            first_error: None,
+        }
+    }
+
+    #[test]
+    fn saga_rounds_report_the_median_round_and_flag_a_wide_spread() {
+        // Powers of two, so the ratios are exact.
+        let rounds = |slipway: &[f64]| slipway.iter().map(|&s| (side(s), side(8.0), side(32.0))).collect();
+        let steady = SagaRow::new(200, 5, rounds(&[7.0, 7.5, 7.25]));
+        assert_eq!((steady.same_protocol_ratio, steady.noisy), (0.90625, false));
+        assert_eq!((steady.slipway.per_sec, steady.throughput_ratio), (7.25, 0.2265625));
+        assert_eq!(steady.spread(), "rounds: 0.88, 0.94, 0.91");
+        let noisy = SagaRow::new(200, 5, rounds(&[7.0, 4.0, 7.25]));
+        assert!(noisy.noisy && noisy.spread().ends_with("NOISY"));
     }
 
     #[test]

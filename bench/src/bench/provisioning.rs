@@ -37,47 +37,55 @@ enum Side {
 }
 
 impl Side {
-    /// The key of the `i`th provisioning of a burst (its ids derive from it).
-    fn key(self, tag: &str, i: usize) -> String {
+    /// The key of the `i`th provisioning of a round's burst (its ids derive from it).
+    fn key(self, tag: &str, round: usize, i: usize) -> String {
         let prefix = match self {
             Side::Slipway => "p",
             Side::SameProtocol => "sp",
             Side::Bare => "b",
         };
-        format!("{prefix}-{tag}-{i}")
+        if round == 0 { format!("{prefix}-{tag}-{i}") } else { format!("{prefix}{round}-{tag}-{i}") }
     }
 }
 
 impl Bench {
     pub(crate) async fn provisioning(&self) -> anyhow::Result<SagaRow> {
         let n = self.plan.sagas;
-        say!("provisioning: {n} concurrent sagas through signed checkout webhooks");
-        let slipway = self.run_sagas(Side::Slipway).await?;
-        self.settle().await;
-        say!("provisioning, same protocol: {n} concurrent bare-SDK provisionings (3 workflows each)");
-        let same_protocol = self.run_sagas(Side::SameProtocol).await?;
-        self.settle().await;
-        say!("provisioning baseline: {n} concurrent bare workflows of {SAGA_ACTIVITIES} no-op activities");
-        let baseline = self.run_sagas(Side::Bare).await?;
-        self.settle().await;
-        Ok(SagaRow {
-            concurrent: n,
-            activities_per_saga: SAGA_ACTIVITIES,
-            throughput_ratio: slipway.per_sec / baseline.per_sec,
-            same_protocol_ratio: slipway.per_sec / same_protocol.per_sec,
-            slipway,
-            same_protocol,
-            baseline,
-        })
+        let mut rounds = Vec::new();
+        for round in 0..self.plan.saga_rounds.max(1) {
+            let mut order = [Side::Slipway, Side::SameProtocol, Side::Bare];
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            let mut sides = Vec::new();
+            for side in order {
+                let what = match side {
+                    Side::Slipway => "concurrent sagas through signed checkout webhooks".to_owned(),
+                    Side::SameProtocol => "concurrent bare-SDK provisionings (3 workflows each)".to_owned(),
+                    Side::Bare => format!("concurrent bare workflows of {SAGA_ACTIVITIES} no-op activities"),
+                };
+                say!("provisioning, round {}: {n} {what}", round + 1);
+                sides.push((side, self.run_sagas(side, round).await?));
+                self.settle().await;
+            }
+            let take = |want: Side| sides.iter().find(|(s, _)| *s == want).map(|(_, r)| r.clone());
+            let (Some(slipway), Some(same), Some(bare)) =
+                (take(Side::Slipway), take(Side::SameProtocol), take(Side::Bare))
+            else {
+                anyhow::bail!("a provisioning burst is missing");
+            };
+            rounds.push((slipway, same, bare));
+        }
+        Ok(SagaRow::new(n, SAGA_ACTIVITIES, rounds))
     }
 
     /// The agents of a burst, created before it as the API creates a draft (the user creates
     /// the agent, then pays for it): not timed.
-    async fn create_drafts(&self, side: Side) -> anyhow::Result<()> {
+    async fn create_drafts(&self, side: Side, round: usize) -> anyhow::Result<()> {
         let n = self.plan.sagas;
         let created: Vec<Result<(), String>> = stream::iter(0..n)
             .map(|i| async move {
-                let key = side.key(&self.tag, i);
+                let key = side.key(&self.tag, round, i);
                 match side {
                     Side::Slipway => self.create_draft(&format!("ag-{key}"), &format!("u-{key}")).await,
                     Side::SameProtocol => {
@@ -119,8 +127,8 @@ impl Bench {
         self.workflow_done(provision).await
     }
 
-    async fn run_sagas(&self, side: Side) -> anyhow::Result<SagaSide> {
-        self.create_drafts(side).await?;
+    async fn run_sagas(&self, side: Side, round: usize) -> anyhow::Result<SagaSide> {
+        self.create_drafts(side, round).await?;
         self.settle().await;
         let slipway = side == Side::Slipway;
         let n = self.plan.sagas;
@@ -131,7 +139,7 @@ impl Bench {
         let start = Instant::now();
         let results: Vec<Result<Duration, String>> = stream::iter(0..n)
             .map(|i| async move {
-                let key = side.key(&self.tag, i);
+                let key = side.key(&self.tag, round, i);
                 let r = if slipway {
                     let user = format!("u-{key}");
                     let body = checkout_completed(
