@@ -148,6 +148,18 @@ pub struct AgentWorkflowInput {
     pub protocol: u32,
 }
 
+impl AgentWorkflowInput {
+    /// The input of a new agent's first run: nothing queued, no checkout heard yet.
+    pub fn new(
+        agent: AgentRecord,
+        policy: ProvisioningPolicy,
+        lifecycle: LifecyclePolicy,
+        protocol: u32,
+    ) -> Self {
+        Self { agent, policy, lifecycle, queue: Vec::new(), checkouts: Checkouts::default(), protocol }
+    }
+}
+
 /// Paid checkouts an agent heard by signal (`checkout`): durable as soon as the starter's
 /// signal-with-start returns, run in turn by the agent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -100,14 +100,12 @@ impl WebhookService {
     /// What the customer's workflow needs to hand `paid` to its agent (starting it if needed).
     fn handoff(&self, paid: PaidCheckout) -> CheckoutHandoff {
         let app = &self.app;
-        let agent = AgentWorkflowInput {
-            agent: paid.agent,
-            policy: app.settings.policy.clone(),
-            lifecycle: app.lifecycle(),
-            queue: Vec::new(),
-            checkouts: Default::default(),
-            protocol: app.gateway.protocol(),
-        };
+        let agent = AgentWorkflowInput::new(
+            paid.agent,
+            app.settings.policy.clone(),
+            app.lifecycle(),
+            app.gateway.protocol(),
+        );
         CheckoutHandoff { agent, customer_id: paid.customer_id, command: paid.command }
     }
 

@@ -50,14 +50,7 @@ impl Gateway {
     ) -> Result<(), GatewayError> {
         let client = self.client().await?;
         let options = self.agent_start(&agent, customer_id, WorkflowIdConflictPolicy::UseExisting);
-        let input = AgentWorkflowInput {
-            agent,
-            policy,
-            lifecycle,
-            queue: Vec::new(),
-            checkouts: Default::default(),
-            protocol: self.protocol,
-        };
+        let input = AgentWorkflowInput::new(agent, policy, lifecycle, self.protocol);
         let call = client.signal_with_start_workflow(
             AgentWorkflow::run,
             input,
@@ -84,14 +77,7 @@ impl Gateway {
     ) -> Result<(), GatewayError> {
         let client = self.client().await?;
         let options = self.agent_start(&agent, None, WorkflowIdConflictPolicy::Fail);
-        let input = AgentWorkflowInput {
-            agent,
-            policy,
-            lifecycle,
-            queue: Vec::new(),
-            checkouts: Default::default(),
-            protocol: self.protocol,
-        };
+        let input = AgentWorkflowInput::new(agent, policy, lifecycle, self.protocol);
         self.call(client.start_workflow(AgentWorkflow::run, input, options)).await.map(drop)
     }
 
