@@ -14,6 +14,10 @@ ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
 
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS builder
+# The git revision in the worker's default build id (the context has no .git):
+# `docker build --build-arg SLIPWAY_GIT_REVISION=$(git rev-parse --short=12 HEAD) ...`.
+ARG SLIPWAY_GIT_REVISION=unknown
+ENV SLIPWAY_GIT_REVISION=${SLIPWAY_GIT_REVISION}
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

@@ -41,6 +41,17 @@ ensure_official_clients() {
   fi
 }
 
+# ensure_kubernetes_validator: what deploy/kubernetes/validate.py needs, into .venv at its pinned
+# version (tests/tests/compose.rs runs it).
+ensure_kubernetes_validator() {
+  local req="$ROOT/deploy/kubernetes/requirements.txt" marker="$VENV/.kubernetes-validate"
+  if [ ! -f "$marker" ] || [ "$req" -nt "$marker" ]; then
+    log "installing the Kubernetes manifest validator into .venv"
+    "$VENV/bin/pip" install --quiet -r "$req" || die "pip install -r deploy/kubernetes/requirements.txt failed"
+    touch "$marker"
+  fi
+}
+
 # start_temporal PORT UI_PORT [DB_FILE]: dev server in the background; sets TEMPORAL_PID.
 start_temporal() {
   local port="$1" ui_port="$2" db="${3:-}"
@@ -48,6 +59,10 @@ start_temporal() {
   [ -n "$db" ] && args+=(--db-filename "$db")
   [ "$ui_port" = "0" ] && args=(server start-dev --ip 127.0.0.1 --port "$port" --headless --log-level warn)
   for sa in "${SEARCH_ATTRIBUTES[@]}"; do args+=(--search-attribute "$sa=Keyword"); done
+  # A retired Worker Deployment version reports "drained" seconds after its last pinned workflow
+  # closed, not minutes (the server's defaults), so a local rollout can be watched to its end.
+  args+=(--dynamic-config-value 'matching.wv.VersionDrainageStatusRefreshInterval="2s"')
+  args+=(--dynamic-config-value 'matching.wv.VersionDrainageStatusVisibilityGracePeriod="2s"')
   "$TEMPORAL" "${args[@]}" >"$STATE_DIR/temporal.log" 2>&1 &
   TEMPORAL_PID=$!
   for _ in $(seq 1 100); do

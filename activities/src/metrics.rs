@@ -14,7 +14,7 @@ use std::{
 };
 
 use temporalio_common::telemetry::metrics::{
-    CoreMeter, Counter, Gauge, HistogramDuration, MetricKeyValue, MetricParameters, NewAttributes,
+    CoreMeter, Counter, Gauge, GaugeF64, HistogramDuration, MetricKeyValue, MetricParameters, NewAttributes,
 };
 use temporalio_sdk::{
     SimplePlugin,
@@ -32,6 +32,8 @@ struct Instruments {
     usage_unbilled: Counter,
     reconciled: Counter,
     agents_unconverged: Gauge,
+    backlog: Gauge,
+    backlog_age: GaugeF64,
 }
 
 static INSTRUMENTS: OnceLock<Instruments> = OnceLock::new();
@@ -78,9 +80,41 @@ pub fn install(meter: Arc<dyn CoreMeter>) {
                 "Running agents whose billing command failed and waits to be tried again (visibility: SlipwayBilling = 'converging'), on this worker's task queue.",
                 "",
             )),
+            backlog: meter.gauge(param(
+                "slipway_task_queue_backlog",
+                "Tasks waiting for a worker (Temporal's approximate backlog count), by task queue and task type (workflow, activity): what an autoscaler scales workers on.",
+                "",
+            )),
+            backlog_age: meter.gauge_f64(param(
+                // Named with its unit: the exporter suffixes only the units it knows.
+                "slipway_task_queue_backlog_age_seconds",
+                "Age of the oldest task waiting for a worker (Temporal's approximate backlog age), in seconds, by task queue and task type.",
+                "",
+            )),
             meter,
         }
     });
+}
+
+/// A task queue's backlog as Temporal describes it: `count` tasks waiting, the oldest `age_secs`
+/// old, for `task_type` (`workflow` or `activity`) tasks of `task_queue`; `version` labels (the
+/// Worker Controller's names) when the figures are one Worker Deployment version's.
+pub fn set_backlog(
+    task_queue: &str,
+    task_type: &'static str,
+    version: Vec<(&'static str, String)>,
+    count: u64,
+    age_secs: f64,
+) {
+    let Some(m) = INSTRUMENTS.get() else { return };
+    let mut kv = vec![
+        MetricKeyValue::new("task_queue", task_queue.to_owned()),
+        MetricKeyValue::new("task_type", task_type),
+    ];
+    kv.extend(version.into_iter().map(|(k, v)| MetricKeyValue::new(k, v)));
+    let attrs = m.meter.new_attributes(NewAttributes::from(kv));
+    m.backlog.record(count, &attrs);
+    m.backlog_age.record(age_secs, &attrs);
 }
 
 /// The number of agents not yet where billing wants them (counted through visibility).

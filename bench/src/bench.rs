@@ -40,6 +40,9 @@ use crate::{
 pub(crate) struct Bench {
     /// Worker processes (Slipway's, baseline's), to wait for them to go idle between phases.
     workers: [u32; 2],
+    /// Every process of the stack and this one (the load and the same-protocol client), by
+    /// name, for the CPU each phase costs them.
+    procs: Vec<(&'static str, u32)>,
     plan: Plan,
     client: Client,
     gateway: Gateway,
@@ -59,8 +62,17 @@ impl Bench {
         let http = reqwest::Client::builder().pool_max_idle_per_host(512).build()?;
         let tag = format!("{:x}", now_secs() % 0xffff_ffff);
         let workers = [stack.worker.pid(), stack.baseline_worker.pid()];
+        let procs = vec![
+            ("temporal", stack.temporal.pid()),
+            ("worker", stack.worker.pid()),
+            ("starter", stack.starter.pid()),
+            ("sandbox", stack.sandbox.pid()),
+            ("baseline worker", stack.baseline_worker.pid()),
+            ("bench", std::process::id()),
+        ];
         Ok(Self {
             workers,
+            procs,
             plan,
             client,
             gateway,
@@ -197,6 +209,22 @@ impl Bench {
                 say!("  (process {pid} still busy after 180 s; going on)");
             }
         }
+    }
+
+    /// CPU ticks (1/100 s) each process used so far.
+    fn cpu_ticks(&self) -> Vec<u64> {
+        self.procs.iter().map(|(_, pid)| stack::cpu_ticks(*pid).unwrap_or(0)).collect()
+    }
+
+    /// CPU each process used since `before` ([`Self::cpu_ticks`]), in ms per one of `n` things.
+    fn cpu_ms_per(&self, before: &[u64], n: usize) -> Vec<(String, f64)> {
+        self.procs
+            .iter()
+            .zip(self.cpu_ticks().into_iter().zip(before))
+            .map(|((name, _), (now, then))| {
+                ((*name).to_owned(), now.saturating_sub(*then) as f64 * 10.0 / n.max(1) as f64)
+            })
+            .collect()
     }
 
     async fn create_agent(&self, agent_id: &str) -> Result<(), String> {

@@ -89,6 +89,9 @@ pub(crate) fn print_table(r: &Report) {
         p.spread(),
         p.throughput_ratio
     );
+    for (name, s) in [("Slipway", &p.slipway), ("same protocol", &p.same_protocol), ("bare", &p.baseline)] {
+        println!("CPU per provisioning, {name}: {}", s.cpu_split());
+    }
     if let Some(a) = &p.same_protocol.checkout_ack {
         println!(
             "same protocol, the checkout's signal-with-start: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
@@ -244,6 +247,10 @@ pub(crate) fn markdown(r: &Report) -> String {
         p.spread(),
         p.throughput_ratio
     );
+    let _ = writeln!(o);
+    for (name, s) in [("Slipway", &p.slipway), ("same protocol", &p.same_protocol), ("bare", &p.baseline)] {
+        let _ = writeln!(o, "- CPU per provisioning, {name} (ms, by process): {}", s.cpu_split());
+    }
     if let Some(a) = &p.same_protocol.checkout_ack {
         let _ = writeln!(
             o,

@@ -103,6 +103,23 @@ pub(crate) struct SagaSide {
     /// Checkout webhooks answered 503 and sent again.
     pub(crate) webhook_retries: usize,
     pub(crate) first_error: Option<String>,
+    /// CPU time each process of the stack spent per completed provisioning, in ms, from the
+    /// burst's start until the workers were idle again: where a side's cost goes.
+    pub(crate) cpu_ms_per_saga: Vec<(String, f64)>,
+}
+
+impl SagaSide {
+    /// The CPU split, e.g. `temporal 41.0, worker 12.5, …, total 70.1 ms`.
+    pub(crate) fn cpu_split(&self) -> String {
+        let total: f64 = self.cpu_ms_per_saga.iter().map(|(_, ms)| ms).sum();
+        let parts: Vec<String> = self
+            .cpu_ms_per_saga
+            .iter()
+            .filter(|(_, ms)| *ms > 0.0)
+            .map(|(n, ms)| format!("{n} {ms:.1}"))
+            .collect();
+        format!("{}; total {total:.1} ms", parts.join(", "))
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -267,6 +284,7 @@ mod tests {
             p99_ms: 1.0,
             webhook_retries: 0,
             first_error: None,
+            cpu_ms_per_saga: Vec::new(),
         }
     }
 

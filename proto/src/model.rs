@@ -593,6 +593,14 @@ impl ProvisionRequest {
     }
 }
 
+/// The task queue of the short sagas (`ProvisionAgent`, `ClientStack`) next to `task_queue`, the
+/// queue of everything else. Why two: the Rust SDK declares a versioning behaviour per worker,
+/// not per workflow type, and the sagas are pinned to the Worker Deployment version that started
+/// them while the long-lived workflows upgrade to the current one; each queue has its worker.
+pub fn saga_task_queue(task_queue: &str) -> String {
+    format!("{task_queue}-sagas")
+}
+
 /// Deterministic Hetzner server name (and Tailscale hostname) for an agent id.
 pub fn server_name(agent_id: &str) -> String {
     format!("slipway-{agent_id}")

@@ -11,7 +11,7 @@
 //! background task plays the job, posting signed callbacks to the product (`running`, then
 //! `succeeded` or `failed`) and making the VM join the tailnet, so the whole provisioning loop
 //! can run without the internet. `POST /_sandbox/github/runner` chooses the outcome of later
-//! dispatches.
+//! dispatches (`hold` keeps runs queued, as when no runner is free, until it changes).
 //!
 //! `repos` adds repositories generated from templates, which the product creates per
 //! customer and Vercel projects link to, and lists an organization's repositories.
@@ -112,6 +112,9 @@ enum Outcome {
     Succeed,
     Fail,
     Silent,
+    /// Runs stay queued (no runner free, as on GitHub) until the outcome changes; then they
+    /// play the new one.
+    Hold,
 }
 
 #[derive(Default)]
@@ -595,17 +598,18 @@ fn list_runs(
     response
 }
 
-/// `POST /_sandbox/github/runner` `{"outcome": "succeed"|"fail"|"silent", "reason"?}`.
+/// `POST /_sandbox/github/runner` `{"outcome": "succeed"|"fail"|"silent"|"hold", "reason"?}`.
 async fn set_runner(State(app): State<Shared>, body: Bytes) -> Response {
     let body = parse_body(&body).unwrap_or(Value::Null);
     let outcome = match body.get("outcome").and_then(Value::as_str) {
         Some("succeed") => Outcome::Succeed,
         Some("fail") => Outcome::Fail,
         Some("silent") => Outcome::Silent,
+        Some("hold") => Outcome::Hold,
         _ => {
             return json_response(
                 StatusCode::BAD_REQUEST,
-                json!({"error": "outcome must be succeed, fail or silent"}),
+                json!({"error": "outcome must be succeed, fail, silent or hold"}),
             );
         }
     };
@@ -628,7 +632,15 @@ struct Job {
 }
 
 /// Plays the provisioning job: running callback, VM joins the tailnet, final callback.
-async fn run_job(app: Shared, job: Job, outcome: Outcome, reason: Option<String>) {
+async fn run_job(app: Shared, job: Job, mut outcome: Outcome, mut reason: Option<String>) {
+    // Held: queued until a runner is "free" (the outcome changes), then played as it says.
+    while outcome == Outcome::Hold {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        match app.with_current(job.generation, |s| (s.github.outcome, s.github.fail_reason.clone())) {
+            Some(now) => (outcome, reason) = now,
+            None => return,
+        }
+    }
     let step = Duration::from_millis(app.config.runner_step_ms);
     tokio::time::sleep(step).await;
     if app.with_current(job.generation, |s| s.github.set_run(job.run_id, "in_progress", None)).is_none()

@@ -2,7 +2,7 @@
 //! lifecycle: start it, restart or kill the worker, stop the starter, shut everything down. The
 //! helpers that drive a running app live beside this module, one module per concern.
 
-use std::{net::SocketAddr, str::FromStr};
+use std::{collections::BTreeMap, net::SocketAddr, str::FromStr};
 
 use anyhow::Context;
 use slipway_sandbox::{RunningSandbox, SandboxConfig};
@@ -37,16 +37,20 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// Unique suffix for ids of this test.
     pub unique: String,
-    /// Worker's Prometheus endpoint, when [`Options::worker_metrics`] asked for one.
+    /// Worker's Prometheus endpoint, when [`Options::worker_metrics`] asked for one (the first
+    /// worker process's, with several).
     pub worker_metrics: Option<SocketAddr>,
+    /// Every worker process's Prometheus endpoint ([`Options::worker_processes`]), in order.
+    pub worker_metrics_addrs: Vec<SocketAddr>,
     worker_stop: Option<tokio::sync::oneshot::Sender<()>>,
     worker_address: String,
     worker_settings: WorkerSettings,
     held_patches: Option<PatchGate>,
     worker_thread: Option<std::thread::JoinHandle<()>>,
-    worker_child: std::sync::Mutex<Option<WorkerProcess>>,
+    worker_children: std::sync::Mutex<Vec<WorkerProcess>>,
     starter_stop: Option<tokio::sync::oneshot::Sender<()>>,
     starter_settings: StarterSettings,
+    starter_env: BTreeMap<&'static str, String>,
     offline_stops: std::sync::Mutex<Vec<tokio::sync::oneshot::Sender<()>>>,
     _server: TemporalServer,
 }
@@ -74,36 +78,40 @@ impl TestApp {
         let sandbox_addr = sandbox_listener.local_addr()?;
         let sandbox_url = format!("http://{sandbox_addr}");
         let starter_target = opts.starter_temporal_address.clone().unwrap_or_else(|| address.clone());
-        let settings = StarterSettings::from_lookup(|k| match k {
-            "STRIPE_WEBHOOK_SECRET" => Some(STRIPE_SECRET.to_owned()),
-            "GITHUB_CALLBACK_SECRET" => Some(CALLBACK_SECRET.to_owned()),
-            "SLIPWAY_JWT_SECRET" => Some(JWT_SECRET.to_owned()),
-            "GITHUB_WEBHOOK_SECRET" => Some(GITHUB_WEBHOOK_SECRET.to_owned()),
-            "SLIPWAY_MAX_JOBS_PER_CUSTOMER" => Some(opts.max_jobs_per_customer.to_string()),
-            "STRIPE_SECRET_KEY" => Some(STRIPE_API_KEY.to_owned()),
-            "STRIPE_PRICE_ID" => Some("price_slipway_agent".to_owned()),
-            "STRIPE_API_URL" => Some(format!("{sandbox_url}/stripe")),
-            "SLIPWAY_SHUTDOWN_WAIT_SECS" => Some(opts.shutdown_wait_secs.to_string()),
-            "SLIPWAY_GRACE_PERIOD_SECS" => Some(opts.grace_period_secs.to_string()),
-            "SLIPWAY_HISTORY_LIMIT" => Some(opts.history_limit.to_string()),
-            "SLIPWAY_COMMAND_ATTEMPTS" => Some(opts.command_attempts.to_string()),
-            "SLIPWAY_CHECKOUT_RETRY_SECS" => Some(opts.checkout_retry_secs.to_string()),
-            "SLIPWAY_BILLING_REASSERT_SECS" => Some(opts.billing_reassert_secs.to_string()),
-            "SLIPWAY_HTTP_ADDR" | "SLIPWAY_GRPC_ADDR" => Some("127.0.0.1:0".to_owned()),
-            "SLIPWAY_TASK_QUEUE" => Some(task_queue.clone()),
-            "SLIPWAY_TEMPORAL_TIMEOUT_MS" => Some("3000".to_owned()),
-            "SLIPWAY_CALLBACK_DEADLINE_SECS" => Some(opts.policy.callback_deadline_secs.to_string()),
-            "SLIPWAY_DISPATCH_DEADLINE_SECS" => Some(opts.policy.dispatch_deadline_secs.to_string()),
-            "SLIPWAY_API_RATE_PER_MIN" => Some(opts.rate_limits.0.to_string()),
-            "SLIPWAY_AUTH_FAILURES_PER_MIN" => Some(opts.rate_limits.1.to_string()),
-            "SLIPWAY_MAX_DRAFT_AGENTS" => Some(opts.max_draft_agents.to_string()),
-            "SLIPWAY_STARTER_METRICS_ADDR" if opts.internal_metrics => Some("127.0.0.1:0".to_owned()),
-            // Callbacks prove their run with the sandbox issuer's Actions OIDC tokens.
-            "GITHUB_ACTIONS_REPO" => Some(ACTIONS_REPO.to_owned()),
-            "SLIPWAY_ACTIONS_OIDC_ISSUER" => Some(format!("{sandbox_url}/github-oidc")),
-            "SLIPWAY_CALLBACK_HMAC" => opts.callback_hmac.map(|on| on.to_string()),
-            _ => None,
-        })?;
+        let mut starter_env: BTreeMap<&'static str, String> = BTreeMap::from([
+            ("STRIPE_WEBHOOK_SECRET", STRIPE_SECRET.to_owned()),
+            ("GITHUB_CALLBACK_SECRET", CALLBACK_SECRET.to_owned()),
+            ("SLIPWAY_JWT_SECRET", JWT_SECRET.to_owned()),
+            ("GITHUB_WEBHOOK_SECRET", GITHUB_WEBHOOK_SECRET.to_owned()),
+            ("SLIPWAY_MAX_JOBS_PER_CUSTOMER", opts.max_jobs_per_customer.to_string()),
+            ("STRIPE_SECRET_KEY", STRIPE_API_KEY.to_owned()),
+            ("STRIPE_PRICE_ID", "price_slipway_agent".to_owned()),
+            ("STRIPE_API_URL", format!("{sandbox_url}/stripe")),
+            ("SLIPWAY_SHUTDOWN_WAIT_SECS", opts.shutdown_wait_secs.to_string()),
+            ("SLIPWAY_GRACE_PERIOD_SECS", opts.grace_period_secs.to_string()),
+            ("SLIPWAY_HISTORY_LIMIT", opts.history_limit.to_string()),
+            ("SLIPWAY_COMMAND_ATTEMPTS", opts.command_attempts.to_string()),
+            ("SLIPWAY_CHECKOUT_RETRY_SECS", opts.checkout_retry_secs.to_string()),
+            ("SLIPWAY_BILLING_REASSERT_SECS", opts.billing_reassert_secs.to_string()),
+            ("SLIPWAY_HTTP_ADDR", "127.0.0.1:0".to_owned()),
+            ("SLIPWAY_GRPC_ADDR", "127.0.0.1:0".to_owned()),
+            ("SLIPWAY_TASK_QUEUE", task_queue.clone()),
+            ("SLIPWAY_TEMPORAL_TIMEOUT_MS", "3000".to_owned()),
+            ("SLIPWAY_CALLBACK_DEADLINE_SECS", opts.policy.callback_deadline_secs.to_string()),
+            ("SLIPWAY_DISPATCH_DEADLINE_SECS", opts.policy.dispatch_deadline_secs.to_string()),
+            ("SLIPWAY_API_RATE_PER_MIN", opts.rate_limits.0.to_string()),
+            ("SLIPWAY_AUTH_FAILURES_PER_MIN", opts.rate_limits.1.to_string()),
+            ("SLIPWAY_MAX_DRAFT_AGENTS", opts.max_draft_agents.to_string()),
+            ("GITHUB_ACTIONS_REPO", ACTIONS_REPO.to_owned()),
+            ("SLIPWAY_ACTIONS_OIDC_ISSUER", format!("{sandbox_url}/github-oidc")),
+        ]);
+        if opts.internal_metrics {
+            starter_env.insert("SLIPWAY_STARTER_METRICS_ADDR", "127.0.0.1:0".to_owned());
+        }
+        if let Some(on) = opts.callback_hmac {
+            starter_env.insert("SLIPWAY_CALLBACK_HMAC", on.to_string());
+        }
+        let settings = StarterSettings::from_lookup(|k| starter_env.get(k).cloned())?;
         let mut gateway = Gateway::for_address(
             Url::from_str(&format!("http://{starter_target}"))?,
             "default",
@@ -163,6 +171,9 @@ impl TestApp {
         if let Some(secs) = opts.job_gate_check_secs {
             worker_settings.job_gate_check = std::time::Duration::from_secs(secs);
         }
+        if let Some(version) = &opts.worker_version {
+            worker_settings.version = version.clone();
+        }
         let worker_metrics = if opts.worker_metrics {
             let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
             worker_settings.metrics_addr = Some(addr);
@@ -170,24 +181,37 @@ impl TestApp {
         } else {
             None
         };
-        let (worker_stop, worker_thread, worker_child) = if opts.worker_process {
-            let mut env = worker_env(
-                &sandbox.base_url,
-                &task_queue,
-                &format!("{starter_url}/callbacks/github-actions"),
-            );
-            if let Some(addr) = worker_metrics {
-                env.insert("SLIPWAY_METRICS_ADDR", addr.to_string());
+        let mut worker_metrics_addrs = Vec::new();
+        let (worker_stop, worker_thread, worker_children) = if opts.worker_process {
+            let mut children = Vec::new();
+            for i in 0..opts.worker_processes.max(1) {
+                let mut env = worker_env(
+                    &sandbox.base_url,
+                    &task_queue,
+                    &format!("{starter_url}/callbacks/github-actions"),
+                );
+                // Each process its own metrics endpoint (the first is `worker_metrics`).
+                let metrics = match (i, worker_metrics) {
+                    (0, Some(addr)) => Some(addr),
+                    (_, Some(_)) => Some(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?),
+                    (_, None) => None,
+                };
+                if let Some(addr) = metrics {
+                    env.insert("SLIPWAY_METRICS_ADDR", addr.to_string());
+                    worker_metrics_addrs.push(addr);
+                }
+                if let Some(secs) = opts.job_gate_check_secs {
+                    env.insert("SLIPWAY_JOB_GATE_CHECK_SECS", secs.to_string());
+                }
+                env.extend(opts.worker_env.iter().cloned());
+                children.push(WorkerProcess::start(&address, env)?);
             }
-            if let Some(secs) = opts.job_gate_check_secs {
-                env.insert("SLIPWAY_JOB_GATE_CHECK_SECS", secs.to_string());
-            }
-            env.extend(opts.worker_env.iter().cloned());
-            (None, None, Some(WorkerProcess::start(&address, env)?))
+            (None, None, children)
         } else {
+            worker_metrics_addrs.extend(worker_metrics);
             let (stop, thread) =
                 spawn_worker(address.clone(), worker_settings.clone(), opts.held_patches.clone())?;
-            (Some(stop), Some(thread), None)
+            (Some(stop), Some(thread), Vec::new())
         };
         let client = connect(&address).await?;
 
@@ -201,14 +225,16 @@ impl TestApp {
             http: reqwest::Client::new(),
             unique,
             worker_metrics,
+            worker_metrics_addrs,
             worker_stop,
             worker_address: address.clone(),
             worker_settings,
             held_patches: opts.held_patches.clone(),
             worker_thread,
-            worker_child: std::sync::Mutex::new(worker_child),
+            worker_children: std::sync::Mutex::new(worker_children),
             starter_stop: Some(starter_stop),
             starter_settings,
+            starter_env,
             offline_stops: std::sync::Mutex::default(),
             _server: server,
         })
@@ -228,7 +254,7 @@ impl TestApp {
     /// from their histories on the new worker, with an empty cache.
     pub async fn restart_worker(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(
-            self.worker_child.get_mut().map_or(true, |c| c.is_none()),
+            self.worker_children.get_mut().map_or(true, |c| c.is_empty()),
             "the worker is a process: use kill_worker and start_worker"
         );
         if let Some(tx) = self.worker_stop.take() {
@@ -247,20 +273,89 @@ impl TestApp {
         Ok(())
     }
 
+    /// Another in-process worker of this app as `version` (a rollout's new version), holding
+    /// `held` patches back if given; it stops when the returned handle is dropped or stopped.
+    pub fn spawn_version(
+        &self,
+        version: slipway_worker::WorkerVersion,
+        held: Option<PatchGate>,
+    ) -> anyhow::Result<VersionWorker> {
+        let mut settings = self.worker_settings.clone();
+        settings.version = version;
+        let (stop, thread) = spawn_worker(self.worker_address.clone(), settings, held)?;
+        Ok(VersionWorker { stop: Some(stop), thread: Some(thread) })
+    }
+
+    /// Stop the app's own worker (gracefully), e.g. an old version once drained.
+    pub async fn stop_worker(&mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.worker_stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.worker_thread.take() {
+            tokio::task::spawn_blocking(move || join_worker(t)).await?;
+        }
+        Ok(())
+    }
+
     /// SIGKILL the worker process (needs [`Options::worker_process`]): no graceful shutdown, no
     /// activity completes or fails; Temporal notices through timeouts. Returns its pid.
     pub fn kill_worker(&self) -> anyhow::Result<u32> {
-        let mut guard = self.worker_child.lock().unwrap_or_else(|p| p.into_inner());
-        guard.as_mut().context("the worker is not a process (Options::worker_process)")?.kill()
+        self.kill_worker_at(0)
     }
 
     /// Start the worker process again after [`TestApp::kill_worker`].
     pub fn start_worker(&self) -> anyhow::Result<()> {
-        let mut guard = self.worker_child.lock().unwrap_or_else(|p| p.into_inner());
+        self.start_worker_at(0)
+    }
+
+    /// [`TestApp::kill_worker`] for the `i`th of [`Options::worker_processes`].
+    pub fn kill_worker_at(&self, i: usize) -> anyhow::Result<u32> {
+        let mut guard = self.worker_children.lock().unwrap_or_else(|p| p.into_inner());
+        guard.get_mut(i).context("no such worker process (Options::worker_process, worker_processes)")?.kill()
+    }
+
+    /// [`TestApp::start_worker`] for the `i`th of [`Options::worker_processes`].
+    pub fn start_worker_at(&self, i: usize) -> anyhow::Result<()> {
+        let mut guard = self.worker_children.lock().unwrap_or_else(|p| p.into_inner());
         guard
-            .as_mut()
-            .context("the worker is not a process (Options::worker_process)")?
+            .get_mut(i)
+            .context("no such worker process (Options::worker_process, worker_processes)")?
             .restart(&self.worker_address)
+    }
+
+    /// Another starter of this app, the `slipway-starter` binary in its own process with the
+    /// same configuration and Temporal, on its own ports; ready (its `/readyz` answered 200)
+    /// when returned. It is SIGKILLed when dropped.
+    pub async fn spawn_starter_process(&self) -> anyhow::Result<StarterProcess> {
+        let port = || -> anyhow::Result<u16> {
+            Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+        };
+        let (http, grpc) = (port()?, port()?);
+        let mut cmd = std::process::Command::new(crate::workspace_binary("slipway-starter")?);
+        cmd.env_clear()
+            .envs(self.starter_env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("SLIPWAY_HTTP_ADDR", format!("127.0.0.1:{http}"))
+            .env("SLIPWAY_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
+            .env("TEMPORAL_ADDRESS", &self.worker_address)
+            .env("TEMPORAL_NAMESPACE", "default")
+            .env("RUST_LOG", "error")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        for var in ["PATH", "HOME"] {
+            if let Some(v) = std::env::var_os(var) {
+                cmd.env(var, v);
+            }
+        }
+        let process = StarterProcess {
+            child: cmd.spawn().context("spawning slipway-starter")?,
+            url: format!("http://127.0.0.1:{http}"),
+        };
+        let ready = format!("{}/readyz", process.url);
+        crate::wait_until("the second starter ready", std::time::Duration::from_secs(30), || async {
+            Ok(self.http.get(&ready).send().await.is_ok_and(|r| r.status().is_success()))
+        })
+        .await?;
+        Ok(process)
     }
 
     /// A second starter of this app whose Temporal is unreachable: it verifies deliveries as
@@ -310,8 +405,58 @@ impl TestApp {
         if let Some(t) = self.worker_thread.take() {
             join_worker(t);
         }
-        if let Some(mut child) = self.worker_child.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+        for mut child in self.worker_children.get_mut().unwrap_or_else(|p| p.into_inner()).drain(..) {
             let _ = child.kill();
+        }
+    }
+}
+
+/// A starter started by [`TestApp::spawn_starter_process`].
+pub struct StarterProcess {
+    child: std::process::Child,
+    url: String,
+}
+
+impl StarterProcess {
+    /// Its HTTP base URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for StarterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A worker started by [`TestApp::spawn_version`].
+pub struct VersionWorker {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl VersionWorker {
+    /// Stop it gracefully and wait (bounded) for its thread.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            tokio::task::spawn_blocking(move || join_worker(t)).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for VersionWorker {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            join_worker(t);
         }
     }
 }

@@ -47,7 +47,7 @@ pub mod otlp;
 pub mod secret_scan;
 
 pub use api::mint_token;
-pub use app::TestApp;
+pub use app::{StarterProcess, TestApp, VersionWorker};
 pub use clock::{SeededRng, now};
 pub use github::GitHubAccount;
 pub use logging::{LOG_DIR_ENV, init_logging};

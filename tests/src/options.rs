@@ -41,11 +41,16 @@ pub struct Options {
     /// Run the worker as a separate OS process (the `slipway-worker` binary) instead of on a
     /// thread, so a test can SIGKILL it ([`TestApp::kill_worker`](crate::TestApp::kill_worker)).
     pub worker_process: bool,
+    /// How many worker processes (with [`Options::worker_process`]; default 1), each with its
+    /// own metrics endpoint when [`Options::worker_metrics`] is set.
+    pub worker_processes: usize,
     /// Extra environment of the worker process (with [`Options::worker_process`]).
     pub worker_env: Vec<(&'static str, String)>,
     /// Workflow changes (patch ids) the in-process worker holds back while the gate is closed,
     /// as a worker of the previous release would: runs started then take the old code path.
     pub held_patches: Option<PatchGate>,
+    /// The in-process worker's Worker Deployment version (versioning on); unversioned if `None`.
+    pub worker_version: Option<slipway_worker::WorkerVersion>,
     /// Starter: API requests per user and minute, and failed authentications per IP and minute
     /// (0 = no limit, the default here: tests poll and probe far more than a client would).
     pub rate_limits: (u32, u32),
@@ -84,8 +89,10 @@ impl Default for Options {
             job_gate_check_secs: None,
             worker_metrics: false,
             worker_process: false,
+            worker_processes: 1,
             worker_env: Vec::new(),
             held_patches: None,
+            worker_version: None,
             rate_limits: (0, 0),
             max_draft_agents: 20,
             internal_metrics: false,

@@ -36,7 +36,8 @@ impl TestApp {
         Ok(())
     }
 
-    /// Set the fake Actions runner's outcome (`succeed`, `fail`, `silent`).
+    /// Set the fake Actions runner's outcome (`succeed`, `fail`, `silent`, `hold`: queued runs wait
+    /// for the next outcome).
     pub async fn runner(&self, outcome: &str) -> anyhow::Result<()> {
         let r = self
             .http

@@ -33,6 +33,12 @@ fn find_temporal_cli() -> Option<String> {
     })
 }
 
+/// Dynamic config for Worker Deployment drainage (the server's defaults are minutes).
+const DRAINAGE_CONFIG: [(&str, &str); 2] = [
+    ("matching.wv.VersionDrainageStatusRefreshInterval", "\"2s\""),
+    ("matching.wv.VersionDrainageStatusVisibilityGracePeriod", "\"2s\""),
+];
+
 pub(crate) async fn temporal_server() -> anyhow::Result<TemporalServer> {
     if let Ok(addr) = std::env::var("SLIPWAY_TEST_TEMPORAL_ADDRESS") {
         return Ok(TemporalServer::Shared(addr));
@@ -43,6 +49,11 @@ pub(crate) async fn temporal_server() -> anyhow::Result<TemporalServer> {
     for sa in SEARCH_ATTRIBUTES {
         extra.push("--search-attribute".to_owned());
         extra.push(format!("{sa}=Keyword"));
+    }
+    // As scripts/common.sh: a retired version reports "drained" within seconds.
+    for (key, value) in DRAINAGE_CONFIG {
+        extra.push("--dynamic-config-value".to_owned());
+        extra.push(format!("{key}={value}"));
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let env = WorkflowEnvironment::start_local(

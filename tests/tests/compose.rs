@@ -9,6 +9,9 @@
 //!   (health, or successful completion of a one-shot service);
 //! - named volumes are declared, bind-mounted paths exist, PostgreSQL keeps its data in a volume.
 //!
+//! - `deploy/kubernetes` validates as `kubectl apply -k` would send it (`validate.py`: the
+//!   Kubernetes schemas and the Worker Controller's pinned CRDs), and a broken copy does not.
+//!
 //! Each check is a function returning the problems it found; the `*_reports_*` tests feed each
 //! one a broken input, so a check that silently stopped finding anything would fail here too.
 
@@ -471,4 +474,70 @@ fn env_files_are_read_as_compose_reads_them() {
         interpolated("a ${X_1:-d} $${Y_2} ${Z_3?e} ${W_4}"),
         BTreeSet::from(["W_4".to_owned(), "X_1".to_owned(), "Z_3".to_owned()])
     );
+}
+
+/// Runs `deploy/kubernetes/validate.py` on the manifests in `dir` with the project's Python
+/// (scripts/test installs what it needs into .venv); its exit status and printed lines.
+fn validate_kubernetes(dir: &Path) -> (bool, String) {
+    let python = root().join(".venv/bin/python");
+    assert!(python.is_file(), "no .venv/bin/python: scripts/test installs the validator there");
+    let out = std::process::Command::new(python)
+        .arg(root().join("deploy/kubernetes/validate.py"))
+        .env("SLIPWAY_KUBERNETES_DIR", dir)
+        .output()
+        .expect("run validate.py");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+fn kubernetes_manifests_validate_against_kubernetes_and_the_worker_controller_schemas() {
+    let (ok, out) = validate_kubernetes(&root().join("deploy/kubernetes"));
+    assert!(ok, "{out}");
+    for object in [
+        "ConfigMap/slipway-config",
+        "Deployment/slipway-starter",
+        "Service/slipway-starter",
+        "Connection/slipway-temporal",
+        "WorkerDeployment/slipway-worker",
+        "WorkerResourceTemplate/slipway-worker-autoscaler",
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with("ok") && l.ends_with(object)),
+            "{object} not validated:\n{out}"
+        );
+    }
+
+    // A copy with one mistake per schema fails, naming each.
+    let broken = std::env::temp_dir().join(format!("slipway-k8s-{}", std::process::id()));
+    std::fs::create_dir_all(&broken).expect("temp dir");
+    let src = root().join("deploy/kubernetes");
+    for (file, from, to) in [
+        ("kustomization.yaml", "", ""),
+        ("config.yaml", "kind: ConfigMap", "kind: ConfigMap\nspec: {}"),
+        ("starter.yaml", "terminationGracePeriodSeconds: 40", "terminationGracePeriodSeconds: forty"),
+        (
+            "worker.yaml",
+            "temporalNamespace: default",
+            "temporalNamespace: default\n    temporalNamspace: typo",
+        ),
+        ("worker-autoscaler.yaml", "minReplicas: 2", "minReplica: 2"),
+    ] {
+        let text = std::fs::read_to_string(src.join(file)).expect("read manifest");
+        assert!(from.is_empty() || text.contains(from), "{file} no longer has `{from}`");
+        std::fs::write(broken.join(file), if from.is_empty() { text } else { text.replacen(from, to, 1) })
+            .expect("write manifest");
+    }
+    let (ok, out) = validate_kubernetes(&broken);
+    let _ = std::fs::remove_dir_all(&broken);
+    assert!(!ok, "a broken copy validated:\n{out}");
+    for expected in [
+        "FAIL config.yaml: ConfigMap/slipway-config",
+        "'spec' was unexpected",
+        "'forty' is not of type 'integer'",
+        "'temporalNamspace' was unexpected",
+        "'minReplica' was unexpected",
+    ] {
+        assert!(out.contains(expected), "{expected}:\n{out}");
+    }
 }

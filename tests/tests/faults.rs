@@ -134,3 +134,139 @@ async fn sigkilled_worker_leaves_every_provisioning_finished_and_no_orphans() ->
     app.stop().await;
     Ok(())
 }
+
+/// POST a signed event to the starter at `url` until it answers 2xx (a fresh signature each
+/// time, as Stripe retries), pausing between attempts; the number of attempts.
+async fn deliver_to(
+    app: &TestApp,
+    url: &str,
+    body: &str,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<usize> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let signature = slipway_sandbox::stripe::signature_header(
+            body,
+            slipway_tests::STRIPE_SECRET,
+            slipway_tests::now(),
+        );
+        let answer = app
+            .http
+            .post(format!("{url}/webhooks/stripe"))
+            .header("content-type", "application/json")
+            .header("stripe-signature", signature)
+            .body(body.to_owned())
+            .send()
+            .await;
+        if answer.as_ref().is_ok_and(|a| a.status().is_success()) {
+            return Ok(attempts);
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{url} never accepted an event: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// What a worker process's Prometheus endpoint says it ran: workflow tasks and activities
+/// (the SDK's own counters, summed over their labels).
+async fn work_done(app: &TestApp, addr: std::net::SocketAddr) -> anyhow::Result<(f64, f64)> {
+    let text = app.http.get(format!("http://{addr}/metrics")).send().await?.text().await?;
+    let sum = |metric: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(metric) && l[metric.len()..].starts_with(['{', ' ']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    Ok((
+        sum("temporal_workflow_task_execution_latency_seconds_count"),
+        sum("temporal_activity_execution_latency_seconds_count"),
+    ))
+}
+
+/// Scale-out on one Temporal server: three `slipway-worker` processes and two `slipway-starter`
+/// processes. 200 paid checkouts (each its customer's billing event) are delivered to both
+/// starters at once, as a duplicate delivery would; one worker is SIGKILLed once a third of the
+/// agents are active, and started again. Every agent ends active with exactly one server, key and
+/// device, nothing else is left in the sandbox, and every worker process ran part of the work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_and_two_starters_share_the_work_and_survive_a_sigkill() -> anyhow::Result<()> {
+    const N: usize = 200;
+    const VICTIM: usize = 1;
+    let started = Instant::now();
+    let app = TestApp::spawn_with(Options {
+        worker_process: true,
+        worker_processes: 3,
+        worker_metrics: true,
+        policy: ProvisioningPolicy { callback_deadline_secs: 120, dispatch_deadline_secs: 60 },
+        ..Options::default()
+    })
+    .await?;
+    let second = app.spawn_starter_process().await?;
+    let starters = [app.starter_url.clone(), second.url().to_owned()];
+    let agents: Vec<String> = (0..N).map(|i| app.id(&format!("scale{i}"))).collect();
+    let events: Vec<String> =
+        (0..N).map(|i| app.checkout_event(&app.id(&format!("scaleuser{i}")), &agents[i], "fsn1").0).collect();
+
+    let overall = tokio::time::Instant::now() + Duration::from_secs(360);
+    let deliveries = futures::stream::iter(events.iter().flat_map(|e| starters.iter().map(move |s| (s, e))))
+        .map(|(starter, event)| deliver_to(&app, starter, event, overall - Duration::from_secs(60)))
+        .buffer_unordered(50)
+        .collect::<Vec<_>>();
+    let kill = async {
+        slipway_tests::wait_until("a third of the agents active", Duration::from_secs(180), || async {
+            Ok(count_agents(&app, &["active"]).await.unwrap_or(0) >= N / 3)
+        })
+        .await?;
+        let before = work_done(&app, app.worker_metrics_addrs[VICTIM]).await?;
+        let pid = app.kill_worker_at(VICTIM)?;
+        let in_flight = count_agents(&app, &["provisioning"]).await.unwrap_or(0);
+        app.start_worker_at(VICTIM)?;
+        println!(
+            "SIGKILL worker {VICTIM} (pid {pid}) at {:.1?}, {in_flight} provisionings in flight; restarted",
+            started.elapsed()
+        );
+        anyhow::Ok(before)
+    };
+    let (answers, before_kill) = tokio::join!(deliveries, kill);
+    let before_kill = before_kill?;
+    let attempts = answers.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    println!(
+        "{} deliveries accepted ({} needed more than one attempt)",
+        attempts.len(),
+        attempts.iter().filter(|a| **a > 1).count()
+    );
+
+    wait_settled(&app, N, overall.saturating_duration_since(tokio::time::Instant::now())).await?;
+    let records = records(&app, &agents).await?;
+    let tally = outcomes(&records)?;
+    assert!(tally.rolled_back.is_empty(), "every provisioning ends active: {:?}", tally.rolled_back);
+    let state = app.sandbox_state().await?;
+    let inventory = Inventory::of(&state)?;
+    inventory.check_no_orphans(&tally.active)?;
+    assert_eq!(inventory.totals(), (N, N, N), "one server, key and device per agent");
+
+    // Every worker ran part of it (the victim: before its kill, or after its restart).
+    let mut split = Vec::new();
+    for (i, addr) in app.worker_metrics_addrs.iter().enumerate() {
+        let mut done = work_done(&app, *addr).await?;
+        if i == VICTIM {
+            done = (done.0 + before_kill.0, done.1 + before_kill.1);
+        }
+        split.push(done);
+    }
+    println!(
+        "per worker (workflow tasks, activities): {}; {N} agents active in {:.1?}",
+        split
+            .iter()
+            .enumerate()
+            .map(|(i, (w, a))| format!("worker {i}: {w}, {a}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+        started.elapsed()
+    );
+    for (i, (tasks, activities)) in split.iter().enumerate() {
+        assert!(*tasks > 0.0 && *activities > 0.0, "worker {i} ran nothing: {split:?}");
+    }
+    app.stop().await;
+    Ok(())
+}

@@ -114,6 +114,22 @@ async fn starter_and_worker_expose_the_named_series_after_real_traffic() -> anyh
             >= 1.0,
         "the rollback revoked the Tailscale key"
     );
+    // Both task queues' backlog, as Temporal describes them, for an autoscaler (read every 10 s).
+    let sagas = slipway_proto::model::saga_task_queue(&app.task_queue);
+    let worker = slipway_tests::wait_for("the backlog gauges of both task queues", WAIT, || async {
+        let text = scrape(&app.http, &format!("http://{addr}/metrics")).await?;
+        let present = [app.task_queue.as_str(), sagas.as_str()].iter().all(|queue| {
+            ["workflow", "activity"].iter().all(|kind| {
+                let labels = [format!(r#"task_queue="{queue}""#), format!(r#"task_type="{kind}""#)];
+                let labels = [labels[0].as_str(), labels[1].as_str()];
+                sample(&text, "slipway_task_queue_backlog", &labels).is_some_and(|n| n >= 0.0)
+                    && sample(&text, "slipway_task_queue_backlog_age_seconds", &labels)
+                        .is_some_and(|s| s >= 0.0)
+            })
+        });
+        Ok(present.then_some(text))
+    })
+    .await?;
     // The SDK's own worker metrics share the endpoint.
     assert!(worker.contains("temporal_workflow_completed"), "SDK metrics");
     assert!(worker.contains("temporal_activity_execution_latency"), "SDK metrics");

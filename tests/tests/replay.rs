@@ -22,6 +22,7 @@
 //! | `live_billing_desired_state` | a customer on the previous per-subscription rules moved by an event those rules never received (`invoice.voided`), then: a resume failing beyond its retry budget and retried until it holds, a downgrade powering the newest agent off, a pause and resume, an upgrade, a draft destroyed with its checkout open (session expired), a late checkout for it whose seat a probe frees for the next agent, the customer deleted |
 //! | `live_legacy_customer_upgrade` | a customer run on the previous release's rules (the worker holds the change back): a seat claim moves it, held back it answers claims itself, an operator's `upgrade` moves it for good, then the new rules apply |
 //! | `live_continue_as_new` | `Agent`, `Subscription` and `Job` (its pull request open) continuing as new past a small history limit |
+//! | `live_versioned_rollout` | Worker Versioning: 20 sagas stalled on their Actions callback stay pinned to version A (the previous release, a saga step held back) and finish there after B became current; new sagas run pinned on B; 20 live agents auto-upgrade from A to B and answer commands with no failed task; A reports drained and stops |
 //! | `live_reconcilers` | the Stripe catch-up recovering events (one refused for good), then finding them all fed; the GitHub redelivery asking for a failed delivery again, then finding nothing failed; the orphan sweep finding suspects, then orphans (reported), then deleting them, keeping what only a name ties to Slipway |
 //!
 //! Files are written one event per line: compact, and still reviewable in a diff.
@@ -1492,4 +1493,184 @@ async fn live_reconcilers() -> anyhow::Result<()> {
     assert_eq!(report["deleted"].as_array().map(Vec::len), Some(1), "{report:#}");
     rec.take(&app, "reconcile-orphans-deleted-by-record", &third, None).await?;
     rec.finish().await
+}
+
+// ---------------------------------------------------------------------------------------------
+// A versioned rollout: sagas finish on the version that started them, agents move to the new one
+
+/// Build id and versioning behaviour of each workflow task a history's worker completed.
+async fn task_versions(app: &TestApp, workflow_id: &str) -> anyhow::Result<Vec<(String, String)>> {
+    Ok(app
+        .events(workflow_id)
+        .await?
+        .into_iter()
+        .filter(|(kind, _)| kind == "WorkflowTaskCompleted")
+        .map(|(_, attrs)| {
+            let build = attrs["deployment_version"]["build_id"]
+                .as_str()
+                .or_else(|| attrs["worker_version"]["build_id"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            // Temporal's VersioningBehavior: 1 pinned, 2 auto-upgrade.
+            let behavior = match attrs["versioning_behavior"].as_i64() {
+                Some(1) => "pinned",
+                Some(2) => "auto-upgrade",
+                _ => "unversioned",
+            };
+            (build, behavior.to_owned())
+        })
+        .collect())
+}
+
+/// Whether `workflow_id`'s history holds the marker of `patch`, and how many tasks failed in it.
+async fn patch_and_failures(app: &TestApp, workflow_id: &str, patch: &str) -> anyhow::Result<(bool, usize)> {
+    let events = app.events(workflow_id).await?;
+    use base64::Engine;
+    let patch_of = |attrs: &Value| {
+        let data = attrs["details"]["patch-data"]["payloads"][0]["data"].as_str()?;
+        let json: Value =
+            serde_json::from_slice(&base64::engine::general_purpose::STANDARD.decode(data).ok()?).ok()?;
+        json["id"].as_str().map(str::to_owned)
+    };
+    let marked = events
+        .iter()
+        .any(|(kind, attrs)| kind == "MarkerRecorded" && patch_of(attrs).as_deref() == Some(patch));
+    Ok((marked, events.iter().filter(|(kind, _)| kind == "WorkflowTaskFailed").count()))
+}
+
+#[tokio::test]
+async fn live_versioned_rollout() -> anyhow::Result<()> {
+    use futures::future::try_join_all;
+    use slipway_proto::model::provisioning_workflow_id;
+    use slipway_worker::{
+        WorkerVersion,
+        versioning::{self, Adoption},
+    };
+    use slipway_workflows::provisioning::FIND_RUN_PATCH;
+    let deployment = format!("slipway-rollout-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let version =
+        |build: &str| WorkerVersion { deployment_name: Some(deployment.clone()), build_id: build.to_owned() };
+    // Version A plays the previous release: its saga lacks a step B has (held back by patch).
+    let gate = slipway_tests::PatchGate::default();
+    gate.hold(&[FIND_RUN_PATCH]);
+    let mut app = TestApp::spawn_with(Options {
+        held_patches: Some(gate),
+        worker_version: Some(version("A")),
+        ..Options::default()
+    })
+    .await?;
+    // A deployment's first version becomes current by itself (as the worker binary does).
+    assert_eq!(versioning::adopt_if_unset(&app.client, &version("A"), WAIT).await?, Adoption::Adopted);
+
+    // 20 live agents, provisioned on A; then 20 sagas stalled on their Actions callback (the
+    // runner holds their runs queued).
+    const N: usize = 20;
+    let pairs = |prefix: &str, n: usize| -> Vec<(String, String)> {
+        (0..n).map(|i| (app.id(&format!("{prefix}user{i}")), app.id(&format!("{prefix}{i}")))).collect()
+    };
+    let (live, stalled, fresh) = (pairs("live", N), pairs("stalled", N), pairs("fresh", 5));
+    try_join_all(live.iter().map(|(user, agent)| app.subscribe(user, Some((agent, "fsn1"))))).await?;
+    for (_, agent) in &live {
+        app.wait_for_status(agent, &[AgentStatus::Active], WAIT).await?;
+    }
+    app.runner("hold").await?;
+    try_join_all(stalled.iter().map(|(user, agent)| app.subscribe(user, Some((agent, "fsn1"))))).await?;
+    slipway_tests::wait_until("20 Actions runs queued behind the held runner", WAIT, || async {
+        let state = app.sandbox_state().await?;
+        let queued = state["github"]["runs"]
+            .as_array()
+            .map_or(0, |runs| runs.iter().filter(|r| r["status"] == "queued").count());
+        Ok(queued == N)
+    })
+    .await?;
+
+    // What A's workers report to an autoscaler: A's own share of each of its two task queues.
+    let queues = [app.task_queue.clone(), versioning::saga_task_queue(&app.task_queue)];
+    let backlog = slipway_worker::backlog::read(&app.client, &queues, &version("A")).await?;
+    let mut seen: Vec<(String, &str)> = backlog.iter().map(|b| (b.task_queue.clone(), b.task_type)).collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            (queues[0].clone(), "activity"),
+            (queues[0].clone(), "workflow"),
+            (queues[1].clone(), "activity"),
+            (queues[1].clone(), "workflow")
+        ],
+        "{backlog:?}"
+    );
+
+    // Version B starts and becomes current (once Temporal has seen its pollers).
+    let b = app.spawn_version(version("B"), None)?;
+    slipway_tests::wait_until("version B current", WAIT, || async {
+        Ok(versioning::set_current(&app.client, &deployment, "B").await.is_ok())
+    })
+    .await?;
+
+    // The runner frees up: the stalled sagas finish; new provisionings run; every live agent
+    // answers a stop and a start.
+    app.runner("succeed").await?;
+    for (_, agent) in &stalled {
+        app.wait_for_status(agent, &[AgentStatus::Active], WAIT).await?;
+    }
+    try_join_all(fresh.iter().map(|(user, agent)| app.subscribe(user, Some((agent, "fsn1"))))).await?;
+    for (_, agent) in &fresh {
+        app.wait_for_status(agent, &[AgentStatus::Active], WAIT).await?;
+    }
+    for (user, agent) in &live {
+        let token = app.token(user, None);
+        lifecycle(&app, &token, agent, "stop", AgentStatus::Stopped).await?;
+        lifecycle(&app, &token, agent, "start", AgentStatus::Active).await?;
+    }
+
+    // Which version ran what.
+    // The distinct (build, behaviour) runs of tasks, in order: e.g. A auto-upgrade, then B.
+    let builds = |versions: &[(String, String)]| -> Vec<String> {
+        let mut b: Vec<String> = versions.iter().map(|(b, behavior)| format!("{b} {behavior}")).collect();
+        b.dedup();
+        b
+    };
+    for (user, _) in &stalled {
+        let saga = provisioning_workflow_id(user);
+        let versions = task_versions(&app, &saga).await?;
+        assert_eq!(builds(&versions), ["A pinned"], "{saga} is pinned to A: {versions:?}");
+        assert_eq!(patch_and_failures(&app, &saga, FIND_RUN_PATCH).await?, (false, 0), "{saga} ran A's code");
+    }
+    for (user, _) in &fresh {
+        let saga = provisioning_workflow_id(user);
+        let versions = task_versions(&app, &saga).await?;
+        assert_eq!(builds(&versions), ["B pinned"], "{saga} started on B: {versions:?}");
+        assert_eq!(patch_and_failures(&app, &saga, FIND_RUN_PATCH).await?, (true, 0), "{saga} ran B's code");
+    }
+    for (_, agent) in &live {
+        let workflow = agent_workflow_id(agent);
+        let versions = task_versions(&app, &workflow).await?;
+        assert_eq!(
+            builds(&versions),
+            ["A auto-upgrade", "B auto-upgrade"],
+            "{workflow} moved from A to B: {versions:?}"
+        );
+        assert_eq!(patch_and_failures(&app, &workflow, FIND_RUN_PATCH).await?.1, 0, "{workflow}");
+    }
+    let (first_saga, first_agent) = (provisioning_workflow_id(&stalled[0].0), agent_workflow_id(&live[0].1));
+
+    // A has nothing left to run: Temporal reports it drained, and it stops; the work goes on.
+    slipway_tests::wait_until("version A drained", Duration::from_secs(60), || async {
+        Ok(versioning::drainage(&app.client, &deployment, "A").await? == "DRAINED")
+    })
+    .await?;
+    app.stop_worker().await?;
+    let (user, agent) = &live[0];
+    lifecycle(&app, &app.token(user, None), agent, "stop", AgentStatus::Stopped).await?;
+    let tasks = |versions: Vec<(String, String)>| {
+        versions.iter().map(|(b, _)| b.as_str()).collect::<Vec<_>>().join("")
+    };
+    eprintln!(
+        "rollout timeline (one letter per workflow task, the version that ran it): {N} stalled sagas pinned to A (e.g. {first_saga}: {}); {} new sagas pinned to B; {N} live agents auto-upgraded from A to B, no task failed (e.g. {first_agent}: {}); A drained, then stopped",
+        tasks(task_versions(&app, &first_saga).await?),
+        fresh.len(),
+        tasks(task_versions(&app, &first_agent).await?),
+    );
+    b.stop().await?;
+    Ok(())
 }

@@ -6,9 +6,13 @@
 //! - [`build_worker`]: registers workflows and activities; used by `main` and by the tests, so
 //!   the tests run exactly the worker that ships.
 //! - [`schedules`]: the reconcilers' Temporal Schedules, created or updated at start.
+//! - [`versioning`]: the Worker Deployment version, and why the process runs two workers.
+//! - [`backlog`]: the task queues' backlog as metrics, for autoscalers.
 
+pub mod backlog;
 pub mod schedules;
 pub mod settings;
+pub mod versioning;
 
 use slipway_activities::{BillingActivities, ProvisioningActivities, StackActivities};
 use std::sync::Arc;
@@ -22,6 +26,7 @@ use tonic::IntoRequest;
 
 pub use schedules::ensure_schedules;
 pub use settings::{ConfigError, ReconcileSettings, WorkerSettings, WorkerTuning};
+pub use versioning::WorkerVersion;
 
 /// Connect to Temporal using Temporal's own env config (`TEMPORAL_ADDRESS`,
 /// `TEMPORAL_NAMESPACE`, `temporal.toml`).
@@ -128,53 +133,94 @@ fn spawn_convergence_gauge(client: Client, task_queue: String) {
     });
 }
 
-/// A worker on `settings.task_queue` with every Slipway workflow and activity registered.
-pub fn build_worker(runtime: &Runtime, client: Client, settings: &WorkerSettings) -> anyhow::Result<Worker> {
+/// The process's Temporal workers, one per versioning behaviour ([`versioning`]): `main` on
+/// `settings.task_queue` (workflows that auto-upgrade to the current version) and `sagas` on its
+/// saga queue (sagas pinned to the version that started them). Each registers every workflow and
+/// activity: a saga started on the main queue by a release before the saga queue existed
+/// finishes there.
+pub struct Workers {
+    /// The task queue's worker.
+    pub main: Worker,
+    /// The saga queue's worker.
+    pub sagas: Worker,
+}
+
+impl Workers {
+    /// Stops both (in-flight activities get the shutdown grace period).
+    pub fn shutdown_handle(&self) -> impl Fn() + Send + Sync + 'static {
+        let (main, sagas) = (self.main.shutdown_handle(), self.sagas.shutdown_handle());
+        move || {
+            main();
+            sagas();
+        }
+    }
+
+    /// Polls both until shut down; the first error stops the process's work.
+    pub async fn run(&mut self) -> anyhow::Result<()> {
+        let (main, sagas) = tokio::join!(self.main.run(), self.sagas.run());
+        main?;
+        sagas?;
+        Ok(())
+    }
+}
+
+/// The workers on `settings.task_queue` and its saga queue with every Slipway workflow and
+/// activity registered.
+pub fn build_worker(runtime: &Runtime, client: Client, settings: &WorkerSettings) -> anyhow::Result<Workers> {
     build_worker_with(runtime, client, settings, |_| {})
 }
 
-/// [`build_worker`], with a last look at the options (tests hold a workflow change back with a
-/// patch activation callback, as a rolling deployment would).
+/// [`build_worker`], with a last look at each worker's options (tests hold a workflow change
+/// back with a patch activation callback, as a rolling deployment would).
 pub fn build_worker_with(
     runtime: &Runtime,
     client: Client,
     settings: &WorkerSettings,
-    customize: impl FnOnce(&mut WorkerOptions),
-) -> anyhow::Result<Worker> {
+    customize: impl Fn(&mut WorkerOptions),
+) -> anyhow::Result<Workers> {
+    use temporalio_common::worker::VersioningBehavior;
     let deployment = settings.deployment(&temporalio_client::NamespacedClient::namespace(&client));
-    tracing::info!(%deployment, "deployment identity (SLIPWAY_DEPLOYMENT)");
-    let (provisioning, stack) = (settings.provisioning(&deployment)?, settings.stack(&deployment)?);
+    tracing::info!(%deployment, version = %settings.version.label(), "deployment identity (SLIPWAY_DEPLOYMENT) and worker version");
     if settings.metrics_addr.is_some() {
         spawn_convergence_gauge(client.clone(), settings.task_queue.clone());
+        backlog::spawn_gauges(
+            client.clone(),
+            [settings.task_queue.clone(), versioning::saga_task_queue(&settings.task_queue)],
+            settings.version.clone(),
+        );
     }
-    // The sweep lists and deletes with the very clients the sagas create with.
-    let sweep = slipway_activities::SweepActivities::new(&provisioning, &stack, client.clone());
-    let provisioning = ProvisioningActivities::new(provisioning);
-    let billing = BillingActivities::new(settings.stripe()?);
-    let stack = StackActivities::new(stack);
-    let jobs = settings.jobs()?;
-    let lookups = slipway_activities::LookupActivities::new(
-        client.clone(),
-        settings.task_queue.clone(),
-        settings.job_gate_check,
-    );
-    let options = WorkerOptions::new(settings.task_queue.clone())
-        .register_activities(provisioning)
-        .register_activities(billing)
-        .register_activities(stack)
-        .register_activities(jobs)
-        .register_activities(lookups)
-        .register_activities(settings.reconcile()?)
-        .register_activities(sweep)
-        // Step durations, retries, compensations and the `activity` span of every attempt.
-        .worker_plugin(slipway_activities::metrics::step_plugin());
-    let options = slipway_workflows::register_all(options)?
-        // On shutdown, in-flight activities get this long to finish before they are handed back.
-        .graceful_shutdown_period(settings.shutdown_grace)
-        .build();
-    let mut options = settings.tuning.apply(options);
-    customize(&mut options);
-    Ok(Worker::new(runtime, client, options)?)
+    let worker = |task_queue: String, behavior: VersioningBehavior| -> anyhow::Result<Worker> {
+        let (provisioning, stack) = (settings.provisioning(&deployment)?, settings.stack(&deployment)?);
+        // The sweep lists and deletes with the very clients the sagas create with.
+        let sweep = slipway_activities::SweepActivities::new(&provisioning, &stack, client.clone());
+        let lookups = slipway_activities::LookupActivities::new(
+            client.clone(),
+            settings.task_queue.clone(),
+            settings.job_gate_check,
+        );
+        let options = WorkerOptions::new(task_queue)
+            .register_activities(ProvisioningActivities::new(provisioning))
+            .register_activities(BillingActivities::new(settings.stripe()?))
+            .register_activities(StackActivities::new(stack))
+            .register_activities(settings.jobs()?)
+            .register_activities(lookups)
+            .register_activities(settings.reconcile()?)
+            .register_activities(sweep)
+            // Step durations, retries, compensations and the `activity` span of every attempt.
+            .worker_plugin(slipway_activities::metrics::step_plugin());
+        let options = slipway_workflows::register_all(options)?
+            // On shutdown, in-flight activities get this long to finish before they are handed back.
+            .graceful_shutdown_period(settings.shutdown_grace)
+            .deployment_options(settings.version.options(behavior))
+            .build();
+        let mut options = settings.tuning.apply(options);
+        customize(&mut options);
+        Ok(Worker::new(runtime, client.clone(), options)?)
+    };
+    Ok(Workers {
+        main: worker(settings.task_queue.clone(), VersioningBehavior::AutoUpgrade)?,
+        sagas: worker(versioning::saga_task_queue(&settings.task_queue), VersioningBehavior::Pinned)?,
+    })
 }
 
 impl settings::WorkerTuning {

@@ -132,8 +132,11 @@ pub struct WorkerSettings {
     /// Where the Prometheus endpoint (SDK and Slipway metrics) listens
     /// (`SLIPWAY_METRICS_ADDR`, default `127.0.0.1:9464`; `off` disables it).
     pub metrics_addr: Option<std::net::SocketAddr>,
-    /// Task slots, pollers and sticky cache (`SLIPWAY_WORKER_*`; unset = the SDK's defaults).
+    /// Task slots, pollers and sticky cache (`SLIPWAY_WORKER_*`; unset = the SDK's defaults), per
+    /// worker (the process runs two: [`crate::versioning`]).
     pub tuning: WorkerTuning,
+    /// The Worker Deployment version (`TEMPORAL_DEPLOYMENT_NAME`, `TEMPORAL_WORKER_BUILD_ID`).
+    pub version: crate::versioning::WorkerVersion,
     /// The starter's Stripe webhook endpoint the catch-up feeds missed events to
     /// (`SLIPWAY_STARTER_URL` + `/webhooks/stripe`; default `http://127.0.0.1:8080`).
     pub stripe_webhook_url: String,
@@ -351,6 +354,7 @@ impl WorkerSettings {
         let job_gate_check = Duration::from_secs(count("SLIPWAY_JOB_GATE_CHECK_SECS", 300)? as u64);
         let tuning = WorkerTuning::from_lookup(get)?;
         let reconcile = ReconcileSettings::from_lookup(get)?;
+        let version = crate::versioning::WorkerVersion::from_lookup(get)?;
         let starter = or("SLIPWAY_STARTER_URL", "http://127.0.0.1:8080");
         Ok(Self {
             task_queue: or("SLIPWAY_TASK_QUEUE", "slipway"),
@@ -408,6 +412,7 @@ impl WorkerSettings {
                 })?),
             },
             tuning,
+            version,
             stripe_webhook_url: format!("{}/webhooks/stripe", starter.trim_end_matches('/')),
             stripe_webhook_secret: get("STRIPE_WEBHOOK_SECRET").map(SecretString::from),
             reconcile,

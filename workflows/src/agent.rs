@@ -51,6 +51,7 @@ use slipway_proto::{
         CheckoutHold, CheckoutRefusal, Checkouts, CommandOutcome, CommandRequest, LifecyclePolicy,
         OpenCheckout, PROTOCOL, ProvisionCommand, ProvisionOutcome, ProvisionRequest, ProvisionResult,
         ProvisionSource, ProvisioningPolicy, QueuedCommand, StopServerInput, provisioning_workflow_id,
+        saga_task_queue,
     },
 };
 use temporalio_common::search_attributes::SearchAttributes;
@@ -501,6 +502,10 @@ impl AgentWorkflow {
         let saga_id = provisioning_workflow_id(&agent.user_id);
         let options = ChildWorkflowOptions::builder()
             .workflow_id(saga_id.clone())
+            // Pinned to the Worker Deployment version that starts it (the saga queue's worker
+            // declares it); the task queue is not part of replay's checks, so runs that started
+            // their saga on this queue replay unchanged.
+            .task_queue(saga_task_queue(ctx.task_queue()))
             .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicate)
             // The saga must finish its rollback even if this workflow is terminated.
             .parent_close_policy(ParentClosePolicy::Abandon)

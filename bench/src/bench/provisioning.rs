@@ -66,7 +66,6 @@ impl Bench {
                 };
                 say!("provisioning, round {}: {n} {what}", round + 1);
                 sides.push((side, self.run_sagas(side, round).await?));
-                self.settle().await;
             }
             let take = |want: Side| sides.iter().find(|(s, _)| *s == want).map(|(_, r)| r.clone());
             let (Some(slipway), Some(same), Some(bare)) =
@@ -136,6 +135,7 @@ impl Bench {
         let retries = &retries;
         let acks = std::sync::Mutex::new(Vec::with_capacity(n));
         let acks = &acks;
+        let cpu_before = self.cpu_ticks();
         let start = Instant::now();
         let results: Vec<Result<Duration, String>> = stream::iter(0..n)
             .map(|i| async move {
@@ -183,6 +183,9 @@ impl Bench {
             results.iter().filter_map(|r| r.as_ref().ok()).map(|d| d.as_secs_f64() * 1000.0).collect();
         lat.sort_by(f64::total_cmp);
         let last = lat.last().copied().unwrap_or(wall.as_secs_f64() * 1000.0);
+        // What the burst left to do (the workers' last tasks) is its cost too.
+        self.settle().await;
+        let cpu_ms_per_saga = self.cpu_ms_per(&cpu_before, lat.len());
         let mut acks = std::mem::take(&mut *acks.lock().expect("ack latencies"));
         acks.sort_by(f64::total_cmp);
         Ok(SagaSide {
@@ -198,6 +201,7 @@ impl Bench {
             p99_ms: load::percentile(&lat, 0.99),
             webhook_retries: retries.load(std::sync::atomic::Ordering::Relaxed),
             first_error: results.into_iter().find_map(Result::err),
+            cpu_ms_per_saga,
         })
     }
 }

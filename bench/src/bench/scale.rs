@@ -109,6 +109,7 @@ impl Bench {
     fn clone_light(&self) -> Self {
         Self {
             workers: self.workers,
+            procs: self.procs.clone(),
             plan: self.plan.clone(),
             client: self.client.clone(),
             gateway: self.gateway.clone(),

@@ -2,6 +2,7 @@
 //! after a failure), queried for its status. Once retention removed a saga that succeeded, its
 //! `StackRecord` (`stack-record-<client id>`) answers for it: the stack exists, with that status.
 
+use slipway_proto::model::saga_task_queue;
 use slipway_proto::stack::{
     ClientStackRequest, ClientStackStatus, StackState, stack_record_workflow_id, stack_workflow_id,
 };
@@ -35,7 +36,8 @@ impl Gateway {
                     | WorkflowExecutionStatus::TimedOut
             )
         });
-        let options = WorkflowStartOptions::new(self.task_queue.clone(), workflow_id.clone())
+        // A saga: on the saga queue, pinned to the version that starts it.
+        let options = WorkflowStartOptions::new(saga_task_queue(&self.task_queue), workflow_id.clone())
             .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
             .id_reuse_policy(WorkflowIdReusePolicy::AllowDuplicateFailedOnly)
             .search_attributes(SearchAttributes::new([
