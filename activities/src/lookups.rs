@@ -61,6 +61,13 @@ pub mod names {
     pub const CHECKOUT: &str = "checkout";
 }
 
+/// Whether a start of an agent's workflow (with [`agent_start_options`]) was refused because the
+/// agent is closed: its id belongs to a closed run that may not be reused, i.e. it was destroyed,
+/// and a late event must not bring it back. One answer for every place that starts agents.
+pub fn agent_closed(err: &WorkflowStartError) -> bool {
+    matches!(err, WorkflowStartError::Rpc(status) if status.code() == tonic::Code::AlreadyExists)
+}
+
 /// How an agent's workflow starts, wherever it is started (the starter's API and checkouts, a
 /// customer's workflow handing a checkout over): its id never reused once closed (a destroyed
 /// agent stays destroyed), with its search attributes, summary and memo (name, region: what
@@ -247,7 +254,7 @@ impl LookupActivities {
         );
         match call.await {
             Ok(_) => Ok(true),
-            Err(WorkflowStartError::Rpc(status)) if status.code() == tonic::Code::AlreadyExists => Ok(false),
+            Err(e) if agent_closed(&e) => Ok(false),
             Err(WorkflowStartError::PayloadConversion(e)) => Err(permanent(e.to_string())),
             Err(e) => Err(transient(format!("agent {}: {e}", handoff.agent.agent.agent_id))),
         }

@@ -207,25 +207,38 @@ impl ProvisioningActivities {
         input: DispatchInput,
     ) -> Result<Option<String>, ActivityError> {
         let info = ctx.info();
-        if info.attempt > 1 {
-            let since = info.scheduled_time.unwrap_or_else(SystemTime::now) - DISPATCH_LOOKBACK;
-            for look in 0..2 {
-                if look > 0 {
-                    tokio::select! {
-                        _ = tokio::time::sleep(RUN_LISTING_LAG) => {}
-                        _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
+        let work = async {
+            if info.attempt > 1 {
+                let since = info.scheduled_time.unwrap_or_else(SystemTime::now) - DISPATCH_LOOKBACK;
+                for look in 0..2 {
+                    if look > 0 {
+                        tokio::select! {
+                            _ = tokio::time::sleep(RUN_LISTING_LAG) => {}
+                            _ = ctx.cancelled() => return Err(ActivityError::cancelled()),
+                        }
+                    }
+                    if let Some(run) =
+                        self.find_run(&input, since).await.map_err(ClientError::into_activity_error)?
+                    {
+                        tracing::info!(agent_id = %input.agent_id, job_id = %input.job_id, run_id = %run,
+                            attempt = info.attempt, "adopting the run an earlier dispatch attempt started");
+                        return Ok(Some(run));
                     }
                 }
-                if let Some(run) =
-                    self.find_run(&input, since).await.map_err(ClientError::into_activity_error)?
-                {
-                    tracing::info!(agent_id = %input.agent_id, job_id = %input.job_id, run_id = %run,
-                        attempt = info.attempt, "adopting the run an earlier dispatch attempt started");
-                    return Ok(Some(run));
+            }
+            self.dispatch(&input).await.map_err(ClientError::into_activity_error)
+        };
+        // Alive while it works: the saga's heartbeat timeout tells a lost attempt from a slow one.
+        tokio::pin!(work);
+        let mut beat = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = beat.tick() => {
+                    let _ = ctx.record_heartbeat(info.attempt).await;
                 }
             }
         }
-        self.dispatch(&input).await.map_err(ClientError::into_activity_error)
     }
 
     /// Step 3b: the run of a dispatch whose answer did not name it (GitHub Enterprise Server

@@ -239,7 +239,12 @@ async fn three_workers_and_two_starters_share_the_work_and_survive_a_sigkill() -
     wait_settled(&app, N, overall.saturating_duration_since(tokio::time::Instant::now())).await?;
     let records = records(&app, &agents).await?;
     let tally = outcomes(&records)?;
-    assert!(tally.rolled_back.is_empty(), "every provisioning ends active: {:?}", tally.rolled_back);
+    let failed: Vec<String> = tally
+        .rolled_back
+        .iter()
+        .map(|agent| format!("{agent}: {}", records[agent].failure_reason.clone().unwrap_or_default()))
+        .collect();
+    assert!(failed.is_empty(), "every provisioning ends active: {failed:#?}");
     let state = app.sandbox_state().await?;
     let inventory = Inventory::of(&state)?;
     inventory.check_no_orphans(&tally.active)?;

@@ -2,8 +2,9 @@
 //!
 //! - `committed_histories_replay` replays every file under `tests/histories/` (recorded from
 //!   real runs) with the current workflow code. A change that alters the commands a workflow
-//!   issues on any recorded path fails here, before it can break workflows already running.
-//!   New files are picked up as they are added.
+//!   issues on any recorded path fails here, before it can break workflows already running,
+//!   naming the workflow type, the file and the first event that no longer matches. New files
+//!   are picked up as they are added.
 //! - The `live_*` tests play one family of paths each against a real Temporal server, sandbox,
 //!   worker and starter, then replay what they produced and scan it for secrets. With
 //!   `SLIPWAY_RECORD_HISTORIES=1` (or a directory) they also write the histories:
@@ -90,14 +91,50 @@ fn workflow_type(json: &Value) -> Option<String> {
 }
 
 async fn replay(replayer: &WorkflowReplayer, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
+    match replay_once(replayer, bytes).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let at = break_point(replayer, bytes).await.unwrap_or_else(|| "event not located".to_owned());
+            Err(anyhow::anyhow!("{name} no longer replays ({at}): {e}"))
+        }
+    }
+}
+
+async fn replay_once(replayer: &WorkflowReplayer, bytes: &[u8]) -> anyhow::Result<()> {
     // Bounded: a replay that never ends must fail with the history's name, not hang CI.
     tokio::time::timeout(
         Duration::from_secs(60),
         replayer.replay_workflow(WorkflowHistory::from_json(bytes)?),
     )
     .await
-    .map_err(|_| anyhow::anyhow!("{name}: replay did not finish within 60 s"))?
-    .map_err(|e| anyhow::anyhow!("{name} no longer replays: {e}"))
+    .map_err(|_| anyhow::anyhow!("replay did not finish within 60 s"))??;
+    Ok(())
+}
+
+/// Where a history stops replaying: the first event the code's commands no longer match, found
+/// by replaying the history cut before each workflow task in turn (the shortest cut that fails
+/// ends with the task whose recorded commands differ). Only run once a replay failed.
+async fn break_point(replayer: &WorkflowReplayer, bytes: &[u8]) -> Option<String> {
+    let history: Value = serde_json::from_slice(bytes).ok()?;
+    let events = history["events"].as_array()?;
+    let kind = |e: &Value| {
+        e["attributes"].as_object()?.keys().next().map(|k| k.trim_end_matches("EventAttributes").to_owned())
+    };
+    for (end, _) in
+        events.iter().enumerate().filter(|(_, e)| kind(e).as_deref() == Some("WorkflowTaskStarted"))
+    {
+        let mut cut = history.clone();
+        cut["events"] = Value::Array(events[..=end].to_vec());
+        if replay_once(replayer, &serde_json::to_vec(&cut).ok()?).await.is_ok() {
+            continue;
+        }
+        // The commands of the task completed last before this cut.
+        let completed =
+            events[..end].iter().rposition(|e| kind(e).as_deref() == Some("WorkflowTaskCompleted"))?;
+        let first = events.get(completed + 1)?;
+        return Some(format!("at event {} ({})", first["event_id"], kind(first)?));
+    }
+    None
 }
 
 #[tokio::test]
@@ -122,11 +159,11 @@ async fn committed_histories_replay() -> anyhow::Result<()> {
         if event_kinds(&value).last().is_some_and(|k| k == "WorkflowExecutionContinuedAsNew") {
             continued.push(kind.clone());
         }
-        types.push(kind);
+        types.push(kind.clone());
         let name = path.strip_prefix(histories_dir()).unwrap_or(path).display().to_string();
         // Every file is tried, so one run names every path a change breaks.
         if let Err(e) = replay(&replayer, &name, &bytes).await {
-            failures.push(e.to_string());
+            failures.push(format!("{kind}: {e}"));
         }
     }
     assert!(
@@ -152,6 +189,36 @@ async fn committed_histories_replay() -> anyhow::Result<()> {
         assert!(continued.iter().any(|t| t == required), "no committed continue-as-new of {required}");
     }
     eprintln!("replayed {} committed histories", files.len());
+    Ok(())
+}
+
+/// A code change that breaks a recorded history fails with the workflow type and the event the
+/// replay broke at: here a saga whose first step became another activity (as a release that
+/// changed the step without a patch would replay it).
+#[tokio::test]
+async fn a_history_the_code_no_longer_produces_is_named_by_type_and_event() -> anyhow::Result<()> {
+    slipway_tests::init_logging();
+    let replayer = replayer()?;
+    let name = "provisioning-success-finds-run-protocol-1.json";
+    let mut history: Value = serde_json::from_slice(&std::fs::read(recorded_dir().join(name))?)?;
+    let kind = workflow_type(&history).context("workflow type")?;
+    let event = history["events"]
+        .as_array_mut()
+        .and_then(|events| {
+            events.iter_mut().find(|e| e["attributes"]["ActivityTaskScheduledEventAttributes"].is_object())
+        })
+        .context("an activity")?;
+    let id = event["event_id"].as_i64().context("event id")?;
+    event["attributes"]["ActivityTaskScheduledEventAttributes"]["activity_type"]["name"] =
+        json!("ProvisioningActivities::renamed_step");
+    let err = replay(&replayer, name, &serde_json::to_vec(&history)?).await.expect_err("must not replay");
+    let message = format!("{kind}: {err}");
+    eprintln!("{message}");
+    assert!(message.starts_with("ProvisionAgent: provisioning-success"), "{message}");
+    assert!(
+        message.contains(&format!("(at event {id} (ActivityTaskScheduled))")),
+        "names event {id}: {message}"
+    );
     Ok(())
 }
 

@@ -155,9 +155,26 @@ impl Workers {
         }
     }
 
-    /// Polls both until shut down; the first error stops the process's work.
+    /// Polls both until shut down. If one stops with an error (e.g. it cannot validate the
+    /// namespace), the other is shut down too, so the process exits instead of running half.
     pub async fn run(&mut self) -> anyhow::Result<()> {
-        let (main, sagas) = tokio::join!(self.main.run(), self.sagas.run());
+        let Workers { main, sagas } = self;
+        let (stop_main, stop_sagas) = (main.shutdown_handle(), sagas.shutdown_handle());
+        let main = async {
+            let ran = main.run().await;
+            if ran.is_err() {
+                stop_sagas();
+            }
+            ran
+        };
+        let sagas = async {
+            let ran = sagas.run().await;
+            if ran.is_err() {
+                stop_main();
+            }
+            ran
+        };
+        let (main, sagas) = tokio::join!(main, sagas);
         main?;
         sagas?;
         Ok(())

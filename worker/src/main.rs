@@ -34,26 +34,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let runtime = slipway_worker::runtime(&settings)?;
     let mut worker = build_worker(&runtime, client.clone(), &settings)?;
-    if settings.version.versioned() {
-        // A deployment's first version becomes current by itself; later ones by a rollout.
-        let version = settings.version.clone();
-        tokio::spawn(async move {
-            use slipway_worker::versioning::{Adoption, adopt_if_unset};
-            match adopt_if_unset(&client, &version, std::time::Duration::from_secs(60)).await {
-                Ok(Adoption::Adopted) => {
-                    tracing::info!(version = %version.label(), "first version of the deployment: made current")
-                }
-                Ok(Adoption::AlreadyCurrent(build)) => tracing::info!(
-                    version = %version.label(), current = %build,
-                    "the deployment has a current version; this one receives work once a rollout makes it current or ramps it"
-                ),
-                Ok(Adoption::Unversioned) => {}
-                Err(e) => {
-                    tracing::warn!(version = %version.label(), error = %e, "could not read or set the deployment's current version")
-                }
-            }
-        });
-    }
+    // A deployment's first version becomes current by itself; later ones by a rollout.
+    slipway_worker::versioning::spawn_adoption(client, settings.version.clone());
     let shutdown = worker.shutdown_handle();
     tokio::spawn(async move {
         shutdown_signal().await;

@@ -179,6 +179,30 @@ pub async fn adopt_if_unset(
     }
 }
 
+/// [`adopt_if_unset`] in the background, logging what became of it (the worker's start-up;
+/// nothing for an unversioned worker).
+pub fn spawn_adoption(client: Client, version: WorkerVersion) {
+    if !version.versioned() {
+        return;
+    }
+    tokio::spawn(async move {
+        match adopt_if_unset(&client, &version, Duration::from_secs(60)).await {
+            Ok(Adoption::Adopted) => {
+                tracing::info!(version = %version.label(), "first version of the deployment: made current")
+            }
+            Ok(Adoption::AlreadyCurrent(build)) => tracing::info!(
+                version = %version.label(), current = %build,
+                "the deployment has a current version; this one receives work once a rollout makes it current or ramps it"
+            ),
+            Ok(Adoption::Unversioned) => {}
+            Err(e) => tracing::warn!(
+                version = %version.label(), error = %e,
+                "could not read or set the deployment's current version"
+            ),
+        }
+    });
+}
+
 fn retryable(code: Code) -> bool {
     matches!(code, Code::NotFound | Code::FailedPrecondition | Code::Aborted | Code::Unavailable)
 }

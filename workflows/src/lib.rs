@@ -57,7 +57,10 @@ pub mod provisioning;
 pub mod reconcile;
 pub(crate) mod saga;
 pub mod stack_record;
-pub use slipway_activities::{lookups::agent_start_options, search_attributes};
+pub use slipway_activities::{
+    lookups::{agent_closed, agent_start_options},
+    search_attributes,
+};
 pub mod subscription;
 
 mod details;

@@ -66,6 +66,10 @@ pub mod steps {
 /// the runs list), holding earlier callbacks, instead of binding the first callback's run.
 pub const FIND_RUN_PATCH: &str = "provisioning-finds-its-actions-run";
 
+/// How long the dispatch may go without a heartbeat before Temporal takes its worker for lost
+/// and tries again (the activity beats every second while it runs).
+pub const DISPATCH_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long `find_provision_run` is retried before the saga gives up on finding its run.
 pub const FIND_RUN_WINDOW: Duration = Duration::from_secs(5 * 60);
 
@@ -324,12 +328,15 @@ impl ProvisionAgentWorkflow {
             .execute_activity(
                 ProvisioningActivities::dispatch_provision_job,
                 dispatch.clone(),
-                // Deliberately no start-to-close: an attempt lost with its worker is not
-                // retried, because a retry can only adopt a run whose title it can read (the
-                // shipped workflow's run-name); it ends at the deadline and the saga rolls back.
+                // No start-to-close: a slow attempt that is still alive must not be run a second
+                // time beside it (a retry adopts the run an earlier attempt started only if it
+                // can read its title, the shipped workflow's run-name). The attempt heartbeats
+                // instead, so one lost with its worker (killed, or its host gone) is retried
+                // within the heartbeat timeout, and the retry adopts the run if it was started.
                 ActivityOptions::with_schedule_to_close_timeout(Duration::from_secs(
                     req.policy.dispatch_deadline_secs,
                 ))
+                .heartbeat_timeout(DISPATCH_HEARTBEAT_TIMEOUT)
                 .retry_policy(
                     RetryPolicy::builder()
                         .initial_interval(Duration::from_secs(1))

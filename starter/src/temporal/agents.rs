@@ -10,8 +10,7 @@ use slipway_proto::model::{
 use slipway_workflows::{AgentWorkflow, search_attributes};
 use temporalio_client::{
     WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy, WorkflowListOptions, WorkflowQueryOptions,
-    WorkflowSignalOptions, WorkflowStartOptions,
-    errors::{ClientError, WorkflowStartError},
+    WorkflowSignalOptions, WorkflowStartOptions, errors::ClientError,
 };
 
 use super::{Gateway, GatewayError};
@@ -60,10 +59,7 @@ impl Gateway {
         );
         match self.bounded(call).await? {
             Ok(_) => Ok(()),
-            // The id belongs to a closed run that may not be reused: the agent was destroyed.
-            Err(WorkflowStartError::Rpc(status)) if status.code() == tonic::Code::AlreadyExists => {
-                Err(GatewayError::Closed)
-            }
+            Err(e) if slipway_workflows::agent_closed(&e) => Err(GatewayError::Closed),
             Err(e) => Err(e.into()),
         }
     }
