@@ -22,15 +22,21 @@ ensure_tools() {
   "$TEMPORAL" --version >/dev/null || die "the Temporal CLI in .venv does not run"
 }
 
+# pip_requirements FILE MARKER WHAT: `pip install -r FILE` (relative to the repository) into .venv,
+# again whenever FILE is newer than .venv/MARKER.
+pip_requirements() {
+  local req="$ROOT/$1" marker="$VENV/$2"
+  if [ ! -f "$marker" ] || [ "$req" -nt "$marker" ]; then
+    log "installing $3 into .venv"
+    "$VENV/bin/pip" install --quiet -r "$req" || die "pip install -r $1 failed"
+    touch "$marker"
+  fi
+}
+
 # ensure_official_clients: the providers' official Python clients (tests/official-clients), which
 # tests/tests/official_clients.rs drives against the sandbox, into .venv at their pinned versions.
 ensure_official_clients() {
-  local req="$ROOT/tests/official-clients/requirements.txt" marker="$VENV/.official-clients"
-  if [ ! -f "$marker" ] || [ "$req" -nt "$marker" ]; then
-    log "installing the providers' official clients into .venv"
-    "$VENV/bin/pip" install --quiet -r "$req" || die "pip install -r tests/official-clients/requirements.txt failed"
-    touch "$marker"
-  fi
+  pip_requirements tests/official-clients/requirements.txt .official-clients "the providers' official clients"
   # Octokit and the Vercel SDK (tests/official-clients/package-lock.json), with Node.js, which
   # ensure_browser installs.
   if [ ! -f "$ROOT/tests/official-clients/node_modules/.package-lock.json" ] \
@@ -44,12 +50,7 @@ ensure_official_clients() {
 # ensure_kubernetes_validator: what deploy/kubernetes/validate.py needs, into .venv at its pinned
 # version (tests/tests/compose.rs runs it).
 ensure_kubernetes_validator() {
-  local req="$ROOT/deploy/kubernetes/requirements.txt" marker="$VENV/.kubernetes-validate"
-  if [ ! -f "$marker" ] || [ "$req" -nt "$marker" ]; then
-    log "installing the Kubernetes manifest validator into .venv"
-    "$VENV/bin/pip" install --quiet -r "$req" || die "pip install -r deploy/kubernetes/requirements.txt failed"
-    touch "$marker"
-  fi
+  pip_requirements deploy/kubernetes/requirements.txt .kubernetes-validate "the Kubernetes manifest validator"
 }
 
 # start_temporal PORT UI_PORT [DB_FILE]: dev server in the background; sets TEMPORAL_PID.
