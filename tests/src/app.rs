@@ -15,7 +15,7 @@ use crate::{
     LLM_API_KEY, N8N_API_KEY, Options, PatchGate, STRIPE_API_KEY, STRIPE_SECRET, SUPABASE_TOKEN,
     TAILSCALE_API_KEY, VERCEL_TOKEN, connect, init_logging,
     temporal::{TemporalServer, temporal_server},
-    worker::{WorkerProcess, join_worker, spawn_worker},
+    worker::{WorkerProcess, join_worker, process_command, spawn_worker},
     worker_env, worker_settings,
 };
 
@@ -331,21 +331,9 @@ impl TestApp {
             Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
         };
         let (http, grpc) = (port()?, port()?);
-        let mut cmd = std::process::Command::new(crate::workspace_binary("slipway-starter")?);
-        cmd.env_clear()
-            .envs(self.starter_env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("SLIPWAY_HTTP_ADDR", format!("127.0.0.1:{http}"))
-            .env("SLIPWAY_GRPC_ADDR", format!("127.0.0.1:{grpc}"))
-            .env("TEMPORAL_ADDRESS", &self.worker_address)
-            .env("TEMPORAL_NAMESPACE", "default")
-            .env("RUST_LOG", "error")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null());
-        for var in ["PATH", "HOME"] {
-            if let Some(v) = std::env::var_os(var) {
-                cmd.env(var, v);
-            }
-        }
+        let mut cmd = process_command("slipway-starter", &self.starter_env, &self.worker_address)?;
+        cmd.env("SLIPWAY_HTTP_ADDR", format!("127.0.0.1:{http}"))
+            .env("SLIPWAY_GRPC_ADDR", format!("127.0.0.1:{grpc}"));
         let process = StarterProcess {
             child: cmd.spawn().context("spawning slipway-starter")?,
             url: format!("http://127.0.0.1:{http}"),

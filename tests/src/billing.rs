@@ -26,15 +26,29 @@ impl TestApp {
 
     /// POST a body to `/webhooks/stripe` with a fresh, valid signature.
     pub async fn post_stripe(&self, body: &str) -> anyhow::Result<reqwest::Response> {
+        self.post_stripe_to(&self.starter_url, body).await
+    }
+
+    /// [`TestApp::post_stripe`] to the starter at `starter_url` (another starter of this app).
+    pub async fn post_stripe_to(&self, starter_url: &str, body: &str) -> anyhow::Result<reqwest::Response> {
         let header = slipway_sandbox::stripe::signature_header(body, STRIPE_SECRET, now());
-        self.post_stripe_signed(body, &header).await
+        self.post_stripe_signed_to(starter_url, body, &header).await
     }
 
     /// POST a body to `/webhooks/stripe` with the given `Stripe-Signature`.
     pub async fn post_stripe_signed(&self, body: &str, signature: &str) -> anyhow::Result<reqwest::Response> {
+        self.post_stripe_signed_to(&self.starter_url, body, signature).await
+    }
+
+    async fn post_stripe_signed_to(
+        &self,
+        starter_url: &str,
+        body: &str,
+        signature: &str,
+    ) -> anyhow::Result<reqwest::Response> {
         Ok(self
             .http
-            .post(format!("{}/webhooks/stripe", self.starter_url))
+            .post(format!("{starter_url}/webhooks/stripe"))
             .header("content-type", "application/json")
             .header("stripe-signature", signature)
             .body(body.to_owned())

@@ -182,6 +182,29 @@ pub fn workspace_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {
     Ok(path)
 }
 
+/// A workspace binary (`name`) as a test's child process: only `env`, Temporal at `address`
+/// (namespace `default`), `PATH` and `HOME`; errors-only logs, no stdin or stdout.
+pub(crate) fn process_command(
+    name: &str,
+    env: &BTreeMap<&'static str, String>,
+    address: &str,
+) -> anyhow::Result<std::process::Command> {
+    let mut cmd = std::process::Command::new(workspace_binary(name)?);
+    cmd.env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("TEMPORAL_ADDRESS", address)
+        .env("TEMPORAL_NAMESPACE", "default")
+        .env("RUST_LOG", "error")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    for var in ["PATH", "HOME"] {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
+    }
+    Ok(cmd)
+}
+
 /// The `slipway-worker` binary running as a child process with a test's environment.
 pub(crate) struct WorkerProcess {
     child: Option<std::process::Child>,
@@ -197,19 +220,8 @@ impl WorkerProcess {
 
     pub(crate) fn restart(&mut self, address: &str) -> anyhow::Result<()> {
         anyhow::ensure!(self.child.is_none(), "the worker process is still running");
-        let mut cmd = std::process::Command::new(workspace_binary("slipway-worker")?);
-        cmd.env_clear()
-            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
-            .env("TEMPORAL_ADDRESS", address)
-            .env("TEMPORAL_NAMESPACE", "default")
-            .env("RUST_LOG", std::env::var("SLIPWAY_TEST_WORKER_LOG").unwrap_or_else(|_| "error".into()))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null());
-        for var in ["PATH", "HOME"] {
-            if let Some(v) = std::env::var_os(var) {
-                cmd.env(var, v);
-            }
-        }
+        let mut cmd = process_command("slipway-worker", &self.env, address)?;
+        cmd.env("RUST_LOG", std::env::var("SLIPWAY_TEST_WORKER_LOG").unwrap_or_else(|_| "error".into()));
         self.child = Some(cmd.spawn().context("spawning slipway-worker")?);
         Ok(())
     }

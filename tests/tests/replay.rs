@@ -1565,12 +1565,22 @@ async fn live_reconcilers() -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------------------
 // A versioned rollout: sagas finish on the version that started them, agents move to the new one
 
-/// Build id and versioning behaviour of each workflow task a history's worker completed.
-async fn task_versions(app: &TestApp, workflow_id: &str) -> anyhow::Result<Vec<(String, String)>> {
-    Ok(app
-        .events(workflow_id)
-        .await?
-        .into_iter()
+/// What a rollout test reads from one history (fetched once).
+struct RunFacts {
+    /// Build id and versioning behaviour of each workflow task the workers completed.
+    versions: Vec<(String, String)>,
+    /// Whether the history holds the marker of the patch asked about.
+    marked: bool,
+    /// Workflow tasks that failed.
+    failed: usize,
+}
+
+/// [`RunFacts`] of `workflow_id`'s history, with `patch`'s marker.
+async fn run_facts(app: &TestApp, workflow_id: &str, patch: &str) -> anyhow::Result<RunFacts> {
+    use base64::Engine;
+    let events = app.events(workflow_id).await?;
+    let versions = events
+        .iter()
         .filter(|(kind, _)| kind == "WorkflowTaskCompleted")
         .map(|(_, attrs)| {
             let build = attrs["deployment_version"]["build_id"]
@@ -1586,13 +1596,7 @@ async fn task_versions(app: &TestApp, workflow_id: &str) -> anyhow::Result<Vec<(
             };
             (build, behavior.to_owned())
         })
-        .collect())
-}
-
-/// Whether `workflow_id`'s history holds the marker of `patch`, and how many tasks failed in it.
-async fn patch_and_failures(app: &TestApp, workflow_id: &str, patch: &str) -> anyhow::Result<(bool, usize)> {
-    let events = app.events(workflow_id).await?;
-    use base64::Engine;
+        .collect();
     let patch_of = |attrs: &Value| {
         let data = attrs["details"]["patch-data"]["payloads"][0]["data"].as_str()?;
         let json: Value =
@@ -1602,7 +1606,8 @@ async fn patch_and_failures(app: &TestApp, workflow_id: &str, patch: &str) -> an
     let marked = events
         .iter()
         .any(|(kind, attrs)| kind == "MarkerRecorded" && patch_of(attrs).as_deref() == Some(patch));
-    Ok((marked, events.iter().filter(|(kind, _)| kind == "WorkflowTaskFailed").count()))
+    let failed = events.iter().filter(|(kind, _)| kind == "WorkflowTaskFailed").count();
+    Ok(RunFacts { versions, marked, failed })
 }
 
 #[tokio::test]
@@ -1699,25 +1704,26 @@ async fn live_versioned_rollout() -> anyhow::Result<()> {
     };
     for (user, _) in &stalled {
         let saga = provisioning_workflow_id(user);
-        let versions = task_versions(&app, &saga).await?;
-        assert_eq!(builds(&versions), ["A pinned"], "{saga} is pinned to A: {versions:?}");
-        assert_eq!(patch_and_failures(&app, &saga, FIND_RUN_PATCH).await?, (false, 0), "{saga} ran A's code");
+        let run = run_facts(&app, &saga, FIND_RUN_PATCH).await?;
+        assert_eq!(builds(&run.versions), ["A pinned"], "{saga} is pinned to A: {:?}", run.versions);
+        assert_eq!((run.marked, run.failed), (false, 0), "{saga} ran A's code");
     }
     for (user, _) in &fresh {
         let saga = provisioning_workflow_id(user);
-        let versions = task_versions(&app, &saga).await?;
-        assert_eq!(builds(&versions), ["B pinned"], "{saga} started on B: {versions:?}");
-        assert_eq!(patch_and_failures(&app, &saga, FIND_RUN_PATCH).await?, (true, 0), "{saga} ran B's code");
+        let run = run_facts(&app, &saga, FIND_RUN_PATCH).await?;
+        assert_eq!(builds(&run.versions), ["B pinned"], "{saga} started on B: {:?}", run.versions);
+        assert_eq!((run.marked, run.failed), (true, 0), "{saga} ran B's code");
     }
     for (_, agent) in &live {
         let workflow = agent_workflow_id(agent);
-        let versions = task_versions(&app, &workflow).await?;
+        let run = run_facts(&app, &workflow, FIND_RUN_PATCH).await?;
         assert_eq!(
-            builds(&versions),
+            builds(&run.versions),
             ["A auto-upgrade", "B auto-upgrade"],
-            "{workflow} moved from A to B: {versions:?}"
+            "{workflow} moved from A to B: {:?}",
+            run.versions
         );
-        assert_eq!(patch_and_failures(&app, &workflow, FIND_RUN_PATCH).await?.1, 0, "{workflow}");
+        assert_eq!(run.failed, 0, "{workflow}");
     }
     let (first_saga, first_agent) = (provisioning_workflow_id(&stalled[0].0), agent_workflow_id(&live[0].1));
 
@@ -1729,14 +1735,12 @@ async fn live_versioned_rollout() -> anyhow::Result<()> {
     app.stop_worker().await?;
     let (user, agent) = &live[0];
     lifecycle(&app, &app.token(user, None), agent, "stop", AgentStatus::Stopped).await?;
-    let tasks = |versions: Vec<(String, String)>| {
-        versions.iter().map(|(b, _)| b.as_str()).collect::<Vec<_>>().join("")
-    };
+    let tasks = |run: RunFacts| run.versions.iter().map(|(b, _)| b.as_str()).collect::<Vec<_>>().join("");
     eprintln!(
         "rollout timeline (one letter per workflow task, the version that ran it): {N} stalled sagas pinned to A (e.g. {first_saga}: {}); {} new sagas pinned to B; {N} live agents auto-upgraded from A to B, no task failed (e.g. {first_agent}: {}); A drained, then stopped",
-        tasks(task_versions(&app, &first_saga).await?),
+        tasks(run_facts(&app, &first_saga, FIND_RUN_PATCH).await?),
         fresh.len(),
-        tasks(task_versions(&app, &first_agent).await?),
+        tasks(run_facts(&app, &first_agent, FIND_RUN_PATCH).await?),
     );
     b.stop().await?;
     Ok(())

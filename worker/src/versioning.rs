@@ -155,15 +155,10 @@ pub async fn adopt_if_unset(
                 if let Some(current) = current {
                     return Ok(Adoption::AlreadyCurrent(current.build_id));
                 }
-                let set = SetWorkerDeploymentCurrentVersionRequest {
-                    namespace: namespace.clone(),
-                    deployment_name: name.clone(),
-                    build_id: version.build_id.clone(),
-                    conflict_token: answer.conflict_token,
-                    identity: format!("slipway-worker {}", version.build_id),
-                    ..Default::default()
-                };
-                match service.set_worker_deployment_current_version(set.into_request()).await {
+                let identity = format!("slipway-worker {}", version.build_id);
+                match set_current_version(client, &name, &version.build_id, answer.conflict_token, &identity)
+                    .await
+                {
                     Ok(_) => return Ok(Adoption::Adopted),
                     // Not every task queue of the version registered yet, or another worker won
                     // the race (the conflict token moved): look again.
@@ -210,16 +205,27 @@ fn retryable(code: Code) -> bool {
 /// Make `build_id` the current version of `deployment` (a rollout's last step; what
 /// `temporal worker deployment set-current-version` does).
 pub async fn set_current(client: &Client, deployment: &str, build_id: &str) -> anyhow::Result<()> {
-    let namespace = client.namespace().to_owned();
-    let mut service = client.connection().workflow_service();
+    set_current_version(client, deployment, build_id, Vec::new(), "slipway").await?;
+    Ok(())
+}
+
+/// `SetWorkerDeploymentCurrentVersion`, guarded by `conflict_token` when not empty.
+async fn set_current_version(
+    client: &Client,
+    deployment: &str,
+    build_id: &str,
+    conflict_token: Vec<u8>,
+    identity: &str,
+) -> Result<(), tonic::Status> {
     let set = SetWorkerDeploymentCurrentVersionRequest {
-        namespace,
+        namespace: client.namespace().to_owned(),
         deployment_name: deployment.to_owned(),
         build_id: build_id.to_owned(),
-        identity: "slipway".to_owned(),
+        conflict_token,
+        identity: identity.to_owned(),
         ..Default::default()
     };
-    service.set_worker_deployment_current_version(set.into_request()).await?;
+    client.connection().workflow_service().set_worker_deployment_current_version(set.into_request()).await?;
     Ok(())
 }
 
@@ -254,11 +260,7 @@ pub async fn drainage(client: &Client, deployment: &str, build_id: &str) -> anyh
 mod tests {
     use super::*;
 
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let pairs: Vec<(String, String)> =
-            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
-        move |k| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-    }
+    use crate::settings::tests::lookup;
 
     #[test]
     fn unversioned_unless_a_deployment_is_named() {

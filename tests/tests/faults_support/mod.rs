@@ -28,7 +28,12 @@ pub(crate) struct Answer {
 
 /// POST a signed event once, the way one Stripe delivery attempt does.
 pub(crate) async fn deliver(app: &TestApp, body: &str) -> Answer {
-    match app.post_stripe(body).await {
+    deliver_to(app, &app.starter_url, body).await
+}
+
+/// [`deliver`] to the starter at `starter_url` (another starter of the app).
+pub(crate) async fn deliver_to(app: &TestApp, starter_url: &str, body: &str) -> Answer {
+    match app.post_stripe_to(starter_url, body).await {
         Ok(resp) => {
             let status = resp.status().as_u16();
             let retry_after =
@@ -48,9 +53,20 @@ pub(crate) async fn deliver_until_accepted(
     pause: Duration,
     deadline: tokio::time::Instant,
 ) -> anyhow::Result<Vec<Answer>> {
+    deliver_until_accepted_to(app, &app.starter_url, body, pause, deadline).await
+}
+
+/// [`deliver_until_accepted`] to the starter at `starter_url`.
+pub(crate) async fn deliver_until_accepted_to(
+    app: &TestApp,
+    starter_url: &str,
+    body: &str,
+    pause: Duration,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<Vec<Answer>> {
     let mut answers = Vec::new();
     loop {
-        let answer = deliver(app, body).await;
+        let answer = deliver_to(app, starter_url, body).await;
         let ok = (200..300).contains(&answer.status);
         answers.push(answer);
         if ok {
