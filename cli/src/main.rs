@@ -6,6 +6,7 @@
 //! - [`agents`], [`jobs`]: read commands over the REST API and Temporal visibility.
 //! - [`replay`]: replay recorded histories against this build's workflows.
 //! - [`reconcile`]: run a reconciler now through its schedule and print its report.
+//! - `openapi`: the REST API's OpenAPI document, from which `clients/typescript` is generated.
 //! - [`env`]: settings (environment first, then the defaults of `scripts/dev.env`).
 //! - [`api`]: the starter's REST API, tokens, tables. [`progress`]: spinners and step lines.
 //!
@@ -61,6 +62,8 @@ enum Command {
     Reconcile(reconcile::ReconcileArgs),
     /// The orphans the latest sweep found (provider resources no live owner holds); `--delete`.
     Orphans(reconcile::OrphansArgs),
+    /// Print the REST API's OpenAPI 3.1 document (what `GET /api/openapi.json` serves).
+    Openapi,
 }
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
@@ -72,6 +75,11 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Replay(args) => replay::run(args).await,
         Command::Reconcile(args) => reconcile::run(args).await,
         Command::Orphans(args) => reconcile::orphans(args).await,
+        Command::Openapi => {
+            let doc = slipway_starter::openapi::document();
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            Ok(0)
+        }
     }
 }
 

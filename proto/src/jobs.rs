@@ -30,6 +30,7 @@ pub fn job_branch(issue_number: u64) -> String {
 
 /// A GitHub account (user or organization) linked to a paying Slipway user.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GitHubLink {
     /// GitHub login of the installation's account.
     pub account: String,
@@ -41,6 +42,7 @@ pub struct GitHubLink {
 
 /// State of the links workflow (carried across continue-as-new).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GitHubLinks {
     /// By account login (lower-case).
     pub links: BTreeMap<String, GitHubLink>,
@@ -48,6 +50,7 @@ pub struct GitHubLinks {
 
 /// Knobs of a job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobPolicy {
     /// How many times the review may send the work back to coding.
     pub max_review_rounds: u32,
@@ -78,6 +81,7 @@ impl Default for JobPolicy {
 
 /// Input of a job (from the `issues` webhook).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobRequest {
     /// `owner/name`.
     pub repo: String,
@@ -124,6 +128,7 @@ pub struct JobRequest {
 /// waits. A job continues as new only while it waits (for a PR to close, for a retry, for its
 /// slot), never mid-step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobResume {
     /// The status, ledger (`billed`, `unbilled`) included.
     pub status: JobStatus,
@@ -144,6 +149,7 @@ pub struct JobResume {
 
 /// Where a waiting job waits (see [`JobResume`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobPhase {
     /// Queued for a slot at its customer's gate (its seat there is kept).
@@ -160,6 +166,7 @@ pub enum JobPhase {
 
 /// What a job may do: its account's link and that customer's standing, decided.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobEntitlement {
     /// The customer billed; `None` when refused.
     pub customer_id: Option<String>,
@@ -171,6 +178,7 @@ pub struct JobEntitlement {
 
 /// A job's seat at its customer's gate (the gate is started if it is not running).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GateSeat {
     /// The customer.
     pub customer_id: String,
@@ -182,6 +190,7 @@ pub struct GateSeat {
 
 /// Where a job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     /// Waiting for a slot.
@@ -221,6 +230,7 @@ impl JobState {
 /// A `/slipway …` command from an issue comment, or the job's label applied again
 /// ([`JobCommand::RELABEL`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobCommand {
     /// `retry`, `cancel`, or `relabel`.
     pub command: String,
@@ -251,6 +261,7 @@ impl JobCommand {
 /// before this one sent a bare `merged` boolean, which still reads (as [`PullRequestClosed::legacy`])
 /// so recorded histories replay.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(from = "PullRequestClosedWire")]
 pub struct PullRequestClosed {
     /// Merged, or just closed.
@@ -315,6 +326,7 @@ impl PullRequestClosed {
 
 /// Result of the `status` query.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobStatus {
     /// `owner/name`.
     pub repo: String,
@@ -351,6 +363,7 @@ pub struct JobStatus {
 
 /// Output of an LLM step.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LlmOut {
     /// The model's answer (the plan, as Markdown).
     pub content: String,
@@ -369,6 +382,7 @@ pub struct LlmOut {
 
 /// A file the change writes (`content: None` deletes it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FileChange {
     /// Path in the repository.
     pub path: String,
@@ -378,6 +392,7 @@ pub struct FileChange {
 
 /// Input of the planning / coding / review activities.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LlmTask {
     /// `owner/name`.
     pub repo: String,
@@ -405,6 +420,7 @@ pub struct LlmTask {
 
 /// A model answer the job cannot use, with the tokens it cost (see [`LlmTask::account_failures`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Unusable {
     /// Why.
     pub reason: String,
@@ -415,6 +431,7 @@ pub struct Unusable {
 
 /// Output of the coding activity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CodeOut {
     /// The change.
     pub files: Vec<FileChange>,
@@ -430,6 +447,7 @@ pub struct CodeOut {
 
 /// Output of the review activity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReviewOut {
     /// Approved.
     pub approved: bool,
@@ -447,6 +465,7 @@ pub struct ReviewOut {
 
 /// Input of the pull-request activity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PullRequestInput {
     /// `owner/name`.
     pub repo: String,
@@ -468,6 +487,7 @@ pub struct PullRequestInput {
 
 /// An opened pull request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PullRequestOut {
     /// Number.
     pub number: u64,
@@ -477,6 +497,7 @@ pub struct PullRequestOut {
 
 /// Input of the issue-comment activity (create or edit the job's one comment).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommentInput {
     /// `owner/name`.
     pub repo: String,
@@ -492,6 +513,7 @@ pub struct CommentInput {
 
 /// Input of the permission check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PermissionInput {
     /// `owner/name`.
     pub repo: String,
@@ -503,6 +525,7 @@ pub struct PermissionInput {
 
 /// A usage the job owes but Stripe refused for good (the ledger's unbilled side).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UnbilledUsage {
     /// Meter event name.
     pub event_name: String,
@@ -516,6 +539,7 @@ pub struct UnbilledUsage {
 
 /// A usage report for Stripe Billing meter events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MeterEventInput {
     /// Meter event name.
     pub event_name: String,
@@ -529,6 +553,7 @@ pub struct MeterEventInput {
 
 /// Input of a customer's job gate (and what it carries across continue-as-new).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobGateInput {
     /// Customer.
     pub customer_id: String,

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 /// Lifecycle states of an agent. `as_str` is the value of the `SlipwayStatus` search attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AgentStatus {
     /// Known, not paid for or not provisioned yet.
@@ -61,6 +62,7 @@ impl std::fmt::Display for AgentStatus {
 /// Knobs of the provisioning saga that are workflow inputs (not worker configuration) because
 /// they shape the workflow's own timers, which must replay identically.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProvisioningPolicy {
     /// How long to wait for the GitHub Actions job's final callback once dispatched.
     pub callback_deadline_secs: u64,
@@ -76,6 +78,7 @@ impl Default for ProvisioningPolicy {
 
 /// Knobs of the agent lifecycle (workflow inputs, because they shape timers and history).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LifecyclePolicy {
     /// How long a graceful `shutdown` may take before the VM is powered off.
     pub shutdown_wait_secs: u64,
@@ -127,6 +130,7 @@ pub fn is_protocol_zero(p: &u32) -> bool {
 
 /// Input of the long-lived agent workflow (and what it carries across continue-as-new).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentWorkflowInput {
     /// The agent's full record.
     pub agent: AgentRecord,
@@ -163,6 +167,7 @@ impl AgentWorkflowInput {
 /// Paid checkouts an agent heard by signal (`checkout`): durable as soon as the starter's
 /// signal-with-start returns, run in turn by the agent.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Checkouts {
     /// Waiting to run, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -210,6 +215,7 @@ impl Checkouts {
 /// the checkout was durable, so the agent's record is where its refusal is read (the API's
 /// agent, the Web UI's query), with the same stable codes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckoutRefusal {
     /// The Stripe event (`evt_…`).
     pub event_id: String,
@@ -224,6 +230,7 @@ pub struct CheckoutRefusal {
 
 /// Operations on a provisioned agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AgentCommand {
     /// Graceful shutdown, then power off (user).
@@ -253,6 +260,7 @@ impl AgentCommand {
 
 /// A command with who asked and why (for the audit trail).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CommandRequest {
     /// The operation.
     pub command: AgentCommand,
@@ -264,6 +272,7 @@ pub struct CommandRequest {
 
 /// A command waiting in an agent's queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueuedCommand {
     /// Sequence number within the agent (answers are matched on it).
     pub seq: u64,
@@ -273,6 +282,7 @@ pub struct QueuedCommand {
 
 /// Answer to a command: accepted (running now, or done) or refused with a stable code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum CommandOutcome {
     /// The command runs; `status` is the state now, `target` the state it leads to.
@@ -293,6 +303,7 @@ pub enum CommandOutcome {
 
 /// Everything Slipway knows about one agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentRecord {
     /// Stable id chosen by the client (`[a-z0-9-]`, 1–40 chars).
     pub agent_id: String,
@@ -341,6 +352,7 @@ pub struct AgentRecord {
 
 /// A billing command that did not hold, and when it is tried again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BillingRetry {
     /// The command, as the customer's workflow sent it.
     pub request: CommandRequest,
@@ -361,6 +373,7 @@ impl BillingRetry {
 
 /// A Checkout Session being opened, or open, for an agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OpenCheckout {
     /// `cs_…`, once Stripe created it (`None` while the starter is creating it).
     pub session_id: Option<String>,
@@ -371,6 +384,7 @@ pub struct OpenCheckout {
 
 /// Update input: hold the agent for a Checkout Session about to be created.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CheckoutHold {
     /// The caller (must own the agent).
     pub user_id: String,
@@ -407,6 +421,7 @@ impl AgentRecord {
 
 /// An agent as listed (from Temporal visibility: search attributes and memo, no query).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentSummary {
     /// Agent id.
     pub agent_id: String,
@@ -422,6 +437,7 @@ pub struct AgentSummary {
 
 /// One line of an agent's audit trail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEntry {
     /// Workflow time of the change (RFC 3339).
     pub at: String,
@@ -437,6 +453,7 @@ pub struct AuditEntry {
 
 /// A Hetzner Cloud server as Slipway tracks it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ServerRef {
     /// Hetzner's numeric id.
     pub id: u64,
@@ -450,6 +467,7 @@ pub struct ServerRef {
 
 /// Tailscale resources of an agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TailscaleRef {
     /// Id of the one-off auth key (never the key itself).
     pub key_id: String,
@@ -459,6 +477,7 @@ pub struct TailscaleRef {
 
 /// Who asked for a provisioning.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ProvisionSource {
     /// A paid Stripe Checkout (`checkout.session.completed`).
@@ -532,6 +551,7 @@ impl ProvisionSource {
 
 /// Update input: provision this agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProvisionCommand {
     /// Origin of the request.
     pub source: ProvisionSource,
@@ -540,6 +560,7 @@ pub struct ProvisionCommand {
 /// Update result: what became of a provisioning request. Refusals are values, not errors, so
 /// callers can map them to stable API codes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum ProvisionOutcome {
     /// A new provisioning saga started.
@@ -572,6 +593,7 @@ pub enum ProvisionOutcome {
 
 /// Input of the provisioning saga.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProvisionRequest {
     /// Agent being provisioned.
     pub agent_id: String,
@@ -619,6 +641,7 @@ pub fn provisioning_workflow_id(user_id: &str) -> String {
 
 /// What the saga returns when the agent is up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProvisionResult {
     /// The server.
     pub server: ServerRef,
@@ -630,6 +653,7 @@ pub struct ProvisionResult {
 
 /// Status reported by the `provision-agent.yml` job to `POST /callbacks/github-actions`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CallbackStatus {
     /// The job started; `run_id` is set.
@@ -642,6 +666,7 @@ pub enum CallbackStatus {
 
 /// A verified GitHub Actions callback, as signalled to the saga.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ActionsCallback {
     /// Job id the saga passed to the dispatch (`<saga workflow id>/<saga run id>`).
     pub job_id: String,
@@ -671,6 +696,7 @@ pub fn parse_job_id(job_id: &str) -> Option<(&str, &str)> {
 
 /// State of one saga step, as shown by the `progress` query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StepState {
     /// Not reached yet.
@@ -700,9 +726,10 @@ impl StepState {
 
 /// One saga step in the `progress` query.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepProgress {
     /// Step name (`tailscale_key`, `hetzner_server`, `server_ready`, `actions_dispatch`,
-    /// `actions_callback`, `activate`).
+    /// `actions_callback`, `tailscale_device`).
     pub name: String,
     /// Its state.
     pub state: StepState,
@@ -712,6 +739,7 @@ pub struct StepProgress {
 
 /// Result of the saga's `progress` query.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ProvisioningProgress {
     /// Agent being provisioned.
     pub agent_id: String,
@@ -719,16 +747,64 @@ pub struct ProvisioningProgress {
     pub steps: Vec<StepProgress>,
     /// Failure reason, once failed.
     pub failure: Option<String>,
+    /// Every change of a step, in order (runs from before this field answer none): what the
+    /// API's event stream (`GET /api/agents/{id}/events`) sends, each change once.
+    #[serde(default)]
+    pub changes: Vec<StepChange>,
+}
+
+/// One change of one saga step: its state or detail as it became.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct StepChange {
+    /// Position in the run's changes, from 1.
+    pub seq: u32,
+    /// Step name.
+    pub step: String,
+    /// Its new state.
+    pub state: StepState,
+    /// Its new detail.
+    pub detail: String,
+    /// Workflow time of the change (RFC 3339, milliseconds).
+    pub at: String,
+}
+
+/// Appends a [`StepChange`] for every step whose state or detail differs from its latest
+/// change (or, for a step with none yet, from `pending` without detail). Pure: called by the
+/// saga after any change of its steps, however it came (a step run, a signal, a rollback).
+pub fn record_step_changes(changes: &mut Vec<StepChange>, steps: &[StepProgress], at: &str) {
+    /// A saga makes a few dozen changes; the cap only guards against a loop.
+    const MAX_CHANGES: usize = 500;
+    for step in steps {
+        let last = changes.iter().rev().find(|c| c.step == step.name);
+        let unchanged = match last {
+            Some(c) => c.state == step.state && c.detail == step.detail,
+            None => step.state == StepState::Pending && step.detail.is_empty(),
+        };
+        if unchanged || changes.len() >= MAX_CHANGES {
+            continue;
+        }
+        let seq = changes.last().map_or(1, |c| c.seq + 1);
+        changes.push(StepChange {
+            seq,
+            step: step.name.clone(),
+            state: step.state,
+            detail: step.detail.clone(),
+            at: at.to_owned(),
+        });
+    }
 }
 
 /// A secret that must cross a workflow boundary, sealed (ChaCha20-Poly1305) with a key only
 /// workers hold. Histories show the ciphertext, never the secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct SealedSecret(pub String);
 
 /// Input of the Tailscale key activity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TailscaleKeyInput {
     /// Agent the key is for.
     pub agent_id: String,
@@ -736,6 +812,7 @@ pub struct TailscaleKeyInput {
 
 /// Output of the Tailscale key activity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TailscaleKeyCreated {
     /// Key id (safe to log).
     pub key_id: String,
@@ -745,6 +822,7 @@ pub struct TailscaleKeyCreated {
 
 /// Input of the create-server activity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateServerInput {
     /// Agent id (becomes label `slipway-agent`).
     pub agent_id: String,
@@ -758,6 +836,7 @@ pub struct CreateServerInput {
 
 /// Input of the dispatch activity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DispatchInput {
     /// Opaque job id echoed by the callbacks.
     pub job_id: String,
@@ -769,6 +848,7 @@ pub struct DispatchInput {
 
 /// Input of the stop activity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StopServerInput {
     /// Agent whose server to stop.
     pub agent_id: String,
@@ -778,6 +858,7 @@ pub struct StopServerInput {
 
 /// Input of the compensations and lookups keyed by agent.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgentResources {
     /// Agent id; the device hostname is derived from it.
     pub agent_id: String,
@@ -785,6 +866,34 @@ pub struct AgentResources {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn step_changes_are_logged_once_each() {
+        use super::{StepProgress, StepState, record_step_changes};
+        let mut steps = vec![
+            StepProgress { name: "a".into(), state: StepState::Pending, detail: String::new() },
+            StepProgress { name: "b".into(), state: StepState::Pending, detail: String::new() },
+        ];
+        let mut log = Vec::new();
+        record_step_changes(&mut log, &steps, "t0");
+        assert!(log.is_empty(), "pending steps without detail are not changes");
+        steps[0].state = StepState::Running;
+        record_step_changes(&mut log, &steps, "t1");
+        record_step_changes(&mut log, &steps, "t1");
+        steps[0].state = StepState::Done;
+        steps[0].detail = "ok".into();
+        steps[1].state = StepState::Running;
+        record_step_changes(&mut log, &steps, "t2");
+        let seen: Vec<_> = log.iter().map(|c| (c.seq, c.step.as_str(), c.state, c.at.as_str())).collect();
+        assert_eq!(
+            seen,
+            [
+                (1, "a", StepState::Running, "t1"),
+                (2, "a", StepState::Done, "t2"),
+                (3, "b", StepState::Running, "t2")
+            ]
+        );
+    }
+
     use super::*;
     use serde_json::json;
 

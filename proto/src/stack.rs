@@ -19,6 +19,7 @@ pub fn stack_record_workflow_id(client_id: &str) -> String {
 
 /// Service tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {
     /// Starter.
@@ -31,6 +32,7 @@ pub enum Tier {
 
 /// Input of the workflow (validated by the API).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClientStackRequest {
     /// `[a-z0-9-]`, 1–50: every resource name derives from it.
     pub client_id: String,
@@ -46,6 +48,7 @@ pub struct ClientStackRequest {
 
 /// What the activities need to name and find a client's resources.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StackTarget {
     /// Client id.
     pub client_id: String,
@@ -55,6 +58,7 @@ pub struct StackTarget {
 
 /// Everything created, as far as known.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StackResources {
     /// Supabase project ref.
     pub supabase_ref: Option<String>,
@@ -78,6 +82,7 @@ pub struct StackResources {
 
 /// Where the provisioning stands (serialized as its `SlipwayStatus` value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum StackState {
     /// Steps running.
@@ -110,6 +115,7 @@ impl StackState {
 
 /// Result of the `status` query (and of `GET /api/provisioning/{clientId}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClientStackStatus {
     /// Client id.
     pub client_id: String,
@@ -127,6 +133,7 @@ pub struct ClientStackStatus {
 
 /// Output of the Supabase project activity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SupabaseProject {
     /// Project ref.
     pub project_ref: String,
@@ -136,6 +143,7 @@ pub struct SupabaseProject {
 
 /// Output of the repository activity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RepositoryOut {
     /// `owner/name`.
     pub full_name: String,
@@ -145,6 +153,7 @@ pub struct RepositoryOut {
 
 /// Input of the Vercel activities.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VercelInput {
     /// Client id (the project name).
     pub client_id: String,
@@ -156,6 +165,7 @@ pub struct VercelInput {
 
 /// Output of the deployment activity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeploymentOut {
     /// `dpl_…`.
     pub id: String,
@@ -165,6 +175,7 @@ pub struct DeploymentOut {
 
 /// Output of the n8n activity.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct N8nOut {
     /// Workflow id.
     pub workflow_id: String,

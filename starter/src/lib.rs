@@ -7,7 +7,9 @@
 //!
 //! # Layers, outside in
 //! - [`routes`]: thin handlers (extract, call one service, answer), one module per endpoint
-//!   family (`stripe`, `github`, `callbacks`, `api`, `billing`, `stack`, `health`).
+//!   family (`stripe`, `github`, `callbacks`, `api`, `events`, `billing`, `stack`, `health`),
+//!   each registered with its OpenAPI description by [`openapi::router`]; [`views`] are the
+//!   bodies they answer with.
 //! - [`ingress`]: one extractor per sender that verifies, reads once and counts a delivery, and
 //!   the pure mappings from a verified event to an intent.
 //! - [`service`]: the decisions (ownership, entitlement, caps, checkout holds), shared by the
@@ -28,11 +30,13 @@ pub mod grpc;
 pub mod ingress;
 pub mod limits;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod service;
 pub mod settings;
 pub mod temporal;
 pub mod validate;
+pub mod views;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -40,7 +44,7 @@ use axum::{
     Router,
     extract::{DefaultBodyLimit, MatchedPath},
     http::Request,
-    routing::{get, post},
+    routing::get,
 };
 use slipway_proto::control::agent_control_server::AgentControlServer;
 use tokio::net::TcpListener;
@@ -67,9 +71,36 @@ pub struct AppState {
     pub limits: Arc<limits::Limits>,
     /// The Actions OIDC verifier, when `GITHUB_ACTIONS_REPO` enables OIDC callbacks.
     pub oidc: Option<Arc<slipway_providers::github::actions_oidc::OidcVerifier>>,
+    /// One poller per agent an event stream watches ([`service::events`]).
+    pub feeds: Arc<service::events::Feeds>,
+    /// The OpenAPI document as served (set by [`app`], from the routes it registers).
+    pub openapi: Arc<serde_json::Value>,
 }
 
 impl AppState {
+    /// A state whose Temporal is never reached (a gateway to nowhere): for tests of the
+    /// router that stop before Temporal (auth, limits, routing, validation).
+    pub fn offline(settings: StarterSettings) -> Self {
+        let stripe = slipway_providers::stripe::StripeClient::new(
+            &settings.stripe_api_url,
+            &settings.stripe_secret_key,
+        )
+        .expect("a valid Stripe base URL");
+        Self {
+            gateway: Gateway::new("unused".into(), std::time::Duration::from_secs(1)),
+            limits: Arc::new(limits::Limits::per_minute(
+                settings.api_rate_per_min,
+                settings.auth_failures_per_min,
+            )),
+            settings: Arc::new(settings),
+            metrics: Arc::default(),
+            stripe,
+            oidc: None,
+            feeds: Arc::default(),
+            openapi: Arc::default(),
+        }
+    }
+
     /// Lifecycle knobs given to new agents.
     pub fn lifecycle(&self) -> slipway_proto::model::LifecyclePolicy {
         slipway_proto::model::LifecyclePolicy {
@@ -81,31 +112,21 @@ impl AppState {
     }
 }
 
-/// The HTTP router (usable with `oneshot` in tests).
-pub fn app(state: AppState) -> Router {
+/// The HTTP router (usable with `oneshot` in tests): every route of [`openapi::router`], which
+/// describes each in the OpenAPI document as it registers it, and the docs page.
+pub fn app(mut state: AppState) -> Router {
     // With an internal metrics address, `/metrics` is not on the public listener at all.
     let public_metrics = state.settings.metrics_addr.is_none();
-    let router = Router::new()
-        .route("/webhooks/stripe", post(routes::stripe::webhook))
-        .route("/callbacks/github-actions", post(routes::callbacks::github_actions))
-        .route("/webhooks/github", post(routes::github::webhook))
-        .route("/api/admin/github-links", post(routes::api::link_github).get(routes::api::list_github_links))
-        .route("/api/jobs/{owner}/{repo}/{issue}", get(routes::api::job_status))
-        .route("/api/admin/jobs/{owner}/{repo}/{issue}/bill", post(routes::api::bill_job))
-        .route("/api/agents", post(routes::api::create_agent).get(routes::api::list_agents))
-        .route("/api/agents/{id}", get(routes::api::get_agent))
-        .route("/api/agents/{id}/provision", post(routes::api::provision_agent))
-        .route("/api/agents/{id}/stop", post(routes::api::stop_agent))
-        .route("/api/agents/{id}/start", post(routes::api::start_agent))
-        .route("/api/agents/{id}/destroy", post(routes::api::destroy_agent))
-        .route("/api/admin/agents", get(routes::api::admin_list_agents))
-        .route("/api/billing/checkout", post(routes::billing::checkout))
-        .route("/api/provisioning", post(routes::stack::start))
-        .route("/api/provisioning/{client_id}", get(routes::stack::status))
-        .route("/healthz", get(routes::health::healthz))
-        .route("/readyz", get(routes::health::readyz));
-    let router = if public_metrics { router.route("/metrics", get(routes::health::metrics)) } else { router };
+    let (router, api) = openapi::router(public_metrics).split_for_parts();
+    state.openapi = Arc::new(openapi::finish(api));
+    // Swagger UI from the crate's own copy of its assets, reading the document above; no
+    // validator badge (it would send the document to a public validator).
+    let docs = utoipa_swagger_ui::SwaggerUi::new("/api/docs")
+        .config(utoipa_swagger_ui::Config::from("/api/openapi.json").validator_url("none"));
     router
+        .merge(docs)
+        .fallback(routes::health::no_route)
+        .method_not_allowed_fallback(routes::health::no_method)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), limits::auth_failures))
         .route_layer(axum::middleware::from_fn_with_state(state.metrics.clone(), metrics::track))
@@ -161,8 +182,16 @@ impl Application {
         let oidc = settings.actions_oidc.as_ref().map(|o| {
             Arc::new(slipway_providers::github::actions_oidc::OidcVerifier::new(&o.issuer, &o.audience))
         });
-        let state =
-            AppState { settings: Arc::new(settings), gateway, metrics: Arc::default(), stripe, limits, oidc };
+        let state = AppState {
+            settings: Arc::new(settings),
+            gateway,
+            metrics: Arc::default(),
+            stripe,
+            limits,
+            oidc,
+            feeds: Arc::default(),
+            openapi: Arc::default(),
+        };
         Ok(Self { http, grpc, metrics, state })
     }
 

@@ -361,20 +361,7 @@ mod tests {
             _ => None,
         })
         .unwrap();
-        let stripe = slipway_providers::stripe::StripeClient::new(
-            &settings.stripe_api_url,
-            &settings.stripe_secret_key,
-        )
-        .unwrap();
-        let state = AppState {
-            gateway: crate::Gateway::new("unused".into(), Duration::from_secs(1)),
-            limits: std::sync::Arc::new(Limits::per_minute(0, settings.auth_failures_per_min)),
-            settings: std::sync::Arc::new(settings),
-            metrics: std::sync::Arc::default(),
-            stripe,
-            oidc: None,
-        };
-        let router = crate::app(state);
+        let router = crate::app(AppState::offline(settings));
         let knock = |peer: &str, xff: &str| {
             let mut req = axum::http::Request::get("/api/agents")
                 .header("authorization", "Bearer not-a-token")

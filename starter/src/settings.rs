@@ -90,6 +90,13 @@ pub struct StarterSettings {
     pub max_jobs_per_customer: u32,
     /// Knobs of new jobs (`SLIPWAY_MAX_REVIEW_ROUNDS`, `STRIPE_METER_PR_EVENT`, `STRIPE_METER_TOKENS_EVENT`).
     pub job_policy: JobPolicy,
+    /// How often an agent's event stream reads the agent while someone listens
+    /// (`SLIPWAY_EVENTS_POLL_MS`, default 100): the delay an app sees, against one query per
+    /// agent per interval, however many streams watch it.
+    pub events_poll: Duration,
+    /// Heartbeat of an idle event stream (`SLIPWAY_EVENTS_HEARTBEAT_SECS`, default 15), under
+    /// the idle timeouts of proxies and load balancers.
+    pub events_heartbeat: Duration,
 }
 
 /// What an Actions OIDC token on a callback must say.
@@ -259,6 +266,8 @@ impl StarterSettings {
                     .unwrap_or_else(|| JobPolicy::default().tokens_meter_event),
                 history_limit,
             },
+            events_poll: Duration::from_millis(num("SLIPWAY_EVENTS_POLL_MS", 100)?.clamp(20, 10_000)),
+            events_heartbeat: Duration::from_secs(num("SLIPWAY_EVENTS_HEARTBEAT_SECS", 15)?.clamp(1, 300)),
         };
         if !settings.callback_hmac && settings.actions_oidc.is_none() {
             return Err(ConfigError::Invalid(

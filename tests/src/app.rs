@@ -102,6 +102,8 @@ impl TestApp {
             ("SLIPWAY_API_RATE_PER_MIN", opts.rate_limits.0.to_string()),
             ("SLIPWAY_AUTH_FAILURES_PER_MIN", opts.rate_limits.1.to_string()),
             ("SLIPWAY_MAX_DRAFT_AGENTS", opts.max_draft_agents.to_string()),
+            // Event streams' keep-alive, short enough for a test to see one.
+            ("SLIPWAY_EVENTS_HEARTBEAT_SECS", "1".to_owned()),
             ("GITHUB_ACTIONS_REPO", ACTIONS_REPO.to_owned()),
             ("SLIPWAY_ACTIONS_OIDC_ISSUER", format!("{sandbox_url}/github-oidc")),
         ]);

@@ -196,6 +196,14 @@ impl Contract {
         out
     }
 
+    /// Problems of one answer (status and JSON body, `null` for none) to `method path`, against
+    /// the operation the request matched; `None` when no operation matches.
+    pub fn check_answer(&self, method: &str, path: &str, status: u16, body: &Value) -> Option<Vec<String>> {
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        let (_, op) = self.operation(method, path)?;
+        Some(self.check_response(op, &json!({"status": status, "body": body})))
+    }
+
     fn violation(&self, operation: &str, side: &'static str, message: String) -> Violation {
         Violation { provider: self.provider.clone(), operation: operation.to_owned(), side, message }
     }

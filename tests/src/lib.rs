@@ -46,7 +46,7 @@ mod workflows;
 pub mod otlp;
 pub mod secret_scan;
 
-pub use api::mint_token;
+pub use api::{EventStream, SseEvent, check_against_document, mint_token};
 pub use app::{StarterProcess, TestApp, VersionWorker};
 pub use clock::{SeededRng, now};
 pub use github::GitHubAccount;

@@ -78,6 +78,98 @@ async fn stop_start_destroy_round_trip_through_the_api() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What an app's progress view sees: `GET /api/agents/{id}/events` from before provisioning
+/// to the end, every status change and saga step once, in order; a reconnect with
+/// `Last-Event-ID` continues exactly after the last event received.
+#[tokio::test]
+async fn an_app_follows_an_agent_live_and_resumes_without_gaps_or_repeats() -> anyhow::Result<()> {
+    const EVENT: Duration = Duration::from_secs(30);
+    let app = TestApp::spawn().await?;
+    let user = app.id("user");
+    let token = app.token(&user, None);
+    app.subscribe(&user, None).await?;
+    let agent = create_agent(&app, &token).await?;
+    let mut live = app.agent_events(&agent, &token, None).await?.expect("the owner may watch");
+    // Idle: a heartbeat, without an id.
+    let beat = live.next(EVENT).await?.expect("open");
+    assert_eq!((beat.event.as_str(), beat.id.as_str()), ("heartbeat", ""));
+
+    let (status, body) =
+        app.api(Method::POST, &format!("/api/agents/{agent}/provision"), Some(&token), None).await?;
+    assert_eq!(status, 202, "{body}");
+    let mut seen = Vec::new();
+    while seen.last().is_none_or(|e: &slipway_tests::SseEvent| e.data["to"] != "active") {
+        seen.push(live.next_change(EVENT).await?.expect("the stream stays open while the agent lives"));
+    }
+    let names: Vec<String> = seen
+        .iter()
+        .map(|e| match e.event.as_str() {
+            "state" => format!("state:{}", e.data["to"].as_str().unwrap()),
+            _ => format!(
+                "{}:{}:{}",
+                e.event,
+                e.data["step"].as_str().unwrap_or(""),
+                e.data["state"].as_str().unwrap_or("")
+            ),
+        })
+        .collect();
+    assert_eq!(names.first().map(String::as_str), Some("state:provisioning"), "{names:?}");
+    for step in [
+        "tailscale_key",
+        "hetzner_server",
+        "server_ready",
+        "actions_dispatch",
+        "actions_callback",
+        "tailscale_device",
+    ] {
+        let mine: Vec<&String> = names.iter().filter(|n| n.starts_with(&format!("step:{step}:"))).collect();
+        assert_eq!(mine.last().map(|s| s.as_str()), Some(format!("step:{step}:done").as_str()), "{names:?}");
+        assert!(mine.len() >= 2, "{step} went through running to done: {names:?}");
+    }
+    let ids: Vec<&str> = seen.iter().map(|e| e.id.as_str()).collect();
+    let unique: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "every event has its own id: {ids:?}");
+    let seqs: Vec<u64> =
+        seen.iter().filter(|e| e.event == "step").map(|e| e.data["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "no step change missed or repeated");
+
+    // A reconnect after any event gets exactly the rest, from the workflow's state, whoever
+    // serves it: the first event, the middle one, the last one.
+    for k in [0, seen.len() / 2, seen.len() - 1] {
+        let mut resumed = app.agent_events(&agent, &token, Some(&seen[k].id)).await?.expect("resumable");
+        for expected in &seen[k + 1..] {
+            assert_eq!(
+                &resumed.next_change(EVENT).await?.expect("open"),
+                expected,
+                "resumed after {}",
+                seen[k].id
+            );
+        }
+        // Nothing repeated: the next thing on an idle stream is a heartbeat.
+        assert_eq!(resumed.next(EVENT).await?.expect("open").event, "heartbeat");
+    }
+
+    // The same stream follows the rest of the agent's life, then ends with it.
+    app.api(Method::POST, &format!("/api/agents/{agent}/destroy"), Some(&token), None).await?;
+    let mut rest = Vec::new();
+    while let Some(e) = live.next_change(EVENT).await? {
+        rest.push(format!(
+            "{}:{}",
+            e.event,
+            e.data["to"].as_str().or(e.data["status"].as_str()).unwrap_or("")
+        ));
+    }
+    assert_eq!(rest, ["state:destroying", "state:destroyed", "end:destroyed"]);
+
+    // Refusals are the API's: another user's agent is 404, a foreign event id 400.
+    let other = app.token(&app.id("other"), None);
+    let refused = app.agent_events(&agent, &other, None).await?.err().expect("refused");
+    assert_eq!((refused.0, refused.1["code"].as_str()), (404, Some("AGENT_NOT_FOUND")));
+    let refused = app.agent_events(&agent, &token, Some("not-an-id")).await?.err().expect("refused");
+    assert_eq!((refused.0, refused.1["code"].as_str()), (400, Some("INVALID_EVENT_ID")));
+    Ok(())
+}
+
 #[tokio::test]
 async fn provisioning_without_a_subscription_is_refused() -> anyhow::Result<()> {
     let app = TestApp::spawn().await?;

@@ -121,6 +121,13 @@ pub(crate) fn unix<W>(ctx: &temporalio_sdk::WorkflowContext<W>) -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
+/// The workflow's clock as RFC 3339 with milliseconds (the epoch before the first activation).
+pub(crate) fn rfc3339_millis(time: Option<std::time::SystemTime>) -> String {
+    let ms = time.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_millis());
+    let secs = agent::format_rfc3339((ms / 1000) as u64);
+    format!("{}.{:03}Z", secs.trim_end_matches('Z'), ms % 1000)
+}
+
 /// Register every Slipway workflow type.
 pub fn register_all<R: WorkflowRegistry>(registry: R) -> Result<R, WorkflowRegistrationError> {
     registry

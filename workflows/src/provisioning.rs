@@ -27,8 +27,8 @@ use std::time::Duration;
 use slipway_activities::ProvisioningActivities;
 use slipway_proto::model::{
     ActionsCallback, AgentResources, CallbackStatus, CreateServerInput, DispatchInput, ProvisionRequest,
-    ProvisionResult, ProvisioningProgress, StepProgress, StepState, TailscaleKeyInput, TailscaleRef, job_id,
-    server_name,
+    ProvisionResult, ProvisioningProgress, StepChange, StepProgress, StepState, TailscaleKeyInput,
+    TailscaleRef, job_id, record_step_changes, server_name,
 };
 use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
@@ -89,6 +89,8 @@ pub struct ProvisionAgentWorkflow {
     req: ProvisionRequest,
     job_id: String,
     steps: Vec<StepProgress>,
+    /// Every change of `steps`, for the API's event stream (query state only: no history).
+    changes: Vec<StepChange>,
     failure: Option<String>,
     run_id: Option<String>,
     outcome: Option<JobOutcome>,
@@ -131,6 +133,7 @@ impl ProvisionAgentWorkflow {
             job_id: job_id(ctx.workflow_id(), ctx.run_id()),
             req,
             steps,
+            changes: Vec::new(),
             failure: None,
             run_id: None,
             outcome: None,
@@ -171,7 +174,26 @@ impl ProvisionAgentWorkflow {
     /// repeats after the outcome is known. While the dispatched run is not known yet, callbacks
     /// are held until it is.
     #[signal]
-    pub fn actions_callback(&mut self, _ctx: &mut SyncWorkflowContext<Self>, cb: ActionsCallback) {
+    pub fn actions_callback(&mut self, ctx: &mut SyncWorkflowContext<Self>, cb: ActionsCallback) {
+        self.apply_callback(cb);
+        self.record_changes(&crate::rfc3339_millis(ctx.workflow_time()));
+    }
+
+    /// Step-by-step progress, for the API, the demo and the Web UI.
+    #[query]
+    pub fn progress(&self, _ctx: &WorkflowContextView) -> ProvisioningProgress {
+        ProvisioningProgress {
+            agent_id: self.req.agent_id.clone(),
+            steps: self.steps.clone(),
+            failure: self.failure.clone(),
+            changes: self.changes.clone(),
+        }
+    }
+}
+
+impl ProvisionAgentWorkflow {
+    /// [`Self::actions_callback`]'s decision.
+    fn apply_callback(&mut self, cb: ActionsCallback) {
         if cb.job_id != self.job_id || cb.agent_id != self.req.agent_id || self.outcome.is_some() {
             return;
         }
@@ -184,18 +206,6 @@ impl ProvisionAgentWorkflow {
         self.take_callback(cb);
     }
 
-    /// Step-by-step progress, for the API, the demo and the Web UI.
-    #[query]
-    pub fn progress(&self, _ctx: &WorkflowContextView) -> ProvisioningProgress {
-        ProvisioningProgress {
-            agent_id: self.req.agent_id.clone(),
-            steps: self.steps.clone(),
-            failure: self.failure.clone(),
-        }
-    }
-}
-
-impl ProvisionAgentWorkflow {
     /// Applies a callback of this job: callbacks of another run than the known one are
     /// ignored; without a known run (histories before [`FIND_RUN_PATCH`]) the first callback's
     /// run becomes the known one.
@@ -474,6 +484,10 @@ impl Saga for ProvisionAgentWorkflow {
 
     fn steps_mut(&mut self) -> &mut Vec<StepProgress> {
         &mut self.steps
+    }
+
+    fn record_changes(&mut self, at: &str) {
+        record_step_changes(&mut self.changes, &self.steps, at);
     }
 
     fn steps(&self) -> &[StepProgress] {

@@ -3,8 +3,9 @@
 //!
 //! - **Step tracking** ([`fresh_steps`], [`Saga::mark`], [`Saga::fail`]): every step is
 //!   `pending → running → done | failed (→ compensated)`, with a one-line detail, kept in the
-//!   workflow's state (its query shows it) and rendered into the Web UI's current details at every
-//!   change. Rendering is not a command: it never touches the history.
+//!   workflow's state (its query shows it, with the log of changes where the saga keeps one,
+//!   [`Saga::record_changes`]) and rendered into the Web UI's current details at every change.
+//!   Neither is a command: they never touch the history.
 //! - **Compensations** ([`compensate`]): undo actions registered as the saga goes, run once each,
 //!   in reverse, each isolated (one failing never skips the others), each an activity the saga
 //!   chooses the options of (detached cancellation, long retries). A step never started stays
@@ -66,10 +67,18 @@ pub(crate) trait Saga: Sized {
     /// The "left behind" line of an undo that failed with `error`.
     fn leftover(&self, undo: Self::Undo, error: &str) -> String;
 
+    /// Logs the changes of its steps since the last call, stamped `at` (a saga whose query
+    /// shows a change log keeps one; the others keep none).
+    fn record_changes(&mut self, _at: &str) {}
+
     /// Sets a step and republishes the current details.
     fn mark(ctx: &WorkflowContext<Self>, name: &str, state: StepState, detail: impl Into<String>) {
         let detail = detail.into();
-        ctx.state_mut(|s| set_step(s.steps_mut(), name, state, detail));
+        let at = crate::rfc3339_millis(ctx.workflow_time());
+        ctx.state_mut(|s| {
+            set_step(s.steps_mut(), name, state, detail);
+            s.record_changes(&at);
+        });
         ctx.set_current_details(ctx.state(Self::details));
     }
 

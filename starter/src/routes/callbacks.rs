@@ -5,13 +5,28 @@
 
 use axum::{Json, extract::State, http::StatusCode};
 use serde_json::{Value, json};
-use slipway_proto::model::parse_job_id;
+use slipway_proto::model::{ActionsCallback, parse_job_id};
 
 use crate::{
     AppState, error::ApiError, ingress::actions::ActionsDelivery, metrics::Metric, temporal::GatewayError,
 };
 
 /// The handler.
+#[utoipa::path(
+    post,
+    path = "/callbacks/github-actions",
+    tag = "webhooks",
+    operation_id = "receiveActionsCallback",
+    summary = "The provision-agent.yml job reports its status to the saga run that dispatched it",
+    description = "Proven by a GitHub Actions OIDC token (`Authorization: Bearer`, repository, workflow, ref and run \
+        checked), or, where enabled, `X-Slipway-Signature` (HMAC of the body with `GITHUB_CALLBACK_SECRET`).",
+    params(
+        ("Authorization" = Option<String>, Header, description = "`Bearer <Actions OIDC token>`"),
+        ("X-Slipway-Signature" = Option<String>, Header, description = "`sha256=<hex>` (HMAC fallback)"),
+    ),
+    request_body = ActionsCallback,
+    responses((status = 202, description = "Delivered to the saga run", body = Object)),
+)]
 pub async fn github_actions(
     State(app): State<AppState>,
     delivery: ActionsDelivery,

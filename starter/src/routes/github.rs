@@ -17,6 +17,23 @@ use crate::{
 };
 
 /// The handler.
+#[utoipa::path(
+    post,
+    path = "/webhooks/github",
+    tag = "webhooks",
+    operation_id = "receiveGitHubEvent",
+    summary = "GitHub App events (labelled issues start coding jobs; pull request reviews and merges)",
+    params(
+        ("X-Hub-Signature-256" = String, Header, description = "`sha256=<hex HMAC-SHA256>` (`GITHUB_WEBHOOK_SECRET`)"),
+        ("X-GitHub-Event" = String, Header, description = "Event name"),
+        ("X-GitHub-Delivery" = String, Header, description = "Delivery id (a redelivery keeps it; applied once)"),
+    ),
+    request_body(content = Object, description = "The event's payload", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Ping, or nothing to do", body = Object),
+        (status = 202, description = "A workflow took it", body = Object),
+    ),
+)]
 pub async fn webhook(
     State(app): State<AppState>,
     delivery: GitHubDelivery,

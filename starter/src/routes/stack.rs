@@ -8,15 +8,36 @@ use axum::{
     http::StatusCode,
     response::{IntoResponse, Response},
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 use slipway_proto::stack::{ClientStackRequest, Tier};
+use utoipa::ToSchema;
 
 use crate::{
     AppState,
     error::ApiError,
     routes::api::User,
     service::{ServiceError, admin::AdminService},
+    views::{StackAccepted, StackView},
 };
+
+/// Body of `POST /api/provisioning`, as the document describes it; [`validate`] checks it field
+/// by field, so every problem is reported at once (`INVALID_INPUT` with `details`).
+#[derive(Debug, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct StackRequest {
+    /// The client's id: 1-50 characters of a-z, 0-9 and '-'.
+    #[schema(pattern = "^[a-z0-9-]{1,50}$", example = "acme")]
+    client_id: String,
+    /// Display name: 1-100 printable characters.
+    #[schema(min_length = 1, max_length = 100, example = "Acme Inc.")]
+    client_name: String,
+    /// The client's organisation email.
+    #[schema(format = Email, max_length = 254, example = "ops@acme.io")]
+    org_email: String,
+    /// Tier.
+    tier: Tier,
+}
 
 /// Validates the request field by field. Pure: unit-tested below.
 pub fn validate(body: &Value, requested_by: &str) -> Result<ClientStackRequest, Vec<(String, String)>> {
@@ -75,6 +96,17 @@ fn valid_email(s: &str) -> bool {
 }
 
 /// `POST /api/provisioning`.
+#[utoipa::path(
+    post,
+    path = "/api/provisioning",
+    tag = "admin",
+    operation_id = "startClientStack",
+    summary = "Provision a client's stack: Supabase, schema, GitHub repository, Vercel, n8n",
+    description = "The same client id again returns the running or finished stack (`existing: true`).",
+    request_body = StackRequest,
+    responses((status = 202, description = "Started, or found", body = StackAccepted)),
+    security(("bearer" = [])),
+)]
 pub async fn start(State(app): State<AppState>, User(user): User, body: Bytes) -> Result<Response, ApiError> {
     if !user.is_admin() {
         return Err(ApiError::admin_only());
@@ -85,24 +117,33 @@ pub async fn start(State(app): State<AppState>, User(user): User, body: Bytes) -
         .map_err(|details| ServiceError::invalid("the stack request is invalid", details))?;
     let client_id = req.client_id.clone();
     let (workflow_id, existing) = AdminService::new(app).start_stack(&user, req).await?;
-    let body = json!({"clientId": client_id, "workflowId": workflow_id, "existing": existing});
-    Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+    Ok((StatusCode::ACCEPTED, Json(StackAccepted { client_id, workflow_id, existing })).into_response())
 }
 
 /// `GET /api/provisioning/{clientId}`.
+#[utoipa::path(
+    get,
+    path = "/api/provisioning/{client_id}",
+    tag = "admin",
+    operation_id = "getClientStack",
+    summary = "A client stack's steps, resources and state",
+    params(("client_id" = String, Path, description = "The client's id")),
+    responses((status = 200, description = "The stack", body = StackView)),
+    security(("bearer" = [])),
+)]
 pub async fn status(
     State(app): State<AppState>,
     User(user): User,
     Path(client_id): Path<String>,
 ) -> Result<Response, ApiError> {
     let stack = AdminService::new(app).stack(&user, &client_id).await?;
-    let mut v = serde_json::to_value(&stack).unwrap_or(Value::Null);
-    v["workflow_id"] = Value::String(slipway_proto::stack::stack_workflow_id(&client_id));
-    Ok(Json(v).into_response())
+    Ok(Json(StackView::from(stack)).into_response())
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

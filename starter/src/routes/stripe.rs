@@ -18,6 +18,18 @@ use crate::{
 };
 
 /// The handler.
+#[utoipa::path(
+    post,
+    path = "/webhooks/stripe",
+    tag = "webhooks",
+    operation_id = "receiveStripeEvent",
+    summary = "Stripe events (checkout, subscriptions, invoices, customers)",
+    description = "Verified with `Stripe-Signature` (`STRIPE_WEBHOOK_SECRET`, 300 s tolerance). Answers 2xx only \
+        once Temporal has accepted everything the event calls for; a repeat or out-of-order delivery has one effect.",
+    params(("Stripe-Signature" = String, Header, description = "`t=<unix>,v1=<hex HMAC-SHA256>`")),
+    request_body(content = Object, description = "A Stripe Event object", content_type = "application/json"),
+    responses((status = 200, description = "Handled or ignored", body = Object)),
+)]
 pub async fn webhook(
     State(app): State<AppState>,
     StripeDelivery(event): StripeDelivery,

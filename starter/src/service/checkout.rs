@@ -23,12 +23,14 @@ use crate::{AppState, auth::Claims, temporal::GatewayError, validate};
 const HOLD_SECS: i64 = 600;
 
 /// What the caller asks for (both optional).
-#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[derive(Debug, Default, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckoutRequest {
     /// The agent whose seat the session buys.
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$", example = "ag-1f2e3d4c5b6a")]
     pub agent_id: Option<String>,
     /// Its region (for an agent created by this request).
+    #[schema(value_type = Option<crate::routes::api::Region>)]
     pub region: Option<String>,
 }
 

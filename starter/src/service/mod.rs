@@ -7,6 +7,7 @@
 //! - [`webhooks`]: applying a Stripe or GitHub intent (billing events, paid checkouts, coding
 //!   jobs and the entitlement they need).
 //! - [`admin`]: GitHub account links, job status, client stacks.
+//! - [`events`]: an agent's live progress (status and saga step changes) for event streams.
 //!
 //! Errors are [`ServiceError`]: a [`Kind`] the surfaces map to an HTTP status or gRPC code, a
 //! stable code and a message.
@@ -14,6 +15,7 @@
 pub mod admin;
 pub mod agents;
 pub mod checkout;
+pub mod events;
 pub mod webhooks;
 
 pub use agents::{Accepted, AgentService};

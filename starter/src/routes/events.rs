@@ -1,0 +1,109 @@
+//! `GET /api/agents/{id}/events`: the agent's live progress as server-sent events (see
+//! [`crate::service::events`] for where they come from and why resuming is exact).
+//!
+//! The owner's JWT (or an admin's); another user's agent is 404 like any other call. Without
+//! `Last-Event-ID` the stream starts with the agent's whole past (every status change, the
+//! current saga run's steps), then follows it live; with one, it continues right after that
+//! event. An `end` event closes the stream once the agent's workflow has closed.
+
+use std::convert::Infallible;
+
+use axum::{
+    extract::{Path, State},
+    http::HeaderMap,
+    response::sse::{Event, KeepAlive, Sse},
+};
+use futures::{Stream, StreamExt, stream};
+
+use crate::{
+    AppState,
+    error::ApiError,
+    routes::api::User,
+    service::{
+        AgentService,
+        events::{Cursor, FeedReceiver, events_since},
+    },
+    views::{AgentEvent, ErrorBody},
+};
+
+/// The handler.
+#[utoipa::path(
+    get,
+    path = "/api/agents/{id}/events",
+    tag = "agents",
+    operation_id = "streamAgentEvents",
+    summary = "Follow an agent's progress live (server-sent events)",
+    description = "Server-sent events, one per status change (`event: state`) and per step change of the \
+        agent's provisioning saga (`event: step`), then `event: end` once the agent's workflow has closed; \
+        `event: heartbeat` every 15 s while nothing else is sent. Each event but the heartbeat has an `id`: \
+        reconnect with `Last-Event-ID` set to the last one received and the stream continues after it, \
+        with no gap and no repeat, on any starter. Each `data:` line is the JSON of the event's body \
+        (`AgentEvent`'s `data` for its `event` name).",
+    params(
+        ("id" = String, Path, description = "Agent id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event"),
+    ),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = AgentEvent),
+        (status = 400, description = "Not an event id of this stream", body = ErrorBody),
+        (status = 404, description = "No such agent, or another user's", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+)]
+pub async fn agent_events(
+    State(app): State<AppState>,
+    User(user): User,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let cursor = match headers.get("last-event-id").map(|v| v.to_str().ok().and_then(Cursor::parse)) {
+        None => Cursor::default(),
+        Some(Some(cursor)) => cursor,
+        Some(None) => {
+            return Err(ApiError::bad_request(
+                "INVALID_EVENT_ID",
+                "Last-Event-ID is not an event id of this stream",
+            ));
+        }
+    };
+    AgentService::new(app.clone()).get(&user, &id).await?;
+    let feed = app.feeds.subscribe(&app.gateway, &id, app.settings.events_poll);
+    let heartbeat = Event::default().event("heartbeat").data("{}");
+    Ok(Sse::new(events(feed, cursor))
+        .keep_alive(KeepAlive::new().interval(app.settings.events_heartbeat).event(heartbeat)))
+}
+
+/// The stream: every new read of the feed, diffed against what this stream has sent.
+fn events(feed: FeedReceiver, cursor: Cursor) -> impl Stream<Item = Result<Event, Infallible>> {
+    stream::unfold((feed, cursor, false), |(mut feed, mut cursor, ended)| async move {
+        if ended {
+            return None;
+        }
+        loop {
+            let snap = feed.borrow_and_update().clone();
+            if let Some(snap) = snap {
+                let batch = events_since(&cursor, &snap);
+                if !batch.is_empty() {
+                    let ended = batch.iter().any(|(_, e)| matches!(e, AgentEvent::End(_)));
+                    if let Some((last, _)) = batch.last() {
+                        cursor = last.clone();
+                    }
+                    let events: Vec<_> = batch.into_iter().map(|(id, e)| Ok(sse(&id, &e))).collect();
+                    return Some((stream::iter(events), (feed, cursor, ended)));
+                }
+            }
+            // The feed stopped (the agent is gone): the stream ends.
+            if feed.changed().await.is_err() {
+                return None;
+            }
+        }
+    })
+    .flatten()
+}
+
+/// One SSE event: `id`, `event` (the variant) and `data` (its body).
+fn sse(id: &Cursor, event: &AgentEvent) -> Event {
+    let value = serde_json::to_value(event).unwrap_or_default();
+    let name = value["event"].as_str().unwrap_or("state").to_owned();
+    Event::default().id(id.to_string()).event(name).data(value["data"].to_string())
+}
