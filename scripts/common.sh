@@ -109,3 +109,32 @@ ensure_browser() {
     (cd "$ROOT/tests/browser" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci in tests/browser failed"
   fi
 }
+
+# ensure_typescript_client: clients/typescript's pinned generator, compiler and runtime
+# (package-lock.json), and the OpenAPI 3.1 validator (clients/requirements.txt, into .venv).
+ensure_typescript_client() {
+  ensure_tools
+  pip_requirements clients/requirements.txt .openapi-validator "the OpenAPI 3.1 validator"
+  command -v npm >/dev/null || ensure_browser
+  if [ ! -f "$ROOT/clients/typescript/node_modules/.package-lock.json" ] \
+    || [ "$ROOT/clients/typescript/package-lock.json" -nt "$ROOT/clients/typescript/node_modules/.package-lock.json" ]; then
+    log "installing the TypeScript client's tools into clients/typescript/node_modules"
+    (cd "$ROOT/clients/typescript" && npm ci --no-audit --no-fund --loglevel=error) \
+      || die "npm ci in clients/typescript failed"
+  fi
+}
+
+# run_client_example LOG: clients/typescript's example app, built, against a `scripts/dev` stack
+# on free ports with its own state (a developer's running stack is left alone); its output also
+# goes to LOG. Returns the example's exit status.
+run_client_example() {
+  local log_file="$1" state=".state/test/dev"
+  ensure_typescript_client
+  (cd "$ROOT/clients/typescript" && npx --no-install tsc -p .) || { printf 'tsc failed\n' >&2; return 1; }
+  rm -rf "${ROOT:?}/$state"
+  SLIPWAY_DEV_STATE="$state" SLIPWAY_UI_PORT="$(free_port)" TEMPORAL_ADDRESS="127.0.0.1:$(free_port)" \
+    SLIPWAY_HTTP_ADDR="127.0.0.1:$(free_port)" SLIPWAY_GRPC_ADDR="127.0.0.1:$(free_port)" \
+    SLIPWAY_SANDBOX_ADDR="127.0.0.1:$(free_port)" \
+    "$ROOT/scripts/dev" --once --then node clients/typescript/dist/examples/agent-lifecycle.js 2>&1 | tee "$log_file"
+  return "${PIPESTATUS[0]}"
+}

@@ -4,6 +4,7 @@
 
 mod ack;
 mod actions;
+mod events;
 mod history;
 mod provisioning;
 mod scale;
@@ -109,6 +110,9 @@ impl Bench {
         let history = self.history().await?;
         self.settle().await;
         stack.check_alive()?;
+        let events = self.events().await?;
+        self.settle().await;
+        stack.check_alive()?;
         let scale = self.scale(stack, rss_idle).await?;
         stack.check_alive()?;
         Ok(Report {
@@ -126,6 +130,7 @@ impl Bench {
             protocol,
             scale,
             history,
+            events,
         })
     }
 

@@ -21,6 +21,8 @@ pub(crate) struct Plan {
     pub(crate) history_commands: usize,
     pub(crate) sticky_cache: usize,
     pub(crate) history_limit: u32,
+    /// Agents provisioned while an app follows each one's event stream.
+    pub(crate) event_agents: usize,
 }
 
 impl Plan {
@@ -38,6 +40,7 @@ impl Plan {
             history_commands: 5_000,
             sticky_cache: 1000,
             history_limit: 5_000,
+            event_agents: 40,
         }
     }
 
@@ -57,6 +60,7 @@ impl Plan {
             history_commands: 40,
             sticky_cache: 1000,
             history_limit: 5_000,
+            event_agents: 2,
         }
     }
 
@@ -74,6 +78,7 @@ impl Plan {
             history_commands: 1_200,
             sticky_cache: 1000,
             history_limit: 5_000,
+            event_agents: 10,
         }
     }
 }

@@ -176,6 +176,25 @@ pub(crate) fn print_table(r: &Report) {
             "NOT BOUNDED: the current run grew past the limit"
         }
     );
+    println!("\n5. Events: {}", events_line(r));
+}
+
+/// Scenario 5's line.
+fn events_line(r: &Report) -> String {
+    let e = &r.events;
+    format!(
+        "{} step events of {} provisionings followed live ({} failed): change → event on the wire p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms, max {:.0} ms (reads every {} ms; target p95 ≤ {:.0} ms: {})",
+        e.events,
+        e.agents,
+        e.errors,
+        e.p50_ms,
+        e.p95_ms,
+        e.p99_ms,
+        e.max_ms,
+        e.poll_ms,
+        e.target_p95_ms,
+        if e.p95_ms <= e.target_p95_ms { "met" } else { "NOT MET" }
+    )
 }
 
 /// The results as Markdown tables, ready for BENCHMARKS.md.
@@ -328,6 +347,10 @@ pub(crate) fn markdown(r: &Report) -> String {
     );
     if let Some(e) = &h.first_error {
         let _ = writeln!(o, "\nFirst failed command: {e}");
+    }
+    let _ = writeln!(o, "\n**5. Events**: {}", events_line(r));
+    if let Some(e) = &r.events.first_error {
+        let _ = writeln!(o, "\nFirst failed stream: {e}");
     }
     o
 }

@@ -19,6 +19,25 @@ pub(crate) struct Report {
     pub(crate) protocol: crate::bench::ProtocolRow,
     pub(crate) scale: ScaleRow,
     pub(crate) history: HistoryRow,
+    pub(crate) events: EventsRow,
+}
+
+/// Scenario 5: the delay from a workflow's change to its event on an app's stream.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct EventsRow {
+    pub(crate) agents: usize,
+    /// `step` events timed.
+    pub(crate) events: usize,
+    pub(crate) p50_ms: f64,
+    pub(crate) p95_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) max_ms: f64,
+    pub(crate) target_p95_ms: f64,
+    /// The starter's `SLIPWAY_EVENTS_POLL_MS`.
+    pub(crate) poll_ms: u64,
+    /// Agents whose stream failed or whose provisioning did.
+    pub(crate) errors: usize,
+    pub(crate) first_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -252,6 +271,7 @@ impl Report {
         check("scale: commands failed (cached)".to_owned(), self.scale.command_in_cache.errors);
         check("scale: commands failed (evicted)".to_owned(), self.scale.command_not_in_cache.errors);
         check("history: commands failed".to_owned(), self.history.errors);
+        check("events: streams or provisionings failed".to_owned(), self.events.errors);
         if !self.history.bounded {
             out.push("history: a run grew past the history limit".to_owned());
         }

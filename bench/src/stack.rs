@@ -17,6 +17,24 @@ pub(crate) const STRIPE_WEBHOOK_SECRET: &str = "whsec_bench_slipway";
 pub(crate) const CALLBACK_SECRET: &str = "bench-callback-secret";
 /// Task queue of Slipway's worker in the bench.
 pub(crate) const TASK_QUEUE: &str = "slipway-bench";
+/// The starter's JWT secret (the events scenario signs its users' tokens with it).
+pub(crate) const JWT_SECRET: &str = "bench-jwt-secret-of-at-least-32-bytes";
+/// How often an event stream's agent is read: the starter's default, stated.
+pub(crate) const EVENTS_POLL_MS: u64 = 100;
+
+/// A JWT for `user`, valid for an hour.
+pub(crate) fn token(user: &str) -> String {
+    let exp =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs()
+            + 3600;
+    let claims = slipway_starter::auth::Claims { sub: user.to_owned(), role: None, exp };
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap_or_default()
+}
 /// Task queue of the baseline worker.
 pub(crate) const BASELINE_TASK_QUEUE: &str = "bench-baseline";
 
@@ -183,7 +201,8 @@ impl Stack {
             .env("GITHUB_CALLBACK_SECRET", CALLBACK_SECRET)
             .env("GITHUB_WEBHOOK_SECRET", "bench-github-webhook-secret")
             // The starter refuses secrets shorter than 32 bytes.
-            .env("SLIPWAY_JWT_SECRET", "bench-jwt-secret-of-at-least-32-bytes")
+            .env("SLIPWAY_JWT_SECRET", JWT_SECRET)
+            .env("SLIPWAY_EVENTS_POLL_MS", EVENTS_POLL_MS.to_string())
             .env("SLIPWAY_TEMPORAL_TIMEOUT_MS", "10000")
             .env("RUST_LOG", "warn");
         let starter = Proc::spawn("starter", cmd, &out.join("starter.log"))?;

@@ -4,8 +4,9 @@
 //! Starts, in order and each only once the previous one answers: the Temporal dev server (Web
 //! UI, SQLite state in `.state/dev/temporal.db`), the sandbox, the worker and the starter, all
 //! with the defaults of `scripts/dev.env` (variables already set win). Then it runs
-//! `slipway-demo` and keeps the stack up until Ctrl-C / SIGTERM, or stops after the demo with
-//! `--once` (exit code = the demo's). However it ends, every process it started is stopped:
+//! `slipway-demo` (or the program given with `--then`, with the stack's settings in its
+//! environment) and keeps the stack up until Ctrl-C / SIGTERM, or stops after it with `--once`
+//! (exit code = its own). However it ends, every process it started is stopped:
 //! SIGTERM first (the worker and starter drain, the dev server closes its database), SIGKILL
 //! only for one that does not exit in time. Children run in their own process groups, so a
 //! Ctrl-C on the terminal reaches only `slipway`, which then stops them in reverse order.
@@ -42,6 +43,11 @@ pub(crate) struct DevArgs {
     /// Start the stack but skip the demo.
     #[arg(long, conflicts_with = "once")]
     pub(crate) no_demo: bool,
+    /// Run this program instead of the demo, with the stack's settings in its environment
+    /// (`SLIPWAY_URL`, `SLIPWAY_JWT_SECRET`, …): e.g. `--once --then node
+    /// clients/typescript/dist/examples/agent-lifecycle.js`.
+    #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "PROGRAM [ARGS]")]
+    pub(crate) then: Vec<String>,
 }
 
 /// The project checkout: the nearest directory up from here holding `scripts/dev.env`
@@ -172,7 +178,12 @@ struct Plan {
 impl Plan {
     fn new() -> anyhow::Result<Self> {
         let root = project_root()?;
-        let state = root.join(".state/dev");
+        // `SLIPWAY_DEV_STATE`: another state directory, for a second stack beside a running one
+        // (scripts/test runs the client example on its own ports and state).
+        let state = match std::env::var("SLIPWAY_DEV_STATE") {
+            Ok(dir) if !dir.is_empty() => root.join(dir),
+            _ => root.join(".state/dev"),
+        };
         std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
         let mut vars = env::resolved();
         let ui_port: u16 = match std::env::var("SLIPWAY_UI_PORT") {
@@ -186,6 +197,11 @@ impl Plan {
         }
         let temporal = temporal_cli(&root)?;
         Ok(Self { root, state, vars, ui_port, temporal, bins })
+    }
+
+    /// The state directory, as the project names it (`.state/dev`).
+    fn state_dir(&self) -> String {
+        self.state.strip_prefix(&self.root).unwrap_or(&self.state).display().to_string()
     }
 
     fn var(&self, name: &str) -> &str {
@@ -265,8 +281,9 @@ async fn run_stack(plan: &Plan, stack: &mut Stack, args: &DevArgs) -> anyhow::Re
     stack.spawn("the Temporal dev server", "temporal", cmd)?;
     wait_temporal(plan, stack, &temporal_addr).await?;
     progress.done(&format!(
-        "Temporal dev server on {temporal_addr}, Web UI on {} (state in .state/dev/temporal.db)",
-        plan.var("SLIPWAY_UI_URL")
+        "Temporal dev server on {temporal_addr}, Web UI on {} (state in {}/temporal.db)",
+        plan.var("SLIPWAY_UI_URL"),
+        plan.state_dir()
     ));
 
     let sandbox = plan.var("SLIPWAY_SANDBOX_ADDR");
@@ -287,12 +304,19 @@ async fn run_stack(plan: &Plan, stack: &mut Stack, args: &DevArgs) -> anyhow::Re
         plan.var("SLIPWAY_GRPC_ADDR")
     ));
     progress.finish();
-    log("logs in .state/dev/");
+    log(&format!("logs in {}/", plan.state_dir()));
 
     if !args.no_demo {
-        let mut demo = plan.command(&plan.bins["slipway-demo"]);
+        let (mut demo, what) = match args.then.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = plan.command(Path::new(program));
+                cmd.args(rest).env("SLIPWAY_URL", format!("http://{http}"));
+                (cmd, program.as_str())
+            }
+            None => (plan.command(&plan.bins["slipway-demo"]), "slipway-demo"),
+        };
         demo.stdin(Stdio::null()).process_group(0).kill_on_drop(true);
-        let mut demo = demo.spawn().context("starting slipway-demo")?;
+        let mut demo = demo.spawn().with_context(|| format!("starting {what}"))?;
         let code = tokio::select! {
             status = demo.wait() => status?.code().unwrap_or(1),
             (name, status) = stack.any_exit() => {
@@ -339,7 +363,8 @@ async fn wait_temporal(plan: &Plan, stack: &mut Stack, address: &str) -> anyhow:
         }
         if Instant::now() > deadline {
             bail!(
-                "the Temporal dev server did not become healthy on {address} (see .state/dev/temporal.log)"
+                "the Temporal dev server did not become healthy on {address} (see {}/temporal.log)",
+                plan.state_dir()
             );
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -360,7 +385,7 @@ async fn wait_http(plan: &Plan, stack: &mut Stack, url: &str, what: &str) -> any
             }
         }
         if Instant::now() > deadline {
-            bail!("{what} did not become ready ({url}); see .state/dev/*.log");
+            bail!("{what} did not become ready ({url}); see {}/*.log", plan.state_dir());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -3,21 +3,32 @@
 //! are identical. Refusals carry the stable code as the status message prefix (`CODE: reason`).
 
 use secrecy::ExposeSecret;
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
 use slipway_proto::{
     control::{
-        Agent, AgentCommandRequest, ClientStack, ClientStackAccepted, CreateAgentRequest, GetAgentRequest,
-        GetClientStackRequest, ListAgentsRequest, ListAgentsResponse, ProvisionClientStackRequest,
-        ProvisioningStep, agent_control_server::AgentControl,
+        self, Agent, AgentCommandRequest, BillJobAgainRequest, CheckoutSession, ClientStack,
+        ClientStackAccepted, CreateAgentRequest, CreateCheckoutSessionRequest, GetAgentRequest,
+        GetClientStackRequest, JobRef, ListAgentsRequest, ListAgentsResponse, ListGitHubLinksRequest,
+        ListGitHubLinksResponse, ProvisionClientStackRequest, ProvisioningStep, WatchAgentEventsRequest,
+        agent_control_server::AgentControl,
     },
-    model::{AgentCommand, AgentRecord, agent_workflow_id},
+    jobs::{GitHubLink, JobStatus},
+    model::{AgentCommand, AgentRecord, AgentSummary, StepProgress, agent_workflow_id},
 };
 use tonic::{Request, Response, Status};
 
 use crate::{
     AppState, auth,
     auth::Claims,
-    service::{AgentService, Kind, ServiceError},
+    service::{
+        AgentService, Kind, ServiceError,
+        admin::AdminService,
+        checkout::{CheckoutRequest, CheckoutService},
+    },
     temporal::GatewayError,
+    views,
 };
 
 /// Service implementation.
@@ -58,7 +69,11 @@ impl AgentControlService {
             if over {
                 Status::resource_exhausted("RATE_LIMITED: too many failed authentications from this address")
             } else {
-                Status::unauthenticated(e.to_string())
+                let code = match e {
+                    auth::AuthError::Missing => "UNAUTHENTICATED",
+                    auth::AuthError::Invalid => "INVALID_TOKEN",
+                };
+                Status::unauthenticated(format!("{code}: {e}"))
             }
         })?;
         self.app
@@ -121,6 +136,93 @@ impl AgentControlService {
     }
 }
 
+/// The list view of an agent.
+fn summary(s: AgentSummary) -> Agent {
+    Agent {
+        workflow_id: agent_workflow_id(&s.agent_id),
+        agent_id: s.agent_id,
+        user_id: s.user_id,
+        region: s.region,
+        status: s.status,
+        name: s.name,
+        ..Agent::default()
+    }
+}
+
+fn steps(steps: Vec<StepProgress>) -> Vec<ProvisioningStep> {
+    steps
+        .into_iter()
+        .map(|s| ProvisioningStep { name: s.name, state: s.state.as_str().to_owned(), detail: s.detail })
+        .collect()
+}
+
+fn link(l: GitHubLink) -> control::GitHubLink {
+    control::GitHubLink { account: l.account, user_id: l.user_id, customer_id: l.customer_id }
+}
+
+fn job(s: JobStatus) -> control::JobStatus {
+    control::JobStatus {
+        repo: s.repo,
+        issue_number: s.issue_number,
+        state: s.state.as_str().to_owned(),
+        history: s.history.iter().map(|h| h.as_str().to_owned()).collect(),
+        steps: steps(s.steps),
+        pr_number: s.pr_number.unwrap_or_default(),
+        pr_url: s.pr_url.unwrap_or_default(),
+        pr_outcome: s.pr_outcome.unwrap_or_default(),
+        tokens: s.tokens,
+        tokens_estimated: s.tokens_estimated,
+        billed: s.billed,
+        unbilled: s
+            .unbilled
+            .into_iter()
+            .map(|u| control::UnbilledUsage {
+                event_name: u.event_name,
+                value: u.value,
+                identifier: u.identifier,
+                reason: u.reason,
+            })
+            .collect(),
+        failure: s.failure.unwrap_or_default(),
+        attempt: s.attempt,
+    }
+}
+
+/// An event of [`AgentEvent`](views::AgentEvent) as the gRPC message, with its id.
+fn event(id: String, e: views::AgentEvent) -> Option<control::AgentEvent> {
+    use control::agent_event::Event;
+    let event = match e {
+        views::AgentEvent::State(s) => Event::State(control::StateEvent {
+            agent_id: s.agent_id,
+            seq: s.seq,
+            from: s.from.as_str().to_owned(),
+            to: s.to.as_str().to_owned(),
+            actor: s.actor,
+            reason: s.reason,
+            at: s.at,
+        }),
+        views::AgentEvent::Step(s) => Event::Step(control::StepEvent {
+            agent_id: s.agent_id,
+            provisioning_workflow_id: s.provisioning_workflow_id,
+            provisioning_run_id: s.provisioning_run_id,
+            seq: s.seq,
+            step: s.step,
+            state: s.state.as_str().to_owned(),
+            detail: s.detail,
+            at: s.at,
+        }),
+        views::AgentEvent::End(e) => {
+            Event::End(control::EndEvent { agent_id: e.agent_id, status: e.status.as_str().to_owned() })
+        }
+        views::AgentEvent::Heartbeat(_) => return None,
+    };
+    Some(control::AgentEvent { id, event: Some(event) })
+}
+
+fn optional(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
 fn status(e: ServiceError) -> Status {
     let message = format!("{}: {}", e.code, e.message);
     match e.kind {
@@ -156,19 +258,7 @@ impl AgentControl for AgentControlService {
     ) -> Result<Response<ListAgentsResponse>, Status> {
         let claims = self.claims(&request)?;
         let summaries = AgentService::new(self.app.clone()).list(&claims, false).await.map_err(status)?;
-        let agents = summaries
-            .into_iter()
-            .map(|s| Agent {
-                workflow_id: agent_workflow_id(&s.agent_id),
-                agent_id: s.agent_id,
-                user_id: s.user_id,
-                region: s.region,
-                status: s.status,
-                name: s.name,
-                ..Agent::default()
-            })
-            .collect();
-        Ok(Response::new(ListAgentsResponse { agents }))
+        Ok(Response::new(ListAgentsResponse { agents: summaries.into_iter().map(summary).collect() }))
     }
 
     async fn create_agent(&self, request: Request<CreateAgentRequest>) -> Result<Response<Agent>, Status> {
@@ -255,18 +345,100 @@ impl AgentControl for AgentControlService {
         Ok(Response::new(ClientStack {
             client_id: s.client_id,
             state: s.state.as_str().to_owned(),
-            steps: s
-                .steps
-                .into_iter()
-                .map(|x| ProvisioningStep {
-                    name: x.name,
-                    state: x.state.as_str().to_owned(),
-                    detail: x.detail,
-                })
-                .collect(),
+            steps: steps(s.steps),
             resources,
             failure: s.failure.unwrap_or_default(),
             leftovers: s.leftovers,
         }))
+    }
+
+    async fn admin_list_agents(
+        &self,
+        request: Request<ListAgentsRequest>,
+    ) -> Result<Response<ListAgentsResponse>, Status> {
+        let claims = self.admin(&request)?;
+        let summaries = AgentService::new(self.app.clone()).list(&claims, true).await.map_err(status)?;
+        Ok(Response::new(ListAgentsResponse { agents: summaries.into_iter().map(summary).collect() }))
+    }
+
+    async fn create_checkout_session(
+        &self,
+        request: Request<CreateCheckoutSessionRequest>,
+    ) -> Result<Response<CheckoutSession>, Status> {
+        let claims = self.claims(&request)?;
+        let r = request.into_inner();
+        let req = CheckoutRequest { agent_id: optional(r.agent_id), region: optional(r.region) };
+        let key = optional(r.idempotency_key);
+        let created = CheckoutService::new(self.app.clone())
+            .open(&claims, req, key.as_deref())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(CheckoutSession { id: created.id, url: created.url }))
+    }
+
+    type WatchAgentEventsStream = Pin<Box<dyn Stream<Item = Result<control::AgentEvent, Status>> + Send>>;
+
+    async fn watch_agent_events(
+        &self,
+        request: Request<WatchAgentEventsRequest>,
+    ) -> Result<Response<Self::WatchAgentEventsStream>, Status> {
+        let claims = self.claims(&request)?;
+        let r = request.into_inner();
+        let events = AgentService::new(self.app.clone())
+            .watch(&claims, &r.agent_id, Some(r.last_event_id.as_str()))
+            .await
+            .map_err(status)?;
+        let events = events.filter_map(|(id, e)| async move { event(id.to_string(), e).map(Ok) });
+        Ok(Response::new(Box::pin(events)))
+    }
+
+    async fn link_git_hub_account(
+        &self,
+        request: Request<control::GitHubLink>,
+    ) -> Result<Response<control::GitHubLink>, Status> {
+        let claims = self.claims(&request)?;
+        let l = request.into_inner();
+        let wanted = GitHubLink { account: l.account, user_id: l.user_id, customer_id: l.customer_id };
+        let linked =
+            AdminService::new(self.app.clone()).link_github(&claims, wanted).await.map_err(status)?;
+        Ok(Response::new(link(linked)))
+    }
+
+    async fn list_git_hub_links(
+        &self,
+        request: Request<ListGitHubLinksRequest>,
+    ) -> Result<Response<ListGitHubLinksResponse>, Status> {
+        let claims = self.claims(&request)?;
+        let links = AdminService::new(self.app.clone()).github_links(&claims).await.map_err(status)?;
+        Ok(Response::new(ListGitHubLinksResponse { links: links.into_iter().map(link).collect() }))
+    }
+
+    async fn get_job_status(&self, request: Request<JobRef>) -> Result<Response<control::JobStatus>, Status> {
+        let claims = self.claims(&request)?;
+        let j = request.into_inner();
+        let s = AdminService::new(self.app.clone())
+            .job_status(&claims, &j.owner, &j.repo, j.issue)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(job(s)))
+    }
+
+    async fn bill_job_again(
+        &self,
+        request: Request<BillJobAgainRequest>,
+    ) -> Result<Response<control::JobStatus>, Status> {
+        let claims = self.claims(&request)?;
+        let r = request.into_inner();
+        let j = r.job.unwrap_or_default();
+        let id = format!("{}/{}#{}", j.owner, j.repo, j.issue);
+        let rid = match optional(r.idempotency_key) {
+            Some(key) if key.len() <= 255 => format!("api-bill-{id}-{key}"),
+            _ => format!("grpc-bill-{id}-{}", uuid::Uuid::new_v4().simple()),
+        };
+        let s = AdminService::new(self.app.clone())
+            .bill_job(&claims, &j.owner, &j.repo, j.issue, rid)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(job(s)))
     }
 }

@@ -388,6 +388,49 @@ mod tests {
         assert_eq!(stray.status(), axum::http::StatusCode::NOT_FOUND);
     }
 
+    /// The docs page is served from the binary and loads nothing from elsewhere: every asset its
+    /// page names is relative, and served here.
+    #[tokio::test]
+    async fn the_docs_page_and_its_assets_are_served_from_the_binary() {
+        use tower::ServiceExt;
+        let settings = crate::StarterSettings::from_lookup(|k| {
+            crate::settings::REQUIRED.contains(&k).then(|| "x".repeat(32))
+        })
+        .unwrap();
+        let app = crate::app(crate::AppState::offline(settings));
+        let get = |path: &str| {
+            let app = app.clone();
+            let req = axum::http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+            async move {
+                let resp = app.oneshot(req).await.unwrap();
+                let status = resp.status();
+                let body = axum::body::to_bytes(resp.into_body(), 16 << 20).await.unwrap();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        let (status, page) = get("/api/docs/").await;
+        assert_eq!(status, 200);
+        let assets: Vec<&str> = page
+            .split(['"', '\''])
+            .filter(|s| s.ends_with(".js") || s.ends_with(".css") || s.ends_with(".png"))
+            .collect();
+        assert!(assets.len() >= 3, "{assets:?}");
+        for asset in assets {
+            assert!(!asset.contains("://") && !asset.starts_with("//"), "{asset} is not served here");
+            let (status, _) = get(&format!("/api/docs/{}", asset.trim_start_matches("./"))).await;
+            assert_eq!(status, 200, "{asset}");
+        }
+        let (_, init) = get("/api/docs/swagger-initializer.js").await;
+        assert!(init.contains("/api/openapi.json"), "{init}");
+        let (status, doc) = get("/api/openapi.json").await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            serde_json::from_str::<Value>(&doc).unwrap(),
+            document(),
+            "the served document is the printed one"
+        );
+    }
+
     #[test]
     fn the_documented_regions_are_the_accepted_ones() {
         let doc = document();

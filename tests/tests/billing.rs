@@ -335,6 +335,17 @@ async fn checkout_is_only_for_the_callers_draft_agents_one_session_at_a_time() -
     let record = app.agent(&agent).await?.unwrap();
     assert_eq!(record.open_checkout.and_then(|c| c.session_id).as_deref(), first["id"].as_str());
 
+    // An existing draft keeps its region: its checkout needs none. A new agent does.
+    let second = create_agent(&app, &token, "second").await?;
+    let (status, body) = app
+        .api(Method::POST, "/api/billing/checkout", Some(&token), Some(json!({"agentId": second})))
+        .await?;
+    assert_eq!(status, 201, "{body}");
+    let fresh = json!({"agentId": app.id("new")});
+    let (status, body) = app.api(Method::POST, "/api/billing/checkout", Some(&token), Some(fresh)).await?;
+    assert_eq!((status, body["code"].as_str()), (400, Some("INVALID_INPUT")), "{body}");
+    assert!(body["details"]["region"].is_string(), "{body}");
+
     // An active agent cannot be bought again (the customer would pay and get nothing).
     let (owner, active, _) = paying_user_with_agent(&app).await?;
     let (status, body) = checkout(app.token(&owner, None), active).await?;

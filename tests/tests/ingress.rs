@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 use slipway_proto::{
-    control::{GetAgentRequest, agent_control_client::AgentControlClient},
+    control::{self, GetAgentRequest, agent_control_client::AgentControlClient},
     model::AgentStatus,
 };
 use slipway_tests::{Options, STRIPE_SECRET, TestApp, now};
@@ -188,5 +188,300 @@ async fn the_door_rate_limits_users_and_failed_authentication_but_never_signed_w
         200,
         "another user is unaffected"
     );
+    Ok(())
+}
+
+/// One refusal asked of both surfaces: what, the REST call (method, path, body, token), and
+/// what gRPC answered.
+struct Case(&'static str, reqwest::Method, String, Option<Value>, Option<String>, Result<(), tonic::Status>);
+
+/// A gRPC answer, its message dropped.
+fn refusal<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Result<(), tonic::Status> {
+    r.map(|_| ())
+}
+
+/// Each REST operation under `/api/` and its gRPC method (`slipway.v1.AgentControl`).
+const REST_TO_GRPC: [(&str, &str); 16] = [
+    ("listAgents", "ListAgents"),
+    ("createAgent", "CreateAgent"),
+    ("getAgent", "GetAgent"),
+    ("streamAgentEvents", "WatchAgentEvents"),
+    ("provisionAgent", "ProvisionAgent"),
+    ("stopAgent", "StopAgent"),
+    ("startAgent", "StartAgent"),
+    ("destroyAgent", "DestroyAgent"),
+    ("createCheckoutSession", "CreateCheckoutSession"),
+    ("adminListAgents", "AdminListAgents"),
+    ("linkGitHubAccount", "LinkGitHubAccount"),
+    ("listGitHubLinks", "ListGitHubLinks"),
+    ("getJobStatus", "GetJobStatus"),
+    ("billJobAgain", "BillJobAgain"),
+    ("startClientStack", "ProvisionClientStack"),
+    ("getClientStack", "GetClientStack"),
+];
+
+/// The gRPC control API stays in step with the REST API: the same operations (every REST
+/// operation of the OpenAPI document has its method, every method its operation), and, over
+/// the same refusals on both surfaces, the same stable code with the matching status.
+#[tokio::test]
+async fn grpc_and_rest_offer_the_same_operations_with_the_same_codes() -> anyhow::Result<()> {
+    let doc = slipway_starter::openapi::document();
+    let mut rest: Vec<String> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for op in item.as_object().unwrap().values() {
+            let id = op["operationId"].as_str().unwrap();
+            if path.starts_with("/api/") && id != "getOpenApiDocument" {
+                rest.push(id.to_owned());
+            }
+        }
+    }
+    rest.sort();
+    let mut mapped: Vec<String> = REST_TO_GRPC.iter().map(|(r, _)| (*r).to_owned()).collect();
+    mapped.sort();
+    assert_eq!(rest, mapped, "every REST operation has a gRPC method");
+    let proto =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../proto/slipway/v1/control.proto"))?;
+    let mut rpcs: Vec<&str> = proto
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("rpc "))
+        .filter_map(|l| l.split('(').next())
+        .collect();
+    rpcs.sort_unstable();
+    let mut methods: Vec<&str> = REST_TO_GRPC.iter().map(|(_, g)| *g).collect();
+    methods.sort_unstable();
+    assert_eq!(rpcs, methods, "every gRPC method has a REST operation");
+
+    let app = TestApp::spawn().await?;
+    let (user, other) = (app.id("user"), app.id("other"));
+    let (token, other_token, admin) =
+        (app.token(&user, None), app.token(&other, None), app.token("ops", Some("admin")));
+    let (_, created) = app
+        .api(reqwest::Method::POST, "/api/agents", Some(&token), Some(json!({"name": "n", "region": "fsn1"})))
+        .await?;
+    let agent = created["agent_id"].as_str().unwrap().to_owned();
+    let mut grpc = AgentControlClient::connect(format!("http://{}", app.grpc_addr)).await?;
+    fn with<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        if let Some(t) = token {
+            r.metadata_mut().insert("authorization", format!("Bearer {t}").parse().unwrap());
+        }
+        r
+    }
+    let cmd =
+        |id: &str| control::AgentCommandRequest { agent_id: id.to_owned(), idempotency_key: String::new() };
+    let job = control::JobRef { owner: "acme".into(), repo: "nothing".into(), issue: 7 };
+    let get = |id: &str| GetAgentRequest { agent_id: id.to_owned() };
+
+    // (operation, REST method and path, body, token) and the same refusal over gRPC.
+    let mut cases: Vec<Case> = Vec::new();
+    cases.push(Case(
+        "getAgent (another user's)",
+        reqwest::Method::GET,
+        format!("/api/agents/{agent}"),
+        None,
+        Some(other_token.clone()),
+        refusal(grpc.get_agent(with(get(&agent), Some(&other_token))).await),
+    ));
+    cases.push(Case(
+        "getAgent (no token)",
+        reqwest::Method::GET,
+        format!("/api/agents/{agent}"),
+        None,
+        None,
+        refusal(grpc.get_agent(with(get(&agent), None)).await),
+    ));
+    cases.push(Case(
+        "getAgent (bad token)",
+        reqwest::Method::GET,
+        format!("/api/agents/{agent}"),
+        None,
+        Some("not-a-jwt".into()),
+        refusal(grpc.get_agent(with(get(&agent), Some("not-a-jwt"))).await),
+    ));
+    cases.push(Case(
+        "createAgent (invalid)",
+        reqwest::Method::POST,
+        "/api/agents".into(),
+        Some(json!({"name": "", "region": "mars1"})),
+        Some(token.clone()),
+        refusal(
+            grpc.create_agent(with(
+                control::CreateAgentRequest { name: String::new(), region: "mars1".into() },
+                Some(&token),
+            ))
+            .await,
+        ),
+    ));
+    cases.push(Case(
+        "provisionAgent (no subscription)",
+        reqwest::Method::POST,
+        format!("/api/agents/{agent}/provision"),
+        None,
+        Some(token.clone()),
+        refusal(grpc.provision_agent(with(cmd(&agent), Some(&token))).await),
+    ));
+    cases.push(Case(
+        "stopAgent (a draft)",
+        reqwest::Method::POST,
+        format!("/api/agents/{agent}/stop"),
+        None,
+        Some(token.clone()),
+        refusal(grpc.stop_agent(with(cmd(&agent), Some(&token))).await),
+    ));
+    cases.push(Case(
+        "startAgent (a draft)",
+        reqwest::Method::POST,
+        format!("/api/agents/{agent}/start"),
+        None,
+        Some(token.clone()),
+        refusal(grpc.start_agent(with(cmd(&agent), Some(&token))).await),
+    ));
+    cases.push(Case(
+        "destroyAgent (another user's)",
+        reqwest::Method::POST,
+        format!("/api/agents/{agent}/destroy"),
+        None,
+        Some(other_token.clone()),
+        refusal(grpc.destroy_agent(with(cmd(&agent), Some(&other_token))).await),
+    ));
+    cases.push(Case(
+        "createCheckoutSession (another user's agent)",
+        reqwest::Method::POST,
+        "/api/billing/checkout".into(),
+        Some(json!({"agentId": agent})),
+        Some(other_token.clone()),
+        refusal(
+            grpc.create_checkout_session(with(
+                control::CreateCheckoutSessionRequest { agent_id: agent.clone(), ..Default::default() },
+                Some(&other_token),
+            ))
+            .await,
+        ),
+    ));
+    cases.push(Case(
+        "adminListAgents (not an admin)",
+        reqwest::Method::GET,
+        "/api/admin/agents".into(),
+        None,
+        Some(token.clone()),
+        refusal(grpc.admin_list_agents(with(control::ListAgentsRequest {}, Some(&token))).await),
+    ));
+    cases.push(Case(
+        "linkGitHubAccount (not an admin)",
+        reqwest::Method::POST,
+        "/api/admin/github-links".into(),
+        Some(json!({"account": "a", "userId": "u", "customerId": "cus_1"})),
+        Some(token.clone()),
+        refusal(
+            grpc.link_git_hub_account(with(
+                control::GitHubLink { account: "a".into(), user_id: "u".into(), customer_id: "cus_1".into() },
+                Some(&token),
+            ))
+            .await,
+        ),
+    ));
+    cases.push(Case(
+        "listGitHubLinks (not an admin)",
+        reqwest::Method::GET,
+        "/api/admin/github-links".into(),
+        None,
+        Some(token.clone()),
+        refusal(grpc.list_git_hub_links(with(control::ListGitHubLinksRequest {}, Some(&token))).await),
+    ));
+    cases.push(Case(
+        "getJobStatus (no such job)",
+        reqwest::Method::GET,
+        "/api/jobs/acme/nothing/7".into(),
+        None,
+        Some(admin.clone()),
+        refusal(grpc.get_job_status(with(job.clone(), Some(&admin))).await),
+    ));
+    cases.push(Case(
+        "billJobAgain (no such job)",
+        reqwest::Method::POST,
+        "/api/admin/jobs/acme/nothing/7/bill".into(),
+        None,
+        Some(admin.clone()),
+        refusal(
+            grpc.bill_job_again(with(
+                control::BillJobAgainRequest { job: Some(job.clone()), idempotency_key: String::new() },
+                Some(&admin),
+            ))
+            .await,
+        ),
+    ));
+    cases.push(Case(
+        "startClientStack (invalid)",
+        reqwest::Method::POST,
+        "/api/provisioning".into(),
+        Some(json!({"clientId": "Bad Id", "clientName": "", "orgEmail": "x", "tier": "gold"})),
+        Some(admin.clone()),
+        refusal(
+            grpc.provision_client_stack(with(
+                control::ProvisionClientStackRequest {
+                    client_id: "Bad Id".into(),
+                    client_name: String::new(),
+                    org_email: "x".into(),
+                    tier: "gold".into(),
+                },
+                Some(&admin),
+            ))
+            .await,
+        ),
+    ));
+    cases.push(Case(
+        "getClientStack (no such client)",
+        reqwest::Method::GET,
+        "/api/provisioning/nobody".into(),
+        None,
+        Some(admin.clone()),
+        refusal(
+            grpc.get_client_stack(with(
+                control::GetClientStackRequest { client_id: "nobody".into() },
+                Some(&admin),
+            ))
+            .await,
+        ),
+    ));
+    let watch = grpc
+        .watch_agent_events(with(
+            control::WatchAgentEventsRequest { agent_id: agent.clone(), last_event_id: "not-an-id".into() },
+            Some(&token),
+        ))
+        .await;
+    let watch_code =
+        watch.err().map(|s| (s.code(), s.message().split(':').next().unwrap_or_default().to_owned()));
+    let events = app.agent_events(&agent, &token, Some("not-an-id")).await?.err().expect("refused");
+    assert_eq!(
+        watch_code,
+        Some((tonic::Code::InvalidArgument, events.1["code"].as_str().unwrap().to_owned()))
+    );
+
+    for Case(what, method, path, body, bearer, over_grpc) in cases {
+        let (status, answer) = app.api(method, &path, bearer.as_deref(), body).await?;
+        let code =
+            answer["code"].as_str().unwrap_or_else(|| panic!("{what}: REST answered {status} {answer}"));
+        let refused = over_grpc.expect_err(what);
+        let grpc_code = refused.message().split(':').next().unwrap_or_default();
+        assert_eq!(grpc_code, code, "{what}: gRPC said {:?}", refused.message());
+        let expected = match status {
+            400 | 422 => tonic::Code::InvalidArgument,
+            401 => tonic::Code::Unauthenticated,
+            402 | 409 => tonic::Code::FailedPrecondition,
+            403 => tonic::Code::PermissionDenied,
+            404 => tonic::Code::NotFound,
+            429 => tonic::Code::ResourceExhausted,
+            _ => tonic::Code::Unavailable,
+        };
+        assert_eq!(refused.code(), expected, "{what}: REST {status}, gRPC {:?}", refused.code());
+    }
+
+    // And the same answers when it works: the caller's agents.
+    let listed = grpc.list_agents(with(control::ListAgentsRequest {}, Some(&token))).await?.into_inner();
+    let (_, rest_list) = app.api(reqwest::Method::GET, "/api/agents", Some(&token), None).await?;
+    let ids: Vec<&str> = listed.agents.iter().map(|a| a.agent_id.as_str()).collect();
+    let rest_ids: Vec<&str> =
+        rest_list["agents"].as_array().unwrap().iter().map(|a| a["agent_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, rest_ids);
     Ok(())
 }

@@ -13,16 +13,13 @@ use axum::{
     http::HeaderMap,
     response::sse::{Event, KeepAlive, Sse},
 };
-use futures::{Stream, StreamExt, stream};
+use futures::{Stream, StreamExt};
 
 use crate::{
     AppState,
     error::ApiError,
     routes::api::User,
-    service::{
-        AgentService,
-        events::{Cursor, FeedReceiver, events_since},
-    },
+    service::{AgentService, events::Cursor},
     views::{AgentEvent, ErrorBody},
 };
 
@@ -56,49 +53,15 @@ pub async fn agent_events(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let cursor = match headers.get("last-event-id").map(|v| v.to_str().ok().and_then(Cursor::parse)) {
-        None => Cursor::default(),
-        Some(Some(cursor)) => cursor,
-        Some(None) => {
-            return Err(ApiError::bad_request(
-                "INVALID_EVENT_ID",
-                "Last-Event-ID is not an event id of this stream",
-            ));
-        }
+    let last = match headers.get("last-event-id") {
+        None => None,
+        // Not text: no id of ours either.
+        Some(v) => Some(v.to_str().unwrap_or("-")),
     };
-    AgentService::new(app.clone()).get(&user, &id).await?;
-    let feed = app.feeds.subscribe(&app.gateway, &id, app.settings.events_poll);
+    let events = AgentService::new(app.clone()).watch(&user, &id, last).await?;
     let heartbeat = Event::default().event("heartbeat").data("{}");
-    Ok(Sse::new(events(feed, cursor))
-        .keep_alive(KeepAlive::new().interval(app.settings.events_heartbeat).event(heartbeat)))
-}
-
-/// The stream: every new read of the feed, diffed against what this stream has sent.
-fn events(feed: FeedReceiver, cursor: Cursor) -> impl Stream<Item = Result<Event, Infallible>> {
-    stream::unfold((feed, cursor, false), |(mut feed, mut cursor, ended)| async move {
-        if ended {
-            return None;
-        }
-        loop {
-            let snap = feed.borrow_and_update().clone();
-            if let Some(snap) = snap {
-                let batch = events_since(&cursor, &snap);
-                if !batch.is_empty() {
-                    let ended = batch.iter().any(|(_, e)| matches!(e, AgentEvent::End(_)));
-                    if let Some((last, _)) = batch.last() {
-                        cursor = last.clone();
-                    }
-                    let events: Vec<_> = batch.into_iter().map(|(id, e)| Ok(sse(&id, &e))).collect();
-                    return Some((stream::iter(events), (feed, cursor, ended)));
-                }
-            }
-            // The feed stopped (the agent is gone): the stream ends.
-            if feed.changed().await.is_err() {
-                return None;
-            }
-        }
-    })
-    .flatten()
+    let keep_alive = KeepAlive::new().interval(app.settings.events_heartbeat).event(heartbeat);
+    Ok(Sse::new(events.map(|(id, e)| Ok(sse(&id, &e)))).keep_alive(keep_alive))
 }
 
 /// One SSE event: `id`, `event` (the variant) and `data` (its body).

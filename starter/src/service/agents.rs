@@ -31,6 +31,11 @@ impl AgentService {
         Self { app }
     }
 
+    /// The app state (for the operations other modules add).
+    pub(crate) fn app(&self) -> &AppState {
+        &self.app
+    }
+
     /// Create a draft agent.
     pub async fn create(&self, user: &Claims, name: &str, region: &str) -> Result<AgentRecord, ServiceError> {
         let mut details = Vec::new();

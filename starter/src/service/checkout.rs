@@ -56,8 +56,9 @@ impl CheckoutService {
         let app = &self.app;
         let mut fields = HashMap::from([(metadata::USER_ID.to_owned(), user.sub.clone())]);
         if let Some(agent_id) = &req.agent_id {
+            // A region is needed only to create the agent (an existing one keeps its own).
             let problems: Vec<String> =
-                [validate::agent_id(agent_id), validate::region(req.region.as_deref().unwrap_or_default())]
+                [validate::agent_id(agent_id), req.region.as_deref().map_or(Ok(()), validate::region)]
                     .into_iter()
                     .filter_map(Result::err)
                     .collect();
@@ -113,6 +114,12 @@ impl CheckoutService {
         let region = match app.gateway.agent(agent_id).await {
             Ok(a) if a.user_id != user => return Err(ServiceError::agent_not_found(agent_id)),
             Ok(a) => a.region,
+            Err(GatewayError::NotFound) if region.is_empty() => {
+                return Err(ServiceError::invalid(
+                    "a new agent needs its region",
+                    vec![("region".to_owned(), format!("required to create agent {agent_id}"))],
+                ));
+            }
             Err(GatewayError::NotFound) => {
                 AgentService::new(app.clone()).check_draft_cap(user).await?;
                 let agent = AgentRecord::draft(agent_id, user, region);

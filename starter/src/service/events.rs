@@ -133,6 +133,61 @@ pub fn events_since(cursor: &Cursor, snap: &Snapshot) -> Vec<(Cursor, AgentEvent
     out
 }
 
+/// A stream's events: every new read of the feed, diffed against what the stream has sent,
+/// each with its id; it ends after `end` or when the feed stops (the agent is gone).
+pub fn follow(
+    feed: FeedReceiver,
+    cursor: Cursor,
+) -> impl futures::Stream<Item = (Cursor, AgentEvent)> + Send {
+    use futures::StreamExt;
+    futures::stream::unfold((feed, cursor, false), |(mut feed, mut cursor, ended)| async move {
+        if ended {
+            return None;
+        }
+        loop {
+            let snap = feed.borrow_and_update().clone();
+            if let Some(snap) = snap {
+                let batch = events_since(&cursor, &snap);
+                if let Some((last, _)) = batch.last() {
+                    cursor = last.clone();
+                    let ended = batch.iter().any(|(_, e)| matches!(e, AgentEvent::End(_)));
+                    return Some((futures::stream::iter(batch), (feed, cursor, ended)));
+                }
+            }
+            if feed.changed().await.is_err() {
+                return None;
+            }
+        }
+    })
+    .flatten()
+}
+
+impl super::AgentService {
+    /// The caller's agent's events, after `last_event_id` if given: 400 `INVALID_EVENT_ID` for
+    /// an id this stream never sent, 404 for another user's agent, as every other call.
+    pub async fn watch(
+        &self,
+        user: &crate::auth::Claims,
+        agent_id: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<impl futures::Stream<Item = (Cursor, AgentEvent)> + Send + use<>, super::ServiceError> {
+        let cursor = match last_event_id.filter(|id| !id.is_empty()) {
+            None => Cursor::default(),
+            Some(id) => Cursor::parse(id).ok_or_else(|| {
+                super::ServiceError::new(
+                    super::Kind::Invalid,
+                    "INVALID_EVENT_ID",
+                    "the last event id is not an event id of this stream",
+                )
+            })?,
+        };
+        self.get(user, agent_id).await?;
+        let app = self.app();
+        let feed = app.feeds.subscribe(&app.gateway, agent_id, app.settings.events_poll);
+        Ok(follow(feed, cursor))
+    }
+}
+
 /// The latest read of one agent, shared by every stream watching it.
 pub type FeedReceiver = watch::Receiver<Option<Arc<Snapshot>>>;
 
