@@ -126,7 +126,7 @@ ensure_typescript_client() {
 
 # run_client_example LOG: clients/typescript's example app, built, against a `scripts/dev` stack
 # on free ports with its own state (a developer's running stack is left alone); its output also
-# goes to LOG. Returns the example's exit status.
+# goes to LOG. Returns the example's exit status (124 if it did not finish within 10 minutes).
 run_client_example() {
   local log_file="$1" state=".state/test/dev"
   ensure_typescript_client
@@ -135,6 +135,6 @@ run_client_example() {
   SLIPWAY_DEV_STATE="$state" SLIPWAY_UI_PORT="$(free_port)" TEMPORAL_ADDRESS="127.0.0.1:$(free_port)" \
     SLIPWAY_HTTP_ADDR="127.0.0.1:$(free_port)" SLIPWAY_GRPC_ADDR="127.0.0.1:$(free_port)" \
     SLIPWAY_SANDBOX_ADDR="127.0.0.1:$(free_port)" \
-    "$ROOT/scripts/dev" --once --then node clients/typescript/dist/examples/agent-lifecycle.js 2>&1 | tee "$log_file"
+    timeout --kill-after=60 600 "$ROOT/scripts/dev" --once --then node clients/typescript/dist/examples/agent-lifecycle.js 2>&1 | tee "$log_file"
   return "${PIPESTATUS[0]}"
 }

@@ -108,11 +108,22 @@ interface Frame {
   data: string;
 }
 
-/** SSE frames, parsed as the HTML standard's event-stream format says. */
+/**
+ * SSE frames, parsed as the HTML standard's event-stream format says. A consumer that stops
+ * early (a `break` out of `followAgent`) closes the connection: nothing keeps the process alive.
+ */
 async function* frames(body: ReadableStream<Uint8Array>): AsyncGenerator<Frame> {
+  const reader = body.getReader();
+  try {
+    yield* parse(reader);
+  } finally {
+    await reader.cancel().catch(() => undefined);
+  }
+}
+
+async function* parse(reader: ReadableStreamDefaultReader<Uint8Array>): AsyncGenerator<Frame> {
   const decoder = new TextDecoder();
   let buffer = "";
-  const reader = body.getReader();
   for (;;) {
     const { value, done } = await reader.read();
     if (done) return;
