@@ -198,7 +198,7 @@ impl LookupActivities {
                 .search_attributes(SearchAttributes::new([
                     crate::search_attributes::CUSTOMER_ID.value_set(seat.customer_id.clone())
                 ]))
-                .static_summary(format!("job slots of {}", seat.customer_id))
+                .static_summary("job slots of one customer (its id is the workflow id)".to_owned())
                 .build();
         let what = format!("the job gate of {}", seat.customer_id);
         self.signal_with_start(names::GATE, raw(&gate), names::ENQUEUE, raw(&seat.job_id), options, &what)

@@ -284,7 +284,8 @@ pub(crate) async fn run_worker() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let task_queue = std::env::var("BENCH_TASK_QUEUE").unwrap_or_else(|_| "bench-baseline".to_owned());
     let tuning = slipway_worker::WorkerTuning::from_lookup(|k| std::env::var(k).ok())?;
-    let client = slipway_worker::connect_temporal().await?;
+    let encryption = slipway_codec::Encryption::from_env().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let client = slipway_worker::connect_temporal(&encryption).await?;
     let runtime = Runtime::from_current_tokio(Default::default())?;
     let options = WorkerOptions::new(task_queue)
         .register_activities(NoopActivities)

@@ -58,8 +58,13 @@ impl Bench {
     pub(crate) async fn new(stack: &Stack, plan: Plan, out: &std::path::Path) -> anyhow::Result<Self> {
         let client = connect(&stack.temporal_address).await?;
         let url = Url::from_str(&format!("http://{}", stack.temporal_address))?;
-        let gateway =
-            Gateway::for_address(url, "default", stack::TASK_QUEUE.to_owned(), Duration::from_secs(30));
+        let gateway = Gateway::for_address(
+            url,
+            "default",
+            stack::TASK_QUEUE.to_owned(),
+            Duration::from_secs(30),
+            stack::encryption(),
+        );
         let http = reqwest::Client::builder().pool_max_idle_per_host(512).build()?;
         let tag = format!("{:x}", now_secs() % 0xffff_ffff);
         let workers = [stack.worker.pid(), stack.baseline_worker.pid()];

@@ -44,7 +44,8 @@ pub async fn connect(address: &str) -> anyhow::Result<Client> {
     let url = Url::from_str(&format!("http://{address}"))?;
     let conn =
         Connection::connect(ConnectionOptions::new(url).identity("slipway-bench".to_owned()).build()).await?;
-    Ok(Client::new(conn, ClientOptions::new("default").build())?)
+    let options = ClientOptions::new("default").data_converter(stack::encryption().data_converter()).build();
+    Ok(Client::new(conn, options)?)
 }
 
 /// When the bench started (first call).

@@ -19,6 +19,17 @@ pub(crate) const CALLBACK_SECRET: &str = "bench-callback-secret";
 pub(crate) const TASK_QUEUE: &str = "slipway-bench";
 /// The starter's JWT secret (the events scenario signs its users' tokens with it).
 pub(crate) const JWT_SECRET: &str = "bench-jwt-secret-of-at-least-32-bytes";
+/// The payload keys of every process of the stack and of the bench's own clients: payloads
+/// are encrypted, as in a deployment (the baseline too, so the ratios compare like with like).
+pub(crate) const PAYLOAD_KEYS: &str =
+    "bench-1:6c9a4c0e5b7f3d2a1908f7e6d5c4b3a29180f7e6d5c4b3a2918070605040302";
+
+/// [`PAYLOAD_KEYS`] as the codec reads them.
+pub(crate) fn encryption() -> slipway_codec::Encryption {
+    slipway_codec::Encryption::from_lookup(|k| (k == "SLIPWAY_PAYLOAD_KEYS").then(|| PAYLOAD_KEYS.to_owned()))
+        .expect("valid bench keys")
+}
+
 /// How often an event stream's agent is read: the starter's default, stated.
 pub(crate) const EVENTS_POLL_MS: u64 = 100;
 
@@ -202,6 +213,7 @@ impl Stack {
             .env("GITHUB_WEBHOOK_SECRET", "bench-github-webhook-secret")
             // The starter refuses secrets shorter than 32 bytes.
             .env("SLIPWAY_JWT_SECRET", JWT_SECRET)
+            .env("SLIPWAY_PAYLOAD_KEYS", PAYLOAD_KEYS)
             .env("SLIPWAY_EVENTS_POLL_MS", EVENTS_POLL_MS.to_string())
             .env("SLIPWAY_TEMPORAL_TIMEOUT_MS", "10000")
             .env("RUST_LOG", "warn");
@@ -216,6 +228,7 @@ impl Stack {
             .env("TEMPORAL_ADDRESS", &temporal_address)
             .env("TEMPORAL_NAMESPACE", "default")
             .env("BENCH_TASK_QUEUE", BASELINE_TASK_QUEUE)
+            .env("SLIPWAY_PAYLOAD_KEYS", PAYLOAD_KEYS)
             .env("RUST_LOG", "warn")
             .envs(WORKER_TUNING);
         let baseline_worker = Proc::spawn("baseline worker", cmd, &out.join("baseline-worker.log"))?;
@@ -267,6 +280,7 @@ fn worker_env(cmd: &mut Command, temporal: &str, sandbox: &str, starter: &str) {
         ("TEMPORAL_ADDRESS", temporal.to_owned()),
         ("TEMPORAL_NAMESPACE", "default".to_owned()),
         ("SLIPWAY_TASK_QUEUE", TASK_QUEUE.to_owned()),
+        ("SLIPWAY_PAYLOAD_KEYS", PAYLOAD_KEYS.to_owned()),
         ("RUST_LOG", "warn".to_owned()),
         ("HETZNER_API_URL", format!("{sandbox}/hetzner/v1")),
         ("HETZNER_API_TOKEN", "bench-hetzner-token".to_owned()),

@@ -134,10 +134,23 @@ pub(crate) fn unreachable(url: &str, e: reqwest::Error) -> anyhow::Error {
     )
 }
 
-/// A client configured like the worker's (Temporal's env config), failing fast when unreachable.
+/// Payload encryption as the stack's processes have it: `SLIPWAY_PAYLOAD_KEYS` (else the local
+/// stack's key from `scripts/dev.env`), or `SLIPWAY_PAYLOAD_ENCRYPTION=off`.
+pub(crate) fn encryption() -> anyhow::Result<slipway_codec::Encryption> {
+    let vars = crate::env::resolved();
+    slipway_codec::Encryption::from_lookup(|k| {
+        std::env::var(k).ok().filter(|v| !v.is_empty()).or_else(|| vars.get(k).cloned())
+    })
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A client configured like the worker's (Temporal's env config, the same payload keys),
+/// failing fast when unreachable.
 pub(crate) async fn connect_temporal() -> anyhow::Result<Client> {
-    let (conn_opts, client_opts) = ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
-        .map_err(|e| anyhow::anyhow!("Temporal client configuration: {e}"))?;
+    let (conn_opts, mut client_opts) =
+        ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
+            .map_err(|e| anyhow::anyhow!("Temporal client configuration: {e}"))?;
+    client_opts.data_converter = encryption()?.data_converter();
     let target = conn_opts.target.to_string();
     let connection = tokio::time::timeout(Duration::from_secs(10), Connection::connect(conn_opts))
         .await

@@ -191,6 +191,11 @@ impl Plan {
             _ => 8233,
         };
         vars.insert("SLIPWAY_UI_URL".to_owned(), format!("http://localhost:{ui_port}"));
+        // This stack's Web UI may ask the codec server without a token (a local stack only).
+        if std::env::var_os("SLIPWAY_CODEC_TRUSTED_ORIGINS").is_none() {
+            let origins = format!("http://localhost:{ui_port},http://127.0.0.1:{ui_port}");
+            vars.insert("SLIPWAY_CODEC_TRUSTED_ORIGINS".to_owned(), origins);
+        }
         let mut bins = BTreeMap::new();
         for name in ["slipway-sandbox", "slipway-worker", "slipway-starter", "slipway-demo"] {
             bins.insert(name, sibling(name)?);
@@ -272,7 +277,9 @@ async fn run_stack(plan: &Plan, stack: &mut Stack, args: &DevArgs) -> anyhow::Re
     let mut cmd = plan.command(&plan.temporal);
     cmd.args(["server", "start-dev", "--ip", "127.0.0.1", "--port", &temporal_port.to_string()])
         .args(["--ui-port", &plan.ui_port.to_string(), "--log-level", "warn", "--db-filename"])
-        .arg(&db);
+        .arg(&db)
+        // Payloads are encrypted: the Web UI asks the starter's codec server to show them.
+        .args(["--ui-codec-endpoint", &format!("http://{}/codec", plan.var("SLIPWAY_HTTP_ADDR"))]);
     for sa in slipway_workflows::search_attributes::ALL {
         cmd.args(["--search-attribute", &format!("{sa}=Keyword")]);
     }

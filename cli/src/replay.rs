@@ -131,7 +131,10 @@ fn print(o: &Outcome) {
 
 /// `slipway replay`.
 pub(crate) async fn run(args: ReplayArgs) -> anyhow::Result<i32> {
-    let options = slipway_workflows::register_all(WorkflowReplayerOptions::new())?.build();
+    // Encrypted histories replay with the keys that wrote them (plaintext ones pass through).
+    let converter = crate::api::encryption()?.data_converter();
+    let options =
+        slipway_workflows::register_all(WorkflowReplayerOptions::new())?.data_converter(converter).build();
     let replayer = WorkflowReplayer::new(options)?;
     let mut outcomes = Vec::new();
     for file in &args.files {

@@ -87,7 +87,11 @@ impl AppState {
         )
         .expect("a valid Stripe base URL");
         Self {
-            gateway: Gateway::new("unused".into(), std::time::Duration::from_secs(1)),
+            gateway: Gateway::new(
+                "unused".into(),
+                std::time::Duration::from_secs(1),
+                slipway_codec::Encryption::Off,
+            ),
             limits: Arc::new(limits::Limits::per_minute(
                 settings.api_rate_per_min,
                 settings.auth_failures_per_min,

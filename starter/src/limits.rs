@@ -357,6 +357,7 @@ mod tests {
         let settings = crate::StarterSettings::from_lookup(|k| match k {
             "SLIPWAY_AUTH_FAILURES_PER_MIN" => Some("2".to_owned()),
             "SLIPWAY_TRUSTED_PROXIES" => Some("10.0.0.0/8".to_owned()),
+            "SLIPWAY_PAYLOAD_ENCRYPTION" => Some("off".to_owned()),
             k if crate::settings::REQUIRED.contains(&k) => Some("x".repeat(32)),
             _ => None,
         })

@@ -14,7 +14,8 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    let gateway = Gateway::new(settings.task_queue.clone(), settings.temporal_timeout);
+    let gateway =
+        Gateway::new(settings.task_queue.clone(), settings.temporal_timeout, settings.encryption.clone());
     let app = Application::build(settings, gateway).await?;
     tracing::info!(http = %app.http_addr(), grpc = %app.grpc_addr(), "slipway starter listening");
     app.run(shutdown_signal()).await

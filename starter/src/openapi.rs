@@ -21,7 +21,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     AppState,
-    routes::{api, billing, callbacks, events, github, health, stack, stripe},
+    routes::{api, billing, callbacks, codec, events, github, health, stack, stripe},
     views,
 };
 
@@ -52,6 +52,7 @@ use crate::{
         (name = "admin", description = "Operators (`role: admin`): all agents, GitHub links, coding jobs, client stacks"),
         (name = "webhooks", description = "What Stripe, GitHub and GitHub Actions send; each verifies its sender's signature or token"),
         (name = "health", description = "Probes and metrics"),
+        (name = "codec", description = "Temporal's codec server protocol, for operators: payloads are encrypted before they reach Temporal"),
         (name = "docs", description = "This document"),
     ),
 )]
@@ -95,7 +96,9 @@ pub fn router(public_metrics: bool) -> OpenApiRouter<AppState> {
         .routes(routes!(stack::status))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
-        .routes(routes!(openapi_json));
+        .routes(routes!(openapi_json))
+        .routes(routes!(codec::encode, codec::preflight_encode))
+        .routes(routes!(codec::decode, codec::preflight_decode));
     if public_metrics { router.routes(routes!(health::metrics)) } else { router }
 }
 
@@ -206,6 +209,26 @@ pub const ERRORS: &[(&str, Codes)] = &[
     ),
     ("startClientStack", &[(400, &["INVALID_INPUT"]), (403, &["FORBIDDEN"])]),
     ("getClientStack", &[(403, &["FORBIDDEN"]), (404, &["STACK_NOT_FOUND"])]),
+    (
+        "codecEncode",
+        &[
+            (400, &["MALFORMED_PAYLOAD"]),
+            (401, &["UNAUTHENTICATED", "INVALID_TOKEN"]),
+            (403, &["FORBIDDEN"]),
+            (413, &["PAYLOAD_TOO_LARGE"]),
+            (422, &["UNDECODABLE_PAYLOAD"]),
+        ],
+    ),
+    (
+        "codecDecode",
+        &[
+            (400, &["MALFORMED_PAYLOAD"]),
+            (401, &["UNAUTHENTICATED", "INVALID_TOKEN"]),
+            (403, &["FORBIDDEN"]),
+            (413, &["PAYLOAD_TOO_LARGE"]),
+            (422, &["UNDECODABLE_PAYLOAD"]),
+        ],
+    ),
     (
         "receiveStripeEvent",
         &[
@@ -330,7 +353,14 @@ mod tests {
         for (id, _) in ERRORS {
             assert!(ids.iter().any(|i| i == id), "{id} is in ERRORS but not an operation");
         }
-        let unlisted = ["healthz", "readyz", "metrics", "getOpenApiDocument"];
+        let unlisted = [
+            "healthz",
+            "readyz",
+            "metrics",
+            "getOpenApiDocument",
+            "codecEncodePreflight",
+            "codecDecodePreflight",
+        ];
         for id in &ids {
             assert!(
                 ERRORS.iter().any(|(op, _)| op == id) || unlisted.contains(&id.as_str()),
@@ -345,10 +375,7 @@ mod tests {
     #[tokio::test]
     async fn every_documented_operation_is_routed() {
         use tower::ServiceExt;
-        let settings = crate::StarterSettings::from_lookup(|k| {
-            crate::settings::REQUIRED.contains(&k).then(|| "x".repeat(32))
-        })
-        .unwrap();
+        let settings = crate::StarterSettings::from_lookup(crate::settings::required_and(&[])).unwrap();
         let app = crate::app(crate::AppState::offline(settings));
         let doc = document();
         let mut probed = 0;
@@ -393,10 +420,7 @@ mod tests {
     #[tokio::test]
     async fn the_docs_page_and_its_assets_are_served_from_the_binary() {
         use tower::ServiceExt;
-        let settings = crate::StarterSettings::from_lookup(|k| {
-            crate::settings::REQUIRED.contains(&k).then(|| "x".repeat(32))
-        })
-        .unwrap();
+        let settings = crate::StarterSettings::from_lookup(crate::settings::required_and(&[])).unwrap();
         let app = crate::app(crate::AppState::offline(settings));
         let get = |path: &str| {
             let app = app.clone();

@@ -97,6 +97,12 @@ pub struct StarterSettings {
     /// Heartbeat of an idle event stream (`SLIPWAY_EVENTS_HEARTBEAT_SECS`, default 15), under
     /// the idle timeouts of proxies and load balancers.
     pub events_heartbeat: Duration,
+    /// Payload encryption (`SLIPWAY_PAYLOAD_KEYS`, current key first; off only with
+    /// `SLIPWAY_PAYLOAD_ENCRYPTION=off`).
+    pub encryption: slipway_codec::Encryption,
+    /// Web UI origins whose codec requests from this machine are decoded without a token
+    /// (`SLIPWAY_CODEC_TRUSTED_ORIGINS`, comma-separated; a local stack only).
+    pub codec_trusted_origins: Vec<String>,
 }
 
 /// What an Actions OIDC token on a callback must say.
@@ -268,6 +274,16 @@ impl StarterSettings {
             },
             events_poll: Duration::from_millis(num("SLIPWAY_EVENTS_POLL_MS", 100)?.clamp(20, 10_000)),
             events_heartbeat: Duration::from_secs(num("SLIPWAY_EVENTS_HEARTBEAT_SECS", 15)?.clamp(1, 300)),
+            encryption: slipway_codec::Encryption::from_lookup(get)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?,
+            codec_trusted_origins: get("SLIPWAY_CODEC_TRUSTED_ORIGINS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|o| o.trim().trim_end_matches('/').to_owned())
+                        .filter(|o| !o.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
         };
         if !settings.callback_hmac && settings.actions_oidc.is_none() {
             return Err(ConfigError::Invalid(
@@ -275,6 +291,21 @@ impl StarterSettings {
             ));
         }
         Ok(settings)
+    }
+}
+
+/// For tests: every required variable set (32 bytes each), encryption off, then `extra`.
+#[cfg(test)]
+pub(crate) fn required_and(
+    extra: &[(&'static str, &'static str)],
+) -> impl Fn(&str) -> Option<String> + use<> {
+    let extra = extra.to_vec();
+    move |k: &str| {
+        extra.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned()).or_else(|| match k {
+            "SLIPWAY_PAYLOAD_ENCRYPTION" => Some("off".to_owned()),
+            k if REQUIRED.contains(&k) => Some("x".repeat(32)),
+            _ => None,
+        })
     }
 }
 
@@ -294,7 +325,7 @@ mod tests {
 
     #[test]
     fn pinned_defaults() {
-        let s = StarterSettings::from_lookup(|k| REQUIRED.contains(&k).then(|| "x".repeat(32))).unwrap();
+        let s = StarterSettings::from_lookup(required_and(&[])).unwrap();
         assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(s.task_queue, "slipway");
         assert_eq!(s.jwt_pins, crate::auth::Pins::default());
@@ -308,7 +339,7 @@ mod tests {
                     .iter()
                     .find(|(n, _)| *n == k)
                     .map(|(_, v)| (*v).to_owned())
-                    .or_else(|| REQUIRED.contains(&k).then(|| "x".repeat(32)))
+                    .or_else(|| required_and(&[])(k))
             })
         };
         let s = with(&[]).unwrap();
@@ -332,6 +363,7 @@ mod tests {
                 "SLIPWAY_JWT_ISSUER" => Some("https://auth.example.com".to_owned()),
                 "SLIPWAY_JWT_AUDIENCE" => Some("slipway".to_owned()),
                 k if REQUIRED.contains(&k) => Some("x".to_owned()),
+                "SLIPWAY_PAYLOAD_ENCRYPTION" => Some("off".to_owned()),
                 _ => None,
             }
         };

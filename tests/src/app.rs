@@ -104,6 +104,7 @@ impl TestApp {
             ("SLIPWAY_MAX_DRAFT_AGENTS", opts.max_draft_agents.to_string()),
             // Event streams' keep-alive, short enough for a test to see one.
             ("SLIPWAY_EVENTS_HEARTBEAT_SECS", "1".to_owned()),
+            ("SLIPWAY_PAYLOAD_KEYS", crate::PAYLOAD_KEYS.to_owned()),
             ("GITHUB_ACTIONS_REPO", ACTIONS_REPO.to_owned()),
             ("SLIPWAY_ACTIONS_OIDC_ISSUER", format!("{sandbox_url}/github-oidc")),
         ]);
@@ -119,6 +120,7 @@ impl TestApp {
             "default",
             task_queue.clone(),
             settings.temporal_timeout,
+            settings.encryption.clone(),
         );
         if opts.held_patches.is_some() {
             // A test that holds patches back plays the release before them: its starter started
@@ -358,6 +360,7 @@ impl TestApp {
             "default",
             self.task_queue.clone(),
             std::time::Duration::from_millis(500),
+            self.starter_settings.encryption.clone(),
         );
         let starter = Application::build(self.starter_settings.clone(), gateway).await?;
         let url = format!("http://{}", starter.http_addr());

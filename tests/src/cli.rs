@@ -63,7 +63,8 @@ pub async fn slipway(app: Option<&TestApp>, args: &[&str]) -> anyhow::Result<Run
             .env("SLIPWAY_TASK_QUEUE", &app.task_queue)
             .env("STRIPE_WEBHOOK_SECRET", STRIPE_SECRET)
             .env("GITHUB_WEBHOOK_SECRET", GITHUB_WEBHOOK_SECRET)
-            .env("SLIPWAY_JWT_SECRET", JWT_SECRET);
+            .env("SLIPWAY_JWT_SECRET", JWT_SECRET)
+            .env("SLIPWAY_PAYLOAD_KEYS", crate::PAYLOAD_KEYS);
     }
     let Output { status, stdout, stderr } = cmd.output().await?;
     Ok(Run {

@@ -55,13 +55,13 @@ pub use options::Options;
 pub use sandbox::server_status;
 pub use secrets::{
     CALLBACK_SECRET, GITHUB_APP_PRIVATE_KEY, GITHUB_TOKEN, GITHUB_WEBHOOK_SECRET, HETZNER_TOKEN, JWT_SECRET,
-    LLM_API_KEY, N8N_API_KEY, SEAL_KEY, STRIPE_API_KEY, STRIPE_SECRET, SUPABASE_TOKEN, TAILSCALE_API_KEY,
-    VERCEL_TOKEN, configured_secrets,
+    LLM_API_KEY, N8N_API_KEY, PAYLOAD_KEY_CURRENT, PAYLOAD_KEY_OLD, PAYLOAD_KEYS, SEAL_KEY, STRIPE_API_KEY,
+    STRIPE_SECRET, SUPABASE_TOKEN, TAILSCALE_API_KEY, VERCEL_TOKEN, configured_secrets, encryption,
 };
-pub use temporal::{SEARCH_ATTRIBUTES, connect};
+pub use temporal::{SEARCH_ATTRIBUTES, connect, connect_with};
 pub use wait::{wait_for, wait_until};
 pub use worker::{PatchGate, worker_env, worker_settings, workspace_binary};
-pub use workflows::Runs;
+pub use workflows::{Runs, decrypt_payloads, visit_payloads};
 
 /// The repository the worker dispatches `provision-agent.yml` to, and whose Actions OIDC tokens
 /// the starter accepts on callbacks.

@@ -14,6 +14,25 @@ pub const GITHUB_WEBHOOK_SECRET: &str = "test-github-webhook-secret";
 pub const JWT_SECRET: &str = "test-jwt-secret-of-at-least-32-bytes";
 /// Seal key (hex).
 pub const SEAL_KEY: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+/// Payload encryption keys (`SLIPWAY_PAYLOAD_KEYS`): the current one, then an older one (the
+/// rotation test writes with the older alone, then reads with both).
+pub const PAYLOAD_KEY_CURRENT: &str =
+    "test-2:8e7d6c5b4a392817f6e5d4c3b2a1908f8e7d6c5b4a392817f6e5d4c3b2a1908f";
+/// The older key.
+pub const PAYLOAD_KEY_OLD: &str = "test-1:1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809";
+/// What every test process is given as `SLIPWAY_PAYLOAD_KEYS`.
+pub const PAYLOAD_KEYS: &str = concat!(
+    "test-2:8e7d6c5b4a392817f6e5d4c3b2a1908f8e7d6c5b4a392817f6e5d4c3b2a1908f",
+    ",",
+    "test-1:1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809"
+);
+
+/// The test processes' payload encryption ([`PAYLOAD_KEYS`]).
+pub fn encryption() -> slipway_codec::Encryption {
+    slipway_codec::Encryption::from_lookup(|k| (k == "SLIPWAY_PAYLOAD_KEYS").then(|| PAYLOAD_KEYS.to_owned()))
+        .expect("valid test keys")
+}
+
 /// Hetzner API token.
 pub const HETZNER_TOKEN: &str = "test-hetzner-token";
 /// Tailscale API key.
@@ -53,6 +72,10 @@ pub fn configured_secrets() -> Vec<(&'static str, String)> {
         ("N8N_API_KEY", N8N_API_KEY.to_owned()),
         ("LLM_API_KEY", LLM_API_KEY.to_owned()),
     ];
+    // Each key's secret part (the id is a name, not a secret).
+    for key in [PAYLOAD_KEY_CURRENT, PAYLOAD_KEY_OLD] {
+        secrets.push(("SLIPWAY_PAYLOAD_KEYS", key.split_once(':').map_or(key, |(_, k)| k).to_owned()));
+    }
     secrets.extend(
         GITHUB_APP_PRIVATE_KEY
             .lines()

@@ -76,10 +76,16 @@ impl TemporalServer {
     }
 }
 
-/// A client to the test server at `address` (`host:port`).
+/// A client to the test server at `address` (`host:port`) with the test processes' keys.
 pub async fn connect(address: &str) -> anyhow::Result<Client> {
+    connect_with(address, &crate::encryption()).await
+}
+
+/// A client to the test server at `address` with `encryption` (e.g. only an old key).
+pub async fn connect_with(address: &str, encryption: &slipway_codec::Encryption) -> anyhow::Result<Client> {
     let url = Url::from_str(&format!("http://{address}"))?;
     let conn =
         Connection::connect(ConnectionOptions::new(url).identity("slipway-tests".to_owned()).build()).await?;
-    Ok(Client::new(conn, ClientOptions::new("default").build())?)
+    let options = ClientOptions::new("default").data_converter(encryption.data_converter()).build();
+    Ok(Client::new(conn, options)?)
 }

@@ -58,6 +58,7 @@ pub fn worker_env(sandbox: &str, task_queue: &str, callback_url: &str) -> BTreeM
     BTreeMap::from([
         ("SLIPWAY_TASK_QUEUE", task_queue.to_owned()),
         ("SLIPWAY_DEPLOYMENT", crate::DEPLOYMENT.to_owned()),
+        ("SLIPWAY_PAYLOAD_KEYS", crate::PAYLOAD_KEYS.to_owned()),
         ("HETZNER_API_URL", format!("{sandbox}/hetzner/v1")),
         ("HETZNER_API_TOKEN", HETZNER_TOKEN.to_owned()),
         ("HETZNER_POLL_INTERVAL_MS", "100".to_owned()),

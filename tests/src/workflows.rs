@@ -113,7 +113,8 @@ impl TestApp {
         let handle =
             self.client.get_workflow_handle::<temporalio_client::UntypedWorkflow>(workflow_id.to_owned());
         let history = handle.fetch_history(Default::default()).to_json().await?;
-        let history: serde_json::Value = serde_json::from_slice(&history)?;
+        let mut history: serde_json::Value = serde_json::from_slice(&history)?;
+        decrypt_payloads(&mut history)?;
         Ok(history["events"]
             .as_array()
             .into_iter()
@@ -161,4 +162,50 @@ impl TestApp {
     pub fn gateway(&self) -> Gateway {
         Gateway::with_client(self.client.clone(), self.task_queue.clone(), Duration::from_secs(5))
     }
+}
+
+/// Every encrypted payload in a history's JSON, opened with the test keys (what an operator's
+/// codec server does), so tests read histories as before encryption. Returns how many it opened.
+pub fn decrypt_payloads(value: &mut serde_json::Value) -> anyhow::Result<usize> {
+    let keys = crate::encryption();
+    let keys = keys.keys().expect("tests encrypt");
+    let mut opened = 0;
+    visit_payloads(value, &mut |payload| {
+        let wire: slipway_codec::wire::WirePayload = serde_json::from_value(payload.clone())?;
+        let body = slipway_codec::wire::Payloads { payloads: vec![wire] };
+        let plain = slipway_codec::wire::decode(keys, &body)?;
+        *payload = serde_json::to_value(&plain.payloads[0])?;
+        opened += 1;
+        Ok(())
+    })?;
+    Ok(opened)
+}
+
+/// Calls `f` on every encrypted payload object (`{"metadata": {"encoding": <base64 of
+/// binary/encrypted>, ...}, "data": ...}`) in `value`.
+pub fn visit_payloads(
+    value: &mut serde_json::Value,
+    f: &mut dyn FnMut(&mut serde_json::Value) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    use base64::Engine;
+    let encrypted = base64::engine::general_purpose::STANDARD.encode(slipway_codec::ENCODING);
+    match value {
+        serde_json::Value::Object(map) => {
+            if map.get("metadata").and_then(|m| m.get("encoding")).and_then(|e| e.as_str())
+                == Some(encrypted.as_str())
+            {
+                return f(value);
+            }
+            for v in map.values_mut() {
+                visit_payloads(v, f)?;
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for v in items {
+                visit_payloads(v, f)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }

@@ -56,3 +56,50 @@ fn starter_names_every_missing_variable() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A worker for the Temporal server at `address`, with `keys` as `SLIPWAY_PAYLOAD_KEYS` (or none).
+fn worker_with_keys(address: &str, keys: Option<&str>) -> anyhow::Result<tokio::process::Command> {
+    let mut cmd = tokio::process::Command::new(binary("slipway-worker")?);
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TEMPORAL_ADDRESS", address)
+        .envs(slipway_tests::worker_env("http://127.0.0.1:9", "slipway-keys-check", "http://127.0.0.1:9/cb"))
+        .env_remove("SLIPWAY_PAYLOAD_KEYS")
+        .env("SLIPWAY_RECONCILE_SCHEDULES", "off")
+        .kill_on_drop(true);
+    if let Some(k) = keys {
+        cmd.env("SLIPWAY_PAYLOAD_KEYS", k);
+    }
+    Ok(cmd)
+}
+
+/// Payloads are never written in plaintext by accident: a worker without keys refuses to start,
+/// and one whose keys do not open what the namespace holds stops at start-up, saying so, instead
+/// of failing every task it would take.
+#[tokio::test]
+async fn a_worker_without_payload_keys_or_with_wrong_ones_does_not_start() -> anyhow::Result<()> {
+    let app = slipway_tests::TestApp::spawn().await?;
+    let out = worker_with_keys(app.temporal_address(), None)?.output().await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("SLIPWAY_PAYLOAD_KEYS is required"), "{stderr}");
+
+    // Something sealed under the suite's keys, then a worker with another key of the same id.
+    let token = app.token(&app.id("user"), None);
+    let (status, _) = app
+        .api(
+            reqwest::Method::POST,
+            "/api/agents",
+            Some(&token),
+            Some(serde_json::json!({"name": "n", "region": "fsn1"})),
+        )
+        .await?;
+    assert_eq!(status, 201);
+    let wrong = "test-2:00000000000000000000000000000000000000000000000000000000000000aa";
+    let run = worker_with_keys(app.temporal_address(), Some(wrong))?.output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), run).await??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("SLIPWAY_PAYLOAD_KEYS cannot open"), "{stderr}");
+    Ok(())
+}

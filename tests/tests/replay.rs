@@ -65,8 +65,13 @@ fn recorded_dir() -> PathBuf {
     histories_dir().join("recorded")
 }
 
+/// A replayer of this build's workflows with the test keys: encrypted histories replay with
+/// the keys that wrote them, plaintext ones (the committed corpus) as they are.
 fn replayer() -> anyhow::Result<WorkflowReplayer> {
-    Ok(WorkflowReplayer::new(slipway_workflows::register_all(WorkflowReplayerOptions::new())?.build())?)
+    let converter = slipway_tests::encryption().data_converter();
+    Ok(WorkflowReplayer::new(
+        slipway_workflows::register_all(WorkflowReplayerOptions::new())?.data_converter(converter).build(),
+    )?)
 }
 
 /// The attribute kinds of a history's events, in order (`WorkflowExecutionStarted`, ...).
@@ -310,11 +315,15 @@ impl Recorded {
         let scanner = Scanner::default();
         let dir = record_dir();
         for (name, bytes) in &self.histories {
+            // The history as Temporal holds it (payloads encrypted) replays with the keys...
             replay(&replayer, name, bytes).await?;
-            let first = &serde_json::from_slice::<Value>(bytes)?["events"][0];
+            // ... and, opened as the codec server opens it, carries no secret.
+            let mut plain: Value = serde_json::from_slice(bytes)?;
+            assert!(slipway_tests::decrypt_payloads(&mut plain)? > 0, "{name}: its payloads are encrypted");
+            let first = &plain["events"][0];
             let decoded = slipway_tests::secret_scan::decoded_text(first);
             assert!(decoded.contains("{\""), "{name}: the input payload was decoded: {decoded}");
-            let findings = scanner.scan_history(Path::new(name), bytes)?;
+            let findings = scanner.scan_history(Path::new(name), &serde_json::to_vec(&plain)?)?;
             assert!(findings.is_empty(), "{name} holds secrets: {findings:#?}");
             if let Some(dir) = &dir {
                 std::fs::create_dir_all(dir)?;
@@ -1743,5 +1752,235 @@ async fn live_versioned_rollout() -> anyhow::Result<()> {
         tasks(run_facts(&app, &first_agent, FIND_RUN_PATCH).await?),
     );
     b.stop().await?;
+    Ok(())
+}
+
+/// Every payload object (`{"metadata", "data"}`) of a history's JSON with where it sits (the
+/// path of field names), except search attributes: plaintext by design, and ids only.
+fn payloads_of(value: &Value, path: &str, out: &mut Vec<(String, Value)>) {
+    match value {
+        Value::Object(map) => {
+            if map.contains_key("metadata") && map.contains_key("data") {
+                out.push((path.to_owned(), value.clone()));
+                return;
+            }
+            for (k, v) in map {
+                if k == "search_attributes" || k == "searchAttributes" {
+                    continue;
+                }
+                payloads_of(v, &format!("{path}.{k}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for v in items {
+                payloads_of(v, path, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `temporal workflow show` of one run, as JSON (what anyone with access to the namespace reads).
+async fn shown(app: &TestApp, workflow_id: &str, run_id: &str) -> anyhow::Result<Value> {
+    let cli = std::env::var("SLIPWAY_TEST_TEMPORAL_CLI").context("SLIPWAY_TEST_TEMPORAL_CLI")?;
+    let out = tokio::process::Command::new(cli)
+        .args(["workflow", "show", "--address", app.temporal_address(), "--namespace", "default"])
+        .args(["--workflow-id", workflow_id, "--run-id", run_id, "--output", "json"])
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "temporal workflow show {workflow_id}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// No customer data in plaintext in Temporal: after a paid provisioning, a client stack and a
+/// coding job, every payload of every run (`temporal workflow show`) is sealed, under the
+/// current key, and none of the customer's email, name, issue text or Stripe ids is readable in
+/// any payload; opened with the keys, the same histories do hold them (the check looks in the
+/// right places).
+#[tokio::test]
+async fn no_customer_data_reaches_temporal_in_plaintext() -> anyhow::Result<()> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let app = TestApp::spawn().await?;
+    // A paid agent: its customer's and subscription's Stripe ids.
+    let user = app.id("user");
+    let agent = app.id("agent");
+    let paid = app.subscribe(&user, Some((&agent, "fsn1"))).await?;
+    app.wait_for_status(&agent, &[AgentStatus::Active], WAIT).await?;
+    let customer = paid["customer_id"].as_str().context("customer id")?.to_owned();
+    let subscription = paid["subscription_id"].as_str().context("subscription id")?.to_owned();
+    // A client stack: its organisation's email and name.
+    let client = app.id("client");
+    let (org_email, org_name) = ("founder@very-private-startup.io", "Very Private Startup GmbH");
+    app.settled_stack(
+        json!({"clientId": client, "clientName": org_name, "orgEmail": org_email, "tier": "starter"}),
+    )
+    .await?;
+    // A coding job: its issue's text.
+    let s = app.github_account(true).await?;
+    let issue = "Rotate the Zanzibar ledger keys before the audit";
+    let opened = github_events::issues(
+        "opened",
+        &s.repo,
+        s.installation,
+        5,
+        issue,
+        "Confidential.",
+        &["slipway"],
+        "maintainer",
+    );
+    app.sandbox_post(
+        "/_sandbox/github/webhooks",
+        json!({"event": "issues", "payload": opened, "delivery_id": app.id("d")}),
+    )
+    .await?;
+    slipway_tests::wait_for("the job's pull request", WAIT, || async {
+        let status = app.gateway().job_status(&job_workflow_id(&s.repo, 5)).await.ok();
+        Ok(status.filter(|j| j.state == JobState::PrOpened))
+    })
+    .await?;
+
+    let sensitive = [org_email, org_name, issue, customer.as_str(), subscription.as_str()];
+    let queues = [app.task_queue.clone(), format!("{}-sagas", app.task_queue)];
+    let query = format!("TaskQueue = '{}' OR TaskQueue = '{}'", queues[0], queues[1]);
+    let mut runs = app
+        .client
+        .list_workflows(query, temporalio_client::WorkflowListOptions::builder().limit(500).build());
+    let (mut sealed, mut histories) = (0, 0);
+    let mut found_when_opened = std::collections::BTreeSet::new();
+    let (mut plaintext, mut leaks) = (Vec::new(), Vec::new());
+    while let Some(run) = futures::StreamExt::next(&mut runs).await {
+        let run = run?;
+        let history = shown(&app, run.id(), run.run_id()).await?;
+        histories += 1;
+        let mut payloads = Vec::new();
+        payloads_of(&history, "", &mut payloads);
+        for (path, p) in &payloads {
+            let encoding =
+                b64.decode(p["metadata"]["encoding"].as_str().unwrap_or_default()).unwrap_or_default();
+            let data = String::from_utf8_lossy(
+                &b64.decode(p["data"].as_str().unwrap_or_default()).unwrap_or_default(),
+            )
+            .into_owned();
+            for s in sensitive.iter().filter(|s| data.contains(**s)) {
+                leaks.push(format!("{} {path}: {s:?} in plaintext: {data}", run.id()));
+            }
+            // Outside the codec's reach in the Rust SDK, and so the only plaintext allowed: user
+            // metadata (start, activity and timer summaries), which must carry no customer data
+            // (checked above), and the patch markers Core itself writes (a patch's name).
+            if ["userMetadata", "user_metadata", "patch-data"].iter().any(|p| path.contains(p)) {
+                continue;
+            }
+            if encoding == slipway_codec::ENCODING.as_bytes() {
+                sealed += 1;
+                let key = b64.decode(p["metadata"][slipway_codec::KEY_ID].as_str().unwrap_or_default())?;
+                assert_eq!(key, b"test-2", "{path}: sealed under the current key");
+            } else {
+                plaintext.push(format!("{} {path}: {}", run.id(), String::from_utf8_lossy(&encoding)));
+            }
+        }
+        let mut opened = history.clone();
+        slipway_tests::decrypt_payloads(&mut opened)?;
+        let text = slipway_tests::secret_scan::decoded_text(&opened);
+        found_when_opened.extend(sensitive.iter().filter(|s| text.contains(**s)).map(|s| (*s).to_owned()));
+    }
+    assert!(leaks.is_empty(), "customer data in plaintext:\n{}", leaks.join("\n"));
+    assert!(histories >= 6 && sealed >= 50, "{histories} histories, {sealed} sealed payloads");
+    assert!(plaintext.is_empty(), "payloads in plaintext:\n{}", plaintext.join("\n"));
+    assert_eq!(
+        found_when_opened.len(),
+        sensitive.len(),
+        "opened, the histories hold them all: {found_when_opened:?}"
+    );
+    Ok(())
+}
+
+/// Keys rotate without breaking old histories: a run whose payloads were sealed under the old
+/// key alone is carried on by processes holding the new key first (they read the old, write the
+/// new), its history replays with both keys and not without the old one, and the codec server
+/// opens it for an operator, and for nobody else.
+#[tokio::test]
+async fn a_history_sealed_under_an_old_key_replays_and_decodes_after_rotation() -> anyhow::Result<()> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let app = TestApp::spawn().await?;
+    let old_only = slipway_codec::Encryption::from_lookup(|k| {
+        (k == "SLIPWAY_PAYLOAD_KEYS").then(|| slipway_tests::PAYLOAD_KEY_OLD.to_owned())
+    })?;
+    let before_rotation = slipway_tests::connect_with(app.temporal_address(), &old_only).await?;
+    let gateway = slipway_starter::Gateway::with_client(
+        before_rotation,
+        app.task_queue.clone(),
+        Duration::from_secs(5),
+    );
+    let (agent, user, name) = (app.id("agent"), app.id("user"), "Ledger box of Ada Lovelace");
+    let mut record = AgentRecord::draft(&agent, &user, "fsn1");
+    record.name = name.to_owned();
+    gateway.create_agent(record, ProvisioningPolicy::default(), Default::default()).await?;
+
+    // The app's processes hold test-2 first, test-1 after: they read it and answer.
+    let token = app.token(&user, None);
+    let (status, body) = app.api(Method::GET, &format!("/api/agents/{agent}"), Some(&token), None).await?;
+    assert_eq!((status, body["name"].as_str()), (200, Some(name)), "{body}");
+    let (status, body) =
+        app.api(Method::POST, &format!("/api/agents/{agent}/stop"), Some(&token), None).await?;
+    assert_eq!((status, body["code"].as_str()), (409, Some("AGENT_NOT_RUNNING")), "{body}");
+
+    let handle = app.client.get_workflow_handle::<AgentWorkflow>(agent_workflow_id(&agent));
+    let bytes = handle.fetch_history(WorkflowFetchHistoryOptions::default()).to_json().await?;
+    let history: Value = serde_json::from_slice(&bytes)?;
+    let mut payloads = Vec::new();
+    payloads_of(&history, "", &mut payloads);
+    let keys: std::collections::BTreeSet<String> = payloads
+        .iter()
+        .filter_map(|(_, p)| p["metadata"][slipway_codec::KEY_ID].as_str())
+        .map(|k| String::from_utf8_lossy(&b64.decode(k).unwrap_or_default()).into_owned())
+        .collect();
+    assert_eq!(
+        keys,
+        ["test-1", "test-2"].map(str::to_owned).into(),
+        "the input under the old key, the rest under the new"
+    );
+
+    replay(&replayer()?, "rotated", &bytes).await?;
+    let current_only = slipway_codec::Encryption::from_lookup(|k| {
+        (k == "SLIPWAY_PAYLOAD_KEYS").then(|| slipway_tests::PAYLOAD_KEY_CURRENT.to_owned())
+    })?;
+    let without_old = WorkflowReplayer::new(
+        slipway_workflows::register_all(WorkflowReplayerOptions::new())?
+            .data_converter(current_only.data_converter())
+            .build(),
+    )?;
+    assert!(
+        replay_once(&without_old, &bytes).await.is_err(),
+        "without the old key the history does not replay"
+    );
+
+    // The codec server: the first payload (the input, under the old key), for an operator.
+    let (_, first) = payloads.first().context("a payload")?;
+    let body = json!({"payloads": [first]});
+    let decode = |token: Option<String>| {
+        let req = app.http.post(format!("{}/codec/decode", app.starter_url)).json(&body);
+        async move {
+            Ok::<_, anyhow::Error>(
+                match token {
+                    Some(t) => req.bearer_auth(t),
+                    None => req,
+                }
+                .send()
+                .await?,
+            )
+        }
+    };
+    let opened: Value =
+        decode(Some(app.token("ops", Some("admin")))).await?.error_for_status()?.json().await?;
+    let data = b64.decode(opened["payloads"][0]["data"].as_str().unwrap_or_default())?;
+    assert!(String::from_utf8_lossy(&data).contains(name), "decoded for the operator");
+    assert_eq!(decode(Some(token)).await?.status(), 403, "a user is not an operator");
+    assert_eq!(decode(None).await?.status(), 401, "nor is anyone without a token");
     Ok(())
 }

@@ -29,12 +29,45 @@ pub use settings::{ConfigError, ReconcileSettings, WorkerSettings, WorkerTuning}
 pub use versioning::WorkerVersion;
 
 /// Connect to Temporal using Temporal's own env config (`TEMPORAL_ADDRESS`,
-/// `TEMPORAL_NAMESPACE`, `temporal.toml`).
-pub async fn connect_temporal() -> anyhow::Result<Client> {
-    let (conn_opts, client_opts) = ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
-        .map_err(|e| anyhow::anyhow!("Temporal client configuration: {e}"))?;
+/// `TEMPORAL_NAMESPACE`, `temporal.toml`), with `encryption`'s data converter: every payload
+/// this client and the workers built on it send is sealed.
+pub async fn connect_temporal(encryption: &slipway_codec::Encryption) -> anyhow::Result<Client> {
+    let (conn_opts, mut client_opts) =
+        ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
+            .map_err(|e| anyhow::anyhow!("Temporal client configuration: {e}"))?;
+    client_opts.data_converter = encryption.data_converter();
     let connection = Connection::connect(conn_opts).await?;
     Ok(Client::new(connection, slipway_telemetry::client_options(client_opts))?)
+}
+
+/// Checks that the configured keys open what this namespace already holds: the histories of
+/// the most recent workflows, read through `client`, which opens every payload as it reads (a
+/// key id they name that is not configured, or a key that does not open them, fails here).
+/// A worker with the wrong keys would fail every task it took; this stops it at start-up with
+/// the reason. Histories from before encryption pass. Returns how many histories were read.
+pub async fn verify_payload_keys(
+    client: &Client,
+    encryption: &slipway_codec::Encryption,
+) -> anyhow::Result<usize> {
+    use futures::StreamExt;
+    use temporalio_client::{WorkflowFetchHistoryOptions, WorkflowListOptions};
+    if encryption.keys().is_none() {
+        return Ok(0);
+    }
+    let read = async {
+        let mut read = 0;
+        let mut runs = client.list_workflows("", WorkflowListOptions::builder().limit(5).build());
+        while let Some(run) = runs.next().await {
+            let handle =
+                client.get_workflow_handle::<temporalio_client::UntypedWorkflow>(run?.id().to_owned());
+            handle.fetch_history(WorkflowFetchHistoryOptions::default()).into_events().await?;
+            read += 1;
+        }
+        anyhow::Ok(read)
+    };
+    read.await.map_err(|e| {
+        anyhow::anyhow!("SLIPWAY_PAYLOAD_KEYS cannot open what this namespace holds: {}", e.root_cause())
+    })
 }
 
 /// Register Slipway's keyword search attributes on the namespace if they are missing, so every

@@ -14,7 +14,18 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    let client = connect_temporal().await?;
+    let client = connect_temporal(&settings.encryption).await?;
+    // Wrong keys stop the worker here, with the reason, not at every task it would take.
+    match slipway_worker::verify_payload_keys(&client, &settings.encryption).await {
+        Ok(n) => {
+            let current_key = settings.encryption.keys().map(|k| k.current().to_owned());
+            tracing::info!(histories_opened = n, ?current_key, "payload keys open what the namespace holds")
+        }
+        Err(e) => {
+            eprintln!("slipway-worker: {e:#}");
+            std::process::exit(2);
+        }
+    }
     match ensure_search_attributes(&client).await {
         Ok(added) if added.is_empty() => {}
         Ok(added) => tracing::info!(?added, "registered search attributes"),

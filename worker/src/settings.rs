@@ -137,6 +137,9 @@ pub struct WorkerSettings {
     pub tuning: WorkerTuning,
     /// The Worker Deployment version (`TEMPORAL_DEPLOYMENT_NAME`, `TEMPORAL_WORKER_BUILD_ID`).
     pub version: crate::versioning::WorkerVersion,
+    /// Payload encryption (`SLIPWAY_PAYLOAD_KEYS`, current key first; off only with
+    /// `SLIPWAY_PAYLOAD_ENCRYPTION=off`).
+    pub encryption: slipway_codec::Encryption,
     /// The starter's Stripe webhook endpoint the catch-up feeds missed events to
     /// (`SLIPWAY_STARTER_URL` + `/webhooks/stripe`; default `http://127.0.0.1:8080`).
     pub stripe_webhook_url: String,
@@ -413,6 +416,8 @@ impl WorkerSettings {
             },
             tuning,
             version,
+            encryption: slipway_codec::Encryption::from_lookup(get)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?,
             stripe_webhook_url: format!("{}/webhooks/stripe", starter.trim_end_matches('/')),
             stripe_webhook_secret: get("STRIPE_WEBHOOK_SECRET").map(SecretString::from),
             reconcile,
@@ -544,8 +549,11 @@ pub(crate) mod tests {
     use std::collections::HashMap;
 
     /// A lookup over `pairs` (also the other settings modules' tests).
+    /// Payload encryption is off unless the pairs configure it.
     pub(crate) fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        let off = [("SLIPWAY_PAYLOAD_ENCRYPTION", "off")];
+        let map: HashMap<String, String> =
+            off.iter().chain(pairs).map(|(k, v)| ((*k).into(), (*v).into())).collect();
         move |k| map.get(k).cloned()
     }
 

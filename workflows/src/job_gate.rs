@@ -124,13 +124,10 @@ impl JobGateWorkflow {
     /// the queue); `Some(next check interval)`, or `None` if the worker could not answer (the
     /// holders are then checked again at the next interval).
     async fn free_closed_slots(ctx: &mut WorkflowContext<Self>) -> Option<Duration> {
-        let (customer, holders) = ctx.state(|s| (s.input.customer_id.clone(), s.input.running.clone()));
-        let opts = crate::options::retrying(
-            &format!("Slipway: job slots of {customer} still held"),
-            Duration::from_secs(60),
-            None,
-            5,
-        );
+        let holders = ctx.state(|s| s.input.running.clone());
+        // Summaries are user metadata, which the payload codec does not reach: no customer ids.
+        let opts =
+            crate::options::retrying("Slipway: job slots still held", Duration::from_secs(60), None, 5);
         let check = ctx.execute_activity(LookupActivities::closed_holders, holders, opts).await.ok()?;
         if !check.closed.is_empty() {
             ctx.state_mut(|s| {

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod billing;
 pub mod callbacks;
+pub mod codec;
 pub mod events;
 pub mod github;
 pub mod health;

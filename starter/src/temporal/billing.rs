@@ -31,7 +31,9 @@ impl Gateway {
         }
         let options = WorkflowStartOptions::new(self.task_queue.clone(), customer_workflow_id(customer_id))
             .search_attributes(SearchAttributes::new(attrs))
-            .static_summary(format!("Stripe customer {customer_id}"))
+            // Summaries are user metadata, outside the payload codec's reach: the customer's id is
+            // the workflow id's, not repeated here.
+            .static_summary("billing of one Stripe customer".to_owned())
             .build();
         let input = SubscriptionInput {
             customer_id: customer_id.to_owned(),

@@ -87,7 +87,8 @@ impl Gateway {
             .search_attributes(SearchAttributes::new([
                 search_attributes::STATUS.value_set("queued".to_owned())
             ]))
-            .static_summary(format!("{}#{}: {}", req.repo, req.issue_number, req.title))
+            // Summaries are user metadata, outside the payload codec's reach: no issue text.
+            .static_summary(format!("coding job {}#{}", req.repo, req.issue_number))
             .build()
     }
 

@@ -103,6 +103,8 @@ enum Target {
 pub struct Gateway {
     client: Arc<OnceCell<Client>>,
     target: Target,
+    /// Payload encryption of the client it connects (a client given ready carries its own).
+    encryption: slipway_codec::Encryption,
     task_queue: String,
     timeout: Duration,
     /// The protocol of the runs this gateway starts (see `slipway_proto::model::PROTOCOL`).
@@ -111,10 +113,11 @@ pub struct Gateway {
 
 impl Gateway {
     /// A gateway that connects on first use, configured by Temporal's env config.
-    pub fn new(task_queue: String, timeout: Duration) -> Self {
+    pub fn new(task_queue: String, timeout: Duration, encryption: slipway_codec::Encryption) -> Self {
         Self {
             client: Arc::new(OnceCell::new()),
             target: Target::EnvConfig,
+            encryption,
             task_queue,
             timeout,
             protocol: PROTOCOL,
@@ -122,9 +125,22 @@ impl Gateway {
     }
 
     /// A gateway that connects on first use to `address` (e.g. `http://127.0.0.1:7233`).
-    pub fn for_address(address: Url, namespace: &str, task_queue: String, timeout: Duration) -> Self {
+    pub fn for_address(
+        address: Url,
+        namespace: &str,
+        task_queue: String,
+        timeout: Duration,
+        encryption: slipway_codec::Encryption,
+    ) -> Self {
         let target = Target::Address(address, namespace.to_owned());
-        Self { client: Arc::new(OnceCell::new()), target, task_queue, timeout, protocol: PROTOCOL }
+        Self {
+            client: Arc::new(OnceCell::new()),
+            target,
+            encryption,
+            task_queue,
+            timeout,
+            protocol: PROTOCOL,
+        }
     }
 
     /// A gateway around an existing client.
@@ -132,6 +148,7 @@ impl Gateway {
         Self {
             client: Arc::new(OnceCell::new_with(Some(client))),
             target: Target::EnvConfig,
+            encryption: slipway_codec::Encryption::Off,
             task_queue,
             timeout,
             protocol: PROTOCOL,
@@ -153,7 +170,7 @@ impl Gateway {
     async fn client(&self) -> Result<&Client, GatewayError> {
         self.client
             .get_or_try_init(|| async {
-                let (conn_opts, client_opts) = match &self.target {
+                let (conn_opts, mut client_opts) = match &self.target {
                     Target::EnvConfig => {
                         ClientOptions::load_from_config(LoadClientConfigProfileOptions::default())
                             .map_err(|e| GatewayError::Unavailable(format!("client configuration: {e}")))?
@@ -163,6 +180,7 @@ impl Gateway {
                         ClientOptions::new(namespace.clone()).build(),
                     ),
                 };
+                client_opts.data_converter = self.encryption.data_converter();
                 let connect = Connection::connect(conn_opts);
                 let connection = tokio::time::timeout(self.timeout, connect)
                     .await

@@ -43,7 +43,8 @@ impl Gateway {
             .search_attributes(SearchAttributes::new([
                 search_attributes::STATUS.value_set("provisioning".to_owned())
             ]))
-            .static_summary(format!("client stack {} ({})", req.client_id, req.client_name))
+            // Summaries are user metadata, outside the payload codec's reach: no client name.
+            .static_summary(format!("client stack {}", req.client_id))
             .build();
         match self.call(client.start_workflow(ClientStackWorkflow::run, req, options)).await {
             Ok(_) => Ok((workflow_id, existed)),
