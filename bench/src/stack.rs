@@ -22,7 +22,7 @@ pub(crate) const JWT_SECRET: &str = "bench-jwt-secret-of-at-least-32-bytes";
 /// The payload keys of every process of the stack and of the bench's own clients: payloads
 /// are encrypted, as in a deployment (the baseline too, so the ratios compare like with like).
 pub(crate) const PAYLOAD_KEYS: &str =
-    "bench-1:6c9a4c0e5b7f3d2a1908f7e6d5c4b3a29180f7e6d5c4b3a2918070605040302";
+    "bench-1:6c9a4c0e5b7f3d2a1908f7e6d5c4b3a29180f7e6d5c4b3a29180706050403021";
 
 /// [`PAYLOAD_KEYS`] as the codec reads them.
 pub(crate) fn encryption() -> slipway_codec::Encryption {

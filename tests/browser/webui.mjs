@@ -10,6 +10,10 @@
 //   WEBUI_SCREENSHOT where to write the PNG
 //   WEBUI_TIMEOUT_MS how long to wait for the expected rows (default 60000)
 //   CHROMIUM         the browser executable (default /usr/bin/chromium)
+//   WEBUI_DECODED_WORKFLOW, WEBUI_DECODED_TEXT
+//                    optional: then open that workflow's page and wait until it shows the text,
+//                    which only its decoded payloads hold (the UI asks the codec server); prints
+//                    `decoded` (whether it did) and `codecRequests` (how many it sent)
 
 import fs from 'node:fs';
 import os from 'node:os';
@@ -88,10 +92,36 @@ try {
   const heading = await page.locator('h1').first().innerText().catch(() => '');
   await page.screenshot({ path: screenshot });
   const clean = (s) => s.replace(/\s+/g, ' ').trim();
-  console.log(JSON.stringify({ url, heading: clean(heading), filter: clean(filter), ...result }));
+  const decoded = await decodedPage(page);
+  console.log(JSON.stringify({ url, heading: clean(heading), filter: clean(filter), ...result, ...decoded }));
 } finally {
   await context.close();
   fs.rmSync(userDataDir, { recursive: true, force: true });
+}
+
+// A workflow's page, read until it shows the text only its decoded payloads hold.
+async function decodedPage(page) {
+  const workflow = process.env.WEBUI_DECODED_WORKFLOW;
+  const text = process.env.WEBUI_DECODED_TEXT;
+  if (!workflow || !text) return {};
+  let codecRequests = 0;
+  page.on('request', (r) => {
+    if (r.url().includes('/codec/decode')) codecRequests += 1;
+  });
+  const url = `${base}/namespaces/${encodeURIComponent(namespace)}/workflows/${encodeURIComponent(workflow)}`;
+  const deadline = Date.now() + timeoutMs;
+  let decoded = false;
+  while (!decoded && Date.now() < deadline) {
+    await page.goto(url, { waitUntil: 'domcontentloaded' });
+    await page.waitForLoadState('networkidle').catch(() => {});
+    decoded = await page
+      .waitForFunction((t) => document.body.innerText.includes(t), text, { timeout: 15000 })
+      .then(() => true)
+      .catch(() => false);
+  }
+  const shot = screenshot.replace(/\.png$/, '-decoded.png');
+  await page.screenshot({ path: shot, fullPage: true });
+  return { decoded, codecRequests, decodedScreenshot: shot };
 }
 
 // The list as the operator sees it: one object per row, keyed by the table's own headers.

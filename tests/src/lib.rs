@@ -61,7 +61,7 @@ pub use secrets::{
 pub use temporal::{SEARCH_ATTRIBUTES, connect, connect_with};
 pub use wait::{wait_for, wait_until};
 pub use worker::{PatchGate, worker_env, worker_settings, workspace_binary};
-pub use workflows::{Runs, decrypt_payloads, visit_payloads};
+pub use workflows::{Runs, decrypt_payloads, replayer, visit_payloads};
 
 /// The repository the worker dispatches `provision-agent.yml` to, and whose Actions OIDC tokens
 /// the starter accepts on callbacks.

@@ -88,15 +88,31 @@ impl TestApp {
     /// A workflow's runs as Temporal describes it: first run id, current run id (they differ once
     /// it has continued as new) and the current run's history length.
     pub async fn runs(&self, workflow_id: &str) -> anyhow::Result<Runs> {
+        use temporalio_common::protos::temporal::api::{
+            common::v1::WorkflowExecution, workflowservice::v1::DescribeWorkflowExecutionRequest,
+        };
+        use tonic::IntoRequest;
         let handle =
             self.client.get_workflow_handle::<slipway_workflows::AgentWorkflow>(workflow_id.to_owned());
-        let desc = handle.describe(Default::default()).await?;
-        let first = desc.raw_description.workflow_execution_info.as_ref().map(|i| i.first_run_id.clone());
+        // The service's own answer: the SDK's `describe` reads user metadata without the codec,
+        // and a workflow's children and timers carry theirs sealed (README, Payload encryption).
+        let request = DescribeWorkflowExecutionRequest {
+            namespace: "default".to_owned(),
+            execution: Some(WorkflowExecution { workflow_id: workflow_id.to_owned(), run_id: String::new() }),
+        };
+        let desc = self
+            .client
+            .connection()
+            .workflow_service()
+            .describe_workflow_execution(request.into_request())
+            .await?
+            .into_inner();
+        let info = desc.workflow_execution_info.clone().unwrap_or_default();
         Ok(Runs {
-            first: first.unwrap_or_default(),
-            current: desc.run_id().to_owned(),
-            history_length: desc.history_length(),
-            settled: desc.raw_description.pending_workflow_task.is_none() && {
+            first: info.first_run_id.clone(),
+            current: info.execution.map(|e| e.run_id).unwrap_or_default(),
+            history_length: usize::try_from(info.history_length).unwrap_or_default(),
+            settled: desc.pending_workflow_task.is_none() && {
                 let history = handle.fetch_history(Default::default()).to_json().await?;
                 let history: serde_json::Value = serde_json::from_slice(&history)?;
                 // A completed workflow task (7) after the last signal (26).
@@ -208,4 +224,12 @@ pub fn visit_payloads(
         _ => {}
     }
     Ok(())
+}
+
+/// A replayer of this build's workflows with the test keys: encrypted histories replay with the
+/// keys that wrote them, plaintext ones (the committed corpus) as they are.
+pub fn replayer() -> anyhow::Result<temporalio_sdk::workflow_replayer::WorkflowReplayer> {
+    use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
+    let options = slipway_workflows::register_all(WorkflowReplayerOptions::new())?;
+    Ok(WorkflowReplayer::new(options.data_converter(crate::encryption().data_converter()).build())?)
 }

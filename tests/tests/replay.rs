@@ -45,7 +45,7 @@ use slipway_sandbox::{
     github_events,
     stripe::{event, invoice_object, subscription_object},
 };
-use slipway_tests::{GitHubAccount, Options, TestApp, secret_scan::Scanner};
+use slipway_tests::{GitHubAccount, Options, TestApp, replayer, secret_scan::Scanner};
 use slipway_workflows::{AgentWorkflow, JobGateWorkflow};
 use temporalio_client::{
     WorkflowExecutionInfo, WorkflowFetchHistoryOptions, WorkflowHandle, WorkflowHistory, WorkflowQueryOptions,
@@ -63,15 +63,6 @@ fn histories_dir() -> PathBuf {
 /// may still be open, so this code must keep replaying them.
 fn recorded_dir() -> PathBuf {
     histories_dir().join("recorded")
-}
-
-/// A replayer of this build's workflows with the test keys: encrypted histories replay with
-/// the keys that wrote them, plaintext ones (the committed corpus) as they are.
-fn replayer() -> anyhow::Result<WorkflowReplayer> {
-    let converter = slipway_tests::encryption().data_converter();
-    Ok(WorkflowReplayer::new(
-        slipway_workflows::register_all(WorkflowReplayerOptions::new())?.data_converter(converter).build(),
-    )?)
 }
 
 /// The attribute kinds of a history's events, in order (`WorkflowExecutionStarted`, ...).

@@ -1,4 +1,5 @@
-//! Operators find an agent in the Temporal Web UI by its search attributes.
+//! Operators find an agent in the Temporal Web UI by its search attributes, and read its
+//! encrypted payloads there through the starter's codec server.
 //!
 //! The test starts its own Temporal dev server *with* the Web UI (the suite's shared server is
 //! headless), provisions two agents through signed checkout webhooks, then drives headless
@@ -75,7 +76,7 @@ struct DevServerWithUi {
     _child: Child,
 }
 
-async fn start_dev_server_with_ui(cli: &str) -> anyhow::Result<DevServerWithUi> {
+async fn start_dev_server_with_ui(cli: &str, codec_endpoint: &str) -> anyhow::Result<DevServerWithUi> {
     let (port, ui_port) = (free_port()?, free_port()?);
     let mut cmd = Command::new(cli);
     cmd.args(["server", "start-dev", "--ip", "127.0.0.1", "--log-level", "warn"]).args([
@@ -83,6 +84,8 @@ async fn start_dev_server_with_ui(cli: &str) -> anyhow::Result<DevServerWithUi> 
         &port.to_string(),
         "--ui-port",
         &ui_port.to_string(),
+        "--ui-codec-endpoint",
+        codec_endpoint,
     ]);
     for sa in SEARCH_ATTRIBUTES {
         cmd.args(["--search-attribute", &format!("{sa}=Keyword")]);
@@ -117,15 +120,42 @@ async fn start_dev_server_with_ui(cli: &str) -> anyhow::Result<DevServerWithUi> 
     }
 }
 
+/// The starter's codec server (its whole router, offline: only `/codec/*` is asked) on
+/// `listener`, trusting the UI's origin as `slipway dev` does.
+fn serve_codec(listener: std::net::TcpListener, ui_url: &str) -> anyhow::Result<()> {
+    let origins = format!("{ui_url},{}", ui_url.replace("127.0.0.1", "localhost"));
+    let vars = [
+        ("SLIPWAY_PAYLOAD_KEYS", slipway_tests::PAYLOAD_KEYS.to_owned()),
+        ("SLIPWAY_CODEC_TRUSTED_ORIGINS", origins),
+        ("SLIPWAY_JWT_SECRET", slipway_tests::JWT_SECRET.to_owned()),
+    ];
+    let settings = slipway_starter::StarterSettings::from_lookup(|k| {
+        vars.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.clone())
+            .or_else(|| slipway_starter::settings::REQUIRED.contains(&k).then(|| "x".repeat(32)))
+    })?;
+    let router = slipway_starter::app(slipway_starter::AppState::offline(settings));
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, service).await });
+    Ok(())
+}
+
 #[tokio::test]
 async fn the_web_ui_lists_an_agents_workflows_filtered_by_slipway_agent_id() -> anyhow::Result<()> {
     // Arrange: everything the browser needs first, so a missing install fails in a second.
     slipway_tests::init_logging();
     let (chromium, script) = browser_prerequisites()?;
-    let server = start_dev_server_with_ui(&temporal_cli()?).await?;
+    // Payloads are encrypted: the UI asks a codec server, the starter's, for what it shows.
+    let codec = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let codec_url = format!("http://{}/codec", codec.local_addr()?);
+    let server = start_dev_server_with_ui(&temporal_cli()?, &codec_url).await?;
     let app =
         TestApp::spawn_with(Options { temporal_address: Some(server.address.clone()), ..Options::default() })
             .await?;
+    serve_codec(codec, &server.ui_url)?;
     let (user, agent) = (app.id("ui-user"), app.id("ui-agent"));
     let (other_user, other_agent) = (app.id("ui-other-user"), app.id("ui-other-agent"));
 
@@ -155,6 +185,9 @@ async fn the_web_ui_lists_an_agents_workflows_filtered_by_slipway_agent_id() -> 
         .env("WEBUI_EXPECT", format!("{agent_wf},{saga_wf}"))
         .env("WEBUI_SCREENSHOT", &screenshot)
         .env("WEBUI_TIMEOUT_MS", "60000")
+        // The saga's input, as only its decoded payload says it (the policy's field names).
+        .env("WEBUI_DECODED_WORKFLOW", &saga_wf)
+        .env("WEBUI_DECODED_TEXT", "callback_deadline_secs")
         .env("CHROMIUM", &chromium)
         .kill_on_drop(true)
         .output();
@@ -192,6 +225,9 @@ async fn the_web_ui_lists_an_agents_workflows_filtered_by_slipway_agent_id() -> 
         "the other agent is filtered out: {page:#}"
     );
     assert_eq!(page["heading"], "2 Workflows", "{page:#}");
+    // The saga's page shows its payloads decoded, through the codec server.
+    assert_eq!(page["decoded"], true, "the saga's input is shown decoded: {page:#}");
+    assert!(page["codecRequests"].as_u64().unwrap_or(0) > 0, "the UI asked the codec server: {page:#}");
     let png = std::fs::read(&screenshot).with_context(|| format!("screenshot {}", screenshot.display()))?;
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a real screenshot: {} bytes", png.len());
     Ok(())

@@ -11,7 +11,6 @@ use temporalio_client::{
     WorkflowHistory, WorkflowQueryOptions, WorkflowTerminateOptions,
 };
 use temporalio_common::protos::temporal::api::enums::v1::EventType;
-use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
 
 use super::*;
 
@@ -89,8 +88,7 @@ async fn a_terminated_job_returns_its_gate_slot() -> anyhow::Result<()> {
     let text = String::from_utf8_lossy(&json);
     assert!(text.matches("closed_holders").count() >= 2, "checked at once, then on the timer: {kinds:?}");
     assert!(kinds.contains(&TIMER_FIRED), "{kinds:?}");
-    let replayer =
-        WorkflowReplayer::new(slipway_workflows::register_all(WorkflowReplayerOptions::new())?.build())?;
+    let replayer = slipway_tests::replayer()?;
     replayer.replay_workflow(WorkflowHistory::from_json(&json)?).await?;
     Ok(())
 }
