@@ -211,13 +211,6 @@ pub struct EncryptionCodec {
     keys: Arc<Keys>,
 }
 
-impl EncryptionCodec {
-    /// Over `keys`.
-    pub fn new(keys: Arc<Keys>) -> Self {
-        Self { keys }
-    }
-}
-
 impl PayloadCodec for EncryptionCodec {
     fn encode(
         &self,

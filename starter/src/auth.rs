@@ -36,6 +36,16 @@ pub enum AuthError {
     Invalid,
 }
 
+impl AuthError {
+    /// The stable code every surface answers with (REST body, gRPC message prefix, codec server).
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Missing => "UNAUTHENTICATED",
+            Self::Invalid => "INVALID_TOKEN",
+        }
+    }
+}
+
 /// Claims pinned by configuration (`SLIPWAY_JWT_ISSUER`, `SLIPWAY_JWT_AUDIENCE`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pins {

@@ -69,11 +69,7 @@ impl AgentControlService {
             if over {
                 Status::resource_exhausted("RATE_LIMITED: too many failed authentications from this address")
             } else {
-                let code = match e {
-                    auth::AuthError::Missing => "UNAUTHENTICATED",
-                    auth::AuthError::Invalid => "INVALID_TOKEN",
-                };
-                Status::unauthenticated(format!("{code}: {e}"))
+                Status::unauthenticated(format!("{}: {e}", e.code()))
             }
         })?;
         self.app

@@ -181,3 +181,15 @@ pub enum AgentEvent {
     /// Keep-alive.
     Heartbeat(HeartbeatEvent),
 }
+
+impl AgentEvent {
+    /// Its SSE `event:` name (the serde tag).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::State(_) => "state",
+            Self::Step(_) => "step",
+            Self::End(_) => "end",
+            Self::Heartbeat(_) => "heartbeat",
+        }
+    }
+}

@@ -32,13 +32,8 @@ impl FromRequestParts<AppState> for User {
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
         let header = parts.headers.get("authorization").and_then(|v| v.to_str().ok());
         let secret = app.settings.jwt_secret.expose_secret().as_bytes();
-        let claims = auth::verify_bearer_pinned(header, secret, &app.settings.jwt_pins).map_err(|e| {
-            match e {
-                auth::AuthError::Missing => ApiError::unauthorized("UNAUTHENTICATED", e.to_string()),
-                auth::AuthError::Invalid => ApiError::unauthorized("INVALID_TOKEN", e.to_string()),
-            }
-            .into_response()
-        })?;
+        let claims = auth::verify_bearer_pinned(header, secret, &app.settings.jwt_pins)
+            .map_err(|e| ApiError::unauthorized(e.code(), e.to_string()).into_response())?;
         // Each user's own budget: one user cannot starve the others or flood Temporal.
         app.limits.api.check(&claims.sub).map_err(|wait| crate::limits::too_many(wait, "requests"))?;
         Ok(User(claims))

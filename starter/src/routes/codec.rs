@@ -127,10 +127,8 @@ fn authorise(app: &AppState, peer: std::net::SocketAddr, headers: &HeaderMap) ->
         return Ok(());
     }
     let secret = app.settings.jwt_secret.expose_secret().as_bytes();
-    let claims = auth::verify_bearer_pinned(header, secret, &app.settings.jwt_pins).map_err(|e| match e {
-        auth::AuthError::Missing => ApiError::unauthorized("UNAUTHENTICATED", e.to_string()),
-        auth::AuthError::Invalid => ApiError::unauthorized("INVALID_TOKEN", e.to_string()),
-    })?;
+    let claims = auth::verify_bearer_pinned(header, secret, &app.settings.jwt_pins)
+        .map_err(|e| ApiError::unauthorized(e.code(), e.to_string()))?;
     if claims.is_admin() { Ok(()) } else { Err(ApiError::admin_only()) }
 }
 

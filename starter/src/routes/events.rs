@@ -66,7 +66,11 @@ pub async fn agent_events(
 
 /// One SSE event: `id`, `event` (the variant) and `data` (its body).
 fn sse(id: &Cursor, event: &AgentEvent) -> Event {
-    let value = serde_json::to_value(event).unwrap_or_default();
-    let name = value["event"].as_str().unwrap_or("state").to_owned();
-    Event::default().id(id.to_string()).event(name).data(value["data"].to_string())
+    let data = match event {
+        AgentEvent::State(e) => serde_json::to_string(e),
+        AgentEvent::Step(e) => serde_json::to_string(e),
+        AgentEvent::End(e) => serde_json::to_string(e),
+        AgentEvent::Heartbeat(e) => serde_json::to_string(e),
+    };
+    Event::default().id(id.to_string()).event(event.name()).data(data.unwrap_or_default())
 }

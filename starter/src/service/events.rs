@@ -221,11 +221,6 @@ impl Feeds {
             feeds.remove(agent_id);
         }
     }
-
-    /// Agents watched right now (for tests and metrics).
-    pub fn watched(&self) -> usize {
-        self.feeds.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
-    }
 }
 
 /// The poller of one agent.
@@ -285,10 +280,10 @@ impl Feed {
         let run = agent.provisioning_run_id.clone();
         // The saga is read while it can change: during provisioning, and once more after the
         // agent leaves it (the run's last steps), or when a new run appears.
-        let known = last.and_then(|l| l.progress.as_ref().map(|_| l.agent.provisioning_run_id.clone()));
-        let changed =
-            last.is_none_or(|l| l.agent.status != agent.status || l.agent.provisioning_run_id != run);
-        let needed = agent.status == AgentStatus::Provisioning || changed || known != Some(run.clone());
+        let needed = agent.status == AgentStatus::Provisioning
+            || last.is_none_or(|l| {
+                l.progress.is_none() || l.agent.status != agent.status || l.agent.provisioning_run_id != run
+            });
         let progress = match (&agent.provisioning_workflow_id, &run) {
             (Some(wf), Some(r)) if needed => match self.gateway.provisioning_progress(wf, r).await {
                 Ok(p) => Some(p),
