@@ -63,11 +63,14 @@ impl TestApp {
     }
 }
 
-/// The starter's own OpenAPI document (what `GET /api/openapi.json` serves), as a contract.
+/// The starter's own OpenAPI document (what `GET /api/openapi.json` serves), as a contract whose
+/// objects are closed: an answer carrying a field the document does not declare fails too.
 fn document() -> &'static Contract {
     static DOCUMENT: OnceLock<Contract> = OnceLock::new();
     DOCUMENT.get_or_init(|| {
-        Contract::from_spec("slipway", slipway_starter::openapi::document()).expect("the document loads")
+        Contract::from_spec("slipway", slipway_starter::openapi::document())
+            .expect("the document loads")
+            .closed()
     })
 }
 
@@ -201,6 +204,13 @@ mod tests {
     #[should_panic(expected = "not what the OpenAPI document declares")]
     fn an_undeclared_code_fails() {
         check_against_document("GET", "/api/agents/ag-1", 404, &json!({"code": "NOPE", "message": "m"}));
+    }
+
+    #[test]
+    #[should_panic(expected = "'owner' was unexpected")]
+    fn an_undeclared_field_fails() {
+        let extra = json!({"code": "AGENT_NOT_FOUND", "message": "no agent ag-1", "owner": "u-2"});
+        check_against_document("GET", "/api/agents/ag-1", 404, &extra);
     }
 
     #[test]

@@ -151,6 +151,17 @@ impl Contract {
         Ok(Self { provider: provider.to_owned(), spec, base, routes, draft4, oneof_as_anyof: false })
     }
 
+    /// The same description with every object closed: a property it does not declare is a
+    /// violation. For Slipway's own document, so that a field added to an answer without its
+    /// schema fails the suite (providers add fields without notice, so theirs stay open). An
+    /// object composed with `allOf`, or named by `$ref`, is closed where it is used, with
+    /// `unevaluatedProperties` (JSON Schema 2020-12), so the properties its members and its
+    /// reference declare all count; the members themselves stay open.
+    pub fn closed(mut self) -> Self {
+        self.spec = close_objects(&self.spec, Position::Value);
+        self
+    }
+
     /// Every operation, as `METHOD /template`.
     pub fn operations(&self) -> Vec<String> {
         let mut ops: Vec<String> = self.routes.iter().map(|(m, t, ..)| format!("{m} {t}")).collect();
@@ -500,6 +511,50 @@ impl Contract {
     }
 }
 
+/// Where a schema sits: used as a value, or a member of an `allOf` (or a component definition,
+/// which is a member of whatever references it).
+#[derive(Clone, Copy, PartialEq)]
+enum Position {
+    Value,
+    Member,
+}
+
+/// `node` (a description, or one schema of it) with every object used as a value closed: see
+/// [`Contract::closed`]. Maps of their own (`additionalProperties`) stay as declared.
+fn close_objects(node: &Value, at: Position) -> Value {
+    match node {
+        Value::Array(items) => Value::Array(items.iter().map(|v| close_objects(v, at)).collect()),
+        Value::Object(map) => {
+            let each = |v: &Value, at: Position| -> Value {
+                let entries = v.as_object().into_iter().flatten();
+                Value::Object(entries.map(|(name, s)| (name.clone(), close_objects(s, at))).collect())
+            };
+            let mut out = Map::new();
+            for (k, v) in map {
+                let inner = match k.as_str() {
+                    "allOf" => close_objects(v, Position::Member),
+                    "properties" => each(v, Position::Value),
+                    "schemas" => each(v, Position::Member),
+                    "example" | "examples" | "enum" | "const" | "default" => v.clone(),
+                    _ => close_objects(v, Position::Value),
+                };
+                out.insert(k.clone(), inner);
+            }
+            let named = map
+                .get("$ref")
+                .and_then(Value::as_str)
+                .is_some_and(|r| r.starts_with("#/components/schemas/"));
+            let object = named || map.contains_key("properties") || map.contains_key("allOf");
+            let open = map.contains_key("additionalProperties") || map.contains_key("unevaluatedProperties");
+            if at == Position::Value && object && !open {
+                out.insert("unevaluatedProperties".into(), json!(false));
+            }
+            Value::Object(out)
+        }
+        other => other.clone(),
+    }
+}
+
 /// `schema` with every `from` keyword renamed `to`.
 fn rename_key(schema: &Value, from: &str, to: &str) -> Value {
     match schema {
@@ -638,6 +693,42 @@ mod tests {
             "response": {"status": 200},
         });
         contract.check(&exchange).into_iter().map(|v| v.message).collect()
+    }
+
+    #[test]
+    fn a_closed_description_refuses_undeclared_fields_at_any_depth_through_all_of_and_refs() {
+        let spec = json!({
+            "openapi": "3.1.0",
+            "paths": {"/agents": {"get": {"responses": {"200": {"description": "", "content": {
+                "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/View"}}}}}}}}},
+            "components": {"schemas": {
+                "Record": {"type": "object", "required": ["id"], "properties": {
+                    "id": {"type": "string"},
+                    "audit": {"type": "array", "items": {"type": "object", "properties": {"to": {"type": "string"}}}},
+                    "owner": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Owner"}]},
+                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                }},
+                "Owner": {"type": "object", "properties": {"email": {"type": "string"}}},
+                "View": {"allOf": [{"$ref": "#/components/schemas/Record"},
+                                   {"type": "object", "properties": {"workflow_id": {"type": "string"}}}]},
+            }},
+        });
+        let open = Contract::from_spec("test", spec.clone()).expect("a description");
+        let closed = Contract::from_spec("test", spec).expect("a description").closed();
+        let check =
+            |c: &Contract, body: Value| c.check_answer("GET", "/agents", 200, &body).expect("an operation");
+        let valid = json!([{"id": "a", "workflow_id": "agent-a", "audit": [{"to": "active"}],
+                            "owner": {"email": "x@example.com"}, "labels": {"any": "thing"}}]);
+        assert_eq!(check(&closed, valid), Vec::<String>::new());
+        for (extra, at) in [
+            (json!([{"id": "a", "secret": 1}]), "/0"),
+            (json!([{"id": "a", "audit": [{"to": "active", "by": "x"}]}]), "/0/audit/0"),
+            (json!([{"id": "a", "owner": {"email": "x@example.com", "token": "t"}}]), "/0/owner"),
+        ] {
+            assert!(check(&open, extra.clone()).is_empty(), "an open description takes {extra}");
+            let found = check(&closed, extra.clone());
+            assert!(found.iter().any(|m| m.contains(&format!("at `{at}`"))), "{extra}: {found:?}");
+        }
     }
 
     #[test]
