@@ -101,6 +101,7 @@ impl From<ServiceError> for ApiError {
             Kind::Conflict => StatusCode::CONFLICT,
             Kind::Upstream => StatusCode::BAD_GATEWAY,
             Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::Exhausted => StatusCode::TOO_MANY_REQUESTS,
         };
         Self { status, code: e.code.into(), message: e.message, details: e.details }
     }

@@ -228,6 +228,7 @@ fn status(e: ServiceError) -> Status {
         Kind::NotFound => Status::not_found(message),
         Kind::Conflict => Status::failed_precondition(message),
         Kind::Upstream | Kind::Unavailable => Status::unavailable(message),
+        Kind::Exhausted => Status::resource_exhausted(message),
     }
 }
 

@@ -151,7 +151,10 @@ pub const ERRORS: &[(&str, Codes)] = &[
     ("listAgents", &[]),
     ("createAgent", &[(400, &["INVALID_INPUT"]), (409, &["TOO_MANY_DRAFTS"])]),
     ("getAgent", &[(404, &["AGENT_NOT_FOUND"])]),
-    ("streamAgentEvents", &[(400, &["INVALID_EVENT_ID"]), (404, &["AGENT_NOT_FOUND"])]),
+    (
+        "streamAgentEvents",
+        &[(400, &["INVALID_EVENT_ID"]), (404, &["AGENT_NOT_FOUND"]), (429, &["TOO_MANY_STREAMS"])],
+    ),
     (
         "provisionAgent",
         &[

@@ -97,6 +97,10 @@ pub struct StarterSettings {
     /// Heartbeat of an idle event stream (`SLIPWAY_EVENTS_HEARTBEAT_SECS`, default 15), under
     /// the idle timeouts of proxies and load balancers.
     pub events_heartbeat: Duration,
+    /// Event streams one user may hold open on this starter at once
+    /// (`SLIPWAY_EVENTS_MAX_STREAMS`, default 16): a dashboard's tabs fit, a script opening
+    /// streams in a loop is refused (429 `TOO_MANY_STREAMS`) before it costs a connection each.
+    pub events_max_streams: usize,
     /// Payload encryption (`SLIPWAY_PAYLOAD_KEYS`, current key first; off only with
     /// `SLIPWAY_PAYLOAD_ENCRYPTION=off`).
     pub encryption: slipway_codec::Encryption,
@@ -274,6 +278,8 @@ impl StarterSettings {
             },
             events_poll: Duration::from_millis(num("SLIPWAY_EVENTS_POLL_MS", 100)?.clamp(20, 10_000)),
             events_heartbeat: Duration::from_secs(num("SLIPWAY_EVENTS_HEARTBEAT_SECS", 15)?.clamp(1, 300)),
+            events_max_streams: usize::try_from(num("SLIPWAY_EVENTS_MAX_STREAMS", 16)?.clamp(1, 10_000))
+                .unwrap_or(16),
             encryption: slipway_codec::Encryption::from_lookup(get)
                 .map_err(|e| ConfigError::Invalid(e.to_string()))?,
             codec_trusted_origins: get("SLIPWAY_CODEC_TRUSTED_ORIGINS")

@@ -456,6 +456,24 @@ async fn grpc_and_rest_offer_the_same_operations_with_the_same_codes() -> anyhow
         watch_code,
         Some((tonic::Code::InvalidArgument, events.1["code"].as_str().unwrap().to_owned()))
     );
+    // A user's streams are counted across both surfaces: at the cap (16) over REST, gRPC
+    // refuses the next one with the same code.
+    let mut held = Vec::new();
+    for _ in 0..16 {
+        held.push(app.agent_events(&agent, &token, None).await?.expect("under the cap"));
+    }
+    let watch = grpc
+        .watch_agent_events(with(
+            control::WatchAgentEventsRequest { agent_id: agent.clone(), last_event_id: String::new() },
+            Some(&token),
+        ))
+        .await;
+    let watch_code =
+        watch.err().map(|s| (s.code(), s.message().split(':').next().unwrap_or_default().to_owned()));
+    let events = app.agent_events(&agent, &token, None).await?.err().expect("over the cap");
+    assert_eq!((events.0, events.1["code"].as_str()), (429, Some("TOO_MANY_STREAMS")));
+    assert_eq!(watch_code, Some((tonic::Code::ResourceExhausted, "TOO_MANY_STREAMS".to_owned())));
+    drop(held);
 
     for Case(what, method, path, body, bearer, over_grpc) in cases {
         let (status, answer) = app.api(method, &path, bearer.as_deref(), body).await?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 use slipway_proto::model::AgentStatus;
-use slipway_tests::{Options, TestApp, server_status};
+use slipway_tests::{Options, TestApp, server_status, wait_for};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -167,6 +167,39 @@ async fn an_app_follows_an_agent_live_and_resumes_without_gaps_or_repeats() -> a
     assert_eq!((refused.0, refused.1["code"].as_str()), (404, Some("AGENT_NOT_FOUND")));
     let refused = app.agent_events(&agent, &token, Some("not-an-id")).await?.err().expect("refused");
     assert_eq!((refused.0, refused.1["code"].as_str()), (400, Some("INVALID_EVENT_ID")));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_user_holds_a_bounded_number_of_event_streams_and_a_closed_one_frees_its_place()
+-> anyhow::Result<()> {
+    const EVENT: Duration = Duration::from_secs(30);
+    const CAP: usize = 16; // `SLIPWAY_EVENTS_MAX_STREAMS`' default
+    let app = TestApp::spawn().await?;
+    let (user, other) = (app.id("user"), app.id("other"));
+    let (token, other_token) = (app.token(&user, None), app.token(&other, None));
+    let agent = create_agent(&app, &token).await?;
+    let mut open = Vec::new();
+    for _ in 0..CAP {
+        // A 200 is an admitted stream (the place is taken before the answer).
+        open.push(app.agent_events(&agent, &token, None).await?.expect("under the cap"));
+    }
+    let refused = app.agent_events(&agent, &token, None).await?.err().expect("one over the cap");
+    assert_eq!((refused.0, refused.1["code"].as_str()), (429, Some("TOO_MANY_STREAMS")), "{}", refused.1);
+    // Counted per user: someone else's streams are not refused for this one's.
+    let theirs = create_agent(&app, &other_token).await?;
+    let _theirs = app.agent_events(&theirs, &other_token, None).await?.expect("another user");
+    // The streams held still work.
+    assert_eq!(open[0].next(EVENT).await?.expect("open").event, "heartbeat");
+
+    // A client that goes away gives its place back (once the starter sees the connection gone).
+    drop(open.pop());
+    let _again = wait_for("a place after closing a stream", EVENT, || async {
+        Ok(app.agent_events(&agent, &token, None).await?.ok())
+    })
+    .await?;
+    let refused = app.agent_events(&agent, &token, None).await?.err().expect("at the cap again");
+    assert_eq!(refused.1["code"].as_str(), Some("TOO_MANY_STREAMS"));
     Ok(())
 }
 

@@ -1927,7 +1927,7 @@ export interface operations {
                     };
                 };
             };
-            /** @description Rate limited (`Retry-After`) */
+            /** @description The user holds `SLIPWAY_EVENTS_MAX_STREAMS` (16) streams open on this starter already (`TOO_MANY_STREAMS`: close one first), or is rate limited (`RATE_LIMITED`) */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -1935,13 +1935,13 @@ export interface operations {
                 content: {
                     /**
                      * @example {
-                     *       "code": "RATE_LIMITED",
+                     *       "code": "TOO_MANY_STREAMS",
                      *       "message": "…"
                      *     }
                      */
                     "application/json": components["schemas"]["ErrorBody"] & {
                         /** @enum {string} */
-                        code?: "RATE_LIMITED";
+                        code?: "TOO_MANY_STREAMS" | "RATE_LIMITED";
                     };
                 };
             };

@@ -4,7 +4,8 @@
 //! The owner's JWT (or an admin's); another user's agent is 404 like any other call. Without
 //! `Last-Event-ID` the stream starts with the agent's whole past (every status change, the
 //! current saga run's steps), then follows it live; with one, it continues right after that
-//! event. An `end` event closes the stream once the agent's workflow has closed.
+//! event. An `end` event closes the stream once the agent's workflow has closed. A user holds at
+//! most `SLIPWAY_EVENTS_MAX_STREAMS` streams at once on a starter (429 `TOO_MANY_STREAMS`).
 
 use std::convert::Infallible;
 
@@ -44,6 +45,8 @@ use crate::{
         (status = 200, description = "The event stream", content_type = "text/event-stream", body = AgentEvent),
         (status = 400, description = "Not an event id of this stream", body = ErrorBody),
         (status = 404, description = "No such agent, or another user's", body = ErrorBody),
+        (status = 429, description = "The user holds `SLIPWAY_EVENTS_MAX_STREAMS` (16) streams open on this \
+            starter already (`TOO_MANY_STREAMS`: close one first), or is rate limited (`RATE_LIMITED`)", body = ErrorBody),
     ),
     security(("bearer" = [])),
 )]

@@ -14,6 +14,12 @@
 //! workflow's own state, not from a starter's memory, so a reconnect with `Last-Event-ID` to
 //! any starter continues exactly after the last event received ([`events_since`], pure and
 //! unit-tested below).
+//!
+//! **Why streams are counted per user.** A stream is cheap for the starter (a task, a
+//! receiver) but holds a connection until the client goes; a script opening streams in a loop
+//! would hold them all. Each user may hold `events_max_streams` at once on a starter
+//! ([`Feeds::admit`]); one more is refused with 429 `TOO_MANY_STREAMS` before anything is read,
+//! and a stream's place is given back when its connection is dropped.
 
 use std::{
     collections::HashMap,
@@ -183,21 +189,66 @@ impl super::AgentService {
         };
         self.get(user, agent_id).await?;
         let app = self.app();
+        let place = app.feeds.admit(&user.sub, app.settings.events_max_streams).ok_or_else(|| {
+            super::ServiceError::new(
+                super::Kind::Exhausted,
+                "TOO_MANY_STREAMS",
+                format!(
+                    "at most {} event streams per user at once; close one first",
+                    app.settings.events_max_streams
+                ),
+            )
+        })?;
         let feed = app.feeds.subscribe(&app.gateway, agent_id, app.settings.events_poll);
-        Ok(follow(feed, cursor))
+        // The place is held as long as the stream is, and given back when it is dropped.
+        use futures::StreamExt;
+        Ok(follow(feed, cursor).map(move |e| {
+            let _held = &place;
+            e
+        }))
     }
 }
 
 /// The latest read of one agent, shared by every stream watching it.
 pub type FeedReceiver = watch::Receiver<Option<Arc<Snapshot>>>;
 
-/// One poller per watched agent.
+/// One poller per watched agent, and the streams each user holds open.
 #[derive(Default)]
 pub struct Feeds {
     feeds: Mutex<HashMap<String, watch::Sender<Option<Arc<Snapshot>>>>>,
+    open: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// One open stream of a user; dropping it gives the place back.
+pub struct StreamPlace {
+    open: Arc<Mutex<HashMap<String, usize>>>,
+    user: String,
+}
+
+impl Drop for StreamPlace {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = open.get_mut(&self.user) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
 }
 
 impl Feeds {
+    /// A place for one more stream of `user`, if they hold fewer than `max`.
+    pub fn admit(&self, user: &str, max: usize) -> Option<StreamPlace> {
+        let mut open = self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = open.entry(user.to_owned()).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(StreamPlace { open: self.open.clone(), user: user.to_owned() })
+    }
+
     /// The agent's feed: the running poller's, or a new one (which stops once nobody listens).
     pub fn subscribe(self: &Arc<Self>, gateway: &Gateway, agent_id: &str, every: Duration) -> FeedReceiver {
         let mut feeds = self.feeds.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -305,6 +356,21 @@ mod tests {
     use slipway_proto::model::{AuditEntry, StepState};
 
     use super::*;
+
+    #[test]
+    fn each_user_holds_at_most_the_cap_and_a_dropped_stream_gives_its_place_back() {
+        let feeds = Feeds::default();
+        let mut held: Vec<_> = (0..3).map(|_| feeds.admit("u1", 3).expect("under the cap")).collect();
+        assert!(feeds.admit("u1", 3).is_none(), "a fourth stream of u1");
+        let other = feeds.admit("u2", 3);
+        assert!(other.is_some(), "another user's streams are counted apart");
+        drop(held.pop());
+        let again = feeds.admit("u1", 3);
+        assert!(again.is_some(), "the dropped stream's place");
+        assert!(feeds.admit("u1", 3).is_none());
+        drop((again, other));
+        assert_eq!(feeds.open.lock().unwrap().get("u2"), None, "a user with no streams is forgotten");
+    }
 
     fn entry(from: AgentStatus, to: AgentStatus) -> AuditEntry {
         AuditEntry { at: "2026-12-07T10:00:00Z".into(), actor: "saga".into(), from, to, reason: "r".into() }

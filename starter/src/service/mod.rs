@@ -41,6 +41,9 @@ pub enum Kind {
     Upstream,
     /// 503 / UNAVAILABLE: Temporal did not accept.
     Unavailable,
+    /// 429 / RESOURCE_EXHAUSTED: the caller holds too much already (open event streams);
+    /// releasing some allows it again.
+    Exhausted,
 }
 
 /// A refused or failed operation, with a stable code.
