@@ -26,6 +26,7 @@
 pub mod auth;
 pub mod client_ip;
 pub mod error;
+pub mod examples;
 pub mod grpc;
 pub mod ingress;
 pub mod limits;

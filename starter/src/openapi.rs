@@ -289,7 +289,7 @@ fn reason(status: u16) -> &'static str {
 }
 
 /// The document with every operation's error responses from [`ERRORS`] (and the common ones),
-/// each restricting `code` to its listed values.
+/// each restricting `code` to its listed values, and the answers' examples.
 pub fn finish(api: utoipa::openapi::OpenApi) -> Value {
     let mut doc = serde_json::to_value(&api).unwrap_or_default();
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else { return doc };
@@ -334,6 +334,14 @@ pub fn finish(api: utoipa::openapi::OpenApi) -> Value {
                     "description": description,
                     "content": {"application/json": {"schema": schema, "example": example}}
                 });
+            }
+            // The answers' own examples, built from real values (`crate::examples`).
+            for (status, response) in op["responses"].as_object_mut().into_iter().flatten() {
+                let found = status.parse().ok().and_then(|s| crate::examples::response(&id, s));
+                let Some((media, example)) = found else { continue };
+                if let Some(content) = response.get_mut("content").and_then(|c| c.get_mut(media)) {
+                    content["example"] = example;
+                }
             }
         }
     }

@@ -133,8 +133,7 @@ impl EventStream {
                     continue;
                 }
                 event.data = serde_json::from_str(&data)?;
-                let schema = json!({"$ref": format!("#/components/schemas/{}", event_schema(&event.event))});
-                let problems = self.schemas.validate(&schema, &event.data);
+                let problems = self.schemas.validate(&event_schema(&event.event), &event.data);
                 anyhow::ensure!(
                     problems.is_empty(),
                     "event {} does not match its schema: {problems:?}",
@@ -163,14 +162,16 @@ impl EventStream {
     }
 }
 
-/// The component schema of an event's data, by its `event:` name.
-fn event_schema(event: &str) -> &'static str {
-    match event {
+/// The schema of an event's data, by its `event:` name: its component, closed like every
+/// object of the document.
+fn event_schema(event: &str) -> Value {
+    let name = match event {
         "state" => "StateEvent",
         "step" => "StepEvent",
         "end" => "EndEvent",
         _ => "HeartbeatEvent",
-    }
+    };
+    json!({"$ref": format!("#/components/schemas/{name}"), "unevaluatedProperties": false})
 }
 
 /// A signed HS256 JWT valid for an hour.
@@ -190,9 +191,9 @@ pub fn mint_token(sub: &str, role: Option<&str>, secret: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
-    use super::check_against_document;
+    use super::{check_against_document, document, event_schema};
 
     #[test]
     fn a_declared_answer_passes() {
@@ -211,6 +212,59 @@ mod tests {
     fn an_undeclared_field_fails() {
         let extra = json!({"code": "AGENT_NOT_FOUND", "message": "no agent ag-1", "owner": "u-2"});
         check_against_document("GET", "/api/agents/ag-1", 404, &extra);
+    }
+
+    /// Every example the document shows is an answer it declares (closed objects included),
+    /// and every successful JSON answer of `/api/` has one.
+    #[test]
+    fn every_example_of_the_document_is_an_answer_it_declares() {
+        let doc = slipway_starter::openapi::document();
+        let (mut checked, mut problems, mut missing) = (0, Vec::new(), Vec::new());
+        for (template, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("operations") {
+                for (status, response) in op["responses"].as_object().into_iter().flatten() {
+                    for (media, content) in response["content"].as_object().into_iter().flatten() {
+                        let example = &content["example"];
+                        let at = format!("{} {template} {status} {media}", method.to_uppercase());
+                        if example.is_null() {
+                            let api = template.starts_with("/api/") && template != "/api/openapi.json";
+                            if api && status.starts_with('2') && media == "application/json" {
+                                missing.push(at);
+                            }
+                            continue;
+                        }
+                        checked += 1;
+                        let found = if media == "text/event-stream" {
+                            event_stream_problems(example.as_str().unwrap_or_default())
+                        } else {
+                            let status = status.parse().expect("a status");
+                            document()
+                                .check_answer(&method.to_uppercase(), template, status, example)
+                                .expect("an operation")
+                        };
+                        problems.extend(found.into_iter().map(|p| format!("{at}: {p}")));
+                    }
+                }
+            }
+        }
+        assert_eq!(problems, Vec::<String>::new());
+        assert_eq!(missing, Vec::<String>::new(), "successful answers without an example");
+        assert!(checked > 100, "{checked} examples");
+    }
+
+    /// Problems of an example event stream: each frame's data against its event's schema.
+    fn event_stream_problems(text: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        let frames: Vec<&str> = text.split("\n\n").filter(|f| !f.trim().is_empty()).collect();
+        for frame in &frames {
+            let field = |name: &str| frame.lines().find_map(|l| l.strip_prefix(name)).unwrap_or_default();
+            let data: Value = serde_json::from_str(field("data: ")).unwrap_or_default();
+            problems.extend(document().validate(&event_schema(field("event: ")), &data));
+        }
+        if frames.len() < 3 {
+            problems.push(format!("{} events", frames.len()));
+        }
+        problems
     }
 
     #[test]

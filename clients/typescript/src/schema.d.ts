@@ -966,6 +966,19 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "agents": [
+                     *         {
+                     *           "agent_id": "build-box",
+                     *           "name": "Build box",
+                     *           "region": "fsn1",
+                     *           "status": "active",
+                     *           "user_id": "user-1"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["AgentList"];
                 };
             };
@@ -1058,6 +1071,17 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "links": [
+                     *         {
+                     *           "account": "acme",
+                     *           "customer_id": "cus_NffrFeUfNV2Hib",
+                     *           "user_id": "user-1"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["LinkList"];
                 };
             };
@@ -1154,6 +1178,13 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "account": "acme",
+                     *       "customer_id": "cus_NffrFeUfNV2Hib",
+                     *       "user_id": "user-1"
+                     *     }
+                     */
                     "application/json": components["schemas"]["GitHubLink"];
                 };
             };
@@ -1292,6 +1323,55 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "attempt": 1,
+                     *       "billed": [
+                     *         "slw-5c2f0e9a1b7d3c84-pr-43",
+                     *         "slw-5c2f0e9a1b7d3c84-tokens-1"
+                     *       ],
+                     *       "failure": null,
+                     *       "history": [
+                     *         "queued",
+                     *         "planning",
+                     *         "coding",
+                     *         "reviewing",
+                     *         "pr_creating",
+                     *         "pr_opened"
+                     *       ],
+                     *       "issue_number": 42,
+                     *       "pr_number": 43,
+                     *       "pr_outcome": null,
+                     *       "pr_url": "https://github.com/acme/shop/pull/43",
+                     *       "repo": "acme/shop",
+                     *       "state": "pr_opened",
+                     *       "steps": [
+                     *         {
+                     *           "detail": "3 files",
+                     *           "name": "planning",
+                     *           "state": "done"
+                     *         },
+                     *         {
+                     *           "detail": "3 files changed",
+                     *           "name": "coding",
+                     *           "state": "done"
+                     *         },
+                     *         {
+                     *           "detail": "approved",
+                     *           "name": "reviewing",
+                     *           "state": "done"
+                     *         },
+                     *         {
+                     *           "detail": "#43",
+                     *           "name": "pr_creating",
+                     *           "state": "done"
+                     *         }
+                     *       ],
+                     *       "tokens": 18240,
+                     *       "tokens_estimated": false,
+                     *       "unbilled": []
+                     *     }
+                     */
                     "application/json": components["schemas"]["JobStatus"];
                 };
             };
@@ -1438,6 +1518,19 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "agents": [
+                     *         {
+                     *           "agent_id": "build-box",
+                     *           "name": "Build box",
+                     *           "region": "fsn1",
+                     *           "status": "active",
+                     *           "user_id": "user-1"
+                     *         }
+                     *       ]
+                     *     }
+                     */
                     "application/json": components["schemas"]["AgentList"];
                 };
             };
@@ -1516,6 +1609,24 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "agent_id": "build-box",
+                     *       "audit": [],
+                     *       "customer_id": null,
+                     *       "failure_reason": null,
+                     *       "name": "Build box",
+                     *       "provisioning_run_id": null,
+                     *       "provisioning_workflow_id": null,
+                     *       "region": "fsn1",
+                     *       "server": null,
+                     *       "status": "draft",
+                     *       "suspended_from": null,
+                     *       "tailscale": null,
+                     *       "user_id": "user-1",
+                     *       "workflow_id": "agent-build-box"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AgentView"];
                 };
             };
@@ -1647,6 +1758,47 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "agent_id": "build-box",
+                     *       "audit": [
+                     *         {
+                     *           "actor": "stripe:evt_1QxRhc2eZvKYlo2C",
+                     *           "at": "2026-12-07T10:00:00Z",
+                     *           "from": "draft",
+                     *           "reason": "provisioning started",
+                     *           "to": "provisioning"
+                     *         },
+                     *         {
+                     *           "actor": "saga",
+                     *           "at": "2026-12-07T10:01:00Z",
+                     *           "from": "provisioning",
+                     *           "reason": "provisioned",
+                     *           "to": "active"
+                     *         }
+                     *       ],
+                     *       "customer_id": "cus_NffrFeUfNV2Hib",
+                     *       "failure_reason": null,
+                     *       "name": "Build box",
+                     *       "provisioning_run_id": "0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01",
+                     *       "provisioning_workflow_id": "provisioning-user-1",
+                     *       "region": "fsn1",
+                     *       "server": {
+                     *         "create_action_id": 41000001,
+                     *         "id": 40000001,
+                     *         "ipv4": "198.51.100.7",
+                     *         "name": "slipway-build-box"
+                     *       },
+                     *       "status": "active",
+                     *       "suspended_from": null,
+                     *       "tailscale": {
+                     *         "device_id": "n74NEiK1DqCNTRL",
+                     *         "key_id": "k74ahcqDC3aCNTRL"
+                     *       },
+                     *       "user_id": "user-1",
+                     *       "workflow_id": "agent-build-box"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AgentView"];
                 };
             };
@@ -1745,6 +1897,53 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "agent_id": "build-box",
+                     *       "audit": [
+                     *         {
+                     *           "actor": "stripe:evt_1QxRhc2eZvKYlo2C",
+                     *           "at": "2026-12-07T10:00:00Z",
+                     *           "from": "draft",
+                     *           "reason": "provisioning started",
+                     *           "to": "provisioning"
+                     *         },
+                     *         {
+                     *           "actor": "saga",
+                     *           "at": "2026-12-07T10:01:00Z",
+                     *           "from": "provisioning",
+                     *           "reason": "provisioned",
+                     *           "to": "active"
+                     *         },
+                     *         {
+                     *           "actor": "user:user-1",
+                     *           "at": "2026-12-07T10:02:00Z",
+                     *           "from": "active",
+                     *           "reason": "destroy requested",
+                     *           "to": "destroying"
+                     *         },
+                     *         {
+                     *           "actor": "saga",
+                     *           "at": "2026-12-07T10:03:00Z",
+                     *           "from": "destroying",
+                     *           "reason": "resources deleted",
+                     *           "to": "destroyed"
+                     *         }
+                     *       ],
+                     *       "customer_id": "cus_NffrFeUfNV2Hib",
+                     *       "failure_reason": null,
+                     *       "name": "Build box",
+                     *       "provisioning_run_id": "0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01",
+                     *       "provisioning_workflow_id": "provisioning-user-1",
+                     *       "region": "fsn1",
+                     *       "server": null,
+                     *       "status": "destroyed",
+                     *       "suspended_from": null,
+                     *       "tailscale": null,
+                     *       "user_id": "user-1",
+                     *       "workflow_id": "agent-build-box"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AgentView"];
                 };
             };
@@ -1754,6 +1953,54 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "agent_id": "build-box",
+                     *       "audit": [
+                     *         {
+                     *           "actor": "stripe:evt_1QxRhc2eZvKYlo2C",
+                     *           "at": "2026-12-07T10:00:00Z",
+                     *           "from": "draft",
+                     *           "reason": "provisioning started",
+                     *           "to": "provisioning"
+                     *         },
+                     *         {
+                     *           "actor": "saga",
+                     *           "at": "2026-12-07T10:01:00Z",
+                     *           "from": "provisioning",
+                     *           "reason": "provisioned",
+                     *           "to": "active"
+                     *         },
+                     *         {
+                     *           "actor": "user:user-1",
+                     *           "at": "2026-12-07T10:02:00Z",
+                     *           "from": "active",
+                     *           "reason": "destroy requested",
+                     *           "to": "destroying"
+                     *         }
+                     *       ],
+                     *       "customer_id": "cus_NffrFeUfNV2Hib",
+                     *       "failure_reason": null,
+                     *       "name": "Build box",
+                     *       "provisioning_run_id": "0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01",
+                     *       "provisioning_workflow_id": "provisioning-user-1",
+                     *       "region": "fsn1",
+                     *       "server": {
+                     *         "create_action_id": 41000001,
+                     *         "id": 40000001,
+                     *         "ipv4": "198.51.100.7",
+                     *         "name": "slipway-build-box"
+                     *       },
+                     *       "status": "destroying",
+                     *       "suspended_from": null,
+                     *       "tailscale": {
+                     *         "device_id": "n74NEiK1DqCNTRL",
+                     *         "key_id": "k74ahcqDC3aCNTRL"
+                     *       },
+                     *       "user_id": "user-1",
+                     *       "workflow_id": "agent-build-box"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AgentView"];
                 };
             };
@@ -1870,6 +2117,66 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example id: 1.0.0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01
+                     *     event: state
+                     *     data: {"actor":"stripe:evt_1QxRhc2eZvKYlo2C","agent_id":"build-box","at":"2026-12-07T10:00:00Z","from":"draft","reason":"provisioning started","seq":1,"to":"provisioning"}
+                     *
+                     *     id: 1.1.0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01
+                     *     event: step
+                     *     data: {"agent_id":"build-box","at":"2026-12-07T10:00:01.000Z","detail":"","provisioning_run_id":"0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01","provisioning_workflow_id":"provisioning-user-1","seq":1,"state":"running","step":"tailscale_key"}
+                     *
+                     *     id: 1.2.0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01
+                     *     event: step
+                     *     data: {"agent_id":"build-box","at":"2026-12-07T10:00:01.250Z","detail":"key k74ahcqDC3aCNTRL","provisioning_run_id":"0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01","provisioning_workflow_id":"provisioning-user-1","seq":2,"state":"done","step":"tailscale_key"}
+                     *
+                     *     id: 1.3.0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01
+                     *     event: step
+                     *     data: {"agent_id":"build-box","at":"2026-12-07T10:00:02.000Z","detail":"","provisioning_run_id":"0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01","provisioning_workflow_id":"provisioning-user-1","seq":3,"state":"running","step":"hetzner_server"}
+                     *
+                     *     id: 1.4.0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01
+                     *     event: step
+                     *     data: {"agent_id":"build-box","at":"2026-12-07T10:00:02.250Z","detail":"server 40000001 (slipway-build-box)","provisioning_run_id":"0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01","provisioning_workflow_id":"provisioning-user-1","seq":4,"state":"done","step":"hetzner_server"}
+                     *
+                     *     id: 1.5.0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01
+                     *     event: step
+                     *     data: {"agent_id":"build-box","at":"2026-12-07T10:00:03.000Z","detail":"waiting for create action","provisioning_run_id":"0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01","provisioning_workflow_id":"provisioning-user-1","seq":5,"state":"running","step":"server_ready"}
+                     *
+                     *     id: 1.6.0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01
+                     *     event: step
+                     *     data: {"agent_id":"build-box","at":"2026-12-07T10:00:03.250Z","detail":"running at 198.51.100.7","provisioning_run_id":"0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01","provisioning_workflow_id":"provisioning-user-1","seq":6,"state":"done","step":"server_ready"}
+                     *
+                     *     id: 1.7.0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01
+                     *     event: step
+                     *     data: {"agent_id":"build-box","at":"2026-12-07T10:00:04.000Z","detail":"","provisioning_run_id":"0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01","provisioning_workflow_id":"provisioning-user-1","seq":7,"state":"running","step":"actions_dispatch"}
+                     *
+                     *     id: 1.8.0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01
+                     *     event: step
+                     *     data: {"agent_id":"build-box","at":"2026-12-07T10:00:04.250Z","detail":"dispatched (run 14000000037)","provisioning_run_id":"0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01","provisioning_workflow_id":"provisioning-user-1","seq":8,"state":"done","step":"actions_dispatch"}
+                     *
+                     *     id: 1.9.0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01
+                     *     event: step
+                     *     data: {"agent_id":"build-box","at":"2026-12-07T10:00:05.000Z","detail":"waiting up to 120s","provisioning_run_id":"0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01","provisioning_workflow_id":"provisioning-user-1","seq":9,"state":"running","step":"actions_callback"}
+                     *
+                     *     id: 1.10.0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01
+                     *     event: step
+                     *     data: {"agent_id":"build-box","at":"2026-12-07T10:00:05.250Z","detail":"job succeeded (run 14000000037)","provisioning_run_id":"0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01","provisioning_workflow_id":"provisioning-user-1","seq":10,"state":"done","step":"actions_callback"}
+                     *
+                     *     id: 1.11.0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01
+                     *     event: step
+                     *     data: {"agent_id":"build-box","at":"2026-12-07T10:00:06.000Z","detail":"","provisioning_run_id":"0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01","provisioning_workflow_id":"provisioning-user-1","seq":11,"state":"running","step":"tailscale_device"}
+                     *
+                     *     id: 1.12.0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01
+                     *     event: step
+                     *     data: {"agent_id":"build-box","at":"2026-12-07T10:00:06.250Z","detail":"device n74NEiK1DqCNTRL","provisioning_run_id":"0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01","provisioning_workflow_id":"provisioning-user-1","seq":12,"state":"done","step":"tailscale_device"}
+                     *
+                     *     id: 2.12.0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01
+                     *     event: state
+                     *     data: {"actor":"saga","agent_id":"build-box","at":"2026-12-07T10:01:00Z","from":"provisioning","reason":"provisioned","seq":2,"to":"active"}
+                     *
+                     *     event: heartbeat
+                     *     data: {}
+                     */
                     "text/event-stream": components["schemas"]["AgentEvent"];
                 };
             };
@@ -1986,6 +2293,32 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "agent_id": "build-box",
+                     *       "audit": [
+                     *         {
+                     *           "actor": "stripe:evt_1QxRhc2eZvKYlo2C",
+                     *           "at": "2026-12-07T10:00:00Z",
+                     *           "from": "draft",
+                     *           "reason": "provisioning started",
+                     *           "to": "provisioning"
+                     *         }
+                     *       ],
+                     *       "customer_id": "cus_NffrFeUfNV2Hib",
+                     *       "failure_reason": null,
+                     *       "name": "Build box",
+                     *       "provisioning_run_id": "0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01",
+                     *       "provisioning_workflow_id": "provisioning-user-1",
+                     *       "region": "fsn1",
+                     *       "server": null,
+                     *       "status": "provisioning",
+                     *       "suspended_from": null,
+                     *       "tailscale": null,
+                     *       "user_id": "user-1",
+                     *       "workflow_id": "agent-build-box"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AgentView"];
                 };
             };
@@ -2138,6 +2471,47 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "agent_id": "build-box",
+                     *       "audit": [
+                     *         {
+                     *           "actor": "stripe:evt_1QxRhc2eZvKYlo2C",
+                     *           "at": "2026-12-07T10:00:00Z",
+                     *           "from": "draft",
+                     *           "reason": "provisioning started",
+                     *           "to": "provisioning"
+                     *         },
+                     *         {
+                     *           "actor": "saga",
+                     *           "at": "2026-12-07T10:01:00Z",
+                     *           "from": "provisioning",
+                     *           "reason": "provisioned",
+                     *           "to": "active"
+                     *         }
+                     *       ],
+                     *       "customer_id": "cus_NffrFeUfNV2Hib",
+                     *       "failure_reason": null,
+                     *       "name": "Build box",
+                     *       "provisioning_run_id": "0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01",
+                     *       "provisioning_workflow_id": "provisioning-user-1",
+                     *       "region": "fsn1",
+                     *       "server": {
+                     *         "create_action_id": 41000001,
+                     *         "id": 40000001,
+                     *         "ipv4": "198.51.100.7",
+                     *         "name": "slipway-build-box"
+                     *       },
+                     *       "status": "active",
+                     *       "suspended_from": null,
+                     *       "tailscale": {
+                     *         "device_id": "n74NEiK1DqCNTRL",
+                     *         "key_id": "k74ahcqDC3aCNTRL"
+                     *       },
+                     *       "user_id": "user-1",
+                     *       "workflow_id": "agent-build-box"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AgentView"];
                 };
             };
@@ -2147,6 +2521,61 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "agent_id": "build-box",
+                     *       "audit": [
+                     *         {
+                     *           "actor": "stripe:evt_1QxRhc2eZvKYlo2C",
+                     *           "at": "2026-12-07T10:00:00Z",
+                     *           "from": "draft",
+                     *           "reason": "provisioning started",
+                     *           "to": "provisioning"
+                     *         },
+                     *         {
+                     *           "actor": "saga",
+                     *           "at": "2026-12-07T10:01:00Z",
+                     *           "from": "provisioning",
+                     *           "reason": "provisioned",
+                     *           "to": "active"
+                     *         },
+                     *         {
+                     *           "actor": "user:user-1",
+                     *           "at": "2026-12-07T10:02:00Z",
+                     *           "from": "active",
+                     *           "reason": "stop requested",
+                     *           "to": "stopping"
+                     *         },
+                     *         {
+                     *           "actor": "saga",
+                     *           "at": "2026-12-07T10:03:00Z",
+                     *           "from": "stopping",
+                     *           "reason": "server powered off",
+                     *           "to": "stopped"
+                     *         }
+                     *       ],
+                     *       "customer_id": "cus_NffrFeUfNV2Hib",
+                     *       "failure_reason": null,
+                     *       "name": "Build box",
+                     *       "provisioning_run_id": "0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01",
+                     *       "provisioning_workflow_id": "provisioning-user-1",
+                     *       "region": "fsn1",
+                     *       "server": {
+                     *         "create_action_id": 41000001,
+                     *         "id": 40000001,
+                     *         "ipv4": "198.51.100.7",
+                     *         "name": "slipway-build-box"
+                     *       },
+                     *       "status": "stopped",
+                     *       "suspended_from": null,
+                     *       "tailscale": {
+                     *         "device_id": "n74NEiK1DqCNTRL",
+                     *         "key_id": "k74ahcqDC3aCNTRL"
+                     *       },
+                     *       "user_id": "user-1",
+                     *       "workflow_id": "agent-build-box"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AgentView"];
                 };
             };
@@ -2263,6 +2692,61 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "agent_id": "build-box",
+                     *       "audit": [
+                     *         {
+                     *           "actor": "stripe:evt_1QxRhc2eZvKYlo2C",
+                     *           "at": "2026-12-07T10:00:00Z",
+                     *           "from": "draft",
+                     *           "reason": "provisioning started",
+                     *           "to": "provisioning"
+                     *         },
+                     *         {
+                     *           "actor": "saga",
+                     *           "at": "2026-12-07T10:01:00Z",
+                     *           "from": "provisioning",
+                     *           "reason": "provisioned",
+                     *           "to": "active"
+                     *         },
+                     *         {
+                     *           "actor": "user:user-1",
+                     *           "at": "2026-12-07T10:02:00Z",
+                     *           "from": "active",
+                     *           "reason": "stop requested",
+                     *           "to": "stopping"
+                     *         },
+                     *         {
+                     *           "actor": "saga",
+                     *           "at": "2026-12-07T10:03:00Z",
+                     *           "from": "stopping",
+                     *           "reason": "server powered off",
+                     *           "to": "stopped"
+                     *         }
+                     *       ],
+                     *       "customer_id": "cus_NffrFeUfNV2Hib",
+                     *       "failure_reason": null,
+                     *       "name": "Build box",
+                     *       "provisioning_run_id": "0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01",
+                     *       "provisioning_workflow_id": "provisioning-user-1",
+                     *       "region": "fsn1",
+                     *       "server": {
+                     *         "create_action_id": 41000001,
+                     *         "id": 40000001,
+                     *         "ipv4": "198.51.100.7",
+                     *         "name": "slipway-build-box"
+                     *       },
+                     *       "status": "stopped",
+                     *       "suspended_from": null,
+                     *       "tailscale": {
+                     *         "device_id": "n74NEiK1DqCNTRL",
+                     *         "key_id": "k74ahcqDC3aCNTRL"
+                     *       },
+                     *       "user_id": "user-1",
+                     *       "workflow_id": "agent-build-box"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AgentView"];
                 };
             };
@@ -2272,6 +2756,54 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "agent_id": "build-box",
+                     *       "audit": [
+                     *         {
+                     *           "actor": "stripe:evt_1QxRhc2eZvKYlo2C",
+                     *           "at": "2026-12-07T10:00:00Z",
+                     *           "from": "draft",
+                     *           "reason": "provisioning started",
+                     *           "to": "provisioning"
+                     *         },
+                     *         {
+                     *           "actor": "saga",
+                     *           "at": "2026-12-07T10:01:00Z",
+                     *           "from": "provisioning",
+                     *           "reason": "provisioned",
+                     *           "to": "active"
+                     *         },
+                     *         {
+                     *           "actor": "user:user-1",
+                     *           "at": "2026-12-07T10:02:00Z",
+                     *           "from": "active",
+                     *           "reason": "stop requested",
+                     *           "to": "stopping"
+                     *         }
+                     *       ],
+                     *       "customer_id": "cus_NffrFeUfNV2Hib",
+                     *       "failure_reason": null,
+                     *       "name": "Build box",
+                     *       "provisioning_run_id": "0193a5c2-7f4e-7d3a-9b1c-2f5e8a6d4c01",
+                     *       "provisioning_workflow_id": "provisioning-user-1",
+                     *       "region": "fsn1",
+                     *       "server": {
+                     *         "create_action_id": 41000001,
+                     *         "id": 40000001,
+                     *         "ipv4": "198.51.100.7",
+                     *         "name": "slipway-build-box"
+                     *       },
+                     *       "status": "stopping",
+                     *       "suspended_from": null,
+                     *       "tailscale": {
+                     *         "device_id": "n74NEiK1DqCNTRL",
+                     *         "key_id": "k74ahcqDC3aCNTRL"
+                     *       },
+                     *       "user_id": "user-1",
+                     *       "workflow_id": "agent-build-box"
+                     *     }
+                     */
                     "application/json": components["schemas"]["AgentView"];
                 };
             };
@@ -2390,6 +2922,12 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "id": "cs_test_a1b2c3",
+                     *       "url": "https://checkout.stripe.com/c/pay/cs_test_a1b2c3"
+                     *     }
+                     */
                     "application/json": components["schemas"]["CheckoutCreated"];
                 };
             };
@@ -2561,6 +3099,55 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "attempt": 1,
+                     *       "billed": [
+                     *         "slw-5c2f0e9a1b7d3c84-pr-43",
+                     *         "slw-5c2f0e9a1b7d3c84-tokens-1"
+                     *       ],
+                     *       "failure": null,
+                     *       "history": [
+                     *         "queued",
+                     *         "planning",
+                     *         "coding",
+                     *         "reviewing",
+                     *         "pr_creating",
+                     *         "pr_opened"
+                     *       ],
+                     *       "issue_number": 42,
+                     *       "pr_number": 43,
+                     *       "pr_outcome": null,
+                     *       "pr_url": "https://github.com/acme/shop/pull/43",
+                     *       "repo": "acme/shop",
+                     *       "state": "pr_opened",
+                     *       "steps": [
+                     *         {
+                     *           "detail": "3 files",
+                     *           "name": "planning",
+                     *           "state": "done"
+                     *         },
+                     *         {
+                     *           "detail": "3 files changed",
+                     *           "name": "coding",
+                     *           "state": "done"
+                     *         },
+                     *         {
+                     *           "detail": "approved",
+                     *           "name": "reviewing",
+                     *           "state": "done"
+                     *         },
+                     *         {
+                     *           "detail": "#43",
+                     *           "name": "pr_creating",
+                     *           "state": "done"
+                     *         }
+                     *       ],
+                     *       "tokens": 18240,
+                     *       "tokens_estimated": false,
+                     *       "unbilled": []
+                     *     }
+                     */
                     "application/json": components["schemas"]["JobStatus"];
                 };
             };
@@ -2713,6 +3300,13 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "clientId": "acme",
+                     *       "existing": false,
+                     *       "workflowId": "client-stack-acme"
+                     *     }
+                     */
                     "application/json": components["schemas"]["StackAccepted"];
                 };
             };
@@ -2844,6 +3438,55 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
+                    /**
+                     * @example {
+                     *       "client_id": "acme",
+                     *       "failure": null,
+                     *       "leftovers": [],
+                     *       "resources": {
+                     *         "deployment_url": "https://acme-app.vercel.app",
+                     *         "migrations": [
+                     *           "0001_init"
+                     *         ],
+                     *         "n8n_workflow_id": "1",
+                     *         "repository": "acme-org/acme-app",
+                     *         "repository_url": "https://github.com/acme-org/acme-app",
+                     *         "supabase_ref": "abcdefghijklmnopqrst",
+                     *         "supabase_url": "https://abcdefghijklmnopqrst.supabase.co",
+                     *         "vercel_project_id": "prj_12HKQaOmR5t5Uy6vdcQsNIiZgHGB",
+                     *         "webhook_url": "https://n8n.example.com/webhook/acme"
+                     *       },
+                     *       "state": "ready",
+                     *       "steps": [
+                     *         {
+                     *           "detail": "",
+                     *           "name": "supabase_project",
+                     *           "state": "done"
+                     *         },
+                     *         {
+                     *           "detail": "",
+                     *           "name": "schema",
+                     *           "state": "done"
+                     *         },
+                     *         {
+                     *           "detail": "",
+                     *           "name": "github_repository",
+                     *           "state": "done"
+                     *         },
+                     *         {
+                     *           "detail": "",
+                     *           "name": "vercel",
+                     *           "state": "done"
+                     *         },
+                     *         {
+                     *           "detail": "",
+                     *           "name": "n8n_workflow",
+                     *           "state": "done"
+                     *         }
+                     *       ],
+                     *       "workflow_id": "client-stack-acme"
+                     *     }
+                     */
                     "application/json": components["schemas"]["StackView"];
                 };
             };
