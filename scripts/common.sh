@@ -124,6 +124,12 @@ ensure_typescript_client() {
   fi
 }
 
+# run_client_tests: clients/typescript built, and its tests (node:test) run.
+run_client_tests() {
+  ensure_typescript_client
+  (cd "$ROOT/clients/typescript" && npx --no-install tsc -p . && node --test dist/test/)
+}
+
 # run_client_example LOG: clients/typescript's example app, built, against a `scripts/dev` stack
 # on free ports with its own state (a developer's running stack is left alone); its output also
 # goes to LOG. Returns the example's exit status (124 if it did not finish within 10 minutes).

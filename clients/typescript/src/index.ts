@@ -47,15 +47,20 @@ export interface FollowOptions extends ClientOptions {
   reconnectDelayMs?: number;
 }
 
+/** Consecutive busy answers (503, 429) `followAgent` waits out before it throws. */
+const BUSY_RETRIES = 5;
+
 /**
  * The agent's status and provisioning-step changes as they happen, from its whole past on (or
  * after `lastEventId`), until its workflow closes (`end`, the last event yielded). A dropped
- * connection is resumed with `Last-Event-ID`: no event is missed or repeated. Refusals (404,
- * 401, …) throw a `SlipwayError` with the API's stable code.
+ * connection is resumed with `Last-Event-ID`: no event is missed or repeated. A busy answer
+ * (503, 429) is waited out (`Retry-After`) up to 5 times in a row; refusals (404, 401, …) throw a
+ * `SlipwayError` with the API's stable code.
  */
 export async function* followAgent(agentId: string, options: FollowOptions): AsyncGenerator<AgentEvent> {
   const doFetch = options.fetch ?? fetch;
   let lastEventId = options.lastEventId;
+  let busy = 0;
   const url = `${options.baseUrl}/api/agents/${encodeURIComponent(agentId)}/events`;
   for (;;) {
     const headers: Record<string, string> = {
@@ -73,8 +78,16 @@ export async function* followAgent(agentId: string, options: FollowOptions): Asy
     }
     if (!response.ok || !response.body) {
       const body = (await response.json().catch(() => ({}))) as Partial<ErrorBody>;
+      // Busy, not refused (503, 429: rate limited, or the user's streams at their cap while a
+      // dropped one is not yet seen gone): wait as told and try again, a few times.
+      if ((response.status === 503 || response.status === 429) && ++busy <= BUSY_RETRIES) {
+        const told = Number(response.headers.get("retry-after"));
+        await delay(told > 0 ? told * 1000 : (options.reconnectDelayMs ?? 1000) * busy);
+        continue;
+      }
       throw new SlipwayError(response.status, body.code ?? "UNKNOWN", body.message ?? response.statusText);
     }
+    busy = 0;
     try {
       for await (const frame of frames(response.body)) {
         if (frame.event === "heartbeat" || !frame.data) continue;
