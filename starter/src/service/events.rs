@@ -170,7 +170,8 @@ pub fn follow(
 
 impl super::AgentService {
     /// The caller's agent's events, after `last_event_id` if given: 400 `INVALID_EVENT_ID` for
-    /// an id this stream never sent, 404 for another user's agent, as every other call.
+    /// an id this stream never sent, 404 for another user's agent, as every other call, 429
+    /// `TOO_MANY_STREAMS` when the caller already holds `events_max_streams` streams here.
     pub async fn watch(
         &self,
         user: &crate::auth::Claims,
