@@ -233,11 +233,7 @@ fn status(e: ServiceError) -> Status {
 }
 
 fn request_id(req: &AgentCommandRequest, op: &str) -> String {
-    if req.idempotency_key.is_empty() || req.idempotency_key.len() > 255 {
-        format!("grpc-{op}-{}-{}", req.agent_id, uuid::Uuid::new_v4().simple())
-    } else {
-        format!("api-{op}-{}-{}", req.agent_id, req.idempotency_key)
-    }
+    crate::service::request_id(Some(&req.idempotency_key), op, &req.agent_id, "grpc")
 }
 
 #[tonic::async_trait]
@@ -428,10 +424,7 @@ impl AgentControl for AgentControlService {
         let r = request.into_inner();
         let j = r.job.unwrap_or_default();
         let id = format!("{}/{}#{}", j.owner, j.repo, j.issue);
-        let rid = match optional(r.idempotency_key) {
-            Some(key) if key.len() <= 255 => format!("api-bill-{id}-{key}"),
-            _ => format!("grpc-bill-{id}-{}", uuid::Uuid::new_v4().simple()),
-        };
+        let rid = crate::service::request_id(Some(&r.idempotency_key), "bill", &id, "grpc");
         let s = AdminService::new(self.app.clone())
             .bill_job(&claims, &j.owner, &j.repo, j.issue, rid)
             .await

@@ -46,16 +46,11 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(b)| b).map_err(json_rejection)
 }
 
-/// `Idempotency-Key` if the client sent one (retries then dedupe in Temporal), else a fresh id.
-fn request_id(headers: &HeaderMap, agent_id: &str, op: &str) -> String {
-    match headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .filter(|k| !k.is_empty() && k.len() <= 255)
-    {
-        Some(key) => format!("api-{op}-{agent_id}-{key}"),
-        None => format!("api-{op}-{agent_id}-{}", uuid::Uuid::new_v4().simple()),
-    }
+/// The command's request id, from `Idempotency-Key` if the client sent one
+/// ([`crate::service::request_id`]).
+fn request_id(headers: &HeaderMap, subject: &str, op: &str) -> String {
+    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok());
+    crate::service::request_id(key, op, subject, "api")
 }
 
 /// Body of `POST /api/agents`.

@@ -22,6 +22,16 @@ pub use agents::{Accepted, AgentService};
 
 use crate::temporal::GatewayError;
 
+/// The id Temporal dedupes a command by (`op` on `subject`): built from the client's
+/// idempotency key when it sent a usable one (1–255 bytes), the same on REST and gRPC, so a
+/// retry on either surface applies once; else a fresh id, prefixed by the `surface` it came in on.
+pub fn request_id(key: Option<&str>, op: &str, subject: &str, surface: &str) -> String {
+    match key.filter(|k| !k.is_empty() && k.len() <= 255) {
+        Some(key) => format!("api-{op}-{subject}-{key}"),
+        None => format!("{surface}-{op}-{subject}-{}", uuid::Uuid::new_v4().simple()),
+    }
+}
+
 /// Kinds of failure, mapped to HTTP statuses and gRPC codes by the two surfaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -91,6 +101,24 @@ impl From<GatewayError> for ServiceError {
                 tracing::error!(detail = %m, "Temporal did not accept the request");
                 Self::new(Kind::Unavailable, "TEMPORAL_UNAVAILABLE", crate::error::UNAVAILABLE_MESSAGE)
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_id;
+
+    #[test]
+    fn a_keyed_request_has_one_id_on_both_surfaces_an_unkeyed_one_a_fresh_id_each_time() {
+        let rest = request_id(Some("k-1"), "stop", "ag-1", "api");
+        assert_eq!(rest, "api-stop-ag-1-k-1");
+        assert_eq!(request_id(Some("k-1"), "stop", "ag-1", "grpc"), rest);
+        let long = "k".repeat(256);
+        for unusable in [None, Some(""), Some(long.as_str())] {
+            let (a, b) =
+                (request_id(unusable, "stop", "ag-1", "grpc"), request_id(unusable, "stop", "ag-1", "grpc"));
+            assert!(a.starts_with("grpc-stop-ag-1-") && a != b, "{a} {b}");
         }
     }
 }
