@@ -75,12 +75,15 @@ pub fn encode(keys: &Keys, body: &Payloads) -> Result<Payloads, WireError> {
 
 /// `POST /codec/decode`: every payload opened (one not encrypted comes back as it was).
 pub fn decode(keys: &Keys, body: &Payloads) -> Result<Payloads, WireError> {
-    let mut out = Vec::with_capacity(body.payloads.len());
-    for w in &body.payloads {
-        let p = Payload::try_from(w).map_err(WireError::Malformed)?;
-        out.push(WirePayload::from(&keys.open(p)?));
-    }
-    Ok(Payloads { payloads: out })
+    let payloads = body
+        .payloads
+        .iter()
+        .map(|w| {
+            let sealed = Payload::try_from(w).map_err(WireError::Malformed)?;
+            Ok(WirePayload::from(&keys.open(sealed)?))
+        })
+        .collect::<Result<_, WireError>>()?;
+    Ok(Payloads { payloads })
 }
 
 #[cfg(test)]

@@ -45,11 +45,13 @@ impl AgentControlService {
 
     fn admin<T>(&self, request: &Request<T>) -> Result<Claims, Status> {
         let claims = self.claims(request)?;
-        if claims.is_admin() {
-            Ok(claims)
-        } else {
-            Err(Status::permission_denied("FORBIDDEN: admin role required"))
-        }
+        if claims.is_admin() { Ok(claims) } else { Err(status(ServiceError::admin_only())) }
+    }
+
+    /// `ListAgents` and `AdminListAgents`: the caller's agents, or every user's (`all`).
+    async fn list(&self, claims: &Claims, all: bool) -> Result<Response<ListAgentsResponse>, Status> {
+        let summaries = AgentService::new(self.app.clone()).list(claims, all).await.map_err(status)?;
+        Ok(Response::new(ListAgentsResponse { agents: summaries.into_iter().map(summary).collect() }))
     }
 
     /// The caller, under the same budgets as the REST API: a failed authentication counts
@@ -249,9 +251,7 @@ impl AgentControl for AgentControlService {
         &self,
         request: Request<ListAgentsRequest>,
     ) -> Result<Response<ListAgentsResponse>, Status> {
-        let claims = self.claims(&request)?;
-        let summaries = AgentService::new(self.app.clone()).list(&claims, false).await.map_err(status)?;
-        Ok(Response::new(ListAgentsResponse { agents: summaries.into_iter().map(summary).collect() }))
+        self.list(&self.claims(&request)?, false).await
     }
 
     async fn create_agent(&self, request: Request<CreateAgentRequest>) -> Result<Response<Agent>, Status> {
@@ -349,9 +349,7 @@ impl AgentControl for AgentControlService {
         &self,
         request: Request<ListAgentsRequest>,
     ) -> Result<Response<ListAgentsResponse>, Status> {
-        let claims = self.admin(&request)?;
-        let summaries = AgentService::new(self.app.clone()).list(&claims, true).await.map_err(status)?;
-        Ok(Response::new(ListAgentsResponse { agents: summaries.into_iter().map(summary).collect() }))
+        self.list(&self.admin(&request)?, true).await
     }
 
     async fn create_checkout_session(

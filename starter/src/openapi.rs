@@ -132,6 +132,15 @@ const API_COMMON: Codes = &[
     (503, &["TEMPORAL_UNAVAILABLE"]),
 ];
 
+/// The codec server's codes (its own auth: an operator's token, not an `/api/` user's).
+const CODEC: Codes = &[
+    (400, &["MALFORMED_PAYLOAD"]),
+    (401, &["UNAUTHENTICATED", "INVALID_TOKEN"]),
+    (403, &["FORBIDDEN"]),
+    (413, &["PAYLOAD_TOO_LARGE"]),
+    (422, &["UNDECODABLE_PAYLOAD"]),
+];
+
 /// Codes of operations that read a JSON body.
 const BODY_COMMON: Codes = &[(400, &["MALFORMED_PAYLOAD"]), (413, &["PAYLOAD_TOO_LARGE"])];
 
@@ -212,26 +221,8 @@ pub const ERRORS: &[(&str, Codes)] = &[
     ),
     ("startClientStack", &[(400, &["INVALID_INPUT"]), (403, &["FORBIDDEN"])]),
     ("getClientStack", &[(403, &["FORBIDDEN"]), (404, &["STACK_NOT_FOUND"])]),
-    (
-        "codecEncode",
-        &[
-            (400, &["MALFORMED_PAYLOAD"]),
-            (401, &["UNAUTHENTICATED", "INVALID_TOKEN"]),
-            (403, &["FORBIDDEN"]),
-            (413, &["PAYLOAD_TOO_LARGE"]),
-            (422, &["UNDECODABLE_PAYLOAD"]),
-        ],
-    ),
-    (
-        "codecDecode",
-        &[
-            (400, &["MALFORMED_PAYLOAD"]),
-            (401, &["UNAUTHENTICATED", "INVALID_TOKEN"]),
-            (403, &["FORBIDDEN"]),
-            (413, &["PAYLOAD_TOO_LARGE"]),
-            (422, &["UNDECODABLE_PAYLOAD"]),
-        ],
-    ),
+    ("codecEncode", CODEC),
+    ("codecDecode", CODEC),
     (
         "receiveStripeEvent",
         &[

@@ -187,10 +187,11 @@ pub fn decrypt_payloads(value: &mut serde_json::Value) -> anyhow::Result<usize> 
     let keys = keys.keys().expect("tests encrypt");
     let mut opened = 0;
     visit_payloads(value, &mut |payload| {
-        let wire: slipway_codec::wire::WirePayload = serde_json::from_value(payload.clone())?;
-        let body = slipway_codec::wire::Payloads { payloads: vec![wire] };
-        let plain = slipway_codec::wire::decode(keys, &body)?;
-        *payload = serde_json::to_value(&plain.payloads[0])?;
+        use slipway_codec::wire::WirePayload;
+        use temporalio_common::protos::temporal::api::common::v1::Payload;
+        let wire: WirePayload = serde_json::from_value(payload.clone())?;
+        let sealed = Payload::try_from(&wire).map_err(anyhow::Error::msg)?;
+        *payload = serde_json::to_value(WirePayload::from(&keys.open(sealed)?))?;
         opened += 1;
         Ok(())
     })?;

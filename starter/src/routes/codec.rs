@@ -40,7 +40,7 @@ pub async fn encode(
     headers: HeaderMap,
     body: Result<Json<Payloads>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    convert(&app, peer, &headers, body, wire::encode).await
+    convert(&app, peer, &headers, body, wire::encode)
 }
 
 /// `POST /codec/decode`.
@@ -60,7 +60,7 @@ pub async fn decode(
     headers: HeaderMap,
     body: Result<Json<Payloads>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    convert(&app, peer, &headers, body, wire::decode).await
+    convert(&app, peer, &headers, body, wire::decode)
 }
 
 /// `OPTIONS /codec/encode`: the CORS preflight of a trusted UI origin.
@@ -95,7 +95,7 @@ fn preflight(app: &AppState, headers: &HeaderMap) -> Response {
     resp
 }
 
-async fn convert(
+fn convert(
     app: &AppState,
     peer: std::net::SocketAddr,
     headers: &HeaderMap,
